@@ -1,0 +1,169 @@
+//! Map keys, map values and constants shared by the XDP programs (`lb-ebpf`) and userspace
+//! (`lb-userspace`).
+//!
+//! Rules for every type here: `#[repr(C)]`, no implicit padding (explicit `_pad` fields that
+//! are always zero), addresses and ports as network-order byte arrays, no enums or `Option`
+//! in map values. The `user` feature implements `aya::Pod` for them.
+#![no_std]
+
+mod outcome;
+
+pub use outcome::{Outcome, xdp_action};
+
+/// Maximum number of virtual services (VIP, port, protocol).
+pub const MAX_SERVICES: u32 = 512;
+/// Maximum number of real servers over all services (one entry per service and real).
+pub const MAX_REALS: u32 = 4096;
+/// Slots in one scheduling ring (the rr/wrr sequence of one service).
+pub const RING_SIZE: u32 = 1024;
+/// Rings per service: userspace fills the inactive one, then flips `ServiceInfo::ring_slot`.
+pub const RING_SLOTS: u32 = 2;
+/// Default number of entries of the LRU flow table.
+pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+
+/// `family` value of an IPv4 address stored in a 16-byte array (first 4 bytes used).
+pub const FAMILY_IPV4: u8 = 4;
+/// `family` value of an IPv6 address.
+pub const FAMILY_IPV6: u8 = 6;
+
+/// IP protocol numbers used in keys.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// Names of the maps in the eBPF object (and of their pins under `/sys/fs/bpf/<instance>/`).
+pub mod map_names {
+    pub const SERVICES: &str = "LB_SERVICES";
+    pub const REALS: &str = "LB_REALS";
+    pub const RINGS: &str = "LB_RINGS";
+    pub const RR_CURSORS: &str = "LB_RR_CURSORS";
+    pub const FLOWS: &str = "LB_FLOWS";
+    pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
+    pub const REAL_STATS: &str = "LB_REAL_STATS";
+    pub const OUTCOMES: &str = "LB_OUTCOMES";
+}
+
+/// Names of the XDP programs in the eBPF object.
+pub mod program_names {
+    /// The load balancer.
+    pub const BALANCER: &str = "lb_xdp";
+    /// Passes every frame. Attached to the peer of a veth that receives XDP_TX/REDIRECT
+    /// frames in native mode: without an XDP program there the kernel drops them.
+    pub const PASS: &str = "lb_xdp_pass";
+}
+
+/// Key of `LB_SERVICES`: what identifies a virtual service.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct ServiceKey {
+    /// VIP, network order; IPv4 uses the first 4 bytes, the rest is zero.
+    pub addr: [u8; 16],
+    /// Port, network order.
+    pub port: [u8; 2],
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    /// `FAMILY_IPV4` or `FAMILY_IPV6`.
+    pub family: u8,
+}
+
+/// Value of `LB_SERVICES`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct ServiceInfo {
+    /// Index into the per-service arrays (stats, rings, rr cursors); `< MAX_SERVICES`.
+    pub id: u32,
+    /// Number of valid entries in the active ring; 0 means no real can take new flows.
+    pub ring_len: u32,
+    /// Which of the `RING_SLOTS` rings is active.
+    pub ring_slot: u32,
+}
+
+/// Value of `LB_REALS` (an array indexed by real id). `family == 0` marks a free entry.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct RealInfo {
+    /// Real server address, network order (IPv4 in the first 4 bytes).
+    pub addr: [u8; 16],
+    /// Interface the real is reached through; the frame leaves there.
+    pub ifindex: u32,
+    /// Service this entry belongs to (a real in two services has two entries).
+    pub service_id: u32,
+    /// Ethernet address of the real (its neighbour entry): the frame's destination.
+    pub mac: [u8; 6],
+    /// Ethernet address of `ifindex`: the frame's source.
+    pub src_mac: [u8; 6],
+    /// Real server port, network order (informational for DR: the port is not rewritten).
+    pub port: [u8; 2],
+    pub family: u8,
+    /// `REAL_FLAG_*` bits, for userspace; the data plane forwards whatever the flags.
+    pub flags: u8,
+}
+
+/// The real was removed from the configuration. Its entry stays so that established flows
+/// keep reaching it (IPVS with `expire_nodest_conn=0` does the same); the id is reused last.
+pub const REAL_FLAG_RETIRED: u8 = 1;
+
+/// Key of `LB_FLOWS`: the 5-tuple of a client flow as it arrives at the director.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct FlowKey {
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: [u8; 2],
+    pub dport: [u8; 2],
+    pub proto: u8,
+    pub family: u8,
+    pub _pad: [u8; 2],
+}
+
+/// Value of `LB_FLOWS`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct FlowState {
+    /// The real this flow was scheduled to (index into `LB_REALS`).
+    pub real_id: u32,
+}
+
+/// Per-CPU traffic counters of one service or one real (`LB_SERVICE_STATS`, `LB_REAL_STATS`).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct TrafficStats {
+    pub packets: u64,
+    pub bytes: u64,
+    /// Flows scheduled (new entries in the flow table).
+    pub new_flows: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: every type is repr(C), made only of integers and byte arrays, with no implicit
+    // padding (checked by the size assertions below), so any bit pattern is valid.
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::ServiceInfo {}
+    unsafe impl aya::Pod for super::RealInfo {}
+    unsafe impl aya::Pod for super::FlowKey {}
+    unsafe impl aya::Pod for super::FlowState {}
+    unsafe impl aya::Pod for super::TrafficStats {}
+}
+
+// No implicit padding: each size is the sum of the field sizes.
+const _: () = {
+    use core::mem::size_of;
+    assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
+    assert!(size_of::<ServiceInfo>() == 3 * 4);
+    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1);
+    assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
+    assert!(size_of::<FlowState>() == 4);
+    assert!(size_of::<TrafficStats>() == 3 * 8);
+};
+
+/// Index of a ring entry in `LB_RINGS` for service `id`, ring `slot`, position `pos`.
+#[inline(always)]
+pub const fn ring_index(id: u32, slot: u32, pos: u32) -> u32 {
+    (id * RING_SLOTS + slot) * RING_SIZE + pos
+}

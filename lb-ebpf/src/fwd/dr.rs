@@ -1,0 +1,26 @@
+//! Direct routing (LVS "DR", keepalived `lb_kind DR`): the frame keeps its IP packet
+//! untouched; its destination MAC becomes the real's and its source MAC the egress
+//! interface's. Sent back out of the ingress interface (XDP_TX) or redirected to the
+//! interface the real sits behind.
+
+use aya_ebpf::{helpers::bpf_redirect, programs::XdpContext};
+use lb_common::{Outcome, RealInfo};
+
+use crate::{headers::EthHdr, packet::ptr_at_mut};
+
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, real: &RealInfo) -> Result<Outcome, Outcome> {
+    let eth = ptr_at_mut::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
+    // SAFETY: ptr_at_mut checked the bounds; no other reference to these bytes is live.
+    unsafe {
+        (*eth).dst = real.mac;
+        (*eth).src = real.src_mac;
+    }
+    if real.ifindex == ctx.ingress_ifindex() as u32 {
+        Ok(Outcome::ForwardedTx)
+    } else {
+        // SAFETY: plain helper call; with flags 0 it returns XDP_REDIRECT.
+        unsafe { bpf_redirect(real.ifindex, 0) };
+        Ok(Outcome::ForwardedRedirect)
+    }
+}

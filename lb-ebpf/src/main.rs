@@ -1,0 +1,79 @@
+//! XDP programs of the load balancer.
+//!
+//! `lb_xdp` balances: parse the frame, look up the virtual service, find the flow's real in
+//! the flow table (or schedule one), rewrite and send. Everything that is not for a virtual
+//! service passes to the kernel untouched. Each concern has its own module; every outcome is
+//! counted and mapped to an XDP action in one place (`lb_common::Outcome::xdp_action`).
+#![no_std]
+#![no_main]
+
+mod conntrack;
+mod fwd;
+mod headers;
+mod maps;
+mod packet;
+mod parse;
+mod sched;
+mod service;
+mod stats;
+
+use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use lb_common::{Outcome, RealInfo, ServiceInfo};
+
+/// The load balancer.
+#[xdp]
+pub fn lb_xdp(ctx: XdpContext) -> u32 {
+    let outcome = match balance(&ctx) {
+        Ok(forwarded) => forwarded,
+        Err(not_forwarded) => not_forwarded,
+    };
+    stats::count_outcome(outcome);
+    outcome.xdp_action()
+}
+
+/// Passes every frame. Attached to the receiving end of a veth pair so that frames sent
+/// there with XDP_TX or XDP_REDIRECT in native mode are delivered (the kernel drops them
+/// when that end has no XDP program).
+#[xdp]
+pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
+}
+
+#[inline(always)]
+fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
+    let flow = parse::parse_flow(ctx)?;
+    let service = service::lookup(&flow).ok_or(Outcome::NotService)?;
+    let (real_id, real) = choose_real(&flow, service)?;
+    let outcome = fwd::dr::forward(ctx, real)?;
+    stats::count_traffic(service.id, real_id, ctx.data_end() - ctx.data());
+    Ok(outcome)
+}
+
+/// The real of an established flow, or a newly scheduled one. A flow whose real entry was
+/// freed is scheduled again.
+#[inline(always)]
+fn choose_real(
+    flow: &lb_common::FlowKey,
+    service: &ServiceInfo,
+) -> Result<(u32, &'static RealInfo), Outcome> {
+    if let Some(real_id) = conntrack::lookup(flow)
+        && let Some(real) = maps::real(real_id)
+    {
+        return Ok((real_id, real));
+    }
+    let real_id = sched::pick(service).ok_or(Outcome::NoReal)?;
+    let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
+    conntrack::insert(flow, real_id);
+    stats::count_new_flow(service.id, real_id);
+    Ok((real_id, real))
+}
+
+#[cfg(not(test))]
+#[panic_handler]
+fn panic(_info: &core::panic::PanicInfo) -> ! {
+    loop {}
+}
+
+#[unsafe(link_section = "license")]
+#[unsafe(no_mangle)]
+static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -1,0 +1,50 @@
+//! Every map of the balancer. All are pinned by name under the directory userspace gives
+//! (`/sys/fs/bpf/<instance>/`), so `lbd` can restart without losing flows and `lbctl` can
+//! read them while `lbd` is down. Layouts are in `lb_common`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+};
+use lb_common::{
+    DEFAULT_FLOW_TABLE_SIZE, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RING_SIZE,
+    RING_SLOTS, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+};
+
+/// Virtual services: (VIP, port, protocol) → id and active scheduling ring.
+#[map(name = "LB_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// Real servers by id: where and how to send.
+#[map(name = "LB_REALS")]
+pub static REALS: Array<RealInfo> = Array::pinned(MAX_REALS, 0);
+
+/// Scheduling rings: for each service two rings of real ids (see `lb_common::ring_index`).
+#[map(name = "LB_RINGS")]
+pub static RINGS: Array<u32> = Array::pinned(MAX_SERVICES * RING_SLOTS * RING_SIZE, 0);
+
+/// Per-CPU position in each service's ring.
+#[map(name = "LB_RR_CURSORS")]
+pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+/// Established flows → their real. Size is set by userspace at load time.
+#[map(name = "LB_FLOWS")]
+pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// Per-CPU counters per service id.
+#[map(name = "LB_SERVICE_STATS")]
+pub static SERVICE_STATS: PerCpuArray<TrafficStats> = PerCpuArray::pinned(MAX_SERVICES, 0);
+
+/// Per-CPU counters per real id.
+#[map(name = "LB_REAL_STATS")]
+pub static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::pinned(MAX_REALS, 0);
+
+/// Per-CPU packet counters per `Outcome`.
+#[map(name = "LB_OUTCOMES")]
+pub static OUTCOMES: PerCpuArray<u64> = PerCpuArray::pinned(Outcome::COUNT, 0);
+
+/// The entry of real `id`, if it is in use.
+#[inline(always)]
+pub fn real(id: u32) -> Option<&'static RealInfo> {
+    REALS.get(id).filter(|real| real.family != 0)
+}

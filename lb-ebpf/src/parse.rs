@@ -1,0 +1,128 @@
+//! Frame parsing: Ethernet with up to two VLAN tags (802.1ad + 802.1Q), IPv4 without
+//! options or fragmentation, IPv6 without extension headers, TCP and UDP. The result is the
+//! flow's 5-tuple; anything the balancer does not handle comes back as the `Outcome` that
+//! says why.
+
+use aya_ebpf::programs::XdpContext;
+use lb_common::{FAMILY_IPV4, FAMILY_IPV6, FlowKey, Outcome, PROTO_TCP, PROTO_UDP};
+
+use crate::headers::*;
+use crate::packet::ptr_at;
+
+/// IPv6 next-header values that are extension headers, not an upper-layer protocol.
+const IPV6_EXTENSION_HEADERS: [u8; 9] = [0, 43, 44, 50, 51, 60, 135, 139, 140];
+
+/// Parse the frame down to its TCP/UDP ports.
+#[inline(always)]
+pub fn parse_flow(ctx: &XdpContext) -> Result<FlowKey, Outcome> {
+    let (ether_type, l3_offset) = parse_l2(ctx)?;
+    let mut flow = FlowKey {
+        src: [0; 16],
+        dst: [0; 16],
+        sport: [0; 2],
+        dport: [0; 2],
+        proto: 0,
+        family: 0,
+        _pad: [0; 2],
+    };
+    let l4_offset = if ether_type == ETH_P_IPV4 {
+        parse_ipv4(ctx, l3_offset, &mut flow)?
+    } else if ether_type == ETH_P_IPV6 {
+        parse_ipv6(ctx, l3_offset, &mut flow)?
+    } else {
+        return Err(Outcome::NotIp);
+    };
+    parse_l4(ctx, l4_offset, &mut flow)?;
+    Ok(flow)
+}
+
+/// Ether type of the network layer and its offset, after at most two VLAN tags.
+#[inline(always)]
+fn parse_l2(ctx: &XdpContext) -> Result<([u8; 2], usize), Outcome> {
+    let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
+    // SAFETY: ptr_at checked that the header lies inside the frame.
+    let mut ether_type = unsafe { (*eth).ether_type };
+    let mut offset = core::mem::size_of::<EthHdr>();
+    for _ in 0..2 {
+        if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
+            break;
+        }
+        // The tag (TCI, then the next ether type) follows the TPID just read.
+        let vlan = ptr_at::<VlanHdr>(ctx, offset).ok_or(Outcome::TruncatedL2)?;
+        // SAFETY: checked by ptr_at.
+        ether_type = unsafe { (*vlan).ether_type };
+        offset += core::mem::size_of::<VlanHdr>();
+    }
+    Ok((ether_type, offset))
+}
+
+/// Fill the addresses and protocol from an IPv4 header; returns the L4 offset.
+#[inline(always)]
+fn parse_ipv4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usize, Outcome> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
+    // SAFETY: checked by ptr_at.
+    let ip = unsafe { &*ip };
+    let version = ip.version_ihl >> 4;
+    let ihl = ip.version_ihl & 0x0F;
+    if version != 4 || ihl < 5 {
+        return Err(Outcome::MalformedL3);
+    }
+    if ihl != 5 {
+        return Err(Outcome::Ipv4Options);
+    }
+    if u16::from_be_bytes(ip.frag_off) & IPV4_MF_OR_OFFSET != 0 {
+        return Err(Outcome::Ipv4Fragment);
+    }
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+        return Err(Outcome::NotTcpUdp);
+    }
+    flow.src[..4].copy_from_slice(&ip.src);
+    flow.dst[..4].copy_from_slice(&ip.dst);
+    flow.proto = ip.proto;
+    flow.family = FAMILY_IPV4;
+    Ok(offset + core::mem::size_of::<Ipv4Hdr>())
+}
+
+/// Fill the addresses and protocol from an IPv6 header; returns the L4 offset.
+#[inline(always)]
+fn parse_ipv6(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usize, Outcome> {
+    let ip = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
+    // SAFETY: checked by ptr_at.
+    let ip = unsafe { &*ip };
+    if ip.version_class_flow[0] >> 4 != 6 {
+        return Err(Outcome::MalformedL3);
+    }
+    let next = ip.next_hdr;
+    if next != PROTO_TCP && next != PROTO_UDP {
+        let mut i = 0;
+        while i < IPV6_EXTENSION_HEADERS.len() {
+            if IPV6_EXTENSION_HEADERS[i] == next {
+                return Err(Outcome::Ipv6ExtHeader);
+            }
+            i += 1;
+        }
+        return Err(Outcome::NotTcpUdp);
+    }
+    flow.src = ip.src;
+    flow.dst = ip.dst;
+    flow.proto = next;
+    flow.family = FAMILY_IPV6;
+    Ok(offset + core::mem::size_of::<Ipv6Hdr>())
+}
+
+/// Fill the ports; the whole fixed TCP (20 bytes) or UDP (8 bytes) header must be present.
+#[inline(always)]
+fn parse_l4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<(), Outcome> {
+    let (sport, dport) = if flow.proto == PROTO_TCP {
+        let tcp = ptr_at::<TcpHdr>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
+        // SAFETY: checked by ptr_at.
+        unsafe { ((*tcp).sport, (*tcp).dport) }
+    } else {
+        let udp = ptr_at::<UdpHdr>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
+        // SAFETY: checked by ptr_at.
+        unsafe { ((*udp).sport, (*udp).dport) }
+    };
+    flow.sport = sport;
+    flow.dport = dport;
+    Ok(())
+}

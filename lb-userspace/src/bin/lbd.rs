@@ -1,0 +1,238 @@
+//! lbd: the load-balancer daemon. Reads a keepalived.conf, loads and attaches the XDP
+//! balancer, keeps its maps equal to the configuration, reloads on SIGHUP, detaches on
+//! SIGINT/SIGTERM (the maps stay pinned, so a restart keeps established flows).
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context as _;
+use clap::Parser;
+use lb_userspace::{
+    config,
+    controller::Controller,
+    dataplane::{
+        ApplyReport,
+        xdp::{AttachMode, XdpDataplane, XdpOptions, pin_dir},
+    },
+    nexthop::KernelNextHops,
+};
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::{error, info, warn};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lbd",
+    version,
+    about = "XDP load balancer driven by keepalived.conf"
+)]
+struct Args {
+    /// Configuration file (keepalived.conf syntax).
+    #[arg(
+        short = 'f',
+        long = "use-file",
+        default_value = "/etc/keepalived/keepalived.conf"
+    )]
+    config: PathBuf,
+    /// Check the configuration, print every problem, and exit (0 if valid).
+    #[arg(short = 't', long = "config-test")]
+    config_test: bool,
+    /// Interface to attach the balancer to; repeat for several.
+    #[arg(
+        long = "interface",
+        value_name = "IFACE",
+        required_unless_present = "config_test"
+    )]
+    interfaces: Vec<String>,
+    /// XDP attach mode: auto tries native and falls back to generic with a warning.
+    #[arg(long, value_enum, default_value = "auto")]
+    xdp_mode: AttachMode,
+    /// Instance name: maps are pinned under /sys/fs/bpf/NAME.
+    #[arg(long, default_value = "lbd")]
+    name: String,
+    /// Entries of the flow table (about 100 bytes each).
+    #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_TABLE_SIZE)]
+    flow_table_size: u32,
+    /// Seconds between refreshes of the reals' next hops (MAC addresses).
+    #[arg(long, default_value_t = 5)]
+    refresh_interval: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    if args.config_test {
+        return config_test(&args);
+    }
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            error!("cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn config_test(args: &Args) -> ExitCode {
+    match config::load(&args.config) {
+        Ok(loaded) => {
+            for warning in &loaded.warnings {
+                eprintln!("{warning}");
+            }
+            eprintln!("{}: configuration is valid", args.config.display());
+            ExitCode::SUCCESS
+        }
+        Err(config::ConfigError::Invalid {
+            errors, warnings, ..
+        }) => {
+            let mut all: Vec<_> = errors.iter().chain(&warnings).collect();
+            all.sort_by_key(|d| d.location.line);
+            for diagnostic in all {
+                eprintln!("{diagnostic}");
+            }
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let loaded = config::load(&args.config)?;
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
+    let pins = pin_dir(&args.name);
+    let options = XdpOptions {
+        pin_dir: Some(pins.clone()),
+        flow_table_size: args.flow_table_size,
+    };
+    let mut dataplane = XdpDataplane::load(&options, resolver)?;
+    for warning in &dataplane.load_warnings {
+        warn!("{warning}");
+    }
+    for interface in &args.interfaces {
+        let (native, fallback) = dataplane.attach(interface, args.xdp_mode)?;
+        if let Some(reason) = fallback {
+            warn!(
+                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
+            );
+        }
+        info!(
+            "attached to {interface} in {} mode",
+            if native { "native" } else { "generic" }
+        );
+    }
+
+    let mut controller = Controller::new(dataplane);
+    let services = loaded.config.virtual_servers.len();
+    let reals: usize = loaded
+        .config
+        .virtual_servers
+        .iter()
+        .map(|vs| vs.reals.len())
+        .sum();
+    let mut last_report = controller.apply(loaded.config)?;
+    log_report(&last_report, &ApplyReport::default());
+    info!(
+        "ready: {services} virtual services, {reals} real servers, maps pinned under {}",
+        pins.display()
+    );
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
+    let mut refresh = tokio::time::interval(Duration::from_secs(args.refresh_interval.max(1)));
+    refresh.tick().await;
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hangup.recv() => reload(&args, &mut controller, &mut last_report),
+            _ = refresh.tick() => match controller.refresh() {
+                Ok(report) => { log_report(&report, &last_report); last_report = report; }
+                Err(e) => error!("refreshing the data plane failed: {e}"),
+            },
+        }
+    }
+    controller.dataplane_mut().detach_all()?;
+    info!(
+        "detached from {}; maps stay pinned under {} (a restart keeps established flows)",
+        args.interfaces.join(", "),
+        pins.display()
+    );
+    Ok(())
+}
+
+/// SIGHUP: load the file again; a bad file is reported and the running config stays.
+fn reload(
+    args: &Args,
+    controller: &mut Controller<XdpDataplane<KernelNextHops>>,
+    last_report: &mut ApplyReport,
+) {
+    info!("SIGHUP: reloading {}", args.config.display());
+    let loaded = match config::load(&args.config) {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            error!("reload rejected, the running configuration stays: {e}");
+            return;
+        }
+    };
+    for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    match controller.apply(loaded.config) {
+        Ok(report) => {
+            log_report(&report, &ApplyReport::default());
+            *last_report = report;
+            info!(
+                "reload applied: {} virtual services",
+                controller.running().virtual_servers.len()
+            );
+        }
+        Err(e) => error!("reload rejected by the data plane, the running configuration stays: {e}"),
+    }
+}
+
+/// Log what `report` says that `previous` did not.
+fn log_report(report: &ApplyReport, previous: &ApplyReport) {
+    for (addr, reason) in &report.unresolved {
+        if !previous
+            .unresolved
+            .iter()
+            .any(|(a, r)| a == addr && r == reason)
+        {
+            warn!("real {addr} takes no new flows until its next hop resolves: {reason}");
+        }
+    }
+    for (addr, _) in &previous.unresolved {
+        if !report.unresolved.iter().any(|(a, _)| a == addr) {
+            info!("real {addr} resolved; it takes new flows");
+        }
+    }
+    for (addr, port) in &report.scaled {
+        if !previous.scaled.contains(&(*addr, *port)) {
+            warn!(
+                "virtual_server {addr} {port}: wrr weights scaled down to fit the scheduling ring"
+            );
+        }
+    }
+}

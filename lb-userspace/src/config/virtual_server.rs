@@ -1,0 +1,307 @@
+//! Builds the model from top-level statements: `virtual_server` and its `real_server`s.
+//! Blocks and keywords lbd does not implement yet are reported as warnings (and ignored),
+//! values it cannot use as errors, each with file:line.
+
+use std::{collections::HashSet, net::IpAddr, time::Duration};
+
+use super::{Diagnostic, Location, tree::Statement};
+use crate::model::{Config, ForwardMethod, Protocol, RealServer, Scheduler, VirtualServer};
+
+/// keepalived's defaults.
+const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
+const DEFAULT_SCHEDULER: &str = "wlc";
+const DEFAULT_FORWARD: &str = "NAT";
+const DEFAULT_WEIGHT: u32 = 1;
+/// ipvsadm's weight range.
+const MAX_WEIGHT: u32 = 65535;
+
+pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>) -> Config {
+    let mut config = Config::default();
+    let mut seen = HashSet::new();
+    for statement in statements {
+        match statement.name() {
+            "virtual_server" => {
+                if let Some(vs) = virtual_server(statement, diagnostics) {
+                    if seen.insert((vs.addr, vs.port, vs.protocol)) {
+                        config.virtual_servers.push(vs);
+                    } else {
+                        diagnostics.push(Diagnostic::error(
+                            statement.location(),
+                            format!(
+                                "duplicate virtual_server {} {} {}",
+                                vs.addr,
+                                vs.port,
+                                vs.protocol.name()
+                            ),
+                        ));
+                    }
+                }
+            }
+            other => diagnostics.push(Diagnostic::warning(
+                statement.location(),
+                format!("`{other}` is not supported yet; ignored"),
+            )),
+        }
+    }
+    config
+}
+
+fn virtual_server(
+    statement: &Statement,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<VirtualServer> {
+    let location = statement.location();
+    let args: Vec<&str> = statement.args.iter().map(|t| t.text.as_str()).collect();
+    let (addr, port) = match args.as_slice() {
+        [kind @ ("fwmark" | "group"), ..] => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!(
+                    "virtual_server {kind} is not supported yet (use `virtual_server IP PORT`)"
+                ),
+            ));
+            return None;
+        }
+        [addr, port] => (
+            parse_addr(addr, location, diagnostics)?,
+            parse_port(port, location, diagnostics)?,
+        ),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "virtual_server needs an address and a port: `virtual_server IP PORT {`",
+            ));
+            return None;
+        }
+    };
+
+    let mut protocol = Protocol::Tcp;
+    let mut scheduler = (DEFAULT_SCHEDULER.to_owned(), location.clone());
+    let mut forward = (DEFAULT_FORWARD.to_owned(), location.clone());
+    let mut delay_loop = DEFAULT_DELAY_LOOP;
+    let mut reals = Vec::new();
+    let mut ok = true;
+
+    for item in statement.block.as_deref().unwrap_or_default() {
+        match item.name() {
+            "lb_algo" | "lvs_sched" => match single_arg(item, diagnostics) {
+                Some(v) => scheduler = (v.to_owned(), item.location().clone()),
+                None => ok = false,
+            },
+            "lb_kind" | "lvs_method" => match single_arg(item, diagnostics) {
+                Some(v) => forward = (v.to_owned(), item.location().clone()),
+                None => ok = false,
+            },
+            "protocol" => match single_arg(item, diagnostics) {
+                Some("TCP") => protocol = Protocol::Tcp,
+                Some("UDP") => protocol = Protocol::Udp,
+                Some(other) => {
+                    diagnostics.push(Diagnostic::error(
+                        item.location(),
+                        format!("protocol `{other}` is not supported (supported: TCP, UDP)"),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            "delay_loop" => match single_arg(item, diagnostics)
+                .and_then(|v| parse_seconds(v, item.location(), diagnostics))
+            {
+                Some(d) => delay_loop = d,
+                None => ok = false,
+            },
+            "real_server" => match real_server(item, diagnostics) {
+                Some(real) => reals.push((real, item.location().clone())),
+                None => ok = false,
+            },
+            other => diagnostics.push(Diagnostic::warning(
+                item.location(),
+                format!("virtual_server keyword `{other}` is not supported yet; ignored"),
+            )),
+        }
+    }
+
+    let scheduler = match Scheduler::from_name(&scheduler.0) {
+        Some(s) => Some(s),
+        None => {
+            diagnostics.push(Diagnostic::error(
+                &scheduler.1,
+                format!(
+                    "lb_algo `{}`{} is not supported yet (supported: {})",
+                    scheduler.0,
+                    default_note(&scheduler.1, location),
+                    Scheduler::SUPPORTED
+                ),
+            ));
+            None
+        }
+    };
+    let forward = match ForwardMethod::from_name(&forward.0) {
+        Some(f) => Some(f),
+        None => {
+            diagnostics.push(Diagnostic::error(
+                &forward.1,
+                format!(
+                    "lb_kind `{}`{} is not supported yet (supported: {})",
+                    forward.0,
+                    default_note(&forward.1, location),
+                    ForwardMethod::SUPPORTED
+                ),
+            ));
+            None
+        }
+    };
+
+    let mut seen = HashSet::new();
+    for (real, real_location) in &reals {
+        if real.addr.is_ipv4() != addr.is_ipv4() {
+            diagnostics.push(Diagnostic::error(
+                real_location,
+                format!(
+                    "real_server {} and virtual_server {addr} are of different address families",
+                    real.addr
+                ),
+            ));
+            ok = false;
+        }
+        if !seen.insert((real.addr, real.port)) {
+            diagnostics.push(Diagnostic::error(
+                real_location,
+                format!("duplicate real_server {} {}", real.addr, real.port),
+            ));
+            ok = false;
+        }
+        if forward == Some(ForwardMethod::Dr) && real.port != port {
+            diagnostics.push(Diagnostic::warning(
+                real_location,
+                format!(
+                    "real_server port {} differs from the virtual_server port {port}; DR does not translate ports, packets arrive on {port}",
+                    real.port
+                ),
+            ));
+        }
+    }
+
+    Some(VirtualServer {
+        addr,
+        port,
+        protocol,
+        scheduler: scheduler?,
+        forward: forward?,
+        delay_loop,
+        reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
+    })
+}
+
+/// " (keepalived's default)" when the value was not written but defaulted at `vs`.
+fn default_note(at: &Location, vs: &Location) -> &'static str {
+    if at == vs {
+        " (keepalived's default, as none is set)"
+    } else {
+        ""
+    }
+}
+
+fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<RealServer> {
+    let location = statement.location();
+    let [addr, port] = statement.args.as_slice() else {
+        diagnostics.push(Diagnostic::error(
+            location,
+            "real_server needs an address and a port: `real_server IP PORT {`",
+        ));
+        return None;
+    };
+    let addr = parse_addr(&addr.text, location, diagnostics)?;
+    let port = parse_port(&port.text, location, diagnostics)?;
+    let mut weight = DEFAULT_WEIGHT;
+    for item in statement.block.as_deref().unwrap_or_default() {
+        match item.name() {
+            "weight" => {
+                let value = single_arg(item, diagnostics)?;
+                match value.parse::<u32>() {
+                    Ok(w) if w <= MAX_WEIGHT => weight = w,
+                    _ => {
+                        diagnostics.push(Diagnostic::error(
+                            item.location(),
+                            format!("weight `{value}` is not an integer in 0..={MAX_WEIGHT}"),
+                        ));
+                        return None;
+                    }
+                }
+            }
+            other => diagnostics.push(Diagnostic::warning(
+                item.location(),
+                format!("real_server keyword `{other}` is not supported yet; ignored"),
+            )),
+        }
+    }
+    Some(RealServer { addr, port, weight })
+}
+
+fn single_arg<'a>(statement: &'a Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<&'a str> {
+    match statement.args.as_slice() {
+        [value] => Some(&value.text),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                statement.location(),
+                format!("`{}` takes exactly one value", statement.name()),
+            ));
+            None
+        }
+    }
+}
+
+fn parse_addr(
+    text: &str,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<IpAddr> {
+    text.parse()
+        .map_err(|_| {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("`{text}` is not an IPv4 or IPv6 address"),
+            ))
+        })
+        .ok()
+}
+
+fn parse_port(text: &str, location: &Location, diagnostics: &mut Vec<Diagnostic>) -> Option<u16> {
+    match text.parse::<u16>() {
+        Ok(0) => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "port 0 (all ports) is not supported yet",
+            ));
+            None
+        }
+        Ok(port) => Some(port),
+        Err(_) => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("`{text}` is not a port number (1..=65535)"),
+            ));
+            None
+        }
+    }
+}
+
+/// keepalived accepts fractional seconds (`delay_loop 1.5`).
+fn parse_seconds(
+    text: &str,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+            Some(Duration::from_secs_f64(secs))
+        }
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("`{text}` is not a positive number of seconds"),
+            ));
+            None
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! The controller: holds the running configuration and keeps the data plane equal to the
+//! desired state derived from it. Health checks and VRRP will feed in here; today every
+//! configured real takes part with its configured weight.
+//!
+//! A configuration is adopted only once the data plane accepted it: if applying a new one
+//! fails, the previous one is applied again and stays the running configuration.
+
+use crate::{
+    dataplane::{ApplyReport, Dataplane, DataplaneError, RealSpec, ServiceSpec},
+    model::Config,
+};
+
+pub struct Controller<D> {
+    dataplane: D,
+    running: Config,
+}
+
+impl<D: Dataplane> Controller<D> {
+    /// A controller whose data plane has not been programmed yet (empty configuration).
+    pub fn new(dataplane: D) -> Self {
+        Self {
+            dataplane,
+            running: Config::default(),
+        }
+    }
+
+    /// Make `config` the running configuration.
+    pub fn apply(&mut self, config: Config) -> Result<ApplyReport, DataplaneError> {
+        match self.dataplane.apply(&desired_state(&config)) {
+            Ok(report) => {
+                self.running = config;
+                Ok(report)
+            }
+            Err(error) => {
+                // Put back what was serving; a failure here leaves the data plane as the
+                // failed attempt left it, and the original error is what matters.
+                if let Err(restore) = self.dataplane.apply(&desired_state(&self.running)) {
+                    tracing::error!(%restore, "restoring the previous configuration failed");
+                }
+                Err(error)
+            }
+        }
+    }
+
+    /// Apply the running configuration again (next hops are resolved anew).
+    pub fn refresh(&mut self) -> Result<ApplyReport, DataplaneError> {
+        self.dataplane.apply(&desired_state(&self.running))
+    }
+
+    pub fn running(&self) -> &Config {
+        &self.running
+    }
+
+    pub fn dataplane(&self) -> &D {
+        &self.dataplane
+    }
+
+    pub fn dataplane_mut(&mut self) -> &mut D {
+        &mut self.dataplane
+    }
+}
+
+/// What the data plane should carry for `config`.
+pub fn desired_state(config: &Config) -> Vec<ServiceSpec> {
+    config
+        .virtual_servers
+        .iter()
+        .map(|vs| ServiceSpec {
+            addr: vs.addr,
+            port: vs.port,
+            protocol: vs.protocol,
+            scheduler: vs.scheduler,
+            forward: vs.forward,
+            reals: vs
+                .reals
+                .iter()
+                .map(|real| RealSpec {
+                    addr: real.addr,
+                    port: real.port,
+                    weight: real.weight,
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::{config, dataplane::fake::FakeDataplane};
+
+    fn config(text: &str) -> Config {
+        config::parse(text, Path::new("test.conf")).unwrap().config
+    }
+
+    const TWO_REALS: &str = "
+virtual_server 192.0.2.1 80 {
+    lb_algo wrr
+    lb_kind DR
+    real_server 10.0.0.1 80 { weight 3 }
+    real_server 10.0.0.2 80 { weight 0 }
+}";
+
+    #[test]
+    fn desired_state_carries_services_reals_and_weights() {
+        let mut controller = Controller::new(FakeDataplane::default());
+        controller.apply(config(TWO_REALS)).unwrap();
+        let services = &controller.dataplane().services;
+        assert_eq!(services.len(), 1);
+        assert_eq!(services[0].port, 80);
+        let weights: Vec<_> = services[0]
+            .reals
+            .iter()
+            .map(|r| (r.addr.to_string(), r.weight))
+            .collect();
+        assert_eq!(
+            weights,
+            [("10.0.0.1".to_string(), 3), ("10.0.0.2".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn failed_apply_keeps_and_restores_the_running_config() {
+        let mut controller = Controller::new(FakeDataplane::default());
+        let first = config(TWO_REALS);
+        controller.apply(first.clone()).unwrap();
+        controller.dataplane_mut().fail_next_apply = Some(DataplaneError::Capacity {
+            what: "virtual services",
+            max: 0,
+        });
+        let second =
+            config("virtual_server 192.0.2.9 53 { lb_algo rr\n lb_kind DR\n protocol UDP }");
+        assert!(controller.apply(second).is_err());
+        assert_eq!(controller.running(), &first);
+        assert_eq!(controller.dataplane().services, desired_state(&first));
+        assert_eq!(controller.dataplane().applies, 2);
+    }
+}

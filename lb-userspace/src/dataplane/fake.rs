@@ -1,0 +1,28 @@
+//! In-memory data plane for tests of the controller: remembers the last desired state and
+//! counts applies; traffic counters are whatever the test sets.
+
+use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec};
+
+#[derive(Debug, Default)]
+pub struct FakeDataplane {
+    pub services: Vec<ServiceSpec>,
+    pub applies: usize,
+    pub counters: Counters,
+    /// When set, the next `apply` fails with this error and changes nothing.
+    pub fail_next_apply: Option<DataplaneError>,
+}
+
+impl Dataplane for FakeDataplane {
+    fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError> {
+        if let Some(error) = self.fail_next_apply.take() {
+            return Err(error);
+        }
+        self.services = services.to_vec();
+        self.applies += 1;
+        Ok(ApplyReport::default())
+    }
+
+    fn counters(&self) -> Result<Counters, DataplaneError> {
+        Ok(self.counters.clone())
+    }
+}

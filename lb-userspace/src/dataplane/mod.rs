@@ -1,0 +1,124 @@
+//! Data-plane backends behind one trait. The controller computes the desired state (the
+//! services with the reals that may take traffic and their effective weights) and hands
+//! all of it to `apply`, which reconciles the backend with it: adds, changes and removes
+//! whatever differs, and leaves established flows alone.
+//!
+//! Backends: `xdp` (the XDP programs in lb-ebpf) and `fake` (in memory, for tests of the
+//! controller). The IPVS backend joins later.
+
+pub mod fake;
+pub mod xdp;
+
+use std::net::IpAddr;
+
+use lb_common::Outcome;
+use serde::Serialize;
+
+use crate::model::{ForwardMethod, Protocol, Scheduler};
+
+/// One virtual service as the data plane should carry it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSpec {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub scheduler: Scheduler,
+    pub forward: ForwardMethod,
+    pub reals: Vec<RealSpec>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RealSpec {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Effective weight; 0 takes no new flows.
+    pub weight: u32,
+}
+
+/// What an `apply` could not do fully; the rest was applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ApplyReport {
+    /// Reals left out of scheduling because their next hop is unknown, with the reason.
+    /// Retried on the next apply.
+    pub unresolved: Vec<(IpAddr, String)>,
+    /// Services whose wrr weights had to be scaled down to fit the ring.
+    pub scaled: Vec<(IpAddr, u16)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{what}: {source}")]
+    Map {
+        what: String,
+        source: aya::maps::MapError,
+    },
+    #[error("loading the XDP programs failed: {source}")]
+    Load { source: aya::EbpfError },
+    #[error("XDP program {program}: {source}")]
+    Program {
+        program: &'static str,
+        source: aya::programs::ProgramError,
+    },
+    #[error("cannot attach XDP to {interface}: {reason}")]
+    Attach { interface: String, reason: String },
+    #[error("pinned maps under {path}: {reason}")]
+    Pins { path: String, reason: String },
+    #[error("too many {what}: the data plane holds at most {max}")]
+    Capacity { what: &'static str, max: u32 },
+    #[error("{forward:?} is not supported by the {backend} data plane")]
+    Unsupported {
+        backend: &'static str,
+        forward: ForwardMethod,
+    },
+}
+
+/// Packet counters of one service or real, summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Traffic {
+    pub packets: u64,
+    pub bytes: u64,
+    pub new_flows: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RealCounters {
+    pub addr: IpAddr,
+    pub port: u16,
+    /// Removed from the configuration; kept while established flows may use it.
+    pub retired: bool,
+    pub traffic: Traffic,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ServiceCounters {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+    pub traffic: Traffic,
+    pub reals: Vec<RealCounters>,
+}
+
+/// A snapshot of all counters.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Packets per outcome, in `Outcome::ALL` order.
+    pub outcomes: Vec<(Outcome, u64)>,
+    pub services: Vec<ServiceCounters>,
+}
+
+impl Counters {
+    pub fn outcome(&self, outcome: Outcome) -> u64 {
+        self.outcomes
+            .iter()
+            .find(|(o, _)| *o == outcome)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+pub trait Dataplane {
+    /// Reconcile the data plane with `services` (the complete desired state).
+    fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError>;
+
+    /// Current counters.
+    fn counters(&self) -> Result<Counters, DataplaneError>;
+}

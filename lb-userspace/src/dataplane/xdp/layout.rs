@@ -1,0 +1,154 @@
+//! The pin directory and what is pinned in it.
+//!
+//! aya reuses a pinned map whatever its layout, so before loading we compare every pinned
+//! map with the layout this build expects (type, key and value size, entries) and remove
+//! the ones that differ, with a warning: an upgrade that changes a map, or a new
+//! `--flow-table-size`, recreates that map instead of corrupting it.
+
+use std::{
+    ffi::CString,
+    io,
+    os::unix::ffi::OsStrExt,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{MapInfo, MapType};
+use lb_common::{
+    FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RING_SIZE, RING_SLOTS, RealInfo,
+    ServiceInfo, ServiceKey, TrafficStats, map_names as names,
+};
+
+use crate::dataplane::DataplaneError;
+
+/// Where pins live unless told otherwise: `/sys/fs/bpf/<instance>`.
+pub const BPFFS_ROOT: &str = "/sys/fs/bpf";
+const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct MapLayout {
+    pub name: &'static str,
+    pub kind: MapType,
+    pub key_size: u32,
+    pub value_size: u32,
+    pub max_entries: u32,
+}
+
+/// The maps of this build, with the flow table sized as configured.
+pub fn expected_layouts(flow_table_size: u32) -> [MapLayout; 8] {
+    const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
+        MapLayout {
+            name,
+            kind,
+            key_size: size_of::<K>() as u32,
+            value_size: size_of::<V>() as u32,
+            max_entries,
+        }
+    }
+    [
+        layout::<ServiceKey, ServiceInfo>(names::SERVICES, MapType::Hash, MAX_SERVICES),
+        layout::<u32, RealInfo>(names::REALS, MapType::Array, MAX_REALS),
+        layout::<u32, u32>(
+            names::RINGS,
+            MapType::Array,
+            MAX_SERVICES * RING_SLOTS * RING_SIZE,
+        ),
+        layout::<u32, u32>(names::RR_CURSORS, MapType::PerCpuArray, MAX_SERVICES),
+        layout::<FlowKey, FlowState>(names::FLOWS, MapType::LruHash, flow_table_size),
+        layout::<u32, TrafficStats>(names::SERVICE_STATS, MapType::PerCpuArray, MAX_SERVICES),
+        layout::<u32, TrafficStats>(names::REAL_STATS, MapType::PerCpuArray, MAX_REALS),
+        layout::<u32, u64>(names::OUTCOMES, MapType::PerCpuArray, Outcome::COUNT),
+    ]
+}
+
+/// Make `dir` ready for pinning: bpffs mounted at its root (mounted here if missing), the
+/// directory created, pins with another layout removed. Returns one warning per removed pin.
+pub fn prepare_pin_dir(dir: &Path, flow_table_size: u32) -> Result<Vec<String>, DataplaneError> {
+    let error = |reason: String| DataplaneError::Pins {
+        path: dir.display().to_string(),
+        reason,
+    };
+    if dir.starts_with(BPFFS_ROOT) {
+        ensure_bpffs()?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| error(format!("cannot create: {e}")))?;
+    if !is_bpffs(dir) {
+        return Err(error("not on a bpf filesystem".into()));
+    }
+    let mut warnings = Vec::new();
+    for expected in expected_layouts(flow_table_size) {
+        let path = dir.join(expected.name);
+        if !path.exists() {
+            continue;
+        }
+        let found = MapInfo::from_pin(&path)
+            .map_err(|e| error(format!("cannot open pinned {}: {e}", expected.name)))
+            .and_then(|info| {
+                Ok(MapLayout {
+                    name: expected.name,
+                    kind: info
+                        .map_type()
+                        .map_err(|e| error(format!("pinned {}: {e}", expected.name)))?,
+                    key_size: info.key_size(),
+                    value_size: info.value_size(),
+                    max_entries: info.max_entries(),
+                })
+            })?;
+        if found != expected {
+            std::fs::remove_file(&path)
+                .map_err(|e| error(format!("cannot remove stale pin {}: {e}", path.display())))?;
+            warnings.push(format!(
+                "pinned map {} had another layout ({found:?}, expected {expected:?}); recreated empty",
+                path.display()
+            ));
+        }
+    }
+    Ok(warnings)
+}
+
+/// Mount a bpf filesystem on `/sys/fs/bpf` unless one is there (systemd normally mounts
+/// it; minimal systems and containers may not).
+pub fn ensure_bpffs() -> Result<(), DataplaneError> {
+    let root = Path::new(BPFFS_ROOT);
+    if is_bpffs(root) {
+        return Ok(());
+    }
+    mount_bpffs(root).map_err(|e| DataplaneError::Pins {
+        path: BPFFS_ROOT.into(),
+        reason: format!("not a bpf filesystem, and mounting one failed: {e}"),
+    })
+}
+
+/// Pin directory of instance `name`.
+pub fn pin_dir(instance: &str) -> PathBuf {
+    Path::new(BPFFS_ROOT).join(instance)
+}
+
+fn is_bpffs(path: &Path) -> bool {
+    let Ok(c_path) = CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: statfs writes into the zeroed struct we own; the path is NUL-terminated.
+    unsafe {
+        let mut stat: libc::statfs = std::mem::zeroed();
+        libc::statfs(c_path.as_ptr(), &mut stat) == 0 && stat.f_type as i64 == BPF_FS_MAGIC
+    }
+}
+
+fn mount_bpffs(path: &Path) -> io::Result<()> {
+    let target = CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the duration of the call.
+    let rc = unsafe {
+        libc::mount(
+            c"bpf".as_ptr(),
+            target.as_ptr(),
+            c"bpf".as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}

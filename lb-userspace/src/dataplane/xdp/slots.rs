@@ -1,0 +1,268 @@
+//! Stable ids for services and reals in the data plane's arrays.
+//!
+//! A service keeps its id while it exists; a real (one per service it belongs to) keeps
+//! its id while it is configured. A removed real's entry is *retired*, not cleared: flows
+//! already scheduled to it keep reaching it (IPVS keeps connections to a deleted
+//! destination the same way). New reals take never-used ids first, and only then the
+//! oldest retired one. On start the ids are rebuilt from the pinned maps, so a restarted
+//! lbd addresses the same entries and established flows keep their reals.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use lb_common::{REAL_FLAG_RETIRED, RealInfo, ServiceInfo, ServiceKey};
+
+use crate::dataplane::DataplaneError;
+
+/// Identity of a real within a service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct RealKey {
+    pub service_id: u32,
+    pub addr: [u8; 16],
+    pub port: [u8; 2],
+    pub family: u8,
+}
+
+impl RealKey {
+    pub fn of(info: &RealInfo) -> Self {
+        Self {
+            service_id: info.service_id,
+            addr: info.addr,
+            port: info.port,
+            family: info.family,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ServiceSlot {
+    pub id: u32,
+    /// The active ring (0 or 1).
+    pub ring_slot: u32,
+    /// Real ids in the active ring, `None` when unknown (rebuilt from pins).
+    pub ring: Option<Vec<u32>>,
+}
+
+#[derive(Debug)]
+pub struct Slots {
+    max_services: u32,
+    max_reals: u32,
+    pub services: BTreeMap<ServiceKey, ServiceSlot>,
+    /// Configured reals.
+    active: BTreeMap<RealKey, u32>,
+    /// Last entry written for each id in use (active or retired).
+    pub entries: BTreeMap<u32, RealInfo>,
+    /// Retired ids, oldest first.
+    retired: VecDeque<u32>,
+}
+
+impl Slots {
+    pub fn new(max_services: u32, max_reals: u32) -> Self {
+        Self {
+            max_services,
+            max_reals,
+            services: BTreeMap::new(),
+            active: BTreeMap::new(),
+            entries: BTreeMap::new(),
+            retired: VecDeque::new(),
+        }
+    }
+
+    /// Rebuild from what the maps hold.
+    pub fn rebuild(
+        max_services: u32,
+        max_reals: u32,
+        services: impl IntoIterator<Item = (ServiceKey, ServiceInfo)>,
+        reals: impl IntoIterator<Item = (u32, RealInfo)>,
+    ) -> Self {
+        let mut slots = Self::new(max_services, max_reals);
+        for (key, info) in services {
+            slots.services.insert(
+                key,
+                ServiceSlot {
+                    id: info.id,
+                    ring_slot: info.ring_slot & 1,
+                    ring: None,
+                },
+            );
+        }
+        for (id, info) in reals {
+            if info.family == 0 {
+                continue;
+            }
+            slots.entries.insert(id, info);
+            if info.flags & REAL_FLAG_RETIRED != 0 {
+                slots.retired.push_back(id);
+            } else {
+                slots.active.insert(RealKey::of(&info), id);
+            }
+        }
+        slots
+    }
+
+    /// The id of service `key`, allocating the lowest free one; `true` if new.
+    pub fn service(&mut self, key: ServiceKey) -> Result<(u32, bool), DataplaneError> {
+        if let Some(slot) = self.services.get(&key) {
+            return Ok((slot.id, false));
+        }
+        let used: BTreeSet<u32> = self.services.values().map(|s| s.id).collect();
+        let id = (0..self.max_services).find(|id| !used.contains(id)).ok_or(
+            DataplaneError::Capacity {
+                what: "virtual services",
+                max: self.max_services,
+            },
+        )?;
+        self.services.insert(
+            key,
+            ServiceSlot {
+                id,
+                ring_slot: 0,
+                ring: None,
+            },
+        );
+        Ok((id, true))
+    }
+
+    /// The id of configured real `key`, allocating one if it has none; `true` if new.
+    pub fn real(&mut self, key: RealKey) -> Result<(u32, bool), DataplaneError> {
+        if let Some(&id) = self.active.get(&key) {
+            return Ok((id, false));
+        }
+        let id = match (0..self.max_reals).find(|id| !self.entries.contains_key(id)) {
+            Some(id) => id,
+            None => {
+                let id = self.retired.pop_front().ok_or(DataplaneError::Capacity {
+                    what: "real servers",
+                    max: self.max_reals,
+                })?;
+                self.entries.remove(&id);
+                id
+            }
+        };
+        self.active.insert(key, id);
+        Ok((id, true))
+    }
+
+    /// Configured reals not in `keep`, as (key, id).
+    pub fn reals_not_in(&self, keep: &BTreeSet<RealKey>) -> Vec<(RealKey, u32)> {
+        self.active
+            .iter()
+            .filter(|(key, _)| !keep.contains(key))
+            .map(|(key, id)| (*key, *id))
+            .collect()
+    }
+
+    /// Move a configured real to the retired queue; returns its id and its entry with
+    /// the retired flag set, for the caller to write to the map.
+    pub fn retire(&mut self, key: &RealKey) -> Option<(u32, Option<RealInfo>)> {
+        let id = self.active.remove(key)?;
+        self.retired.push_back(id);
+        let entry = self.entries.get(&id).map(|entry| RealInfo {
+            flags: entry.flags | REAL_FLAG_RETIRED,
+            ..*entry
+        });
+        Some((id, entry))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service_key(last: u8) -> ServiceKey {
+        let mut addr = [0; 16];
+        addr[..4].copy_from_slice(&[10, 0, 0, last]);
+        ServiceKey {
+            addr,
+            port: 80u16.to_be_bytes(),
+            proto: 6,
+            family: 4,
+        }
+    }
+
+    fn real_key(service_id: u32, last: u8) -> RealKey {
+        let mut addr = [0; 16];
+        addr[..4].copy_from_slice(&[10, 0, 1, last]);
+        RealKey {
+            service_id,
+            addr,
+            port: 80u16.to_be_bytes(),
+            family: 4,
+        }
+    }
+
+    fn entry(key: RealKey) -> RealInfo {
+        RealInfo {
+            addr: key.addr,
+            ifindex: 2,
+            service_id: key.service_id,
+            mac: [2, 0, 0, 0, 0, 1],
+            src_mac: [2, 0, 0, 0, 0, 2],
+            port: key.port,
+            family: key.family,
+            flags: 0,
+        }
+    }
+
+    #[test]
+    fn service_ids_are_stable_and_lowest_free() {
+        let mut slots = Slots::new(2, 8);
+        assert_eq!(slots.service(service_key(1)).unwrap(), (0, true));
+        assert_eq!(slots.service(service_key(2)).unwrap(), (1, true));
+        assert_eq!(slots.service(service_key(1)).unwrap(), (0, false));
+        assert!(matches!(
+            slots.service(service_key(3)),
+            Err(DataplaneError::Capacity { max: 2, .. })
+        ));
+        slots.services.remove(&service_key(1));
+        assert_eq!(slots.service(service_key(3)).unwrap(), (0, true));
+    }
+
+    #[test]
+    fn retired_ids_are_reused_last_and_oldest_first() {
+        let mut slots = Slots::new(1, 3);
+        for last in 1..=3 {
+            let key = real_key(0, last);
+            let (id, new) = slots.real(key).unwrap();
+            assert!(new);
+            slots.entries.insert(id, entry(key));
+        }
+        // Retire 2 then 1: the next new real takes 2's id (retired first).
+        let (id2, retired) = slots.retire(&real_key(0, 2)).unwrap();
+        assert_ne!(retired.unwrap().flags & REAL_FLAG_RETIRED, 0);
+        slots.retire(&real_key(0, 1)).unwrap();
+        assert_eq!(slots.real(real_key(0, 9)).unwrap(), (id2, true));
+        let configured: Vec<RealKey> = slots
+            .reals_not_in(&BTreeSet::new())
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
+        assert_eq!(configured, [real_key(0, 3), real_key(0, 9)]);
+    }
+
+    #[test]
+    fn rebuild_restores_ids_and_retirement() {
+        let active = real_key(0, 1);
+        let mut gone = entry(real_key(0, 2));
+        gone.flags = REAL_FLAG_RETIRED;
+        let info = ServiceInfo {
+            id: 0,
+            ring_len: 1,
+            ring_slot: 1,
+        };
+        let mut slots = Slots::rebuild(
+            4,
+            4,
+            [(service_key(1), info)],
+            [
+                (3, entry(active)),
+                (1, gone),
+                (0, RealInfo { family: 0, ..gone }),
+            ],
+        );
+        assert_eq!(slots.service(service_key(1)).unwrap(), (0, false));
+        assert_eq!(slots.services[&service_key(1)].ring_slot, 1);
+        assert_eq!(slots.real(active).unwrap(), (3, false));
+        // Never-used ids (0, 2) come before the retired one (1).
+        assert_eq!(slots.real(real_key(0, 5)).unwrap(), (0, true));
+    }
+}

@@ -1,0 +1,221 @@
+//! The demo lab (`cargo xtask lab`): builds the DR topology in network namespaces, starts
+//! lbd on the director with a generated keepalived.conf, sends HTTP requests from the
+//! client to the VIP, and prints what each real answered and what the director counted.
+//! Exits non-zero if a request failed or a real got nothing.
+
+use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use lb_common::Outcome;
+use lb_tests::{
+    http,
+    lbd::Lbd,
+    topology::{self, Topology, VIP},
+};
+use lb_userspace::dataplane::xdp::read_pinned_counters;
+
+/// Namespace prefix and lbd instance name of the lab.
+const PREFIX: &str = "lblab";
+
+#[derive(Parser)]
+#[command(
+    name = "lab",
+    about = "Demo lab: client, director (lbd) and real servers in network namespaces"
+)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Forwarding mode.
+    #[arg(long, value_enum, default_value = "dr")]
+    mode: Mode,
+    /// Scheduler (keepalived lb_algo). wrr gives the reals weights 1, 2, 3.
+    #[arg(long, value_enum, default_value = "rr")]
+    sched: Sched,
+    /// HTTP requests to send.
+    #[arg(long, default_value_t = 300)]
+    requests: usize,
+    /// Leave the lab running and print how to explore it.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Tear down a lab left running with --keep.
+    Down,
+    /// (internal) HTTP server answering with its name.
+    #[command(hide = true)]
+    ServeHttp {
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        port: u16,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Mode {
+    Dr,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Sched {
+    Rr,
+    Wrr,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let result = match args.command {
+        Some(Command::ServeHttp { name, port }) => http::serve(&name, port),
+        Some(Command::Down) => topology::remove_leftovers(PREFIX).map(|()| println!("lab removed")),
+        None => run(&args.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("lab: FAILED: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &RunArgs) -> anyhow::Result<()> {
+    let Mode::Dr = args.mode;
+    let (sched, weights) = match args.sched {
+        Sched::Rr => ("rr", [1, 1, 1]),
+        Sched::Wrr => ("wrr", [1, 2, 3]),
+    };
+    println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
+    let mut lab = Topology::create(PREFIX, 3)?;
+    let lab_binary = std::env::current_exe()?;
+    lab.start_http_servers(&lab_binary)?;
+
+    let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
+    let config_text = lab.keepalived_conf(sched, &reals);
+    let config_dir = PathBuf::from(format!("/tmp/{PREFIX}"));
+    std::fs::create_dir_all(&config_dir)?;
+    let config_path = config_dir.join("keepalived.conf");
+    std::fs::write(&config_path, &config_text)?;
+    println!("lab: {} ({} mode):", config_path.display(), "DR");
+    for line in config_text.lines() {
+        println!("    {line}");
+    }
+
+    println!("lab: starting lbd on the director's eth0");
+    let log_path = config_dir.join("lbd.log");
+    let lbd = Lbd::start(&lab.director, &config_path, "eth0", PREFIX, &log_path, &[])?;
+
+    println!(
+        "lab: sending {} HTTP requests from the client to http://{}/",
+        args.requests,
+        topology::vip_http()
+    );
+    let requests = args.requests;
+    let answers = lab.client.run(move || {
+        let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+        let mut failures = Vec::new();
+        for i in 0..requests {
+            match http::get(topology::vip_http()) {
+                Ok(name) => *answers.entry(name).or_default() += 1,
+                Err(e) => failures.push(format!("request {}: {e:#}", i + 1)),
+            }
+        }
+        Ok((answers, failures))
+    })?;
+    let (answers, failures) = answers;
+    let counters =
+        read_pinned_counters(&lbd.pin_dir()).context("reading the director's counters")?;
+
+    println!();
+    println!(
+        "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10}",
+        "real", "address", "answered", "director: packets", "bytes", "new flows"
+    );
+    let service = counters
+        .services
+        .iter()
+        .find(|s| s.addr == std::net::IpAddr::from(VIP))
+        .context("the VIP is not in the director's maps")?;
+    for real in &lab.reals {
+        let traffic = service
+            .reals
+            .iter()
+            .find(|r| r.addr == std::net::IpAddr::from(real.addr))
+            .map(|r| r.traffic)
+            .unwrap_or_default();
+        println!(
+            "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10}",
+            real.name,
+            real.addr,
+            answers.get(&real.name).copied().unwrap_or(0),
+            traffic.packets,
+            traffic.bytes,
+            traffic.new_flows
+        );
+    }
+    println!(
+        "virtual server {}:{} TCP: {} packets, {} bytes, {} new flows",
+        service.addr,
+        service.port,
+        service.traffic.packets,
+        service.traffic.bytes,
+        service.traffic.new_flows
+    );
+    let outcomes: Vec<String> = counters
+        .outcomes
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(o, n)| format!("{}={n} ({})", o.name(), action_name(*o)))
+        .collect();
+    println!("director outcomes: {}", outcomes.join(", "));
+    println!();
+
+    let answered: usize = answers.values().sum();
+    let reals = lab.reals.len();
+    let idle: Vec<String> = lab
+        .reals
+        .iter()
+        .filter(|r| !answers.contains_key(&r.name))
+        .map(|r| r.name.clone())
+        .collect();
+    for failure in failures.iter().take(5) {
+        eprintln!("lab: {failure}");
+    }
+    if args.keep {
+        lbd.keep();
+        lab.keep();
+        println!("lab: left running (--keep). Explore it with, for example:");
+        println!("    ip netns exec {PREFIX}-client curl -s http://{VIP}/");
+        println!("    ip netns exec {PREFIX}-dir ip -s link show eth0");
+        println!("    bpftool map dump pinned /sys/fs/bpf/{PREFIX}/LB_FLOWS");
+        println!("    ip netns exec {PREFIX}-r1 tcpdump -ni eth0 port 80");
+        println!("    tail -f {}", log_path.display());
+        println!("  Tear it down with: cargo xtask lab --down");
+    }
+    if !failures.is_empty() {
+        bail!("{} of {requests} requests failed", failures.len());
+    }
+    if !idle.is_empty() {
+        bail!("real(s) {} answered nothing", idle.join(", "));
+    }
+    println!("lab: OK: {answered}/{requests} requests answered, all {reals} reals served");
+    Ok(())
+}
+
+fn action_name(outcome: Outcome) -> &'static str {
+    match outcome.xdp_action() {
+        lb_common::xdp_action::XDP_TX => "XDP_TX",
+        lb_common::xdp_action::XDP_REDIRECT => "XDP_REDIRECT",
+        lb_common::xdp_action::XDP_PASS => "XDP_PASS",
+        lb_common::xdp_action::XDP_DROP => "XDP_DROP",
+        _ => "XDP_ABORTED",
+    }
+}

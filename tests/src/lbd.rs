@@ -1,0 +1,211 @@
+//! A running `lbd` in a namespace: started with a config, reloaded with SIGHUP, stopped
+//! with SIGTERM. Its log goes to a file (so it can outlive this process with `lab --keep`),
+//! which a thread follows, copying it to stderr and keeping it for assertions. Dropping
+//! the handle stops lbd and removes its pinned maps.
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, ExitStatus, Stdio},
+    sync::{
+        Arc, Condvar, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use lb_userspace::dataplane::xdp::pin_dir;
+
+use crate::netns::Netns;
+
+/// The `lbd` binary: `$LBD_BIN`, else next to the running executable (target/<profile>/ for
+/// binaries, its parent for test executables in target/<profile>/deps/).
+pub fn binary() -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os("LBD_BIN") {
+        return Ok(path.into());
+    }
+    let exe = std::env::current_exe()?;
+    let dir = exe.parent().context("executable has no directory")?;
+    for candidate in [dir.join("lbd"), dir.join("../lbd")] {
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+    }
+    bail!(
+        "lbd not found next to {}; build it first (`cargo build --bins`; `cargo xtask test` does) or set LBD_BIN",
+        exe.display()
+    )
+}
+
+type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
+
+pub struct Lbd {
+    child: Child,
+    name: String,
+    log: Log,
+    stop_following: Arc<AtomicBool>,
+}
+
+impl Lbd {
+    /// Start lbd as instance `name` in `ns`, attached to `interface`, logging to
+    /// `log_file`, and wait until it reports ready.
+    pub fn start(
+        ns: &Netns,
+        config: &Path,
+        interface: &str,
+        name: &str,
+        log_file: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_dir_all(pin_dir(name));
+        let binary = binary()?;
+        let log_out =
+            File::create(log_file).with_context(|| format!("create {}", log_file.display()))?;
+        let child = ns
+            .command(&binary)?
+            .arg("-f")
+            .arg(config)
+            .args(["--interface", interface, "--name", name])
+            .args(extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log_out)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))?;
+        let log: Log = Arc::default();
+        let stop_following = Arc::new(AtomicBool::new(false));
+        follow(
+            File::open(log_file)?,
+            name,
+            log.clone(),
+            stop_following.clone(),
+        );
+        let mut lbd = Self {
+            child,
+            name: name.to_owned(),
+            log,
+            stop_following,
+        };
+        lbd.wait_for("ready:", 1, Duration::from_secs(30))?;
+        Ok(lbd)
+    }
+
+    pub fn pin_dir(&self) -> PathBuf {
+        pin_dir(&self.name)
+    }
+
+    /// Lines logged so far.
+    pub fn log(&self) -> Vec<String> {
+        self.log.0.lock().expect("log lock").clone()
+    }
+
+    fn count(&self, needle: &str) -> usize {
+        self.log().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Wait until `needle` has been logged `times` times (or lbd exits, or time runs out).
+    pub fn wait_for(
+        &mut self,
+        needle: &str,
+        times: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        let (lines, changed) = &*self.log;
+        let mut guard = lines.lock().expect("log lock");
+        loop {
+            if guard.iter().filter(|l| l.contains(needle)).count() >= times {
+                return Ok(());
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                bail!(
+                    "lbd did not log {needle:?} within {timeout:?}; log:\n{}",
+                    guard.join("\n")
+                );
+            }
+            if let Some(status) = self.child.try_wait()? {
+                bail!(
+                    "lbd exited ({status}) before logging {needle:?}; log:\n{}",
+                    guard.join("\n")
+                );
+            }
+            guard = changed
+                .wait_timeout(guard, (deadline - now).min(Duration::from_millis(200)))
+                .expect("log lock")
+                .0;
+        }
+    }
+
+    /// SIGHUP, then wait until lbd reports the reload applied.
+    pub fn reload(&mut self) -> anyhow::Result<()> {
+        let done = self.count("reload applied");
+        self.signal(libc::SIGHUP)?;
+        self.wait_for("reload applied", done + 1, Duration::from_secs(30))
+    }
+
+    /// SIGTERM and wait (bounded) for the exit status.
+    pub fn stop(&mut self) -> anyhow::Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        bail!("lbd did not exit within 10 s of SIGTERM; killed")
+    }
+
+    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+        // SAFETY: plain syscall on our own child's pid.
+        if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("signal lbd");
+        }
+        Ok(())
+    }
+
+    /// Leave lbd running when the handle drops (`lab --keep`).
+    pub fn keep(self) {
+        self.stop_following.store(true, Ordering::Relaxed);
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Lbd {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.stop();
+        }
+        self.stop_following.store(true, Ordering::Relaxed);
+        let _ = std::fs::remove_dir_all(self.pin_dir());
+    }
+}
+
+/// Follow the log file like `tail -f`: copy each line to stderr and into `log`.
+fn follow(file: File, tag: &str, log: Log, stop: Arc<AtomicBool>) {
+    let tag = tag.to_owned();
+    std::thread::spawn(move || {
+        let mut reader = BufReader::new(file);
+        let mut line = String::new();
+        while !stop.load(Ordering::Relaxed) {
+            match reader.read_line(&mut line) {
+                Ok(0) => std::thread::sleep(Duration::from_millis(20)),
+                Ok(_) if line.ends_with('\n') => {
+                    let text = line.trim_end().to_owned();
+                    line.clear();
+                    eprintln!("[lbd {tag}] {text}");
+                    let (lines, changed) = &*log;
+                    lines.lock().expect("log lock").push(text);
+                    changed.notify_all();
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    });
+}

@@ -1,0 +1,254 @@
+//! The DR lab: a client, a director and real servers on one L2 segment (a bridge in a
+//! namespace of its own), every host in its own namespace, nothing in the host's.
+//!
+//! ```text
+//!   client 10.0.0.2 ─┐
+//!   director 10.0.0.1 (+ VIP 10.0.0.100, as VRRP would add it) ─┤ br0 (ns <prefix>-sw)
+//!   r1 10.0.0.11, r2 10.0.0.12, ... (VIP on lo, arp_ignore=1, arp_announce=2) ─┘
+//! ```
+//!
+//! Two things make veths behave like the physical NICs the balancer is meant for:
+//! - every host's `eth0` has TX checksum offload off. A veth otherwise leaves TCP/UDP
+//!   checksums partial, to be finished by "hardware" that never runs; the skb carries that
+//!   fact, but XDP_TX sends only the bytes, so the real would drop the frame.
+//! - the director's port on the bridge runs an XDP_PASS program: frames sent with XDP_TX
+//!   in native mode are dropped by a veth whose peer has no XDP program. Its link is pinned
+//!   under `/sys/fs/bpf/<prefix>-links/`, so it survives `lab --keep`.
+
+use std::{
+    io::{BufRead, BufReader},
+    net::{Ipv4Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    EbpfLoader,
+    programs::{Xdp, XdpMode, links::FdLink},
+};
+use lb_common::{map_names, program_names};
+use lb_userspace::dataplane::xdp::{BPFFS_ROOT, EBPF_OBJECT, ensure_bpffs};
+
+use crate::netns::{self, Netns};
+
+pub const DIRECTOR_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
+pub const HTTP_PORT: u16 = 80;
+const PREFIX_LEN: &str = "24";
+
+pub fn real_addr(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 0, 0, 11 + index as u8)
+}
+
+pub fn vip_http() -> SocketAddr {
+    SocketAddr::new(VIP.into(), HTTP_PORT)
+}
+
+pub struct Real {
+    pub name: String,
+    pub addr: Ipv4Addr,
+    pub ns: Netns,
+}
+
+pub struct Topology {
+    prefix: String,
+    /// Server processes; killed first on drop.
+    servers: Vec<Child>,
+    pub reals: Vec<Real>,
+    pub client: Netns,
+    pub director: Netns,
+    pub switch: Netns,
+}
+
+impl Topology {
+    /// Build the lab with `reals` real servers, after removing leftovers of `prefix`.
+    pub fn create(prefix: &str, reals: usize) -> anyhow::Result<Self> {
+        remove_leftovers(prefix)?;
+        let switch = Netns::create(&format!("{prefix}-sw"))?;
+        switch.ip(&["link", "add", "br0", "type", "bridge"])?;
+        switch.ip(&["link", "set", "br0", "up"])?;
+        let client = host(&switch, &format!("{prefix}-client"), "client", CLIENT_ADDR)?;
+        let director = host(&switch, &format!("{prefix}-dir"), "dir", DIRECTOR_ADDR)?;
+        // The director owns the VIP (keepalived's VRRP would add it): it answers ARP for
+        // it and gets the traffic.
+        director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        pin_pass_program(prefix, &switch, "dir")?;
+        let mut topology = Self {
+            prefix: prefix.to_owned(),
+            servers: Vec::new(),
+            reals: Vec::new(),
+            client,
+            director,
+            switch,
+        };
+        for _ in 0..reals {
+            topology.add_real()?;
+        }
+        Ok(topology)
+    }
+
+    /// One more real server, set up for DR.
+    pub fn add_real(&mut self) -> anyhow::Result<&Real> {
+        let index = self.reals.len();
+        let name = format!("r{}", index + 1);
+        let addr = real_addr(index);
+        let ns = host(
+            &self.switch,
+            &format!("{}-{name}", self.prefix),
+            &name,
+            addr,
+        )?;
+        ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+        for scope in ["all", "eth0"] {
+            ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
+            ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
+        }
+        self.reals.push(Real { name, addr, ns });
+        Ok(self.reals.last().expect("just pushed"))
+    }
+
+    /// Start an HTTP server answering with its name on every real that has none yet;
+    /// `lab` is the lab binary (`lab serve-http`).
+    pub fn start_http_servers(&mut self, lab: &Path) -> anyhow::Result<()> {
+        for real in &self.reals[self.servers.len()..] {
+            let child = spawn_server(lab, &real.ns, &real.name, HTTP_PORT)?;
+            self.servers.push(child);
+        }
+        Ok(())
+    }
+
+    /// Start a server named `name` on `port` in the director (its own, non-VIP service).
+    pub fn start_director_server(&mut self, lab: &Path, port: u16) -> anyhow::Result<()> {
+        let child = spawn_server(lab, &self.director, "director", port)?;
+        self.servers.push(child);
+        Ok(())
+    }
+
+    /// keepalived.conf for one DR service on VIP:80 over `reals` (name, weight).
+    pub fn keepalived_conf(&self, scheduler: &str, reals: &[(&str, u32)]) -> String {
+        let mut text = format!(
+            "! generated by the lab\nvirtual_server {VIP} {HTTP_PORT} {{\n    delay_loop 6\n    lb_algo {scheduler}\n    lb_kind DR\n    protocol TCP\n"
+        );
+        for (name, weight) in reals {
+            let real = self
+                .reals
+                .iter()
+                .find(|r| r.name == *name)
+                .unwrap_or_else(|| panic!("no real {name}"));
+            text.push_str(&format!(
+                "\n    real_server {} {HTTP_PORT} {{\n        weight {weight}\n    }}\n",
+                real.addr
+            ));
+        }
+        text.push_str("}\n");
+        text
+    }
+
+    /// Leave everything running (`lab --keep`): nothing of this guard is dropped, so no
+    /// server is killed and no namespace deleted.
+    pub fn keep(self) {
+        std::mem::forget(self);
+    }
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        for child in &mut self.servers {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_dir_all(links_dir(&self.prefix));
+        // The namespaces drop after this, deleting the veths and the bridge.
+    }
+}
+
+/// Remove everything a run with `prefix` may have left: namespaces (and what runs in
+/// them), pinned links, and the pinned maps of an lbd named `prefix`.
+pub fn remove_leftovers(prefix: &str) -> anyhow::Result<()> {
+    netns::remove_leftovers(&format!("{prefix}-"))?;
+    for dir in [links_dir(prefix), Path::new(BPFFS_ROOT).join(prefix)] {
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("remove {}", dir.display())),
+        }
+    }
+    Ok(())
+}
+
+fn links_dir(prefix: &str) -> PathBuf {
+    Path::new(BPFFS_ROOT).join(format!("{prefix}-links"))
+}
+
+/// A host namespace `name` with `eth0` (address `addr`) plugged into the bridge as `port`.
+fn host(switch: &Netns, name: &str, port: &str, addr: Ipv4Addr) -> anyhow::Result<Netns> {
+    let ns = Netns::create(name)?;
+    switch.ip(&[
+        "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", name,
+    ])?;
+    switch.ip(&["link", "set", port, "master", "br0", "up"])?;
+    ns.ip(&[
+        "addr",
+        "add",
+        &format!("{addr}/{PREFIX_LEN}"),
+        "dev",
+        "eth0",
+    ])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;
+    Ok(ns)
+}
+
+/// Attach the pass-everything program to `port` in the switch namespace and pin the link.
+fn pin_pass_program(prefix: &str, switch: &Netns, port: &str) -> anyhow::Result<()> {
+    ensure_bpffs()?;
+    let dir = links_dir(prefix);
+    std::fs::create_dir_all(&dir).with_context(|| format!("create {}", dir.display()))?;
+    let pin = dir.join(port);
+    let port = port.to_owned();
+    switch.run(move || {
+        let mut ebpf = EbpfLoader::new()
+            .map_max_entries(map_names::FLOWS, 1)
+            .load(EBPF_OBJECT)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(program_names::PASS)
+            .context("pass program missing")?
+            .try_into()?;
+        program.load()?;
+        let link_id = program.attach(&port, XdpMode::Driver)?;
+        let link: FdLink = program.take_link(link_id)?.try_into()?;
+        link.pin(&pin)
+            .with_context(|| format!("pin {}", pin.display()))?;
+        Ok(())
+    })
+}
+
+fn spawn_server(lab: &Path, ns: &Netns, name: &str, port: u16) -> anyhow::Result<Child> {
+    let mut child = ns
+        .command(lab)?
+        .args(["serve-http", "--name", name, "--port", &port.to_string()])
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("start {} serve-http", lab.display()))?;
+    let stdout = child.stdout.take().context("server stdout")?;
+    let (ready_tx, ready_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = ready_tx.send(line);
+    });
+    match ready_rx.recv_timeout(Duration::from_secs(10)) {
+        Ok(line) if line.trim() == "ready" => Ok(child),
+        other => {
+            let _ = child.kill();
+            bail!(
+                "HTTP server {name} in {} did not start: {other:?}",
+                ns.name()
+            )
+        }
+    }
+}
