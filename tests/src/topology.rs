@@ -25,12 +25,9 @@ use std::{
 };
 
 use anyhow::{Context as _, bail};
-use aya::{
-    EbpfLoader,
-    programs::{Xdp, XdpMode, links::FdLink},
-};
-use lb_common::{map_names, program_names};
-use lb_userspace::dataplane::xdp::{BPFFS_ROOT, EBPF_OBJECT, ensure_bpffs};
+use aya::programs::{Xdp, XdpMode, links::FdLink};
+use lb_common::program_names;
+use lb_userspace::dataplane::xdp::{BPFFS_ROOT, XdpOptions, ensure_bpffs, load_object};
 
 use crate::netns::{self, Netns};
 
@@ -68,6 +65,9 @@ impl Topology {
     /// Build the lab with `reals` real servers, after removing leftovers of `prefix`.
     pub fn create(prefix: &str, reals: usize) -> anyhow::Result<Self> {
         remove_leftovers(prefix)?;
+        let scratch = scratch_dir(prefix);
+        std::fs::create_dir_all(&scratch)
+            .with_context(|| format!("create {}", scratch.display()))?;
         let switch = Netns::create(&format!("{prefix}-sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
@@ -89,6 +89,11 @@ impl Topology {
             topology.add_real()?;
         }
         Ok(topology)
+    }
+
+    /// Where this run keeps its files (config, logs); removed with the topology.
+    pub fn scratch_dir(&self) -> PathBuf {
+        scratch_dir(&self.prefix)
     }
 
     /// One more real server, set up for DR.
@@ -162,15 +167,25 @@ impl Drop for Topology {
             let _ = child.wait();
         }
         let _ = std::fs::remove_dir_all(links_dir(&self.prefix));
+        let _ = std::fs::remove_dir_all(scratch_dir(&self.prefix));
         // The namespaces drop after this, deleting the veths and the bridge.
     }
 }
 
+/// The scratch directory of a run (config, logs): `/tmp/<prefix>`.
+fn scratch_dir(prefix: &str) -> PathBuf {
+    PathBuf::from(format!("/tmp/{prefix}"))
+}
+
 /// Remove everything a run with `prefix` may have left: namespaces (and what runs in
-/// them), pinned links, and the pinned maps of an lbd named `prefix`.
+/// them), pinned links, the pinned maps of an lbd named `prefix`, the scratch directory.
 pub fn remove_leftovers(prefix: &str) -> anyhow::Result<()> {
     netns::remove_leftovers(&format!("{prefix}-"))?;
-    for dir in [links_dir(prefix), Path::new(BPFFS_ROOT).join(prefix)] {
+    for dir in [
+        links_dir(prefix),
+        Path::new(BPFFS_ROOT).join(prefix),
+        scratch_dir(prefix),
+    ] {
         match std::fs::remove_dir_all(&dir) {
             Ok(()) => {}
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
@@ -211,9 +226,10 @@ fn pin_pass_program(prefix: &str, switch: &Netns, port: &str) -> anyhow::Result<
     let pin = dir.join(port);
     let port = port.to_owned();
     switch.run(move || {
-        let mut ebpf = EbpfLoader::new()
-            .map_max_entries(map_names::FLOWS, 1)
-            .load(EBPF_OBJECT)?;
+        let (mut ebpf, _) = load_object(&XdpOptions {
+            pin_dir: None,
+            flow_table_size: 1,
+        })?;
         let program: &mut Xdp = ebpf
             .program_mut(program_names::PASS)
             .context("pass program missing")?

@@ -3,7 +3,7 @@
 //! client to the VIP, and prints what each real answered and what the director counted.
 //! Exits non-zero if a request failed or a real got nothing.
 
-use std::{collections::BTreeMap, path::PathBuf, process::ExitCode};
+use std::{collections::BTreeMap, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -100,8 +100,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
     let config_text = lab.keepalived_conf(sched, &reals);
-    let config_dir = PathBuf::from(format!("/tmp/{PREFIX}"));
-    std::fs::create_dir_all(&config_dir)?;
+    let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;
     println!("lab: {} ({} mode):", config_path.display(), "DR");

@@ -118,6 +118,13 @@ pub fn ensure_bpffs() -> Result<(), DataplaneError> {
     })
 }
 
+/// A new, unique directory for maps that must not be shared (removed after loading).
+pub fn private_pin_dir() -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    Path::new(BPFFS_ROOT).join(format!("lb-private-{}-{n}", std::process::id()))
+}
+
 /// Pin directory of instance `name`.
 pub fn pin_dir(instance: &str) -> PathBuf {
     Path::new(BPFFS_ROOT).join(instance)

@@ -43,6 +43,33 @@ use crate::{
 /// The compiled XDP programs (built by `build.rs` with aya-build).
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/lb-ebpf"));
 
+/// Create the maps (reusing pinned ones) and the programs, not yet loaded into the
+/// kernel; with the warnings about replaced pins.
+pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), DataplaneError> {
+    let mut loader = EbpfLoader::new();
+    loader.map_max_entries(names::FLOWS, options.flow_table_size);
+    // The maps are declared pinned; aya pins them even without a directory (into
+    // /sys/fs/bpf). Private maps are pinned into a fresh directory that is removed right
+    // after loading: the maps live on through their file descriptors.
+    let private_dir = options.pin_dir.is_none().then(layout::private_pin_dir);
+    let dir = options
+        .pin_dir
+        .as_ref()
+        .or(private_dir.as_ref())
+        .expect("one of them is set");
+    let warnings = layout::prepare_pin_dir(dir, options.flow_table_size)?;
+    loader.default_map_pin_directory(dir);
+    let loaded = loader.load(EBPF_OBJECT);
+    if let Some(private_dir) = &private_dir {
+        std::fs::remove_dir_all(private_dir).map_err(|e| DataplaneError::Pins {
+            path: private_dir.display().to_string(),
+            reason: format!("cannot remove the private pin directory: {e}"),
+        })?;
+    }
+    let ebpf = loaded.map_err(|source| DataplaneError::Load { source })?;
+    Ok((ebpf, warnings))
+}
+
 /// How to load the programs.
 #[derive(Clone, Debug)]
 pub struct XdpOptions {
@@ -88,16 +115,7 @@ fn map_error(what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError
 impl<R: NextHopResolver> XdpDataplane<R> {
     /// Load the programs and maps (reusing pinned maps) and rebuild the id state from them.
     pub fn load(options: &XdpOptions, resolver: R) -> Result<Self, DataplaneError> {
-        let mut loader = EbpfLoader::new();
-        loader.map_max_entries(names::FLOWS, options.flow_table_size);
-        let mut load_warnings = Vec::new();
-        if let Some(dir) = &options.pin_dir {
-            load_warnings = layout::prepare_pin_dir(dir, options.flow_table_size)?;
-            loader.default_map_pin_directory(dir);
-        }
-        let mut ebpf = loader
-            .load(EBPF_OBJECT)
-            .map_err(|source| DataplaneError::Load { source })?;
+        let (mut ebpf, load_warnings) = load_object(options)?;
         for program in [program_names::BALANCER, program_names::PASS] {
             program_mut(&mut ebpf, program)?
                 .load()

@@ -1,0 +1,175 @@
+//! DR end to end in network namespaces: lbd on the director, real TCP from the client to
+//! the VIP, answered by the reals directly. Needs root; see `lb_tests::privilege`.
+
+use std::{
+    collections::BTreeMap,
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use lb_common::Outcome;
+use lb_tests::{
+    http::{self, KeepAlive},
+    lbd::Lbd,
+    privilege::require_root,
+    topology::{DIRECTOR_ADDR, Topology, VIP, vip_http},
+};
+use lb_userspace::dataplane::xdp::read_pinned_counters;
+
+const LAB: &str = env!("CARGO_BIN_EXE_lab");
+
+/// A topology with `reals` reals serving HTTP, and lbd running `reals` (name, weight) with
+/// `scheduler`.
+fn start(prefix: &str, reals: usize, scheduler: &str) -> (Topology, Lbd, PathBuf) {
+    let mut lab = Topology::create(prefix, reals).expect("topology");
+    lab.start_http_servers(Path::new(LAB))
+        .expect("HTTP servers");
+    let names: Vec<String> = lab.reals.iter().map(|r| r.name.clone()).collect();
+    let weighted: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let dir = lab.scratch_dir();
+    let config = dir.join("keepalived.conf");
+    std::fs::write(&config, lab.keepalived_conf(scheduler, &weighted)).expect("write config");
+    let lbd = Lbd::start(
+        &lab.director,
+        &config,
+        "eth0",
+        prefix,
+        &dir.join("lbd.log"),
+        &["--flow-table-size", "65536"],
+    )
+    .expect("lbd");
+    (lab, lbd, config)
+}
+
+/// `count` requests, each on a new connection from the client; answers per real.
+fn spread(lab: &Topology, count: usize) -> BTreeMap<String, usize> {
+    lab.client
+        .run(move || {
+            let mut answers = BTreeMap::new();
+            for _ in 0..count {
+                *answers.entry(http::get(vip_http())?).or_insert(0) += 1;
+            }
+            Ok(answers)
+        })
+        .expect("requests through the VIP")
+}
+
+#[test]
+fn rr_spreads_tcp_connections_over_all_reals() {
+    if !require_root("rr_spreads_tcp_connections_over_all_reals") {
+        return;
+    }
+    let (lab, lbd, _) = start("lbt-rr", 3, "rr");
+    let answers = spread(&lab, 60);
+    // Per-CPU round-robin cursors: with C CPUs no real is more than C away from an
+    // even share.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    for real in &lab.reals {
+        let got = answers.get(&real.name).copied().unwrap_or(0);
+        assert!(got.abs_diff(20) <= cpus, "{answers:?}");
+    }
+    let counters = read_pinned_counters(&lbd.pin_dir()).expect("counters");
+    let service = &counters.services[0];
+    assert_eq!(service.traffic.new_flows, 60, "{service:?}");
+    for real in &service.reals {
+        let name = &lab
+            .reals
+            .iter()
+            .find(|r| IpAddr::from(r.addr) == real.addr)
+            .unwrap()
+            .name;
+        assert_eq!(real.traffic.new_flows, answers[name] as u64, "{real:?}");
+    }
+}
+
+#[test]
+fn long_lived_connection_keeps_its_real_while_reals_change() {
+    if !require_root("long_lived_connection_keeps_its_real_while_reals_change") {
+        return;
+    }
+    let (mut lab, mut lbd, config) = start("lbt-ll", 3, "rr");
+    let mut conn = lab
+        .client
+        .run(|| KeepAlive::connect(vip_http()))
+        .expect("connect");
+    let first = conn.request().expect("first request");
+    let others: Vec<String> = lab
+        .reals
+        .iter()
+        .map(|r| r.name.clone())
+        .filter(|n| *n != first)
+        .collect();
+
+    // Add r4, remove one of the other reals.
+    lab.add_real().expect("add r4");
+    lab.start_http_servers(Path::new(LAB)).expect("start r4");
+    let set: Vec<(&str, u32)> = vec![(first.as_str(), 1), (others[1].as_str(), 1), ("r4", 1)];
+    std::fs::write(&config, lab.keepalived_conf("rr", &set)).expect("write config");
+    lbd.reload().expect("reload");
+    for _ in 0..3 {
+        assert_eq!(conn.request().expect("request after reload"), first);
+    }
+    let answers = spread(&lab, 12);
+    assert!(answers.contains_key("r4"), "{answers:?}");
+    assert!(
+        !answers.contains_key(&others[0]),
+        "removed real got new flows: {answers:?}"
+    );
+
+    // Remove the connection's own real: established flows go on (IPVS keeps connections
+    // to a deleted destination), new ones never reach it.
+    let set: Vec<(&str, u32)> = vec![(others[1].as_str(), 1), ("r4", 1)];
+    std::fs::write(&config, lab.keepalived_conf("rr", &set)).expect("write config");
+    lbd.reload().expect("reload");
+    for _ in 0..3 {
+        assert_eq!(conn.request().expect("request after removal"), first);
+    }
+    let answers = spread(&lab, 12);
+    assert!(
+        !answers.contains_key(&first),
+        "removed real got new flows: {answers:?}"
+    );
+    assert_eq!(answers.values().sum::<usize>(), 12);
+}
+
+#[test]
+fn traffic_not_for_a_service_reaches_the_director() {
+    if !require_root("traffic_not_for_a_service_reaches_the_director") {
+        return;
+    }
+    let (mut lab, mut lbd, _) = start("lbt-nv", 1, "rr");
+    lab.start_director_server(Path::new(LAB), 2222)
+        .expect("director server");
+    for target in [DIRECTOR_ADDR, VIP] {
+        lab.client
+            .exec(&["ping", "-c", "1", "-W", "2", &target.to_string()])
+            .unwrap_or_else(|e| panic!("ping {target}: {e}"));
+    }
+    // SSH-like TCP to the director's own address, and to the VIP on a port that is no
+    // service: both answered by the director itself.
+    for target in [IpAddr::from(DIRECTOR_ADDR), IpAddr::from(VIP)] {
+        let name = lab
+            .client
+            .run(move || http::get(SocketAddr::new(target, 2222)))
+            .unwrap_or_else(|e| panic!("TCP to {target}:2222: {e}"));
+        assert_eq!(name, "director");
+    }
+    let counters = read_pinned_counters(&lbd.pin_dir()).expect("counters");
+    assert!(
+        counters.outcome(Outcome::NotTcpUdp) >= 2,
+        "{:?}",
+        counters.outcomes
+    );
+    assert!(
+        counters.outcome(Outcome::NotService) >= 2 * 4,
+        "{:?}",
+        counters.outcomes
+    );
+    assert_eq!(counters.services[0].traffic.packets, 0);
+
+    // SIGTERM detaches the program and exits cleanly.
+    let status = lbd.stop().expect("stop lbd");
+    assert!(status.success(), "{status}");
+    let link = lab.director.ip(&["link", "show", "eth0"]).expect("ip link");
+    assert!(!link.contains("xdp"), "still attached: {link}");
+}
