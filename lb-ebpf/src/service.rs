@@ -14,5 +14,5 @@ pub fn lookup(flow: &FlowKey) -> Option<&'static ServiceInfo> {
     };
     // SAFETY: SERVICES is preallocated; userspace replaces values with whole-element
     // updates and this program only reads, so a torn read can at worst pick a stale ring.
-    unsafe { SERVICES.get(&key) }
+    unsafe { SERVICES.get(key) }
 }

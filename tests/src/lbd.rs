@@ -18,7 +18,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use lb_userspace::dataplane::xdp::pin_dir;
 
-use crate::netns::Netns;
+use crate::netns::{Netns, command_in};
 
 /// The `lbd` binary: `$LBD_BIN`, else next to the running executable (target/<profile>/ for
 /// binaries, its parent for test executables in target/<profile>/deps/).
@@ -43,9 +43,41 @@ type Log = Arc<(Mutex<Vec<String>>, Condvar)>;
 
 pub struct Lbd {
     child: Child,
-    name: String,
+    launch: Launch,
     log: Log,
     stop_following: Arc<AtomicBool>,
+}
+
+/// How lbd was started, to start it again.
+struct Launch {
+    netns: String,
+    config: PathBuf,
+    interface: String,
+    name: String,
+    log_file: PathBuf,
+    extra_args: Vec<String>,
+}
+
+impl Launch {
+    fn spawn(&self) -> anyhow::Result<Child> {
+        let binary = binary()?;
+        let log = File::options()
+            .create(true)
+            .append(true)
+            .open(&self.log_file)
+            .with_context(|| format!("open {}", self.log_file.display()))?;
+        command_in(&self.netns, &binary)?
+            .arg("-f")
+            .arg(&self.config)
+            .args(["--interface", &self.interface, "--name", &self.name])
+            .args(&self.extra_args)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .with_context(|| format!("start {}", binary.display()))
+    }
 }
 
 impl Lbd {
@@ -60,21 +92,16 @@ impl Lbd {
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(pin_dir(name));
-        let binary = binary()?;
-        let log_out =
-            File::create(log_file).with_context(|| format!("create {}", log_file.display()))?;
-        let child = ns
-            .command(&binary)?
-            .arg("-f")
-            .arg(config)
-            .args(["--interface", interface, "--name", name])
-            .args(extra_args)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log_out)
-            .spawn()
-            .with_context(|| format!("start {}", binary.display()))?;
+        File::create(log_file).with_context(|| format!("create {}", log_file.display()))?;
+        let launch = Launch {
+            netns: ns.name().to_owned(),
+            config: config.to_owned(),
+            interface: interface.to_owned(),
+            name: name.to_owned(),
+            log_file: log_file.to_owned(),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        };
+        let child = launch.spawn()?;
         let log: Log = Arc::default();
         let stop_following = Arc::new(AtomicBool::new(false));
         follow(
@@ -85,7 +112,7 @@ impl Lbd {
         );
         let mut lbd = Self {
             child,
-            name: name.to_owned(),
+            launch,
             log,
             stop_following,
         };
@@ -93,8 +120,19 @@ impl Lbd {
         Ok(lbd)
     }
 
+    /// Stop lbd (SIGTERM) and start it again with the same arguments and pinned maps.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        let status = self.stop()?;
+        if !status.success() {
+            bail!("lbd exited with {status} on SIGTERM");
+        }
+        let ready = self.count("ready:");
+        self.child = self.launch.spawn()?;
+        self.wait_for("ready:", ready + 1, Duration::from_secs(30))
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
-        pin_dir(&self.name)
+        pin_dir(&self.launch.name)
     }
 
     /// Lines logged so far.

@@ -75,21 +75,9 @@ impl Netns {
             .map(drop)
     }
 
-    /// A command that runs `program` in this network namespace only (the mount namespace
-    /// stays the host's, so `/sys/fs/bpf` is the host's bpffs).
+    /// A command that runs `program` in this network namespace (see [`command_in`]).
     pub fn command(&self, program: impl AsRef<OsStr>) -> anyhow::Result<Command> {
-        let file = self.file()?;
-        let mut command = Command::new(program);
-        // SAFETY: the closure only calls setns, which is async-signal-safe.
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        Ok(command)
+        command_in(&self.name, program)
     }
 
     /// Run `f` on a thread inside this namespace: sockets it creates belong here.
@@ -110,8 +98,7 @@ impl Netns {
     }
 
     fn file(&self) -> anyhow::Result<File> {
-        File::open(format!("/run/netns/{}", self.name))
-            .with_context(|| format!("open namespace {}", self.name))
+        open(&self.name)
     }
 }
 
@@ -119,6 +106,27 @@ impl Drop for Netns {
     fn drop(&mut self) {
         delete(&self.name);
     }
+}
+
+fn open(name: &str) -> anyhow::Result<File> {
+    File::open(format!("/run/netns/{name}")).with_context(|| format!("open namespace {name}"))
+}
+
+/// A command that runs `program` in network namespace `name` only: the mount namespace
+/// stays the host's (unlike `ip netns exec`), so `/sys/fs/bpf` is the host's bpffs.
+pub fn command_in(name: &str, program: impl AsRef<OsStr>) -> anyhow::Result<Command> {
+    let file = open(name)?;
+    let mut command = Command::new(program);
+    // SAFETY: the closure only calls setns, which is async-signal-safe.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(command)
 }
 
 /// Names of all network namespaces.

@@ -173,3 +173,26 @@ fn traffic_not_for_a_service_reaches_the_director() {
     let link = lab.director.ip(&["link", "show", "eth0"]).expect("ip link");
     assert!(!link.contains("xdp"), "still attached: {link}");
 }
+
+#[test]
+fn restart_keeps_established_flows() {
+    if !require_root("restart_keeps_established_flows") {
+        return;
+    }
+    let (lab, mut lbd, _) = start("lbt-rs", 3, "rr");
+    let mut connections = Vec::new();
+    for _ in 0..3 {
+        let mut conn = lab
+            .client
+            .run(|| KeepAlive::connect(vip_http()))
+            .expect("connect");
+        let real = conn.request().expect("first request");
+        connections.push((conn, real));
+    }
+    lbd.restart().expect("restart lbd");
+    // Reverse order: rescheduling from scratch would not reproduce the old mapping.
+    for (conn, real) in connections.iter_mut().rev() {
+        assert_eq!(&conn.request().expect("request after restart"), real);
+    }
+    assert_eq!(spread(&lab, 6).values().sum::<usize>(), 6);
+}

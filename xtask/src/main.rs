@@ -1,1 +1,116 @@
-fn main() {}
+//! `cargo xtask`: tooling for this repository.
+//!
+//! - `setup`: install what building and testing need (idempotent) and check the kernel.
+//! - `build`: build lbd and the lab.
+//! - `run`: build and run lbd with the given arguments.
+//! - `lab`: build and run the demo lab (README command one).
+//! - `test`: everything CI checks (README command two; `.ci/run` runs it).
+
+mod cmd;
+mod setup;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "cargo xtask")]
+struct Args {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install missing build and test dependencies; check the kernel.
+    Setup,
+    /// Build lbd and the lab binaries.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build lbd and run it (as root) with ARGS.
+    Run {
+        #[arg(long)]
+        release: bool,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and run the demo lab: client, director (lbd), 3 reals in network namespaces.
+    Lab {
+        /// Forwarding mode (dr).
+        #[arg(long, default_value = "dr")]
+        mode: String,
+        /// Scheduler (rr, wrr).
+        #[arg(long, default_value = "rr")]
+        sched: String,
+        /// HTTP requests to send.
+        #[arg(long, default_value_t = 300)]
+        requests: usize,
+        /// Leave the lab running and print how to explore it.
+        #[arg(long)]
+        keep: bool,
+        /// Tear down a lab left running with --keep.
+        #[arg(long, conflicts_with_all = ["keep"])]
+        down: bool,
+    },
+    /// Run everything CI runs: fmt, clippy (host and eBPF), unit tests, test-run
+    /// fixtures, netns tests.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let result = match Args::parse().command {
+        Command::Setup => setup::run(),
+        Command::Build { release } => setup::ensure().and_then(|()| build(release)),
+        Command::Run { release, args } => setup::ensure().and_then(|()| {
+            build(release)?;
+            let lbd = cmd::target_dir().join(profile(release)).join("lbd");
+            cmd::run(std::process::Command::new(lbd).args(args))
+        }),
+        Command::Lab {
+            mode,
+            sched,
+            requests,
+            keep,
+            down,
+        } => setup::ensure().and_then(|()| {
+            build(false)?;
+            let lab = cmd::target_dir().join("debug").join("lab");
+            let mut command = std::process::Command::new(lab);
+            if down {
+                command.arg("down");
+            } else {
+                command.args(["--mode", &mode, "--sched", &sched]);
+                command.args(["--requests", &requests.to_string()]);
+                if keep {
+                    command.arg("--keep");
+                }
+            }
+            cmd::run(&mut command)
+        }),
+        Command::Test => test::run(),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn profile(release: bool) -> &'static str {
+    if release { "release" } else { "debug" }
+}
+
+/// Build every binary of the default members (lbd, lab).
+fn build(release: bool) -> anyhow::Result<()> {
+    let mut command = cmd::cargo();
+    command.args(["build", "--bins"]);
+    if release {
+        command.arg("--release");
+    }
+    cmd::run(&mut command)
+}

@@ -153,7 +153,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut last_report = controller.apply(loaded.config)?;
     log_report(&last_report, &ApplyReport::default());
     info!(
-        "ready: {services} virtual services, {reals} real servers, maps pinned under {}",
+        "ready: {services} virtual service(s), {reals} real server(s), maps pinned under {}",
         pins.display()
     );
 

@@ -60,6 +60,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     let lines = lexer::tokenize(text, &file, &mut diagnostics);
     let statements = tree::build(lines, &mut diagnostics);
     let config = virtual_server::build_config(&statements, &mut diagnostics);
+    diagnostics.sort_by_key(|d| d.location.line);
     let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics
         .into_iter()
         .partition(|d| d.severity == Severity::Error);

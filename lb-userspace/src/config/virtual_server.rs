@@ -305,3 +305,168 @@ fn parse_seconds(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::{path::Path, time::Duration};
+
+    use crate::{
+        config::{ConfigError, Diagnostic, Loaded, Severity, parse},
+        model::{ForwardMethod, Protocol, Scheduler},
+    };
+
+    fn ok(text: &str) -> Loaded {
+        parse(text, Path::new("k.conf")).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn errors(text: &str) -> Vec<Diagnostic> {
+        match parse(text, Path::new("k.conf")) {
+            Err(ConfigError::Invalid { errors, .. }) => errors,
+            other => panic!("expected errors, got {other:?}"),
+        }
+    }
+
+    /// "line: message" of each diagnostic.
+    fn lines(diagnostics: &[Diagnostic]) -> Vec<String> {
+        diagnostics
+            .iter()
+            .map(|d| format!("{}: {}", d.location.line, d.message))
+            .collect()
+    }
+
+    #[test]
+    fn reads_services_with_keepalived_defaults_and_synonyms() {
+        let loaded = ok("
+global_defs {
+    router_id LB1
+}
+virtual_server 192.0.2.1 80 {
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.1 80 {
+        weight 5
+        TCP_CHECK {
+            connect_timeout 3
+        }
+    }
+    real_server 10.0.0.2 80
+}
+virtual_server 2001:db8::1 53 {
+    delay_loop 1.5
+    lvs_sched wrr
+    lvs_method DR
+    protocol UDP
+    real_server 2001:db8::2 53 {
+        weight 0
+    }
+}
+");
+        let vs = &loaded.config.virtual_servers;
+        assert_eq!(vs.len(), 2);
+        assert_eq!(vs[0].protocol, Protocol::Tcp);
+        assert_eq!(vs[0].scheduler, Scheduler::Rr);
+        assert_eq!(vs[0].forward, ForwardMethod::Dr);
+        assert_eq!(vs[0].delay_loop, Duration::from_secs(60));
+        let weights: Vec<u32> = vs[0].reals.iter().map(|r| r.weight).collect();
+        assert_eq!(weights, [5, 1]);
+        assert_eq!(vs[1].protocol, Protocol::Udp);
+        assert_eq!(vs[1].scheduler, Scheduler::Wrr);
+        assert_eq!(vs[1].delay_loop, Duration::from_millis(1500));
+        assert_eq!(vs[1].reals[0].weight, 0);
+        // global_defs and TCP_CHECK are not implemented yet: warned about, with lines.
+        assert_eq!(
+            lines(&loaded.warnings),
+            [
+                "2: `global_defs` is not supported yet; ignored",
+                "10: real_server keyword `TCP_CHECK` is not supported yet; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn every_error_is_reported_with_its_line() {
+        let errors = errors(
+            "
+virtual_server 192.0.2.1 80 {
+    lb_algo lc
+    lb_kind NAT
+}
+virtual_server 192.0.2.2 80 {
+    lb_kind DR
+    real_server 10.0.0.300 80
+    real_server 10.0.0.1 80 {
+        weight 70000
+    }
+}
+virtual_server 192.0.2.3 80 {
+    lb_algo rr
+    lb_kind DR
+    protocol SCTP
+    real_server 2001:db8::1 80
+    real_server 2001:db8::1 80
+}
+virtual_server 192.0.2.4 0 {
+}
+virtual_server fwmark 1 {
+}
+",
+        );
+        assert!(errors.iter().all(|e| e.severity == Severity::Error));
+        assert_eq!(
+            lines(&errors),
+            [
+                "3: lb_algo `lc` is not supported yet (supported: rr, wrr)",
+                "4: lb_kind `NAT` is not supported yet (supported: DR)",
+                "6: lb_algo `wlc` (keepalived's default, as none is set) is not supported yet (supported: rr, wrr)",
+                "8: `10.0.0.300` is not an IPv4 or IPv6 address",
+                "10: weight `70000` is not an integer in 0..=65535",
+                "16: protocol `SCTP` is not supported (supported: TCP, UDP)",
+                "17: real_server 2001:db8::1 and virtual_server 192.0.2.3 are of different address families",
+                "18: real_server 2001:db8::1 and virtual_server 192.0.2.3 are of different address families",
+                "18: duplicate real_server 2001:db8::1 80",
+                "20: port 0 (all ports) is not supported yet",
+                "22: virtual_server fwmark is not supported yet (use `virtual_server IP PORT`)",
+            ]
+        );
+        assert_eq!(
+            errors[0].to_string(),
+            "k.conf:3: error: lb_algo `lc` is not supported yet (supported: rr, wrr)"
+        );
+    }
+
+    #[test]
+    fn duplicate_services_and_dr_port_mismatch() {
+        let errors = errors(
+            "
+virtual_server 192.0.2.1 80 {
+    lb_algo rr
+    lb_kind DR
+}
+virtual_server 192.0.2.1 80 {
+    lb_algo rr
+    lb_kind DR
+}
+",
+        );
+        assert_eq!(
+            lines(&errors),
+            ["6: duplicate virtual_server 192.0.2.1 80 TCP"]
+        );
+
+        let loaded = ok("
+virtual_server 192.0.2.1 80 {
+    lb_algo rr
+    lb_kind DR
+    persistence_timeout 50
+    real_server 10.0.0.1 8080
+}
+");
+        assert_eq!(
+            lines(&loaded.warnings),
+            [
+                "5: virtual_server keyword `persistence_timeout` is not supported yet; ignored",
+                "6: real_server port 8080 differs from the virtual_server port 80; DR does not translate ports, packets arrive on 80",
+            ]
+        );
+    }
+}

@@ -103,7 +103,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;
-    println!("lab: {} ({} mode):", config_path.display(), "DR");
+    println!("lab: {} (DR mode):", config_path.display());
     for line in config_text.lines() {
         println!("    {line}");
     }

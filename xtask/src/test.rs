@@ -1,0 +1,59 @@
+//! `cargo xtask test`: what CI checks, in order, each stage timed: formatting, clippy for
+//! the host crates and the eBPF crate, the binaries, and every test (unit tests, the
+//! BPF test-run fixtures, the netns tests). The privileged tests need root; with `CI` set
+//! they fail instead of skipping.
+
+use std::time::Instant;
+
+use crate::{cmd, setup};
+
+pub fn run() -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut timings = Vec::new();
+    let mut stage = |name: &'static str, f: &mut dyn FnMut() -> anyhow::Result<()>| {
+        eprintln!("xtask test: ── {name}");
+        let t = Instant::now();
+        let result = f();
+        timings.push((name, t.elapsed()));
+        result
+    };
+    stage("setup", &mut setup::ensure)?;
+    stage("fmt", &mut || {
+        cmd::run(cmd::cargo().args(["fmt", "--all", "--", "--check"]))
+    })?;
+    stage("clippy (host crates)", &mut || {
+        cmd::run(cmd::cargo().args(["clippy", "--all-targets", "--", "-D", "warnings"]))
+    })?;
+    stage("clippy (eBPF crate)", &mut || {
+        let target_dir = cmd::target_dir().join("ebpf-clippy");
+        cmd::run(
+            std::process::Command::new("rustup")
+                .current_dir(cmd::root())
+                .args(["run", "nightly", "cargo", "clippy", "--package", "lb-ebpf"])
+                .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+                .arg("--target-dir")
+                .arg(target_dir)
+                .args(["--", "-D", "warnings"])
+                // rustup's proxy would otherwise keep the stable toolchain of xtask.
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("CARGO")
+                .env_remove("RUSTC"),
+        )
+    })?;
+    stage("build binaries", &mut || {
+        cmd::run(cmd::cargo().args(["build", "--bins"]))
+    })?;
+    stage("tests", &mut || {
+        let lbd = cmd::target_dir().join("debug").join("lbd");
+        cmd::run(
+            cmd::cargo()
+                .args(["test", "--no-fail-fast"])
+                .env("LBD_BIN", lbd),
+        )
+    })?;
+    eprintln!("xtask test: all stages passed in {:.1?}", started.elapsed());
+    for (name, elapsed) in timings {
+        eprintln!("    {name:<22} {elapsed:>8.1?}");
+    }
+    Ok(())
+}
