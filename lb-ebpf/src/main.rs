@@ -43,29 +43,28 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
     let service = service::lookup(&flow).ok_or(Outcome::NotService)?;
-    let (real_id, real) = choose_real(&flow, service)?;
+    let (real_id, real, new_flow) = choose_real(&flow, service)?;
     let outcome = fwd::dr::forward(ctx, real)?;
-    stats::count_traffic(service.id, real_id, ctx.data_end() - ctx.data());
+    stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), new_flow);
     Ok(outcome)
 }
 
-/// The real of an established flow, or a newly scheduled one. A flow whose real entry was
-/// freed is scheduled again.
+/// The real of an established flow, or a newly scheduled one (`true`: new flow). A flow
+/// whose real entry was freed is scheduled again.
 #[inline(always)]
 fn choose_real(
     flow: &lb_common::FlowKey,
     service: &ServiceInfo,
-) -> Result<(u32, &'static RealInfo), Outcome> {
+) -> Result<(u32, &'static RealInfo, bool), Outcome> {
     if let Some(real_id) = conntrack::lookup(flow)
         && let Some(real) = maps::real(real_id)
     {
-        return Ok((real_id, real));
+        return Ok((real_id, real, false));
     }
     let real_id = sched::pick(service).ok_or(Outcome::NoReal)?;
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
     conntrack::insert(flow, real_id);
-    stats::count_new_flow(service.id, real_id);
-    Ok((real_id, real))
+    Ok((real_id, real, true))
 }
 
 #[cfg(not(test))]

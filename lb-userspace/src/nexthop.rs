@@ -332,33 +332,27 @@ fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_usec: timeout.subsec_micros() as libc::suseconds_t,
     };
-    // SAFETY: valid fd; `value` outlives the call and its size is passed.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&value as *const libc::timeval).cast(),
-            size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
-    }
+    setsockopt(socket.as_raw_fd(), libc::SO_RCVTIMEO, &value)
 }
 
 fn bind_to_device(socket: &UdpSocket, ifindex: u32) -> io::Result<()> {
-    let index = ifindex as libc::c_int;
-    // SAFETY: valid fd; `index` outlives the call and its size is passed.
+    setsockopt(
+        socket.as_raw_fd(),
+        libc::SO_BINDTOIFINDEX,
+        &(ifindex as libc::c_int),
+    )
+}
+
+/// `setsockopt(fd, SOL_SOCKET, name, value)`.
+fn setsockopt<T>(fd: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
+    // SAFETY: `value` is a live reference and its size is passed with it.
     let rc = unsafe {
         libc::setsockopt(
-            socket.as_raw_fd(),
+            fd,
             libc::SOL_SOCKET,
-            libc::SO_BINDTOIFINDEX,
-            (&index as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {

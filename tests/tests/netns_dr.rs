@@ -41,6 +41,12 @@ fn start(prefix: &str, reals: usize, scheduler: &str) -> (Topology, Lbd, PathBuf
     (lab, lbd, config)
 }
 
+/// Point lbd at reals `set` (name, weight) and wait for the reload.
+fn reconfigure(lab: &Topology, lbd: &mut Lbd, config: &Path, set: &[(&str, u32)]) {
+    std::fs::write(config, lab.keepalived_conf("rr", set)).expect("write config");
+    lbd.reload().expect("reload");
+}
+
 /// `count` requests, each on a new connection from the client; answers per real.
 fn spread(lab: &Topology, count: usize) -> BTreeMap<String, usize> {
     lab.client
@@ -103,9 +109,12 @@ fn long_lived_connection_keeps_its_real_while_reals_change() {
     // Add r4, remove one of the other reals.
     lab.add_real().expect("add r4");
     lab.start_http_servers(Path::new(LAB)).expect("start r4");
-    let set: Vec<(&str, u32)> = vec![(first.as_str(), 1), (others[1].as_str(), 1), ("r4", 1)];
-    std::fs::write(&config, lab.keepalived_conf("rr", &set)).expect("write config");
-    lbd.reload().expect("reload");
+    reconfigure(
+        &lab,
+        &mut lbd,
+        &config,
+        &[(&first, 1), (&others[1], 1), ("r4", 1)],
+    );
     for _ in 0..3 {
         assert_eq!(conn.request().expect("request after reload"), first);
     }
@@ -118,9 +127,7 @@ fn long_lived_connection_keeps_its_real_while_reals_change() {
 
     // Remove the connection's own real: established flows go on (IPVS keeps connections
     // to a deleted destination), new ones never reach it.
-    let set: Vec<(&str, u32)> = vec![(others[1].as_str(), 1), ("r4", 1)];
-    std::fs::write(&config, lab.keepalived_conf("rr", &set)).expect("write config");
-    lbd.reload().expect("reload");
+    reconfigure(&lab, &mut lbd, &config, &[(&others[1], 1), ("r4", 1)]);
     for _ in 0..3 {
         assert_eq!(conn.request().expect("request after removal"), first);
     }

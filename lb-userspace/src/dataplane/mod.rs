@@ -63,6 +63,8 @@ pub enum DataplaneError {
     Attach { interface: String, reason: String },
     #[error("pinned maps under {path}: {reason}")]
     Pins { path: String, reason: String },
+    #[error("cannot read the number of CPUs for per-CPU maps: {source}")]
+    Cpus { source: std::io::Error },
     #[error("too many {what}: the data plane holds at most {max}")]
     Capacity { what: &'static str, max: u32 },
     #[error("{forward:?} is not supported by the {backend} data plane")]

@@ -29,7 +29,8 @@ use lb_common::{
     ring_index,
 };
 
-pub use counters::{MapSource, PinnedMaps, read_pinned as read_pinned_counters};
+use counters::MapSource;
+pub use counters::read_pinned as read_pinned_counters;
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
 use slots::{RealKey, Slots};
@@ -90,19 +91,12 @@ pub enum AttachMode {
     Generic,
 }
 
-/// An interface the balancer is attached to.
-#[derive(Debug)]
-pub struct Attachment {
-    pub interface: String,
-    pub native: bool,
-    link: XdpLinkId,
-}
-
 pub struct XdpDataplane<R> {
     ebpf: Ebpf,
     resolver: R,
     slots: Slots,
-    attachments: Vec<Attachment>,
+    /// Links of the interfaces the balancer is attached to.
+    links: Vec<XdpLinkId>,
     /// Warnings from loading (stale pins replaced), for the caller to log.
     pub load_warnings: Vec<String>,
 }
@@ -126,7 +120,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             ebpf,
             resolver,
             slots,
-            attachments: Vec::new(),
+            links: Vec::new(),
             load_warnings,
         })
     }
@@ -160,24 +154,16 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 ),
             },
         };
-        self.attachments.push(Attachment {
-            interface: interface.to_owned(),
-            native,
-            link,
-        });
+        self.links.push(link);
         Ok((native, fallback))
-    }
-
-    pub fn attachments(&self) -> &[Attachment] {
-        &self.attachments
     }
 
     /// Detach from every interface (the maps stay pinned).
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::BALANCER)?;
-        for attachment in self.attachments.drain(..) {
+        for link in self.links.drain(..) {
             program
-                .detach(attachment.link)
+                .detach(link)
                 .map_err(|source| DataplaneError::Program {
                     program: program_names::BALANCER,
                     source,
@@ -189,16 +175,6 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     /// The loaded balancer program (for BPF_PROG_TEST_RUN).
     pub fn balancer(&self) -> Result<&Xdp, DataplaneError> {
         program(&self.ebpf, program_names::BALANCER)
-    }
-
-    /// The loaded pass-everything program (for BPF_PROG_TEST_RUN baselines).
-    pub fn pass_program(&self) -> Result<&Xdp, DataplaneError> {
-        program(&self.ebpf, program_names::PASS)
-    }
-
-    /// The loaded maps, for reading counters or dumping.
-    pub fn maps(&self) -> &impl MapSource {
-        &self.ebpf
     }
 
     /// Write a real's entry if it differs from what the map holds.
@@ -218,14 +194,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
 
     /// Zero the per-CPU counters (and cursor) of a newly allocated id.
     fn reset_counters(&mut self, map: &'static str, id: u32) -> Result<(), DataplaneError> {
-        let cpus = aya::util::nr_cpus().map_err(|(path, e)| DataplaneError::Pins {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        let zero_values = |e: std::io::Error| DataplaneError::Pins {
-            path: map.into(),
-            reason: e.to_string(),
-        };
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Cpus { source })?;
+        let zero_values = |source| DataplaneError::Cpus { source };
         let target = map_mut(&mut self.ebpf, map)?;
         if map == names::RR_CURSORS {
             let mut cursors: PerCpuArray<&mut MapData, u32> =
