@@ -14,8 +14,8 @@ mod maps;
 mod packet;
 mod parse;
 mod sched;
-mod service;
 mod stats;
+mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use lb_common::{Outcome, RealInfo, ServiceInfo};
@@ -42,7 +42,7 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
-    let service = service::lookup(&flow).ok_or(Outcome::NotService)?;
+    let service = vip::lookup(&flow).ok_or(Outcome::NotService)?;
     let (real_id, real, new_flow) = choose_real(&flow, service)?;
     let outcome = fwd::dr::forward(ctx, real)?;
     stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), new_flow);

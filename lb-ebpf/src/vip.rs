@@ -1,4 +1,5 @@
-//! Virtual service lookup by (destination address, destination port, protocol).
+//! VIP lookup: the virtual service of a flow, by (destination address, destination port,
+//! protocol).
 
 use lb_common::{FlowKey, ServiceInfo, ServiceKey};
 
