@@ -21,6 +21,9 @@ pub const RING_SLOTS: u32 = 2;
 /// Default number of entries of the LRU flow table.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 
+/// `BPF_F_NO_PREALLOC`: map flag of `LB_SERVICES`.
+pub const BPF_F_NO_PREALLOC: u32 = 1;
+
 /// `family` value of an IPv4 address stored in a 16-byte array (first 4 bytes used).
 pub const FAMILY_IPV4: u8 = 4;
 /// `family` value of an IPv6 address.
@@ -66,7 +69,8 @@ pub struct ServiceKey {
     pub family: u8,
 }
 
-/// Value of `LB_SERVICES`.
+/// Value of `LB_SERVICES` (a hash without preallocation, `BPF_F_NO_PREALLOC`: an update
+/// swaps in a new element and frees the old one after readers are done with it).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(Debug))]
@@ -97,12 +101,17 @@ pub struct RealInfo {
     /// Real server port, network order (informational for DR: the port is not rewritten).
     pub port: [u8; 2],
     pub family: u8,
-    /// `REAL_FLAG_*` bits, for userspace; the data plane forwards whatever the flags.
+    /// `REAL_FLAG_*` bits.
     pub flags: u8,
+    /// VLAN id the real is reached on (the egress was a VLAN device on `ifindex`); 0 for
+    /// untagged. DR keeps the frame's tags, so it forwards only frames of this VLAN.
+    pub vlan: u16,
+    pub _pad: [u8; 2],
 }
 
 /// The real was removed from the configuration. Its entry stays so that established flows
-/// keep reaching it (IPVS with `expire_nodest_conn=0` does the same); the id is reused last.
+/// keep reaching it (IPVS with `expire_nodest_conn=0` does the same), but a new connection
+/// (TCP SYN) on such a flow is scheduled again; the id is reused last.
 pub const REAL_FLAG_RETIRED: u8 = 1;
 
 /// Key of `LB_FLOWS`: the 5-tuple of a client flow as it arrives at the director.
@@ -156,7 +165,7 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
     assert!(size_of::<ServiceInfo>() == 3 * 4);
-    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1);
+    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4);
     assert!(size_of::<TrafficStats>() == 3 * 8);

@@ -45,11 +45,14 @@ pub enum Outcome {
     NoReal,
     /// The chosen real or its egress interface has no data-plane entry: dropped.
     NextHopUnknown,
+    /// The frame's VLAN (outer tag, or none) is not the one the real is reached on; DR keeps
+    /// tags, so it would land on the wrong segment: passed.
+    VlanMismatch,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::NextHopUnknown as u32 + 1;
+    pub const COUNT: u32 = Outcome::VlanMismatch as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -67,6 +70,7 @@ impl Outcome {
         Outcome::Ipv6ExtHeader,
         Outcome::NoReal,
         Outcome::NextHopUnknown,
+        Outcome::VlanMismatch,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -85,7 +89,8 @@ impl Outcome {
             | Outcome::MalformedL3
             | Outcome::Ipv4Options
             | Outcome::Ipv4Fragment
-            | Outcome::Ipv6ExtHeader => XDP_PASS,
+            | Outcome::Ipv6ExtHeader
+            | Outcome::VlanMismatch => XDP_PASS,
             Outcome::NoReal | Outcome::NextHopUnknown => XDP_DROP,
         }
     }
@@ -107,6 +112,7 @@ impl Outcome {
             Outcome::Ipv6ExtHeader => "ipv6_ext_header",
             Outcome::NoReal => "no_real",
             Outcome::NextHopUnknown => "next_hop_unknown",
+            Outcome::VlanMismatch => "vlan_mismatch",
         }
     }
 }

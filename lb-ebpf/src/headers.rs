@@ -42,13 +42,25 @@ pub struct Ipv6Hdr {
     pub dst: [u8; 16],
 }
 
-/// TCP header without options (the ports are what the balancer uses).
+/// TCP header without options.
 #[repr(C)]
 pub struct TcpHdr {
     pub sport: [u8; 2],
     pub dport: [u8; 2],
-    pub rest: [u8; 16],
+    pub seq: [u8; 4],
+    pub ack_seq: [u8; 4],
+    pub data_offset: u8,
+    pub flags: u8,
+    pub window: [u8; 2],
+    pub check: [u8; 2],
+    pub urgent: [u8; 2],
 }
+
+pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_ACK: u8 = 0x10;
+
+/// VLAN id bits of a TCI.
+pub const VLAN_VID_MASK: u16 = 0x0FFF;
 
 /// UDP header.
 #[repr(C)]

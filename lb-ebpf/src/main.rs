@@ -18,7 +18,8 @@ mod stats;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Outcome, RealInfo, ServiceInfo};
+use lb_common::{Outcome, REAL_FLAG_RETIRED, RealInfo, ServiceInfo};
+use parse::Flow;
 
 /// The load balancer.
 #[xdp]
@@ -42,28 +43,33 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
-    let service = vip::lookup(&flow).ok_or(Outcome::NotService)?;
-    let (real_id, real, new_flow) = choose_real(&flow, service)?;
-    let outcome = fwd::dr::forward(ctx, real)?;
+    let service = vip::lookup(&flow.key).ok_or(Outcome::NotService)?;
+    let (real_id, real, new_flow) = choose_real(&flow, &service)?;
+    let outcome = fwd::dr::forward(ctx, &flow, real)?;
+    if new_flow {
+        conntrack::insert(&flow.key, real_id);
+    }
     stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), new_flow);
     Ok(outcome)
 }
 
-/// The real of an established flow, or a newly scheduled one (`true`: new flow). A flow
-/// whose real entry was freed is scheduled again.
+/// The real of an established flow, or a newly scheduled one (`true`: new flow). The flow
+/// table's answer stands only if its real is in use, belongs to this service (ids are
+/// reused), and is not retired when a new TCP connection (SYN) reuses the 5-tuple.
 #[inline(always)]
 fn choose_real(
-    flow: &lb_common::FlowKey,
+    flow: &Flow,
     service: &ServiceInfo,
 ) -> Result<(u32, &'static RealInfo, bool), Outcome> {
-    if let Some(real_id) = conntrack::lookup(flow)
+    if let Some(real_id) = conntrack::lookup(&flow.key)
         && let Some(real) = maps::real(real_id)
+        && real.service_id == service.id
+        && !(flow.syn && real.flags & REAL_FLAG_RETIRED != 0)
     {
         return Ok((real_id, real, false));
     }
     let real_id = sched::pick(service).ok_or(Outcome::NoReal)?;
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
-    conntrack::insert(flow, real_id);
     Ok((real_id, real, true))
 }
 

@@ -7,13 +7,15 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    DEFAULT_FLOW_TABLE_SIZE, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RING_SIZE,
-    RING_SLOTS, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    BPF_F_NO_PREALLOC, DEFAULT_FLOW_TABLE_SIZE, FlowKey, FlowState, MAX_REALS, MAX_SERVICES,
+    Outcome, RING_SIZE, RING_SLOTS, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
 };
 
-/// Virtual services: (VIP, port, protocol) → id and active scheduling ring.
+/// Virtual services: (VIP, port, protocol) → id and active scheduling ring. Not
+/// preallocated, so that an update never rewrites an element a packet is reading.
 #[map(name = "LB_SERVICES")]
-pub static SERVICES: HashMap<ServiceKey, ServiceInfo> = HashMap::pinned(MAX_SERVICES, 0);
+pub static SERVICES: HashMap<ServiceKey, ServiceInfo> =
+    HashMap::pinned(MAX_SERVICES, BPF_F_NO_PREALLOC);
 
 /// Real servers by id: where and how to send.
 #[map(name = "LB_REALS")]

@@ -1,7 +1,7 @@
 //! Frame parsing: Ethernet with up to two VLAN tags (802.1ad + 802.1Q), IPv4 without
 //! options or fragmentation, IPv6 without extension headers, TCP and UDP. The result is the
-//! flow's 5-tuple; anything the balancer does not handle comes back as the `Outcome` that
-//! says why.
+//! flow's 5-tuple, its outer VLAN and whether it opens a TCP connection; anything the
+//! balancer does not handle comes back as the `Outcome` that says why.
 
 use aya_ebpf::programs::XdpContext;
 use lb_common::{FAMILY_IPV4, FAMILY_IPV6, FlowKey, Outcome, PROTO_TCP, PROTO_UDP};
@@ -12,11 +12,20 @@ use crate::packet::ptr_at;
 /// IPv6 next-header values that are extension headers, not an upper-layer protocol.
 const IPV6_EXTENSION_HEADERS: [u8; 9] = [0, 43, 44, 50, 51, 60, 135, 139, 140];
 
+/// What the balancer needs to know about a frame.
+pub struct Flow {
+    pub key: FlowKey,
+    /// VLAN id of the outermost tag; 0 for an untagged frame.
+    pub vlan: u16,
+    /// TCP SYN without ACK: the first packet of a connection.
+    pub syn: bool,
+}
+
 /// Parse the frame down to its TCP/UDP ports.
 #[inline(always)]
-pub fn parse_flow(ctx: &XdpContext) -> Result<FlowKey, Outcome> {
-    let (ether_type, l3_offset) = parse_l2(ctx)?;
-    let mut flow = FlowKey {
+pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
+    let (ether_type, l3_offset, vlan) = parse_l2(ctx)?;
+    let mut key = FlowKey {
         src: [0; 16],
         dst: [0; 16],
         sport: [0; 2],
@@ -26,34 +35,40 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<FlowKey, Outcome> {
         _pad: [0; 2],
     };
     let l4_offset = if ether_type == ETH_P_IPV4 {
-        parse_ipv4(ctx, l3_offset, &mut flow)?
+        parse_ipv4(ctx, l3_offset, &mut key)?
     } else if ether_type == ETH_P_IPV6 {
-        parse_ipv6(ctx, l3_offset, &mut flow)?
+        parse_ipv6(ctx, l3_offset, &mut key)?
     } else {
         return Err(Outcome::NotIp);
     };
-    parse_l4(ctx, l4_offset, &mut flow)?;
-    Ok(flow)
+    let syn = parse_l4(ctx, l4_offset, &mut key)?;
+    Ok(Flow { key, vlan, syn })
 }
 
-/// Ether type of the network layer and its offset, after at most two VLAN tags.
+/// Ether type of the network layer, its offset, and the outer VLAN id (0 if untagged),
+/// after at most two VLAN tags.
 #[inline(always)]
-fn parse_l2(ctx: &XdpContext) -> Result<([u8; 2], usize), Outcome> {
+fn parse_l2(ctx: &XdpContext) -> Result<([u8; 2], usize, u16), Outcome> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };
     let mut offset = core::mem::size_of::<EthHdr>();
-    for _ in 0..2 {
+    let mut outer_vlan = 0;
+    for depth in 0..2 {
         if ether_type != ETH_P_8021Q && ether_type != ETH_P_8021AD {
             break;
         }
         // The tag (TCI, then the next ether type) follows the TPID just read.
         let vlan = ptr_at::<VlanHdr>(ctx, offset).ok_or(Outcome::TruncatedL2)?;
         // SAFETY: checked by ptr_at.
-        ether_type = unsafe { (*vlan).ether_type };
+        let (tci, next) = unsafe { ((*vlan).tci, (*vlan).ether_type) };
+        if depth == 0 {
+            outer_vlan = u16::from_be_bytes(tci) & VLAN_VID_MASK;
+        }
+        ether_type = next;
         offset += core::mem::size_of::<VlanHdr>();
     }
-    Ok((ether_type, offset))
+    Ok((ether_type, offset, outer_vlan))
 }
 
 /// Fill the addresses and protocol from an IPv4 header; returns the L4 offset.
@@ -111,18 +126,25 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usi
 }
 
 /// Fill the ports; the whole fixed TCP (20 bytes) or UDP (8 bytes) header must be present.
+/// Returns whether the segment is a TCP SYN without ACK.
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<(), Outcome> {
-    let (sport, dport) = if flow.proto == PROTO_TCP {
+fn parse_l4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<bool, Outcome> {
+    let (sport, dport, syn) = if flow.proto == PROTO_TCP {
         let tcp = ptr_at::<TcpHdr>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
         // SAFETY: checked by ptr_at.
-        unsafe { ((*tcp).sport, (*tcp).dport) }
+        let (sport, dport, flags) = unsafe { ((*tcp).sport, (*tcp).dport, (*tcp).flags) };
+        (
+            sport,
+            dport,
+            flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
+        )
     } else {
         let udp = ptr_at::<UdpHdr>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
         // SAFETY: checked by ptr_at.
-        unsafe { ((*udp).sport, (*udp).dport) }
+        let (sport, dport) = unsafe { ((*udp).sport, (*udp).dport) };
+        (sport, dport, false)
     };
     flow.sport = sport;
     flow.dport = dport;
-    Ok(())
+    Ok(syn)
 }

@@ -5,15 +5,17 @@ use lb_common::{FlowKey, ServiceInfo, ServiceKey};
 
 use crate::maps::SERVICES;
 
+/// A copy of the service entry, read once.
 #[inline(always)]
-pub fn lookup(flow: &FlowKey) -> Option<&'static ServiceInfo> {
+pub fn lookup(flow: &FlowKey) -> Option<ServiceInfo> {
     let key = ServiceKey {
         addr: flow.dst,
         port: flow.dport,
         proto: flow.proto,
         family: flow.family,
     };
-    // SAFETY: SERVICES is preallocated; userspace replaces values with whole-element
-    // updates and this program only reads, so a torn read can at worst pick a stale ring.
-    unsafe { SERVICES.get(key) }
+    // SAFETY: LB_SERVICES has no preallocation: an update links a new element and frees
+    // the old one only after RCU readers such as this program are done, so the element
+    // read here is never rewritten under us. It is copied at once all the same.
+    unsafe { SERVICES.get(key) }.copied()
 }

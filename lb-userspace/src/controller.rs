@@ -3,7 +3,9 @@
 //! configured real takes part with its configured weight.
 //!
 //! A configuration is adopted only once the data plane accepted it: if applying a new one
-//! fails, the previous one is applied again and stays the running configuration.
+//! fails, the previous one is applied again and stays the running configuration. A failed
+//! first apply restores nothing: the pinned maps may still hold what an earlier lbd left,
+//! and an empty configuration would wipe it.
 
 use crate::{
     dataplane::{ApplyReport, Dataplane, DataplaneError, RealSpec, ServiceSpec},
@@ -13,6 +15,8 @@ use crate::{
 pub struct Controller<D> {
     dataplane: D,
     running: Config,
+    /// Whether `running` was ever applied.
+    applied: bool,
 }
 
 impl<D: Dataplane> Controller<D> {
@@ -21,6 +25,7 @@ impl<D: Dataplane> Controller<D> {
         Self {
             dataplane,
             running: Config::default(),
+            applied: false,
         }
     }
 
@@ -29,8 +34,10 @@ impl<D: Dataplane> Controller<D> {
         match self.dataplane.apply(&desired_state(&config)) {
             Ok(report) => {
                 self.running = config;
+                self.applied = true;
                 Ok(report)
             }
+            Err(error) if !self.applied => Err(error),
             Err(error) => {
                 // Put back what was serving; a failure here leaves the data plane as the
                 // failed attempt left it, and the original error is what matters.
@@ -119,6 +126,17 @@ virtual_server 192.0.2.1 80 {
             weights,
             [("10.0.0.1".to_string(), 3), ("10.0.0.2".to_string(), 0)]
         );
+    }
+
+    #[test]
+    fn failed_first_apply_restores_nothing() {
+        let mut controller = Controller::new(FakeDataplane::default());
+        controller.dataplane_mut().fail_next_apply = Some(DataplaneError::Capacity {
+            what: "virtual services",
+            max: 0,
+        });
+        assert!(controller.apply(config(TWO_REALS)).is_err());
+        assert_eq!(controller.dataplane().applies, 0);
     }
 
     #[test]

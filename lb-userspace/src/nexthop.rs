@@ -3,12 +3,16 @@
 //!
 //! [`KernelNextHops`] asks the kernel over rtnetlink, so the answer matches what the
 //! kernel itself would do: `RTM_GETROUTE` for the egress interface (the real must be
-//! on-link: DR rewrites only MACs), `RTM_GETNEIGH` for its MAC, `RTM_GETLINK` for the
-//! egress interface's own MAC. A real missing from the neighbour table is probed by sending one
-//! UDP datagram to its discard port (9) from the egress interface, which makes the kernel
-//! resolve it with ARP/NDP; the table is then polled for a bounded time.
+//! on-link: DR rewrites only MACs), `RTM_GETLINK` for that interface's MAC and, for a VLAN
+//! device, its parent and VLAN id (frames leave through the parent, tagged), `RTM_GETNEIGH`
+//! for the real's MAC. Reals missing from the neighbour table are probed all at once, by
+//! sending one UDP datagram to each one's discard port (9) from its egress interface, which
+//! makes the kernel resolve them with ARP/NDP; the table is then polled, for one bounded
+//! time per call whatever the number of reals. A real is probed again only after
+//! `PROBE_BACKOFF`, so a dead one does not stall every refresh.
 
 use std::{
+    collections::HashMap,
     io,
     net::{IpAddr, SocketAddr, UdpSocket},
     os::fd::AsRawFd,
@@ -20,7 +24,7 @@ use netlink_packet_core::{
 };
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
-    link::{LinkAttribute, LinkMessage},
+    link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
 };
@@ -35,6 +39,9 @@ pub struct NextHop {
     pub mac: [u8; 6],
     /// The egress interface's Ethernet address (source).
     pub src_mac: [u8; 6],
+    /// VLAN id when the route's interface is a VLAN device (`ifindex` is then its
+    /// parent); 0 otherwise.
+    pub vlan: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,22 +67,37 @@ pub enum NextHopError {
     },
     #[error("interface {ifindex} has no Ethernet address")]
     NoMac { ifindex: u32 },
+    #[error("interface {ifindex} is a VLAN device on another VLAN device; not supported")]
+    StackedVlan { ifindex: u32 },
 }
 
 /// Resolves next hops; the XDP backend uses it for every real it programs.
 pub trait NextHopResolver {
-    fn resolve(&mut self, addr: IpAddr) -> Result<NextHop, NextHopError>;
+    /// The next hop of each of `addrs`, in order, or why there is none.
+    fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NextHopError>>;
 }
 
 /// The kernel's routing and neighbour tables, in the network namespace lbd runs in.
 pub struct KernelNextHops {
     socket: Socket,
     sequence: u32,
-    /// How long to wait for an ARP/NDP answer after probing.
+    /// How long to wait for ARP/NDP answers after probing.
     probe_timeout: Duration,
+    /// When each address was last probed.
+    probed: HashMap<IpAddr, Instant>,
+}
+
+/// An interface as the data plane sends on it.
+#[derive(Clone, Copy)]
+struct Link {
+    mac: [u8; 6],
+    /// (parent ifindex, VLAN id) of a VLAN device.
+    vlan: Option<(u32, u16)>,
 }
 
 const PROBE_PORT: u16 = 9;
+/// Minimum time between two probes of the same address.
+const PROBE_BACKOFF: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -93,6 +115,7 @@ impl KernelNextHops {
             socket,
             sequence: 0,
             probe_timeout,
+            probed: HashMap::new(),
         })
     }
 
@@ -249,75 +272,187 @@ impl KernelNextHops {
         }
         Ok(None)
     }
-
-    /// Make the kernel resolve `addr`: one datagram to its discard port, sent out of
-    /// `ifindex`.
-    fn probe(&self, addr: IpAddr, ifindex: u32) -> io::Result<()> {
-        let bind: SocketAddr = match addr {
-            IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
-            IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
-        };
-        let socket = UdpSocket::bind(bind)?;
-        bind_to_device(&socket, ifindex)?;
-        socket.send_to(&[0], SocketAddr::new(addr, PROBE_PORT))?;
-        Ok(())
-    }
 }
 
 impl NextHopResolver for KernelNextHops {
-    fn resolve(&mut self, addr: IpAddr) -> Result<NextHop, NextHopError> {
-        let ifindex = self.route(addr)?;
-        let src_mac = self.interface_mac(ifindex)?;
-        if let Some(mac) = self.neighbour(addr, ifindex)? {
-            return Ok(NextHop {
-                ifindex,
-                mac,
-                src_mac,
-            });
+    fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NextHopError>> {
+        let mut links = HashMap::new();
+        // Route and interface of each address, then whatever the neighbour table knows.
+        let mut results: Vec<Result<(u32, NextHop), NextHopError>> = addrs
+            .iter()
+            .map(|&addr| {
+                let oif = self.route(addr)?;
+                let next_hop = self.egress(oif, &mut links)?;
+                Ok((oif, next_hop))
+            })
+            .collect();
+        let mut missing = Vec::new();
+        for (i, result) in results.iter_mut().enumerate() {
+            if let Ok((oif, next_hop)) = result {
+                match self.neighbour(addrs[i], *oif) {
+                    Ok(Some(mac)) => next_hop.mac = mac,
+                    Ok(None) => missing.push(i),
+                    Err(e) => *result = Err(e),
+                }
+            }
         }
-        // A failed send (e.g. EHOSTUNREACH from an earlier failed resolution) still
-        // starts resolution, so it is not an error by itself.
-        if let Err(error) = self.probe(addr, ifindex) {
-            tracing::debug!(%addr, %error, "neighbour probe send failed");
+        // Probe the missing ones not probed lately, all at once, then poll them together.
+        let now = Instant::now();
+        let mut probed_now = false;
+        for &i in &missing {
+            let addr = addrs[i];
+            if self
+                .probed
+                .get(&addr)
+                .is_some_and(|t| now.duration_since(*t) < PROBE_BACKOFF)
+            {
+                continue;
+            }
+            self.probed.insert(addr, now);
+            probed_now = true;
+            if let Ok((oif, _)) = &results[i]
+                && let Err(error) = probe(addr, *oif)
+            {
+                // A failed send (e.g. after a failed resolution) still starts resolution.
+                tracing::debug!(%addr, %error, "neighbour probe send failed");
+            }
         }
-        let started = Instant::now();
-        while started.elapsed() < self.probe_timeout {
+        let deadline = now
+            + if probed_now {
+                self.probe_timeout
+            } else {
+                Duration::ZERO
+            };
+        while !missing.is_empty() && Instant::now() < deadline {
             std::thread::sleep(POLL_INTERVAL);
-            if let Some(mac) = self.neighbour(addr, ifindex)? {
-                return Ok(NextHop {
-                    ifindex,
-                    mac,
-                    src_mac,
+            let mut still = Vec::new();
+            for i in missing {
+                let Ok((oif, next_hop)) = &mut results[i] else {
+                    continue;
+                };
+                match self.neighbour(addrs[i], *oif) {
+                    Ok(Some(mac)) => next_hop.mac = mac,
+                    Ok(None) => still.push(i),
+                    Err(e) => results[i] = Err(e),
+                }
+            }
+            missing = still;
+        }
+        for &i in &missing {
+            if let Ok((oif, _)) = results[i] {
+                results[i] = Err(NextHopError::Unresolved {
+                    addr: addrs[i],
+                    ifindex: oif,
+                    waited: self.probe_timeout,
                 });
             }
         }
-        Err(NextHopError::Unresolved {
-            addr,
-            ifindex,
-            waited: self.probe_timeout,
-        })
+        for (i, result) in results.iter().enumerate() {
+            if result.is_ok() {
+                self.probed.remove(&addrs[i]);
+            }
+        }
+        results
+            .into_iter()
+            .map(|result| result.map(|(_, next_hop)| next_hop))
+            .collect()
     }
 }
 
 impl KernelNextHops {
-    /// The Ethernet address of interface `ifindex`.
-    fn interface_mac(&mut self, ifindex: u32) -> Result<[u8; 6], NextHopError> {
+    /// How frames leave through route interface `oif` (the real's MAC not yet known).
+    fn egress(
+        &mut self,
+        oif: u32,
+        links: &mut HashMap<u32, Link>,
+    ) -> Result<NextHop, NextHopError> {
+        let link = self.cached_link(oif, links)?;
+        let (ifindex, vlan) = match link.vlan {
+            None => (oif, 0),
+            Some((parent, vlan)) => {
+                if self.cached_link(parent, links)?.vlan.is_some() {
+                    return Err(NextHopError::StackedVlan { ifindex: oif });
+                }
+                (parent, vlan)
+            }
+        };
+        Ok(NextHop {
+            ifindex,
+            mac: [0; 6],
+            src_mac: link.mac,
+            vlan,
+        })
+    }
+
+    fn cached_link(
+        &mut self,
+        ifindex: u32,
+        links: &mut HashMap<u32, Link>,
+    ) -> Result<Link, NextHopError> {
+        if let Some(link) = links.get(&ifindex) {
+            return Ok(*link);
+        }
+        let link = self.link(ifindex)?;
+        links.insert(ifindex, link);
+        Ok(link)
+    }
+
+    /// The Ethernet address of interface `ifindex`, and its parent and VLAN id if it is a
+    /// VLAN device.
+    fn link(&mut self, ifindex: u32) -> Result<Link, NextHopError> {
         let mut message = LinkMessage::default();
         message.header.index = ifindex;
         let replies = self.request("get link", RouteNetlinkMessage::GetLink(message), false)?;
-        for reply in replies {
-            if let RouteNetlinkMessage::NewLink(link) = reply {
-                for attribute in &link.attributes {
-                    if let LinkAttribute::Address(bytes) = attribute
-                        && let Ok(mac) = <[u8; 6]>::try_from(bytes.as_slice())
-                    {
-                        return Ok(mac);
+        replies
+            .into_iter()
+            .find_map(|reply| match reply {
+                RouteNetlinkMessage::NewLink(link) => Some(link_of(link.attributes)),
+                _ => None,
+            })
+            .flatten()
+            .ok_or(NextHopError::NoMac { ifindex })
+    }
+}
+
+/// The data plane's view of an interface from its `RTM_NEWLINK` attributes; `None` without
+/// an Ethernet address.
+fn link_of(attributes: Vec<LinkAttribute>) -> Option<Link> {
+    let mut mac = None;
+    let mut parent = None;
+    let mut vlan_id = None;
+    for attribute in attributes {
+        match attribute {
+            LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes).ok(),
+            LinkAttribute::Link(index) => parent = Some(index),
+            LinkAttribute::LinkInfo(infos) => {
+                for info in infos {
+                    if let LinkInfo::Data(InfoData::Vlan(vlan)) = info {
+                        vlan_id = vlan.iter().find_map(|v| match v {
+                            InfoVlan::Id(id) => Some(*id),
+                            _ => None,
+                        });
                     }
                 }
             }
+            _ => {}
         }
-        Err(NextHopError::NoMac { ifindex })
     }
+    Some(Link {
+        mac: mac?,
+        vlan: parent.zip(vlan_id),
+    })
+}
+
+/// Make the kernel resolve `addr`: one datagram to its discard port, sent out of `ifindex`.
+fn probe(addr: IpAddr, ifindex: u32) -> io::Result<()> {
+    let bind: SocketAddr = match addr {
+        IpAddr::V4(_) => "0.0.0.0:0".parse().expect("literal"),
+        IpAddr::V6(_) => "[::]:0".parse().expect("literal"),
+    };
+    let socket = UdpSocket::bind(bind)?;
+    bind_to_device(&socket, ifindex)?;
+    socket.send_to(&[0], SocketAddr::new(addr, PROBE_PORT))?;
+    Ok(())
 }
 
 fn family(addr: IpAddr) -> AddressFamily {
@@ -359,5 +494,55 @@ fn setsockopt<T>(fd: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()
         Ok(())
     } else {
         Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use netlink_packet_core::{Emitable, Parseable};
+    use netlink_packet_route::link::InfoKind;
+
+    use super::*;
+
+    /// Attributes as the kernel would send them: emitted, then parsed back.
+    fn round_trip(attributes: Vec<LinkAttribute>) -> Vec<LinkAttribute> {
+        let mut message = LinkMessage::default();
+        message.header.index = 7;
+        message.attributes = attributes;
+        let mut bytes = vec![0; message.buffer_len()];
+        message.emit(&mut bytes);
+        LinkMessage::parse(bytes.as_slice())
+            .expect("parse")
+            .attributes
+    }
+
+    #[test]
+    fn a_vlan_device_leads_to_its_parent_and_id() {
+        let link = link_of(round_trip(vec![
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 7]),
+            LinkAttribute::Link(3),
+            LinkAttribute::LinkInfo(vec![
+                LinkInfo::Kind(InfoKind::Vlan),
+                LinkInfo::Data(InfoData::Vlan(vec![InfoVlan::Id(100)])),
+            ]),
+        ]))
+        .expect("link");
+        assert_eq!(link.mac, [2, 0, 0, 0, 0, 7]);
+        assert_eq!(link.vlan, Some((3, 100)));
+    }
+
+    #[test]
+    fn a_plain_interface_has_no_vlan_and_one_without_mac_is_unusable() {
+        let plain = link_of(round_trip(vec![LinkAttribute::Address(vec![
+            2, 0, 0, 0, 0, 1,
+        ])]));
+        assert_eq!(plain.map(|l| l.vlan), Some(None));
+        // A veth's IFLA_LINK names its peer, which is no VLAN parent.
+        let veth = link_of(round_trip(vec![
+            LinkAttribute::Address(vec![2, 0, 0, 0, 0, 1]),
+            LinkAttribute::Link(9),
+        ]));
+        assert_eq!(veth.map(|l| l.vlan), Some(None));
+        assert!(link_of(round_trip(vec![LinkAttribute::Mtu(1500)])).is_none());
     }
 }

@@ -101,15 +101,12 @@ impl Lbd {
             log_file: log_file.to_owned(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
+        // Everything fallible before the spawn: the child must not be orphaned.
+        let log_reader = File::open(log_file)?;
         let child = launch.spawn()?;
         let log: Log = Arc::default();
         let stop_following = Arc::new(AtomicBool::new(false));
-        follow(
-            File::open(log_file)?,
-            name,
-            log.clone(),
-            stop_following.clone(),
-        );
+        follow(log_reader, name, log.clone(), stop_following.clone());
         let mut lbd = Self {
             child,
             launch,
@@ -196,6 +193,7 @@ impl Lbd {
             std::thread::sleep(Duration::from_millis(50));
         }
         let _ = self.child.kill();
+        let _ = self.child.wait();
         bail!("lbd did not exit within 10 s of SIGTERM; killed")
     }
 

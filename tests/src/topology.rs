@@ -261,6 +261,7 @@ fn spawn_server(lab: &Path, ns: &Netns, name: &str, port: u16) -> anyhow::Result
         Ok(line) if line.trim() == "ready" => Ok(child),
         other => {
             let _ = child.kill();
+            let _ = child.wait();
             bail!(
                 "HTTP server {name} in {} did not start: {other:?}",
                 ns.name()

@@ -35,6 +35,8 @@ struct Real {
     addr: &'static str,
     mac: [u8; 6],
     ifindex: u32,
+    /// Reached through a VLAN device with this id on `ifindex` (0: untagged).
+    vlan: u16,
 }
 
 const R1: Real = real("10.0.0.1", 0x01, INGRESS);
@@ -45,13 +47,18 @@ const R5: Real = real("10.0.0.5", 0x05, INGRESS);
 const R6A: Real = real("2001:db8:1::1", 0x61, INGRESS);
 const R6B: Real = real("2001:db8:1::2", 0x62, INGRESS);
 const R6C: Real = real("2001:db8:1::3", 0x63, INGRESS);
-const ALL_REALS: [&Real; 8] = [&R1, &R2, &R3, &R4, &R5, &R6A, &R6B, &R6C];
+const R7: Real = Real {
+    vlan: 100,
+    ..real("10.0.7.7", 0x07, INGRESS)
+};
+const ALL_REALS: [&Real; 9] = [&R1, &R2, &R3, &R4, &R5, &R6A, &R6B, &R6C, &R7];
 
 const fn real(addr: &'static str, last: u8, ifindex: u32) -> Real {
     Real {
         addr,
         mac: [0x02, 0xaa, 0, 0, 0, last],
         ifindex,
+        vlan: 0,
     }
 }
 
@@ -61,6 +68,7 @@ const VIP10: [u8; 4] = [192, 0, 2, 10];
 const VIP20: [u8; 4] = [192, 0, 2, 20];
 const VIP30: [u8; 4] = [192, 0, 2, 30];
 const VIP40: [u8; 4] = [192, 0, 2, 40];
+const VIP50: [u8; 4] = [192, 0, 2, 50];
 const VIP6: &str = "2001:db8::10";
 
 const CONFIG: &str = "
@@ -110,6 +118,11 @@ virtual_server 192.0.2.40 80 {
         weight 1
     }
 }
+virtual_server 192.0.2.50 80 {
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.7.7 80
+}
 ";
 
 /// Next hops from the table above instead of the kernel.
@@ -130,6 +143,7 @@ impl StaticNextHops {
                         ifindex: real.ifindex,
                         mac: real.mac,
                         src_mac,
+                        vlan: real.vlan,
                     };
                     (real.addr.parse().expect("address literal"), next_hop)
                 })
@@ -139,11 +153,16 @@ impl StaticNextHops {
 }
 
 impl NextHopResolver for StaticNextHops {
-    fn resolve(&mut self, addr: IpAddr) -> Result<NextHop, NextHopError> {
-        self.0
-            .get(&addr)
-            .copied()
-            .ok_or(NextHopError::NoRoute { addr })
+    fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NextHopError>> {
+        addrs
+            .iter()
+            .map(|&addr| {
+                self.0
+                    .get(&addr)
+                    .copied()
+                    .ok_or(NextHopError::NoRoute { addr })
+            })
+            .collect()
     }
 }
 
@@ -388,23 +407,35 @@ fn table() -> Vec<(&'static str, Vec<u8>, Expect)> {
             To(&R6C),
         ),
         (
-            "802.1Q-tagged IPv4 TCP: tag kept",
-            tcp4(VIP10, 40003, 80)
+            "802.1Q-tagged IPv4 TCP to a real on that VLAN: tag kept",
+            tcp4(VIP50, 40001, 80)
                 .with_vlans(&[(ETH_P_8021Q, 100)])
                 .bytes(),
-            To(&R1),
+            To(&R7),
         ),
         (
-            "802.1ad + 802.1Q (QinQ) IPv6 TCP: tags kept",
-            Frame::tcp(v6(CLIENT6, VIP6), 40002, 80)
+            "802.1ad + 802.1Q (QinQ), outer VLAN the real's: tags kept",
+            tcp4(VIP50, 40002, 80)
                 .with_vlans(&[(ETH_P_8021AD, 100), (ETH_P_8021Q, 200)])
                 .bytes(),
-            To(&R6B),
+            To(&R7),
+        ),
+        (
+            "802.1Q-tagged IPv6 TCP, real untagged: passed",
+            Frame::tcp(v6(CLIENT6, VIP6), 40002, 80)
+                .with_vlans(&[(ETH_P_8021Q, 100)])
+                .bytes(),
+            Unchanged(Outcome::VlanMismatch),
+        ),
+        (
+            "untagged frame, real on a VLAN: passed",
+            tcp4(VIP50, 40003, 80).bytes(),
+            Unchanged(Outcome::VlanMismatch),
         ),
         (
             "IPv4 with DF set is not a fragment",
             ipv4_with(0x4000, &[], 40004).bytes(),
-            To(&R2),
+            To(&R1),
         ),
         (
             "real behind another interface: XDP_REDIRECT",
@@ -607,5 +638,17 @@ fn established_flow_keeps_its_real_after_the_real_set_changes() {
     for (sport, real) in (42100..).zip([&R5, &R1, &R5, &R1]) {
         let problems = harness.check(&tcp4(VIP10, sport, 80).bytes(), &Expect::To(real));
         assert!(problems.is_empty(), "flow {sport}: {problems:?}");
+    }
+    // A new connection (SYN) reusing the 5-tuple of a flow on the removed real is
+    // scheduled anew, and its flow follows; one on a configured real stays.
+    for (frame, real) in [
+        (flow_y.clone(), &R5),
+        (ack(flow_y.clone()), &R5),
+        (flow_x.clone(), &R1),
+    ] {
+        assert_eq!(
+            harness.check(&frame.bytes(), &Expect::To(real)),
+            Vec::<String>::new()
+        );
     }
 }

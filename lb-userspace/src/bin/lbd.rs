@@ -115,6 +115,10 @@ fn config_test(args: &Args) -> ExitCode {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // First, so that a signal during start-up (loading can take seconds) is not fatal.
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut hangup = signal(SignalKind::hangup())?;
     let loaded = config::load(&args.config)?;
     for warning in &loaded.warnings {
         warn!("{warning}");
@@ -157,10 +161,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pins.display()
     );
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
     let mut refresh = tokio::time::interval(Duration::from_secs(args.refresh_interval.max(1)));
+    // A slow refresh (ARP probes) must not be followed by a burst of catch-up refreshes.
+    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
     loop {
         tokio::select! {

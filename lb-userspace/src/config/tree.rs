@@ -25,18 +25,23 @@ impl Statement {
     }
 }
 
+/// Deeper blocks are an error (and skipped): keepalived's own grammar nests four deep, and
+/// the parser must not exhaust the stack on hostile input.
+const MAX_DEPTH: usize = 16;
+
 pub fn build(lines: Vec<Line>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Statement> {
     let mut tokens = lines
         .into_iter()
         .flat_map(|line| line.tokens.into_iter())
         .peekable();
-    parse_block(&mut tokens, None, diagnostics)
+    parse_block(&mut tokens, None, 0, diagnostics)
 }
 
 /// Statements up to the `}` that closes the block opened at `opened_at` (or to the end).
 fn parse_block(
     tokens: &mut Peekable<impl Iterator<Item = Token>>,
     opened_at: Option<&Location>,
+    depth: usize,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Statement> {
     let mut statements = Vec::new();
@@ -51,7 +56,7 @@ fn parse_block(
                     &token.location,
                     "`{` without a keyword before it",
                 ));
-                parse_block(tokens, Some(&token.location), diagnostics);
+                nested_block(tokens, &token.location, depth, diagnostics);
             }
             TokenKind::Word | TokenKind::Quoted => {
                 let line = token.location.line;
@@ -64,7 +69,7 @@ fn parse_block(
                 // The block may open on this line or as the first token of the next one.
                 let block = tokens
                     .next_if(|t| t.kind == TokenKind::Open)
-                    .map(|open| parse_block(tokens, Some(&open.location), diagnostics));
+                    .map(|open| nested_block(tokens, &open.location, depth, diagnostics));
                 statements.push(Statement {
                     keyword: token,
                     args,
@@ -80,6 +85,41 @@ fn parse_block(
         ));
     }
     statements
+}
+
+/// The block opened at `open` inside a block at `depth`; beyond `MAX_DEPTH` an error, and
+/// the block is skipped without recursion.
+fn nested_block(
+    tokens: &mut Peekable<impl Iterator<Item = Token>>,
+    open: &Location,
+    depth: usize,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<Statement> {
+    if depth < MAX_DEPTH {
+        return parse_block(tokens, Some(open), depth + 1, diagnostics);
+    }
+    diagnostics.push(Diagnostic::error(
+        open,
+        format!("blocks nested deeper than {MAX_DEPTH} levels"),
+    ));
+    let mut open_blocks = 1usize;
+    for token in tokens.by_ref() {
+        match token.kind {
+            TokenKind::Open => open_blocks += 1,
+            TokenKind::Close => {
+                open_blocks -= 1;
+                if open_blocks == 0 {
+                    return Vec::new();
+                }
+            }
+            TokenKind::Word | TokenKind::Quoted => {}
+        }
+    }
+    diagnostics.push(Diagnostic::error(
+        open,
+        "block opened here is never closed with `}`",
+    ));
+    Vec::new()
 }
 
 #[cfg(test)]
@@ -105,6 +145,21 @@ mod tests {
         assert_eq!(statements[0].block.as_ref().unwrap()[0].name(), "b");
         assert_eq!(statements[1].block.as_ref().unwrap()[0].name(), "d");
         assert_eq!(statements[2].block.as_ref().unwrap()[0].name(), "f");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        let depth = 100_000;
+        let text = format!(
+            "a {}\nb\n{}\nc\n",
+            "x {\n".repeat(depth),
+            "}\n".repeat(depth)
+        );
+        let (statements, diagnostics) = parse(&text);
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(diagnostics[0].message.contains("nested deeper"));
+        // Parsing goes on after the skipped block.
+        assert_eq!(statements.last().map(Statement::name), Some("c"));
     }
 
     #[test]

@@ -37,13 +37,31 @@ pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>)
                     }
                 }
             }
-            other => diagnostics.push(Diagnostic::warning(
-                statement.location(),
-                format!("`{other}` is not supported yet; ignored"),
-            )),
+            other => not_supported(statement, other, "", diagnostics),
         }
     }
     config
+}
+
+/// A keyword lbd does not implement yet: a warning, except `include`, whose blocks would
+/// silently be missing (a reload would then remove services), which is an error.
+fn not_supported(
+    item: &Statement,
+    keyword: &str,
+    context: &str,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    if keyword == "include" {
+        diagnostics.push(Diagnostic::error(
+            item.location(),
+            "`include` is not supported yet: put the included blocks in this file",
+        ));
+    } else {
+        diagnostics.push(Diagnostic::warning(
+            item.location(),
+            format!("{context}`{keyword}` is not supported yet; ignored"),
+        ));
+    }
 }
 
 fn virtual_server(
@@ -114,10 +132,7 @@ fn virtual_server(
                 Some(real) => reals.push((real, item.location().clone())),
                 None => ok = false,
             },
-            other => diagnostics.push(Diagnostic::warning(
-                item.location(),
-                format!("virtual_server keyword `{other}` is not supported yet; ignored"),
-            )),
+            other => not_supported(item, other, "virtual_server keyword ", diagnostics),
         }
     }
 
@@ -229,10 +244,7 @@ fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Opti
                     }
                 }
             }
-            other => diagnostics.push(Diagnostic::warning(
-                item.location(),
-                format!("real_server keyword `{other}` is not supported yet; ignored"),
-            )),
+            other => not_supported(item, other, "real_server keyword ", diagnostics),
         }
     }
     Some(RealServer { addr, port, weight })
@@ -409,6 +421,7 @@ virtual_server 192.0.2.4 0 {
 }
 virtual_server fwmark 1 {
 }
+include /etc/keepalived/services/*.conf
 ",
         );
         assert!(errors.iter().all(|e| e.severity == Severity::Error));
@@ -426,6 +439,7 @@ virtual_server fwmark 1 {
                 "18: duplicate real_server 2001:db8::1 80",
                 "20: port 0 (all ports) is not supported yet",
                 "22: virtual_server fwmark is not supported yet (use `virtual_server IP PORT`)",
+                "24: `include` is not supported yet: put the included blocks in this file",
             ]
         );
         assert_eq!(

@@ -1,9 +1,10 @@
 //! The pin directory and what is pinned in it.
 //!
 //! aya reuses a pinned map whatever its layout, so before loading we compare every pinned
-//! map with the layout this build expects (type, key and value size, entries) and remove
-//! the ones that differ, with a warning: an upgrade that changes a map, or a new
-//! `--flow-table-size`, recreates that map instead of corrupting it.
+//! map with the layout this build expects (type, key and value size, entries, flags). The
+//! maps refer to each other by id (flows → reals → services → rings), so if any differs
+//! all pins are removed, with a warning, and recreated empty: an upgrade that changes a
+//! map, or a new `--flow-table-size`, starts afresh instead of misreading old state.
 
 use std::{
     ffi::CString,
@@ -14,8 +15,8 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
-    FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RING_SIZE, RING_SLOTS, RealInfo,
-    ServiceInfo, ServiceKey, TrafficStats, map_names as names,
+    BPF_F_NO_PREALLOC, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RING_SIZE, RING_SLOTS,
+    RealInfo, ServiceInfo, ServiceKey, TrafficStats, map_names as names,
 };
 
 use crate::dataplane::DataplaneError;
@@ -31,6 +32,7 @@ pub struct MapLayout {
     pub key_size: u32,
     pub value_size: u32,
     pub max_entries: u32,
+    pub flags: u32,
 }
 
 /// The maps of this build, with the flow table sized as configured.
@@ -42,10 +44,14 @@ pub fn expected_layouts(flow_table_size: u32) -> [MapLayout; 8] {
             key_size: size_of::<K>() as u32,
             value_size: size_of::<V>() as u32,
             max_entries,
+            flags: 0,
         }
     }
     [
-        layout::<ServiceKey, ServiceInfo>(names::SERVICES, MapType::Hash, MAX_SERVICES),
+        MapLayout {
+            flags: BPF_F_NO_PREALLOC,
+            ..layout::<ServiceKey, ServiceInfo>(names::SERVICES, MapType::Hash, MAX_SERVICES)
+        },
         layout::<u32, RealInfo>(names::REALS, MapType::Array, MAX_REALS),
         layout::<u32, u32>(
             names::RINGS,
@@ -74,33 +80,44 @@ pub fn prepare_pin_dir(dir: &Path, flow_table_size: u32) -> Result<Vec<String>, 
     if !is_bpffs(dir) {
         return Err(error("not on a bpf filesystem".into()));
     }
-    let mut warnings = Vec::new();
-    for expected in expected_layouts(flow_table_size) {
+    let mut differences = Vec::new();
+    let layouts = expected_layouts(flow_table_size);
+    for expected in layouts {
         let path = dir.join(expected.name);
         if !path.exists() {
             continue;
         }
-        let found = MapInfo::from_pin(&path)
-            .map_err(|e| error(format!("cannot open pinned {}: {e}", expected.name)))
-            .and_then(|info| {
-                Ok(MapLayout {
-                    name: expected.name,
-                    kind: info
-                        .map_type()
-                        .map_err(|e| error(format!("pinned {}: {e}", expected.name)))?,
-                    key_size: info.key_size(),
-                    value_size: info.value_size(),
-                    max_entries: info.max_entries(),
-                })
-            })?;
+        let info = MapInfo::from_pin(&path)
+            .map_err(|e| error(format!("cannot open pinned {}: {e}", expected.name)))?;
+        let found = MapLayout {
+            name: expected.name,
+            kind: info
+                .map_type()
+                .map_err(|e| error(format!("pinned {}: {e}", expected.name)))?,
+            key_size: info.key_size(),
+            value_size: info.value_size(),
+            max_entries: info.max_entries(),
+            flags: info.map_flags(),
+        };
         if found != expected {
-            std::fs::remove_file(&path)
-                .map_err(|e| error(format!("cannot remove stale pin {}: {e}", path.display())))?;
-            warnings.push(format!(
-                "pinned map {} had another layout ({found:?}, expected {expected:?}); recreated empty",
-                path.display()
-            ));
+            differences.push(format!("{found:?}, expected {expected:?}"));
         }
+    }
+    let mut warnings = Vec::new();
+    if !differences.is_empty() {
+        for expected in layouts {
+            let path = dir.join(expected.name);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(error(format!("cannot remove {}: {e}", path.display()))),
+            }
+        }
+        warnings.push(format!(
+            "pinned maps under {} have another layout ({}); all recreated empty: established flows are not kept",
+            dir.display(),
+            differences.join("; ")
+        ));
     }
     Ok(warnings)
 }

@@ -5,8 +5,9 @@
 //! established flows survive a restart of lbd. `apply` writes each real's entry (egress
 //! interface, destination and source MAC) first, then the service's new scheduling ring into the inactive
 //! slot, and flips the service entry last (one map update): a packet sees either the old
-//! ring or the new one, never a mix. The old slot is rewritten only by a later apply,
-//! long after any packet that read the old service entry has finished.
+//! ring or the new one, never a mix. The old slot is rewritten only by a later apply; a
+//! packet that read the service entry before two quick applies may pick from the ring
+//! being rewritten, but every entry of either ring is a real of that same service.
 
 mod counters;
 mod keys;
@@ -58,18 +59,36 @@ pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), Dataplan
         .as_ref()
         .or(private_dir.as_ref())
         .expect("one of them is set");
-    let warnings = layout::prepare_pin_dir(dir, options.flow_table_size)?;
-    loader.default_map_pin_directory(dir);
-    let loaded = loader.load(EBPF_OBJECT);
+    let prepared = layout::prepare_pin_dir(dir, options.flow_table_size);
+    let loaded = prepared.as_ref().ok().map(|_| {
+        loader.default_map_pin_directory(dir);
+        loader.load(EBPF_OBJECT)
+    });
     if let Some(private_dir) = &private_dir {
         std::fs::remove_dir_all(private_dir).map_err(|e| DataplaneError::Pins {
             path: private_dir.display().to_string(),
             reason: format!("cannot remove the private pin directory: {e}"),
         })?;
     }
+    let warnings = prepared?;
+    let loaded = loaded.expect("loaded when the pin directory was prepared");
     let ebpf = loaded.map_err(|source| DataplaneError::Load { source })?;
     Ok((ebpf, warnings))
 }
+
+/// A free `LB_REALS` entry.
+const FREE_REAL: RealInfo = RealInfo {
+    addr: [0; 16],
+    ifindex: 0,
+    service_id: 0,
+    mac: [0; 6],
+    src_mac: [0; 6],
+    port: [0; 2],
+    family: 0,
+    flags: 0,
+    vlan: 0,
+    _pad: [0; 2],
+};
 
 /// How to load the programs.
 #[derive(Clone, Debug)]
@@ -110,11 +129,12 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     /// Load the programs and maps (reusing pinned maps) and rebuild the id state from them.
     pub fn load(options: &XdpOptions, resolver: R) -> Result<Self, DataplaneError> {
         let (mut ebpf, load_warnings) = load_object(options)?;
-        for program in [program_names::BALANCER, program_names::PASS] {
-            program_mut(&mut ebpf, program)?
-                .load()
-                .map_err(|source| DataplaneError::Program { program, source })?;
-        }
+        program_mut(&mut ebpf, program_names::BALANCER)?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                program: program_names::BALANCER,
+                source,
+            })?;
         let slots = rebuild_slots(&ebpf)?;
         Ok(Self {
             ebpf,
@@ -247,6 +267,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
+    /// Remove service `key` and free its reals: without the service no packet uses them.
     fn remove_service(&mut self, key: ServiceKey) -> Result<(), DataplaneError> {
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceInfo> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::SERVICES)?)
@@ -255,15 +276,43 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             Ok(()) | Err(MapError::KeyNotFound) => {}
             Err(e) => return Err(map_error("removing a service")(e)),
         }
-        self.slots.services.remove(&key);
+        let Some(slot) = self.slots.services.remove(&key) else {
+            return Ok(());
+        };
+        let mut reals: Array<&mut MapData, RealInfo> =
+            Array::try_from(map_mut(&mut self.ebpf, names::REALS)?)
+                .map_err(map_error(names::REALS))?;
+        for id in self.slots.release_service(slot.id) {
+            reals
+                .set(id, FREE_REAL, 0)
+                .map_err(map_error("freeing a real"))?;
+        }
         Ok(())
+    }
+
+    /// The next hop of every real address in `services`, each asked for once.
+    fn resolve_all(
+        &mut self,
+        services: &[ServiceSpec],
+    ) -> StdHashMap<IpAddr, Result<NextHop, String>> {
+        let mut addrs: Vec<IpAddr> = services
+            .iter()
+            .flat_map(|spec| spec.reals.iter().map(|real| real.addr))
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        let results = self.resolver.resolve(&addrs);
+        addrs
+            .into_iter()
+            .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string())))
+            .collect()
     }
 }
 
 impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
     fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError> {
         let mut report = ApplyReport::default();
-        let mut next_hops: StdHashMap<IpAddr, Result<NextHop, String>> = StdHashMap::new();
+        let next_hops = self.resolve_all(services);
         let mut wanted_services = BTreeSet::new();
         let mut wanted_reals = BTreeSet::new();
         let mut rings = Vec::new();
@@ -293,16 +342,12 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     family,
                 };
                 wanted_reals.insert(real_key);
-                let next_hop = next_hops
-                    .entry(real.addr)
-                    .or_insert_with(|| self.resolver.resolve(real.addr).map_err(|e| e.to_string()))
-                    .clone();
-                let next_hop = match next_hop {
-                    Ok(next_hop) => next_hop,
+                let next_hop = match &next_hops[&real.addr] {
+                    Ok(next_hop) => *next_hop,
                     Err(reason) => {
                         // Any existing entry stays as it is: its established flows go on.
                         if !report.unresolved.iter().any(|(a, _)| *a == real.addr) {
-                            report.unresolved.push((real.addr, reason));
+                            report.unresolved.push((real.addr, reason.clone()));
                         }
                         continue;
                     }
@@ -322,6 +367,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         port: real_key.port,
                         family,
                         flags: 0,
+                        vlan: next_hop.vlan,
+                        _pad: [0; 2],
                     },
                 )?;
                 members.push((real_id, real.weight));

@@ -122,12 +122,29 @@ impl Slots {
         Ok((id, true))
     }
 
-    /// The id of configured real `key`, allocating one if it has none; `true` if new.
+    /// The id of configured real `key`, allocating one if it has none; `true` if new. A
+    /// real configured again while retired gets its old id (and its established flows)
+    /// back.
     pub fn real(&mut self, key: RealKey) -> Result<(u32, bool), DataplaneError> {
         if let Some(&id) = self.active.get(&key) {
             return Ok((id, false));
         }
-        let id = match (0..self.max_reals).find(|id| !self.entries.contains_key(id)) {
+        let entries = &self.entries;
+        if let Some(position) = self
+            .retired
+            .iter()
+            .position(|id| entries.get(id).map(RealKey::of) == Some(key))
+        {
+            let id = self.retired.remove(position).expect("position is in range");
+            self.active.insert(key, id);
+            return Ok((id, false));
+        }
+        let in_use = |id: &u32| {
+            self.entries.contains_key(id)
+                || self.retired.contains(id)
+                || self.active.values().any(|active| active == id)
+        };
+        let id = match (0..self.max_reals).find(|id| !in_use(id)) {
             Some(id) => id,
             None => {
                 let id = self.retired.pop_front().ok_or(DataplaneError::Capacity {
@@ -149,6 +166,23 @@ impl Slots {
             .filter(|(key, _)| !keep.contains(key))
             .map(|(key, id)| (*key, *id))
             .collect()
+    }
+
+    /// Forget every real of service `service_id` (the service is gone, so are its flows);
+    /// returns their ids, whose map entries the caller clears.
+    pub fn release_service(&mut self, service_id: u32) -> Vec<u32> {
+        let ids: Vec<u32> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| entry.service_id == service_id)
+            .map(|(id, _)| *id)
+            .collect();
+        self.active.retain(|key, _| key.service_id != service_id);
+        self.retired.retain(|id| !ids.contains(id));
+        for id in &ids {
+            self.entries.remove(id);
+        }
+        ids
     }
 
     /// Move a configured real to the retired queue; returns its id and its entry with
@@ -200,6 +234,8 @@ mod tests {
             port: key.port,
             family: key.family,
             flags: 0,
+            vlan: 0,
+            _pad: [0; 2],
         }
     }
 
@@ -237,6 +273,42 @@ mod tests {
             .map(|(key, _)| key)
             .collect();
         assert_eq!(configured, [real_key(0, 3), real_key(0, 9)]);
+    }
+
+    #[test]
+    fn a_retired_real_configured_again_gets_its_id_back() {
+        let mut slots = Slots::new(1, 4);
+        let key = real_key(0, 1);
+        let (id, _) = slots.real(key).unwrap();
+        slots.entries.insert(id, entry(key));
+        slots.retire(&key).unwrap();
+        assert_eq!(slots.real(key).unwrap(), (id, false));
+        assert_eq!(slots.reals_not_in(&BTreeSet::new()), [(key, id)]);
+    }
+
+    #[test]
+    fn an_allocated_id_without_an_entry_is_not_handed_out_again() {
+        let mut slots = Slots::new(1, 4);
+        let (first, _) = slots.real(real_key(0, 1)).unwrap();
+        let (second, _) = slots.real(real_key(0, 2)).unwrap();
+        assert_ne!(first, second);
+    }
+
+    #[test]
+    fn releasing_a_service_frees_all_its_reals() {
+        let mut slots = Slots::new(2, 4);
+        for (service, last) in [(0, 1), (0, 2), (1, 3)] {
+            let key = real_key(service, last);
+            let (id, _) = slots.real(key).unwrap();
+            slots.entries.insert(id, entry(key));
+        }
+        slots.retire(&real_key(0, 2)).unwrap();
+        let mut released = slots.release_service(0);
+        released.sort();
+        assert_eq!(released, [0, 1]);
+        assert_eq!(slots.reals_not_in(&BTreeSet::new()).len(), 1);
+        // Freed ids are never-used ids again, taken lowest first.
+        assert_eq!(slots.real(real_key(1, 9)).unwrap(), (0, true));
     }
 
     #[test]
