@@ -10,6 +10,18 @@ pub mod xdp_action {
     pub const XDP_PASS: u32 = 2;
     pub const XDP_TX: u32 = 3;
     pub const XDP_REDIRECT: u32 = 4;
+
+    /// The kernel's name of an action code.
+    pub const fn name(action: u32) -> &'static str {
+        match action {
+            XDP_ABORTED => "XDP_ABORTED",
+            XDP_DROP => "XDP_DROP",
+            XDP_PASS => "XDP_PASS",
+            XDP_TX => "XDP_TX",
+            XDP_REDIRECT => "XDP_REDIRECT",
+            _ => "unknown",
+        }
+    }
 }
 
 /// Every way a frame can leave the balancer program.

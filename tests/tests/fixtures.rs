@@ -270,8 +270,8 @@ impl Harness {
         if got_action != action {
             problems.push(format!(
                 "action {} (expected {})",
-                action_name(got_action),
-                action_name(action)
+                xdp_action::name(got_action),
+                xdp_action::name(action)
             ));
         }
         if got_output != expected_output {
@@ -311,17 +311,6 @@ fn pin_to_cpu0() {
             0,
             "sched_setaffinity"
         );
-    }
-}
-
-fn action_name(action: u32) -> &'static str {
-    match action {
-        xdp_action::XDP_ABORTED => "XDP_ABORTED",
-        xdp_action::XDP_DROP => "XDP_DROP",
-        xdp_action::XDP_PASS => "XDP_PASS",
-        xdp_action::XDP_TX => "XDP_TX",
-        xdp_action::XDP_REDIRECT => "XDP_REDIRECT",
-        _ => "unknown",
     }
 }
 

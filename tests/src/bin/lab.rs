@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, process::ExitCode};
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use lb_common::Outcome;
+use lb_common::xdp_action;
 use lb_tests::{
     http,
     lbd::Lbd,
@@ -172,7 +172,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         .outcomes
         .iter()
         .filter(|(_, n)| *n > 0)
-        .map(|(o, n)| format!("{}={n} ({})", o.name(), action_name(*o)))
+        .map(|(o, n)| format!("{}={n} ({})", o.name(), xdp_action::name(o.xdp_action())))
         .collect();
     println!("director outcomes: {}", outcomes.join(", "));
     println!();
@@ -207,14 +207,4 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     println!("lab: OK: {answered}/{requests} requests answered, all {reals} reals served");
     Ok(())
-}
-
-fn action_name(outcome: Outcome) -> &'static str {
-    match outcome.xdp_action() {
-        lb_common::xdp_action::XDP_TX => "XDP_TX",
-        lb_common::xdp_action::XDP_REDIRECT => "XDP_REDIRECT",
-        lb_common::xdp_action::XDP_PASS => "XDP_PASS",
-        lb_common::xdp_action::XDP_DROP => "XDP_DROP",
-        _ => "XDP_ABORTED",
-    }
 }

@@ -56,7 +56,8 @@ impl MapSource for PinnedMaps {
     }
 }
 
-fn missing(name: &'static str) -> DataplaneError {
+/// The error for a map the object does not have.
+pub(super) fn missing(name: &'static str) -> DataplaneError {
     DataplaneError::Map {
         what: format!("map {name}"),
         source: aya::maps::MapError::InvalidName { name: name.into() },

@@ -116,6 +116,8 @@ pub struct XdpDataplane<R> {
     slots: Slots,
     /// Links of the interfaces the balancer is attached to.
     links: Vec<XdpLinkId>,
+    /// Possible CPUs: the number of values of a per-CPU map slot.
+    cpus: usize,
     /// Warnings from loading (stale pins replaced), for the caller to log.
     pub load_warnings: Vec<String>,
 }
@@ -136,11 +138,13 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 source,
             })?;
         let slots = rebuild_slots(&ebpf)?;
+        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Cpus { source })?;
         Ok(Self {
             ebpf,
             resolver,
             slots,
             links: Vec::new(),
+            cpus,
             load_warnings,
         })
     }
@@ -212,23 +216,17 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
-    /// Zero the per-CPU counters (and cursor) of a newly allocated id.
-    fn reset_counters(&mut self, map: &'static str, id: u32) -> Result<(), DataplaneError> {
-        let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Cpus { source })?;
-        let zero_values = |source| DataplaneError::Cpus { source };
-        let target = map_mut(&mut self.ebpf, map)?;
-        if map == names::RR_CURSORS {
-            let mut cursors: PerCpuArray<&mut MapData, u32> =
-                PerCpuArray::try_from(target).map_err(map_error(map))?;
-            let zero = PerCpuValues::try_from(vec![0u32; cpus]).map_err(zero_values)?;
-            cursors.set(id, zero, 0).map_err(map_error(map))
-        } else {
-            let mut stats: PerCpuArray<&mut MapData, TrafficStats> =
-                PerCpuArray::try_from(target).map_err(map_error(map))?;
-            let zero =
-                PerCpuValues::try_from(vec![TrafficStats::default(); cpus]).map_err(zero_values)?;
-            stats.set(id, zero, 0).map_err(map_error(map))
-        }
+    /// Zero slot `id` of per-CPU array `map` (counters or cursor of a newly allocated id).
+    fn reset_per_cpu<V: aya::Pod + Default>(
+        &mut self,
+        map: &'static str,
+        id: u32,
+    ) -> Result<(), DataplaneError> {
+        let zero = PerCpuValues::try_from(vec![V::default(); self.cpus])
+            .map_err(|source| DataplaneError::Cpus { source })?;
+        let mut array: PerCpuArray<&mut MapData, V> =
+            PerCpuArray::try_from(map_mut(&mut self.ebpf, map)?).map_err(map_error(map))?;
+        array.set(id, zero, 0).map_err(map_error(map))
     }
 
     /// Write `ring` into the inactive slot of service `key` and flip the service entry.
@@ -328,8 +326,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             wanted_services.insert(key);
             let (service_id, new) = self.slots.service(key)?;
             if new {
-                self.reset_counters(names::SERVICE_STATS, service_id)?;
-                self.reset_counters(names::RR_CURSORS, service_id)?;
+                self.reset_per_cpu::<TrafficStats>(names::SERVICE_STATS, service_id)?;
+                self.reset_per_cpu::<u32>(names::RR_CURSORS, service_id)?;
             }
             // (real id, weight) of the reals that can take new flows.
             let mut members = Vec::new();
@@ -354,7 +352,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 };
                 let (real_id, new) = self.slots.real(real_key)?;
                 if new {
-                    self.reset_counters(names::REAL_STATS, real_id)?;
+                    self.reset_per_cpu::<TrafficStats>(names::REAL_STATS, real_id)?;
                 }
                 self.write_real(
                     real_id,
@@ -438,10 +436,7 @@ fn map_mut<'a>(
     ebpf: &'a mut Ebpf,
     name: &'static str,
 ) -> Result<&'a mut aya::maps::Map, DataplaneError> {
-    ebpf.map_mut(name).ok_or_else(|| DataplaneError::Map {
-        what: format!("map {name}"),
-        source: MapError::InvalidName { name: name.into() },
-    })
+    ebpf.map_mut(name).ok_or_else(|| counters::missing(name))
 }
 
 /// Rebuild the id state from the (possibly pinned, pre-existing) maps.
