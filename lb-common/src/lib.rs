@@ -6,7 +6,10 @@
 //! in map values. The `user` feature implements `aya::Pod` for them.
 #![no_std]
 
+pub mod conn;
+pub mod hash;
 mod outcome;
+pub mod sched;
 
 pub use outcome::{Outcome, xdp_action};
 
@@ -14,10 +17,9 @@ pub use outcome::{Outcome, xdp_action};
 pub const MAX_SERVICES: u32 = 512;
 /// Maximum number of real servers over all services (one entry per service and real).
 pub const MAX_REALS: u32 = 4096;
-/// Slots in one scheduling ring (the rr/wrr sequence of one service).
-pub const RING_SIZE: u32 = 1024;
-/// Rings per service: userspace fills the inactive one, then flips `ServiceInfo::ring_slot`.
-pub const RING_SLOTS: u32 = 2;
+/// Default number of entries of `LB_TABLES`, the arena that holds every service's
+/// scheduling table (4 bytes each: 16 MiB, room for 60 Maglev tables).
+pub const DEFAULT_SCHED_TABLE_ENTRIES: u32 = 1 << 22;
 /// Default number of entries of the LRU flow table.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
 
@@ -37,9 +39,10 @@ pub const PROTO_UDP: u8 = 17;
 pub mod map_names {
     pub const SERVICES: &str = "LB_SERVICES";
     pub const REALS: &str = "LB_REALS";
-    pub const RINGS: &str = "LB_RINGS";
+    pub const TABLES: &str = "LB_TABLES";
     pub const RR_CURSORS: &str = "LB_RR_CURSORS";
     pub const FLOWS: &str = "LB_FLOWS";
+    pub const REAL_CONNS: &str = "LB_REAL_CONNS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const OUTCOMES: &str = "LB_OUTCOMES";
@@ -71,16 +74,24 @@ pub struct ServiceKey {
 
 /// Value of `LB_SERVICES` (a hash without preallocation, `BPF_F_NO_PREALLOC`: an update
 /// swaps in a new element and frees the old one after readers are done with it).
+///
+/// The service's scheduling table is `LB_TABLES[table_offset .. table_offset + table_len]`;
+/// what its entries mean depends on `sched` (see `sched`).
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct ServiceInfo {
-    /// Index into the per-service arrays (stats, rings, rr cursors); `< MAX_SERVICES`.
+    /// Index into the per-service arrays (stats, rr cursors); `< MAX_SERVICES`.
     pub id: u32,
-    /// Number of valid entries in the active ring; 0 means no real can take new flows.
-    pub ring_len: u32,
-    /// Which of the `RING_SLOTS` rings is active.
-    pub ring_slot: u32,
+    /// First entry of the service's table in `LB_TABLES`.
+    pub table_offset: u32,
+    /// Entries in the table; 0 means no real can take new flows.
+    pub table_len: u32,
+    /// `sched::KIND_*`: how the table is used.
+    pub sched: u8,
+    /// `sched::FLAG_*` bits.
+    pub sched_flags: u8,
+    pub _pad: [u8; 2],
 }
 
 /// Value of `LB_REALS` (an array indexed by real id). `family == 0` marks a free entry.
@@ -106,7 +117,9 @@ pub struct RealInfo {
     /// VLAN id the real is reached on (the egress was a VLAN device on `ifindex`); 0 for
     /// untagged. DR keeps the frame's tags, so it forwards only frames of this VLAN.
     pub vlan: u16,
-    pub _pad: [u8; 2],
+    /// IPVS weight (0..=65535). 0: takes no new flows; the least-connection schedulers
+    /// weigh connection counts with it.
+    pub weight: u16,
 }
 
 /// The real was removed from the configuration. Its entry stays so that established flows
@@ -135,6 +148,23 @@ pub struct FlowKey {
 pub struct FlowState {
     /// The real this flow was scheduled to (index into `LB_REALS`).
     pub real_id: u32,
+    /// `conn::STATE_*`: IPVS's connection state, from the packets seen so far.
+    pub state: u8,
+    pub _pad: [u8; 3],
+    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_coarse_ns`) of the last packet, in nanoseconds.
+    pub last_seen_ns: u64,
+}
+
+/// Value of `LB_REAL_CONNS` (an array indexed by real id, shared by all CPUs and updated
+/// atomically): the real's connections as IPVS counts them for `ipvsadm -L`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct ConnCounts {
+    /// Connections in state ESTABLISHED.
+    pub active: u32,
+    /// Connections in any other state (including UDP "connections").
+    pub inactive: u32,
 }
 
 /// Per-CPU traffic counters of one service or one real (`LB_SERVICE_STATS`, `LB_REAL_STATS`).
@@ -158,21 +188,17 @@ mod pod {
     unsafe impl aya::Pod for super::FlowKey {}
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::TrafficStats {}
+    unsafe impl aya::Pod for super::ConnCounts {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
-    assert!(size_of::<ServiceInfo>() == 3 * 4);
+    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 2);
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
-    assert!(size_of::<FlowState>() == 4);
+    assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);
+    assert!(size_of::<ConnCounts>() == 2 * 4);
     assert!(size_of::<TrafficStats>() == 3 * 8);
 };
-
-/// Index of a ring entry in `LB_RINGS` for service `id`, ring `slot`, position `pos`.
-#[inline(always)]
-pub const fn ring_index(id: u32, slot: u32, pos: u32) -> u32 {
-    (id * RING_SLOTS + slot) * RING_SIZE + pos
-}

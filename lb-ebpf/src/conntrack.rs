@@ -1,21 +1,57 @@
-//! Flow table: an LRU hash from the client 5-tuple to the real it was scheduled to, so an
-//! established flow keeps its real when weights or the set of reals change.
+//! Flow table: an LRU hash from the client 5-tuple to the real it was scheduled to, with
+//! IPVS's connection state and the time of the last packet, so an established flow keeps
+//! its real when weights or the set of reals change, and a flow idle for longer than its
+//! state's timeout (`lb_common::conn::Timeouts`) is scheduled anew.
 
-use lb_common::{FlowKey, FlowState};
+use lb_common::{
+    FlowKey, FlowState, PROTO_TCP,
+    conn::{STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
+};
 
-use crate::maps::FLOWS;
+use crate::{maps::FLOWS, parse::Flow};
 
-/// The real of an established flow.
+/// The timeouts the data plane applies (IPVS's defaults).
+pub const TIMEOUTS: Timeouts = Timeouts::IPVS;
+
+/// `CLOCK_MONOTONIC` in nanoseconds, at jiffy resolution (enough for timeouts in seconds,
+/// and cheaper than the precise clock).
 #[inline(always)]
-pub fn lookup(flow: &FlowKey) -> Option<u32> {
-    // SAFETY: the value is copied out at once; an LRU eviction racing with this read can
-    // only yield a real id, which the caller validates against LB_REALS.
-    unsafe { FLOWS.get(flow) }.map(|state| state.real_id)
+pub fn now_ns() -> u64 {
+    // SAFETY: helper without arguments.
+    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
+}
+
+/// The flow's entry, to read and update in place.
+#[inline(always)]
+pub fn lookup(flow: &FlowKey) -> Option<*mut FlowState> {
+    FLOWS.get_ptr_mut(flow)
+}
+
+/// State of a flow after this packet, from `state` before it.
+#[inline(always)]
+pub fn next_state(state: u8, flow: &Flow) -> u8 {
+    if flow.key.proto == PROTO_TCP {
+        tcp_next_state(state, flow.tcp_flags)
+    } else {
+        STATE_UDP
+    }
+}
+
+/// State of a new flow after its first packet.
+#[inline(always)]
+pub fn first_state(flow: &Flow) -> u8 {
+    next_state(STATE_NONE, flow)
 }
 
 /// Remember the real of a new flow. A failed insert (never expected with an LRU map) only
 /// means the next packet is scheduled again.
 #[inline(always)]
-pub fn insert(flow: &FlowKey, real_id: u32) {
-    let _ = FLOWS.insert(flow, FlowState { real_id }, 0);
+pub fn insert(flow: &FlowKey, real_id: u32, state: u8, now_ns: u64) {
+    let entry = FlowState {
+        real_id,
+        state,
+        _pad: [0; 3],
+        last_seen_ns: now_ns,
+    };
+    let _ = FLOWS.insert(flow, entry, 0);
 }

@@ -1,12 +1,16 @@
 //! XDP programs of the load balancer.
 //!
 //! `lb_xdp` balances: parse the frame, look up the virtual service, find the flow's real in
-//! the flow table (or schedule one), rewrite and send. Everything that is not for a virtual
+//! the flow table (or schedule one), track the connection's state, rewrite and send. Everything that is not for a virtual
 //! service passes to the kernel untouched. Each concern has its own module; every outcome is
 //! counted and mapped to an XDP action in one place (`lb_common::Outcome::xdp_action`).
 #![no_std]
 #![no_main]
+// Atomic add on map values (`conns`): core has no atomic read-modify-write types for BPF.
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
+mod conns;
 mod conntrack;
 mod fwd;
 mod headers;
@@ -44,33 +48,70 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
     let service = vip::lookup(&flow.key).ok_or(Outcome::NotService)?;
-    let (real_id, real, new_flow) = choose_real(&flow, &service)?;
-    let outcome = fwd::dr::forward(ctx, &flow, real)?;
-    if new_flow {
-        conntrack::insert(&flow.key, real_id);
+    let now = conntrack::now_ns();
+    let chosen = choose_real(&flow, &service, now)?;
+    let outcome = fwd::dr::forward(ctx, &flow, chosen.real)?;
+    if chosen.new_flow {
+        let state = conntrack::first_state(&flow);
+        conntrack::insert(&flow.key, chosen.real_id, state, now);
+        conns::opened(chosen.real_id, state);
     }
-    stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), new_flow);
+    let bytes = ctx.data_end() - ctx.data();
+    stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
     Ok(outcome)
 }
 
-/// The real of an established flow, or a newly scheduled one (`true`: new flow). The flow
-/// table's answer stands only if its real is in use, belongs to this service (ids are
-/// reused), and is not retired when a new TCP connection (SYN) reuses the 5-tuple.
+struct Chosen {
+    real_id: u32,
+    real: &'static RealInfo,
+    /// Scheduled now; the caller records the flow once the frame is on its way.
+    new_flow: bool,
+}
+
+/// The real of an established flow (its state and time updated), or a newly scheduled one.
+/// The flow table's answer stands only if its real is in use and belongs to this service
+/// (ids are reused), the flow has not timed out in its state, and no new TCP connection
+/// (SYN) reuses the 5-tuple of a flow on a retired real. An expired or replaced flow
+/// leaves its real's connection count.
 #[inline(always)]
-fn choose_real(
-    flow: &Flow,
-    service: &ServiceInfo,
-) -> Result<(u32, &'static RealInfo, bool), Outcome> {
-    if let Some(real_id) = conntrack::lookup(&flow.key)
-        && let Some(real) = maps::real(real_id)
-        && real.service_id == service.id
-        && !(flow.syn && real.flags & REAL_FLAG_RETIRED != 0)
-    {
-        return Ok((real_id, real, false));
+fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
+    if let Some(entry) = conntrack::lookup(&flow.key) {
+        // SAFETY: a live LRU element; this CPU is its only writer for this flow (RSS), and
+        // a racing eviction can only hand us stale values, which are validated below.
+        let old = unsafe { *entry };
+        if let Some(real) = maps::real(old.real_id)
+            && real.service_id == service.id
+        {
+            let expired = conntrack::TIMEOUTS.expired(old.state, old.last_seen_ns, now);
+            let replaced = flow.opens_connection() && real.flags & REAL_FLAG_RETIRED != 0;
+            if !expired && !replaced {
+                let state = conntrack::next_state(old.state, flow);
+                if state != old.state {
+                    conns::moved(old.real_id, old.state, state);
+                }
+                if state != old.state || now != old.last_seen_ns {
+                    // SAFETY: as above.
+                    unsafe {
+                        (*entry).state = state;
+                        (*entry).last_seen_ns = now;
+                    }
+                }
+                return Ok(Chosen {
+                    real_id: old.real_id,
+                    real,
+                    new_flow: false,
+                });
+            }
+            conns::closed(old.real_id, old.state);
+        }
     }
-    let real_id = sched::pick(service).ok_or(Outcome::NoReal)?;
+    let real_id = sched::pick(service, flow).ok_or(Outcome::NoReal)?;
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
-    Ok((real_id, real, true))
+    Ok(Chosen {
+        real_id,
+        real,
+        new_flow: true,
+    })
 }
 
 #[cfg(not(test))]

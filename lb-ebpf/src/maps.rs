@@ -7,11 +7,11 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_NO_PREALLOC, DEFAULT_FLOW_TABLE_SIZE, FlowKey, FlowState, MAX_REALS, MAX_SERVICES,
-    Outcome, RING_SIZE, RING_SLOTS, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
+    FlowState, MAX_REALS, MAX_SERVICES, Outcome, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
 };
 
-/// Virtual services: (VIP, port, protocol) → id and active scheduling ring. Not
+/// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
 /// preallocated, so that an update never rewrites an element a packet is reading.
 #[map(name = "LB_SERVICES")]
 pub static SERVICES: HashMap<ServiceKey, ServiceInfo> =
@@ -21,17 +21,22 @@ pub static SERVICES: HashMap<ServiceKey, ServiceInfo> =
 #[map(name = "LB_REALS")]
 pub static REALS: Array<RealInfo> = Array::pinned(MAX_REALS, 0);
 
-/// Scheduling rings: for each service two rings of real ids (see `lb_common::ring_index`).
-#[map(name = "LB_RINGS")]
-pub static RINGS: Array<u32> = Array::pinned(MAX_SERVICES * RING_SLOTS * RING_SIZE, 0);
+/// The arena of scheduling tables: each service's table is a range of real ids here
+/// (`ServiceInfo::table_offset`, `table_len`). Size is set by userspace at load time.
+#[map(name = "LB_TABLES")]
+pub static TABLES: Array<u32> = Array::pinned(DEFAULT_SCHED_TABLE_ENTRIES, 0);
 
-/// Per-CPU position in each service's ring.
+/// Per-CPU position in each rr/wrr service's sequence.
 #[map(name = "LB_RR_CURSORS")]
 pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_SERVICES, 0);
 
 /// Established flows → their real. Size is set by userspace at load time.
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// Active and inactive connections per real id, shared by all CPUs (atomic updates).
+#[map(name = "LB_REAL_CONNS")]
+pub static REAL_CONNS: Array<ConnCounts> = Array::pinned(MAX_REALS, 0);
 
 /// Per-CPU counters per service id.
 #[map(name = "LB_SERVICE_STATS")]

@@ -1,6 +1,6 @@
 //! Frame parsing: Ethernet with up to two VLAN tags (802.1ad + 802.1Q), IPv4 without
 //! options or fragmentation, IPv6 without extension headers, TCP and UDP. The result is the
-//! flow's 5-tuple, its outer VLAN and whether it opens a TCP connection; anything the
+//! flow's 5-tuple, its outer VLAN and its TCP flags; anything the
 //! balancer does not handle comes back as the `Outcome` that says why.
 
 use aya_ebpf::programs::XdpContext;
@@ -17,8 +17,16 @@ pub struct Flow {
     pub key: FlowKey,
     /// VLAN id of the outermost tag; 0 for an untagged frame.
     pub vlan: u16,
+    /// TCP flags (`lb_common::conn::TCP_*`); 0 for UDP.
+    pub tcp_flags: u8,
+}
+
+impl Flow {
     /// TCP SYN without ACK: the first packet of a connection.
-    pub syn: bool,
+    #[inline(always)]
+    pub fn opens_connection(&self) -> bool {
+        self.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+    }
 }
 
 /// Parse the frame down to its TCP/UDP ports.
@@ -41,8 +49,12 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
     } else {
         return Err(Outcome::NotIp);
     };
-    let syn = parse_l4(ctx, l4_offset, &mut key)?;
-    Ok(Flow { key, vlan, syn })
+    let tcp_flags = parse_l4(ctx, l4_offset, &mut key)?;
+    Ok(Flow {
+        key,
+        vlan,
+        tcp_flags,
+    })
 }
 
 /// Ether type of the network layer, its offset, and the outer VLAN id (0 if untagged),
@@ -126,25 +138,21 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usi
 }
 
 /// Fill the ports; the whole fixed TCP (20 bytes) or UDP (8 bytes) header must be present.
-/// Returns whether the segment is a TCP SYN without ACK.
+/// Returns the TCP flags (0 for UDP).
 #[inline(always)]
-fn parse_l4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<bool, Outcome> {
-    let (sport, dport, syn) = if flow.proto == PROTO_TCP {
+fn parse_l4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<u8, Outcome> {
+    let (sport, dport, flags) = if flow.proto == PROTO_TCP {
         let tcp = ptr_at::<TcpHdr>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
         // SAFETY: checked by ptr_at.
         let (sport, dport, flags) = unsafe { ((*tcp).sport, (*tcp).dport, (*tcp).flags) };
-        (
-            sport,
-            dport,
-            flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN,
-        )
+        (sport, dport, flags)
     } else {
         let udp = ptr_at::<UdpHdr>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
         // SAFETY: checked by ptr_at.
         let (sport, dport) = unsafe { ((*udp).sport, (*udp).dport) };
-        (sport, dport, false)
+        (sport, dport, 0)
     };
     flow.sport = sport;
     flow.dport = dport;
-    Ok(syn)
+    Ok(flags)
 }

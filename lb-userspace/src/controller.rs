@@ -8,7 +8,7 @@
 //! and an empty configuration would wipe it.
 
 use crate::{
-    dataplane::{ApplyReport, Dataplane, DataplaneError, RealSpec, ServiceSpec},
+    dataplane::{ApplyReport, Dataplane, DataplaneError, RealSpec, ServiceSpec, SweepReport},
     model::Config,
 };
 
@@ -54,6 +54,11 @@ impl<D: Dataplane> Controller<D> {
         self.dataplane.apply(&desired_state(&self.running))
     }
 
+    /// Remove timed-out flows and recount connections (see `Dataplane::sweep`).
+    pub fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
+        self.dataplane.sweep()
+    }
+
     pub fn running(&self) -> &Config {
         &self.running
     }
@@ -77,6 +82,7 @@ pub fn desired_state(config: &Config) -> Vec<ServiceSpec> {
             port: vs.port,
             protocol: vs.protocol,
             scheduler: vs.scheduler,
+            sched_flags: vs.sched_flags,
             forward: vs.forward,
             reals: vs
                 .reals

@@ -19,6 +19,8 @@ pub struct VirtualServer {
     pub protocol: Protocol,
     /// `lb_algo` / `lvs_sched`.
     pub scheduler: Scheduler,
+    /// `sh-fallback`/`mh-fallback`/`flag-1`, `sh-port`/`mh-port`/`flag-2`.
+    pub sched_flags: SchedFlags,
     /// `lb_kind` / `lvs_method`.
     pub forward: ForwardMethod,
     /// `delay_loop`: interval between health checks.
@@ -57,32 +59,79 @@ impl Protocol {
     }
 }
 
-/// Scheduling algorithms, with IPVS's names.
+/// Scheduling algorithms, with IPVS's names (`ipvsadm -s`, keepalived `lb_algo`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Scheduler {
     /// Round robin: each real with a non-zero weight in turn.
     Rr,
     /// Weighted round robin in IPVS's order.
     Wrr,
+    /// Least connections: fewest `active * 256 + inactive`.
+    Lc,
+    /// Weighted least connections (keepalived's default).
+    Wlc,
+    /// Source hashing: a client address always goes to the same real.
+    Sh,
+    /// Destination hashing: a destination address always goes to the same real.
+    Dh,
+    /// Shortest expected delay: fewest `(active + 1) / weight`.
+    Sed,
+    /// Never queue: an idle real first, else as sed.
+    Nq,
+    /// Maglev hashing: consistent hashing of the client address.
+    Mh,
 }
 
 impl Scheduler {
-    pub const SUPPORTED: &'static str = "rr, wrr";
+    pub const ALL: [Scheduler; 9] = [
+        Scheduler::Rr,
+        Scheduler::Wrr,
+        Scheduler::Lc,
+        Scheduler::Wlc,
+        Scheduler::Sh,
+        Scheduler::Dh,
+        Scheduler::Sed,
+        Scheduler::Nq,
+        Scheduler::Mh,
+    ];
+    pub const SUPPORTED: &'static str = "rr, wrr, lc, wlc, sh, dh, sed, nq, mh";
 
     pub fn from_name(name: &str) -> Option<Self> {
-        match name {
-            "rr" => Some(Scheduler::Rr),
-            "wrr" => Some(Scheduler::Wrr),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|s| s.name() == name)
     }
 
     pub const fn name(self) -> &'static str {
         match self {
             Scheduler::Rr => "rr",
             Scheduler::Wrr => "wrr",
+            Scheduler::Lc => "lc",
+            Scheduler::Wlc => "wlc",
+            Scheduler::Sh => "sh",
+            Scheduler::Dh => "dh",
+            Scheduler::Sed => "sed",
+            Scheduler::Nq => "nq",
+            Scheduler::Mh => "mh",
         }
     }
+
+    /// lc, wlc, sed, nq: choose by connection counts among at most
+    /// `lb_common::sched::LEAST_CONN_MAX_REALS` reals.
+    pub const fn counts_connections(self) -> bool {
+        matches!(
+            self,
+            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+        )
+    }
+}
+
+/// IPVS scheduler flags (`ipvsadm -b`); only sh and mh use them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SchedFlags {
+    /// `IP_VS_SVC_F_SCHED1`: when the hashed real is unavailable, use the next available.
+    pub fallback: bool,
+    /// `IP_VS_SVC_F_SCHED2`: hash the source port too.
+    pub port: bool,
 }
 
 /// Forwarding methods, with keepalived's `lb_kind` names.

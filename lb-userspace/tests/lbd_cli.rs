@@ -47,7 +47,7 @@ fn config_test_lists_every_problem_and_fails() {
         stderr.lines().collect::<Vec<_>>(),
         [
             "k.conf:1: warning: `vrrp_instance` is not supported yet; ignored",
-            "k.conf:4: error: lb_algo `nope` is not supported yet (supported: rr, wrr)",
+            "k.conf:4: error: lb_algo `nope` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
             "k.conf:5: error: lb_kind `TUN` is not supported yet (supported: DR)",
         ]
     );

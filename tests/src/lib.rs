@@ -1,5 +1,5 @@
 //! Support for the privileged tests and the demo lab: a packet builder for BPF test-run
-//! fixtures, network namespaces with Drop guards, the DR lab topology, a small HTTP
+//! fixtures and a harness to run them, network namespaces with Drop guards, the DR lab topology, a small HTTP
 //! server and client, and a handle on a running `lbd`.
 
 pub mod http;
@@ -7,4 +7,5 @@ pub mod lbd;
 pub mod netns;
 pub mod packet;
 pub mod privilege;
+pub mod testrun;
 pub mod topology;

@@ -48,7 +48,9 @@ pub enum Transport {
     },
 }
 
+pub const TCP_FIN: u8 = 0x01;
 pub const TCP_SYN: u8 = 0x02;
+pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
 #[derive(Clone, Debug)]
@@ -108,6 +110,14 @@ impl Frame {
 
     pub fn udp(network: Network, sport: u16, dport: u16) -> Self {
         Self::new(network, Transport::Udp { sport, dport })
+    }
+
+    /// The same TCP segment with other flags (no effect on other transports).
+    pub fn with_tcp_flags(mut self, new_flags: u8) -> Self {
+        if let Transport::Tcp { flags, .. } = &mut self.transport {
+            *flags = new_flags;
+        }
+        self
     }
 
     pub fn with_vlans(mut self, vlans: &[(u16, u16)]) -> Self {

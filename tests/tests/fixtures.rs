@@ -3,29 +3,15 @@
 //! and exactly the expected output bytes, and be counted under the expected outcome.
 //! Needs root (BPF); see `lb_tests::privilege`.
 
-use std::{collections::HashMap, net::IpAddr, path::Path};
+use std::net::IpAddr;
 
-use aya::{
-    TestRun as _,
-    programs::{ProgramError, TestRunOptions},
-};
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
     packet::{ETH_P_8021AD, ETH_P_8021Q, Frame, Network, TCP_ACK, Transport, arp_request, v4, v6},
     privilege::require_root,
+    testrun::{INGRESS, StaticNextHops, TestBalancer},
 };
-use lb_userspace::{
-    config,
-    controller::desired_state,
-    dataplane::{
-        Dataplane,
-        xdp::{XdpDataplane, XdpOptions},
-    },
-    nexthop::{NextHop, NextHopError, NextHopResolver},
-};
-
-/// Loopback: exists in every namespace, so test runs can name it as the ingress interface.
-const INGRESS: u32 = 1;
+use lb_userspace::{dataplane::Dataplane, nexthop::NextHop};
 /// An interface other than the ingress one (frames to reals there are redirected).
 const OTHER_IF: u32 = 7;
 const INGRESS_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 0x01];
@@ -126,44 +112,26 @@ virtual_server 192.0.2.50 80 {
 ";
 
 /// Next hops from the table above instead of the kernel.
-struct StaticNextHops(HashMap<IpAddr, NextHop>);
-
-impl StaticNextHops {
-    fn new() -> Self {
-        Self(
-            ALL_REALS
-                .iter()
-                .map(|real| {
-                    let src_mac = if real.ifindex == INGRESS {
-                        INGRESS_MAC
-                    } else {
-                        OTHER_IF_MAC
-                    };
-                    let next_hop = NextHop {
-                        ifindex: real.ifindex,
-                        mac: real.mac,
-                        src_mac,
-                        vlan: real.vlan,
-                    };
-                    (real.addr.parse().expect("address literal"), next_hop)
-                })
-                .collect(),
-        )
-    }
-}
-
-impl NextHopResolver for StaticNextHops {
-    fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NextHopError>> {
-        addrs
+fn static_next_hops() -> StaticNextHops {
+    StaticNextHops(
+        ALL_REALS
             .iter()
-            .map(|&addr| {
-                self.0
-                    .get(&addr)
-                    .copied()
-                    .ok_or(NextHopError::NoRoute { addr })
+            .map(|real| {
+                let src_mac = if real.ifindex == INGRESS {
+                    INGRESS_MAC
+                } else {
+                    OTHER_IF_MAC
+                };
+                let next_hop = NextHop {
+                    ifindex: real.ifindex,
+                    mac: real.mac,
+                    src_mac,
+                    vlan: real.vlan,
+                };
+                (real.addr.parse().expect("address literal"), next_hop)
             })
-            .collect()
-    }
+            .collect(),
+    )
 }
 
 enum Expect {
@@ -174,60 +142,36 @@ enum Expect {
 }
 
 struct Harness {
-    dataplane: XdpDataplane<StaticNextHops>,
+    balancer: TestBalancer,
 }
 
 impl Harness {
-    /// Load the balancer and apply `config`; pins this thread to CPU 0 so the per-CPU
-    /// round-robin cursors see one sequence.
+    /// Load the balancer and apply `config` (the harness pins this thread to CPU 0, so the
+    /// per-CPU round-robin cursors see one sequence).
     fn new(config: &str) -> Self {
-        pin_to_cpu0();
-        let options = XdpOptions {
-            pin_dir: None,
-            flow_table_size: 1024,
-        };
         let mut harness = Self {
-            dataplane: XdpDataplane::load(&options, StaticNextHops::new()).expect("load XDP"),
+            balancer: TestBalancer::load(static_next_hops(), 1024).expect("load XDP"),
         };
         harness.apply(config);
         harness
     }
 
     fn apply(&mut self, config: &str) {
-        let loaded = config::parse(config, Path::new("fixtures.conf")).expect("valid config");
-        let report = self
-            .dataplane
-            .apply(&desired_state(&loaded.config))
-            .expect("apply");
-        assert!(report.unresolved.is_empty(), "{report:?}");
+        self.balancer.apply_config(config).expect("apply");
     }
 
     /// Run one frame; (XDP action, output frame).
     fn run(&self, input: &[u8]) -> (u32, Vec<u8>) {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex.
-        let ctx: Vec<u8> = [0, input.len() as u32, 0, INGRESS, 0, 0]
-            .iter()
-            .flat_map(|v: &u32| v.to_ne_bytes())
-            .collect();
-        let mut output = vec![0; input.len() + 256];
-        let result = self
-            .dataplane
-            .balancer()
-            .expect("balancer program")
-            .test_run(TestRunOptions {
-                data_in: Some(input),
-                data_out: Some(&mut output),
-                ctx_in: Some(&ctx),
-                ..TestRunOptions::default()
-            })
-            .unwrap_or_else(|e: ProgramError| panic!("test run failed: {e}"));
-        output.truncate(result.data_size_out as usize);
-        (result.return_value, output)
+        let run = self
+            .balancer
+            .run(input)
+            .unwrap_or_else(|e| panic!("test run failed: {e:#}"));
+        (run.action, run.output)
     }
 
     fn outcome_count(&self, outcome: Outcome) -> u64 {
-        self.dataplane
+        self.balancer
+            .dataplane
             .counters()
             .expect("counters")
             .outcome(outcome)
@@ -235,7 +179,8 @@ impl Harness {
 
     fn real_packets(&self, real: &Real) -> u64 {
         let addr: IpAddr = real.addr.parse().expect("address literal");
-        self.dataplane
+        self.balancer
+            .dataplane
             .counters()
             .expect("counters")
             .services
@@ -298,19 +243,6 @@ impl Harness {
             }
         }
         problems
-    }
-}
-
-fn pin_to_cpu0() {
-    // SAFETY: a zeroed cpu_set_t is valid; the calls only read/write it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(0, &mut set);
-        assert_eq!(
-            libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set),
-            0,
-            "sched_setaffinity"
-        );
     }
 }
 

@@ -9,7 +9,7 @@ fn lab_serves_every_real_with_each_scheduler() {
     if !require_root("lab_serves_every_real_with_each_scheduler") {
         return;
     }
-    for sched in ["rr", "wrr"] {
+    for sched in ["rr", "wrr", "lc", "sh", "mh"] {
         let output = Command::new(env!("CARGO_BIN_EXE_lab"))
             .args(["--sched", sched, "--requests", "60"])
             .output()

@@ -208,3 +208,54 @@ fn restart_keeps_established_flows() {
     }
     assert_eq!(spread(&lab, 6).values().sum::<usize>(), 6);
 }
+
+#[test]
+fn lc_steers_new_connections_away_from_a_busy_real() {
+    if !require_root("lc_steers_new_connections_away_from_a_busy_real") {
+        return;
+    }
+    let (lab, lbd, _) = start("lbt-lc", 2, "lc");
+    // One connection held open: its real has an active connection (ESTABLISHED).
+    let mut conn = lab
+        .client
+        .run(|| KeepAlive::connect(vip_http()))
+        .expect("connect");
+    let busy = conn.request().expect("first request");
+    // Short connections end (FIN: inactive, overhead 1 each) and still weigh less than
+    // one active connection (256): every one goes to the other real.
+    let answers = spread(&lab, 10);
+    assert!(
+        !answers.contains_key(&busy),
+        "lc sent new connections to {busy}: {answers:?}"
+    );
+    assert_eq!(
+        conn.request().expect("request on the held connection"),
+        busy
+    );
+
+    let counters = read_pinned_counters(&lbd.pin_dir()).expect("counters");
+    let reals = &counters.services[0].reals;
+    let conns: Vec<(u32, u32)> = reals
+        .iter()
+        .map(|r| (r.active_conns, r.inactive_conns))
+        .collect();
+    let busy_addr = lab
+        .reals
+        .iter()
+        .find(|r| r.name == busy)
+        .map(|r| IpAddr::from(r.addr))
+        .expect("busy real");
+    for real in reals {
+        let expected = if real.addr == busy_addr {
+            (1, 0)
+        } else {
+            (0, 10)
+        };
+        assert_eq!(
+            (real.active_conns, real.inactive_conns),
+            expected,
+            "{}: {conns:?}",
+            real.addr
+        );
+    }
+}

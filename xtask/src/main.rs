@@ -5,6 +5,7 @@
 //! - `run`: build and run lbd with the given arguments.
 //! - `lab`: build and run the demo lab (README command one).
 //! - `test`: everything CI checks (README command two; `.ci/run` runs it).
+//! - `bench`: per-packet cost of the balancer (BPF test runs), table and JSON report.
 
 mod cmd;
 mod setup;
@@ -42,7 +43,7 @@ enum Command {
         /// Forwarding mode (dr).
         #[arg(long, default_value = "dr")]
         mode: String,
-        /// Scheduler (rr, wrr).
+        /// Scheduler (rr, wrr, lc, wlc, sh, dh, sed, nq, mh).
         #[arg(long, default_value = "rr")]
         sched: String,
         /// HTTP requests to send.
@@ -58,6 +59,12 @@ enum Command {
     /// Run everything CI runs: fmt, clippy (host and eBPF), unit tests, test-run
     /// fixtures, netns tests.
     Test,
+    /// Measure the per-packet cost (needs root); writes target/bench/report.json.
+    Bench {
+        /// Arguments for the bench binary (see `--help` after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -91,6 +98,17 @@ fn main() -> ExitCode {
             cmd::run(&mut command)
         }),
         Command::Test => test::run(),
+        Command::Bench { args } => setup::ensure().and_then(|()| {
+            cmd::run(cmd::cargo().args(["build", "--package", "lb-tests", "--bin", "bench"]))?;
+            let bench = cmd::target_dir().join("debug").join("bench");
+            let report = cmd::target_dir().join("bench").join("report.json");
+            cmd::run(
+                std::process::Command::new(bench)
+                    .arg("--report")
+                    .arg(report)
+                    .args(args),
+            )
+        }),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

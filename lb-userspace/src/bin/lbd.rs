@@ -16,7 +16,7 @@ use lb_userspace::{
     nexthop::KernelNextHops,
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -51,6 +51,14 @@ struct Args {
     /// Entries of the flow table (about 100 bytes each).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_TABLE_SIZE)]
     flow_table_size: u32,
+    /// Entries of the scheduling-table arena (4 bytes each; a Maglev table takes 65537,
+    /// an sh/dh table 256, rr/wrr one per real or per wrr step).
+    #[arg(long, default_value_t = lb_common::DEFAULT_SCHED_TABLE_ENTRIES)]
+    sched_table_entries: u32,
+    /// Seconds between sweeps of the flow table: timed-out flows are removed and the
+    /// reals' connection counts (lc, wlc, sed, nq) recounted.
+    #[arg(long, default_value_t = 5)]
+    sweep_interval: u64,
     /// Seconds between refreshes of the reals' next hops (MAC addresses).
     #[arg(long, default_value_t = 5)]
     refresh_interval: u64,
@@ -128,6 +136,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let options = XdpOptions {
         pin_dir: Some(pins.clone()),
         flow_table_size: args.flow_table_size,
+        sched_table_entries: args.sched_table_entries,
     };
     let mut dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {
@@ -165,6 +174,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // A slow refresh (ARP probes) must not be followed by a burst of catch-up refreshes.
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     refresh.tick().await;
+    let mut sweep = tokio::time::interval(Duration::from_secs(args.sweep_interval.max(1)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    sweep.tick().await;
     loop {
         tokio::select! {
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
@@ -173,6 +185,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = refresh.tick() => match controller.refresh() {
                 Ok(report) => { log_report(&report, &last_report); last_report = report; }
                 Err(e) => error!("refreshing the data plane failed: {e}"),
+            },
+            _ = sweep.tick() => match controller.sweep() {
+                Ok(report) if report.expired > 0 => debug!(
+                    "sweep: {} flows expired, {} remain", report.expired, report.flows
+                ),
+                Ok(_) => {}
+                Err(e) => error!("sweeping the flow table failed: {e}"),
             },
         }
     }
@@ -234,7 +253,7 @@ fn log_report(report: &ApplyReport, previous: &ApplyReport) {
     for (addr, port) in &report.scaled {
         if !previous.scaled.contains(&(*addr, *port)) {
             warn!(
-                "virtual_server {addr} {port}: wrr weights scaled down to fit the scheduling ring"
+                "virtual_server {addr} {port}: wrr weights scaled down to fit the longest sequence"
             );
         }
     }

@@ -5,7 +5,9 @@
 use std::{collections::HashSet, net::IpAddr, time::Duration};
 
 use super::{Diagnostic, Location, tree::Statement};
-use crate::model::{Config, ForwardMethod, Protocol, RealServer, Scheduler, VirtualServer};
+use crate::model::{
+    Config, ForwardMethod, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
+};
 
 /// keepalived's defaults.
 const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
@@ -98,6 +100,7 @@ fn virtual_server(
     let mut forward = (DEFAULT_FORWARD.to_owned(), location.clone());
     let mut delay_loop = DEFAULT_DELAY_LOOP;
     let mut reals = Vec::new();
+    let mut flag_items = Vec::new();
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -128,6 +131,17 @@ fn virtual_server(
                 Some(d) => delay_loop = d,
                 None => ok = false,
             },
+            "flag-1" | "flag-2" | "flag-3" | "sh-fallback" | "sh-port" | "mh-fallback"
+            | "mh-port" => {
+                if !item.args.is_empty() || item.block.is_some() {
+                    diagnostics.push(Diagnostic::error(
+                        item.location(),
+                        format!("`{}` takes no value", item.name()),
+                    ));
+                    ok = false;
+                }
+                flag_items.push(item);
+            }
             "real_server" => match real_server(item, diagnostics) {
                 Some(real) => reals.push((real, item.location().clone())),
                 None => ok = false,
@@ -151,6 +165,9 @@ fn virtual_server(
             None
         }
     };
+    let sched_flags = scheduler
+        .map(|s| sched_flags(s, &flag_items, diagnostics))
+        .unwrap_or_default();
     let forward = match ForwardMethod::from_name(&forward.0) {
         Some(f) => Some(f),
         None => {
@@ -197,15 +214,82 @@ fn virtual_server(
         }
     }
 
+    if let Some(scheduler) = scheduler {
+        let max = lb_common::sched::LEAST_CONN_MAX_REALS as usize;
+        if scheduler.counts_connections() && reals.len() > max {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!(
+                    "lb_algo {} compares at most {max} real servers, this virtual_server has {}",
+                    scheduler.name(),
+                    reals.len()
+                ),
+            ));
+            ok = false;
+        }
+        let buckets = lb_common::sched::SH_TABLE_SIZE as usize;
+        if matches!(scheduler, Scheduler::Sh | Scheduler::Dh) && reals.len() > buckets {
+            diagnostics.push(Diagnostic::warning(
+                location,
+                format!(
+                    "lb_algo {} has {buckets} buckets: the real servers after the first {buckets} get no new flows (as in IPVS)",
+                    scheduler.name()
+                ),
+            ));
+        }
+    }
+
     Some(VirtualServer {
         addr,
         port,
         protocol,
         scheduler: scheduler?,
+        sched_flags,
         forward: forward?,
         delay_loop,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
     })
+}
+
+/// The IPVS scheduler flags set by `flag-N` and the scheduler-specific names. As in
+/// keepalived, `sh-*` applies only to sh and `mh-*` only to mh (otherwise a warning);
+/// `flag-1`/`flag-2` are SCHED1/SCHED2 whatever the scheduler, and no scheduler uses
+/// `flag-3`.
+fn sched_flags(
+    scheduler: Scheduler,
+    items: &[&Statement],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> SchedFlags {
+    let mut flags = SchedFlags::default();
+    for item in items {
+        let name = item.name();
+        let applies = match name.split_once('-') {
+            Some((prefix @ ("sh" | "mh"), _)) => {
+                let applies = scheduler.name() == prefix;
+                if !applies {
+                    diagnostics.push(Diagnostic::warning(
+                        item.location(),
+                        format!(
+                            "`{name}` only applies to the {prefix} scheduler (this one is {}); ignored",
+                            scheduler.name()
+                        ),
+                    ));
+                }
+                applies
+            }
+            _ => true,
+        };
+        match name {
+            "flag-1" | "sh-fallback" | "mh-fallback" if applies => flags.fallback = true,
+            "flag-2" | "sh-port" | "mh-port" if applies => flags.port = true,
+            "flag-3" => diagnostics.push(Diagnostic::warning(
+                item.location(),
+                "`flag-3` is not used by any scheduler; ignored",
+            )),
+            _ => {}
+        }
+    }
+    flags
 }
 
 /// " (keepalived's default)" when the value was not written but defaulted at `vs`.
@@ -324,7 +408,7 @@ mod tests {
 
     use crate::{
         config::{ConfigError, Diagnostic, Loaded, Severity, parse},
-        model::{ForwardMethod, Protocol, Scheduler},
+        model::{ForwardMethod, Protocol, SchedFlags, Scheduler},
     };
 
     fn ok(text: &str) -> Loaded {
@@ -396,11 +480,72 @@ virtual_server 2001:db8::1 53 {
     }
 
     #[test]
+    fn every_ipvs_scheduler_and_its_flags_are_read() {
+        for scheduler in Scheduler::ALL {
+            let loaded = ok(&format!(
+                "virtual_server 192.0.2.1 80 {{\n lb_algo {}\n lb_kind DR\n}}\n",
+                scheduler.name()
+            ));
+            assert_eq!(loaded.config.virtual_servers[0].scheduler, scheduler);
+        }
+        let loaded = ok("
+virtual_server 192.0.2.1 80 {
+    lvs_sched sh
+    lb_kind DR
+    sh-port
+    sh-fallback
+}
+virtual_server 192.0.2.2 80 {
+    lb_algo mh
+    lb_kind DR
+    mh-fallback
+    sh-port
+    flag-3
+}
+virtual_server 192.0.2.3 80 {
+    lb_kind DR
+    flag-2
+}
+");
+        let vs = &loaded.config.virtual_servers;
+        let flags = |fallback, port| SchedFlags { fallback, port };
+        assert_eq!(vs[0].sched_flags, flags(true, true));
+        assert_eq!(vs[1].sched_flags, flags(true, false));
+        // keepalived's default scheduler.
+        assert_eq!(vs[2].scheduler, Scheduler::Wlc);
+        assert_eq!(vs[2].sched_flags, flags(false, true));
+        assert_eq!(
+            lines(&loaded.warnings),
+            [
+                "12: `sh-port` only applies to the sh scheduler (this one is mh); ignored",
+                "13: `flag-3` is not used by any scheduler; ignored",
+            ]
+        );
+    }
+
+    #[test]
+    fn least_connection_schedulers_take_at_most_256_reals() {
+        let mut text = String::from("virtual_server 192.0.2.1 80 {\n lb_algo wlc\n lb_kind DR\n");
+        for i in 0..257 {
+            text.push_str(&format!(
+                " real_server 10.1.{}.{} 80\n",
+                i / 250,
+                i % 250 + 1
+            ));
+        }
+        text.push_str("}\n");
+        assert_eq!(
+            lines(&errors(&text)),
+            ["1: lb_algo wlc compares at most 256 real servers, this virtual_server has 257"]
+        );
+    }
+
+    #[test]
     fn every_error_is_reported_with_its_line() {
         let errors = errors(
             "
 virtual_server 192.0.2.1 80 {
-    lb_algo lc
+    lb_algo lblc
     lb_kind NAT
 }
 virtual_server 192.0.2.2 80 {
@@ -428,9 +573,8 @@ include /etc/keepalived/services/*.conf
         assert_eq!(
             lines(&errors),
             [
-                "3: lb_algo `lc` is not supported yet (supported: rr, wrr)",
+                "3: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
                 "4: lb_kind `NAT` is not supported yet (supported: DR)",
-                "6: lb_algo `wlc` (keepalived's default, as none is set) is not supported yet (supported: rr, wrr)",
                 "8: `10.0.0.300` is not an IPv4 or IPv6 address",
                 "10: weight `70000` is not an integer in 0..=65535",
                 "16: protocol `SCTP` is not supported (supported: TCP, UDP)",
@@ -444,7 +588,7 @@ include /etc/keepalived/services/*.conf
         );
         assert_eq!(
             errors[0].to_string(),
-            "k.conf:3: error: lb_algo `lc` is not supported yet (supported: rr, wrr)"
+            "k.conf:3: error: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)"
         );
     }
 

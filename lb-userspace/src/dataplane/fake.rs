@@ -1,12 +1,14 @@
 //! In-memory data plane for tests of the controller: remembers the last desired state and
-//! counts applies; traffic counters are whatever the test sets.
+//! counts applies and sweeps; counters are whatever the test sets. It has no flows, so a
+//! sweep finds none.
 
-use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec};
+use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec, SweepReport};
 
 #[derive(Debug, Default)]
 pub struct FakeDataplane {
     pub services: Vec<ServiceSpec>,
     pub applies: usize,
+    pub sweeps: usize,
     pub counters: Counters,
     /// When set, the next `apply` fails with this error and changes nothing.
     pub fail_next_apply: Option<DataplaneError>,
@@ -20,6 +22,11 @@ impl Dataplane for FakeDataplane {
         self.services = services.to_vec();
         self.applies += 1;
         Ok(ApplyReport::default())
+    }
+
+    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
+        self.sweeps += 1;
+        Ok(SweepReport::default())
     }
 
     fn counters(&self) -> Result<Counters, DataplaneError> {

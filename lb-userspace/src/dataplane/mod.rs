@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use lb_common::Outcome;
 use serde::Serialize;
 
-use crate::model::{ForwardMethod, Protocol, Scheduler};
+use crate::model::{ForwardMethod, Protocol, SchedFlags, Scheduler};
 
 /// One virtual service as the data plane should carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +23,7 @@ pub struct ServiceSpec {
     pub port: u16,
     pub protocol: Protocol,
     pub scheduler: Scheduler,
+    pub sched_flags: SchedFlags,
     pub forward: ForwardMethod,
     pub reals: Vec<RealSpec>,
 }
@@ -41,7 +42,7 @@ pub struct ApplyReport {
     /// Reals left out of scheduling because their next hop is unknown, with the reason.
     /// Retried on the next apply.
     pub unresolved: Vec<(IpAddr, String)>,
-    /// Services whose wrr weights had to be scaled down to fit the ring.
+    /// Services whose wrr weights had to be scaled down to fit the longest sequence.
     pub scaled: Vec<(IpAddr, u16)>,
 }
 
@@ -89,6 +90,9 @@ pub struct RealCounters {
     /// Removed from the configuration; kept while established flows may use it.
     pub retired: bool,
     pub traffic: Traffic,
+    /// Connections as `ipvsadm -L` counts them (ActiveConn, InActConn).
+    pub active_conns: u32,
+    pub inactive_conns: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -117,9 +121,22 @@ impl Counters {
     }
 }
 
+/// What a sweep of the flow table found.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Flows still alive.
+    pub flows: u64,
+    /// Flows removed because they timed out in their state.
+    pub expired: u64,
+}
+
 pub trait Dataplane {
     /// Reconcile the data plane with `services` (the complete desired state).
     fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError>;
+
+    /// Remove timed-out flows and recount each real's active and inactive connections
+    /// from the flows that remain (the data plane keeps the counts between sweeps).
+    fn sweep(&mut self) -> Result<SweepReport, DataplaneError>;
 
     /// Current counters.
     fn counters(&self) -> Result<Counters, DataplaneError>;

@@ -35,7 +35,9 @@ struct RunArgs {
     /// Forwarding mode.
     #[arg(long, value_enum, default_value = "dr")]
     mode: Mode,
-    /// Scheduler (keepalived lb_algo). wrr gives the reals weights 1, 2, 3.
+    /// Scheduler (keepalived lb_algo). The weighted ones (wrr, wlc, sed, mh) give the
+    /// reals weights 1, 2, 3; sh and mh hash the client port too (sh-port, mh-port), as
+    /// all requests come from one client address.
     #[arg(long, value_enum, default_value = "rr")]
     sched: Sched,
     /// HTTP requests to send.
@@ -69,6 +71,32 @@ enum Mode {
 enum Sched {
     Rr,
     Wrr,
+    Lc,
+    Wlc,
+    Sh,
+    Dh,
+    Sed,
+    Nq,
+    Mh,
+}
+
+impl Sched {
+    /// keepalived's name, the reals' weights, extra keywords, and whether every real
+    /// should get requests from the lab's one client: dh hashes the destination, and the
+    /// lab has one VIP, so one real answers everything.
+    fn setup(self) -> (&'static str, [u32; 3], &'static [&'static str], bool) {
+        match self {
+            Sched::Rr => ("rr", [1, 1, 1], &[], true),
+            Sched::Wrr => ("wrr", [1, 2, 3], &[], true),
+            Sched::Lc => ("lc", [1, 1, 1], &[], true),
+            Sched::Wlc => ("wlc", [1, 2, 3], &[], true),
+            Sched::Sh => ("sh", [1, 1, 1], &["sh-port"], true),
+            Sched::Dh => ("dh", [1, 1, 1], &[], false),
+            Sched::Sed => ("sed", [1, 2, 3], &[], true),
+            Sched::Nq => ("nq", [1, 1, 1], &[], true),
+            Sched::Mh => ("mh", [1, 2, 3], &["mh-port"], true),
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -89,17 +117,14 @@ fn main() -> ExitCode {
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
     let Mode::Dr = args.mode;
-    let (sched, weights) = match args.sched {
-        Sched::Rr => ("rr", [1, 1, 1]),
-        Sched::Wrr => ("wrr", [1, 2, 3]),
-    };
+    let (sched, weights, keywords, spread) = args.sched.setup();
     println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
     let mut lab = Topology::create(PREFIX, 3)?;
     let lab_binary = std::env::current_exe()?;
     lab.start_http_servers(&lab_binary)?;
 
     let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
-    let config_text = lab.keepalived_conf(sched, &reals);
+    let config_text = lab.keepalived_conf_with(sched, keywords, &reals);
     let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;
@@ -135,8 +160,15 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10}",
-        "real", "address", "answered", "director: packets", "bytes", "new flows"
+        "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
+        "real",
+        "address",
+        "answered",
+        "director: packets",
+        "bytes",
+        "new flows",
+        "ActiveConn",
+        "InActConn"
     );
     let service = counters
         .services
@@ -144,20 +176,22 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         .find(|s| s.addr == std::net::IpAddr::from(VIP))
         .context("the VIP is not in the director's maps")?;
     for real in &lab.reals {
-        let traffic = service
+        let counted = service
             .reals
             .iter()
-            .find(|r| r.addr == std::net::IpAddr::from(real.addr))
-            .map(|r| r.traffic)
-            .unwrap_or_default();
+            .find(|r| r.addr == std::net::IpAddr::from(real.addr));
+        let traffic = counted.map(|r| r.traffic).unwrap_or_default();
+        let (active, inactive) = counted.map_or((0, 0), |r| (r.active_conns, r.inactive_conns));
         println!(
-            "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10}",
+            "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
             real.name,
             real.addr,
             answers.get(&real.name).copied().unwrap_or(0),
             traffic.packets,
             traffic.bytes,
-            traffic.new_flows
+            traffic.new_flows,
+            active,
+            inactive
         );
     }
     println!(
@@ -202,9 +236,18 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!("{} of {requests} requests failed", failures.len());
     }
-    if !idle.is_empty() {
-        bail!("real(s) {} answered nothing", idle.join(", "));
+    if spread {
+        if !idle.is_empty() {
+            bail!("real(s) {} answered nothing", idle.join(", "));
+        }
+        println!("lab: OK: {answered}/{requests} requests answered, all {reals} reals served");
+    } else {
+        if answers.len() != 1 {
+            bail!("{sched} should send every request for the one VIP to one real: {answers:?}");
+        }
+        println!(
+            "lab: OK: {answered}/{requests} requests answered, all by one real ({sched} hashes the one VIP)"
+        );
     }
-    println!("lab: OK: {answered}/{requests} requests answered, all {reals} reals served");
     Ok(())
 }

@@ -5,7 +5,8 @@ use std::{collections::BTreeMap, path::Path};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
 use lb_common::{
-    MAX_REALS, Outcome, RealInfo, ServiceInfo, ServiceKey, TrafficStats, map_names as names,
+    ConnCounts, MAX_REALS, Outcome, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    map_names as names,
 };
 
 use super::keys::{addr_from, protocol_from};
@@ -35,6 +36,7 @@ impl PinnedMaps {
             names::REALS,
             names::SERVICE_STATS,
             names::REAL_STATS,
+            names::REAL_CONNS,
             names::OUTCOMES,
         ] {
             let path = dir.join(name);
@@ -107,6 +109,8 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
     let real_stats: PerCpuArray<_, TrafficStats> =
         PerCpuArray::try_from(source.get_map(names::REAL_STATS)?)
             .map_err(map_error(names::REAL_STATS))?;
+    let real_conns: Array<_, ConnCounts> = Array::try_from(source.get_map(names::REAL_CONNS)?)
+        .map_err(map_error(names::REAL_CONNS))?;
 
     let mut reals_by_service: BTreeMap<u32, Vec<RealCounters>> = BTreeMap::new();
     for id in 0..MAX_REALS {
@@ -114,6 +118,9 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
         let Some(addr) = addr_from(real.addr, real.family) else {
             continue;
         };
+        let conns = real_conns
+            .get(&id, 0)
+            .map_err(map_error(names::REAL_CONNS))?;
         reals_by_service
             .entry(real.service_id)
             .or_default()
@@ -122,6 +129,8 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
                 port: u16::from_be_bytes(real.port),
                 retired: real.flags & lb_common::REAL_FLAG_RETIRED != 0,
                 traffic: per_cpu_sum(&real_stats, id, names::REAL_STATS)?,
+                active_conns: conns.active,
+                inactive_conns: conns.inactive,
             });
     }
 

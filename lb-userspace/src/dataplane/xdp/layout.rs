@@ -2,9 +2,9 @@
 //!
 //! aya reuses a pinned map whatever its layout, so before loading we compare every pinned
 //! map with the layout this build expects (type, key and value size, entries, flags). The
-//! maps refer to each other by id (flows → reals → services → rings), so if any differs
+//! maps refer to each other by id (flows → reals → services → tables), so if any differs
 //! all pins are removed, with a warning, and recreated empty: an upgrade that changes a
-//! map, or a new `--flow-table-size`, starts afresh instead of misreading old state.
+//! map, or a new `--flow-table-size` or `--sched-table-entries`, starts afresh instead of misreading old state.
 
 use std::{
     ffi::CString,
@@ -15,10 +15,11 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
-    BPF_F_NO_PREALLOC, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RING_SIZE, RING_SLOTS,
-    RealInfo, ServiceInfo, ServiceKey, TrafficStats, map_names as names,
+    BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome, RealInfo,
+    ServiceInfo, ServiceKey, TrafficStats, map_names as names,
 };
 
+use super::XdpOptions;
 use crate::dataplane::DataplaneError;
 
 /// Where pins live unless told otherwise: `/sys/fs/bpf/<instance>`.
@@ -35,8 +36,8 @@ pub struct MapLayout {
     pub flags: u32,
 }
 
-/// The maps of this build, with the flow table sized as configured.
-pub fn expected_layouts(flow_table_size: u32) -> [MapLayout; 8] {
+/// The maps of this build, with the flow table and the table arena sized as configured.
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 9] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -53,13 +54,10 @@ pub fn expected_layouts(flow_table_size: u32) -> [MapLayout; 8] {
             ..layout::<ServiceKey, ServiceInfo>(names::SERVICES, MapType::Hash, MAX_SERVICES)
         },
         layout::<u32, RealInfo>(names::REALS, MapType::Array, MAX_REALS),
-        layout::<u32, u32>(
-            names::RINGS,
-            MapType::Array,
-            MAX_SERVICES * RING_SLOTS * RING_SIZE,
-        ),
+        layout::<u32, u32>(names::TABLES, MapType::Array, options.sched_table_entries),
         layout::<u32, u32>(names::RR_CURSORS, MapType::PerCpuArray, MAX_SERVICES),
-        layout::<FlowKey, FlowState>(names::FLOWS, MapType::LruHash, flow_table_size),
+        layout::<FlowKey, FlowState>(names::FLOWS, MapType::LruHash, options.flow_table_size),
+        layout::<u32, ConnCounts>(names::REAL_CONNS, MapType::Array, MAX_REALS),
         layout::<u32, TrafficStats>(names::SERVICE_STATS, MapType::PerCpuArray, MAX_SERVICES),
         layout::<u32, TrafficStats>(names::REAL_STATS, MapType::PerCpuArray, MAX_REALS),
         layout::<u32, u64>(names::OUTCOMES, MapType::PerCpuArray, Outcome::COUNT),
@@ -68,7 +66,7 @@ pub fn expected_layouts(flow_table_size: u32) -> [MapLayout; 8] {
 
 /// Make `dir` ready for pinning: bpffs mounted at its root (mounted here if missing), the
 /// directory created, pins with another layout removed. Returns one warning per removed pin.
-pub fn prepare_pin_dir(dir: &Path, flow_table_size: u32) -> Result<Vec<String>, DataplaneError> {
+pub fn prepare_pin_dir(dir: &Path, options: &XdpOptions) -> Result<Vec<String>, DataplaneError> {
     let error = |reason: String| DataplaneError::Pins {
         path: dir.display().to_string(),
         reason,
@@ -81,7 +79,7 @@ pub fn prepare_pin_dir(dir: &Path, flow_table_size: u32) -> Result<Vec<String>, 
         return Err(error("not on a bpf filesystem".into()));
     }
     let mut differences = Vec::new();
-    let layouts = expected_layouts(flow_table_size);
+    let layouts = expected_layouts(options);
     for expected in layouts {
         let path = dir.join(expected.name);
         if !path.exists() {

@@ -3,21 +3,22 @@
 //!
 //! Maps are pinned under `/sys/fs/bpf/<instance>/` and reused on the next start, so
 //! established flows survive a restart of lbd. `apply` writes each real's entry (egress
-//! interface, destination and source MAC) first, then the service's new scheduling ring into the inactive
-//! slot, and flips the service entry last (one map update): a packet sees either the old
-//! ring or the new one, never a mix. The old slot is rewritten only by a later apply; a
-//! packet that read the service entry before two quick applies may pick from the ring
-//! being rewritten, but every entry of either ring is a real of that same service.
+//! interface, destination and source MAC, weight) first, then the service's new scheduling
+//! table into free space of the `LB_TABLES` arena, and points the service entry at it last
+//! (one map update): a packet sees either the old table or the new one, never a mix (see
+//! `arena`). `sweep` removes expired flows and recounts each real's connections.
 
+mod arena;
 mod counters;
 mod keys;
 mod layout;
 mod slots;
 
 use std::{
-    collections::{BTreeSet, HashMap as StdHashMap},
+    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
     net::IpAddr,
     path::PathBuf,
+    time::Instant,
 };
 
 use aya::{
@@ -26,20 +27,22 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    RING_SIZE, RealInfo, ServiceInfo, ServiceKey, TrafficStats, map_names as names, program_names,
-    ring_index,
+    ConnCounts, FlowKey, FlowState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    conn::{Timeouts, is_active},
+    map_names as names, program_names,
 };
 
+use arena::{Arena, Region};
 use counters::MapSource;
 pub use counters::read_pinned as read_pinned_counters;
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
 use slots::{RealKey, Slots};
 
-use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec};
+use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec, SweepReport};
 use crate::{
     nexthop::{NextHop, NextHopResolver},
-    sched,
+    sched::{self, TableReal},
 };
 
 /// The compiled XDP programs (built by `build.rs` with aya-build).
@@ -50,6 +53,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), DataplaneError> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(names::FLOWS, options.flow_table_size);
+    loader.map_max_entries(names::TABLES, options.sched_table_entries);
     // The maps are declared pinned; aya pins them even without a directory (into
     // /sys/fs/bpf). Private maps are pinned into a fresh directory that is removed right
     // after loading: the maps live on through their file descriptors.
@@ -59,7 +63,7 @@ pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), Dataplan
         .as_ref()
         .or(private_dir.as_ref())
         .expect("one of them is set");
-    let prepared = layout::prepare_pin_dir(dir, options.flow_table_size);
+    let prepared = layout::prepare_pin_dir(dir, options);
     let loaded = prepared.as_ref().ok().map(|_| {
         loader.default_map_pin_directory(dir);
         loader.load(EBPF_OBJECT)
@@ -87,7 +91,7 @@ const FREE_REAL: RealInfo = RealInfo {
     family: 0,
     flags: 0,
     vlan: 0,
-    _pad: [0; 2],
+    weight: 0,
 };
 
 /// How to load the programs.
@@ -97,6 +101,19 @@ pub struct XdpOptions {
     pub pin_dir: Option<PathBuf>,
     /// Entries of the LRU flow table.
     pub flow_table_size: u32,
+    /// Entries of `LB_TABLES`, the arena of scheduling tables.
+    pub sched_table_entries: u32,
+}
+
+impl XdpOptions {
+    /// Private maps of the default sizes (tests, benchmarks).
+    pub fn private() -> Self {
+        Self {
+            pin_dir: None,
+            flow_table_size: lb_common::DEFAULT_FLOW_TABLE_SIZE,
+            sched_table_entries: lb_common::DEFAULT_SCHED_TABLE_ENTRIES,
+        }
+    }
 }
 
 /// How to attach to an interface.
@@ -114,6 +131,10 @@ pub struct XdpDataplane<R> {
     ebpf: Ebpf,
     resolver: R,
     slots: Slots,
+    arena: Arena,
+    /// Last weight above 0 of each configured real (Maglev keeps a real at weight 0 in
+    /// its table with the slots of this weight).
+    last_weights: BTreeMap<RealKey, u32>,
     /// Links of the interfaces the balancer is attached to.
     links: Vec<XdpLinkId>,
     /// Possible CPUs: the number of values of a per-CPU map slot.
@@ -137,12 +158,32 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 program: program_names::BALANCER,
                 source,
             })?;
-        let slots = rebuild_slots(&ebpf)?;
+        let mut slots = rebuild_slots(&ebpf)?;
+        let mut arena = Arena::new(options.sched_table_entries);
+        let mut last_weights = BTreeMap::new();
+        for slot in slots.services.values_mut() {
+            let Some(info) = slot.info else { continue };
+            let region = Region {
+                offset: info.table_offset,
+                len: info.table_len,
+            };
+            if !arena.reserve(region) {
+                // Overlapping or out of range: publish a new table before anything else.
+                slot.info = None;
+            }
+        }
+        for entry in slots.entries.values() {
+            if entry.weight > 0 && entry.flags & lb_common::REAL_FLAG_RETIRED == 0 {
+                last_weights.insert(RealKey::of(entry), u32::from(entry.weight));
+            }
+        }
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Cpus { source })?;
         Ok(Self {
             ebpf,
             resolver,
             slots,
+            arena,
+            last_weights,
             links: Vec::new(),
             cpus,
             load_warnings,
@@ -201,6 +242,12 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         program(&self.ebpf, program_names::BALANCER)
     }
 
+    /// The loaded object, for tests and benchmarks that set map contents directly (such
+    /// as preloaded connection counts).
+    pub fn ebpf_mut(&mut self) -> &mut Ebpf {
+        &mut self.ebpf
+    }
+
     /// Write a real's entry if it differs from what the map holds.
     fn write_real(&mut self, id: u32, info: RealInfo) -> Result<(), DataplaneError> {
         if self.slots.entries.get(&id) == Some(&info) {
@@ -216,6 +263,16 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
+    /// Set the connection counts of real `id`.
+    fn write_conns(&mut self, id: u32, counts: ConnCounts) -> Result<(), DataplaneError> {
+        let mut conns: Array<&mut MapData, ConnCounts> =
+            Array::try_from(map_mut(&mut self.ebpf, names::REAL_CONNS)?)
+                .map_err(map_error(names::REAL_CONNS))?;
+        conns
+            .set(id, counts, 0)
+            .map_err(map_error("writing connection counts"))
+    }
+
     /// Zero slot `id` of per-CPU array `map` (counters or cursor of a newly allocated id).
     fn reset_per_cpu<V: aya::Pod + Default>(
         &mut self,
@@ -229,40 +286,78 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         array.set(id, zero, 0).map_err(map_error(map))
     }
 
-    /// Write `ring` into the inactive slot of service `key` and flip the service entry.
-    fn publish_ring(&mut self, key: ServiceKey, ring: Vec<u32>) -> Result<(), DataplaneError> {
+    /// Write `table` (real ids) into free space of the arena and point service `key` at
+    /// it; the old range is released after the arena's grace period.
+    fn publish_table(
+        &mut self,
+        key: ServiceKey,
+        sched: u8,
+        sched_flags: u8,
+        table: Vec<u32>,
+    ) -> Result<(), DataplaneError> {
         let slot = self
             .slots
             .services
             .get(&key)
             .expect("service allocated before publish");
-        if slot.ring.as_ref() == Some(&ring) {
+        if let Some(info) = slot.info
+            && info.sched == sched
+            && info.sched_flags == sched_flags
+            && slot.table.as_ref() == Some(&table)
+        {
             return Ok(());
         }
-        let (id, next_slot) = (slot.id, slot.ring_slot ^ 1);
-        let mut rings: Array<&mut MapData, u32> =
-            Array::try_from(map_mut(&mut self.ebpf, names::RINGS)?)
-                .map_err(map_error(names::RINGS))?;
-        for (pos, &real_id) in ring.iter().enumerate() {
-            rings
-                .set(ring_index(id, next_slot, pos as u32), real_id, 0)
-                .map_err(map_error("writing a ring"))?;
+        let (id, old) = (slot.id, slot.info);
+        let region = self.allocate_table(table.len() as u32)?;
+        let mut tables: Array<&mut MapData, u32> =
+            Array::try_from(map_mut(&mut self.ebpf, names::TABLES)?)
+                .map_err(map_error(names::TABLES))?;
+        for (pos, &real_id) in table.iter().enumerate() {
+            tables
+                .set(region.offset + pos as u32, real_id, 0)
+                .map_err(map_error("writing a scheduling table"))?;
         }
+        let info = ServiceInfo {
+            id,
+            table_offset: region.offset,
+            table_len: region.len,
+            sched,
+            sched_flags,
+            _pad: [0; 2],
+        };
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceInfo> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::SERVICES)?)
                 .map_err(map_error(names::SERVICES))?;
-        let info = ServiceInfo {
-            id,
-            ring_len: ring.len() as u32,
-            ring_slot: next_slot,
-        };
         services
             .insert(key, info, 0)
             .map_err(map_error("writing a service"))?;
+        if let Some(old) = old {
+            self.arena.release(table_region(&old), Instant::now());
+        }
         let slot = self.slots.services.get_mut(&key).expect("checked above");
-        slot.ring_slot = next_slot;
-        slot.ring = Some(ring);
+        slot.info = Some(info);
+        slot.table = Some(table);
         Ok(())
+    }
+
+    /// Space for a table of `len` entries, waiting for released ranges to come out of
+    /// their grace period if that is what it takes.
+    fn allocate_table(&mut self, len: u32) -> Result<Region, DataplaneError> {
+        loop {
+            let now = Instant::now();
+            if let Some(region) = self.arena.allocate(len, now) {
+                return Ok(region);
+            }
+            match self.arena.next_free_at() {
+                Some(at) => std::thread::sleep(at.saturating_duration_since(now)),
+                None => {
+                    return Err(DataplaneError::Capacity {
+                        what: "scheduling table entries (--sched-table-entries)",
+                        max: self.arena.size(),
+                    });
+                }
+            }
+        }
     }
 
     /// Remove service `key` and free its reals: without the service no packet uses them.
@@ -277,6 +372,9 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         let Some(slot) = self.slots.services.remove(&key) else {
             return Ok(());
         };
+        if let Some(info) = slot.info {
+            self.arena.release(table_region(&info), Instant::now());
+        }
         let mut reals: Array<&mut MapData, RealInfo> =
             Array::try_from(map_mut(&mut self.ebpf, names::REALS)?)
                 .map_err(map_error(names::REALS))?;
@@ -313,15 +411,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let next_hops = self.resolve_all(services);
         let mut wanted_services = BTreeSet::new();
         let mut wanted_reals = BTreeSet::new();
-        let mut rings = Vec::new();
+        let mut tables = Vec::new();
 
         for spec in services {
-            if spec.reals.len() > RING_SIZE as usize {
-                return Err(DataplaneError::Capacity {
-                    what: "real servers in one virtual service",
-                    max: RING_SIZE,
-                });
-            }
             let key = service_key(spec.addr, spec.port, spec.protocol);
             wanted_services.insert(key);
             let (service_id, new) = self.slots.service(key)?;
@@ -329,8 +421,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 self.reset_per_cpu::<TrafficStats>(names::SERVICE_STATS, service_id)?;
                 self.reset_per_cpu::<u32>(names::RR_CURSORS, service_id)?;
             }
-            // (real id, weight) of the reals that can take new flows.
+            // Real ids and what the table is built from, for the reals with a next hop.
             let mut members = Vec::new();
+            let mut table_reals = Vec::new();
             for real in &spec.reals {
                 let (addr, family) = addr_bytes(real.addr);
                 let real_key = RealKey {
@@ -340,6 +433,10 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     family,
                 };
                 wanted_reals.insert(real_key);
+                let weight = real.weight.min(u32::from(u16::MAX));
+                if weight > 0 {
+                    self.last_weights.insert(real_key, weight);
+                }
                 let next_hop = match &next_hops[&real.addr] {
                     Ok(next_hop) => *next_hop,
                     Err(reason) => {
@@ -353,6 +450,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 let (real_id, new) = self.slots.real(real_key)?;
                 if new {
                     self.reset_per_cpu::<TrafficStats>(names::REAL_STATS, real_id)?;
+                    self.write_conns(real_id, ConnCounts::default())?;
                 }
                 self.write_real(
                     real_id,
@@ -366,27 +464,38 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         family,
                         flags: 0,
                         vlan: next_hop.vlan,
-                        _pad: [0; 2],
+                        weight: weight as u16,
                     },
                 )?;
-                members.push((real_id, real.weight));
+                members.push(real_id);
+                table_reals.push(TableReal {
+                    weight,
+                    last_weight: self.last_weights.get(&real_key).copied().unwrap_or(0),
+                    key: sched::permutation_key(real.addr, real.port),
+                });
             }
-            let weights: Vec<u32> = members.iter().map(|&(_, w)| w).collect();
-            let sequence = sched::sequence(spec.scheduler, &weights, RING_SIZE as usize);
-            if sequence.scaled {
+            let table = sched::build(spec.scheduler, &table_reals);
+            if table.scaled {
                 report.scaled.push((spec.addr, spec.port));
             }
-            rings.push((key, sequence.order.iter().map(|&i| members[i].0).collect()));
+            let ids = table.entries.iter().map(|&i| members[i]).collect();
+            tables.push((
+                key,
+                sched::kind(spec.scheduler),
+                sched::flag_bits(spec.sched_flags),
+                ids,
+            ));
         }
 
         // Retired reals keep their entry (flagged) for their established flows.
         for (key, _) in self.slots.reals_not_in(&wanted_reals) {
+            self.last_weights.remove(&key);
             if let Some((id, Some(entry))) = self.slots.retire(&key) {
                 self.write_real(id, entry)?;
             }
         }
-        for (key, ring) in rings {
-            self.publish_ring(key, ring)?;
+        for (key, kind, flags, table) in tables {
+            self.publish_table(key, kind, flags, table)?;
         }
         let stale: Vec<ServiceKey> = self
             .slots
@@ -399,6 +508,58 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             self.remove_service(key)?;
         }
         Ok(report)
+    }
+
+    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
+        let now = monotonic_coarse_ns();
+        let timeouts = Timeouts::IPVS;
+        let mut counts: BTreeMap<u32, ConnCounts> = BTreeMap::new();
+        let mut expired = Vec::new();
+        let mut flows = 0u64;
+        {
+            let table: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(
+                self.ebpf
+                    .map(names::FLOWS)
+                    .ok_or_else(|| counters::missing(names::FLOWS))?,
+            )
+            .map_err(map_error(names::FLOWS))?;
+            for entry in table.iter() {
+                let (key, state) = match entry {
+                    Ok(entry) => entry,
+                    // Evicted between listing and reading: nothing to count.
+                    Err(MapError::KeyNotFound) => continue,
+                    Err(e) => return Err(map_error("reading the flow table")(e)),
+                };
+                if timeouts.expired(state.state, state.last_seen_ns, now) {
+                    expired.push(key);
+                    continue;
+                }
+                flows += 1;
+                let count = counts.entry(state.real_id).or_default();
+                if is_active(state.state) {
+                    count.active += 1;
+                } else {
+                    count.inactive += 1;
+                }
+            }
+        }
+        let mut table: HashMap<&mut MapData, FlowKey, FlowState> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::FLOWS)?)
+                .map_err(map_error(names::FLOWS))?;
+        for key in &expired {
+            match table.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("removing an expired flow")(e)),
+            }
+        }
+        let ids: Vec<u32> = self.slots.entries.keys().copied().collect();
+        for id in ids {
+            self.write_conns(id, counts.get(&id).copied().unwrap_or_default())?;
+        }
+        Ok(SweepReport {
+            flows,
+            expired: expired.len() as u64,
+        })
     }
 
     fn counters(&self) -> Result<Counters, DataplaneError> {
@@ -437,6 +598,26 @@ fn map_mut<'a>(
     name: &'static str,
 ) -> Result<&'a mut aya::maps::Map, DataplaneError> {
     ebpf.map_mut(name).ok_or_else(|| counters::missing(name))
+}
+
+/// The arena range of a published table.
+fn table_region(info: &ServiceInfo) -> Region {
+    Region {
+        offset: info.table_offset,
+        len: info.table_len,
+    }
+}
+
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`, which
+/// stamps the flows.
+fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid pointer to a timespec; the clock id is a constant the kernel knows.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Rebuild the id state from the (possibly pinned, pre-existing) maps.

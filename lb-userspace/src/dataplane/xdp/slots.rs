@@ -36,10 +36,10 @@ impl RealKey {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSlot {
     pub id: u32,
-    /// The active ring (0 or 1).
-    pub ring_slot: u32,
-    /// Real ids in the active ring, `None` when unknown (rebuilt from pins).
-    pub ring: Option<Vec<u32>>,
+    /// The service entry in the map, `None` before the first publish.
+    pub info: Option<ServiceInfo>,
+    /// Real ids in the published table, `None` when unknown (rebuilt from pins).
+    pub table: Option<Vec<u32>>,
 }
 
 #[derive(Debug)]
@@ -80,8 +80,8 @@ impl Slots {
                 key,
                 ServiceSlot {
                     id: info.id,
-                    ring_slot: info.ring_slot & 1,
-                    ring: None,
+                    info: Some(info),
+                    table: None,
                 },
             );
         }
@@ -115,8 +115,8 @@ impl Slots {
             key,
             ServiceSlot {
                 id,
-                ring_slot: 0,
-                ring: None,
+                info: None,
+                table: None,
             },
         );
         Ok((id, true))
@@ -235,7 +235,7 @@ mod tests {
             family: key.family,
             flags: 0,
             vlan: 0,
-            _pad: [0; 2],
+            weight: 1,
         }
     }
 
@@ -318,8 +318,11 @@ mod tests {
         gone.flags = REAL_FLAG_RETIRED;
         let info = ServiceInfo {
             id: 0,
-            ring_len: 1,
-            ring_slot: 1,
+            table_offset: 7,
+            table_len: 1,
+            sched: 0,
+            sched_flags: 0,
+            _pad: [0; 2],
         };
         let mut slots = Slots::rebuild(
             4,
@@ -332,7 +335,7 @@ mod tests {
             ],
         );
         assert_eq!(slots.service(service_key(1)).unwrap(), (0, false));
-        assert_eq!(slots.services[&service_key(1)].ring_slot, 1);
+        assert_eq!(slots.services[&service_key(1)].info, Some(info));
         assert_eq!(slots.real(active).unwrap(), (3, false));
         // Never-used ids (0, 2) come before the retired one (1).
         assert_eq!(slots.real(real_key(0, 5)).unwrap(), (0, true));

@@ -1,4 +1,4 @@
-//! Scheduling sequences, computed in userspace and written into the data plane's rings.
+//! rr and wrr sequences: the data plane walks one cycle with a per-CPU cursor.
 //!
 //! A sequence is the order in which new flows are handed to reals over one cycle: for `rr`
 //! every real with a non-zero weight once, for `wrr` IPVS's weighted round-robin order
@@ -6,41 +6,34 @@
 //! weights each time the list wraps, and a real is chosen when its weight reaches it).
 //! A real with weight 0 never appears: it takes no new flows.
 
-use crate::model::Scheduler;
+use super::Table;
 
-/// Indices into `weights` in scheduling order for one cycle, at most `max_len` long. When a
-/// `wrr` cycle is longer, the weights are scaled down first (ratios kept as closely as
-/// integers allow); `scaled` in the result says so.
-pub fn sequence(scheduler: Scheduler, weights: &[u32], max_len: usize) -> Sequence {
-    match scheduler {
-        Scheduler::Rr => Sequence {
-            order: (0..weights.len()).filter(|&i| weights[i] > 0).collect(),
+/// rr: each real with a non-zero weight once.
+pub fn rr(weights: &[u32]) -> Table {
+    Table {
+        entries: (0..weights.len()).filter(|&i| weights[i] > 0).collect(),
+        scaled: false,
+    }
+}
+
+/// wrr: one cycle of IPVS's order, at most `max_len` long. When the cycle is longer, the
+/// weights are scaled down first (ratios kept as closely as integers allow); `scaled` in
+/// the result says so.
+pub fn wrr(weights: &[u32], max_len: usize) -> Table {
+    if cycle_len(weights) <= max_len as u64 {
+        Table {
+            entries: wrr_cycle(weights),
             scaled: false,
-        },
-        Scheduler::Wrr => {
-            let cycle = cycle_len(weights);
-            if cycle <= max_len as u64 {
-                Sequence {
-                    order: wrr_cycle(weights),
-                    scaled: false,
-                }
-            } else {
-                Sequence {
-                    order: wrr_cycle(&scale(weights, max_len)),
-                    scaled: true,
-                }
-            }
+        }
+    } else {
+        Table {
+            entries: wrr_cycle(&scale(weights, max_len)),
+            scaled: true,
         }
     }
 }
 
-#[derive(Debug, PartialEq, Eq)]
-pub struct Sequence {
-    pub order: Vec<usize>,
-    pub scaled: bool,
-}
-
-fn gcd(a: u32, b: u32) -> u32 {
+pub(super) fn gcd(a: u32, b: u32) -> u32 {
     if b == 0 { a } else { gcd(b, a % b) }
 }
 
@@ -118,20 +111,16 @@ mod tests {
 
     #[test]
     fn rr_takes_each_positive_weight_once() {
-        let seq = sequence(Scheduler::Rr, &[1, 0, 5, 2], 1024);
-        assert_eq!(seq.order, vec![0, 2, 3]);
+        assert_eq!(rr(&[1, 0, 5, 2]).entries, vec![0, 2, 3]);
     }
 
     #[test]
     fn wrr_matches_ipvs_order() {
         // 3:1 — IPVS picks A, A, A, B.
-        assert_eq!(
-            sequence(Scheduler::Wrr, &[3, 1], 1024).order,
-            vec![0, 0, 0, 1]
-        );
+        assert_eq!(wrr(&[3, 1], 1024).entries, vec![0, 0, 0, 1]);
         // 4:3:2 — IPVS: cw 4: A; 3: A B; 2: A B C; 1: A B C.
         assert_eq!(
-            sequence(Scheduler::Wrr, &[4, 3, 2], 1024).order,
+            wrr(&[4, 3, 2], 1024).entries,
             vec![0, 0, 1, 0, 1, 2, 0, 1, 2]
         );
     }
@@ -145,27 +134,27 @@ mod tests {
             vec![7, 13, 29, 1],
             vec![6, 4],
         ] {
-            let seq = sequence(Scheduler::Wrr, &weights, 1024);
+            let seq = wrr(&weights, 1024);
             let g = weights.iter().copied().filter(|&w| w > 0).fold(0, gcd);
             let expected: Vec<usize> = weights.iter().map(|&w| (w / g) as usize).collect();
-            assert_eq!(counts(&seq.order, weights.len()), expected, "{weights:?}");
+            assert_eq!(counts(&seq.entries, weights.len()), expected, "{weights:?}");
             assert!(!seq.scaled);
         }
     }
 
     #[test]
     fn all_zero_weights_give_an_empty_sequence() {
-        assert!(sequence(Scheduler::Wrr, &[0, 0], 1024).order.is_empty());
-        assert!(sequence(Scheduler::Rr, &[0], 1024).order.is_empty());
+        assert!(wrr(&[0, 0], 1024).entries.is_empty());
+        assert!(rr(&[0]).entries.is_empty());
     }
 
     #[test]
     fn long_wrr_cycles_are_scaled_to_fit() {
         let weights = [1000, 999, 1];
-        let seq = sequence(Scheduler::Wrr, &weights, 1024);
+        let seq = wrr(&weights, 1024);
         assert!(seq.scaled);
-        assert!(seq.order.len() <= 1024);
-        let c = counts(&seq.order, 3);
+        assert!(seq.entries.len() <= 1024);
+        let c = counts(&seq.entries, 3);
         assert!(c[2] >= 1);
         let ratio = c[0] as f64 / c[1] as f64;
         assert!((ratio - 1000.0 / 999.0).abs() < 0.01, "{c:?}");

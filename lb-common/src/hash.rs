@@ -1,0 +1,66 @@
+//! Hashes of the hashing schedulers, shared so that userspace and tests compute exactly
+//! what the data plane computes.
+
+/// IPVS's fold of an address to 32 bits (`ip_vs_sh_hashkey`): the IPv4 address, or the
+/// XOR of the four words of an IPv6 address; in host order.
+#[inline(always)]
+pub const fn fold(addr: &[u8; 16], ipv6: bool) -> u32 {
+    let w0 = u32::from_be_bytes([addr[0], addr[1], addr[2], addr[3]]);
+    if !ipv6 {
+        return w0;
+    }
+    let w1 = u32::from_be_bytes([addr[4], addr[5], addr[6], addr[7]]);
+    let w2 = u32::from_be_bytes([addr[8], addr[9], addr[10], addr[11]]);
+    let w3 = u32::from_be_bytes([addr[12], addr[13], addr[14], addr[15]]);
+    w0 ^ w1 ^ w2 ^ w3
+}
+
+/// Bucket of the sh/dh table (`IP_VS_SH_TAB_SIZE` = 256) for a folded address, a port
+/// (0 unless `sh-port`) and a probe offset: IPVS's `hash_32(port + addr, 8) + offset`.
+#[inline(always)]
+pub const fn bucket(folded: u32, port: u16, offset: u32) -> u32 {
+    let hash = (folded.wrapping_add(port as u32)).wrapping_mul(0x61C8_8647) >> 24;
+    (hash + offset) & 0xFF
+}
+
+/// Slot of the Maglev table (`MAGLEV_TABLE_SIZE` entries) for a folded address and a port
+/// (0 unless `mh-port`): a full-avalanche 32-bit mix (murmur3's finaliser), so that
+/// neighbouring addresses land far apart.
+#[inline(always)]
+pub const fn maglev_slot(folded: u32, port: u16) -> u32 {
+    let mut h = folded ^ ((port as u32) << 16 | port as u32).rotate_left(7);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x85EB_CA6B);
+    h ^= h >> 13;
+    h = h.wrapping_mul(0xC2B2_AE35);
+    h ^= h >> 16;
+    h % crate::sched::MAGLEV_TABLE_SIZE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv4_folds_to_itself_and_ipv6_xors_its_words() {
+        let mut v4 = [0; 16];
+        v4[..4].copy_from_slice(&[10, 0, 0, 1]);
+        assert_eq!(fold(&v4, false), 0x0A00_0001);
+        let mut v6 = [0; 16];
+        v6[3] = 1;
+        v6[15] = 3;
+        assert_eq!(fold(&v6, true), 2);
+    }
+
+    #[test]
+    fn buckets_and_slots_stay_in_their_tables() {
+        for addr in [0, 1, 0x0A00_0001, u32::MAX] {
+            for port in [0, 80, u16::MAX] {
+                assert!(bucket(addr, port, 255) < 256);
+                assert!(maglev_slot(addr, port) < crate::sched::MAGLEV_TABLE_SIZE);
+            }
+        }
+        // Offsets probe consecutive buckets, wrapping.
+        assert_eq!(bucket(7, 0, 1), (bucket(7, 0, 0) + 1) & 0xFF);
+    }
+}

@@ -1,0 +1,37 @@
+//! How the data plane schedules a new flow, per service (`ServiceInfo::sched`), and the
+//! table sizes userspace builds for it. Userspace computes every table; the data plane only
+//! reads them (see `lb-ebpf/src/sched/` and `lb-userspace/src/sched/`).
+
+/// rr and wrr: the table is one cycle of real ids in order; a per-CPU cursor walks it.
+pub const KIND_SEQUENCE: u8 = 0;
+/// sh: `SH_TABLE_SIZE` buckets of real ids, indexed by the hash of the source address
+/// (and port with `FLAG_HASH_PORT`).
+pub const KIND_SOURCE_HASH: u8 = 1;
+/// dh: the same buckets, indexed by the hash of the destination address.
+pub const KIND_DEST_HASH: u8 = 2;
+/// mh: a Maglev lookup table of `MAGLEV_TABLE_SIZE` real ids, indexed by the hash of the
+/// source address (and port with `FLAG_HASH_PORT`).
+pub const KIND_MAGLEV: u8 = 3;
+/// lc, wlc, sed, nq: the table lists the service's reals (at most
+/// `LEAST_CONN_MAX_REALS`); the data plane picks by `LB_REAL_CONNS` and weights.
+pub const KIND_LC: u8 = 4;
+pub const KIND_WLC: u8 = 5;
+pub const KIND_SED: u8 = 6;
+pub const KIND_NQ: u8 = 7;
+
+/// `sh-fallback` / `mh-fallback` (IPVS `IP_VS_SVC_F_SCHED1`): when the hashed real cannot
+/// take the flow, probe on to the next one that can.
+pub const FLAG_FALLBACK: u8 = 1;
+/// `sh-port` / `mh-port` (IPVS `IP_VS_SVC_F_SCHED2`): hash the source port too.
+pub const FLAG_HASH_PORT: u8 = 2;
+
+/// Buckets of an sh/dh table (IPVS `IP_VS_SH_TAB_SIZE` with the default 8 bits).
+pub const SH_TABLE_SIZE: u32 = 256;
+/// Entries of a Maglev table: a prime, as Maglev needs.
+pub const MAGLEV_TABLE_SIZE: u32 = 65537;
+/// Reals a least-connection scheduler compares (a bounded loop in the data plane).
+pub const LEAST_CONN_MAX_REALS: u32 = 256;
+/// Probes of a fallback before giving up (every bucket of an sh table).
+pub const FALLBACK_PROBES: u32 = 256;
+/// Longest rr/wrr cycle; longer wrr cycles are scaled down.
+pub const MAX_SEQUENCE_LEN: u32 = 65536;

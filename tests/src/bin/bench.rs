@@ -1,0 +1,254 @@
+//! `cargo xtask bench`: per-packet cost of the balancer through BPF_PROG_TEST_RUN, in one
+//! run so that ratios are comparable on a noisy shared machine. Prints a table and writes
+//! `target/bench/report.json` (or the path given).
+//!
+//! Scheduling: for every scheduler and 2, 16 and 256 reals, the kernel-timed cost of a
+//! new flow (a SYN from a client not seen before: parse, lookup, flow-table miss,
+//! scheduling, rewrite, flow insert), as the median of single runs over distinct flows,
+//! next to a trivial XDP_PASS program timed the same way (the harness's floor), and the
+//! cost of a packet of an established flow (one frame repeated a million times).
+//! Needs root.
+
+use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context as _;
+use aya::{
+    TestRun as _,
+    programs::{TestRunOptions, Xdp},
+};
+use clap::Parser;
+use lb_common::{program_names, xdp_action};
+use lb_tests::{
+    packet::{Frame, TCP_ACK, v4},
+    testrun::{INGRESS, StaticNextHops, TestBalancer},
+};
+use lb_userspace::{
+    dataplane::xdp::{XdpOptions, load_object},
+    model::Scheduler,
+    nexthop::NextHop,
+};
+use serde::Serialize;
+
+#[derive(Parser)]
+#[command(
+    name = "bench",
+    about = "Per-packet cost of the XDP balancer (needs root)"
+)]
+struct Args {
+    /// New flows timed per scheduler and real count.
+    #[arg(long, default_value_t = 20_000)]
+    new_flows: usize,
+    /// Repetitions of the established-flow frame.
+    #[arg(long, default_value_t = 1_000_000)]
+    repeat: u32,
+    /// Where to write the JSON report.
+    #[arg(long, default_value = "target/bench/report.json")]
+    report: PathBuf,
+}
+
+const REAL_COUNTS: [usize; 3] = [2, 16, 256];
+const IPV4_SRC: usize = 14 + 12;
+const TCP_SPORT: usize = 14 + 20;
+
+#[derive(Serialize)]
+struct SchedulerRow {
+    scheduler: &'static str,
+    reals: usize,
+    /// Median kernel time of one new-flow packet.
+    new_flow_ns: u64,
+    /// `new_flow_ns` minus the XDP_PASS floor.
+    new_flow_net_ns: u64,
+    /// Mean kernel time of one established-flow packet over `repeat` runs.
+    established_ns: f64,
+}
+
+#[derive(Serialize)]
+struct Report {
+    /// XDP_PASS program, single runs: the harness's per-run floor.
+    xdp_pass_single_run_ns: u64,
+    /// XDP_PASS program, mean over `repeat` runs.
+    xdp_pass_repeated_ns: f64,
+    schedulers: Vec<SchedulerRow>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (reals, next_hops) = reals(REAL_COUNTS.iter().sum::<usize>() * Scheduler::ALL.len());
+    let mut balancer = TestBalancer::load(next_hops, 1 << 20)?;
+    let mut config = String::new();
+    let mut services = Vec::new();
+    let mut next_real = 0;
+    for (s, scheduler) in Scheduler::ALL.iter().enumerate() {
+        for (c, &count) in REAL_COUNTS.iter().enumerate() {
+            let vip = [192, 0, 2 + s as u8, 1 + c as u8];
+            config += &format!(
+                "virtual_server {} 80 {{\n lb_algo {}\n lb_kind DR\n",
+                IpAddr::from(vip),
+                scheduler.name()
+            );
+            for (i, real) in reals[next_real..next_real + count].iter().enumerate() {
+                config += &format!(" real_server {real} 80 {{\n  weight {}\n }}\n", 1 + i % 4);
+            }
+            config += "}\n";
+            next_real += count;
+            services.push((*scheduler, count, vip));
+        }
+    }
+    balancer.apply_config(&config)?;
+
+    let pass = PassProgram::load()?;
+    let syn = Frame::tcp(v4([198, 18, 0, 1], [192, 0, 2, 1]), 1024, 80).bytes();
+    let floor = median(&single_runs(args.new_flows, &syn, |frame| {
+        pass.run(frame, 1)
+    })?);
+    let pass_repeated = pass.run(&syn, args.repeat)?.as_nanos() as f64;
+
+    let mut rows = Vec::new();
+    for (n, (scheduler, count, vip)) in services.iter().enumerate() {
+        let mut frame = Frame::tcp(v4([198, 18, 0, 1], *vip), 1024, 80).bytes();
+        let mut client = 0x0a00_0000u32 + (n as u32) * 0x0010_0000;
+        let durations = single_runs(args.new_flows, &frame.clone(), |input| {
+            client += 1;
+            let mut input = input.to_vec();
+            input[IPV4_SRC..IPV4_SRC + 4].copy_from_slice(&client.to_be_bytes());
+            input[TCP_SPORT..TCP_SPORT + 2]
+                .copy_from_slice(&(1024 + (client % 60000) as u16).to_be_bytes());
+            let run = balancer.run(&input)?;
+            anyhow::ensure!(
+                run.action == xdp_action::XDP_TX,
+                "{} new flow not forwarded",
+                scheduler.name()
+            );
+            Ok(run.duration)
+        })?;
+        // One established flow, repeated.
+        frame[IPV4_SRC..IPV4_SRC + 4].copy_from_slice(&[198, 18, 255, n as u8]);
+        balancer.run(&frame)?;
+        let ack = Frame::tcp(v4([198, 18, 255, n as u8], *vip), 1024, 80)
+            .with_tcp_flags(TCP_ACK)
+            .bytes();
+        let established = balancer.run_repeat(&ack, args.repeat)?;
+        anyhow::ensure!(
+            established.action == xdp_action::XDP_TX,
+            "established flow not forwarded"
+        );
+        let new_flow_ns = median(&durations);
+        rows.push(SchedulerRow {
+            scheduler: scheduler.name(),
+            reals: *count,
+            new_flow_ns,
+            new_flow_net_ns: new_flow_ns.saturating_sub(floor),
+            established_ns: established.duration.as_nanos() as f64,
+        });
+    }
+
+    println!("XDP_PASS floor: {floor} ns per single run, {pass_repeated:.0} ns repeated");
+    println!();
+    println!(
+        "{:<6} {:>6} {:>14} {:>18} {:>16}",
+        "sched", "reals", "new flow (ns)", "new flow - floor", "established (ns)"
+    );
+    for row in &rows {
+        println!(
+            "{:<6} {:>6} {:>14} {:>18} {:>16.0}",
+            row.scheduler, row.reals, row.new_flow_ns, row.new_flow_net_ns, row.established_ns
+        );
+    }
+    let report = Report {
+        xdp_pass_single_run_ns: floor,
+        xdp_pass_repeated_ns: pass_repeated,
+        schedulers: rows,
+    };
+    if let Some(dir) = args.report.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
+    }
+    std::fs::write(&args.report, serde_json::to_string_pretty(&report)?)
+        .with_context(|| format!("write {}", args.report.display()))?;
+    println!("\nreport: {}", args.report.display());
+    Ok(())
+}
+
+/// `n` real addresses (10.10.x.y) and their next hops on the ingress interface.
+fn reals(n: usize) -> (Vec<IpAddr>, StaticNextHops) {
+    let mut table = HashMap::new();
+    let addrs: Vec<IpAddr> = (0..n)
+        .map(|i| {
+            let addr = [10, 10, (i >> 8) as u8, i as u8];
+            table.insert(
+                IpAddr::from(addr),
+                NextHop {
+                    ifindex: INGRESS,
+                    mac: [0x02, 0xaa, 0, 0, addr[2], addr[3]],
+                    src_mac: [0x02, 0xd1, 0, 0, 0, 1],
+                    vlan: 0,
+                },
+            );
+            IpAddr::from(addr)
+        })
+        .collect();
+    (addrs, StaticNextHops(table))
+}
+
+/// `n` single runs of `run` on `frame`; the kernel's duration of each.
+fn single_runs(
+    n: usize,
+    frame: &[u8],
+    mut run: impl FnMut(&[u8]) -> anyhow::Result<Duration>,
+) -> anyhow::Result<Vec<u64>> {
+    (0..n)
+        .map(|_| run(frame).map(|d| d.as_nanos() as u64))
+        .collect()
+}
+
+fn median(values: &[u64]) -> u64 {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    sorted.get(sorted.len() / 2).copied().unwrap_or(0)
+}
+
+/// The trivial XDP_PASS program of the same object.
+struct PassProgram {
+    ebpf: aya::Ebpf,
+}
+
+impl PassProgram {
+    fn load() -> anyhow::Result<Self> {
+        let options = XdpOptions {
+            flow_table_size: 1,
+            sched_table_entries: 1,
+            ..XdpOptions::private()
+        };
+        let (mut ebpf, _) = load_object(&options)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(program_names::PASS)
+            .context("pass program missing")?
+            .try_into()?;
+        program.load()?;
+        Ok(Self { ebpf })
+    }
+
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
+        let ctx: Vec<u8> = [0, frame.len() as u32, 0, INGRESS, 0, 0]
+            .iter()
+            .flat_map(|v: &u32| v.to_ne_bytes())
+            .collect();
+        let mut output = vec![0; frame.len() + 256];
+        let program: &Xdp = self
+            .ebpf
+            .program(program_names::PASS)
+            .context("pass program missing")?
+            .try_into()?;
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            data_out: Some(&mut output),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        anyhow::ensure!(
+            result.return_value == xdp_action::XDP_PASS,
+            "pass program did not pass"
+        );
+        Ok(result.duration)
+    }
+}

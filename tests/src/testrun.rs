@@ -1,0 +1,161 @@
+//! BPF_PROG_TEST_RUN harness: the XDP backend with private maps and next hops from a
+//! table instead of the kernel, and frames run through the loaded balancer program.
+
+use std::{collections::HashMap, net::IpAddr, path::Path, time::Duration};
+
+use anyhow::{Context as _, bail};
+use aya::{
+    TestRun as _,
+    maps::{Array, MapData},
+    programs::TestRunOptions,
+};
+use lb_common::{ConnCounts, RealInfo, map_names};
+use lb_userspace::{
+    config,
+    controller::desired_state,
+    dataplane::{
+        ApplyReport, Dataplane,
+        xdp::{XdpDataplane, XdpOptions, addr_from},
+    },
+    nexthop::{NextHop, NextHopError, NextHopResolver},
+};
+
+/// Loopback: exists in every namespace, so test runs can name it as the ingress interface.
+pub const INGRESS: u32 = 1;
+
+/// Next hops from a table.
+pub struct StaticNextHops(pub HashMap<IpAddr, NextHop>);
+
+impl NextHopResolver for StaticNextHops {
+    fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NextHopError>> {
+        addrs
+            .iter()
+            .map(|&addr| {
+                self.0
+                    .get(&addr)
+                    .copied()
+                    .ok_or(NextHopError::NoRoute { addr })
+            })
+            .collect()
+    }
+}
+
+/// What one run of a frame gave.
+pub struct Run {
+    pub action: u32,
+    pub output: Vec<u8>,
+    /// The kernel's time per repetition.
+    pub duration: Duration,
+}
+
+pub struct TestBalancer {
+    pub dataplane: XdpDataplane<StaticNextHops>,
+}
+
+impl TestBalancer {
+    /// Load the balancer with a flow table of `flow_table_size` entries. Pins this thread
+    /// to CPU 0 so that per-CPU state (rr cursors) is one sequence.
+    pub fn load(next_hops: StaticNextHops, flow_table_size: u32) -> anyhow::Result<Self> {
+        pin_to_cpu0()?;
+        let options = XdpOptions {
+            flow_table_size,
+            ..XdpOptions::private()
+        };
+        let dataplane = XdpDataplane::load(&options, next_hops).context("load XDP")?;
+        Ok(Self { dataplane })
+    }
+
+    /// Parse `text` as keepalived.conf and apply it; every real must resolve.
+    pub fn apply_config(&mut self, text: &str) -> anyhow::Result<ApplyReport> {
+        let loaded = config::parse(text, Path::new("test.conf")).context("config")?;
+        let report = self.dataplane.apply(&desired_state(&loaded.config))?;
+        if !report.unresolved.is_empty() {
+            bail!("unresolved reals: {:?}", report.unresolved);
+        }
+        Ok(report)
+    }
+
+    /// Run `input` once, arriving on `INGRESS`.
+    pub fn run(&self, input: &[u8]) -> anyhow::Result<Run> {
+        self.run_repeat(input, 1)
+    }
+
+    /// Run `input` `repeat` times in one test run (the output is the last run's).
+    pub fn run_repeat(&self, input: &[u8], repeat: u32) -> anyhow::Result<Run> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let ctx: Vec<u8> = [0, input.len() as u32, 0, INGRESS, 0, 0]
+            .iter()
+            .flat_map(|v: &u32| v.to_ne_bytes())
+            .collect();
+        let mut output = vec![0; input.len() + 256];
+        let result = self.dataplane.balancer()?.test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut output),
+            ctx_in: Some(&ctx),
+            repeat,
+            ..TestRunOptions::default()
+        })?;
+        output.truncate(result.data_size_out as usize);
+        Ok(Run {
+            action: result.return_value,
+            output,
+            duration: result.duration,
+        })
+    }
+
+    /// The data-plane id of every real in use: (address, port, service id) → id.
+    pub fn real_ids(&mut self) -> anyhow::Result<HashMap<(IpAddr, u16, u32), u32>> {
+        let reals: Array<&MapData, RealInfo> = Array::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map(map_names::REALS)
+                .context("LB_REALS")?,
+        )?;
+        let mut ids = HashMap::new();
+        for id in 0..lb_common::MAX_REALS {
+            let real = reals.get(&id, 0)?;
+            if let Some(addr) = addr_from(real.addr, real.family) {
+                ids.insert((addr, u16::from_be_bytes(real.port), real.service_id), id);
+            }
+        }
+        Ok(ids)
+    }
+
+    /// The connection counts of real `id`.
+    pub fn conns(&mut self, id: u32) -> anyhow::Result<ConnCounts> {
+        let conns: Array<&MapData, ConnCounts> = Array::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map(map_names::REAL_CONNS)
+                .context("LB_REAL_CONNS")?,
+        )?;
+        Ok(conns.get(&id, 0)?)
+    }
+
+    /// Preload the connection counts of real `id`.
+    pub fn set_conns(&mut self, id: u32, counts: ConnCounts) -> anyhow::Result<()> {
+        let mut conns: Array<&mut MapData, ConnCounts> = Array::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map_mut(map_names::REAL_CONNS)
+                .context("LB_REAL_CONNS")?,
+        )?;
+        conns.set(id, counts, 0)?;
+        Ok(())
+    }
+}
+
+/// Pin the calling thread to CPU 0.
+pub fn pin_to_cpu0() -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; the calls only read/write it.
+    let rc = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set)
+    };
+    if rc != 0 {
+        bail!("sched_setaffinity: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}

@@ -1,0 +1,496 @@
+//! Every scheduler through BPF_PROG_TEST_RUN: shares over 100,000 synthetic flows, the
+//! least-connection family against preloaded connection counts, connection counting from
+//! TCP state, weight 0, and established flows across weight changes and table swaps.
+//! Needs root (BPF); see `lb_tests::privilege`.
+
+use std::{collections::HashMap, net::IpAddr};
+
+use lb_common::{ConnCounts, Outcome, hash, xdp_action};
+use lb_tests::{
+    packet::{Frame, TCP_ACK, TCP_FIN, v4},
+    privilege::require_root,
+    testrun::{INGRESS, StaticNextHops, TestBalancer},
+};
+use lb_userspace::{dataplane::Dataplane, nexthop::NextHop};
+
+const FLOWS: usize = 100_000;
+/// Offsets in an untagged IPv4/TCP frame.
+const IPV4_SRC: usize = 14 + 12;
+const IPV4_DST: usize = 14 + 16;
+const TCP_SPORT: usize = 14 + 20;
+
+/// Real `net.n` (10.9.net.n) with MAC 02:aa:00:00:net:n.
+fn real_addr(net: u8, n: u8) -> [u8; 4] {
+    [10, 9, net, n]
+}
+
+fn mac_of(addr: [u8; 4]) -> [u8; 6] {
+    [0x02, 0xaa, 0, 0, addr[2], addr[3]]
+}
+
+/// Next hops for reals 10.9.0..8.1..4 on the ingress interface.
+fn next_hops() -> StaticNextHops {
+    let mut table = HashMap::new();
+    for net in 0..8 {
+        for n in 1..=4 {
+            let addr = real_addr(net, n);
+            table.insert(
+                IpAddr::from(addr),
+                NextHop {
+                    ifindex: INGRESS,
+                    mac: mac_of(addr),
+                    src_mac: [0x02, 0xd1, 0, 0, 0, 1],
+                    vlan: 0,
+                },
+            );
+        }
+    }
+    StaticNextHops(table)
+}
+
+/// A virtual_server block on `vip`:80 with reals 10.9.`net`.1.. of the given weights.
+fn service(vip: [u8; 4], sched: &str, extra: &str, net: u8, weights: &[u32]) -> String {
+    let vip = IpAddr::from(vip);
+    let mut text = format!("virtual_server {vip} 80 {{\n lb_algo {sched}\n lb_kind DR\n{extra}\n");
+    for (i, weight) in weights.iter().enumerate() {
+        let real = IpAddr::from(real_addr(net, i as u8 + 1));
+        text.push_str(&format!(
+            " real_server {real} 80 {{\n  weight {weight}\n }}\n"
+        ));
+    }
+    text.push_str("}\n");
+    text
+}
+
+/// xorshift64*: deterministic synthetic clients.
+struct Clients(u64);
+
+impl Clients {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+/// The real (its address's last byte, 1..) a forwarded frame went to; `None` if the frame
+/// was not forwarded.
+fn real_of(balancer: &TestBalancer, frame: &[u8]) -> Option<u8> {
+    let run = balancer.run(frame).expect("test run");
+    (run.action == xdp_action::XDP_TX).then(|| run.output[5])
+}
+
+/// Send `flows` SYNs from pseudo-random clients (address and port) to the VIPs in turn;
+/// per real (last address byte), the flows it got, and the flows nobody took.
+fn spread(
+    balancer: &TestBalancer,
+    vips: &[[u8; 4]],
+    flows: usize,
+    seed: u64,
+) -> (HashMap<u8, usize>, usize) {
+    let mut clients = Clients(seed);
+    let mut frame = Frame::tcp(v4([198, 18, 0, 1], vips[0]), 1024, 80).bytes();
+    let mut shares = HashMap::new();
+    let mut refused = 0;
+    for i in 0..flows {
+        let r = clients.next();
+        frame[IPV4_SRC..IPV4_SRC + 4].copy_from_slice(&(r as u32).to_be_bytes());
+        frame[TCP_SPORT..TCP_SPORT + 2].copy_from_slice(&((r >> 32) as u16 | 1024).to_be_bytes());
+        frame[IPV4_DST..IPV4_DST + 4].copy_from_slice(&vips[i % vips.len()]);
+        match real_of(balancer, &frame) {
+            Some(real) => *shares.entry(real).or_default() += 1,
+            None => refused += 1,
+        }
+    }
+    (shares, refused)
+}
+
+/// Observed shares must be within 2 percentage points of `expected` (per real 1..).
+fn assert_shares(what: &str, shares: &HashMap<u8, usize>, expected: &[f64]) {
+    let total: usize = shares.values().sum();
+    for (i, want) in expected.iter().enumerate() {
+        let got = shares.get(&(i as u8 + 1)).copied().unwrap_or(0) as f64 / total as f64;
+        assert!(
+            (got - want).abs() <= 0.02,
+            "{what}: real {} got {:.4} of {total} flows, expected {want:.4} ({shares:?})",
+            i + 1,
+            got
+        );
+    }
+    assert_eq!(
+        shares.len(),
+        expected.len(),
+        "{what}: unexpected reals {shares:?}"
+    );
+}
+
+/// 256 addresses whose dh buckets are all different: flows spread evenly over them hit
+/// every bucket equally often, so the shares are the table's.
+fn one_vip_per_dh_bucket() -> Vec<[u8; 4]> {
+    let mut by_bucket: Vec<Option<[u8; 4]>> = vec![None; 256];
+    for n in 0u32.. {
+        let addr = [10, 200, (n >> 8) as u8, n as u8];
+        let mut full = [0; 16];
+        full[..4].copy_from_slice(&addr);
+        let bucket = hash::bucket(hash::fold(&full, false), 0, 0) as usize;
+        by_bucket[bucket].get_or_insert(addr);
+        if by_bucket.iter().all(Option::is_some) {
+            break;
+        }
+    }
+    by_bucket
+        .into_iter()
+        .map(|a| a.expect("all found"))
+        .collect()
+}
+
+#[test]
+fn shares_over_100k_flows_follow_each_scheduler() {
+    if !require_root("shares_over_100k_flows_follow_each_scheduler") {
+        return;
+    }
+    let dh_vips = one_vip_per_dh_bucket();
+    let mut config = String::new();
+    config += &service([192, 0, 2, 1], "rr", "", 0, &[1, 1, 1, 1]);
+    config += &service([192, 0, 2, 2], "wrr", "", 1, &[1, 2, 3, 4]);
+    config += &service([192, 0, 2, 3], "sh", "", 2, &[1, 2, 3, 4]);
+    config += &service([192, 0, 2, 4], "mh", "", 3, &[1, 2, 3, 4]);
+    for vip in &dh_vips {
+        config += &service(*vip, "dh", "", 4, &[1, 2, 3, 4]);
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 19).expect("load");
+    balancer.apply_config(&config).expect("apply");
+
+    let weighted = [0.1, 0.2, 0.3, 0.4];
+    /// Scheduler, its VIPs, the expected share of reals 1..4.
+    type Case = (&'static str, Vec<[u8; 4]>, [f64; 4]);
+    let cases: [Case; 5] = [
+        ("rr", vec![[192, 0, 2, 1]], [0.25; 4]),
+        ("wrr", vec![[192, 0, 2, 2]], weighted),
+        ("sh", vec![[192, 0, 2, 3]], weighted),
+        ("mh", vec![[192, 0, 2, 4]], weighted),
+        // IPVS's dh gives each real the same number of buckets, whatever the weights.
+        ("dh", dh_vips, [0.25; 4]),
+    ];
+    for (i, (name, vips, expected)) in cases.iter().enumerate() {
+        let (shares, refused) = spread(&balancer, vips, FLOWS, 0x9e37_79b9 + i as u64);
+        assert_eq!(refused, 0, "{name}: flows refused");
+        assert_shares(name, &shares, expected);
+    }
+}
+
+#[test]
+fn hashing_schedulers_are_deterministic_per_client() {
+    if !require_root("hashing_schedulers_are_deterministic_per_client") {
+        return;
+    }
+    let mut config = String::new();
+    config += &service([192, 0, 2, 3], "sh", "", 0, &[1, 1, 1, 1]);
+    config += &service([192, 0, 2, 4], "mh", "", 1, &[1, 1, 1, 1]);
+    config += &service([192, 0, 2, 5], "sh", " sh-port", 2, &[1, 1, 1, 1]);
+    config += &service([192, 0, 2, 6], "mh", " mh-port", 3, &[1, 1, 1, 1]);
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 14).expect("load");
+    balancer.apply_config(&config).expect("apply");
+    for (vip, by_port) in [(3, false), (4, false), (5, true), (6, true)] {
+        let mut reals = std::collections::BTreeSet::new();
+        for client in 1..=20u8 {
+            let mut per_client = std::collections::BTreeSet::new();
+            for port in 0..16u16 {
+                let frame = Frame::tcp(v4([198, 18, 1, client], [192, 0, 2, vip]), 2000 + port, 80);
+                let real = real_of(&balancer, &frame.bytes()).expect("forwarded");
+                per_client.insert(real);
+                reals.insert(real);
+            }
+            // Without the port flag a client always gets one real; with it, its
+            // connections spread.
+            assert_eq!(
+                per_client.len() == 1,
+                !by_port,
+                "vip .{vip}: {per_client:?}"
+            );
+        }
+        assert_eq!(reals.len(), 4, "vip .{vip}: clients reach every real");
+    }
+}
+
+/// Preload `counts` (per real 1.., (active, inactive)) for the reals of net `net`.
+fn preload(balancer: &mut TestBalancer, net: u8, counts: &[(u32, u32)]) {
+    let ids = balancer.real_ids().expect("real ids");
+    for (i, &(active, inactive)) in counts.iter().enumerate() {
+        let addr = IpAddr::from(real_addr(net, i as u8 + 1));
+        let id = ids
+            .iter()
+            .find(|((a, _, _), _)| *a == addr)
+            .map(|(_, id)| *id)
+            .expect("real id");
+        balancer
+            .set_conns(id, ConnCounts { active, inactive })
+            .expect("set counts");
+    }
+}
+
+#[test]
+fn least_connection_schedulers_pick_by_weighted_counts() {
+    if !require_root("least_connection_schedulers_pick_by_weighted_counts") {
+        return;
+    }
+    // Reals 1..4 with weights 1, 2, 4 and 0 (never chosen, though it has no connections).
+    let weights = [1, 2, 4, 0];
+    let schedulers = ["lc", "wlc", "sed", "nq"];
+    let mut config = String::new();
+    for (i, sched) in schedulers.iter().enumerate() {
+        config += &service([192, 0, 2, 10 + i as u8], sched, "", i as u8, &weights);
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(&config).expect("apply");
+    // (active, inactive) per real, and the real each of lc, wlc, sed, nq must pick:
+    // - lc: least active*256+inactive; wlc: that over the weight;
+    // - sed: least (active+1)/weight; nq: a real without active connections, else sed.
+    type Counts = [(u32, u32); 4];
+    let cases: [(Counts, [u8; 4]); 2] = [
+        ([(1, 5), (1, 0), (2, 0), (0, 0)], [2, 2, 3, 3]),
+        ([(0, 50), (1, 0), (2, 0), (0, 0)], [1, 1, 3, 1]),
+    ];
+    for (case, (counts, expected)) in cases.iter().enumerate() {
+        for (i, sched) in schedulers.iter().enumerate() {
+            preload(&mut balancer, i as u8, counts);
+            let frame = Frame::tcp(
+                v4([198, 18, 2, case as u8], [192, 0, 2, 10 + i as u8]),
+                4000,
+                80,
+            );
+            assert_eq!(
+                real_of(&balancer, &frame.bytes()),
+                Some(expected[i]),
+                "case {case}: {sched} with counts {counts:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn connections_are_counted_from_tcp_state_and_recounted_by_a_sweep() {
+    if !require_root("connections_are_counted_from_tcp_state_and_recounted_by_a_sweep") {
+        return;
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer
+        .apply_config(&service([192, 0, 2, 20], "lc", "", 0, &[1]))
+        .expect("apply");
+    let id = balancer
+        .real_ids()
+        .expect("ids")
+        .into_values()
+        .next()
+        .expect("one real");
+    let counts = |balancer: &mut TestBalancer| {
+        let c = balancer.conns(id).expect("counts");
+        (c.active, c.inactive)
+    };
+    let syn = Frame::tcp(v4([198, 18, 3, 1], [192, 0, 2, 20]), 5000, 80);
+    let mut steps = vec![];
+    for flags in [None, Some(TCP_ACK), Some(TCP_ACK), Some(TCP_FIN | TCP_ACK)] {
+        let frame = flags.map_or(syn.clone(), |f| syn.clone().with_tcp_flags(f));
+        assert!(real_of(&balancer, &frame.bytes()).is_some());
+        steps.push(counts(&mut balancer));
+    }
+    // SYN_RECV and ESTABLISHED are active, FIN_WAIT inactive (IPVS's tcp_state_active_table).
+    assert_eq!(steps, [(1, 0), (1, 0), (1, 0), (0, 1)]);
+    // A second connection, established.
+    let other = Frame::tcp(v4([198, 18, 3, 2], [192, 0, 2, 20]), 5001, 80);
+    real_of(&balancer, &other.bytes());
+    real_of(&balancer, &other.with_tcp_flags(TCP_ACK).bytes());
+    assert_eq!(counts(&mut balancer), (1, 1));
+    // Counts gone wrong (as after LRU evictions) are recounted from the flow table.
+    balancer
+        .set_conns(
+            id,
+            ConnCounts {
+                active: 100,
+                inactive: 7,
+            },
+        )
+        .expect("set");
+    let report = balancer.dataplane.sweep().expect("sweep");
+    assert_eq!((report.flows, report.expired), (2, 0));
+    assert_eq!(counts(&mut balancer), (1, 1));
+}
+
+#[test]
+fn weight_zero_takes_no_new_flows_unless_a_fallback_moves_them() {
+    if !require_root("weight_zero_takes_no_new_flows_unless_a_fallback_moves_them") {
+        return;
+    }
+    let config = |weights: &[u32]| {
+        let mut text = String::new();
+        text += &service([192, 0, 2, 30], "wrr", "", 0, weights);
+        text += &service([192, 0, 2, 31], "sh", "", 1, weights);
+        text += &service([192, 0, 2, 32], "sh", " sh-fallback", 2, weights);
+        text += &service([192, 0, 2, 33], "mh", "", 3, weights);
+        text += &service([192, 0, 2, 34], "mh", " mh-fallback", 4, weights);
+        text += &service([192, 0, 2, 35], "wlc", "", 5, weights);
+        text
+    };
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 17).expect("load");
+    balancer.apply_config(&config(&[1, 1, 1])).expect("apply");
+    // Which real each client got on the Maglev services while all weights were 1.
+    let clients: Vec<[u8; 4]> = (0..2000u32)
+        .map(|i| [198, 19, (i >> 8) as u8, i as u8])
+        .collect();
+    let mh_before: Vec<Option<u8>> = clients
+        .iter()
+        .map(|c| {
+            real_of(
+                &balancer,
+                &Frame::tcp(v4(*c, [192, 0, 2, 33]), 6000, 80).bytes(),
+            )
+        })
+        .collect();
+
+    balancer.apply_config(&config(&[1, 0, 1])).expect("apply");
+    // Flows refused out of 3000, as IPVS without the fallback flag refuses the clients that
+    // hash to a quiesced real: sh keeps one bucket of 256 for it, Maglev the slots of its
+    // last weight (a third of the table).
+    for (last, name, refused_range) in [
+        (30, "wrr", 0..=0),
+        (31, "sh", 1..=60),
+        (32, "sh-fallback", 0..=0),
+        (33, "mh", 800..=1200),
+        (34, "mh-fallback", 0..=0),
+        (35, "wlc", 0..=0),
+    ] {
+        let (shares, refused) = spread(&balancer, &[[192, 0, 2, last]], 3000, last.into());
+        assert!(
+            !shares.contains_key(&2),
+            "{name}: real 2 (weight 0) got new flows"
+        );
+        assert!(
+            refused_range.contains(&refused),
+            "{name}: {refused} of 3000 refused, expected {refused_range:?}"
+        );
+    }
+    // Maglev keeps every other client where it was (new flows: port 6001).
+    for (client, before) in clients.iter().zip(&mh_before) {
+        let now = real_of(
+            &balancer,
+            &Frame::tcp(v4(*client, [192, 0, 2, 33]), 6001, 80).bytes(),
+        );
+        match before {
+            Some(2) => assert_eq!(now, None),
+            other => assert_eq!(&now, other),
+        }
+    }
+    assert!(
+        balancer
+            .dataplane
+            .counters()
+            .expect("counters")
+            .outcome(Outcome::NoReal)
+            > 0
+    );
+}
+
+#[test]
+fn established_flows_survive_weight_changes_and_table_swaps() {
+    if !require_root("established_flows_survive_weight_changes_and_table_swaps") {
+        return;
+    }
+    let vip = [192, 0, 2, 40];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 14).expect("load");
+    balancer
+        .apply_config(&service(vip, "rr", "", 0, &[1, 1, 1]))
+        .expect("apply");
+    let flows: Vec<Frame> = (0..1000u16)
+        .map(|i| Frame::tcp(v4([198, 20, (i >> 8) as u8, i as u8], vip), 7000 + i, 80))
+        .collect();
+    let before: Vec<Option<u8>> = flows
+        .iter()
+        .map(|f| real_of(&balancer, &f.bytes()))
+        .collect();
+    assert!(before.iter().all(Option::is_some));
+    // New weights (real 2 quiesced), another scheduler, one more real: new tables.
+    for (sched, weights) in [
+        ("wrr", vec![5, 0, 1, 2]),
+        ("mh", vec![1, 0, 3, 1]),
+        ("wlc", vec![2, 0, 1, 1]),
+    ] {
+        balancer
+            .apply_config(&service(vip, sched, "", 0, &weights))
+            .expect("apply");
+        for (flow, before) in flows.iter().zip(&before) {
+            let now = real_of(&balancer, &flow.clone().with_tcp_flags(TCP_ACK).bytes());
+            assert_eq!(&now, before, "after switching to {sched} {weights:?}");
+        }
+    }
+}
+
+/// Make every flow look idle since boot (last packet at 1 ns).
+fn age_all_flows(balancer: &mut TestBalancer) {
+    use aya::maps::{HashMap as BpfHashMap, MapData};
+    use lb_common::{FlowKey, FlowState, map_names};
+    let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowState> = BpfHashMap::try_from(
+        balancer
+            .dataplane
+            .ebpf_mut()
+            .map_mut(map_names::FLOWS)
+            .expect("LB_FLOWS"),
+    )
+    .expect("flow map");
+    let entries: Vec<(FlowKey, FlowState)> = flows.iter().map(|e| e.expect("entry")).collect();
+    for (key, state) in entries {
+        flows
+            .insert(
+                key,
+                FlowState {
+                    last_seen_ns: 1,
+                    ..state
+                },
+                0,
+            )
+            .expect("age flow");
+    }
+}
+
+#[test]
+fn timed_out_flows_are_scheduled_anew_and_swept() {
+    if !require_root("timed_out_flows_are_scheduled_anew_and_swept") {
+        return;
+    }
+    let vip = [192, 0, 2, 50];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer
+        .apply_config(&service(vip, "rr", "", 0, &[1, 1]))
+        .expect("apply");
+    let flow = Frame::tcp(v4([198, 21, 0, 1], vip), 8000, 80);
+    let first = real_of(&balancer, &flow.bytes()).expect("forwarded");
+    let ack = flow.clone().with_tcp_flags(TCP_ACK).bytes();
+    assert_eq!(real_of(&balancer, &ack), Some(first));
+    let new_flows = |b: &TestBalancer| {
+        let counters = b.dataplane.counters().expect("counters");
+        counters.services[0].traffic.new_flows
+    };
+    assert_eq!(new_flows(&balancer), 1);
+    // Idle for longer than ESTABLISHED's 900 s: the next packet is a new flow, scheduled
+    // by rr to the other real.
+    age_all_flows(&mut balancer);
+    assert_eq!(real_of(&balancer, &ack), Some(3 - first));
+    assert_eq!(new_flows(&balancer), 2);
+    let ids = balancer.real_ids().expect("ids");
+    let old_id = ids[&(IpAddr::from(real_addr(0, first)), 80, 0)];
+    assert_eq!(
+        balancer.conns(old_id).expect("counts").active,
+        0,
+        "expired flow left its real"
+    );
+    // The sweep removes flows that timed out.
+    let other = Frame::tcp(v4([198, 21, 0, 2], vip), 8001, 80);
+    real_of(&balancer, &other.bytes());
+    age_all_flows(&mut balancer);
+    let report = balancer.dataplane.sweep().expect("sweep");
+    assert_eq!((report.flows, report.expired), (0, 2));
+    for id in ids.values() {
+        let counts = balancer.conns(*id).expect("counts");
+        assert_eq!((counts.active, counts.inactive), (0, 0));
+    }
+}
