@@ -15,12 +15,21 @@ pub const fn fold(addr: &[u8; 16], ipv6: bool) -> u32 {
     w0 ^ w1 ^ w2 ^ w3
 }
 
-/// Bucket of the sh/dh table (`IP_VS_SH_TAB_SIZE` = 256) for a folded address, a port
-/// (0 unless `sh-port`) and a probe offset: IPVS's `hash_32(port + addr, 8) + offset`.
+/// Bucket of the sh table (`IP_VS_SH_TAB_SIZE` = 256) for a folded address, a port (0
+/// unless `sh-port`) and a probe offset: IPVS's `hash_32(port + addr, 8) + offset`
+/// (`ip_vs_sh_hashkey`; `hash_32` multiplies by `GOLDEN_RATIO_32` and keeps the top bits).
 #[inline(always)]
 pub const fn bucket(folded: u32, port: u16, offset: u32) -> u32 {
     let hash = (folded.wrapping_add(port as u32)).wrapping_mul(0x61C8_8647) >> 24;
     (hash + offset) & 0xFF
+}
+
+/// Bucket of the dh table for a folded destination address: IPVS's
+/// `(addr * 2654435761) & 255` (`ip_vs_dh_hashkey`), which keeps the low bits, so the
+/// bucket depends only on the address's last byte.
+#[inline(always)]
+pub const fn dh_bucket(folded: u32) -> u32 {
+    folded.wrapping_mul(2_654_435_761) & 0xFF
 }
 
 /// Slot of the Maglev table (`MAGLEV_TABLE_SIZE` entries) for a folded address and a port
@@ -62,5 +71,17 @@ mod tests {
         }
         // Offsets probe consecutive buckets, wrapping.
         assert_eq!(bucket(7, 0, 1), (bucket(7, 0, 0) + 1) & 0xFF);
+    }
+
+    #[test]
+    fn hashes_match_ipvs() {
+        // hash_32(10.0.0.1, 8) = (0x0A000001 * 0x61C88647 mod 2^32) >> 24 = 0x27.
+        assert_eq!(bucket(0x0A00_0001, 0, 0), 0x27);
+        // With sh-port, the port is added to the address first.
+        assert_eq!(bucket(0x0A00_0001, 80, 0), bucket(0x0A00_0051, 0, 0));
+        // dh: 2654435761 = 0x9E3779B1; only the last byte counts: 0x01 * 0xB1.
+        assert_eq!(dh_bucket(0x0A00_0001), 0xB1);
+        assert_eq!(dh_bucket(0xC0A8_0101), 0xB1);
+        assert_eq!(dh_bucket(0x0A00_0002), 0x62);
     }
 }

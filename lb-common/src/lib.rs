@@ -120,6 +120,10 @@ pub struct RealInfo {
     /// IPVS weight (0..=65535). 0: takes no new flows; the least-connection schedulers
     /// weigh connection counts with it.
     pub weight: u16,
+    /// The last weight above 0 (IPVS's `last_weight`): Maglev keeps a real at weight 0 in
+    /// its table with the slots of this weight, also across a restart of lbd.
+    pub last_weight: u16,
+    pub _pad: [u8; 2],
 }
 
 /// The real was removed from the configuration. Its entry stays so that established flows
@@ -157,14 +161,38 @@ pub struct FlowState {
 
 /// Value of `LB_REAL_CONNS` (an array indexed by real id, shared by all CPUs and updated
 /// atomically): the real's connections as IPVS counts them for `ipvsadm -L`.
+///
+/// The data plane adds and subtracts without a compare-and-swap (BPF has none for every
+/// CPU version we support), so racing decrements can take a counter below zero, which
+/// wraps; readers use `active()`/`inactive()`, which read such a value as 0. Userspace
+/// recounts both from the flow table on every sweep.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct ConnCounts {
-    /// Connections in state ESTABLISHED.
+    /// Connections in an active state (`conn::is_active`: ESTABLISHED, SYN_RECV, ...).
     pub active: u32,
     /// Connections in any other state (including UDP "connections").
     pub inactive: u32,
+}
+
+impl ConnCounts {
+    /// Active connections, with a wrapped (negative) counter read as 0.
+    #[inline(always)]
+    pub const fn active(&self) -> u32 {
+        clamp_wrapped(self.active)
+    }
+
+    /// Inactive connections, with a wrapped (negative) counter read as 0.
+    #[inline(always)]
+    pub const fn inactive(&self) -> u32 {
+        clamp_wrapped(self.inactive)
+    }
+}
+
+#[inline(always)]
+const fn clamp_wrapped(count: u32) -> u32 {
+    if count > i32::MAX as u32 { 0 } else { count }
 }
 
 /// Per-CPU traffic counters of one service or one real (`LB_SERVICE_STATS`, `LB_REAL_STATS`).
@@ -196,7 +224,7 @@ const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
     assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 2);
-    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2);
+    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);
     assert!(size_of::<ConnCounts>() == 2 * 4);

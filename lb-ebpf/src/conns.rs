@@ -38,19 +38,17 @@ fn add(real_id: u32, active: bool, up: bool) {
     };
     // SAFETY: `counts` points to a live array element (arrays never free elements) and is
     // aligned for u32. Every data-plane writer of these counters uses atomic operations
-    // (core has no atomic RMW types for BPF, hence the intrinsics: they compile to BPF's
-    // atomic add); userspace rewrites them whole on a sweep.
+    // (core has no atomic read-modify-write types for BPF, hence the intrinsic: it
+    // compiles to BPF's atomic add); userspace rewrites them whole on a sweep. A decrement
+    // that meets a count userspace just reset wraps below zero, which readers take as 0
+    // (`ConnCounts::active`) until the next sweep.
     unsafe {
         let counter = if active {
             &raw mut (*counts).active
         } else {
             &raw mut (*counts).inactive
         };
-        if up {
-            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(counter, 1);
-        } else if counter.read_volatile() > 0 {
-            // Never below zero: a count userspace reset may meet the end of an older flow.
-            atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(counter, u32::MAX);
-        }
+        let delta = if up { 1 } else { u32::MAX };
+        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(counter, delta);
     }
 }

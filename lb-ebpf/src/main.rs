@@ -55,6 +55,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         let state = conntrack::first_state(&flow);
         conntrack::insert(&flow.key, chosen.real_id, state, now);
         conns::opened(chosen.real_id, state);
+        if chosen.replaced_real != NO_FLOW {
+            conns::closed(chosen.replaced_real, chosen.replaced_state);
+        }
     }
     let bytes = ctx.data_end() - ctx.data();
     stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
@@ -66,15 +69,24 @@ struct Chosen {
     real: &'static RealInfo,
     /// Scheduled now; the caller records the flow once the frame is on its way.
     new_flow: bool,
+    /// The real id and state of the timed-out or replaced flow the new one overwrites
+    /// (`NO_FLOW` if none): it leaves its real's connection count when the new flow is
+    /// recorded. (Two plain fields: an `Option` of a tuple here made LLVM pack a pointer
+    /// with shifts, which the verifier rejects.)
+    replaced_real: u32,
+    replaced_state: u8,
 }
+
+/// `Chosen::replaced_real` when no flow was replaced.
+const NO_FLOW: u32 = u32::MAX;
 
 /// The real of an established flow (its state and time updated), or a newly scheduled one.
 /// The flow table's answer stands only if its real is in use and belongs to this service
 /// (ids are reused), the flow has not timed out in its state, and no new TCP connection
-/// (SYN) reuses the 5-tuple of a flow on a retired real. An expired or replaced flow
-/// leaves its real's connection count.
+/// (SYN) reuses the 5-tuple of a flow on a retired real.
 #[inline(always)]
 fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
+    let (mut replaced_real, mut replaced_state) = (NO_FLOW, 0);
     if let Some(entry) = conntrack::lookup(&flow.key) {
         // SAFETY: a live LRU element; this CPU is its only writer for this flow (RSS), and
         // a racing eviction can only hand us stale values, which are validated below.
@@ -83,8 +95,8 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
             && real.service_id == service.id
         {
             let expired = conntrack::TIMEOUTS.expired(old.state, old.last_seen_ns, now);
-            let replaced = flow.opens_connection() && real.flags & REAL_FLAG_RETIRED != 0;
-            if !expired && !replaced {
+            let reused = flow.opens_connection() && real.flags & REAL_FLAG_RETIRED != 0;
+            if !expired && !reused {
                 let state = conntrack::next_state(old.state, flow);
                 if state != old.state {
                     conns::moved(old.real_id, old.state, state);
@@ -100,9 +112,11 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
                     real_id: old.real_id,
                     real,
                     new_flow: false,
+                    replaced_real: NO_FLOW,
+                    replaced_state: 0,
                 });
             }
-            conns::closed(old.real_id, old.state);
+            (replaced_real, replaced_state) = (old.real_id, old.state);
         }
     }
     let real_id = sched::pick(service, flow).ok_or(Outcome::NoReal)?;
@@ -111,6 +125,8 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
         real_id,
         real,
         new_flow: true,
+        replaced_real,
+        replaced_state,
     })
 }
 

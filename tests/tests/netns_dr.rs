@@ -245,17 +245,18 @@ fn lc_steers_new_connections_away_from_a_busy_real() {
         .find(|r| r.name == busy)
         .map(|r| IpAddr::from(r.addr))
         .expect("busy real");
+    // The held connection is active; the ten short ones ended (FIN_WAIT, or CLOSE after
+    // a reset, which a sweep may already have removed): inactive, at most ten.
     for real in reals {
-        let expected = if real.addr == busy_addr {
-            (1, 0)
+        let counts = (real.active_conns, real.inactive_conns);
+        if real.addr == busy_addr {
+            assert_eq!(counts, (1, 0), "{}: {conns:?}", real.addr);
         } else {
-            (0, 10)
-        };
-        assert_eq!(
-            (real.active_conns, real.inactive_conns),
-            expected,
-            "{}: {conns:?}",
-            real.addr
-        );
+            assert!(
+                counts.0 == 0 && (1..=10).contains(&counts.1),
+                "{}: {conns:?}",
+                real.addr
+            );
+        }
     }
 }

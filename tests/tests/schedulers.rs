@@ -7,7 +7,7 @@ use std::{collections::HashMap, net::IpAddr};
 
 use lb_common::{ConnCounts, Outcome, hash, xdp_action};
 use lb_tests::{
-    packet::{Frame, TCP_ACK, TCP_FIN, v4},
+    packet::{Frame, TCP_ACK, TCP_FIN, TCP_RST, v4},
     privilege::require_root,
     testrun::{INGRESS, StaticNextHops, TestBalancer},
 };
@@ -125,15 +125,16 @@ fn assert_shares(what: &str, shares: &HashMap<u8, usize>, expected: &[f64]) {
     );
 }
 
-/// 256 addresses whose dh buckets are all different: flows spread evenly over them hit
-/// every bucket equally often, so the shares are the table's.
+/// 256 addresses whose dh buckets are all different (IPVS's dh hash depends on the last
+/// byte only, pinned against IPVS's formula in `lb_common::hash`'s tests): flows spread
+/// evenly over them hit every bucket equally often, so the shares are the table's.
 fn one_vip_per_dh_bucket() -> Vec<[u8; 4]> {
     let mut by_bucket: Vec<Option<[u8; 4]>> = vec![None; 256];
     for n in 0u32.. {
         let addr = [10, 200, (n >> 8) as u8, n as u8];
         let mut full = [0; 16];
         full[..4].copy_from_slice(&addr);
-        let bucket = hash::bucket(hash::fold(&full, false), 0, 0) as usize;
+        let bucket = hash::dh_bucket(hash::fold(&full, false)) as usize;
         by_bucket[bucket].get_or_insert(addr);
         if by_bucket.iter().all(Option::is_some) {
             break;
@@ -466,13 +467,17 @@ fn timed_out_flows_are_scheduled_anew_and_swept() {
     let first = real_of(&balancer, &flow.bytes()).expect("forwarded");
     let ack = flow.clone().with_tcp_flags(TCP_ACK).bytes();
     assert_eq!(real_of(&balancer, &ack), Some(first));
+    // A reset closes the flow: CLOSE times out after 10 s (ESTABLISHED would need the
+    // machine to be up for 900 s before an entry could look that old).
+    let rst = flow.clone().with_tcp_flags(TCP_RST).bytes();
+    assert_eq!(real_of(&balancer, &rst), Some(first));
     let new_flows = |b: &TestBalancer| {
         let counters = b.dataplane.counters().expect("counters");
         counters.services[0].traffic.new_flows
     };
     assert_eq!(new_flows(&balancer), 1);
-    // Idle for longer than ESTABLISHED's 900 s: the next packet is a new flow, scheduled
-    // by rr to the other real.
+    // Idle for longer than CLOSE's 10 s: the next packet is a new flow, scheduled by rr to
+    // the other real.
     age_all_flows(&mut balancer);
     assert_eq!(real_of(&balancer, &ack), Some(3 - first));
     assert_eq!(new_flows(&balancer), 2);

@@ -1,17 +1,19 @@
 //! The hashing schedulers, with IPVS's semantics:
 //! - sh: bucket = hash of the source address (and source port with `sh-port`);
-//! - dh: bucket = hash of the destination address;
+//! - dh: bucket = hash of the destination address (IPVS's hash: its last byte);
 //! - mh: Maglev slot = hash of the source address (and source port with `mh-port`).
 //!
 //! A bucket whose real cannot take new flows (weight 0, retired) gives no real, unless the
 //! service has `sh-fallback`/`mh-fallback`: then the following buckets are probed, at most
-//! `FALLBACK_PROBES`, and the first available real takes the flow. dh has no fallback.
+//! `FALLBACK_PROBES` (all of an sh table; for Maglev the next 255 slots, where IPVS would
+//! go on through the whole table), and the first available real takes the flow. dh has no
+//! fallback.
 //! The probing loop is a global BPF function (`lb_sched_probe`), checked once by the
 //! verifier (see `least_conn`).
 
 use lb_common::{
     FAMILY_IPV6, ServiceInfo,
-    hash::{bucket, fold, maglev_slot},
+    hash::{bucket, dh_bucket, fold, maglev_slot},
     sched::{FALLBACK_PROBES, FLAG_FALLBACK, FLAG_HASH_PORT, MAGLEV_TABLE_SIZE, SH_TABLE_SIZE},
 };
 
@@ -34,7 +36,7 @@ pub fn dest_hash(service: &ServiceInfo, flow: &Flow) -> Option<u32> {
         return None;
     }
     let folded = fold(&flow.key.dst, flow.key.family == FAMILY_IPV6);
-    let id = table_entry(service, bucket(folded, 0, 0))?;
+    let id = table_entry(service, dh_bucket(folded))?;
     available_weight(service, id).map(|_| id)
 }
 

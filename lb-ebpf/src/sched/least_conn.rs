@@ -9,17 +9,69 @@
 //! Ratios are compared by cross-multiplying; ties go to the earlier real. Reals with weight
 //! 0 or retired are skipped.
 //!
-//! The loop is a global BPF function (`lb_sched_least_conn`): the verifier checks it once,
-//! on its own, instead of once for every path of the balancer that reaches scheduling,
-//! which would exceed its budget.
+//! Verifier budget: the loop is a global BPF function (`lb_sched_least_conn`), checked
+//! once on its own rather than for every path of the balancer that reaches scheduling,
+//! and the four formulas are one formula whose coefficients are read from a table, so the
+//! loop body does not branch on the scheduler (every such branch would multiply the
+//! states the verifier walks through 256 iterations).
 
 use lb_common::{
     ConnCounts, ServiceInfo,
-    sched::{KIND_LC, KIND_NQ, KIND_SED, LEAST_CONN_MAX_REALS},
+    sched::{KIND_LC, LEAST_CONN_MAX_REALS},
 };
 
 use super::{NO_REAL, available_weight, table_entry};
 use crate::maps::REAL_CONNS;
+
+/// Per scheduler (lc, wlc, sed, nq): overhead = `active * ACTIVE + inactive * INACTIVE +
+/// CONSTANT`, divided by the weight if `WEIGHTED` (else by 1), and `IDLE_FIRST` takes the
+/// first real without active connections.
+struct Formula {
+    active: i64,
+    inactive: i64,
+    constant: i64,
+    weighted: i64,
+    idle_first: i64,
+}
+
+static FORMULAS: [Formula; 4] = [
+    // lc
+    Formula {
+        active: 256,
+        inactive: 1,
+        constant: 0,
+        weighted: 0,
+        idle_first: 0,
+    },
+    // wlc
+    Formula {
+        active: 256,
+        inactive: 1,
+        constant: 0,
+        weighted: 1,
+        idle_first: 0,
+    },
+    // sed
+    Formula {
+        active: 1,
+        inactive: 0,
+        constant: 1,
+        weighted: 1,
+        idle_first: 0,
+    },
+    // nq
+    Formula {
+        active: 1,
+        inactive: 0,
+        constant: 1,
+        weighted: 1,
+        idle_first: 1,
+    },
+];
+
+/// An overhead above any real one (counts are below 2^31, so overheads below 2^40), small
+/// enough that multiplied by a weight (below 2^16) it stays within i64.
+const NO_OVERHEAD: i64 = 1 << 46;
 
 #[inline(always)]
 pub fn pick(service: &ServiceInfo) -> Option<u32> {
@@ -32,8 +84,8 @@ pub fn pick(service: &ServiceInfo) -> Option<u32> {
     (id != NO_REAL).then_some(id)
 }
 
-/// The least-connection choice for service `service_id` with the table at
-/// `table_offset`/`table_len` and scheduler `kind`; `NO_REAL` if no real is available.
+/// The choice for service `service_id` with the table at `table_offset`/`table_len` and
+/// scheduler `kind` (`KIND_LC` ..= `KIND_NQ`); `NO_REAL` if no real is available.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_least_conn(
@@ -42,6 +94,20 @@ pub extern "C" fn lb_sched_least_conn(
     table_len: u32,
     kind: u32,
 ) -> u32 {
+    let Some(formula) = FORMULAS.get(kind.wrapping_sub(u32::from(KIND_LC)) as usize) else {
+        return NO_REAL;
+    };
+    // Read once: from here on they are plain numbers to the verifier.
+    // SAFETY: reads of a static.
+    let (a, i, c, weighted, idle_first) = unsafe {
+        (
+            core::ptr::read_volatile(&formula.active),
+            core::ptr::read_volatile(&formula.inactive),
+            core::ptr::read_volatile(&formula.constant),
+            core::ptr::read_volatile(&formula.weighted),
+            core::ptr::read_volatile(&formula.idle_first),
+        )
+    };
     let service = ServiceInfo {
         id: service_id,
         table_offset,
@@ -50,44 +116,31 @@ pub extern "C" fn lb_sched_least_conn(
         sched_flags: 0,
         _pad: [0; 2],
     };
-    least_conn(&service).unwrap_or(NO_REAL)
-}
-
-#[inline(always)]
-fn least_conn(service: &ServiceInfo) -> Option<u32> {
-    let kind = service.sched;
-    let mut best: Option<(u32, u64, u64)> = None;
+    let (mut best, mut best_overhead, mut best_weight) = (NO_REAL, NO_OVERHEAD, 1i64);
     for pos in 0..LEAST_CONN_MAX_REALS {
-        let Some(id) = table_entry(service, pos) else {
+        let Some(id) = table_entry(&service, pos) else {
             break;
         };
-        let Some(weight) = available_weight(service, id) else {
+        let Some(weight) = available_weight(&service, id) else {
             continue;
         };
         let counts = REAL_CONNS.get(id).copied().unwrap_or(ConnCounts {
             active: 0,
             inactive: 0,
         });
-        if kind == KIND_NQ && counts.active == 0 {
-            return Some(id);
+        // Signed: a count a race took below zero reads as slightly negative (until the
+        // next sweep) rather than huge, without a branch to clamp it.
+        let active = i64::from(counts.active as i32);
+        let inactive = i64::from(counts.inactive as i32);
+        // nq: an idle real wins at once (one comparison on a computed value).
+        if (active.max(0) | (idle_first ^ 1)) == 0 {
+            return id;
         }
-        let (active, inactive) = (u64::from(counts.active), u64::from(counts.inactive));
-        let overhead = if kind == KIND_SED || kind == KIND_NQ {
-            active + 1
-        } else {
-            (active << 8) + inactive
-        };
-        let weight = u64::from(weight);
-        let better = match best {
-            None => true,
-            Some((_, best_overhead, _)) if kind == KIND_LC => overhead < best_overhead,
-            Some((_, best_overhead, best_weight)) => {
-                best_overhead * weight > overhead * best_weight
-            }
-        };
-        if better {
-            best = Some((id, overhead, weight));
+        let overhead = active * a + inactive * i + c;
+        let weight = i64::from(weight) * weighted + (1 - weighted);
+        if best_overhead * weight > overhead * best_weight {
+            (best, best_overhead, best_weight) = (id, overhead, weight);
         }
     }
-    best.map(|(id, _, _)| id)
+    best
 }

@@ -102,8 +102,17 @@ impl Arena {
         }
     }
 
+    /// Entries free once every released range is out of its grace period.
+    pub fn eventually_free(&self) -> u64 {
+        self.free_entries()
+            + self
+                .quarantine
+                .iter()
+                .map(|(_, region)| u64::from(region.len))
+                .sum::<u64>()
+    }
+
     /// Entries free now (not counting quarantined ranges).
-    #[cfg(test)]
     pub fn free_entries(&self) -> u64 {
         self.free.values().map(|&l| u64::from(l)).sum()
     }

@@ -129,8 +129,8 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
                 port: u16::from_be_bytes(real.port),
                 retired: real.flags & lb_common::REAL_FLAG_RETIRED != 0,
                 traffic: per_cpu_sum(&real_stats, id, names::REAL_STATS)?,
-                active_conns: conns.active,
-                inactive_conns: conns.inactive,
+                active_conns: conns.active(),
+                inactive_conns: conns.inactive(),
             });
     }
 

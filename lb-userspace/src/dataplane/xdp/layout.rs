@@ -102,6 +102,19 @@ pub fn prepare_pin_dir(dir: &Path, options: &XdpOptions) -> Result<Vec<String>, 
         }
     }
     let mut warnings = Vec::new();
+    // Maps an older build pinned and this one no longer has (such as LB_RINGS).
+    let entries = std::fs::read_dir(dir).map_err(|e| error(format!("cannot list: {e}")))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("LB_") && !layouts.iter().any(|l| l.name == name) {
+            std::fs::remove_file(entry.path())
+                .map_err(|e| error(format!("cannot remove {name}: {e}")))?;
+            warnings.push(format!(
+                "removed pinned map {name} under {}: this build does not use it",
+                dir.display()
+            ));
+        }
+    }
     if !differences.is_empty() {
         for expected in layouts {
             let path = dir.join(expected.name);

@@ -92,6 +92,8 @@ const FREE_REAL: RealInfo = RealInfo {
     flags: 0,
     vlan: 0,
     weight: 0,
+    last_weight: 0,
+    _pad: [0; 2],
 };
 
 /// How to load the programs.
@@ -132,9 +134,6 @@ pub struct XdpDataplane<R> {
     resolver: R,
     slots: Slots,
     arena: Arena,
-    /// Last weight above 0 of each configured real (Maglev keeps a real at weight 0 in
-    /// its table with the slots of this weight).
-    last_weights: BTreeMap<RealKey, u32>,
     /// Links of the interfaces the balancer is attached to.
     links: Vec<XdpLinkId>,
     /// Possible CPUs: the number of values of a per-CPU map slot.
@@ -160,7 +159,6 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             })?;
         let mut slots = rebuild_slots(&ebpf)?;
         let mut arena = Arena::new(options.sched_table_entries);
-        let mut last_weights = BTreeMap::new();
         for slot in slots.services.values_mut() {
             let Some(info) = slot.info else { continue };
             let region = Region {
@@ -172,18 +170,12 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 slot.info = None;
             }
         }
-        for entry in slots.entries.values() {
-            if entry.weight > 0 && entry.flags & lb_common::REAL_FLAG_RETIRED == 0 {
-                last_weights.insert(RealKey::of(entry), u32::from(entry.weight));
-            }
-        }
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Cpus { source })?;
         Ok(Self {
             ebpf,
             resolver,
             slots,
             arena,
-            last_weights,
             links: Vec::new(),
             cpus,
             load_warnings,
@@ -340,6 +332,34 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
+    /// Fail before anything is published if the changed tables cannot all fit in the
+    /// arena, even once released ranges are free again (a partly applied configuration
+    /// would mix old and new tables).
+    fn check_table_room(
+        &self,
+        tables: &[(ServiceKey, u8, u8, Vec<u32>)],
+    ) -> Result<(), DataplaneError> {
+        let needed: u64 = tables
+            .iter()
+            .filter(|(key, kind, flags, table)| {
+                self.slots.services.get(key).is_none_or(|slot| {
+                    !(slot
+                        .info
+                        .is_some_and(|i| i.sched == *kind && i.sched_flags == *flags)
+                        && slot.table.as_ref() == Some(table))
+                })
+            })
+            .map(|(_, _, _, table)| table.len() as u64)
+            .sum();
+        if needed > self.arena.eventually_free() {
+            return Err(DataplaneError::Capacity {
+                what: "scheduling table entries (--sched-table-entries)",
+                max: self.arena.size(),
+            });
+        }
+        Ok(())
+    }
+
     /// Space for a table of `len` entries, waiting for released ranges to come out of
     /// their grace period if that is what it takes.
     fn allocate_table(&mut self, len: u32) -> Result<Region, DataplaneError> {
@@ -434,9 +454,6 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 };
                 wanted_reals.insert(real_key);
                 let weight = real.weight.min(u32::from(u16::MAX));
-                if weight > 0 {
-                    self.last_weights.insert(real_key, weight);
-                }
                 let next_hop = match &next_hops[&real.addr] {
                     Ok(next_hop) => *next_hop,
                     Err(reason) => {
@@ -452,6 +469,10 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     self.reset_per_cpu::<TrafficStats>(names::REAL_STATS, real_id)?;
                     self.write_conns(real_id, ConnCounts::default())?;
                 }
+                let last_weight = match (weight, self.slots.entries.get(&real_id)) {
+                    (0, Some(entry)) if !new => u32::from(entry.last_weight),
+                    _ => weight,
+                };
                 self.write_real(
                     real_id,
                     RealInfo {
@@ -465,12 +486,14 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         flags: 0,
                         vlan: next_hop.vlan,
                         weight: weight as u16,
+                        last_weight: last_weight as u16,
+                        _pad: [0; 2],
                     },
                 )?;
                 members.push(real_id);
                 table_reals.push(TableReal {
                     weight,
-                    last_weight: self.last_weights.get(&real_key).copied().unwrap_or(0),
+                    last_weight,
                     key: sched::permutation_key(real.addr, real.port),
                 });
             }
@@ -487,9 +510,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             ));
         }
 
+        self.check_table_room(&tables)?;
         // Retired reals keep their entry (flagged) for their established flows.
         for (key, _) in self.slots.reals_not_in(&wanted_reals) {
-            self.last_weights.remove(&key);
             if let Some((id, Some(entry))) = self.slots.retire(&key) {
                 self.write_real(id, entry)?;
             }
@@ -516,6 +539,12 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let mut counts: BTreeMap<u32, ConnCounts> = BTreeMap::new();
         let mut expired = Vec::new();
         let mut flows = 0u64;
+        let services: BTreeMap<ServiceKey, u32> = self
+            .slots
+            .services
+            .iter()
+            .map(|(key, slot)| (*key, slot.id))
+            .collect();
         {
             let table: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(
                 self.ebpf
@@ -531,7 +560,14 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     Err(e) => return Err(map_error("reading the flow table")(e)),
                 };
                 if timeouts.expired(state.state, state.last_seen_ns, now) {
-                    expired.push(key);
+                    expired.push((key, state));
+                    continue;
+                }
+                // A flow of a removed service whose real id was reused is not the new
+                // real's connection (the data plane ignores such entries too).
+                let service_id = services.get(&flow_service_key(&key)).copied();
+                let real_service = self.slots.entries.get(&state.real_id).map(|e| e.service_id);
+                if service_id.is_none() || service_id != real_service {
                     continue;
                 }
                 flows += 1;
@@ -546,9 +582,18 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let mut table: HashMap<&mut MapData, FlowKey, FlowState> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::FLOWS)?)
                 .map_err(map_error(names::FLOWS))?;
-        for key in &expired {
+        let mut removed = 0u64;
+        for (key, seen) in &expired {
+            // A packet may have brought the flow back (rescheduled) since the scan: only
+            // an entry that is still the one seen goes.
+            match table.get(key, 0) {
+                Ok(now_there) if now_there == *seen => {}
+                Ok(_) | Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_error("reading the flow table")(e)),
+            }
             match table.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Ok(()) => removed += 1,
+                Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_error("removing an expired flow")(e)),
             }
         }
@@ -558,7 +603,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         }
         Ok(SweepReport {
             flows,
-            expired: expired.len() as u64,
+            expired: removed,
         })
     }
 
@@ -598,6 +643,16 @@ fn map_mut<'a>(
     name: &'static str,
 ) -> Result<&'a mut aya::maps::Map, DataplaneError> {
     ebpf.map_mut(name).ok_or_else(|| counters::missing(name))
+}
+
+/// The service a flow is for: its destination address, port and protocol.
+fn flow_service_key(flow: &FlowKey) -> ServiceKey {
+    ServiceKey {
+        addr: flow.dst,
+        port: flow.dport,
+        proto: flow.proto,
+        family: flow.family,
+    }
 }
 
 /// The arena range of a published table.

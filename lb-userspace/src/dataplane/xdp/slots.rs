@@ -236,6 +236,8 @@ mod tests {
             flags: 0,
             vlan: 0,
             weight: 1,
+            last_weight: 1,
+            _pad: [0; 2],
         }
     }
 
