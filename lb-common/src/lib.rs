@@ -22,6 +22,8 @@ pub const MAX_REALS: u32 = 4096;
 pub const DEFAULT_SCHED_TABLE_ENTRIES: u32 = 1 << 22;
 /// Default number of entries of the LRU flow table.
 pub const DEFAULT_FLOW_TABLE_SIZE: u32 = 1 << 20;
+/// Entries of the LRU persistence table (clients pinned by `persistence_timeout`).
+pub const PERSIST_TABLE_SIZE: u32 = 1 << 18;
 
 /// `BPF_F_NO_PREALLOC`: map flag of `LB_SERVICES`.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
@@ -43,6 +45,7 @@ pub mod map_names {
     pub const RR_CURSORS: &str = "LB_RR_CURSORS";
     pub const FLOWS: &str = "LB_FLOWS";
     pub const REAL_CONNS: &str = "LB_REAL_CONNS";
+    pub const PERSIST: &str = "LB_PERSIST";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const OUTCOMES: &str = "LB_OUTCOMES";
@@ -91,7 +94,53 @@ pub struct ServiceInfo {
     pub sched: u8,
     /// `sched::FLAG_*` bits.
     pub sched_flags: u8,
-    pub _pad: [u8; 2],
+    /// `persistence_granularity` as a prefix length of the client address (32 or 128
+    /// for the address itself).
+    pub persist_prefix: u8,
+    pub _pad: u8,
+    /// `persistence_timeout` in seconds; 0: no persistence.
+    pub persist_timeout: u32,
+}
+
+impl ServiceInfo {
+    /// An entry with only what scheduling reads (the id and the table), the rest zero.
+    #[inline(always)]
+    pub const fn table_only(id: u32, table_offset: u32, table_len: u32, sched: u8) -> Self {
+        Self {
+            id,
+            table_offset,
+            table_len,
+            sched,
+            sched_flags: 0,
+            persist_prefix: 0,
+            _pad: 0,
+            persist_timeout: 0,
+        }
+    }
+}
+
+/// Key of `LB_PERSIST`: a service and a client address masked to the service's
+/// `persistence_granularity` (IPVS's persistence template).
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct PersistKey {
+    pub service_id: u32,
+    /// Client address, masked, network order (IPv4 in the first 4 bytes).
+    pub client: [u8; 16],
+}
+
+/// Value of `LB_PERSIST`.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct PersistState {
+    /// The real this client (prefix) is pinned to.
+    pub real_id: u32,
+    pub _pad: u32,
+    /// `CLOCK_MONOTONIC` of the last new connection it directed, or of the last sweep
+    /// that found one of its connections alive.
+    pub last_seen_ns: u64,
 }
 
 /// Value of `LB_REALS` (an array indexed by real id). `family == 0` marks a free entry.
@@ -206,6 +255,37 @@ pub struct TrafficStats {
     pub new_flows: u64,
 }
 
+/// `addr` (16 bytes, IPv4 in the first 4) with only its first `prefix` bits kept: the
+/// client part of a persistence key. Two 64-bit words, no branch per byte.
+#[inline(always)]
+pub const fn mask_prefix(addr: [u8; 16], prefix: u8) -> [u8; 16] {
+    let prefix = if prefix > 128 { 128 } else { prefix as u32 };
+    let high = u64::from_be_bytes([
+        addr[0], addr[1], addr[2], addr[3], addr[4], addr[5], addr[6], addr[7],
+    ]);
+    let low = u64::from_be_bytes([
+        addr[8], addr[9], addr[10], addr[11], addr[12], addr[13], addr[14], addr[15],
+    ]);
+    let high = (high & word_mask(prefix)).to_be_bytes();
+    let low = (low & word_mask(prefix.saturating_sub(64))).to_be_bytes();
+    [
+        high[0], high[1], high[2], high[3], high[4], high[5], high[6], high[7], low[0], low[1],
+        low[2], low[3], low[4], low[5], low[6], low[7],
+    ]
+}
+
+/// The top `bits` (0..=64; more counts as 64) bits of a word set.
+#[inline(always)]
+const fn word_mask(bits: u32) -> u64 {
+    if bits >= 64 {
+        u64::MAX
+    } else if bits == 0 {
+        0
+    } else {
+        u64::MAX << (64 - bits)
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: every type is repr(C), made only of integers and byte arrays, with no implicit
@@ -217,16 +297,43 @@ mod pod {
     unsafe impl aya::Pod for super::FlowState {}
     unsafe impl aya::Pod for super::TrafficStats {}
     unsafe impl aya::Pod for super::ConnCounts {}
+    unsafe impl aya::Pod for super::PersistKey {}
+    unsafe impl aya::Pod for super::PersistState {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
-    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 2);
+    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4);
+    assert!(size_of::<PersistKey>() == 4 + 16);
+    assert!(size_of::<PersistState>() == 4 + 4 + 8);
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);
     assert!(size_of::<ConnCounts>() == 2 * 4);
     assert!(size_of::<TrafficStats>() == 3 * 8);
 };
+
+#[cfg(test)]
+mod tests {
+    use super::mask_prefix;
+
+    #[test]
+    fn prefixes_mask_ipv4_and_ipv6_clients() {
+        let mut v4 = [0; 16];
+        v4[..4].copy_from_slice(&[192, 0, 2, 77]);
+        let mut net = [0; 16];
+        net[..4].copy_from_slice(&[192, 0, 2, 0]);
+        assert_eq!(mask_prefix(v4, 24), net);
+        assert_eq!(mask_prefix(v4, 32), v4);
+        assert_eq!(mask_prefix(v4, 0), [0; 16]);
+        let v6 = [0xff; 16];
+        let mut half = [0; 16];
+        half[..8].copy_from_slice(&[0xff; 8]);
+        half[8] = 0xf0;
+        assert_eq!(mask_prefix(v6, 68), half);
+        assert_eq!(mask_prefix(v6, 128), v6);
+        assert_eq!(mask_prefix(v6, 200), v6);
+    }
+}

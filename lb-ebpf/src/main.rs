@@ -17,6 +17,7 @@ mod headers;
 mod maps;
 mod packet;
 mod parse;
+mod persist;
 mod sched;
 mod stats;
 mod vip;
@@ -58,6 +59,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         if chosen.replaced_real != NO_FLOW {
             conns::closed(chosen.replaced_real, chosen.replaced_state);
         }
+        if service.persist_timeout != 0 {
+            persist::remember(&persist::key(&service, &flow.key), chosen.real_id, now);
+        }
     }
     let bytes = ctx.data_end() - ctx.data();
     stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
@@ -80,7 +84,8 @@ struct Chosen {
 /// `Chosen::replaced_real` when no flow was replaced.
 const NO_FLOW: u32 = u32::MAX;
 
-/// The real of an established flow (its state and time updated), or a newly scheduled one.
+/// The real of an established flow (its state and time updated), or for a new flow the
+/// real its client is pinned to (persistence) or a newly scheduled one.
 /// The flow table's answer stands only if its real is in use and belongs to this service
 /// (ids are reused), the flow has not timed out in its state, and no new TCP connection
 /// (SYN) reuses the 5-tuple of a flow on a retired real.
@@ -119,7 +124,15 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
             (replaced_real, replaced_state) = (old.real_id, old.state);
         }
     }
-    let real_id = sched::pick(service, flow).ok_or(Outcome::NoReal)?;
+    let pinned = if service.persist_timeout != 0 {
+        persist::pinned(service, &persist::key(service, &flow.key), now)
+    } else {
+        None
+    };
+    let real_id = match pinned {
+        Some(real_id) => real_id,
+        None => sched::pick(service, flow).ok_or(Outcome::NoReal)?,
+    };
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
     Ok(Chosen {
         real_id,

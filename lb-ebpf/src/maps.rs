@@ -8,7 +8,8 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
-    FlowState, MAX_REALS, MAX_SERVICES, Outcome, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    FlowState, MAX_REALS, MAX_SERVICES, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState,
+    RealInfo, ServiceInfo, ServiceKey, TrafficStats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -33,6 +34,11 @@ pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_SERVICES, 0);
 /// Established flows → their real. Size is set by userspace at load time.
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// Persistence pins: (service, masked client address) → real.
+#[map(name = "LB_PERSIST")]
+pub static PERSIST: LruHashMap<PersistKey, PersistState> =
+    LruHashMap::pinned(PERSIST_TABLE_SIZE, 0);
 
 /// Active and inactive connections per real id, shared by all CPUs (atomic updates).
 #[map(name = "LB_REAL_CONNS")]

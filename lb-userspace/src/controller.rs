@@ -83,6 +83,7 @@ pub fn desired_state(config: &Config) -> Vec<ServiceSpec> {
             protocol: vs.protocol,
             scheduler: vs.scheduler,
             sched_flags: vs.sched_flags,
+            persistence: vs.persistence,
             forward: vs.forward,
             reals: vs
                 .reals

@@ -21,6 +21,8 @@ pub struct VirtualServer {
     pub scheduler: Scheduler,
     /// `sh-fallback`/`mh-fallback`/`flag-1`, `sh-port`/`mh-port`/`flag-2`.
     pub sched_flags: SchedFlags,
+    /// `persistence_timeout` and `persistence_granularity`.
+    pub persistence: Option<Persistence>,
     /// `lb_kind` / `lvs_method`.
     pub forward: ForwardMethod,
     /// `delay_loop`: interval between health checks.
@@ -123,6 +125,17 @@ impl Scheduler {
             Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
         )
     }
+}
+
+/// A persistent service (`ipvsadm -p`): a client's new connections go to the real its
+/// earlier ones went to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Persistence {
+    /// `persistence_timeout` (keepalived's default when given without a value: 360 s).
+    pub timeout_secs: u32,
+    /// `persistence_granularity` as a prefix length: clients in one such network share
+    /// their real (32 or 128: each address on its own).
+    pub prefix_len: u8,
 }
 
 /// IPVS scheduler flags (`ipvsadm -b`); only sh and mh use them.

@@ -21,6 +21,16 @@ const LAB: &str = env!("CARGO_BIN_EXE_lab");
 /// A topology with `reals` reals serving HTTP, and lbd running `reals` (name, weight) with
 /// `scheduler`.
 fn start(prefix: &str, reals: usize, scheduler: &str) -> (Topology, Lbd, PathBuf) {
+    start_with(prefix, reals, scheduler, &[])
+}
+
+/// As `start`, with extra virtual_server keywords.
+fn start_with(
+    prefix: &str,
+    reals: usize,
+    scheduler: &str,
+    keywords: &[&str],
+) -> (Topology, Lbd, PathBuf) {
     let mut lab = Topology::create(prefix, reals).expect("topology");
     lab.start_http_servers(Path::new(LAB))
         .expect("HTTP servers");
@@ -28,7 +38,11 @@ fn start(prefix: &str, reals: usize, scheduler: &str) -> (Topology, Lbd, PathBuf
     let weighted: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
     let dir = lab.scratch_dir();
     let config = dir.join("keepalived.conf");
-    std::fs::write(&config, lab.keepalived_conf(scheduler, &weighted)).expect("write config");
+    std::fs::write(
+        &config,
+        lab.keepalived_conf_with(scheduler, keywords, &weighted),
+    )
+    .expect("write config");
     let lbd = Lbd::start(
         &lab.director,
         &config,
@@ -259,4 +273,15 @@ fn lc_steers_new_connections_away_from_a_busy_real() {
             );
         }
     }
+}
+
+#[test]
+fn persistence_keeps_a_client_on_one_real() {
+    if !require_root("persistence_keeps_a_client_on_one_real") {
+        return;
+    }
+    let (lab, _lbd, _) = start_with("lbt-ps", 3, "rr", &["persistence_timeout 60"]);
+    let answers = spread(&lab, 12);
+    assert_eq!(answers.len(), 1, "one client, one real: {answers:?}");
+    assert_eq!(answers.values().sum::<usize>(), 12);
 }

@@ -84,14 +84,7 @@ pub extern "C" fn lb_sched_probe(
     first: u32,
     fallback: u32,
 ) -> u32 {
-    let service = ServiceInfo {
-        id: service_id,
-        table_offset,
-        table_len,
-        sched: 0,
-        sched_flags: 0,
-        _pad: [0; 2],
-    };
+    let service = ServiceInfo::table_only(service_id, table_offset, table_len, 0);
     let probes = if fallback != 0 { FALLBACK_PROBES } else { 1 };
     for step in 0..FALLBACK_PROBES {
         if step >= probes {

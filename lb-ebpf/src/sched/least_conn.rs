@@ -108,14 +108,7 @@ pub extern "C" fn lb_sched_least_conn(
             core::ptr::read_volatile(&formula.idle_first),
         )
     };
-    let service = ServiceInfo {
-        id: service_id,
-        table_offset,
-        table_len,
-        sched: kind as u8,
-        sched_flags: 0,
-        _pad: [0; 2],
-    };
+    let service = ServiceInfo::table_only(service_id, table_offset, table_len, kind as u8);
     let (mut best, mut best_overhead, mut best_weight) = (NO_REAL, NO_OVERHEAD, 1i64);
     for pos in 0..LEAST_CONN_MAX_REALS {
         let Some(id) = table_entry(&service, pos) else {

@@ -25,14 +25,7 @@ pub fn pick(service: &ServiceInfo) -> Option<u32> {
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_sequence(service_id: u32, table_offset: u32, table_len: u32) -> u32 {
-    let service = ServiceInfo {
-        id: service_id,
-        table_offset,
-        table_len,
-        sched: 0,
-        sched_flags: 0,
-        _pad: [0; 2],
-    };
+    let service = ServiceInfo::table_only(service_id, table_offset, table_len, 0);
     next_available(&service).unwrap_or(NO_REAL)
 }
 

@@ -6,7 +6,7 @@ use std::{collections::HashSet, net::IpAddr, time::Duration};
 
 use super::{Diagnostic, Location, tree::Statement};
 use crate::model::{
-    Config, ForwardMethod, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
+    Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
 };
 
 /// keepalived's defaults.
@@ -14,6 +14,8 @@ const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
 const DEFAULT_SCHEDULER: &str = "wlc";
 const DEFAULT_FORWARD: &str = "NAT";
 const DEFAULT_WEIGHT: u32 = 1;
+/// keepalived's `persistence_timeout` without a value.
+const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
 /// ipvsadm's weight range.
 const MAX_WEIGHT: u32 = 65535;
 
@@ -101,6 +103,8 @@ fn virtual_server(
     let mut delay_loop = DEFAULT_DELAY_LOOP;
     let mut reals = Vec::new();
     let mut flag_items = Vec::new();
+    let mut persistence_timeout = None;
+    let mut granularity = None;
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -142,6 +146,48 @@ fn virtual_server(
                 }
                 flag_items.push(item);
             }
+            "persistence_timeout" => match item.args.as_slice() {
+                [] => persistence_timeout = Some(DEFAULT_PERSISTENCE_TIMEOUT),
+                [value] => match value.text.parse::<u32>() {
+                    Ok(secs) if secs > 0 => persistence_timeout = Some(secs),
+                    // 0 turns persistence off, as in keepalived.
+                    Ok(_) => persistence_timeout = None,
+                    Err(_) => {
+                        diagnostics.push(Diagnostic::error(
+                            item.location(),
+                            format!(
+                                "persistence_timeout `{}` is not a number of seconds",
+                                value.text
+                            ),
+                        ));
+                        ok = false;
+                    }
+                },
+                _ => {
+                    diagnostics.push(Diagnostic::error(
+                        item.location(),
+                        "persistence_timeout takes at most one value (seconds)",
+                    ));
+                    ok = false;
+                }
+            },
+            "persistence_granularity" => match single_arg(item, diagnostics) {
+                Some(value) => match parse_granularity(value, addr.is_ipv4()) {
+                    Some(prefix) => granularity = Some((prefix, item.location().clone())),
+                    None => {
+                        diagnostics.push(Diagnostic::error(
+                            item.location(),
+                            if addr.is_ipv4() {
+                                format!("persistence_granularity `{value}` is not an IPv4 netmask (such as 255.255.255.0)")
+                            } else {
+                                format!("persistence_granularity `{value}` is not an IPv6 prefix length (1..=128)")
+                            },
+                        ));
+                        ok = false;
+                    }
+                },
+                None => ok = false,
+            },
             "real_server" => match real_server(item, diagnostics) {
                 Some(real) => reals.push((real, item.location().clone())),
                 None => ok = false,
@@ -239,12 +285,25 @@ fn virtual_server(
         }
     }
 
+    let full = if addr.is_ipv4() { 32 } else { 128 };
+    if let (None, Some((_, at))) = (persistence_timeout, &granularity) {
+        diagnostics.push(Diagnostic::warning(
+            at,
+            "persistence_granularity has no effect without persistence_timeout",
+        ));
+    }
+    let persistence = persistence_timeout.map(|timeout_secs| Persistence {
+        timeout_secs,
+        prefix_len: granularity.as_ref().map_or(full, |(prefix, _)| *prefix),
+    });
+
     Some(VirtualServer {
         addr,
         port,
         protocol,
         scheduler: scheduler?,
         sched_flags,
+        persistence,
         forward: forward?,
         delay_loop,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
@@ -382,6 +441,18 @@ fn parse_port(text: &str, location: &Location, diagnostics: &mut Vec<Diagnostic>
     }
 }
 
+/// `persistence_granularity`: an IPv4 netmask with contiguous ones, or an IPv6 prefix
+/// length; as a prefix length.
+fn parse_granularity(text: &str, ipv4: bool) -> Option<u8> {
+    if ipv4 {
+        let mask = u32::from(text.parse::<std::net::Ipv4Addr>().ok()?);
+        let ones = mask.leading_ones();
+        (ones > 0 && mask.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
+    } else {
+        text.parse::<u8>().ok().filter(|p| (1..=128).contains(p))
+    }
+}
+
 /// keepalived accepts fractional seconds (`delay_loop 1.5`).
 fn parse_seconds(
     text: &str,
@@ -408,7 +479,7 @@ mod tests {
 
     use crate::{
         config::{ConfigError, Diagnostic, Loaded, Severity, parse},
-        model::{ForwardMethod, Protocol, SchedFlags, Scheduler},
+        model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler},
     };
 
     fn ok(text: &str) -> Loaded {
@@ -524,6 +595,54 @@ virtual_server 192.0.2.3 80 {
     }
 
     #[test]
+    fn persistence_reads_keepalived_keywords() {
+        let loaded = ok("
+virtual_server 192.0.2.1 80 {
+    lb_kind DR
+    persistence_timeout 600
+    persistence_granularity 255.255.255.0
+}
+virtual_server 192.0.2.2 80 {
+    lb_kind DR
+    persistence_timeout
+}
+virtual_server 2001:db8::1 80 {
+    lb_kind DR
+    persistence_timeout 50
+    persistence_granularity 64
+}
+virtual_server 192.0.2.3 80 {
+    lb_kind DR
+    persistence_granularity 255.255.0.0
+}
+");
+        let p = |timeout_secs, prefix_len| {
+            Some(Persistence {
+                timeout_secs,
+                prefix_len,
+            })
+        };
+        let vs = &loaded.config.virtual_servers;
+        assert_eq!(vs[0].persistence, p(600, 24));
+        assert_eq!(vs[1].persistence, p(360, 32));
+        assert_eq!(vs[2].persistence, p(50, 64));
+        assert_eq!(vs[3].persistence, None);
+        assert_eq!(
+            lines(&loaded.warnings),
+            ["18: persistence_granularity has no effect without persistence_timeout"]
+        );
+        assert_eq!(
+            lines(&errors(
+                "virtual_server 192.0.2.1 80 {\n lb_kind DR\n persistence_timeout x\n persistence_granularity 255.0.255.0\n}\n"
+            )),
+            [
+                "3: persistence_timeout `x` is not a number of seconds",
+                "4: persistence_granularity `255.0.255.0` is not an IPv4 netmask (such as 255.255.255.0)",
+            ]
+        );
+    }
+
+    #[test]
     fn least_connection_schedulers_take_at_most_256_reals() {
         let mut text = String::from("virtual_server 192.0.2.1 80 {\n lb_algo wlc\n lb_kind DR\n");
         for i in 0..257 {
@@ -615,14 +734,14 @@ virtual_server 192.0.2.1 80 {
 virtual_server 192.0.2.1 80 {
     lb_algo rr
     lb_kind DR
-    persistence_timeout 50
+    quorum 2
     real_server 10.0.0.1 8080
 }
 ");
         assert_eq!(
             lines(&loaded.warnings),
             [
-                "5: virtual_server keyword `persistence_timeout` is not supported yet; ignored",
+                "5: virtual_server keyword `quorum` is not supported yet; ignored",
                 "6: real_server port 8080 differs from the virtual_server port 80; DR does not translate ports, packets arrive on 80",
             ]
         );

@@ -14,7 +14,7 @@ use std::net::IpAddr;
 use lb_common::Outcome;
 use serde::Serialize;
 
-use crate::model::{ForwardMethod, Protocol, SchedFlags, Scheduler};
+use crate::model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler};
 
 /// One virtual service as the data plane should carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,6 +24,7 @@ pub struct ServiceSpec {
     pub protocol: Protocol,
     pub scheduler: Scheduler,
     pub sched_flags: SchedFlags,
+    pub persistence: Option<Persistence>,
     pub forward: ForwardMethod,
     pub reals: Vec<RealSpec>,
 }

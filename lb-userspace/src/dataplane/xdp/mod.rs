@@ -27,9 +27,10 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    ConnCounts, FlowKey, FlowState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    ConnCounts, FlowKey, FlowState, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
+    TrafficStats,
     conn::{Timeouts, is_active},
-    map_names as names, program_names,
+    map_names as names, mask_prefix, program_names,
 };
 
 use arena::{Arena, Region};
@@ -278,78 +279,72 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         array.set(id, zero, 0).map_err(map_error(map))
     }
 
-    /// Write `table` (real ids) into free space of the arena and point service `key` at
-    /// it; the old range is released after the arena's grace period.
-    fn publish_table(
-        &mut self,
-        key: ServiceKey,
-        sched: u8,
-        sched_flags: u8,
-        table: Vec<u32>,
-    ) -> Result<(), DataplaneError> {
-        let slot = self
-            .slots
-            .services
-            .get(&key)
-            .expect("service allocated before publish");
-        if let Some(info) = slot.info
-            && info.sched == sched
-            && info.sched_flags == sched_flags
-            && slot.table.as_ref() == Some(&table)
-        {
+    /// Whether service `wanted.key` already runs with this entry (apart from where its
+    /// table is) and this table.
+    fn is_published(&self, wanted: &DesiredService) -> bool {
+        self.slots.services.get(&wanted.key).is_some_and(|slot| {
+            slot.info.is_some_and(|info| {
+                ServiceInfo {
+                    table_offset: 0,
+                    table_len: 0,
+                    ..info
+                } == wanted.info
+            }) && slot.table.as_ref() == Some(&wanted.table)
+        })
+    }
+
+    /// Write the wanted table (real ids) into free space of the arena and point the
+    /// service entry at it; the old range is released after the arena's grace period.
+    fn publish(&mut self, wanted: DesiredService) -> Result<(), DataplaneError> {
+        if self.is_published(&wanted) {
             return Ok(());
         }
-        let (id, old) = (slot.id, slot.info);
-        let region = self.allocate_table(table.len() as u32)?;
+        let old = self
+            .slots
+            .services
+            .get(&wanted.key)
+            .and_then(|slot| slot.info);
+        let region = self.allocate_table(wanted.table.len() as u32)?;
         let mut tables: Array<&mut MapData, u32> =
             Array::try_from(map_mut(&mut self.ebpf, names::TABLES)?)
                 .map_err(map_error(names::TABLES))?;
-        for (pos, &real_id) in table.iter().enumerate() {
+        for (pos, &real_id) in wanted.table.iter().enumerate() {
             tables
                 .set(region.offset + pos as u32, real_id, 0)
                 .map_err(map_error("writing a scheduling table"))?;
         }
         let info = ServiceInfo {
-            id,
             table_offset: region.offset,
             table_len: region.len,
-            sched,
-            sched_flags,
-            _pad: [0; 2],
+            ..wanted.info
         };
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceInfo> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::SERVICES)?)
                 .map_err(map_error(names::SERVICES))?;
         services
-            .insert(key, info, 0)
+            .insert(wanted.key, info, 0)
             .map_err(map_error("writing a service"))?;
         if let Some(old) = old {
             self.arena.release(table_region(&old), Instant::now());
         }
-        let slot = self.slots.services.get_mut(&key).expect("checked above");
+        let slot = self
+            .slots
+            .services
+            .get_mut(&wanted.key)
+            .expect("service allocated before publish");
         slot.info = Some(info);
-        slot.table = Some(table);
+        slot.table = Some(wanted.table);
         Ok(())
     }
 
     /// Fail before anything is published if the changed tables cannot all fit in the
     /// arena, even once released ranges are free again (a partly applied configuration
     /// would mix old and new tables).
-    fn check_table_room(
-        &self,
-        tables: &[(ServiceKey, u8, u8, Vec<u32>)],
-    ) -> Result<(), DataplaneError> {
-        let needed: u64 = tables
+    fn check_table_room(&self, wanted: &[DesiredService]) -> Result<(), DataplaneError> {
+        let needed: u64 = wanted
             .iter()
-            .filter(|(key, kind, flags, table)| {
-                self.slots.services.get(key).is_none_or(|slot| {
-                    !(slot
-                        .info
-                        .is_some_and(|i| i.sched == *kind && i.sched_flags == *flags)
-                        && slot.table.as_ref() == Some(table))
-                })
-            })
-            .map(|(_, _, _, table)| table.len() as u64)
+            .filter(|w| !self.is_published(w))
+            .map(|w| w.table.len() as u64)
             .sum();
         if needed > self.arena.eventually_free() {
             return Err(DataplaneError::Capacity {
@@ -501,13 +496,21 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             if table.scaled {
                 report.scaled.push((spec.addr, spec.port));
             }
-            let ids = table.entries.iter().map(|&i| members[i]).collect();
-            tables.push((
+            let full_prefix = if spec.addr.is_ipv4() { 32 } else { 128 };
+            tables.push(DesiredService {
                 key,
-                sched::kind(spec.scheduler),
-                sched::flag_bits(spec.sched_flags),
-                ids,
-            ));
+                info: ServiceInfo {
+                    id: service_id,
+                    table_offset: 0,
+                    table_len: 0,
+                    sched: sched::kind(spec.scheduler),
+                    sched_flags: sched::flag_bits(spec.sched_flags),
+                    persist_prefix: spec.persistence.map_or(full_prefix, |p| p.prefix_len),
+                    _pad: 0,
+                    persist_timeout: spec.persistence.map_or(0, |p| p.timeout_secs),
+                },
+                table: table.entries.iter().map(|&i| members[i]).collect(),
+            });
         }
 
         self.check_table_room(&tables)?;
@@ -517,8 +520,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 self.write_real(id, entry)?;
             }
         }
-        for (key, kind, flags, table) in tables {
-            self.publish_table(key, kind, flags, table)?;
+        for wanted in tables {
+            self.publish(wanted)?;
         }
         let stale: Vec<ServiceKey> = self
             .slots
@@ -539,12 +542,14 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let mut counts: BTreeMap<u32, ConnCounts> = BTreeMap::new();
         let mut expired = Vec::new();
         let mut flows = 0u64;
-        let services: BTreeMap<ServiceKey, u32> = self
+        let services: BTreeMap<ServiceKey, (u32, Option<ServiceInfo>)> = self
             .slots
             .services
             .iter()
-            .map(|(key, slot)| (*key, slot.id))
+            .map(|(key, slot)| (*key, (slot.id, slot.info)))
             .collect();
+        // Persistence pins with a live connection, and the real it is on.
+        let mut live_pins: BTreeMap<PersistKey, u32> = BTreeMap::new();
         {
             let table: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(
                 self.ebpf
@@ -565,10 +570,20 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 }
                 // A flow of a removed service whose real id was reused is not the new
                 // real's connection (the data plane ignores such entries too).
-                let service_id = services.get(&flow_service_key(&key)).copied();
+                let service = services.get(&flow_service_key(&key)).copied();
                 let real_service = self.slots.entries.get(&state.real_id).map(|e| e.service_id);
-                if service_id.is_none() || service_id != real_service {
+                let Some((service_id, info)) = service else {
                     continue;
+                };
+                if Some(service_id) != real_service {
+                    continue;
+                }
+                if let Some(info) = info.filter(|i| i.persist_timeout != 0) {
+                    let pin = PersistKey {
+                        service_id,
+                        client: mask_prefix(key.src, info.persist_prefix),
+                    };
+                    live_pins.insert(pin, state.real_id);
                 }
                 flows += 1;
                 let count = counts.entry(state.real_id).or_default();
@@ -600,6 +615,25 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let ids: Vec<u32> = self.slots.entries.keys().copied().collect();
         for id in ids {
             self.write_conns(id, counts.get(&id).copied().unwrap_or_default())?;
+        }
+        // A pin lasts for its timeout after the last connection it directed ended (IPVS
+        // keeps a template while it controls connections).
+        let mut pins: HashMap<&mut MapData, PersistKey, PersistState> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::PERSIST)?)
+                .map_err(map_error(names::PERSIST))?;
+        for (key, real_id) in live_pins {
+            match pins.get(&key, 0) {
+                Ok(pin) if pin.real_id == real_id && pin.last_seen_ns < now => {
+                    let refreshed = PersistState {
+                        last_seen_ns: now,
+                        ..pin
+                    };
+                    pins.insert(key, refreshed, 0)
+                        .map_err(map_error("refreshing a persistence pin"))?;
+                }
+                Ok(_) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("reading a persistence pin")(e)),
+            }
         }
         Ok(SweepReport {
             flows,
@@ -643,6 +677,14 @@ fn map_mut<'a>(
     name: &'static str,
 ) -> Result<&'a mut aya::maps::Map, DataplaneError> {
     ebpf.map_mut(name).ok_or_else(|| counters::missing(name))
+}
+
+/// What a service should run with: its entry (`table_offset`/`table_len` left 0) and
+/// table of real ids.
+struct DesiredService {
+    key: ServiceKey,
+    info: ServiceInfo,
+    table: Vec<u32>,
 }
 
 /// The service a flow is for: its destination address, port and protocol.

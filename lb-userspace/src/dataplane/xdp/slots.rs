@@ -319,12 +319,8 @@ mod tests {
         let mut gone = entry(real_key(0, 2));
         gone.flags = REAL_FLAG_RETIRED;
         let info = ServiceInfo {
-            id: 0,
             table_offset: 7,
-            table_len: 1,
-            sched: 0,
-            sched_flags: 0,
-            _pad: [0; 2],
+            ..ServiceInfo::table_only(0, 0, 1, 0)
         };
         let mut slots = Slots::rebuild(
             4,

@@ -1,0 +1,44 @@
+//! Persistence (keepalived `persistence_timeout`, an IPVS persistent service): new
+//! connections of a client, or of its network with `persistence_granularity`, go to the
+//! real its earlier connections went to, as long as the pin is younger than the timeout.
+//! The pin is IPVS's persistence template: refreshed by every new connection it directs
+//! (and by userspace's sweep while connections it directed are alive), kept for a real at
+//! weight 0 (IPVS's default, `expire_quiescent_template=0`), dropped for a removed real.
+
+use lb_common::{FlowKey, PersistKey, PersistState, REAL_FLAG_RETIRED, ServiceInfo, mask_prefix};
+
+use crate::maps::{self, PERSIST};
+
+/// The persistence key of `flow`'s client for `service`.
+#[inline(always)]
+pub fn key(service: &ServiceInfo, flow: &FlowKey) -> PersistKey {
+    PersistKey {
+        service_id: service.id,
+        client: mask_prefix(flow.src, service.persist_prefix),
+    }
+}
+
+/// The real pinned for this client, if the pin is alive and its real can still serve.
+#[inline(always)]
+pub fn pinned(service: &ServiceInfo, key: &PersistKey, now: u64) -> Option<u32> {
+    // SAFETY: copied out at once; a racing update can only yield another real id, which
+    // is validated like any other.
+    let pin = unsafe { PERSIST.get(key) }.copied()?;
+    let timeout = u64::from(service.persist_timeout) * 1_000_000_000;
+    if now > pin.last_seen_ns && now - pin.last_seen_ns > timeout {
+        return None;
+    }
+    let real = maps::real(pin.real_id)?;
+    (real.service_id == service.id && real.flags & REAL_FLAG_RETIRED == 0).then_some(pin.real_id)
+}
+
+/// Pin (or re-pin) the client to `real_id`.
+#[inline(always)]
+pub fn remember(key: &PersistKey, real_id: u32, now: u64) {
+    let pin = PersistState {
+        real_id,
+        _pad: 0,
+        last_seen_ns: now,
+    };
+    let _ = PERSIST.insert(key, pin, 0);
+}
