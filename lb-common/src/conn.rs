@@ -30,7 +30,9 @@ pub const TCP_SYN: u8 = 0x02;
 pub const TCP_RST: u8 = 0x04;
 pub const TCP_ACK: u8 = 0x10;
 
-/// Seconds a flow may stay idle in each state before it is gone.
+/// Seconds a flow may stay idle in each state before it is gone (the value of
+/// `LB_TIMEOUTS`, one entry).
+#[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct Timeouts {
@@ -43,6 +45,22 @@ impl Timeouts {
     pub const IPVS: Timeouts = Timeouts {
         secs: [2, 900, 120, 60, 120, 120, 10, 60, 30, 120, 120, 300],
     };
+
+    /// IPVS's defaults with `ipvsadm --set tcp tcpfin udp` (keepalived's `lvs_timeouts`)
+    /// applied: ESTABLISHED, FIN_WAIT and UDP; `None` (or 0, as in IPVS) keeps a default.
+    pub const fn with_set(tcp: Option<u32>, tcpfin: Option<u32>, udp: Option<u32>) -> Self {
+        let mut timeouts = Self::IPVS;
+        if let Some(secs @ 1..) = tcp {
+            timeouts.secs[STATE_ESTABLISHED as usize] = secs;
+        }
+        if let Some(secs @ 1..) = tcpfin {
+            timeouts.secs[STATE_FIN_WAIT as usize] = secs;
+        }
+        if let Some(secs @ 1..) = udp {
+            timeouts.secs[STATE_UDP as usize] = secs;
+        }
+        timeouts
+    }
 
     /// Idle time after which a flow in `state` is gone, in nanoseconds.
     #[inline(always)]

@@ -46,6 +46,7 @@ pub mod map_names {
     pub const FLOWS: &str = "LB_FLOWS";
     pub const REAL_CONNS: &str = "LB_REAL_CONNS";
     pub const PERSIST: &str = "LB_PERSIST";
+    pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const OUTCOMES: &str = "LB_OUTCOMES";
@@ -299,6 +300,7 @@ mod pod {
     unsafe impl aya::Pod for super::ConnCounts {}
     unsafe impl aya::Pod for super::PersistKey {}
     unsafe impl aya::Pod for super::PersistState {}
+    unsafe impl aya::Pod for super::conn::Timeouts {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
@@ -308,6 +310,7 @@ const _: () = {
     assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4);
     assert!(size_of::<PersistKey>() == 4 + 16);
     assert!(size_of::<PersistState>() == 4 + 4 + 8);
+    assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);

@@ -5,13 +5,33 @@
 
 use lb_common::{
     FlowKey, FlowState, PROTO_TCP,
-    conn::{STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
+    conn::{STATE_COUNT, STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
 };
 
-use crate::{maps::FLOWS, parse::Flow};
+use crate::{
+    maps::{FLOWS, TIMEOUTS},
+    parse::Flow,
+};
 
-/// The timeouts the data plane applies (IPVS's defaults).
-pub const TIMEOUTS: Timeouts = Timeouts::IPVS;
+/// Whether a flow last seen at `last_seen_ns` in `state` has timed out at `now_ns`, by the
+/// timeouts userspace configured (`LB_TIMEOUTS`; all zero, before it wrote them, counts as
+/// IPVS's defaults).
+#[inline(always)]
+pub fn expired(state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
+    let index = state as usize;
+    let configured = match TIMEOUTS.get(0) {
+        Some(timeouts) if index < STATE_COUNT => timeouts.secs[index],
+        _ => 0,
+    };
+    let secs = if configured != 0 {
+        configured
+    } else if index < STATE_COUNT {
+        Timeouts::IPVS.secs[index]
+    } else {
+        Timeouts::IPVS.secs[STATE_NONE as usize]
+    };
+    now_ns > last_seen_ns && now_ns - last_seen_ns > u64::from(secs) * 1_000_000_000
+}
 
 /// `CLOCK_MONOTONIC` in nanoseconds, at jiffy resolution (enough for timeouts in seconds,
 /// and cheaper than the precise clock).

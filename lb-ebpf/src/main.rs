@@ -99,7 +99,7 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
         if let Some(real) = maps::real(old.real_id)
             && real.service_id == service.id
         {
-            let expired = conntrack::TIMEOUTS.expired(old.state, old.last_seen_ns, now);
+            let expired = conntrack::expired(old.state, old.last_seen_ns, now);
             let reused = flow.opens_connection() && real.flags & REAL_FLAG_RETIRED != 0;
             if !expired && !reused {
                 let state = conntrack::next_state(old.state, flow);

@@ -9,7 +9,7 @@ use aya_ebpf::{
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
     FlowState, MAX_REALS, MAX_SERVICES, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState,
-    RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    RealInfo, ServiceInfo, ServiceKey, TrafficStats, conn::Timeouts,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -34,6 +34,10 @@ pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_SERVICES, 0);
 /// Established flows → their real. Size is set by userspace at load time.
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// Connection timeouts per state (one entry; IPVS's defaults until userspace writes it).
+#[map(name = "LB_TIMEOUTS")]
+pub static TIMEOUTS: Array<Timeouts> = Array::pinned(1, 0);
 
 /// Persistence pins: (service, masked client address) → real.
 #[map(name = "LB_PERSIST")]

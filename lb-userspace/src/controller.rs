@@ -7,8 +7,12 @@
 //! first apply restores nothing: the pinned maps may still hold what an earlier lbd left,
 //! and an empty configuration would wipe it.
 
+use lb_common::conn::Timeouts;
+
 use crate::{
-    dataplane::{ApplyReport, Dataplane, DataplaneError, RealSpec, ServiceSpec, SweepReport},
+    dataplane::{
+        ApplyReport, Dataplane, DataplaneError, DesiredState, RealSpec, ServiceSpec, SweepReport,
+    },
     model::Config,
 };
 
@@ -73,7 +77,15 @@ impl<D: Dataplane> Controller<D> {
 }
 
 /// What the data plane should carry for `config`.
-pub fn desired_state(config: &Config) -> Vec<ServiceSpec> {
+pub fn desired_state(config: &Config) -> DesiredState {
+    let t = config.lvs_timeouts;
+    DesiredState {
+        services: services(config),
+        timeouts: Timeouts::with_set(t.tcp, t.tcpfin, t.udp),
+    }
+}
+
+fn services(config: &Config) -> Vec<ServiceSpec> {
     config
         .virtual_servers
         .iter()
@@ -136,6 +148,17 @@ virtual_server 192.0.2.1 80 {
     }
 
     #[test]
+    fn lvs_timeouts_reach_the_data_plane() {
+        let mut controller = Controller::new(FakeDataplane::default());
+        controller
+            .apply(config("global_defs {\n lvs_timeouts tcp 60 udp 30\n}\n"))
+            .unwrap();
+        let timeouts = controller.dataplane().timeouts.expect("applied");
+        assert_eq!(timeouts, Timeouts::with_set(Some(60), None, Some(30)));
+        assert_ne!(timeouts, Timeouts::IPVS);
+    }
+
+    #[test]
     fn failed_first_apply_restores_nothing() {
         let mut controller = Controller::new(FakeDataplane::default());
         controller.dataplane_mut().fail_next_apply = Some(DataplaneError::Capacity {
@@ -159,7 +182,10 @@ virtual_server 192.0.2.1 80 {
             config("virtual_server 192.0.2.9 53 { lb_algo rr\n lb_kind DR\n protocol UDP }");
         assert!(controller.apply(second).is_err());
         assert_eq!(controller.running(), &first);
-        assert_eq!(controller.dataplane().services, desired_state(&first));
+        assert_eq!(
+            controller.dataplane().services,
+            desired_state(&first).services
+        );
         assert_eq!(controller.dataplane().applies, 2);
     }
 }

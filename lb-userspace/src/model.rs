@@ -8,7 +8,18 @@ use serde::Serialize;
 /// Everything lbd runs from one configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct Config {
+    /// global_defs `lvs_timeouts`.
+    pub lvs_timeouts: LvsTimeouts,
     pub virtual_servers: Vec<VirtualServer>,
+}
+
+/// keepalived's global_defs `lvs_timeouts tcp N tcpfin N udp N` (`ipvsadm --set`), in
+/// seconds; `None` keeps IPVS's default (900, 120, 300).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct LvsTimeouts {
+    pub tcp: Option<u32>,
+    pub tcpfin: Option<u32>,
+    pub udp: Option<u32>,
 }
 
 /// keepalived `virtual_server IP PORT { ... }`.

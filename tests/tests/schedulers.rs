@@ -499,3 +499,62 @@ fn timed_out_flows_are_scheduled_anew_and_swept() {
         assert_eq!((counts.active, counts.inactive), (0, 0));
     }
 }
+
+/// Make every flow's last packet `secs` seconds old.
+fn set_flow_age(balancer: &mut TestBalancer, secs: u64) {
+    use aya::maps::{HashMap as BpfHashMap, MapData};
+    use lb_common::{FlowKey, FlowState, map_names};
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowState> = BpfHashMap::try_from(
+        balancer
+            .dataplane
+            .ebpf_mut()
+            .map_mut(map_names::FLOWS)
+            .expect("LB_FLOWS"),
+    )
+    .expect("flow map");
+    let entries: Vec<(FlowKey, FlowState)> = flows.iter().map(|e| e.expect("entry")).collect();
+    for (key, state) in entries {
+        let aged = FlowState {
+            last_seen_ns: now.saturating_sub(secs * 1_000_000_000),
+            ..state
+        };
+        flows.insert(key, aged, 0).expect("age flow");
+    }
+}
+
+#[test]
+fn lvs_timeouts_set_how_long_established_flows_last() {
+    if !require_root("lvs_timeouts_set_how_long_established_flows_last") {
+        return;
+    }
+    let vip = [192, 0, 2, 51];
+    let service = service(vip, "rr", "", 0, &[1, 1]);
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    let flow = Frame::tcp(v4([198, 21, 1, 1], vip), 9000, 80);
+    let ack = flow.clone().with_tcp_flags(TCP_ACK).bytes();
+    for (tcp, survives) in [(900, true), (3, false)] {
+        let config = format!("global_defs {{\n lvs_timeouts tcp {tcp}\n}}\n{service}");
+        balancer.apply_config(&config).expect("apply");
+        let first = real_of(&balancer, &flow.bytes()).expect("forwarded");
+        assert_eq!(real_of(&balancer, &ack), Some(first));
+        // Idle for 10 s: within 900 s, past 3 s (then rr picks the other real).
+        set_flow_age(&mut balancer, 10);
+        let now = real_of(&balancer, &ack).expect("forwarded");
+        assert_eq!(now == first, survives, "tcp timeout {tcp}");
+        // The sweep goes by the same timeouts.
+        set_flow_age(&mut balancer, 10);
+        let report = balancer.dataplane.sweep().expect("sweep");
+        assert_eq!(
+            report.expired == 0,
+            survives,
+            "tcp timeout {tcp}: {report:?}"
+        );
+    }
+}

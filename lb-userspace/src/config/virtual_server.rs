@@ -4,7 +4,7 @@
 
 use std::{collections::HashSet, net::IpAddr, time::Duration};
 
-use super::{Diagnostic, Location, tree::Statement};
+use super::{Diagnostic, Location, global_defs::global_defs, tree::Statement};
 use crate::model::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
 };
@@ -41,6 +41,7 @@ pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>)
                     }
                 }
             }
+            "global_defs" => global_defs(statement, &mut config.lvs_timeouts, diagnostics),
             other => not_supported(statement, other, "", diagnostics),
         }
     }
@@ -49,7 +50,7 @@ pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>)
 
 /// A keyword lbd does not implement yet: a warning, except `include`, whose blocks would
 /// silently be missing (a reload would then remove services), which is an error.
-fn not_supported(
+pub(super) fn not_supported(
     item: &Statement,
     keyword: &str,
     context: &str,
@@ -540,11 +541,11 @@ virtual_server 2001:db8::1 53 {
         assert_eq!(vs[1].scheduler, Scheduler::Wrr);
         assert_eq!(vs[1].delay_loop, Duration::from_millis(1500));
         assert_eq!(vs[1].reals[0].weight, 0);
-        // global_defs and TCP_CHECK are not implemented yet: warned about, with lines.
+        // router_id and TCP_CHECK are not implemented yet: warned about, with lines.
         assert_eq!(
             lines(&loaded.warnings),
             [
-                "2: `global_defs` is not supported yet; ignored",
+                "3: global_defs keyword `router_id` is not supported yet; ignored",
                 "10: real_server keyword `TCP_CHECK` is not supported yet; ignored",
             ]
         );

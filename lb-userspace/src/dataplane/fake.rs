@@ -2,11 +2,17 @@
 //! counts applies and sweeps; counters are whatever the test sets. It has no flows, so a
 //! sweep finds none.
 
-use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec, SweepReport};
+use lb_common::conn::Timeouts;
+
+use super::{
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
+};
 
 #[derive(Debug, Default)]
 pub struct FakeDataplane {
     pub services: Vec<ServiceSpec>,
+    /// Timeouts of the last apply (`None` before the first).
+    pub timeouts: Option<Timeouts>,
     pub applies: usize,
     pub sweeps: usize,
     pub counters: Counters,
@@ -15,11 +21,12 @@ pub struct FakeDataplane {
 }
 
 impl Dataplane for FakeDataplane {
-    fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError> {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         if let Some(error) = self.fail_next_apply.take() {
             return Err(error);
         }
-        self.services = services.to_vec();
+        self.services = desired.services.clone();
+        self.timeouts = Some(desired.timeouts);
         self.applies += 1;
         Ok(ApplyReport::default())
     }

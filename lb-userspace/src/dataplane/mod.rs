@@ -11,10 +11,18 @@ pub mod xdp;
 
 use std::net::IpAddr;
 
-use lb_common::Outcome;
+use lb_common::{Outcome, conn::Timeouts};
 use serde::Serialize;
 
 use crate::model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler};
+
+/// Everything the data plane should carry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesiredState {
+    pub services: Vec<ServiceSpec>,
+    /// Connection timeouts per state.
+    pub timeouts: Timeouts,
+}
 
 /// One virtual service as the data plane should carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,8 +140,8 @@ pub struct SweepReport {
 }
 
 pub trait Dataplane {
-    /// Reconcile the data plane with `services` (the complete desired state).
-    fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError>;
+    /// Reconcile the data plane with `desired` (the complete desired state).
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError>;
 
     /// Remove timed-out flows and recount each real's active and inactive connections
     /// from the flows that remain (the data plane keeps the counts between sweeps).

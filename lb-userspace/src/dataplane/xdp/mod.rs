@@ -40,7 +40,9 @@ pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
 use slots::{RealKey, Slots};
 
-use super::{ApplyReport, Counters, Dataplane, DataplaneError, ServiceSpec, SweepReport};
+use super::{
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
+};
 use crate::{
     nexthop::{NextHop, NextHopResolver},
     sched::{self, TableReal},
@@ -135,6 +137,8 @@ pub struct XdpDataplane<R> {
     resolver: R,
     slots: Slots,
     arena: Arena,
+    /// The timeouts last written (`None`: not yet, by this process).
+    timeouts: Option<Timeouts>,
     /// Links of the interfaces the balancer is attached to.
     links: Vec<XdpLinkId>,
     /// Possible CPUs: the number of values of a per-CPU map slot.
@@ -177,6 +181,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             resolver,
             slots,
             arena,
+            timeouts: None,
             links: Vec::new(),
             cpus,
             load_warnings,
@@ -253,6 +258,20 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             .set(id, info, 0)
             .map_err(map_error("writing a real"))?;
         self.slots.entries.insert(id, info);
+        Ok(())
+    }
+
+    /// Write the connection timeouts if they changed.
+    fn write_timeouts(&mut self, timeouts: Timeouts) -> Result<(), DataplaneError> {
+        if self.timeouts == Some(timeouts) {
+            return Ok(());
+        }
+        let mut map: Array<&mut MapData, Timeouts> =
+            Array::try_from(map_mut(&mut self.ebpf, names::TIMEOUTS)?)
+                .map_err(map_error(names::TIMEOUTS))?;
+        map.set(0, timeouts, 0)
+            .map_err(map_error("writing the timeouts"))?;
+        self.timeouts = Some(timeouts);
         Ok(())
     }
 
@@ -421,7 +440,9 @@ impl<R: NextHopResolver> XdpDataplane<R> {
 }
 
 impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
-    fn apply(&mut self, services: &[ServiceSpec]) -> Result<ApplyReport, DataplaneError> {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        let services = &desired.services;
+        self.write_timeouts(desired.timeouts)?;
         let mut report = ApplyReport::default();
         let next_hops = self.resolve_all(services);
         let mut wanted_services = BTreeSet::new();
@@ -538,7 +559,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
 
     fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
         let now = monotonic_coarse_ns();
-        let timeouts = Timeouts::IPVS;
+        let timeouts = self.timeouts.unwrap_or(Timeouts::IPVS);
         let mut counts: BTreeMap<u32, ConnCounts> = BTreeMap::new();
         let mut expired = Vec::new();
         let mut flows = 0u64;

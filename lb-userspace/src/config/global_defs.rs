@@ -1,0 +1,103 @@
+//! The `global_defs` block: what lbd uses of it (`lvs_timeouts`); its other keywords are
+//! reported as not supported yet.
+
+use super::{Diagnostic, tree::Statement, virtual_server::not_supported};
+use crate::model::LvsTimeouts;
+
+/// Read a `global_defs` block into `timeouts`.
+pub fn global_defs(
+    statement: &Statement,
+    timeouts: &mut LvsTimeouts,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    for item in statement.block.as_deref().unwrap_or_default() {
+        match item.name() {
+            "lvs_timeouts" => lvs_timeouts(item, timeouts, diagnostics),
+            other => not_supported(item, other, "global_defs keyword ", diagnostics),
+        }
+    }
+}
+
+/// `lvs_timeouts [tcp N] [tcpfin N] [udp N]`: pairs of a name and seconds.
+fn lvs_timeouts(item: &Statement, timeouts: &mut LvsTimeouts, diagnostics: &mut Vec<Diagnostic>) {
+    let args: Vec<&str> = item.args.iter().map(|t| t.text.as_str()).collect();
+    if args.is_empty() || !args.len().is_multiple_of(2) {
+        diagnostics.push(Diagnostic::error(
+            item.location(),
+            "lvs_timeouts takes pairs: `lvs_timeouts [tcp SECS] [tcpfin SECS] [udp SECS]`",
+        ));
+        return;
+    }
+    for pair in args.chunks(2) {
+        let secs = match pair[1].parse::<u32>() {
+            Ok(secs) if secs <= 86_400 * 365 => secs,
+            _ => {
+                diagnostics.push(Diagnostic::error(
+                    item.location(),
+                    format!(
+                        "lvs_timeouts {} `{}` is not a number of seconds",
+                        pair[0], pair[1]
+                    ),
+                ));
+                continue;
+            }
+        };
+        let slot = match pair[0] {
+            "tcp" => &mut timeouts.tcp,
+            "tcpfin" => &mut timeouts.tcpfin,
+            "udp" => &mut timeouts.udp,
+            other => {
+                diagnostics.push(Diagnostic::error(
+                    item.location(),
+                    format!("lvs_timeouts has no `{other}` (tcp, tcpfin, udp)"),
+                ));
+                continue;
+            }
+        };
+        // 0 keeps the default, as `ipvsadm --set` does.
+        *slot = (secs > 0).then_some(secs);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::{
+        config::{ConfigError, parse},
+        model::LvsTimeouts,
+    };
+
+    #[test]
+    fn lvs_timeouts_are_read_and_checked() {
+        let loaded = parse(
+            "global_defs {\n router_id LB1\n lvs_timeouts tcp 7200 udp 0 tcpfin 60\n}\n",
+            Path::new("k.conf"),
+        )
+        .unwrap();
+        assert_eq!(
+            loaded.config.lvs_timeouts,
+            LvsTimeouts {
+                tcp: Some(7200),
+                tcpfin: Some(60),
+                udp: None
+            }
+        );
+        assert_eq!(loaded.warnings.len(), 1, "router_id is not supported yet");
+        let Err(ConfigError::Invalid { errors, .. }) = parse(
+            "global_defs {\n lvs_timeouts tcp\n lvs_timeouts tcp x\n lvs_timeouts sctp 5\n}\n",
+            Path::new("k.conf"),
+        ) else {
+            panic!("expected errors");
+        };
+        let messages: Vec<String> = errors.iter().map(|e| e.to_string()).collect();
+        assert_eq!(
+            messages,
+            [
+                "k.conf:2: error: lvs_timeouts takes pairs: `lvs_timeouts [tcp SECS] [tcpfin SECS] [udp SECS]`",
+                "k.conf:3: error: lvs_timeouts tcp `x` is not a number of seconds",
+                "k.conf:4: error: lvs_timeouts has no `sctp` (tcp, tcpfin, udp)",
+            ]
+        );
+    }
+}
