@@ -98,7 +98,8 @@ pub struct ServiceInfo {
     /// `persistence_granularity` as a prefix length of the client address (32 or 128
     /// for the address itself).
     pub persist_prefix: u8,
-    pub _pad: u8,
+    /// `SERVICE_FLAG_*` bits.
+    pub flags: u8,
     /// `persistence_timeout` in seconds; 0: no persistence.
     pub persist_timeout: u32,
 }
@@ -114,11 +115,15 @@ impl ServiceInfo {
             sched,
             sched_flags: 0,
             persist_prefix: 0,
-            _pad: 0,
+            flags: 0,
             persist_timeout: 0,
         }
     }
 }
+
+/// `ops` (IPVS one-packet scheduling, UDP only): every datagram is scheduled on its own and
+/// no flow is recorded.
+pub const SERVICE_FLAG_OPS: u8 = 1;
 
 /// Key of `LB_PERSIST`: a service and a client address masked to the service's
 /// `persistence_granularity` (IPVS's persistence template).

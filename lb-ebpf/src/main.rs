@@ -23,7 +23,7 @@ mod stats;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Outcome, REAL_FLAG_RETIRED, RealInfo, ServiceInfo};
+use lb_common::{Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS, ServiceInfo};
 use parse::Flow;
 
 /// The load balancer.
@@ -50,6 +50,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
     let service = vip::lookup(&flow.key).ok_or(Outcome::NotService)?;
     let now = conntrack::now_ns();
+    if service.flags & SERVICE_FLAG_OPS != 0 {
+        return one_packet(ctx, &flow, &service);
+    }
     let chosen = choose_real(&flow, &service, now)?;
     let outcome = fwd::dr::forward(ctx, &flow, chosen.real)?;
     if chosen.new_flow {
@@ -65,6 +68,16 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     }
     let bytes = ctx.data_end() - ctx.data();
     stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
+    Ok(outcome)
+}
+
+/// `ops`: schedule this datagram alone; nothing is recorded, so no connection is counted.
+#[inline(always)]
+fn one_packet(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
+    let real_id = sched::pick(service, flow).ok_or(Outcome::NoReal)?;
+    let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
+    let outcome = fwd::dr::forward(ctx, flow, real)?;
+    stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), true);
     Ok(outcome)
 }
 

@@ -96,6 +96,7 @@ fn services(config: &Config) -> Vec<ServiceSpec> {
             scheduler: vs.scheduler,
             sched_flags: vs.sched_flags,
             persistence: vs.persistence,
+            one_packet: vs.one_packet,
             forward: vs.forward,
             reals: vs
                 .reals

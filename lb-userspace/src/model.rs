@@ -34,6 +34,8 @@ pub struct VirtualServer {
     pub sched_flags: SchedFlags,
     /// `persistence_timeout` and `persistence_granularity`.
     pub persistence: Option<Persistence>,
+    /// `ops`: one-packet scheduling (UDP only): each datagram is scheduled on its own.
+    pub one_packet: bool,
     /// `lb_kind` / `lvs_method`.
     pub forward: ForwardMethod,
     /// `delay_loop`: interval between health checks.

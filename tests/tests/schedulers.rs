@@ -558,3 +558,38 @@ fn lvs_timeouts_set_how_long_established_flows_last() {
         );
     }
 }
+
+#[test]
+fn ops_schedules_every_udp_datagram_on_its_own() {
+    if !require_root("ops_schedules_every_udp_datagram_on_its_own") {
+        return;
+    }
+    let udp = |vip: [u8; 4], extra: &str, net: u8| {
+        service(vip, "rr", &format!(" protocol UDP\n{extra}"), net, &[1, 1])
+            .replace(" 80 ", " 53 ")
+            .replace(" 80\n", " 53\n")
+    };
+    let config = udp([192, 0, 2, 70], " ops", 0) + &udp([192, 0, 2, 71], "", 1);
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(&config).expect("apply");
+    let reals = |vip: [u8; 4]| -> Vec<Option<u8>> {
+        (0..4)
+            .map(|_| {
+                real_of(
+                    &balancer,
+                    &Frame::udp(v4([198, 22, 0, 1], vip), 5353, 53).bytes(),
+                )
+            })
+            .collect()
+    };
+    // One 5-tuple: with ops each datagram is scheduled (rr alternates), without it the
+    // flow keeps its real.
+    assert_eq!(reals([192, 0, 2, 70]), [Some(1), Some(2), Some(1), Some(2)]);
+    let plain = reals([192, 0, 2, 71]);
+    assert!(
+        plain.iter().all(|r| *r == plain[0] && r.is_some()),
+        "{plain:?}"
+    );
+    // Only the plain service's flow is recorded.
+    assert_eq!(balancer.dataplane.sweep().expect("sweep").flows, 1);
+}

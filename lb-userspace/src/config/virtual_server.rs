@@ -106,6 +106,7 @@ fn virtual_server(
     let mut flag_items = Vec::new();
     let mut persistence_timeout = None;
     let mut granularity = None;
+    let mut ops = None;
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -146,6 +147,13 @@ fn virtual_server(
                     ok = false;
                 }
                 flag_items.push(item);
+            }
+            "ops" => {
+                if !item.args.is_empty() || item.block.is_some() {
+                    diagnostics.push(Diagnostic::error(item.location(), "`ops` takes no value"));
+                    ok = false;
+                }
+                ops = Some(item.location().clone());
             }
             "persistence_timeout" => match item.args.as_slice() {
                 [] => persistence_timeout = Some(DEFAULT_PERSISTENCE_TIMEOUT),
@@ -286,6 +294,18 @@ fn virtual_server(
         }
     }
 
+    // IPVS schedules one packet at a time for UDP only.
+    let one_packet = match (&ops, protocol) {
+        (Some(_), Protocol::Udp) => true,
+        (Some(at), Protocol::Tcp) => {
+            diagnostics.push(Diagnostic::warning(
+                at,
+                "`ops` (one-packet scheduling) applies to UDP services only; ignored",
+            ));
+            false
+        }
+        (None, _) => false,
+    };
     let full = if addr.is_ipv4() { 32 } else { 128 };
     if let (None, Some((_, at))) = (persistence_timeout, &granularity) {
         diagnostics.push(Diagnostic::warning(
@@ -305,6 +325,7 @@ fn virtual_server(
         scheduler: scheduler?,
         sched_flags,
         persistence,
+        one_packet,
         forward: forward?,
         delay_loop,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
@@ -640,6 +661,28 @@ virtual_server 192.0.2.3 80 {
                 "3: persistence_timeout `x` is not a number of seconds",
                 "4: persistence_granularity `255.0.255.0` is not an IPv4 netmask (such as 255.255.255.0)",
             ]
+        );
+    }
+
+    #[test]
+    fn ops_applies_to_udp_only() {
+        let loaded = ok("
+virtual_server 192.0.2.1 53 {
+    lb_kind DR
+    protocol UDP
+    ops
+}
+virtual_server 192.0.2.1 80 {
+    lb_kind DR
+    ops
+}
+");
+        let vs = &loaded.config.virtual_servers;
+        assert!(vs[0].one_packet);
+        assert!(!vs[1].one_packet);
+        assert_eq!(
+            lines(&loaded.warnings),
+            ["9: `ops` (one-packet scheduling) applies to UDP services only; ignored"]
         );
     }
 

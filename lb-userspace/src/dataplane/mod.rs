@@ -33,6 +33,8 @@ pub struct ServiceSpec {
     pub scheduler: Scheduler,
     pub sched_flags: SchedFlags,
     pub persistence: Option<Persistence>,
+    /// `ops`: schedule every datagram on its own.
+    pub one_packet: bool,
     pub forward: ForwardMethod,
     pub reals: Vec<RealSpec>,
 }

@@ -527,7 +527,11 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     sched: sched::kind(spec.scheduler),
                     sched_flags: sched::flag_bits(spec.sched_flags),
                     persist_prefix: spec.persistence.map_or(full_prefix, |p| p.prefix_len),
-                    _pad: 0,
+                    flags: if spec.one_packet {
+                        lb_common::SERVICE_FLAG_OPS
+                    } else {
+                        0
+                    },
                     persist_timeout: spec.persistence.map_or(0, |p| p.timeout_secs),
                 },
                 table: table.entries.iter().map(|&i| members[i]).collect(),
