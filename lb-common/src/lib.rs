@@ -47,6 +47,8 @@ pub mod map_names {
     pub const REAL_CONNS: &str = "LB_REAL_CONNS";
     pub const PERSIST: &str = "LB_PERSIST";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
+    pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
+    pub const DECAP_STATS: &str = "LB_DECAP_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const OUTCOMES: &str = "LB_OUTCOMES";
@@ -59,6 +61,8 @@ pub mod program_names {
     /// Passes every frame. Attached to the peer of a veth that receives XDP_TX/REDIRECT
     /// frames in native mode: without an XDP program there the kernel drops them.
     pub const PASS: &str = "lb_xdp_pass";
+    /// On a real server: strips the IPIP/ip6ip6 header of packets for a VIP (TUN mode).
+    pub const DECAP: &str = "lb_decap";
 }
 
 /// Key of `LB_SERVICES`: what identifies a virtual service.
@@ -121,6 +125,27 @@ impl ServiceInfo {
     }
 }
 
+/// Key of `LB_DECAP_VIPS` (on a real server): a VIP whose tunnelled packets `lb_decap`
+/// strips.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct VipKey {
+    /// Network order, IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Counters of `lb_decap` (`LB_DECAP_STATS`, per CPU).
+pub mod decap_stats {
+    /// Tunnelled packets for a configured VIP, stripped and passed on.
+    pub const DECAPSULATED: u32 = 0;
+    /// Tunnelled packets for another address: passed untouched.
+    pub const OTHER_TUNNEL: u32 = 1;
+    pub const COUNT: u32 = 2;
+}
+
 /// `ops` (IPVS one-packet scheduling, UDP only): every datagram is scheduled on its own and
 /// no flow is recorded.
 pub const SERVICE_FLAG_OPS: u8 = 1;
@@ -178,8 +203,20 @@ pub struct RealInfo {
     /// The last weight above 0 (IPVS's `last_weight`): Maglev keeps a real at weight 0 in
     /// its table with the slots of this weight, also across a restart of lbd.
     pub last_weight: u16,
-    pub _pad: [u8; 2],
+    /// MTU of the egress interface: TUN drops what would not fit once encapsulated.
+    pub mtu: u16,
+    /// `FWD_*`: how packets reach this real.
+    pub fwd: u8,
+    pub _pad: [u8; 3],
+    /// TUN: the outer source address (the director's address towards the real), network
+    /// order, same family as `addr`.
+    pub tunnel_src: [u8; 16],
 }
+
+/// Direct routing: the frame's destination MAC becomes the real's.
+pub const FWD_DR: u8 = 0;
+/// IP-in-IP tunnel (IPIP for IPv4, ip6ip6 for IPv6) to the real.
+pub const FWD_TUN: u8 = 1;
 
 /// The real was removed from the configuration. Its entry stays so that established flows
 /// keep reaching it (IPVS with `expire_nodest_conn=0` does the same), but a new connection
@@ -306,6 +343,7 @@ mod pod {
     unsafe impl aya::Pod for super::PersistKey {}
     unsafe impl aya::Pod for super::PersistState {}
     unsafe impl aya::Pod for super::conn::Timeouts {}
+    unsafe impl aya::Pod for super::VipKey {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
@@ -316,7 +354,8 @@ const _: () = {
     assert!(size_of::<PersistKey>() == 4 + 16);
     assert!(size_of::<PersistState>() == 4 + 4 + 8);
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
-    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2);
+    assert!(size_of::<VipKey>() == 16 + 1 + 3);
+    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 3 + 16);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);
     assert!(size_of::<ConnCounts>() == 2 * 4);

@@ -60,11 +60,16 @@ pub enum Outcome {
     /// The frame's VLAN (outer tag, or none) is not the one the real is reached on; DR keeps
     /// tags, so it would land on the wrong segment: passed.
     VlanMismatch,
+    /// TUN: the packet with its outer header would exceed the egress MTU: dropped. (IPVS
+    /// answers a DF packet with ICMP "fragmentation needed"; not done yet.)
+    TunnelTooBig,
+    /// TUN: the driver gave no room in front of the frame for the outer header: dropped.
+    NoHeadroom,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::VlanMismatch as u32 + 1;
+    pub const COUNT: u32 = Outcome::NoHeadroom as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -83,6 +88,8 @@ impl Outcome {
         Outcome::NoReal,
         Outcome::NextHopUnknown,
         Outcome::VlanMismatch,
+        Outcome::TunnelTooBig,
+        Outcome::NoHeadroom,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -103,7 +110,10 @@ impl Outcome {
             | Outcome::Ipv4Fragment
             | Outcome::Ipv6ExtHeader
             | Outcome::VlanMismatch => XDP_PASS,
-            Outcome::NoReal | Outcome::NextHopUnknown => XDP_DROP,
+            Outcome::NoReal
+            | Outcome::NextHopUnknown
+            | Outcome::TunnelTooBig
+            | Outcome::NoHeadroom => XDP_DROP,
         }
     }
 
@@ -125,6 +135,8 @@ impl Outcome {
             Outcome::NoReal => "no_real",
             Outcome::NextHopUnknown => "next_hop_unknown",
             Outcome::VlanMismatch => "vlan_mismatch",
+            Outcome::TunnelTooBig => "tunnel_too_big",
+            Outcome::NoHeadroom => "no_headroom",
         }
     }
 }

@@ -12,6 +12,7 @@
 
 mod conns;
 mod conntrack;
+mod decap;
 mod fwd;
 mod headers;
 mod maps;
@@ -37,6 +38,12 @@ pub fn lb_xdp(ctx: XdpContext) -> u32 {
     outcome.xdp_action()
 }
 
+/// On a real server in TUN mode: strips the tunnel header of packets for a VIP.
+#[xdp]
+pub fn lb_decap(ctx: XdpContext) -> u32 {
+    decap::decap(&ctx)
+}
+
 /// Passes every frame. Attached to the receiving end of a veth pair so that frames sent
 /// there with XDP_TX or XDP_REDIRECT in native mode are delivered (the kernel drops them
 /// when that end has no XDP program).
@@ -54,7 +61,7 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         return one_packet(ctx, &flow, &service);
     }
     let chosen = choose_real(&flow, &service, now)?;
-    let outcome = fwd::dr::forward(ctx, &flow, chosen.real)?;
+    let outcome = fwd::forward(ctx, &flow, chosen.real)?;
     if chosen.new_flow {
         let state = conntrack::first_state(&flow);
         conntrack::insert(&flow.key, chosen.real_id, state, now);
@@ -76,7 +83,7 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
 fn one_packet(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
     let real_id = sched::pick(service, flow).ok_or(Outcome::NoReal)?;
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
-    let outcome = fwd::dr::forward(ctx, flow, real)?;
+    let outcome = fwd::forward(ctx, flow, real)?;
     stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), true);
     Ok(outcome)
 }

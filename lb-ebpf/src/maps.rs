@@ -9,7 +9,7 @@ use aya_ebpf::{
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
     FlowState, MAX_REALS, MAX_SERVICES, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState,
-    RealInfo, ServiceInfo, ServiceKey, TrafficStats, conn::Timeouts,
+    RealInfo, ServiceInfo, ServiceKey, TrafficStats, VipKey, conn::Timeouts, decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -59,6 +59,14 @@ pub static REAL_STATS: PerCpuArray<TrafficStats> = PerCpuArray::pinned(MAX_REALS
 /// Per-CPU packet counters per `Outcome`.
 #[map(name = "LB_OUTCOMES")]
 pub static OUTCOMES: PerCpuArray<u64> = PerCpuArray::pinned(Outcome::COUNT, 0);
+
+/// `lb_decap` (on a real server): the VIPs whose tunnelled packets it strips.
+#[map(name = "LB_DECAP_VIPS")]
+pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// `lb_decap`: per-CPU counters (`lb_common::decap_stats`).
+#[map(name = "LB_DECAP_STATS")]
+pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::pinned(decap_stats::COUNT, 0);
 
 /// The entry of real `id`, if it is in use.
 #[inline(always)]

@@ -19,6 +19,8 @@ pub struct Flow {
     pub vlan: u16,
     /// TCP flags (`lb_common::conn::TCP_*`); 0 for UDP.
     pub tcp_flags: u8,
+    /// Offset of the IP header (after Ethernet and VLAN tags).
+    pub l3_offset: usize,
 }
 
 impl Flow {
@@ -54,13 +56,14 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
         key,
         vlan,
         tcp_flags,
+        l3_offset,
     })
 }
 
 /// Ether type of the network layer, its offset, and the outer VLAN id (0 if untagged),
 /// after at most two VLAN tags.
 #[inline(always)]
-fn parse_l2(ctx: &XdpContext) -> Result<([u8; 2], usize, u16), Outcome> {
+pub fn parse_l2(ctx: &XdpContext) -> Result<([u8; 2], usize, u16), Outcome> {
     let eth = ptr_at::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
     // SAFETY: ptr_at checked that the header lies inside the frame.
     let mut ether_type = unsafe { (*eth).ether_type };

@@ -165,14 +165,17 @@ pub struct SchedFlags {
 pub enum ForwardMethod {
     /// Direct routing: MAC rewrite on the same L2 segment.
     Dr,
+    /// IP-in-IP tunnel to the real (IPIP / ip6ip6).
+    Tun,
 }
 
 impl ForwardMethod {
-    pub const SUPPORTED: &'static str = "DR";
+    pub const SUPPORTED: &'static str = "DR, TUN";
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "DR" => Some(ForwardMethod::Dr),
+            "TUN" => Some(ForwardMethod::Tun),
             _ => None,
         }
     }
@@ -180,6 +183,7 @@ impl ForwardMethod {
     pub const fn name(self) -> &'static str {
         match self {
             ForwardMethod::Dr => "DR",
+            ForwardMethod::Tun => "TUN",
         }
     }
 }

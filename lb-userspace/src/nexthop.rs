@@ -31,7 +31,7 @@ use netlink_packet_route::{
 use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_ROUTE};
 
 /// Where and how to send a real's frames.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NextHop {
     /// Egress interface.
     pub ifindex: u32,
@@ -42,6 +42,11 @@ pub struct NextHop {
     /// VLAN id when the route's interface is a VLAN device (`ifindex` is then its
     /// parent); 0 otherwise.
     pub vlan: u16,
+    /// The director's own address towards the real (the route's preferred source): the
+    /// outer source of TUN packets.
+    pub src: Option<IpAddr>,
+    /// MTU of the route's interface.
+    pub mtu: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -93,6 +98,7 @@ struct Link {
     mac: [u8; 6],
     /// (parent ifindex, VLAN id) of a VLAN device.
     vlan: Option<(u32, u16)>,
+    mtu: u16,
 }
 
 const PROBE_PORT: u16 = 9;
@@ -175,8 +181,9 @@ impl KernelNextHops {
         }
     }
 
-    /// Egress interface of `addr`; an error if it is not on-link.
-    fn route(&mut self, addr: IpAddr) -> Result<u32, NextHopError> {
+    /// Egress interface of `addr` and the preferred source address towards it; an error
+    /// if it is not on-link.
+    fn route(&mut self, addr: IpAddr) -> Result<(u32, Option<IpAddr>), NextHopError> {
         let mut message = RouteMessage::default();
         message.header.address_family = family(addr);
         message.header.destination_prefix_length = if addr.is_ipv4() { 32 } else { 128 };
@@ -202,9 +209,12 @@ impl KernelNextHops {
             return Err(NextHopError::Local { addr });
         }
         let mut oif = None;
+        let mut src = None;
         for attribute in &route.attributes {
             match attribute {
                 RouteAttribute::Oif(index) => oif = Some(*index),
+                RouteAttribute::PrefSource(RouteAddress::Inet(a)) => src = Some((*a).into()),
+                RouteAttribute::PrefSource(RouteAddress::Inet6(a)) => src = Some((*a).into()),
                 RouteAttribute::Gateway(RouteAddress::Inet(gateway)) => {
                     return Err(NextHopError::NotOnLink {
                         addr,
@@ -220,7 +230,7 @@ impl KernelNextHops {
                 _ => {}
             }
         }
-        oif.ok_or(NextHopError::NoRoute { addr })
+        Ok((oif.ok_or(NextHopError::NoRoute { addr })?, src))
     }
 
     /// The usable MAC of `addr` on `ifindex`, if the neighbour table has one.
@@ -281,9 +291,9 @@ impl NextHopResolver for KernelNextHops {
         let mut results: Vec<Result<(u32, NextHop), NextHopError>> = addrs
             .iter()
             .map(|&addr| {
-                let oif = self.route(addr)?;
+                let (oif, src) = self.route(addr)?;
                 let next_hop = self.egress(oif, &mut links)?;
-                Ok((oif, next_hop))
+                Ok((oif, NextHop { src, ..next_hop }))
             })
             .collect();
         let mut missing = Vec::new();
@@ -381,6 +391,8 @@ impl KernelNextHops {
             mac: [0; 6],
             src_mac: link.mac,
             vlan,
+            src: None,
+            mtu: link.mtu,
         })
     }
 
@@ -420,9 +432,11 @@ fn link_of(attributes: Vec<LinkAttribute>) -> Option<Link> {
     let mut mac = None;
     let mut parent = None;
     let mut vlan_id = None;
+    let mut mtu = 1500;
     for attribute in attributes {
         match attribute {
             LinkAttribute::Address(bytes) => mac = <[u8; 6]>::try_from(bytes).ok(),
+            LinkAttribute::Mtu(value) => mtu = value.min(u32::from(u16::MAX)) as u16,
             LinkAttribute::Link(index) => parent = Some(index),
             LinkAttribute::LinkInfo(infos) => {
                 for info in infos {
@@ -440,6 +454,7 @@ fn link_of(attributes: Vec<LinkAttribute>) -> Option<Link> {
     Some(Link {
         mac: mac?,
         vlan: parent.zip(vlan_id),
+        mtu,
     })
 }
 
@@ -520,6 +535,7 @@ mod tests {
     fn a_vlan_device_leads_to_its_parent_and_id() {
         let link = link_of(round_trip(vec![
             LinkAttribute::Address(vec![2, 0, 0, 0, 0, 7]),
+            LinkAttribute::Mtu(9000),
             LinkAttribute::Link(3),
             LinkAttribute::LinkInfo(vec![
                 LinkInfo::Kind(InfoKind::Vlan),
@@ -529,6 +545,7 @@ mod tests {
         .expect("link");
         assert_eq!(link.mac, [2, 0, 0, 0, 0, 7]);
         assert_eq!(link.vlan, Some((3, 100)));
+        assert_eq!(link.mtu, 9000);
     }
 
     #[test]

@@ -52,7 +52,8 @@ pub struct Lbd {
 struct Launch {
     netns: String,
     config: PathBuf,
-    interface: String,
+    /// `--interface IFACE` (balancer) or `--decap IFACE` (real server).
+    attach: [String; 2],
     name: String,
     log_file: PathBuf,
     extra_args: Vec<String>,
@@ -69,7 +70,8 @@ impl Launch {
         command_in(&self.netns, &binary)?
             .arg("-f")
             .arg(&self.config)
-            .args(["--interface", &self.interface, "--name", &self.name])
+            .args(&self.attach)
+            .args(["--name", &self.name])
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -91,12 +93,41 @@ impl Lbd {
         log_file: &Path,
         extra_args: &[&str],
     ) -> anyhow::Result<Self> {
+        Self::launch(
+            ns,
+            config,
+            ["--interface", interface],
+            name,
+            log_file,
+            extra_args,
+        )
+    }
+
+    /// Start `lbd --decap interface` (a real server of TUN services) in `ns`.
+    pub fn start_decap(
+        ns: &Netns,
+        config: &Path,
+        interface: &str,
+        name: &str,
+        log_file: &Path,
+    ) -> anyhow::Result<Self> {
+        Self::launch(ns, config, ["--decap", interface], name, log_file, &[])
+    }
+
+    fn launch(
+        ns: &Netns,
+        config: &Path,
+        attach: [&str; 2],
+        name: &str,
+        log_file: &Path,
+        extra_args: &[&str],
+    ) -> anyhow::Result<Self> {
         let _ = std::fs::remove_dir_all(pin_dir(name));
         File::create(log_file).with_context(|| format!("create {}", log_file.display()))?;
         let launch = Launch {
             netns: ns.name().to_owned(),
             config: config.to_owned(),
-            interface: interface.to_owned(),
+            attach: attach.map(str::to_owned),
             name: name.to_owned(),
             log_file: log_file.to_owned(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),

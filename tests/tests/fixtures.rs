@@ -127,6 +127,8 @@ fn static_next_hops() -> StaticNextHops {
                     mac: real.mac,
                     src_mac,
                     vlan: real.vlan,
+                    mtu: 1500,
+                    ..NextHop::default()
                 };
                 (real.addr.parse().expect("address literal"), next_hop)
             })

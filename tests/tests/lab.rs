@@ -9,15 +9,22 @@ fn lab_serves_every_real_with_each_scheduler() {
     if !require_root("lab_serves_every_real_with_each_scheduler") {
         return;
     }
-    for sched in ["rr", "wrr", "lc", "sh", "mh"] {
+    for (mode, sched) in [
+        ("dr", "rr"),
+        ("dr", "wrr"),
+        ("dr", "lc"),
+        ("dr", "sh"),
+        ("dr", "mh"),
+        ("tun", "rr"),
+    ] {
         let output = Command::new(env!("CARGO_BIN_EXE_lab"))
-            .args(["--sched", sched, "--requests", "60"])
+            .args(["--mode", mode, "--sched", sched, "--requests", "60"])
             .output()
             .expect("run lab");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
-            "lab --sched {sched} failed:\n{stdout}\n{}",
+            "lab --mode {mode} --sched {sched} failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(

@@ -40,7 +40,7 @@ fn start_with(
     let config = dir.join("keepalived.conf");
     std::fs::write(
         &config,
-        lab.keepalived_conf_with(scheduler, keywords, &weighted),
+        lab.keepalived_conf_with(scheduler, "DR", keywords, &weighted),
     )
     .expect("write config");
     let lbd = Lbd::start(

@@ -26,6 +26,8 @@ fn next_hops() -> StaticNextHops {
                     mac: [0x02, 0xaa, 0, 0, 0, n],
                     src_mac: [0x02, 0xd1, 0, 0, 0, 1],
                     vlan: 0,
+                    mtu: 1500,
+                    ..NextHop::default()
                 };
                 (IpAddr::from([10, 9, 0, n]), hop)
             })

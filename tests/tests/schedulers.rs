@@ -41,6 +41,8 @@ fn next_hops() -> StaticNextHops {
                     mac: mac_of(addr),
                     src_mac: [0x02, 0xd1, 0, 0, 0, 1],
                     vlan: 0,
+                    mtu: 1500,
+                    ..NextHop::default()
                 },
             );
         }

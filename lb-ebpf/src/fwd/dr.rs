@@ -4,9 +4,10 @@
 //! interface the real sits behind. Since tags are kept, only a frame of the VLAN the real
 //! is reached on (none for an untagged real) is forwarded.
 
-use aya_ebpf::{helpers::bpf_redirect, programs::XdpContext};
+use aya_ebpf::programs::XdpContext;
 use lb_common::{Outcome, RealInfo};
 
+use super::transmit;
 use crate::{headers::EthHdr, packet::ptr_at_mut, parse::Flow};
 
 #[inline(always)]
@@ -20,11 +21,5 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
         (*eth).dst = real.mac;
         (*eth).src = real.src_mac;
     }
-    if real.ifindex == ctx.ingress_ifindex() as u32 {
-        Ok(Outcome::ForwardedTx)
-    } else {
-        // SAFETY: plain helper call; with flags 0 it returns XDP_REDIRECT.
-        unsafe { bpf_redirect(real.ifindex, 0) };
-        Ok(Outcome::ForwardedRedirect)
-    }
+    Ok(transmit(ctx, real))
 }

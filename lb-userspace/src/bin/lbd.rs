@@ -1,6 +1,9 @@
 //! lbd: the load-balancer daemon. Reads a keepalived.conf, loads and attaches the XDP
 //! balancer, keeps its maps equal to the configuration, reloads on SIGHUP, detaches on
 //! SIGINT/SIGTERM (the maps stay pinned, so a restart keeps established flows).
+//!
+//! On a real server of TUN services, `lbd --decap IFACE` runs the decap program instead:
+//! it strips the tunnel header of packets for the configuration's TUN VIPs.
 
 use std::{path::PathBuf, process::ExitCode, time::Duration};
 
@@ -11,8 +14,9 @@ use lb_userspace::{
     controller::Controller,
     dataplane::{
         ApplyReport,
-        xdp::{AttachMode, XdpDataplane, XdpOptions, pin_dir},
+        xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
     },
+    model::{Config, ForwardMethod},
     nexthop::KernelNextHops,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -39,9 +43,13 @@ struct Args {
     #[arg(
         long = "interface",
         value_name = "IFACE",
-        required_unless_present = "config_test"
+        required_unless_present_any = ["config_test", "decap"]
     )]
     interfaces: Vec<String>,
+    /// Run on a real server instead: strip the IPIP/ip6ip6 header of packets for the
+    /// configuration's `lb_kind TUN` VIPs arriving on IFACE (repeat for several).
+    #[arg(long = "decap", value_name = "IFACE", conflicts_with = "interfaces")]
+    decap: Vec<String>,
     /// XDP attach mode: auto tries native and falls back to generic with a warning.
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: AttachMode,
@@ -131,6 +139,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
+    if !args.decap.is_empty() {
+        return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
+    }
     let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
     let pins = pin_dir(&args.name);
     let options = XdpOptions {
@@ -202,6 +213,67 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pins.display()
     );
     Ok(())
+}
+
+/// `--decap`: strip tunnels for the TUN VIPs until SIGINT/SIGTERM; SIGHUP reloads them.
+async fn run_decap(
+    args: &Args,
+    config: Config,
+    [mut terminate, mut interrupt, mut hangup]: [tokio::signal::unix::Signal; 3],
+) -> anyhow::Result<()> {
+    let mut decap = Decap::load()?;
+    let vips = tun_vips(&config);
+    decap.set_vips(&vips)?;
+    for interface in &args.decap {
+        let (native, fallback) = decap.attach(interface, args.xdp_mode)?;
+        if let Some(reason) = fallback {
+            warn!("native XDP failed on {interface} ({reason}); using generic mode");
+        }
+        info!(
+            "decap attached to {interface} in {} mode",
+            if native { "native" } else { "generic" }
+        );
+    }
+    if vips.is_empty() {
+        warn!("no lb_kind TUN virtual_server in the configuration: nothing to decapsulate");
+    }
+    info!(
+        "ready: decapsulating tunnelled packets for {} VIP(s)",
+        vips.len()
+    );
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hangup.recv() => match config::load(&args.config) {
+                Ok(loaded) => {
+                    let vips = tun_vips(&loaded.config);
+                    match decap.set_vips(&vips) {
+                        Ok(()) => info!("reload applied: {} VIP(s)", vips.len()),
+                        Err(e) => error!("reload rejected: {e}"),
+                    }
+                }
+                Err(e) => error!("reload rejected, the running VIPs stay: {e}"),
+            },
+        }
+    }
+    info!("{} packet(s) decapsulated", decap.decapsulated()?);
+    decap.detach_all()?;
+    info!("detached from {}", args.decap.join(", "));
+    Ok(())
+}
+
+/// The VIPs of the TUN services.
+fn tun_vips(config: &Config) -> Vec<std::net::IpAddr> {
+    let mut vips: Vec<_> = config
+        .virtual_servers
+        .iter()
+        .filter(|vs| vs.forward == ForwardMethod::Tun)
+        .map(|vs| vs.addr)
+        .collect();
+    vips.sort();
+    vips.dedup();
+    vips
 }
 
 /// SIGHUP: load the file again; a bad file is reported and the running config stays.

@@ -148,6 +148,18 @@ fn virtual_server(
                 }
                 flag_items.push(item);
             }
+            // keepalived 2.1+: the tunnel type of lb_kind TUN; IPIP is the default.
+            "tun_type" => match single_arg(item, diagnostics) {
+                Some("ipip") => {}
+                Some(other) => {
+                    diagnostics.push(Diagnostic::error(
+                        item.location(),
+                        format!("tun_type `{other}` is not supported (supported: ipip)"),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            },
             "ops" => {
                 if !item.args.is_empty() || item.block.is_some() {
                     diagnostics.push(Diagnostic::error(item.location(), "`ops` takes no value"));
@@ -258,12 +270,15 @@ fn virtual_server(
             ));
             ok = false;
         }
-        if forward == Some(ForwardMethod::Dr) && real.port != port {
+        if let Some(method @ (ForwardMethod::Dr | ForwardMethod::Tun)) = forward
+            && real.port != port
+        {
             diagnostics.push(Diagnostic::warning(
                 real_location,
                 format!(
-                    "real_server port {} differs from the virtual_server port {port}; DR does not translate ports, packets arrive on {port}",
-                    real.port
+                    "real_server port {} differs from the virtual_server port {port}; {} does not translate ports, packets arrive on {port}",
+                    real.port,
+                    method.name()
                 ),
             ));
         }
@@ -737,7 +752,7 @@ include /etc/keepalived/services/*.conf
             lines(&errors),
             [
                 "3: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
-                "4: lb_kind `NAT` is not supported yet (supported: DR)",
+                "4: lb_kind `NAT` is not supported yet (supported: DR, TUN)",
                 "8: `10.0.0.300` is not an IPv4 or IPv6 address",
                 "10: weight `70000` is not an integer in 0..=65535",
                 "16: protocol `SCTP` is not supported (supported: TCP, UDP)",

@@ -181,6 +181,8 @@ fn reals(n: usize) -> (Vec<IpAddr>, StaticNextHops) {
                     mac: [0x02, 0xaa, 0, 0, addr[2], addr[3]],
                     src_mac: [0x02, 0xd1, 0, 0, 0, 1],
                     vlan: 0,
+                    mtu: 1500,
+                    ..NextHop::default()
                 },
             );
             IpAddr::from(addr)

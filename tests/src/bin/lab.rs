@@ -64,7 +64,19 @@ enum Command {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Mode {
+    /// Direct routing.
     Dr,
+    /// IPIP tunnel; the reals run `lbd --decap eth0`.
+    Tun,
+}
+
+impl Mode {
+    fn kind(self) -> &'static str {
+        match self {
+            Mode::Dr => "DR",
+            Mode::Tun => "TUN",
+        }
+    }
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -116,23 +128,39 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let Mode::Dr = args.mode;
     let (sched, weights, keywords, spread) = args.sched.setup();
+    let kind = args.mode.kind();
     println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
     let mut lab = Topology::create(PREFIX, 3)?;
     let lab_binary = std::env::current_exe()?;
     lab.start_http_servers(&lab_binary)?;
 
     let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
-    let config_text = lab.keepalived_conf_with(sched, keywords, &reals);
+    let config_text = lab.keepalived_conf_with(sched, kind, keywords, &reals);
     let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;
-    println!("lab: {} (DR mode):", config_path.display());
+    println!("lab: {} ({kind} mode):", config_path.display());
     for line in config_text.lines() {
         println!("    {line}");
     }
 
+    // TUN: each real strips the tunnel itself (no ipip module needed).
+    let mut decaps = Vec::new();
+    if let Mode::Tun = args.mode {
+        for real in &lab.reals {
+            println!("lab: starting lbd --decap eth0 on {}", real.name);
+            let name = format!("{PREFIX}-{}", real.name);
+            let log = config_dir.join(format!("lbd-{}.log", real.name));
+            decaps.push(Lbd::start_decap(
+                &real.ns,
+                &config_path,
+                "eth0",
+                &name,
+                &log,
+            )?);
+        }
+    }
     println!("lab: starting lbd on the director's eth0");
     let log_path = config_dir.join("lbd.log");
     let lbd = Lbd::start(&lab.director, &config_path, "eth0", PREFIX, &log_path, &[])?;
@@ -224,6 +252,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     }
     if args.keep {
         lbd.keep();
+        for decap in decaps {
+            decap.keep();
+        }
         lab.keep();
         println!("lab: left running (--keep). Explore it with, for example:");
         println!("    ip netns exec {PREFIX}-client curl -s http://{VIP}/");

@@ -17,7 +17,7 @@ use aya::maps::{MapInfo, MapType};
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome,
     PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
-    conn::Timeouts, map_names as names,
+    VipKey, conn::Timeouts, map_names as names,
 };
 
 use super::XdpOptions;
@@ -38,7 +38,7 @@ pub struct MapLayout {
 }
 
 /// The maps of this build, with the flow table and the table arena sized as configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 11] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 13] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -61,6 +61,12 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 11] {
         layout::<u32, ConnCounts>(names::REAL_CONNS, MapType::Array, MAX_REALS),
         layout::<PersistKey, PersistState>(names::PERSIST, MapType::LruHash, PERSIST_TABLE_SIZE),
         layout::<u32, Timeouts>(names::TIMEOUTS, MapType::Array, 1),
+        layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),
+        layout::<u32, u64>(
+            names::DECAP_STATS,
+            MapType::PerCpuArray,
+            lb_common::decap_stats::COUNT,
+        ),
         layout::<u32, TrafficStats>(names::SERVICE_STATS, MapType::PerCpuArray, MAX_SERVICES),
         layout::<u32, TrafficStats>(names::REAL_STATS, MapType::PerCpuArray, MAX_REALS),
         layout::<u32, u64>(names::OUTCOMES, MapType::PerCpuArray, Outcome::COUNT),

@@ -10,6 +10,7 @@
 
 mod arena;
 mod counters;
+mod decap;
 mod keys;
 mod layout;
 mod slots;
@@ -27,8 +28,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    ConnCounts, FlowKey, FlowState, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
-    TrafficStats,
+    ConnCounts, FWD_DR, FWD_TUN, FlowKey, FlowState, PersistKey, PersistState, RealInfo,
+    ServiceInfo, ServiceKey, TrafficStats,
     conn::{Timeouts, is_active},
     map_names as names, mask_prefix, program_names,
 };
@@ -36,6 +37,7 @@ use lb_common::{
 use arena::{Arena, Region};
 use counters::MapSource;
 pub use counters::read_pinned as read_pinned_counters;
+pub use decap::Decap;
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
 use slots::{RealKey, Slots};
@@ -44,6 +46,7 @@ use super::{
     ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
 };
 use crate::{
+    model::ForwardMethod,
     nexthop::{NextHop, NextHopResolver},
     sched::{self, TableReal},
 };
@@ -96,7 +99,10 @@ const FREE_REAL: RealInfo = RealInfo {
     vlan: 0,
     weight: 0,
     last_weight: 0,
-    _pad: [0; 2],
+    mtu: 0,
+    fwd: 0,
+    _pad: [0; 3],
+    tunnel_src: [0; 16],
 };
 
 /// How to load the programs.
@@ -197,26 +203,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         mode: AttachMode,
     ) -> Result<(bool, Option<String>), DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::BALANCER)?;
-        let attach = |program: &mut Xdp, mode| {
-            program
-                .attach(interface, mode)
-                .map_err(|e| DataplaneError::Attach {
-                    interface: interface.to_owned(),
-                    reason: error_chain(&e),
-                })
-        };
-        let (link, native, fallback) = match mode {
-            AttachMode::Native => (attach(program, XdpMode::Driver)?, true, None),
-            AttachMode::Generic => (attach(program, XdpMode::Skb)?, false, None),
-            AttachMode::Auto => match attach(program, XdpMode::Driver) {
-                Ok(link) => (link, true, None),
-                Err(native_error) => (
-                    attach(program, XdpMode::Skb)?,
-                    false,
-                    Some(native_error.to_string()),
-                ),
-            },
-        };
+        let (link, native, fallback) = attach_program(program, interface, mode)?;
         self.links.push(link);
         Ok((native, fallback))
     }
@@ -470,9 +457,19 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 };
                 wanted_reals.insert(real_key);
                 let weight = real.weight.min(u32::from(u16::MAX));
-                let next_hop = match &next_hops[&real.addr] {
-                    Ok(next_hop) => *next_hop,
-                    Err(reason) => {
+                let tunnel_src = match (spec.forward, &next_hops[&real.addr]) {
+                    (ForwardMethod::Tun, Ok(next_hop)) => match next_hop.src {
+                        Some(src) if src.is_ipv4() == real.addr.is_ipv4() => Ok(addr_bytes(src).0),
+                        _ => Err(format!(
+                            "no local address of its family towards {} for the tunnel",
+                            real.addr
+                        )),
+                    },
+                    _ => Ok([0; 16]),
+                };
+                let next_hop = match (&next_hops[&real.addr], tunnel_src.as_ref()) {
+                    (Ok(next_hop), Ok(_)) => *next_hop,
+                    (Err(reason), _) | (_, Err(reason)) => {
                         // Any existing entry stays as it is: its established flows go on.
                         if !report.unresolved.iter().any(|(a, _)| *a == real.addr) {
                             report.unresolved.push((real.addr, reason.clone()));
@@ -503,7 +500,13 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         vlan: next_hop.vlan,
                         weight: weight as u16,
                         last_weight: last_weight as u16,
-                        _pad: [0; 2],
+                        mtu: next_hop.mtu,
+                        fwd: match spec.forward {
+                            ForwardMethod::Dr => FWD_DR,
+                            ForwardMethod::Tun => FWD_TUN,
+                        },
+                        _pad: [0; 3],
+                        tunnel_src: tunnel_src.unwrap_or_default(),
                     },
                 )?;
                 members.push(real_id);
@@ -669,6 +672,35 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
     fn counters(&self) -> Result<Counters, DataplaneError> {
         counters::read(&self.ebpf)
     }
+}
+
+/// Attach `program` to `interface` in `mode`: the link, whether native mode is in use,
+/// and with `AttachMode::Auto` the native error when it fell back to generic mode.
+fn attach_program(
+    program: &mut Xdp,
+    interface: &str,
+    mode: AttachMode,
+) -> Result<(XdpLinkId, bool, Option<String>), DataplaneError> {
+    let attach = |program: &mut Xdp, mode| {
+        program
+            .attach(interface, mode)
+            .map_err(|e| DataplaneError::Attach {
+                interface: interface.to_owned(),
+                reason: error_chain(&e),
+            })
+    };
+    Ok(match mode {
+        AttachMode::Native => (attach(program, XdpMode::Driver)?, true, None),
+        AttachMode::Generic => (attach(program, XdpMode::Skb)?, false, None),
+        AttachMode::Auto => match attach(program, XdpMode::Driver) {
+            Ok(link) => (link, true, None),
+            Err(native_error) => (
+                attach(program, XdpMode::Skb)?,
+                false,
+                Some(native_error.to_string()),
+            ),
+        },
+    })
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {

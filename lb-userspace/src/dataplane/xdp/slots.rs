@@ -237,7 +237,10 @@ mod tests {
             vlan: 0,
             weight: 1,
             last_weight: 1,
-            _pad: [0; 2],
+            mtu: 1500,
+            fwd: 0,
+            _pad: [0; 3],
+            tunnel_src: [0; 16],
         }
     }
 

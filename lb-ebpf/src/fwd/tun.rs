@@ -1,0 +1,193 @@
+//! IP-in-IP tunnelling (LVS "TUN", keepalived `lb_kind TUN`): the client's IP packet,
+//! unchanged, gets an outer header to the real (IPIP, protocol 4, for IPv4; ip6ip6, next
+//! header 41, for IPv6) from the director's address towards it (`RealInfo::tunnel_src`),
+//! and a new Ethernet header to the real's next hop, tagged with the real's VLAN if it has
+//! one. The real strips the outer header (its ipip/ip6_tunnel device, or `lb_decap`) and
+//! answers the client directly. The outer header copies the inner TOS/traffic class, TTL/hop
+//! limit and DF bit, as IPVS does. A packet that would exceed the egress MTU once
+//! encapsulated is dropped and counted (`tunnel_too_big`).
+
+use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
+use lb_common::{FAMILY_IPV6, Outcome, RealInfo};
+
+use super::transmit;
+use crate::{
+    headers::{ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
+    packet::{ptr_at, ptr_at_mut},
+    parse::Flow,
+};
+
+const IPPROTO_IPIP: u8 = 4;
+const IPPROTO_IPV6: u8 = 41;
+const IPV4_DF: u8 = 0x40;
+const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
+const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
+const IPV4_LEN: usize = core::mem::size_of::<Ipv4Hdr>();
+const IPV6_LEN: usize = core::mem::size_of::<Ipv6Hdr>();
+
+#[inline(always)]
+pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome, Outcome> {
+    let ipv6 = flow.key.family == FAMILY_IPV6;
+    // The outer family is the real's; configuration keeps it equal to the VIP's.
+    if (real.family == FAMILY_IPV6) != ipv6 {
+        return Err(Outcome::NextHopUnknown);
+    }
+    let packet_len = (ctx.data_end() - ctx.data()).saturating_sub(flow.l3_offset);
+    let outer_len = if ipv6 { IPV6_LEN } else { IPV4_LEN };
+    if packet_len + outer_len > usize::from(real.mtu) {
+        return Err(Outcome::TunnelTooBig);
+    }
+    let inner = Inner::read(ctx, flow.l3_offset, ipv6)?;
+    let l2_len = if real.vlan != 0 {
+        ETH_LEN + VLAN_LEN
+    } else {
+        ETH_LEN
+    };
+    let delta = flow.l3_offset as i32 - (l2_len + outer_len) as i32;
+    // SAFETY: helper on this program's context; every packet pointer is re-derived after.
+    if unsafe { bpf_xdp_adjust_head(ctx.ctx, delta) } != 0 {
+        return Err(Outcome::NoHeadroom);
+    }
+    let ether_type = if ipv6 { ETH_P_IPV6 } else { ETH_P_IPV4 };
+    write_l2(ctx, real, ether_type)?;
+    if ipv6 {
+        write_ipv6(ctx, l2_len, real, &inner, packet_len)?;
+    } else {
+        write_ipv4(ctx, l2_len, real, &inner, packet_len)?;
+    }
+    Ok(transmit(ctx, real))
+}
+
+/// What the outer header copies from the inner one.
+struct Inner {
+    /// IPv4 TOS, or the first 4 bytes of the IPv6 header (traffic class and flow label).
+    class: [u8; 4],
+    /// TTL or hop limit.
+    ttl: u8,
+    /// IPv4 flags byte (DF).
+    df: u8,
+}
+
+impl Inner {
+    #[inline(always)]
+    fn read(ctx: &XdpContext, offset: usize, ipv6: bool) -> Result<Self, Outcome> {
+        if ipv6 {
+            let ip = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
+            // SAFETY: checked by ptr_at.
+            let (class, ttl) = unsafe { ((*ip).version_class_flow, (*ip).hop_limit) };
+            Ok(Self { class, ttl, df: 0 })
+        } else {
+            let ip = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
+            // SAFETY: checked by ptr_at.
+            let (tos, ttl, flags) = unsafe { ((*ip).tos, (*ip).ttl, (*ip).frag_off[0]) };
+            Ok(Self {
+                class: [tos, 0, 0, 0],
+                ttl,
+                df: flags & IPV4_DF,
+            })
+        }
+    }
+}
+
+#[inline(always)]
+fn write_l2(ctx: &XdpContext, real: &RealInfo, ether_type: [u8; 2]) -> Result<(), Outcome> {
+    let eth = ptr_at_mut::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
+    // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
+    unsafe {
+        (*eth).dst = real.mac;
+        (*eth).src = real.src_mac;
+        (*eth).ether_type = if real.vlan != 0 {
+            ETH_P_8021Q
+        } else {
+            ether_type
+        };
+    }
+    if real.vlan != 0 {
+        let tag = ptr_at_mut::<VlanHdr>(ctx, ETH_LEN).ok_or(Outcome::TruncatedL2)?;
+        // SAFETY: as above.
+        unsafe {
+            (*tag).tci = (real.vlan & 0x0FFF).to_be_bytes();
+            (*tag).ether_type = ether_type;
+        }
+    }
+    Ok(())
+}
+
+#[inline(always)]
+fn write_ipv4(
+    ctx: &XdpContext,
+    offset: usize,
+    real: &RealInfo,
+    inner: &Inner,
+    packet_len: usize,
+) -> Result<(), Outcome> {
+    let ip = ptr_at_mut::<Ipv4Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
+    let mut header = Ipv4Hdr {
+        version_ihl: 0x45,
+        tos: inner.class[0],
+        tot_len: ((packet_len + IPV4_LEN) as u16).to_be_bytes(),
+        id: [0; 2],
+        frag_off: [inner.df, 0],
+        ttl: inner.ttl,
+        proto: IPPROTO_IPIP,
+        check: [0; 2],
+        src: [
+            real.tunnel_src[0],
+            real.tunnel_src[1],
+            real.tunnel_src[2],
+            real.tunnel_src[3],
+        ],
+        dst: [real.addr[0], real.addr[1], real.addr[2], real.addr[3]],
+    };
+    header.check = ipv4_checksum(&header);
+    // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
+    unsafe { ip.write(header) };
+    Ok(())
+}
+
+#[inline(always)]
+fn write_ipv6(
+    ctx: &XdpContext,
+    offset: usize,
+    real: &RealInfo,
+    inner: &Inner,
+    packet_len: usize,
+) -> Result<(), Outcome> {
+    let ip = ptr_at_mut::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
+    // Version 6, the inner traffic class, no flow label.
+    let class = [0x60 | (inner.class[0] & 0x0F), inner.class[1] & 0xF0, 0, 0];
+    let header = Ipv6Hdr {
+        version_class_flow: class,
+        payload_len: (packet_len as u16).to_be_bytes(),
+        next_hdr: IPPROTO_IPV6,
+        hop_limit: inner.ttl,
+        src: real.tunnel_src,
+        dst: real.addr,
+    };
+    // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
+    unsafe { ip.write(header) };
+    Ok(())
+}
+
+/// The header checksum of an IPv4 header whose `check` is zero.
+#[inline(always)]
+fn ipv4_checksum(h: &Ipv4Hdr) -> [u8; 2] {
+    let words = [
+        u16::from_be_bytes([h.version_ihl, h.tos]),
+        u16::from_be_bytes(h.tot_len),
+        u16::from_be_bytes(h.id),
+        u16::from_be_bytes(h.frag_off),
+        u16::from_be_bytes([h.ttl, h.proto]),
+        u16::from_be_bytes([h.src[0], h.src[1]]),
+        u16::from_be_bytes([h.src[2], h.src[3]]),
+        u16::from_be_bytes([h.dst[0], h.dst[1]]),
+        u16::from_be_bytes([h.dst[2], h.dst[3]]),
+    ];
+    let mut sum: u32 = 0;
+    for word in words {
+        sum += u32::from(word);
+    }
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    sum = (sum & 0xFFFF) + (sum >> 16);
+    (!(sum as u16)).to_be_bytes()
+}

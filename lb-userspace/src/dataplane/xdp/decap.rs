@@ -1,0 +1,122 @@
+//! `lb_decap` on a real server in TUN mode (`lbd --decap IFACE`): the program strips the
+//! IPIP/ip6ip6 header of packets for the VIPs it is given, so the real needs no ipip or
+//! ip6_tunnel device. Its maps are private to the process (nothing to keep across a
+//! restart); the balancer's maps in the same object are created at their smallest.
+
+use std::{collections::BTreeSet, net::IpAddr};
+
+use aya::{
+    Ebpf,
+    maps::{HashMap, MapData, MapError, PerCpuArray},
+    programs::xdp::XdpLinkId,
+};
+use lb_common::{VipKey, decap_stats, map_names as names, program_names};
+
+use super::{
+    AttachMode, XdpOptions, addr_bytes, attach_program, counters, load_object, map_error, map_mut,
+    program_mut,
+};
+use crate::dataplane::DataplaneError;
+
+pub struct Decap {
+    ebpf: Ebpf,
+    links: Vec<XdpLinkId>,
+    vips: BTreeSet<IpAddr>,
+}
+
+impl Decap {
+    /// Load the decap program (not attached yet).
+    pub fn load() -> Result<Self, DataplaneError> {
+        let options = XdpOptions {
+            flow_table_size: 1,
+            sched_table_entries: 1,
+            ..XdpOptions::private()
+        };
+        let (mut ebpf, _) = load_object(&options)?;
+        program_mut(&mut ebpf, program_names::DECAP)?
+            .load()
+            .map_err(|source| DataplaneError::Program {
+                program: program_names::DECAP,
+                source,
+            })?;
+        Ok(Self {
+            ebpf,
+            links: Vec::new(),
+            vips: BTreeSet::new(),
+        })
+    }
+
+    /// Attach to `interface` (see `XdpDataplane::attach`).
+    pub fn attach(
+        &mut self,
+        interface: &str,
+        mode: AttachMode,
+    ) -> Result<(bool, Option<String>), DataplaneError> {
+        let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
+        let (link, native, fallback) = attach_program(program, interface, mode)?;
+        self.links.push(link);
+        Ok((native, fallback))
+    }
+
+    /// Strip tunnels for exactly these VIPs.
+    pub fn set_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
+        let wanted: BTreeSet<IpAddr> = vips.iter().copied().collect();
+        let mut map: HashMap<&mut MapData, VipKey, u8> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::DECAP_VIPS)?)
+                .map_err(map_error(names::DECAP_VIPS))?;
+        for vip in wanted.difference(&self.vips) {
+            map.insert(vip_key(*vip), 1, 0)
+                .map_err(map_error("adding a VIP to decapsulate"))?;
+        }
+        for vip in self.vips.difference(&wanted) {
+            match map.remove(&vip_key(*vip)) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("removing a VIP to decapsulate")(e)),
+            }
+        }
+        self.vips = wanted;
+        Ok(())
+    }
+
+    /// The loaded program (for BPF_PROG_TEST_RUN).
+    pub fn program(&self) -> Result<&aya::programs::Xdp, DataplaneError> {
+        super::program(&self.ebpf, program_names::DECAP)
+    }
+
+    /// Packets decapsulated so far, summed over CPUs.
+    pub fn decapsulated(&self) -> Result<u64, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(names::DECAP_STATS)
+            .ok_or_else(|| counters::missing(names::DECAP_STATS))?;
+        let stats: PerCpuArray<&MapData, u64> =
+            PerCpuArray::try_from(map).map_err(map_error(names::DECAP_STATS))?;
+        let values = stats
+            .get(&decap_stats::DECAPSULATED, 0)
+            .map_err(map_error(names::DECAP_STATS))?;
+        Ok(values.iter().sum())
+    }
+
+    /// Detach from every interface.
+    pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
+        let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
+        for link in self.links.drain(..) {
+            program
+                .detach(link)
+                .map_err(|source| DataplaneError::Program {
+                    program: program_names::DECAP,
+                    source,
+                })?;
+        }
+        Ok(())
+    }
+}
+
+fn vip_key(vip: IpAddr) -> VipKey {
+    let (addr, family) = addr_bytes(vip);
+    VipKey {
+        addr,
+        family,
+        _pad: [0; 3],
+    }
+}

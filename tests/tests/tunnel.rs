@@ -1,0 +1,229 @@
+//! TUN through BPF_PROG_TEST_RUN: the balancer's IPIP and ip6ip6 output, byte for byte
+//! (outer header from the director's address, inner TOS/TTL/DF copied, VLAN tag of the
+//! real), the MTU limit, and the real server's `lb_decap` giving back the client's packet.
+//! Needs root (BPF); see `lb_tests::privilege`.
+
+use std::net::IpAddr;
+
+use aya::{TestRun as _, programs::TestRunOptions};
+use lb_common::{Outcome, xdp_action};
+use lb_tests::{
+    packet::{Frame, checksum, v4, v6},
+    privilege::require_root,
+    testrun::{INGRESS, StaticNextHops, TestBalancer},
+};
+use lb_userspace::{
+    dataplane::{
+        Dataplane,
+        xdp::{AttachMode, Decap},
+    },
+    nexthop::NextHop,
+};
+
+const SRC_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 1];
+const TUNNEL_SRC: [u8; 4] = [10, 0, 0, 254];
+const TUNNEL_SRC6: &str = "2001:db8:1::fe";
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+
+const CONFIG: &str = "
+virtual_server 192.0.2.80 80 {
+    lb_kind TUN
+    real_server 10.0.0.1 80
+}
+virtual_server 192.0.2.81 80 {
+    lb_kind TUN
+    tun_type ipip
+    real_server 10.0.0.2 80
+}
+virtual_server 2001:db8::80 80 {
+    lb_kind TUN
+    real_server 2001:db8:1::1 80
+}
+";
+
+fn next_hops() -> StaticNextHops {
+    let hop = |last: u8, vlan: u16, src: IpAddr| NextHop {
+        ifindex: INGRESS,
+        mac: [0x02, 0xaa, 0, 0, 0, last],
+        src_mac: SRC_MAC,
+        vlan,
+        src: Some(src),
+        mtu: 1500,
+    };
+    let src6: IpAddr = TUNNEL_SRC6.parse().expect("literal");
+    StaticNextHops(
+        [
+            ("10.0.0.1", hop(1, 0, TUNNEL_SRC.into())),
+            ("10.0.0.2", hop(2, 100, TUNNEL_SRC.into())),
+            ("2001:db8:1::1", hop(0x61, 0, src6)),
+        ]
+        .into_iter()
+        .map(|(addr, hop)| (addr.parse().expect("literal"), hop))
+        .collect(),
+    )
+}
+
+/// The frame the balancer should send: Ethernet (and tag) to the real, then the outer
+/// header, then the client's IP packet (`input` without its Ethernet header).
+fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> Vec<u8> {
+    let inner = &input[14..];
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&real_mac);
+    frame.extend_from_slice(&SRC_MAC);
+    let ether_type: u16 = if outer_dst.is_ipv4() { 0x0800 } else { 0x86DD };
+    if vlan != 0 {
+        frame.extend_from_slice(&0x8100u16.to_be_bytes());
+        frame.extend_from_slice(&vlan.to_be_bytes());
+    }
+    frame.extend_from_slice(&ether_type.to_be_bytes());
+    match outer_dst {
+        IpAddr::V4(dst) => {
+            let mut outer = vec![0x45, inner[1]];
+            outer.extend_from_slice(&((inner.len() + 20) as u16).to_be_bytes());
+            outer.extend_from_slice(&[0, 0, inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
+            outer.extend_from_slice(&TUNNEL_SRC);
+            outer.extend_from_slice(&dst.octets());
+            let sum = checksum(&outer, 0);
+            outer[10..12].copy_from_slice(&sum.to_be_bytes());
+            frame.extend_from_slice(&outer);
+        }
+        IpAddr::V6(dst) => {
+            frame.extend_from_slice(&[0x60 | (inner[0] & 0x0F), inner[1] & 0xF0, 0, 0]);
+            frame.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+            frame.extend_from_slice(&[41, inner[7]]);
+            let src: std::net::Ipv6Addr = TUNNEL_SRC6.parse().expect("literal");
+            frame.extend_from_slice(&src.octets());
+            frame.extend_from_slice(&dst.octets());
+        }
+    }
+    frame.extend_from_slice(inner);
+    frame
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn run_decap(decap: &Decap, input: &[u8]) -> (u32, Vec<u8>) {
+    let ctx: Vec<u8> = [0, input.len() as u32, 0, INGRESS, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect();
+    let mut output = vec![0; input.len() + 64];
+    let result = decap
+        .program()
+        .expect("decap program")
+        .test_run(TestRunOptions {
+            data_in: Some(input),
+            data_out: Some(&mut output),
+            ctx_in: Some(&ctx),
+            ..TestRunOptions::default()
+        })
+        .expect("test run");
+    output.truncate(result.data_size_out as usize);
+    (result.return_value, output)
+}
+
+#[test]
+fn tun_encapsulates_and_the_real_decapsulates() {
+    if !require_root("tun_encapsulates_and_the_real_decapsulates") {
+        return;
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(CONFIG).expect("apply");
+    let mut decap = Decap::load().expect("load decap");
+    decap
+        .set_vips(&[
+            "192.0.2.80".parse().unwrap(),
+            "192.0.2.81".parse().unwrap(),
+            "2001:db8::80".parse().unwrap(),
+        ])
+        .expect("VIPs");
+    let _ = AttachMode::Auto; // (the test runs the program without attaching it)
+
+    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 4] = [
+        (
+            "ipip",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40000, 80),
+            [2, 0xaa, 0, 0, 0, 1],
+            0,
+            "10.0.0.1".parse().unwrap(),
+        ),
+        (
+            "ipip from a tagged frame",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40001, 80).with_vlans(&[(0x8100, 5)]),
+            [2, 0xaa, 0, 0, 0, 1],
+            0,
+            "10.0.0.1".parse().unwrap(),
+        ),
+        (
+            "ipip to a real on VLAN 100",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 81]), 40002, 80),
+            [2, 0xaa, 0, 0, 0, 2],
+            100,
+            "10.0.0.2".parse().unwrap(),
+        ),
+        (
+            "ip6ip6",
+            Frame::tcp(v6("2001:db8:c::7", "2001:db8::80"), 40003, 80),
+            [2, 0xaa, 0, 0, 0, 0x61],
+            0,
+            "2001:db8:1::1".parse().unwrap(),
+        ),
+    ];
+    for (name, frame, mac, vlan, real) in cases {
+        let input = frame.bytes();
+        // The expected frame is built from the untagged packet: tags do not travel.
+        let untagged = Frame {
+            vlans: Vec::new(),
+            ..frame.clone()
+        }
+        .bytes();
+        let run = balancer.run(&input).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
+        let expected = tunnelled(&untagged, mac, vlan, real);
+        assert_eq!(hex(&run.output), hex(&expected), "{name}");
+        // On the real, lb_decap gives back the client's packet behind the tunnel frame's
+        // Ethernet header (and tag).
+        let (action, stripped) = run_decap(&decap, &run.output);
+        assert_eq!(action, xdp_action::XDP_PASS, "{name}");
+        let l2 = if vlan != 0 { 18 } else { 14 };
+        let mut want = expected[..l2].to_vec();
+        let inner_type = if real.is_ipv4() {
+            [0x08, 0x00]
+        } else {
+            [0x86, 0xdd]
+        };
+        want[l2 - 2..l2].copy_from_slice(&inner_type);
+        want.extend_from_slice(&untagged[14..]);
+        assert_eq!(hex(&stripped), hex(&want), "{name}: decapsulated");
+    }
+    assert_eq!(decap.decapsulated().expect("stats"), 4);
+
+    // A tunnel to another address passes untouched.
+    decap.set_vips(&[]).expect("no VIPs");
+    let other = balancer
+        .run(&Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40010, 80).bytes())
+        .expect("test run")
+        .output;
+    assert_eq!(
+        run_decap(&decap, &other),
+        (xdp_action::XDP_PASS, other.clone())
+    );
+
+    // Too big once encapsulated: dropped and counted.
+    let big = Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40020, 80).with_payload(&[0; 1450]);
+    let before = balancer
+        .dataplane
+        .counters()
+        .expect("counters")
+        .outcome(Outcome::TunnelTooBig);
+    let run = balancer.run(&big.bytes()).expect("test run");
+    assert_eq!(run.action, xdp_action::XDP_DROP);
+    let after = balancer
+        .dataplane
+        .counters()
+        .expect("counters")
+        .outcome(Outcome::TunnelTooBig);
+    assert_eq!(after - before, 1);
+}
