@@ -48,6 +48,7 @@ pub mod map_names {
     pub const PERSIST: &str = "LB_PERSIST";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
+    pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
     pub const DECAP_STATS: &str = "LB_DECAP_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
@@ -217,6 +218,22 @@ pub struct RealInfo {
 pub const FWD_DR: u8 = 0;
 /// IP-in-IP tunnel (IPIP for IPv4, ip6ip6 for IPv6) to the real.
 pub const FWD_TUN: u8 = 1;
+/// NAT (masquerading): destination rewritten to the real's address and port; the real's
+/// replies, routed back through the director, get the VIP's as source again.
+pub const FWD_NAT: u8 = 2;
+
+/// Value of `LB_NAT_REVERSE`, keyed by a reply's 5-tuple as it leaves the real (`FlowKey`
+/// with the real as source and the client as destination): what to put back.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct NatOrigin {
+    /// The VIP the client talked to (network order, IPv4 in the first 4 bytes).
+    pub vip: [u8; 16],
+    /// The virtual service's port, network order.
+    pub vport: [u8; 2],
+    pub _pad: [u8; 2],
+}
 
 /// The real was removed from the configuration. Its entry stays so that established flows
 /// keep reaching it (IPVS with `expire_nodest_conn=0` does the same), but a new connection
@@ -344,6 +361,7 @@ mod pod {
     unsafe impl aya::Pod for super::PersistState {}
     unsafe impl aya::Pod for super::conn::Timeouts {}
     unsafe impl aya::Pod for super::VipKey {}
+    unsafe impl aya::Pod for super::NatOrigin {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
@@ -355,6 +373,7 @@ const _: () = {
     assert!(size_of::<PersistState>() == 4 + 4 + 8);
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
     assert!(size_of::<VipKey>() == 16 + 1 + 3);
+    assert!(size_of::<NatOrigin>() == 16 + 2 + 2);
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 3 + 16);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);

@@ -65,11 +65,14 @@ pub enum Outcome {
     TunnelTooBig,
     /// TUN: the driver gave no room in front of the frame for the outer header: dropped.
     NoHeadroom,
+    /// NAT: a real's reply, source rewritten to the VIP, handed to the kernel to route to
+    /// the client (the director forwards IP, as an IPVS NAT director does).
+    NatReplyToKernel,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::NoHeadroom as u32 + 1;
+    pub const COUNT: u32 = Outcome::NatReplyToKernel as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -90,6 +93,7 @@ impl Outcome {
         Outcome::VlanMismatch,
         Outcome::TunnelTooBig,
         Outcome::NoHeadroom,
+        Outcome::NatReplyToKernel,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -109,7 +113,8 @@ impl Outcome {
             | Outcome::Ipv4Options
             | Outcome::Ipv4Fragment
             | Outcome::Ipv6ExtHeader
-            | Outcome::VlanMismatch => XDP_PASS,
+            | Outcome::VlanMismatch
+            | Outcome::NatReplyToKernel => XDP_PASS,
             Outcome::NoReal
             | Outcome::NextHopUnknown
             | Outcome::TunnelTooBig
@@ -137,6 +142,7 @@ impl Outcome {
             Outcome::VlanMismatch => "vlan_mismatch",
             Outcome::TunnelTooBig => "tunnel_too_big",
             Outcome::NoHeadroom => "no_headroom",
+            Outcome::NatReplyToKernel => "nat_reply_to_kernel",
         }
     }
 }

@@ -64,8 +64,8 @@ pub fn first_state(flow: &Flow) -> u8 {
 }
 
 /// Remember the real of a new flow. A failed insert (never expected with an LRU map) only
-/// means the next packet is scheduled again.
-#[inline(always)]
+/// means the next packet is scheduled again. (Not inlined, for the balancer's stack.)
+#[inline(never)]
 pub fn insert(flow: &FlowKey, real_id: u32, state: u8, now_ns: u64) {
     let entry = FlowState {
         real_id,

@@ -12,6 +12,7 @@
 
 mod conns;
 mod conntrack;
+mod csum;
 mod decap;
 mod fwd;
 mod headers;
@@ -24,7 +25,7 @@ mod stats;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS, ServiceInfo};
+use lb_common::{FWD_NAT, Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS, ServiceInfo};
 use parse::Flow;
 
 /// The load balancer.
@@ -55,7 +56,13 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
-    let service = vip::lookup(&flow.key).ok_or(Outcome::NotService)?;
+    let Some(service) = vip::lookup(&flow.key) else {
+        // Not for a virtual service: maybe a real's reply to a NAT client.
+        return match fwd::nat::origin(&flow.key) {
+            Some(origin) => fwd::nat::reply(ctx, &flow, &origin),
+            None => Err(Outcome::NotService),
+        };
+    };
     let now = conntrack::now_ns();
     if service.flags & SERVICE_FLAG_OPS != 0 {
         return one_packet(ctx, &flow, &service);
@@ -65,6 +72,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     if chosen.new_flow {
         let state = conntrack::first_state(&flow);
         conntrack::insert(&flow.key, chosen.real_id, state, now);
+        if chosen.real.fwd == FWD_NAT {
+            fwd::nat::remember(&flow.key, chosen.real);
+        }
         conns::opened(chosen.real_id, state);
         if chosen.replaced_real != NO_FLOW {
             conns::closed(chosen.replaced_real, chosen.replaced_state);

@@ -8,8 +8,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
-    FlowState, MAX_REALS, MAX_SERVICES, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState,
-    RealInfo, ServiceInfo, ServiceKey, TrafficStats, VipKey, conn::Timeouts, decap_stats,
+    FlowState, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey,
+    PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats, VipKey, conn::Timeouts,
+    decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -34,6 +35,12 @@ pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_SERVICES, 0);
 /// Established flows → their real. Size is set by userspace at load time.
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
+
+/// NAT: a reply's 5-tuple as it leaves the real → the VIP and port to put back. Size is
+/// set by userspace at load time (the flow table's).
+#[map(name = "LB_NAT_REVERSE")]
+pub static NAT_REVERSE: LruHashMap<FlowKey, NatOrigin> =
+    LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
 /// Connection timeouts per state (one entry; IPVS's defaults until userspace writes it).
 #[map(name = "LB_TIMEOUTS")]

@@ -21,6 +21,8 @@ pub struct Flow {
     pub tcp_flags: u8,
     /// Offset of the IP header (after Ethernet and VLAN tags).
     pub l3_offset: usize,
+    /// Offset of the TCP/UDP header.
+    pub l4_offset: usize,
 }
 
 impl Flow {
@@ -57,6 +59,7 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
         vlan,
         tcp_flags,
         l3_offset,
+        l4_offset,
     })
 }
 

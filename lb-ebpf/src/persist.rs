@@ -19,7 +19,8 @@ pub fn key(service: &ServiceInfo, flow: &FlowKey) -> PersistKey {
 }
 
 /// The real pinned for this client, if the pin is alive and its real can still serve.
-#[inline(always)]
+/// (Not inlined, for the balancer's stack, as the other rarely taken paths.)
+#[inline(never)]
 pub fn pinned(service: &ServiceInfo, key: &PersistKey, now: u64) -> Option<u32> {
     // SAFETY: copied out at once; a racing update can only yield another real id, which
     // is validated like any other.
@@ -33,7 +34,7 @@ pub fn pinned(service: &ServiceInfo, key: &PersistKey, now: u64) -> Option<u32> 
 }
 
 /// Pin (or re-pin) the client to `real_id`.
-#[inline(always)]
+#[inline(never)]
 pub fn remember(key: &PersistKey, real_id: u32, now: u64) {
     let pin = PersistState {
         real_id,

@@ -167,15 +167,19 @@ pub enum ForwardMethod {
     Dr,
     /// IP-in-IP tunnel to the real (IPIP / ip6ip6).
     Tun,
+    /// NAT: destination rewritten to the real (port mapping allowed); replies come back
+    /// through the director, which puts the VIP back as source.
+    Nat,
 }
 
 impl ForwardMethod {
-    pub const SUPPORTED: &'static str = "DR, TUN";
+    pub const SUPPORTED: &'static str = "DR, TUN, NAT";
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "DR" => Some(ForwardMethod::Dr),
             "TUN" => Some(ForwardMethod::Tun),
+            "NAT" => Some(ForwardMethod::Nat),
             _ => None,
         }
     }
@@ -184,6 +188,7 @@ impl ForwardMethod {
         match self {
             ForwardMethod::Dr => "DR",
             ForwardMethod::Tun => "TUN",
+            ForwardMethod::Nat => "NAT",
         }
     }
 }

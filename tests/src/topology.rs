@@ -41,6 +41,22 @@ pub fn real_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 11 + index as u8)
 }
 
+/// NAT: the reals' network (on the same segment, but a subnet the client has no route to)
+/// and the director's address in it, the reals' gateway.
+pub fn nat_real_addr(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 11 + index as u8)
+}
+pub const NAT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+
+/// How the reals are set up.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RealSetup {
+    /// DR and TUN: the VIP on `lo`, ARP for it ignored.
+    Direct,
+    /// NAT: in their own subnet, routed through the director.
+    Nat,
+}
+
 pub fn vip_http() -> SocketAddr {
     SocketAddr::new(VIP.into(), HTTP_PORT)
 }
@@ -53,6 +69,7 @@ pub struct Real {
 
 pub struct Topology {
     prefix: String,
+    setup: RealSetup,
     /// Server processes; killed first on drop.
     servers: Vec<Child>,
     pub reals: Vec<Real>,
@@ -64,6 +81,11 @@ pub struct Topology {
 impl Topology {
     /// Build the lab with `reals` real servers, after removing leftovers of `prefix`.
     pub fn create(prefix: &str, reals: usize) -> anyhow::Result<Self> {
+        Self::create_with(prefix, reals, RealSetup::Direct)
+    }
+
+    /// As `create`, with the reals set up for `setup`.
+    pub fn create_with(prefix: &str, reals: usize, setup: RealSetup) -> anyhow::Result<Self> {
         remove_leftovers(prefix)?;
         let scratch = scratch_dir(prefix);
         std::fs::create_dir_all(&scratch)
@@ -76,9 +98,27 @@ impl Topology {
         // The director owns the VIP (keepalived's VRRP would add it): it answers ARP for
         // it and gets the traffic.
         director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
+        if setup == RealSetup::Nat {
+            // The reals' gateway. Replies come back with the VIP (a local address) as
+            // source after translation, and leave through the interface they came in on.
+            director.ip(&[
+                "addr",
+                "add",
+                &format!("{NAT_GATEWAY}/{PREFIX_LEN}"),
+                "dev",
+                "eth0",
+            ])?;
+            director.sysctl("net.ipv4.ip_forward", "1")?;
+            for scope in ["all", "eth0"] {
+                director.sysctl(&format!("net.ipv4.conf.{scope}.accept_local"), "1")?;
+                director.sysctl(&format!("net.ipv4.conf.{scope}.send_redirects"), "0")?;
+                director.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
+            }
+        }
         pin_pass_program(prefix, &switch, "dir")?;
         let mut topology = Self {
             prefix: prefix.to_owned(),
+            setup,
             servers: Vec::new(),
             reals: Vec::new(),
             client,
@@ -100,17 +140,28 @@ impl Topology {
     pub fn add_real(&mut self) -> anyhow::Result<&Real> {
         let index = self.reals.len();
         let name = format!("r{}", index + 1);
-        let addr = real_addr(index);
+        let addr = match self.setup {
+            RealSetup::Direct => real_addr(index),
+            RealSetup::Nat => nat_real_addr(index),
+        };
         let ns = host(
             &self.switch,
             &format!("{}-{name}", self.prefix),
             &name,
             addr,
         )?;
-        ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
-        for scope in ["all", "eth0"] {
-            ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
-            ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
+        match self.setup {
+            RealSetup::Direct => {
+                ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+                for scope in ["all", "eth0"] {
+                    ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
+                    ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
+                }
+            }
+            RealSetup::Nat => {
+                // No route to the client but through the director.
+                ns.ip(&["route", "add", "default", "via", &NAT_GATEWAY.to_string()])?;
+            }
         }
         self.reals.push(Real { name, addr, ns });
         Ok(self.reals.last().expect("just pushed"))

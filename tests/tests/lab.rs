@@ -16,6 +16,7 @@ fn lab_serves_every_real_with_each_scheduler() {
         ("dr", "sh"),
         ("dr", "mh"),
         ("tun", "rr"),
+        ("nat", "rr"),
     ] {
         let output = Command::new(env!("CARGO_BIN_EXE_lab"))
             .args(["--mode", mode, "--sched", sched, "--requests", "60"])

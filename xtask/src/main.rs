@@ -40,7 +40,7 @@ enum Command {
     },
     /// Build and run the demo lab: client, director (lbd), 3 reals in network namespaces.
     Lab {
-        /// Forwarding mode (dr, tun).
+        /// Forwarding mode (dr, tun, nat).
         #[arg(long, default_value = "dr")]
         mode: String,
         /// Scheduler (rr, wrr, lc, wlc, sh, dh, sed, nq, mh).

@@ -10,9 +10,9 @@
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{FAMILY_IPV6, Outcome, RealInfo};
 
-use super::transmit;
+use super::{transmit, write_l2};
 use crate::{
-    headers::{ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
+    headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
     packet::{ptr_at, ptr_at_mut},
     parse::Flow,
 };
@@ -87,30 +87,6 @@ impl Inner {
             })
         }
     }
-}
-
-#[inline(always)]
-fn write_l2(ctx: &XdpContext, real: &RealInfo, ether_type: [u8; 2]) -> Result<(), Outcome> {
-    let eth = ptr_at_mut::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
-    // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
-    unsafe {
-        (*eth).dst = real.mac;
-        (*eth).src = real.src_mac;
-        (*eth).ether_type = if real.vlan != 0 {
-            ETH_P_8021Q
-        } else {
-            ether_type
-        };
-    }
-    if real.vlan != 0 {
-        let tag = ptr_at_mut::<VlanHdr>(ctx, ETH_LEN).ok_or(Outcome::TruncatedL2)?;
-        // SAFETY: as above.
-        unsafe {
-            (*tag).tci = (real.vlan & 0x0FFF).to_be_bytes();
-            (*tag).ether_type = ether_type;
-        }
-    }
-    Ok(())
 }
 
 #[inline(always)]

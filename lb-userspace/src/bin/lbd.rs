@@ -142,6 +142,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !args.decap.is_empty() {
         return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
     }
+    for warning in nat_forwarding_warnings(&loaded.config) {
+        warn!("{warning}");
+    }
     let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
     let pins = pin_dir(&args.name);
     let options = XdpOptions {
@@ -261,6 +264,40 @@ async fn run_decap(
     decap.detach_all()?;
     info!("detached from {}", args.decap.join(", "));
     Ok(())
+}
+
+/// NAT hands translated replies to the kernel to route: it must forward IP, and accept
+/// packets whose source (the VIP) is one of its own addresses.
+fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
+    let nat = |v4: bool| {
+        config
+            .virtual_servers
+            .iter()
+            .any(|vs| vs.forward == ForwardMethod::Nat && vs.addr.is_ipv4() == v4)
+    };
+    let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
+    let mut warnings = Vec::new();
+    if nat(true) {
+        for (path, setting) in [
+            ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
+            (
+                "/proc/sys/net/ipv4/conf/all/accept_local",
+                "net.ipv4.conf.all.accept_local=1",
+            ),
+        ] {
+            if !enabled(path) {
+                warnings.push(format!(
+                    "lb_kind NAT: replies from the reals are routed by the kernel after translation; set sysctl {setting}"
+                ));
+            }
+        }
+    }
+    if nat(false) && !enabled("/proc/sys/net/ipv6/conf/all/forwarding") {
+        warnings.push(
+            "lb_kind NAT (IPv6): replies from the reals are routed by the kernel after translation; set sysctl net.ipv6.conf.all.forwarding=1".to_owned(),
+        );
+    }
+    warnings
 }
 
 /// The VIPs of the TUN services.

@@ -724,7 +724,7 @@ virtual_server 192.0.2.1 80 {
             "
 virtual_server 192.0.2.1 80 {
     lb_algo lblc
-    lb_kind NAT
+    lb_kind FNAT
 }
 virtual_server 192.0.2.2 80 {
     lb_kind DR
@@ -752,7 +752,7 @@ include /etc/keepalived/services/*.conf
             lines(&errors),
             [
                 "3: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
-                "4: lb_kind `NAT` is not supported yet (supported: DR, TUN)",
+                "4: lb_kind `FNAT` is not supported yet (supported: DR, TUN, NAT)",
                 "8: `10.0.0.300` is not an IPv4 or IPv6 address",
                 "10: weight `70000` is not an integer in 0..=65535",
                 "16: protocol `SCTP` is not supported (supported: TCP, UDP)",

@@ -11,7 +11,7 @@ use lb_common::xdp_action;
 use lb_tests::{
     http,
     lbd::Lbd,
-    topology::{self, Topology, VIP},
+    topology::{self, RealSetup, Topology, VIP},
 };
 use lb_userspace::dataplane::xdp::read_pinned_counters;
 
@@ -68,6 +68,8 @@ enum Mode {
     Dr,
     /// IPIP tunnel; the reals run `lbd --decap eth0`.
     Tun,
+    /// NAT: the reals sit in their own subnet behind the director.
+    Nat,
 }
 
 impl Mode {
@@ -75,6 +77,7 @@ impl Mode {
         match self {
             Mode::Dr => "DR",
             Mode::Tun => "TUN",
+            Mode::Nat => "NAT",
         }
     }
 }
@@ -131,7 +134,11 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let (sched, weights, keywords, spread) = args.sched.setup();
     let kind = args.mode.kind();
     println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
-    let mut lab = Topology::create(PREFIX, 3)?;
+    let setup = match args.mode {
+        Mode::Nat => RealSetup::Nat,
+        Mode::Dr | Mode::Tun => RealSetup::Direct,
+    };
+    let mut lab = Topology::create_with(PREFIX, 3, setup)?;
     let lab_binary = std::env::current_exe()?;
     lab.start_http_servers(&lab_binary)?;
 

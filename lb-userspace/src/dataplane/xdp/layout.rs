@@ -15,7 +15,7 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
-    BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, Outcome,
+    BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
     PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
     VipKey, conn::Timeouts, map_names as names,
 };
@@ -38,7 +38,7 @@ pub struct MapLayout {
 }
 
 /// The maps of this build, with the flow table and the table arena sized as configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 13] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 14] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -59,6 +59,11 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 13] {
         layout::<u32, u32>(names::RR_CURSORS, MapType::PerCpuArray, MAX_SERVICES),
         layout::<FlowKey, FlowState>(names::FLOWS, MapType::LruHash, options.flow_table_size),
         layout::<u32, ConnCounts>(names::REAL_CONNS, MapType::Array, MAX_REALS),
+        layout::<FlowKey, NatOrigin>(
+            names::NAT_REVERSE,
+            MapType::LruHash,
+            options.flow_table_size,
+        ),
         layout::<PersistKey, PersistState>(names::PERSIST, MapType::LruHash, PERSIST_TABLE_SIZE),
         layout::<u32, Timeouts>(names::TIMEOUTS, MapType::Array, 1),
         layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),

@@ -28,8 +28,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    ConnCounts, FWD_DR, FWD_TUN, FlowKey, FlowState, PersistKey, PersistState, RealInfo,
-    ServiceInfo, ServiceKey, TrafficStats,
+    ConnCounts, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, FlowState, NatOrigin, PersistKey, PersistState,
+    RealInfo, ServiceInfo, ServiceKey, TrafficStats,
     conn::{Timeouts, is_active},
     map_names as names, mask_prefix, program_names,
 };
@@ -59,6 +59,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), DataplaneError> {
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(names::FLOWS, options.flow_table_size);
+    loader.map_max_entries(names::NAT_REVERSE, options.flow_table_size);
     loader.map_max_entries(names::TABLES, options.sched_table_entries);
     // The maps are declared pinned; aya pins them even without a directory (into
     // /sys/fs/bpf). Private maps are pinned into a fresh directory that is removed right
@@ -504,6 +505,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         fwd: match spec.forward {
                             ForwardMethod::Dr => FWD_DR,
                             ForwardMethod::Tun => FWD_TUN,
+                            ForwardMethod::Nat => FWD_NAT,
                         },
                         _pad: [0; 3],
                         tunnel_src: tunnel_src.unwrap_or_default(),
@@ -626,6 +628,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             HashMap::try_from(map_mut(&mut self.ebpf, names::FLOWS)?)
                 .map_err(map_error(names::FLOWS))?;
         let mut removed = 0u64;
+        let mut reverse = Vec::new();
         for (key, seen) in &expired {
             // A packet may have brought the flow back (rescheduled) since the scan: only
             // an entry that is still the one seen goes.
@@ -638,6 +641,29 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 Ok(()) => removed += 1,
                 Err(MapError::KeyNotFound) => {}
                 Err(e) => return Err(map_error("removing an expired flow")(e)),
+            }
+            if let Some(real) = self.slots.entries.get(&seen.real_id)
+                && real.fwd == FWD_NAT
+            {
+                reverse.push(FlowKey {
+                    src: real.addr,
+                    dst: key.src,
+                    sport: real.port,
+                    dport: key.sport,
+                    proto: key.proto,
+                    family: key.family,
+                    _pad: [0; 2],
+                });
+            }
+        }
+        // The NAT reply translations of the removed flows go with them.
+        let mut replies: HashMap<&mut MapData, FlowKey, NatOrigin> =
+            HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_REVERSE)?)
+                .map_err(map_error(names::NAT_REVERSE))?;
+        for key in &reverse {
+            match replies.remove(key) {
+                Ok(()) | Err(MapError::KeyNotFound) => {}
+                Err(e) => return Err(map_error("removing a NAT reply translation")(e)),
             }
         }
         let ids: Vec<u32> = self.slots.entries.keys().copied().collect();

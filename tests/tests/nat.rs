@@ -1,0 +1,153 @@
+//! NAT through BPF_PROG_TEST_RUN: the client's packet leaves with the real's address and
+//! port (port mapping) and the real's reply with the VIP's, for IPv4 and IPv6, TCP and UDP.
+//! Expected frames come from the packet builder, which computes every checksum from
+//! scratch, so equal bytes prove the incremental updates. Needs root.
+
+use lb_common::{Outcome, xdp_action};
+use lb_tests::{
+    packet::{Frame, Network, TCP_ACK, TCP_SYN, v4, v6},
+    privilege::require_root,
+    testrun::{INGRESS, StaticNextHops, TestBalancer},
+};
+use lb_userspace::{dataplane::Dataplane, nexthop::NextHop};
+
+const SRC_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 1];
+const REAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+const REAL6_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x61];
+
+const CONFIG: &str = "
+virtual_server 192.0.2.90 80 {
+    lb_kind NAT
+    real_server 10.1.0.11 8080
+}
+virtual_server 192.0.2.90 53 {
+    lb_kind NAT
+    protocol UDP
+    real_server 10.1.0.11 5353
+}
+virtual_server 2001:db8::90 80 {
+    lb_kind NAT
+    real_server 2001:db8:1::11 8080
+}
+";
+
+fn next_hops() -> StaticNextHops {
+    let hop = |mac| NextHop {
+        ifindex: INGRESS,
+        mac,
+        src_mac: SRC_MAC,
+        mtu: 1500,
+        ..NextHop::default()
+    };
+    StaticNextHops(
+        [
+            ("10.1.0.11", hop(REAL_MAC)),
+            ("2001:db8:1::11", hop(REAL6_MAC)),
+        ]
+        .into_iter()
+        .map(|(a, h)| (a.parse().expect("literal"), h))
+        .collect(),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `frame` with other addresses, ports and MACs (checksums recomputed by the builder).
+fn translated(
+    frame: &Frame,
+    network: Network,
+    ports: (u16, u16),
+    macs: ([u8; 6], [u8; 6]),
+) -> Vec<u8> {
+    let mut out = frame.clone();
+    out.network = network;
+    match &mut out.transport {
+        lb_tests::packet::Transport::Tcp { sport, dport, .. }
+        | lb_tests::packet::Transport::Udp { sport, dport } => {
+            (*sport, *dport) = ports;
+        }
+        lb_tests::packet::Transport::Other { .. } => unreachable!("TCP/UDP only"),
+    }
+    (out.dst_mac, out.src_mac) = macs;
+    out.bytes()
+}
+
+#[test]
+fn nat_translates_both_directions_with_valid_checksums() {
+    if !require_root("nat_translates_both_directions_with_valid_checksums") {
+        return;
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(CONFIG).expect("apply");
+    let client = [198, 51, 100, 7];
+    let client6 = "2001:db8:c::7";
+    let cases = [
+        (
+            "IPv4 TCP",
+            Frame::tcp(v4(client, [192, 0, 2, 90]), 40000, 80),
+            v4(client, [10, 1, 0, 11]),
+            (40000, 8080),
+            REAL_MAC,
+            v4([10, 1, 0, 11], client),
+            v4([192, 0, 2, 90], client),
+        ),
+        (
+            "IPv4 UDP",
+            Frame::udp(v4(client, [192, 0, 2, 90]), 40001, 53),
+            v4(client, [10, 1, 0, 11]),
+            (40001, 5353),
+            REAL_MAC,
+            v4([10, 1, 0, 11], client),
+            v4([192, 0, 2, 90], client),
+        ),
+        (
+            "IPv6 TCP",
+            Frame::tcp(v6(client6, "2001:db8::90"), 40002, 80),
+            v6(client6, "2001:db8:1::11"),
+            (40002, 8080),
+            REAL6_MAC,
+            v6("2001:db8:1::11", client6),
+            v6("2001:db8::90", client6),
+        ),
+    ];
+    for (name, request, to_real, ports, mac, reply_net, reply_out) in cases {
+        let run = balancer.run(&request.bytes()).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
+        let expected = translated(&request, to_real, ports, (mac, SRC_MAC));
+        assert_eq!(hex(&run.output), hex(&expected), "{name}: to the real");
+
+        // The real's reply (from its MAC to the director's) leaves with the VIP's address
+        // and port, for the kernel to route to the client.
+        let vport = match request.transport {
+            lb_tests::packet::Transport::Tcp { dport, .. }
+            | lb_tests::packet::Transport::Udp { dport, .. } => dport,
+            lb_tests::packet::Transport::Other { .. } => unreachable!(),
+        };
+        let mut reply = request.clone().with_tcp_flags(TCP_SYN | TCP_ACK);
+        reply.network = reply_net;
+        let reply = translated(
+            &reply,
+            reply.network.clone(),
+            (ports.1, ports.0),
+            (SRC_MAC, mac),
+        );
+        let run = balancer.run(&reply).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_PASS, "{name}: reply");
+        let mut want = request.clone().with_tcp_flags(TCP_SYN | TCP_ACK);
+        want.network = reply_out.clone();
+        let want = translated(&want, reply_out, (vport, ports.0), (SRC_MAC, mac));
+        assert_eq!(hex(&run.output), hex(&want), "{name}: reply");
+    }
+    let counters = balancer.dataplane.counters().expect("counters");
+    assert_eq!(counters.outcome(Outcome::NatReplyToKernel), 3);
+
+    // A packet from a real that is no reply to a client is not touched.
+    let stray = Frame::tcp(v4([10, 1, 0, 11], [198, 51, 100, 99]), 8080, 1234).bytes();
+    let run = balancer.run(&stray).expect("test run");
+    assert_eq!(
+        (run.action, hex(&run.output)),
+        (xdp_action::XDP_PASS, hex(&stray))
+    );
+}
