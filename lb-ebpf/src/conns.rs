@@ -1,7 +1,8 @@
 //! Connection counts per real (`LB_REAL_CONNS`), as IPVS keeps them: a flow counts as
 //! active or inactive by its state (`lb_common::conn::is_active`) and moves between the two
 //! as its state changes. The least-connection schedulers read them; userspace recounts
-//! them from the flow table on every sweep, which also takes out flows the LRU evicted.
+//! them from the flow table on every sweep and corrects lasting differences (flows the LRU
+//! evicted or that expired unseen).
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 

@@ -47,6 +47,15 @@ pub fn lookup(flow: &FlowKey) -> Option<*mut FlowState> {
     FLOWS.get_ptr_mut(flow)
 }
 
+/// A packet of the flow went the other way (a NAT reply): it is alive now.
+#[inline(always)]
+pub fn touch(flow: &FlowKey) {
+    if let Some(entry) = FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a live LRU element; one 8-byte store.
+        unsafe { (*entry).last_seen_ns = now_ns() };
+    }
+}
+
 /// State of a flow after this packet, from `state` before it.
 #[inline(always)]
 pub fn next_state(state: u8, flow: &Flow) -> u8 {

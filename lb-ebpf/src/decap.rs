@@ -38,9 +38,11 @@ fn strip(ctx: &XdpContext) -> Option<u32> {
     let (outer_len, inner_proto) = if ether_type == ETH_P_IPV4 {
         let ip = ptr_at::<Ipv4Hdr>(ctx, l3_offset)?;
         // SAFETY: checked by ptr_at.
-        let (version_ihl, proto) = unsafe { ((*ip).version_ihl, (*ip).proto) };
+        let (version_ihl, proto, frag_off) =
+            unsafe { ((*ip).version_ihl, (*ip).proto, (*ip).frag_off) };
         let len = usize::from(version_ihl & 0x0F) * 4;
-        if version_ihl >> 4 != 4 || len < 20 {
+        // A fragment of a tunnelled packet is left to the kernel to reassemble.
+        if version_ihl >> 4 != 4 || len < 20 || u16::from_be_bytes(frag_off) & 0x3FFF != 0 {
             return None;
         }
         (len, proto)

@@ -59,25 +59,30 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let Some(service) = vip::lookup(&flow.key) else {
         // Not for a virtual service: maybe a real's reply to a NAT client.
         return match fwd::nat::origin(&flow.key) {
-            Some(origin) => fwd::nat::reply(ctx, &flow, &origin),
+            Some(origin) => {
+                // The reply keeps its flow alive, as in IPVS, which sees both directions.
+                fwd::nat::touch_client_flow(&flow.key, &origin);
+                fwd::nat::reply(ctx, &flow, &origin)
+            }
             None => Err(Outcome::NotService),
         };
     };
     let now = conntrack::now_ns();
-    if service.flags & SERVICE_FLAG_OPS != 0 {
-        return one_packet(ctx, &flow, &service);
-    }
-    let chosen = choose_real(&flow, &service, now)?;
+    // ops: every datagram is scheduled on its own and no flow is recorded (so none is
+    // counted); persistence still applies and NAT still records the reply translation.
+    let ops = service.flags & SERVICE_FLAG_OPS != 0;
+    let chosen = if ops {
+        schedule_new(&flow, &service, now, NO_FLOW, 0)?
+    } else {
+        choose_real(&flow, &service, now)?
+    };
     let outcome = fwd::forward(ctx, &flow, chosen.real)?;
     if chosen.new_flow {
-        let state = conntrack::first_state(&flow);
-        conntrack::insert(&flow.key, chosen.real_id, state, now);
+        if !ops {
+            record_flow(&flow, &chosen, now);
+        }
         if chosen.real.fwd == FWD_NAT {
             fwd::nat::remember(&flow.key, chosen.real);
-        }
-        conns::opened(chosen.real_id, state);
-        if chosen.replaced_real != NO_FLOW {
-            conns::closed(chosen.replaced_real, chosen.replaced_state);
         }
         if service.persist_timeout != 0 {
             persist::remember(&persist::key(&service, &flow.key), chosen.real_id, now);
@@ -85,16 +90,6 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     }
     let bytes = ctx.data_end() - ctx.data();
     stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
-    Ok(outcome)
-}
-
-/// `ops`: schedule this datagram alone; nothing is recorded, so no connection is counted.
-#[inline(always)]
-fn one_packet(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
-    let real_id = sched::pick(service, flow).ok_or(Outcome::NoReal)?;
-    let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
-    let outcome = fwd::forward(ctx, flow, real)?;
-    stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), true);
     Ok(outcome)
 }
 
@@ -154,6 +149,19 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
             (replaced_real, replaced_state) = (old.real_id, old.state);
         }
     }
+    schedule_new(flow, service, now, replaced_real, replaced_state)
+}
+
+/// The real for a new flow: the one its client is pinned to (persistence), or the
+/// scheduler's choice. `replaced_*` is the flow it overwrites, if any.
+#[inline(always)]
+fn schedule_new(
+    flow: &Flow,
+    service: &ServiceInfo,
+    now: u64,
+    replaced_real: u32,
+    replaced_state: u8,
+) -> Result<Chosen, Outcome> {
     let pinned = if service.persist_timeout != 0 {
         persist::pinned(service, &persist::key(service, &flow.key), now)
     } else {
@@ -171,6 +179,18 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
         replaced_real,
         replaced_state,
     })
+}
+
+/// Record a new flow (its frame is on its way) and count its connection; the flow it
+/// replaced, if any, leaves its real's count.
+#[inline(always)]
+fn record_flow(flow: &Flow, chosen: &Chosen, now: u64) {
+    let state = conntrack::first_state(flow);
+    conntrack::insert(&flow.key, chosen.real_id, state, now);
+    conns::opened(chosen.real_id, state);
+    if chosen.replaced_real != NO_FLOW {
+        conns::closed(chosen.replaced_real, chosen.replaced_state);
+    }
 }
 
 #[cfg(not(test))]

@@ -61,7 +61,7 @@ pub enum NextHopError {
     #[error("{addr} is a local address of this host")]
     Local { addr: IpAddr },
     #[error(
-        "{addr} is not on a directly connected network (route via {gateway}); DR needs the real on the director's L2 segment"
+        "{addr} is not on a directly connected network (route via {gateway}); reals must be on one of the director's networks (routed reals are not supported yet)"
     )]
     NotOnLink { addr: IpAddr, gateway: IpAddr },
     #[error("no ARP/NDP answer from {addr} on interface {ifindex} within {waited:?}")]

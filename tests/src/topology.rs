@@ -295,6 +295,7 @@ fn pin_pass_program(prefix: &str, switch: &Netns, port: &str) -> anyhow::Result<
         let (mut ebpf, _) = load_object(&XdpOptions {
             flow_table_size: 1,
             sched_table_entries: 1,
+            persist_table_size: 1,
             ..XdpOptions::private()
         })?;
         let program: &mut Xdp = ebpf

@@ -29,6 +29,17 @@ virtual_server 2001:db8::90 80 {
     lb_kind NAT
     real_server 2001:db8:1::11 8080
 }
+virtual_server 192.0.2.91 53 {
+    lb_kind NAT
+    protocol UDP
+    ops
+    real_server 10.1.0.11 5353
+}
+virtual_server 2001:db8::90 53 {
+    lb_kind NAT
+    protocol UDP
+    real_server 2001:db8:1::11 5353
+}
 ";
 
 fn next_hops() -> StaticNextHops {
@@ -111,6 +122,15 @@ fn nat_translates_both_directions_with_valid_checksums() {
             v6("2001:db8:1::11", client6),
             v6("2001:db8::90", client6),
         ),
+        (
+            "IPv6 UDP",
+            Frame::udp(v6(client6, "2001:db8::90"), 40003, 53),
+            v6(client6, "2001:db8:1::11"),
+            (40003, 5353),
+            REAL6_MAC,
+            v6("2001:db8:1::11", client6),
+            v6("2001:db8::90", client6),
+        ),
     ];
     for (name, request, to_real, ports, mac, reply_net, reply_out) in cases {
         let run = balancer.run(&request.bytes()).expect("test run");
@@ -141,7 +161,36 @@ fn nat_translates_both_directions_with_valid_checksums() {
         assert_eq!(hex(&run.output), hex(&want), "{name}: reply");
     }
     let counters = balancer.dataplane.counters().expect("counters");
-    assert_eq!(counters.outcome(Outcome::NatReplyToKernel), 3);
+    assert_eq!(counters.outcome(Outcome::NatReplyToKernel), 4);
+
+    // ops: no flow is recorded, but the reply translation is.
+    let ask = Frame::udp(v4(client, [192, 0, 2, 91]), 40006, 53);
+    let run = balancer.run(&ask.bytes()).expect("test run");
+    assert_eq!(run.action, xdp_action::XDP_TX);
+    let answer = Frame::udp(v4([10, 1, 0, 11], client), 5353, 40006);
+    let answer = Frame {
+        dst_mac: SRC_MAC,
+        src_mac: REAL_MAC,
+        ..answer
+    };
+    let run = balancer.run(&answer.bytes()).expect("test run");
+    let want = Frame::udp(v4([192, 0, 2, 91], client), 53, 40006);
+    let want = Frame {
+        dst_mac: SRC_MAC,
+        src_mac: REAL_MAC,
+        ..want
+    };
+    assert_eq!(hex(&run.output), hex(&want.bytes()), "ops reply");
+
+    // An IPv4 UDP datagram without checksum (0) is translated and keeps none.
+    let mut bare = Frame::udp(v4(client, [192, 0, 2, 90]), 40005, 53).bytes();
+    let udp_check = 14 + 20 + 6;
+    bare[udp_check..udp_check + 2].copy_from_slice(&[0, 0]);
+    let run = balancer.run(&bare).expect("test run");
+    assert_eq!(run.action, xdp_action::XDP_TX);
+    assert_eq!(&run.output[udp_check..udp_check + 2], &[0, 0]);
+    assert_eq!(&run.output[14 + 16..14 + 20], &[10, 1, 0, 11]);
+    assert_eq!(&run.output[14 + 22..14 + 24], &5353u16.to_be_bytes());
 
     // A packet from a real that is no reply to a client is not touched.
     let stray = Frame::tcp(v4([10, 1, 0, 11], [198, 51, 100, 99]), 8080, 1234).bytes();

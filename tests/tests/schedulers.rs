@@ -315,8 +315,16 @@ fn connections_are_counted_from_tcp_state_and_recounted_by_a_sweep() {
             },
         )
         .expect("set");
+    // The correction waits until the difference has lasted over two sweeps (one sweep
+    // may meet connections changing state while it scans).
     let report = balancer.dataplane.sweep().expect("sweep");
     assert_eq!((report.flows, report.expired), (2, 0));
+    assert_eq!(
+        counts(&mut balancer),
+        (100, 7),
+        "one sweep leaves a new difference"
+    );
+    balancer.dataplane.sweep().expect("sweep");
     assert_eq!(counts(&mut balancer), (1, 1));
 }
 
@@ -496,6 +504,7 @@ fn timed_out_flows_are_scheduled_anew_and_swept() {
     age_all_flows(&mut balancer);
     let report = balancer.dataplane.sweep().expect("sweep");
     assert_eq!((report.flows, report.expired), (0, 2));
+    balancer.dataplane.sweep().expect("second sweep");
     for id in ids.values() {
         let counts = balancer.conns(*id).expect("counts");
         assert_eq!((counts.active, counts.inactive), (0, 0));

@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use aya::{TestRun as _, programs::TestRunOptions};
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{Frame, checksum, v4, v6},
+    packet::{Frame, Network, checksum, v4, v6},
     privilege::require_root,
     testrun::{INGRESS, StaticNextHops, TestBalancer},
 };
@@ -80,7 +80,8 @@ fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> V
         IpAddr::V4(dst) => {
             let mut outer = vec![0x45, inner[1]];
             outer.extend_from_slice(&((inner.len() + 20) as u16).to_be_bytes());
-            outer.extend_from_slice(&[0, 0, inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
+            // Identification and DF from the inner header, no fragment offset.
+            outer.extend_from_slice(&[inner[4], inner[5], inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
             outer.extend_from_slice(&TUNNEL_SRC);
             outer.extend_from_slice(&dst.octets());
             let sum = checksum(&outer, 0);
@@ -141,7 +142,24 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         .expect("VIPs");
     let _ = AttachMode::Auto; // (the test runs the program without attaching it)
 
-    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 4] = [
+    let with_df = Frame::tcp(
+        Network::V4 {
+            src: CLIENT.into(),
+            dst: [192, 0, 2, 80].into(),
+            options: Vec::new(),
+            frag_off: 0x4000,
+        },
+        40004,
+        80,
+    );
+    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 5] = [
+        (
+            "ipip with DF",
+            with_df,
+            [2, 0xaa, 0, 0, 0, 1],
+            0,
+            "10.0.0.1".parse().unwrap(),
+        ),
         (
             "ipip",
             Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40000, 80),
@@ -182,6 +200,14 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         let run = balancer.run(&input).expect("test run");
         assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
         let expected = tunnelled(&untagged, mac, vlan, real);
+        if name == "ipip with DF" {
+            assert_eq!(
+                expected[14 + 6] & 0x40,
+                0x40,
+                "the expected outer header has DF"
+            );
+            assert_eq!(&expected[14 + 4..14 + 6], &[0x12, 0x34], "and the inner id");
+        }
         assert_eq!(hex(&run.output), hex(&expected), "{name}");
         // On the real, lb_decap gives back the client's packet behind the tunnel frame's
         // Ethernet header (and tag).
@@ -198,7 +224,7 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         want.extend_from_slice(&untagged[14..]);
         assert_eq!(hex(&stripped), hex(&want), "{name}: decapsulated");
     }
-    assert_eq!(decap.decapsulated().expect("stats"), 4);
+    assert_eq!(decap.decapsulated().expect("stats"), 5);
 
     // A tunnel to another address passes untouched.
     decap.set_vips(&[]).expect("no VIPs");

@@ -9,13 +9,7 @@ use aya_ebpf::programs::XdpContext;
 use lb_common::{FAMILY_IPV6, FlowKey, NatOrigin, Outcome, PROTO_TCP, RealInfo};
 
 use super::{rebuild_l2, transmit};
-use crate::{
-    csum,
-    headers::{Ipv4Hdr, Ipv6Hdr, TcpHdr, UdpHdr},
-    maps::NAT_REVERSE,
-    packet::ptr_at_mut,
-    parse::Flow,
-};
+use crate::{csum, maps::NAT_REVERSE, packet::ptr_at_mut, parse::Flow};
 
 /// Client → real: destination rewritten, then sent to the real's next hop.
 #[inline(always)]
@@ -50,6 +44,22 @@ pub fn remember(flow: &FlowKey, real: &RealInfo) {
     let _ = NAT_REVERSE.insert(reply, origin, 0);
 }
 
+/// Mark the client's flow (as it arrives at the director) that a real's reply answers as
+/// alive. (Not inlined, for the balancer's stack.)
+#[inline(never)]
+pub fn touch_client_flow(reply: &FlowKey, origin: &NatOrigin) {
+    let client = FlowKey {
+        src: reply.dst,
+        dst: origin.vip,
+        sport: reply.dport,
+        dport: origin.vport,
+        proto: reply.proto,
+        family: reply.family,
+        _pad: [0; 2],
+    };
+    crate::conntrack::touch(&client);
+}
+
 /// The VIP and port a real's reply must come from, if `flow` is one.
 #[inline(always)]
 pub fn origin(flow: &FlowKey) -> Option<NatOrigin> {
@@ -72,7 +82,8 @@ enum Side {
 }
 
 /// Set the address and port of one side of the packet, with its checksums. Not inlined:
-/// one copy serves both directions, off the balancer's stack.
+/// one copy serves both directions, off the balancer's stack; it works on 16-bit words of
+/// the packet in place, so that its own frame stays small too.
 #[inline(never)]
 fn rewrite(
     ctx: &XdpContext,
@@ -82,66 +93,48 @@ fn rewrite(
     port: [u8; 2],
 ) -> Result<(), Outcome> {
     let source = side == Side::Source;
+    let ipv6 = flow.key.family == FAMILY_IPV6;
+    let (addr_offset, words) = match (ipv6, source) {
+        (true, true) => (flow.l3_offset + 8, 8),
+        (true, false) => (flow.l3_offset + 24, 8),
+        (false, true) => (flow.l3_offset + 12, 2),
+        (false, false) => (flow.l3_offset + 16, 2),
+    };
     // The address is in the IPv4 header checksum and in the L4 pseudo-header.
     let mut address = csum::Delta::new();
-    if flow.key.family == FAMILY_IPV6 {
-        let ip = ptr_at_mut::<Ipv6Hdr>(ctx, flow.l3_offset).ok_or(Outcome::TruncatedL3)?;
+    for i in 0..8 {
+        if i >= words {
+            break;
+        }
+        let word = ptr_at_mut::<[u8; 2]>(ctx, addr_offset + 2 * i).ok_or(Outcome::TruncatedL3)?;
+        let new = [addr[2 * i], addr[2 * i + 1]];
         // SAFETY: checked by ptr_at_mut; nothing else refers to these bytes.
-        let field = unsafe {
-            if source {
-                &mut (*ip).src
-            } else {
-                &mut (*ip).dst
-            }
-        };
-        address.replace(field, addr);
-        *field = *addr;
-    } else {
-        let ip = ptr_at_mut::<Ipv4Hdr>(ctx, flow.l3_offset).ok_or(Outcome::TruncatedL3)?;
-        let new = [addr[0], addr[1], addr[2], addr[3]];
-        // SAFETY: as above.
         unsafe {
-            let field = if source {
-                &mut (*ip).src
-            } else {
-                &mut (*ip).dst
-            };
-            address.replace(field, &new);
-            *field = new;
-            (*ip).check = address.apply((*ip).check);
+            address.replace(&*word, &new);
+            *word = new;
         }
     }
-    if flow.key.proto == PROTO_TCP {
-        let tcp = ptr_at_mut::<TcpHdr>(ctx, flow.l4_offset).ok_or(Outcome::TruncatedL4)?;
+    if !ipv6 {
+        let check = ptr_at_mut::<[u8; 2]>(ctx, flow.l3_offset + 10).ok_or(Outcome::TruncatedL3)?;
         // SAFETY: as above.
-        unsafe {
-            let field = if source {
-                &mut (*tcp).sport
-            } else {
-                &mut (*tcp).dport
-            };
-            let mut delta = address;
-            delta.replace(field, &port);
-            *field = port;
-            (*tcp).check = delta.apply((*tcp).check);
-        }
-    } else {
-        let udp = ptr_at_mut::<UdpHdr>(ctx, flow.l4_offset).ok_or(Outcome::TruncatedL4)?;
-        // SAFETY: as above.
-        unsafe {
-            let field = if source {
-                &mut (*udp).sport
-            } else {
-                &mut (*udp).dport
-            };
-            let mut delta = address;
-            delta.replace(field, &port);
-            *field = port;
-            if (*udp).check != [0, 0] {
-                let check = delta.apply((*udp).check);
-                // 0 means "no checksum" in UDP: a computed 0 is sent as all ones.
-                (*udp).check = if check == [0, 0] { [0xFF, 0xFF] } else { check };
-            }
+        unsafe { *check = address.apply(*check) };
+    }
+    let tcp = flow.key.proto == PROTO_TCP;
+    let port_offset = flow.l4_offset + if source { 0 } else { 2 };
+    let check_offset = flow.l4_offset + if tcp { 16 } else { 6 };
+    let field = ptr_at_mut::<[u8; 2]>(ctx, port_offset).ok_or(Outcome::TruncatedL4)?;
+    let check = ptr_at_mut::<[u8; 2]>(ctx, check_offset).ok_or(Outcome::TruncatedL4)?;
+    // SAFETY: as above; the two fields do not overlap.
+    unsafe {
+        let mut delta = address;
+        delta.replace(&*field, &port);
+        *field = port;
+        if tcp {
+            *check = delta.apply(*check);
+        } else if *check != [0, 0] {
+            let sum = delta.apply(*check);
+            // 0 means "no checksum" in UDP: a computed 0 is sent as all ones.
+            *check = if sum == [0, 0] { [0xFF, 0xFF] } else { sum };
         }
     }
     Ok(())

@@ -4,7 +4,7 @@
 //! and a new Ethernet header to the real's next hop, tagged with the real's VLAN if it has
 //! one. The real strips the outer header (its ipip/ip6_tunnel device, or `lb_decap`) and
 //! answers the client directly. The outer header copies the inner TOS/traffic class, TTL/hop
-//! limit and DF bit, as IPVS does. A packet that would exceed the egress MTU once
+//! limit, DF bit and (IPv4) identification. A packet that would exceed the egress MTU once
 //! encapsulated is dropped and counted (`tunnel_too_big`).
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
@@ -66,6 +66,9 @@ struct Inner {
     ttl: u8,
     /// IPv4 flags byte (DF).
     df: u8,
+    /// IPv4 identification (the outer header reuses it, so fragments downstream of the
+    /// director never share an id across packets).
+    id: [u8; 2],
 }
 
 impl Inner {
@@ -75,15 +78,22 @@ impl Inner {
             let ip = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
             // SAFETY: checked by ptr_at.
             let (class, ttl) = unsafe { ((*ip).version_class_flow, (*ip).hop_limit) };
-            Ok(Self { class, ttl, df: 0 })
+            Ok(Self {
+                class,
+                ttl,
+                df: 0,
+                id: [0; 2],
+            })
         } else {
             let ip = ptr_at::<Ipv4Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
             // SAFETY: checked by ptr_at.
-            let (tos, ttl, flags) = unsafe { ((*ip).tos, (*ip).ttl, (*ip).frag_off[0]) };
+            let (tos, ttl, flags, id) =
+                unsafe { ((*ip).tos, (*ip).ttl, (*ip).frag_off[0], (*ip).id) };
             Ok(Self {
                 class: [tos, 0, 0, 0],
                 ttl,
                 df: flags & IPV4_DF,
+                id,
             })
         }
     }
@@ -102,7 +112,7 @@ fn write_ipv4(
         version_ihl: 0x45,
         tos: inner.class[0],
         tot_len: ((packet_len + IPV4_LEN) as u16).to_be_bytes(),
-        id: [0; 2],
+        id: inner.id,
         frag_off: [inner.df, 0],
         ttl: inner.ttl,
         proto: IPPROTO_IPIP,

@@ -151,6 +151,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pin_dir: Some(pins.clone()),
         flow_table_size: args.flow_table_size,
         sched_table_entries: args.sched_table_entries,
+        persist_table_size: lb_common::PERSIST_TABLE_SIZE,
     };
     let mut dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {
@@ -292,6 +293,15 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
             }
         }
     }
+    // Strict reverse-path filtering drops a reply whose source is the director's own VIP.
+    if nat(true)
+        && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
+            .is_ok_and(|v| v.trim() == "1")
+    {
+        warnings.push(
+            "lb_kind NAT: strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops translated replies; set it to 0 or 2 (and the interfaces' own rp_filter)".to_owned(),
+        );
+    }
     if nat(false) && !enabled("/proc/sys/net/ipv6/conf/all/forwarding") {
         warnings.push(
             "lb_kind NAT (IPv6): replies from the reals are routed by the kernel after translation; set sysctl net.ipv6.conf.all.forwarding=1".to_owned(),
@@ -328,6 +338,9 @@ fn reload(
         }
     };
     for warning in &loaded.warnings {
+        warn!("{warning}");
+    }
+    for warning in nat_forwarding_warnings(&loaded.config) {
         warn!("{warning}");
     }
     match controller.apply(loaded.config) {

@@ -218,6 +218,7 @@ impl PassProgram {
         let options = XdpOptions {
             flow_table_size: 1,
             sched_table_entries: 1,
+            persist_table_size: 1,
             ..XdpOptions::private()
         };
         let (mut ebpf, _) = load_object(&options)?;

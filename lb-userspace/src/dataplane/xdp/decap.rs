@@ -30,6 +30,7 @@ impl Decap {
         let options = XdpOptions {
             flow_table_size: 1,
             sched_table_entries: 1,
+            persist_table_size: 1,
             ..XdpOptions::private()
         };
         let (mut ebpf, _) = load_object(&options)?;

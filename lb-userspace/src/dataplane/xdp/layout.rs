@@ -16,8 +16,8 @@ use std::{
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
-    PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
-    VipKey, conn::Timeouts, map_names as names,
+    PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats, VipKey,
+    conn::Timeouts, map_names as names,
 };
 
 use super::XdpOptions;
@@ -64,7 +64,11 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 14] {
             MapType::LruHash,
             options.flow_table_size,
         ),
-        layout::<PersistKey, PersistState>(names::PERSIST, MapType::LruHash, PERSIST_TABLE_SIZE),
+        layout::<PersistKey, PersistState>(
+            names::PERSIST,
+            MapType::LruHash,
+            options.persist_table_size,
+        ),
         layout::<u32, Timeouts>(names::TIMEOUTS, MapType::Array, 1),
         layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),
         layout::<u32, u64>(

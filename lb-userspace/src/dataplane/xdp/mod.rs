@@ -60,6 +60,7 @@ pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), Dataplan
     let mut loader = EbpfLoader::new();
     loader.map_max_entries(names::FLOWS, options.flow_table_size);
     loader.map_max_entries(names::NAT_REVERSE, options.flow_table_size);
+    loader.map_max_entries(names::PERSIST, options.persist_table_size);
     loader.map_max_entries(names::TABLES, options.sched_table_entries);
     // The maps are declared pinned; aya pins them even without a directory (into
     // /sys/fs/bpf). Private maps are pinned into a fresh directory that is removed right
@@ -115,6 +116,8 @@ pub struct XdpOptions {
     pub flow_table_size: u32,
     /// Entries of `LB_TABLES`, the arena of scheduling tables.
     pub sched_table_entries: u32,
+    /// Entries of `LB_PERSIST`, the persistence pins.
+    pub persist_table_size: u32,
 }
 
 impl XdpOptions {
@@ -124,6 +127,7 @@ impl XdpOptions {
             pin_dir: None,
             flow_table_size: lb_common::DEFAULT_FLOW_TABLE_SIZE,
             sched_table_entries: lb_common::DEFAULT_SCHED_TABLE_ENTRIES,
+            persist_table_size: lb_common::PERSIST_TABLE_SIZE,
         }
     }
 }
@@ -146,6 +150,8 @@ pub struct XdpDataplane<R> {
     arena: Arena,
     /// The timeouts last written (`None`: not yet, by this process).
     timeouts: Option<Timeouts>,
+    /// Per real, how far its connection counts were from the flow table at the last sweep.
+    conn_drift: BTreeMap<u32, (i64, i64)>,
     /// Links of the interfaces the balancer is attached to.
     links: Vec<XdpLinkId>,
     /// Possible CPUs: the number of values of a per-CPU map slot.
@@ -189,6 +195,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             slots,
             arena,
             timeouts: None,
+            conn_drift: BTreeMap::new(),
             links: Vec::new(),
             cpus,
             load_warnings,
@@ -261,6 +268,55 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             .map_err(map_error("writing the timeouts"))?;
         self.timeouts = Some(timeouts);
         Ok(())
+    }
+
+    /// Correct the data plane's connection counts towards `recount` (from the flow table).
+    /// Counts move while the table is scanned, so a difference is corrected only when it
+    /// is the same at two sweeps in a row (a lasting drift: flows the LRU evicted or that
+    /// expired unseen, a wrapped counter), by subtracting it from the current value; a
+    /// difference that comes and goes is connections changing state during the scan.
+    fn reconcile_conns(
+        &mut self,
+        recount: &BTreeMap<u32, ConnCounts>,
+    ) -> Result<(), DataplaneError> {
+        let ids: Vec<u32> = self.slots.entries.keys().copied().collect();
+        self.conn_drift.retain(|id, _| ids.contains(id));
+        for id in ids {
+            let current = self.read_conns(id)?;
+            let wanted = recount.get(&id).copied().unwrap_or_default();
+            let drift = (
+                i64::from(current.active as i32) - i64::from(wanted.active),
+                i64::from(current.inactive as i32) - i64::from(wanted.inactive),
+            );
+            let lasting = self.conn_drift.get(&id) == Some(&drift);
+            if drift != (0, 0) && lasting {
+                let now = self.read_conns(id)?;
+                let fix = |count: u32, by: i64| (i64::from(count as i32) - by).max(0) as u32;
+                self.write_conns(
+                    id,
+                    ConnCounts {
+                        active: fix(now.active, drift.0),
+                        inactive: fix(now.inactive, drift.1),
+                    },
+                )?;
+                self.conn_drift.remove(&id);
+            } else {
+                self.conn_drift.insert(id, drift);
+            }
+        }
+        Ok(())
+    }
+
+    fn read_conns(&self, id: u32) -> Result<ConnCounts, DataplaneError> {
+        let map = self
+            .ebpf
+            .map(names::REAL_CONNS)
+            .ok_or_else(|| counters::missing(names::REAL_CONNS))?;
+        let conns: Array<&MapData, ConnCounts> =
+            Array::try_from(map).map_err(map_error(names::REAL_CONNS))?;
+        conns
+            .get(&id, 0)
+            .map_err(map_error("reading connection counts"))
     }
 
     /// Set the connection counts of real `id`.
@@ -666,10 +722,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 Err(e) => return Err(map_error("removing a NAT reply translation")(e)),
             }
         }
-        let ids: Vec<u32> = self.slots.entries.keys().copied().collect();
-        for id in ids {
-            self.write_conns(id, counts.get(&id).copied().unwrap_or_default())?;
-        }
+        self.reconcile_conns(&counts)?;
         // A pin lasts for its timeout after the last connection it directed ended (IPVS
         // keeps a template while it controls connections).
         let mut pins: HashMap<&mut MapData, PersistKey, PersistState> =
