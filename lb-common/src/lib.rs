@@ -49,6 +49,7 @@ pub mod map_names {
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
+    pub const FEATURES: &str = "LB_FEATURES";
     pub const DECAP_STATS: &str = "LB_DECAP_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
@@ -218,6 +219,10 @@ pub struct RealInfo {
 pub const FWD_DR: u8 = 0;
 /// IP-in-IP tunnel (IPIP for IPv4, ip6ip6 for IPv6) to the real.
 pub const FWD_TUN: u8 = 1;
+/// `LB_FEATURES` bit: some service uses NAT, so packets for no service may be replies to
+/// translate (without it their reply-map lookup is skipped).
+pub const FEATURE_NAT: u32 = 1;
+
 /// NAT (masquerading): destination rewritten to the real's address and port; the real's
 /// replies, routed back through the director, get the VIP's as source again.
 pub const FWD_NAT: u8 = 2;

@@ -42,6 +42,10 @@ pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FL
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatOrigin> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
+/// `FEATURE_*` bits of what the configuration uses (one entry).
+#[map(name = "LB_FEATURES")]
+pub static FEATURES: Array<u32> = Array::pinned(1, 0);
+
 /// Connection timeouts per state (one entry; IPVS's defaults until userspace writes it).
 #[map(name = "LB_TIMEOUTS")]
 pub static TIMEOUTS: Array<Timeouts> = Array::pinned(1, 0);

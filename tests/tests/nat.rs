@@ -182,6 +182,23 @@ fn nat_translates_both_directions_with_valid_checksums() {
     };
     assert_eq!(hex(&run.output), hex(&want.bytes()), "ops reply");
 
+    // With no NAT service left, replies are not looked up (and not translated).
+    let reply = Frame {
+        dst_mac: SRC_MAC,
+        src_mac: REAL_MAC,
+        ..Frame::udp(v4([10, 1, 0, 11], client), 5353, 40006)
+    }
+    .bytes();
+    balancer
+        .apply_config("virtual_server 192.0.2.92 80 {\n lb_kind DR\n real_server 10.1.0.11 80\n}\n")
+        .expect("apply without NAT");
+    let run = balancer.run(&reply).expect("test run");
+    assert_eq!(
+        (run.action, hex(&run.output)),
+        (xdp_action::XDP_PASS, hex(&reply))
+    );
+    balancer.apply_config(CONFIG).expect("apply");
+
     // An IPv4 UDP datagram without checksum (0) is translated and keeps none.
     let mut bare = Frame::udp(v4(client, [192, 0, 2, 90]), 40005, 53).bytes();
     let udp_check = 14 + 20 + 6;

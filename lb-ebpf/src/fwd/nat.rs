@@ -6,10 +6,15 @@
 //! datagram without checksum (IPv4, 0) keeps none.
 
 use aya_ebpf::programs::XdpContext;
-use lb_common::{FAMILY_IPV6, FlowKey, NatOrigin, Outcome, PROTO_TCP, RealInfo};
+use lb_common::{FAMILY_IPV6, FEATURE_NAT, FlowKey, NatOrigin, Outcome, PROTO_TCP, RealInfo};
 
 use super::{rebuild_l2, transmit};
-use crate::{csum, maps::NAT_REVERSE, packet::ptr_at_mut, parse::Flow};
+use crate::{
+    csum,
+    maps::{FEATURES, NAT_REVERSE},
+    packet::ptr_at_mut,
+    parse::Flow,
+};
 
 /// Client → real: destination rewritten, then sent to the real's next hop.
 #[inline(always)]
@@ -60,9 +65,14 @@ pub fn touch_client_flow(reply: &FlowKey, origin: &NatOrigin) {
     crate::conntrack::touch(&client);
 }
 
-/// The VIP and port a real's reply must come from, if `flow` is one.
+/// The VIP and port a real's reply must come from, if `flow` is one (looked up only when
+/// some service uses NAT).
 #[inline(always)]
 pub fn origin(flow: &FlowKey) -> Option<NatOrigin> {
+    let features = FEATURES.get(0).copied().unwrap_or(0);
+    if features & FEATURE_NAT == 0 {
+        return None;
+    }
     // SAFETY: copied out at once.
     unsafe { NAT_REVERSE.get(flow) }.copied()
 }

@@ -38,7 +38,7 @@ pub struct MapLayout {
 }
 
 /// The maps of this build, with the flow table and the table arena sized as configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 14] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 15] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -70,6 +70,7 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 14] {
             options.persist_table_size,
         ),
         layout::<u32, Timeouts>(names::TIMEOUTS, MapType::Array, 1),
+        layout::<u32, u32>(names::FEATURES, MapType::Array, 1),
         layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),
         layout::<u32, u64>(
             names::DECAP_STATS,

@@ -28,8 +28,8 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    ConnCounts, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, FlowState, NatOrigin, PersistKey, PersistState,
-    RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    ConnCounts, FEATURE_NAT, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, FlowState, NatOrigin, PersistKey,
+    PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
     conn::{Timeouts, is_active},
     map_names as names, mask_prefix, program_names,
 };
@@ -150,6 +150,8 @@ pub struct XdpDataplane<R> {
     arena: Arena,
     /// The timeouts last written (`None`: not yet, by this process).
     timeouts: Option<Timeouts>,
+    /// The feature bits last written.
+    features: Option<u32>,
     /// Per real, how far its connection counts were from the flow table at the last sweep.
     conn_drift: BTreeMap<u32, (i64, i64)>,
     /// Links of the interfaces the balancer is attached to.
@@ -195,6 +197,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             slots,
             arena,
             timeouts: None,
+            features: None,
             conn_drift: BTreeMap::new(),
             links: Vec::new(),
             cpus,
@@ -253,6 +256,20 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             .set(id, info, 0)
             .map_err(map_error("writing a real"))?;
         self.slots.entries.insert(id, info);
+        Ok(())
+    }
+
+    /// Write the `FEATURE_*` bits if they changed.
+    fn write_features(&mut self, features: u32) -> Result<(), DataplaneError> {
+        if self.features == Some(features) {
+            return Ok(());
+        }
+        let mut map: Array<&mut MapData, u32> =
+            Array::try_from(map_mut(&mut self.ebpf, names::FEATURES)?)
+                .map_err(map_error(names::FEATURES))?;
+        map.set(0, features, 0)
+            .map_err(map_error("writing the feature bits"))?;
+        self.features = Some(features);
         Ok(())
     }
 
@@ -609,6 +626,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         for wanted in tables {
             self.publish(wanted)?;
         }
+        let nat = services.iter().any(|s| s.forward == ForwardMethod::Nat);
+        self.write_features(if nat { FEATURE_NAT } else { 0 })?;
         let stale: Vec<ServiceKey> = self
             .slots
             .services
