@@ -65,6 +65,8 @@ pub mod program_names {
     pub const PASS: &str = "lb_xdp_pass";
     /// On a real server: strips the IPIP/ip6ip6 header of packets for a VIP (TUN mode).
     pub const DECAP: &str = "lb_decap";
+    /// Benchmark baseline: swaps the Ethernet addresses, XDP_TX.
+    pub const BENCH_MACSWAP: &str = "lb_bench_macswap";
 }
 
 /// Key of `LB_SERVICES`: what identifies a virtual service.

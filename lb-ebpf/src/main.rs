@@ -45,6 +45,20 @@ pub fn lb_decap(ctx: XdpContext) -> u32 {
     decap::decap(&ctx)
 }
 
+/// Benchmark baseline (`cargo xtask bench`): swaps the Ethernet addresses and sends the
+/// frame back (XDP_TX), the least work a forwarding XDP program does. Never attached.
+#[xdp]
+pub fn lb_bench_macswap(ctx: XdpContext) -> u32 {
+    match packet::ptr_at_mut::<headers::EthHdr>(&ctx, 0) {
+        Some(eth) => {
+            // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
+            unsafe { core::mem::swap(&mut (*eth).dst, &mut (*eth).src) };
+            xdp_action::XDP_TX
+        }
+        None => xdp_action::XDP_PASS,
+    }
+}
+
 /// Passes every frame. Attached to the receiving end of a veth pair so that frames sent
 /// there with XDP_TX or XDP_REDIRECT in native mode are delivered (the kernel drops them
 /// when that end has no XDP program).

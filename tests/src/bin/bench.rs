@@ -2,6 +2,12 @@
 //! run so that ratios are comparable on a noisy shared machine. Prints a table and writes
 //! `target/bench/report.json` (or the path given).
 //!
+//! Forwarding modes: DR, TUN and NAT for IPv4 and IPv6, a new flow and an established
+//! flow each, as the median of single runs (a repeated run would feed TUN and NAT their
+//! own output, which the kernel does not restore between repetitions), next to two
+//! baselines timed the same way: a trivial XDP_PASS program (the harness's floor) and a
+//! MAC-swap XDP_TX program; the ratio is to the MAC-swap baseline.
+//!
 //! Scheduling: for every scheduler and 2, 16 and 256 reals, the kernel-timed cost of a
 //! new flow (a SYN from a client not seen before: parse, lookup, flow-table miss,
 //! scheduling, rewrite, flow insert), as the median of single runs over distinct flows,
@@ -19,7 +25,7 @@ use aya::{
 use clap::Parser;
 use lb_common::{program_names, xdp_action};
 use lb_tests::{
-    packet::{Frame, TCP_ACK, v4},
+    packet::{Frame, TCP_ACK, v4, v6},
     testrun::{INGRESS, StaticNextHops, TestBalancer},
 };
 use lb_userspace::{
@@ -63,11 +69,28 @@ struct SchedulerRow {
 }
 
 #[derive(Serialize)]
+struct ModeRow {
+    mode: &'static str,
+    family: &'static str,
+    /// Median kernel time of one packet of a new flow (single runs).
+    new_flow_ns: u64,
+    /// Median kernel time of one packet of an established flow (single runs).
+    established_ns: u64,
+    /// Both divided by the MAC-swap baseline's single-run median.
+    new_flow_ratio: f64,
+    established_ratio: f64,
+}
+
+#[derive(Serialize)]
 struct Report {
     /// XDP_PASS program, single runs: the harness's per-run floor.
     xdp_pass_single_run_ns: u64,
     /// XDP_PASS program, mean over `repeat` runs.
     xdp_pass_repeated_ns: f64,
+    /// MAC-swap XDP_TX program, single runs and mean over `repeat` runs.
+    macswap_single_run_ns: u64,
+    macswap_repeated_ns: f64,
+    modes: Vec<ModeRow>,
     schedulers: Vec<SchedulerRow>,
 }
 
@@ -96,12 +119,18 @@ fn main() -> anyhow::Result<()> {
     }
     balancer.apply_config(&config)?;
 
-    let pass = PassProgram::load()?;
+    let pass = Baseline::load(program_names::PASS, xdp_action::XDP_PASS)?;
+    let macswap = Baseline::load(program_names::BENCH_MACSWAP, xdp_action::XDP_TX)?;
     let syn = Frame::tcp(v4([198, 18, 0, 1], [192, 0, 2, 1]), 1024, 80).bytes();
     let floor = median(&single_runs(args.new_flows, &syn, |frame| {
         pass.run(frame, 1)
     })?);
     let pass_repeated = pass.run(&syn, args.repeat)?.as_nanos() as f64;
+    let swap_single = median(&single_runs(args.new_flows, &syn, |frame| {
+        macswap.run(frame, 1)
+    })?);
+    let swap_repeated = macswap.run(&syn, args.repeat)?.as_nanos() as f64;
+    let modes = mode_rows(args.new_flows, swap_single)?;
 
     let mut rows = Vec::new();
     for (n, (scheduler, count, vip)) in services.iter().enumerate() {
@@ -143,6 +172,23 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!("XDP_PASS floor: {floor} ns per single run, {pass_repeated:.0} ns repeated");
+    println!("MAC-swap baseline: {swap_single} ns per single run, {swap_repeated:.0} ns repeated");
+    println!();
+    println!(
+        "{:<5} {:<5} {:>14} {:>8} {:>17} {:>8}",
+        "mode", "ip", "new flow (ns)", "x swap", "established (ns)", "x swap"
+    );
+    for row in &modes {
+        println!(
+            "{:<5} {:<5} {:>14} {:>8.2} {:>17} {:>8.2}",
+            row.mode,
+            row.family,
+            row.new_flow_ns,
+            row.new_flow_ratio,
+            row.established_ns,
+            row.established_ratio
+        );
+    }
     println!();
     println!(
         "{:<6} {:>6} {:>14} {:>18} {:>16}",
@@ -157,6 +203,9 @@ fn main() -> anyhow::Result<()> {
     let report = Report {
         xdp_pass_single_run_ns: floor,
         xdp_pass_repeated_ns: pass_repeated,
+        macswap_single_run_ns: swap_single,
+        macswap_repeated_ns: swap_repeated,
+        modes,
         schedulers: rows,
     };
     if let Some(dir) = args.report.parent() {
@@ -208,13 +257,15 @@ fn median(values: &[u64]) -> u64 {
     sorted.get(sorted.len() / 2).copied().unwrap_or(0)
 }
 
-/// The trivial XDP_PASS program of the same object.
-struct PassProgram {
+/// A baseline program of the same object, timed like the balancer.
+struct Baseline {
     ebpf: aya::Ebpf,
+    name: &'static str,
+    action: u32,
 }
 
-impl PassProgram {
-    fn load() -> anyhow::Result<Self> {
+impl Baseline {
+    fn load(name: &'static str, action: u32) -> anyhow::Result<Self> {
         let options = XdpOptions {
             flow_table_size: 1,
             sched_table_entries: 1,
@@ -223,11 +274,11 @@ impl PassProgram {
         };
         let (mut ebpf, _) = load_object(&options)?;
         let program: &mut Xdp = ebpf
-            .program_mut(program_names::PASS)
-            .context("pass program missing")?
+            .program_mut(name)
+            .with_context(|| format!("{name} missing"))?
             .try_into()?;
         program.load()?;
-        Ok(Self { ebpf })
+        Ok(Self { ebpf, name, action })
     }
 
     fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
@@ -238,8 +289,8 @@ impl PassProgram {
         let mut output = vec![0; frame.len() + 256];
         let program: &Xdp = self
             .ebpf
-            .program(program_names::PASS)
-            .context("pass program missing")?
+            .program(self.name)
+            .with_context(|| format!("{} missing", self.name))?
             .try_into()?;
         let result = program.test_run(TestRunOptions {
             data_in: Some(frame),
@@ -249,9 +300,100 @@ impl PassProgram {
             ..TestRunOptions::default()
         })?;
         anyhow::ensure!(
-            result.return_value == xdp_action::XDP_PASS,
-            "pass program did not pass"
+            result.return_value == self.action,
+            "{} returned {}",
+            self.name,
+            result.return_value
         );
         Ok(result.duration)
     }
+}
+
+/// DR, TUN and NAT for IPv4 and IPv6: new and established flows, single-run medians.
+fn mode_rows(runs: usize, swap: u64) -> anyhow::Result<Vec<ModeRow>> {
+    let hop = |last: u8, src: IpAddr| NextHop {
+        ifindex: INGRESS,
+        mac: [0x02, 0xaa, 0, 0, 1, last],
+        src_mac: [0x02, 0xd1, 0, 0, 0, 1],
+        vlan: 0,
+        src: Some(src),
+        mtu: 1500,
+    };
+    let src4: IpAddr = "10.20.0.254".parse()?;
+    let src6: IpAddr = "2001:db8:20::fe".parse()?;
+    let next_hops = StaticNextHops(
+        [
+            ("10.20.0.1", hop(1, src4)),
+            ("10.20.0.2", hop(2, src4)),
+            ("2001:db8:20::1", hop(0x61, src6)),
+            ("2001:db8:20::2", hop(0x62, src6)),
+        ]
+        .into_iter()
+        .map(|(a, h)| (a.parse().expect("literal"), h))
+        .collect(),
+    );
+    let mut balancer = TestBalancer::load(next_hops, 1 << 20)?;
+    let mut config = String::new();
+    let modes = [("DR", 1u8), ("TUN", 2), ("NAT", 3)];
+    for (kind, n) in modes {
+        config += &format!(
+            "virtual_server 198.18.{n}.1 80 {{\n lb_algo rr\n lb_kind {kind}\n real_server 10.20.0.1 80\n real_server 10.20.0.2 80\n}}\n"
+        );
+        config += &format!(
+            "virtual_server 2001:db8:18::{n} 80 {{\n lb_algo rr\n lb_kind {kind}\n real_server 2001:db8:20::1 80\n real_server 2001:db8:20::2 80\n}}\n"
+        );
+    }
+    balancer.apply_config(&config)?;
+    let mut rows = Vec::new();
+    for (kind, n) in modes {
+        for ipv6 in [false, true] {
+            let frame = if ipv6 {
+                Frame::tcp(v6("2001:db8:c::1", &format!("2001:db8:18::{n}")), 1024, 80)
+            } else {
+                Frame::tcp(v4([203, 0, 113, 1], [198, 18, n, 1]), 1024, 80)
+            };
+            let base = frame.bytes();
+            // Client address bytes to vary, and the source port's offset.
+            let (client_at, sport_at) = if ipv6 {
+                (14 + 20, 14 + 40)
+            } else {
+                (IPV4_SRC, TCP_SPORT)
+            };
+            let mut client = 0u32;
+            let new_flows = single_runs(runs, &base, |input| {
+                client += 1;
+                let mut input = input.to_vec();
+                input[client_at..client_at + 4].copy_from_slice(&client.to_be_bytes());
+                input[sport_at..sport_at + 2]
+                    .copy_from_slice(&(1024 + (client % 60000) as u16).to_be_bytes());
+                let run = balancer.run(&input)?;
+                anyhow::ensure!(
+                    run.action == xdp_action::XDP_TX,
+                    "{kind} new flow not forwarded"
+                );
+                Ok(run.duration)
+            })?;
+            // One established flow: its SYN, then the same ACK in every run.
+            balancer.run(&base)?;
+            let ack = frame.clone().with_tcp_flags(TCP_ACK).bytes();
+            let established = single_runs(runs, &ack, |input| {
+                let run = balancer.run(input)?;
+                anyhow::ensure!(
+                    run.action == xdp_action::XDP_TX,
+                    "{kind} established flow not forwarded"
+                );
+                Ok(run.duration)
+            })?;
+            let (new_flow_ns, established_ns) = (median(&new_flows), median(&established));
+            rows.push(ModeRow {
+                mode: kind,
+                family: if ipv6 { "IPv6" } else { "IPv4" },
+                new_flow_ns,
+                established_ns,
+                new_flow_ratio: new_flow_ns as f64 / swap as f64,
+                established_ratio: established_ns as f64 / swap as f64,
+            });
+        }
+    }
+    Ok(rows)
 }
