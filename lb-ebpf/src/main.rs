@@ -25,7 +25,9 @@ mod stats;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use lb_common::{FWD_NAT, Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS, ServiceInfo};
+use lb_common::{
+    FWD_NAT, FWD_TUN, Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS, ServiceInfo,
+};
 use parse::Flow;
 
 /// The load balancer.
@@ -71,6 +73,9 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
     let Some(service) = vip::lookup(&flow.key) else {
+        if flow.icmp_error {
+            return Err(Outcome::NotService);
+        }
         // Not for a virtual service: maybe a real's reply to a NAT client.
         return match fwd::nat::origin(&flow.key) {
             Some(origin) => {
@@ -81,6 +86,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
             None => Err(Outcome::NotService),
         };
     };
+    if flow.icmp_error {
+        return icmp_error(ctx, &flow, &service);
+    }
     let now = conntrack::now_ns();
     // ops: every datagram is scheduled on its own and no flow is recorded (so none is
     // counted); persistence still applies and NAT still records the reply translation.
@@ -104,6 +112,29 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     }
     let bytes = ctx.data_end() - ctx.data();
     stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
+    Ok(outcome)
+}
+
+/// An ICMP error about a flow of `service` (such as "fragmentation needed" for a reply
+/// the real sent) goes to the real that owns the flow, unchanged, so its stack learns the
+/// path MTU; flows are neither created nor updated. NAT flows are left to the kernel
+/// (translating the quoted packet is to come), as is an error about an unknown flow.
+#[inline(never)]
+fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
+    let entry = conntrack::lookup(&flow.key).ok_or(Outcome::NotService)?;
+    // SAFETY: a live LRU element, read once.
+    let real_id = unsafe { (*entry).real_id };
+    let real = maps::real(real_id)
+        .filter(|real| real.service_id == service.id && real.fwd != FWD_NAT)
+        .ok_or(Outcome::NotService)?;
+    // DR or TUN only (NAT was filtered out above; keeping its code out of this call chain
+    // also keeps the chain within the 512-byte stack).
+    let outcome = if real.fwd == FWD_TUN {
+        fwd::tun::forward(ctx, flow, real)?
+    } else {
+        fwd::dr::forward(ctx, flow, real)?
+    };
+    stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), false);
     Ok(outcome)
 }
 

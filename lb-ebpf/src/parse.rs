@@ -21,8 +21,11 @@ pub struct Flow {
     pub tcp_flags: u8,
     /// Offset of the IP header (after Ethernet and VLAN tags).
     pub l3_offset: usize,
-    /// Offset of the TCP/UDP header.
+    /// Offset of the TCP/UDP header (of the ICMP header for an ICMP error).
     pub l4_offset: usize,
+    /// An ICMP/ICMPv6 error about a flow: `key` is that flow as the client sent it (the
+    /// error's quoted packet, turned around), so it finds the real that owns it.
+    pub icmp_error: bool,
 }
 
 impl Flow {
@@ -53,13 +56,20 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
     } else {
         return Err(Outcome::NotIp);
     };
-    let tcp_flags = parse_l4(ctx, l4_offset, &mut key)?;
+    let icmp_error = key.proto == PROTO_ICMP || key.proto == PROTO_ICMPV6;
+    let tcp_flags = if icmp_error {
+        parse_icmp_error(ctx, l4_offset, &mut key)?;
+        0
+    } else {
+        parse_l4(ctx, l4_offset, &mut key)?
+    };
     Ok(Flow {
         key,
         vlan,
         tcp_flags,
         l3_offset,
         l4_offset,
+        icmp_error,
     })
 }
 
@@ -106,7 +116,7 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usi
     if u16::from_be_bytes(ip.frag_off) & IPV4_MF_OR_OFFSET != 0 {
         return Err(Outcome::Ipv4Fragment);
     }
-    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP {
+    if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_ICMP {
         return Err(Outcome::NotTcpUdp);
     }
     flow.src[..4].copy_from_slice(&ip.src);
@@ -126,7 +136,7 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usi
         return Err(Outcome::MalformedL3);
     }
     let next = ip.next_hdr;
-    if next != PROTO_TCP && next != PROTO_UDP {
+    if next != PROTO_TCP && next != PROTO_UDP && next != PROTO_ICMPV6 {
         let mut i = 0;
         while i < IPV6_EXTENSION_HEADERS.len() {
             if IPV6_EXTENSION_HEADERS[i] == next {
@@ -141,6 +151,64 @@ fn parse_ipv6(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usi
     flow.proto = next;
     flow.family = FAMILY_IPV6;
     Ok(offset + core::mem::size_of::<Ipv6Hdr>())
+}
+
+const PROTO_ICMP: u8 = 1;
+const PROTO_ICMPV6: u8 = 58;
+/// ICMP: destination unreachable (incl. fragmentation needed), time exceeded, parameter
+/// problem. ICMPv6: destination unreachable, packet too big, time exceeded, parameter
+/// problem.
+const ICMP_ERRORS: [u8; 3] = [3, 11, 12];
+const ICMPV6_ERRORS: [u8; 4] = [1, 2, 3, 4];
+/// Type, code, checksum and 4 more bytes precede the quoted packet in both.
+const ICMP_HEADER_LEN: usize = 8;
+
+/// An ICMP error quotes the packet that caused it: here one that the real sent from the
+/// VIP to the client. `flow` becomes the client's flow (quoted destination as source,
+/// ports swapped). Anything else ICMP (echo, errors quoting other protocols or IPv4
+/// options) is `NotTcpUdp`.
+#[inline(always)]
+fn parse_icmp_error(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<(), Outcome> {
+    let kind = ptr_at::<u8>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
+    // SAFETY: checked by ptr_at.
+    let kind = unsafe { *kind };
+    let quoted = offset + ICMP_HEADER_LEN;
+    let ports_at = if flow.family == FAMILY_IPV6 {
+        if !ICMPV6_ERRORS.contains(&kind) {
+            return Err(Outcome::NotTcpUdp);
+        }
+        let ip = ptr_at::<Ipv6Hdr>(ctx, quoted).ok_or(Outcome::TruncatedL4)?;
+        // SAFETY: checked by ptr_at.
+        let ip = unsafe { &*ip };
+        if ip.next_hdr != PROTO_TCP && ip.next_hdr != PROTO_UDP {
+            return Err(Outcome::NotTcpUdp);
+        }
+        flow.src = ip.dst;
+        flow.dst = ip.src;
+        flow.proto = ip.next_hdr;
+        quoted + core::mem::size_of::<Ipv6Hdr>()
+    } else {
+        if !ICMP_ERRORS.contains(&kind) {
+            return Err(Outcome::NotTcpUdp);
+        }
+        let ip = ptr_at::<Ipv4Hdr>(ctx, quoted).ok_or(Outcome::TruncatedL4)?;
+        // SAFETY: checked by ptr_at.
+        let ip = unsafe { &*ip };
+        if ip.version_ihl != 0x45 || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
+            return Err(Outcome::NotTcpUdp);
+        }
+        flow.src[..4].copy_from_slice(&ip.dst);
+        flow.dst[..4].copy_from_slice(&ip.src);
+        flow.proto = ip.proto;
+        quoted + core::mem::size_of::<Ipv4Hdr>()
+    };
+    // The first 8 bytes of the quoted TCP/UDP header: the ports come first in both.
+    let ports = ptr_at::<[u8; 4]>(ctx, ports_at).ok_or(Outcome::TruncatedL4)?;
+    // SAFETY: checked by ptr_at.
+    let ports = unsafe { *ports };
+    flow.sport = [ports[2], ports[3]];
+    flow.dport = [ports[0], ports[1]];
+    Ok(())
 }
 
 /// Fill the ports; the whole fixed TCP (20 bytes) or UDP (8 bytes) header must be present.
