@@ -39,6 +39,10 @@ virtual_server 2001:db8::80 80 {
     lb_kind TUN
     real_server 2001:db8:1::1 80
 }
+virtual_server 192.0.2.82 80 {
+    lb_kind TUN
+    real_server 2001:db8:1::1 80
+}
 ";
 
 fn next_hops() -> StaticNextHops {
@@ -89,9 +93,16 @@ fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> V
             frame.extend_from_slice(&outer);
         }
         IpAddr::V6(dst) => {
-            frame.extend_from_slice(&[0x60 | (inner[0] & 0x0F), inner[1] & 0xF0, 0, 0]);
+            // ip6ip6, or 4in6 around an IPv4 packet: traffic class from the inner TOS/TC.
+            let inner_v4 = input[12..14] == [0x08, 0x00];
+            let (class, hop, next) = if inner_v4 {
+                (inner[1], inner[8], 4)
+            } else {
+                ((inner[0] << 4) | (inner[1] >> 4), inner[7], 41)
+            };
+            frame.extend_from_slice(&[0x60 | (class >> 4), class << 4, 0, 0]);
             frame.extend_from_slice(&(inner.len() as u16).to_be_bytes());
-            frame.extend_from_slice(&[41, inner[7]]);
+            frame.extend_from_slice(&[next, hop]);
             let src: std::net::Ipv6Addr = TUNNEL_SRC6.parse().expect("literal");
             frame.extend_from_slice(&src.octets());
             frame.extend_from_slice(&dst.octets());
@@ -137,6 +148,7 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         .set_vips(&[
             "192.0.2.80".parse().unwrap(),
             "192.0.2.81".parse().unwrap(),
+            "192.0.2.82".parse().unwrap(),
             "2001:db8::80".parse().unwrap(),
         ])
         .expect("VIPs");
@@ -152,7 +164,14 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         40004,
         80,
     );
-    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 5] = [
+    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 6] = [
+        (
+            "4in6",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 82]), 40005, 80),
+            [2, 0xaa, 0, 0, 0, 0x61],
+            0,
+            "2001:db8:1::1".parse().unwrap(),
+        ),
         (
             "ipip with DF",
             with_df,
@@ -198,7 +217,16 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         }
         .bytes();
         let run = balancer.run(&input).expect("test run");
-        assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
+        if run.action != xdp_action::XDP_TX {
+            let counters = balancer.dataplane.counters().expect("counters");
+            let seen: Vec<_> = counters
+                .outcomes
+                .iter()
+                .filter(|(_, n)| *n > 0)
+                .map(|(o, n)| format!("{}={n}", o.name()))
+                .collect();
+            panic!("{name}: action {} ({seen:?})", run.action);
+        }
         let expected = tunnelled(&untagged, mac, vlan, real);
         if name == "ipip with DF" {
             assert_eq!(
@@ -215,16 +243,12 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         assert_eq!(action, xdp_action::XDP_PASS, "{name}");
         let l2 = if vlan != 0 { 18 } else { 14 };
         let mut want = expected[..l2].to_vec();
-        let inner_type = if real.is_ipv4() {
-            [0x08, 0x00]
-        } else {
-            [0x86, 0xdd]
-        };
-        want[l2 - 2..l2].copy_from_slice(&inner_type);
+        // The client packet's own ether type (IPv4 inside IPv6 for 4in6).
+        want[l2 - 2..l2].copy_from_slice(&untagged[12..14]);
         want.extend_from_slice(&untagged[14..]);
         assert_eq!(hex(&stripped), hex(&want), "{name}: decapsulated");
     }
-    assert_eq!(decap.decapsulated().expect("stats"), 5);
+    assert_eq!(decap.decapsulated().expect("stats"), 6);
 
     // A tunnel to another address passes untouched.
     decap.set_vips(&[]).expect("no VIPs");

@@ -1,6 +1,6 @@
 //! IP-in-IP tunnelling (LVS "TUN", keepalived `lb_kind TUN`): the client's IP packet,
 //! unchanged, gets an outer header to the real (IPIP, protocol 4, for IPv4; ip6ip6, next
-//! header 41, for IPv6) from the director's address towards it (`RealInfo::tunnel_src`),
+//! header 41, for IPv6; 4in6, next header 4, for an IPv4 VIP with an IPv6 real) from the director's address towards it (`RealInfo::tunnel_src`),
 //! and a new Ethernet header to the real's next hop, tagged with the real's VLAN if it has
 //! one. The real strips the outer header (its ipip/ip6_tunnel device, or `lb_decap`) and
 //! answers the client directly. The outer header copies the inner TOS/traffic class, TTL/hop
@@ -27,9 +27,10 @@ const IPV6_LEN: usize = core::mem::size_of::<Ipv6Hdr>();
 
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome, Outcome> {
-    let ipv6 = flow.key.family == FAMILY_IPV6;
-    // The outer family is the real's; configuration keeps it equal to the VIP's.
-    if (real.family == FAMILY_IPV6) != ipv6 {
+    let inner_v6 = flow.key.family == FAMILY_IPV6;
+    // The outer family is the real's: the VIP's, or IPv6 around IPv4 (4in6).
+    let ipv6 = real.family == FAMILY_IPV6;
+    if inner_v6 && !ipv6 {
         return Err(Outcome::NextHopUnknown);
     }
     let packet_len = (ctx.data_end() - ctx.data()).saturating_sub(flow.l3_offset);
@@ -37,7 +38,7 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
     if packet_len + outer_len > usize::from(real.mtu) {
         return Err(Outcome::TunnelTooBig);
     }
-    let inner = Inner::read(ctx, flow.l3_offset, ipv6)?;
+    let inner = Inner::read(ctx, flow.l3_offset, inner_v6)?;
     let l2_len = if real.vlan != 0 {
         ETH_LEN + VLAN_LEN
     } else {
@@ -60,8 +61,10 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
 
 /// What the outer header copies from the inner one.
 struct Inner {
-    /// IPv4 TOS, or the first 4 bytes of the IPv6 header (traffic class and flow label).
-    class: [u8; 4],
+    /// IPv4 TOS or IPv6 traffic class.
+    class: u8,
+    /// The inner packet's protocol in the outer header: IPIP (4) or IPv6 (41).
+    proto: u8,
     /// TTL or hop limit.
     ttl: u8,
     /// IPv4 flags byte (DF).
@@ -77,9 +80,10 @@ impl Inner {
         if ipv6 {
             let ip = ptr_at::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
             // SAFETY: checked by ptr_at.
-            let (class, ttl) = unsafe { ((*ip).version_class_flow, (*ip).hop_limit) };
+            let (vcf, ttl) = unsafe { ((*ip).version_class_flow, (*ip).hop_limit) };
             Ok(Self {
-                class,
+                class: (vcf[0] << 4) | (vcf[1] >> 4),
+                proto: IPPROTO_IPV6,
                 ttl,
                 df: 0,
                 id: [0; 2],
@@ -90,7 +94,8 @@ impl Inner {
             let (tos, ttl, flags, id) =
                 unsafe { ((*ip).tos, (*ip).ttl, (*ip).frag_off[0], (*ip).id) };
             Ok(Self {
-                class: [tos, 0, 0, 0],
+                class: tos,
+                proto: IPPROTO_IPIP,
                 ttl,
                 df: flags & IPV4_DF,
                 id,
@@ -110,7 +115,7 @@ fn write_ipv4(
     let ip = ptr_at_mut::<Ipv4Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
     let mut header = Ipv4Hdr {
         version_ihl: 0x45,
-        tos: inner.class[0],
+        tos: inner.class,
         tot_len: ((packet_len + IPV4_LEN) as u16).to_be_bytes(),
         id: inner.id,
         frag_off: [inner.df, 0],
@@ -140,12 +145,12 @@ fn write_ipv6(
     packet_len: usize,
 ) -> Result<(), Outcome> {
     let ip = ptr_at_mut::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
-    // Version 6, the inner traffic class, no flow label.
-    let class = [0x60 | (inner.class[0] & 0x0F), inner.class[1] & 0xF0, 0, 0];
+    // Version 6, the inner traffic class (or TOS), no flow label.
+    let class = [0x60 | (inner.class >> 4), inner.class << 4, 0, 0];
     let header = Ipv6Hdr {
         version_class_flow: class,
         payload_len: (packet_len as u16).to_be_bytes(),
-        next_hdr: IPPROTO_IPV6,
+        next_hdr: inner.proto,
         hop_limit: inner.ttl,
         src: real.tunnel_src,
         dst: real.addr,

@@ -253,7 +253,9 @@ fn virtual_server(
 
     let mut seen = HashSet::new();
     for (real, real_location) in &reals {
-        if real.addr.is_ipv4() != addr.is_ipv4() {
+        // TUN may carry an IPv4 VIP's packets to an IPv6 real (4in6).
+        let four_in_six = forward == Some(ForwardMethod::Tun) && addr.is_ipv4();
+        if real.addr.is_ipv4() != addr.is_ipv4() && !four_in_six {
             diagnostics.push(Diagnostic::error(
                 real_location,
                 format!(
@@ -675,6 +677,21 @@ virtual_server 192.0.2.3 80 {
             [
                 "3: persistence_timeout `x` is not a number of seconds",
                 "4: persistence_granularity `255.0.255.0` is not an IPv4 netmask (such as 255.255.255.0)",
+            ]
+        );
+    }
+
+    #[test]
+    fn tun_may_carry_ipv4_to_an_ipv6_real() {
+        let loaded =
+            ok("virtual_server 192.0.2.1 80 {\n lb_kind TUN\n real_server 2001:db8::1 80\n}\n");
+        assert_eq!(loaded.config.virtual_servers[0].reals.len(), 1);
+        assert_eq!(
+            lines(&errors(
+                "virtual_server 192.0.2.1 80 {\n lb_kind DR\n real_server 2001:db8::1 80\n}\n"
+            )),
+            [
+                "3: real_server 2001:db8::1 and virtual_server 192.0.2.1 are of different address families"
             ]
         );
     }
