@@ -60,19 +60,23 @@ pub enum Outcome {
     /// The frame's VLAN (outer tag, or none) is not the one the real is reached on; DR keeps
     /// tags, so it would land on the wrong segment: passed.
     VlanMismatch,
-    /// TUN: the packet with its outer header would exceed the egress MTU: dropped. (IPVS
-    /// answers a DF packet with ICMP "fragmentation needed"; not done yet.)
+    /// TUN: the packet with its outer header would exceed the egress MTU and may be
+    /// fragmented (IPv4 without DF): dropped.
     TunnelTooBig,
     /// TUN: the driver gave no room in front of the frame for the outer header: dropped.
     NoHeadroom,
     /// NAT: a real's reply, source rewritten to the VIP, handed to the kernel to route to
     /// the client (the director forwards IP, as an IPVS NAT director does).
     NatReplyToKernel,
+    /// TUN: the packet would exceed the egress MTU once encapsulated (IPv4 with DF, or
+    /// IPv6): the client gets ICMP "fragmentation needed" / "packet too big" with the MTU
+    /// that fits, sent back out (XDP_TX).
+    TunnelTooBigAnswered,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::NatReplyToKernel as u32 + 1;
+    pub const COUNT: u32 = Outcome::TunnelTooBigAnswered as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -94,6 +98,7 @@ impl Outcome {
         Outcome::TunnelTooBig,
         Outcome::NoHeadroom,
         Outcome::NatReplyToKernel,
+        Outcome::TunnelTooBigAnswered,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -101,7 +106,7 @@ impl Outcome {
     pub const fn xdp_action(self) -> u32 {
         use xdp_action::*;
         match self {
-            Outcome::ForwardedTx => XDP_TX,
+            Outcome::ForwardedTx | Outcome::TunnelTooBigAnswered => XDP_TX,
             Outcome::ForwardedRedirect => XDP_REDIRECT,
             Outcome::NotIp
             | Outcome::NotTcpUdp
@@ -143,6 +148,7 @@ impl Outcome {
             Outcome::TunnelTooBig => "tunnel_too_big",
             Outcome::NoHeadroom => "no_headroom",
             Outcome::NatReplyToKernel => "nat_reply_to_kernel",
+            Outcome::TunnelTooBigAnswered => "tunnel_too_big_answered",
         }
     }
 }

@@ -16,6 +16,7 @@ mod csum;
 mod decap;
 mod fwd;
 mod headers;
+mod icmp;
 mod maps;
 mod packet;
 mod parse;
@@ -130,7 +131,7 @@ fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Ou
     // DR or TUN only (NAT was filtered out above; keeping its code out of this call chain
     // also keeps the chain within the 512-byte stack).
     let outcome = if real.fwd == FWD_TUN {
-        fwd::tun::forward(ctx, flow, real)?
+        fwd::tun::forward::<false>(ctx, flow, real)?
     } else {
         fwd::dr::forward(ctx, flow, real)?
     };

@@ -240,7 +240,8 @@ impl Frame {
     }
 }
 
-fn sum_words(bytes: &[u8]) -> u32 {
+/// Sum of the 16-bit words of `bytes` (a partial Internet checksum).
+pub fn sum_words(bytes: &[u8]) -> u32 {
     bytes
         .chunks(2)
         .map(|c| u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)])))

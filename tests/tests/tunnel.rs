@@ -8,7 +8,7 @@ use std::net::IpAddr;
 use aya::{TestRun as _, programs::TestRunOptions};
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{Frame, Network, checksum, v4, v6},
+    packet::{Frame, Network, checksum, sum_words, v4, v6},
     privilege::require_root,
     testrun::{INGRESS, StaticNextHops, TestBalancer},
 };
@@ -261,7 +261,60 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         (xdp_action::XDP_PASS, other.clone())
     );
 
-    // Too big once encapsulated: dropped and counted.
+    // Too big once encapsulated, IPv4 with DF and IPv6: the client gets ICMP with the MTU
+    // that fits the tunnel (1500 - 20, 1500 - 40), quoting its header and 8 bytes.
+    let big_df = Frame::tcp(
+        Network::V4 {
+            src: CLIENT.into(),
+            dst: [192, 0, 2, 80].into(),
+            options: Vec::new(),
+            frag_off: 0x4000,
+        },
+        40021,
+        80,
+    )
+    .with_payload(&[0; 1450])
+    .bytes();
+    let run = balancer.run(&big_df).expect("test run");
+    assert_eq!(run.action, xdp_action::XDP_TX, "frag needed");
+    let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xc8];
+    icmp.extend_from_slice(&big_df[14..14 + 28]);
+    let sum = checksum(&icmp, 0).to_be_bytes();
+    icmp[2..4].copy_from_slice(&sum);
+    let mut ip = vec![0x45, 0, 0, 56, 0, 0, 0, 0, 64, 1, 0, 0, 192, 0, 2, 80];
+    ip.extend_from_slice(&CLIENT);
+    let sum = checksum(&ip, 0).to_be_bytes();
+    ip[10..12].copy_from_slice(&sum);
+    let mut want = big_df[6..12].to_vec();
+    want.extend_from_slice(&big_df[0..6]);
+    want.extend_from_slice(&[0x08, 0x00]);
+    want.extend_from_slice(&ip);
+    want.extend_from_slice(&icmp);
+    assert_eq!(hex(&run.output), hex(&want), "frag needed");
+
+    let big6 = Frame::tcp(v6("2001:db8:c::7", "2001:db8::80"), 40022, 80)
+        .with_payload(&[0; 1430])
+        .bytes();
+    let run = balancer.run(&big6).expect("test run");
+    assert_eq!(run.action, xdp_action::XDP_TX, "packet too big");
+    let (client6, vip6) = (&big6[14 + 8..14 + 24], &big6[14 + 24..14 + 40]);
+    let mut icmp = vec![2, 0, 0, 0, 0, 0, 0x05, 0xb4];
+    icmp.extend_from_slice(&big6[14..14 + 48]);
+    let mut pseudo = vip6.to_vec();
+    pseudo.extend_from_slice(client6);
+    pseudo.extend_from_slice(&(icmp.len() as u32).to_be_bytes());
+    pseudo.extend_from_slice(&[0, 0, 0, 58]);
+    let sum = checksum(&icmp, sum_words(&pseudo)).to_be_bytes();
+    icmp[2..4].copy_from_slice(&sum);
+    let mut want = big6[6..12].to_vec();
+    want.extend_from_slice(&big6[0..6]);
+    want.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0, 0, icmp.len() as u8, 58, 64]);
+    want.extend_from_slice(vip6);
+    want.extend_from_slice(client6);
+    want.extend_from_slice(&icmp);
+    assert_eq!(hex(&run.output), hex(&want), "packet too big");
+
+    // Too big without DF (the kernel could fragment it): dropped and counted.
     let big = Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40020, 80).with_payload(&[0; 1450]);
     let before = balancer
         .dataplane

@@ -24,7 +24,7 @@ const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 #[inline(always)]
 pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome, Outcome> {
     if real.fwd == FWD_TUN {
-        tun::forward(ctx, flow, real)
+        tun::forward::<true>(ctx, flow, real)
     } else if real.fwd == FWD_NAT {
         nat::forward(ctx, flow, real)
     } else {

@@ -5,7 +5,8 @@
 //! one. The real strips the outer header (its ipip/ip6_tunnel device, or `lb_decap`) and
 //! answers the client directly. The outer header copies the inner TOS/traffic class, TTL/hop
 //! limit, DF bit and (IPv4) identification. A packet that would exceed the egress MTU once
-//! encapsulated is dropped and counted (`tunnel_too_big`).
+//! encapsulated is answered with ICMP "fragmentation needed" / "packet too big" (`icmp`)
+//! when it may not be fragmented, and dropped and counted (`tunnel_too_big`) otherwise.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
 use lb_common::{FAMILY_IPV6, Outcome, RealInfo};
@@ -25,8 +26,15 @@ const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 const IPV4_LEN: usize = core::mem::size_of::<Ipv4Hdr>();
 const IPV6_LEN: usize = core::mem::size_of::<Ipv6Hdr>();
 
+/// Encapsulate for `real` and send. With `ANSWER_TOO_BIG`, a packet too big for the
+/// tunnel that may not be fragmented is answered with ICMP; without (ICMP errors being
+/// passed on to a real), it is dropped too.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome, Outcome> {
+pub fn forward<const ANSWER_TOO_BIG: bool>(
+    ctx: &XdpContext,
+    flow: &Flow,
+    real: &RealInfo,
+) -> Result<Outcome, Outcome> {
     let inner_v6 = flow.key.family == FAMILY_IPV6;
     // The outer family is the real's: the VIP's, or IPv6 around IPv4 (4in6).
     let ipv6 = real.family == FAMILY_IPV6;
@@ -35,10 +43,15 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
     }
     let packet_len = (ctx.data_end() - ctx.data()).saturating_sub(flow.l3_offset);
     let outer_len = if ipv6 { IPV6_LEN } else { IPV4_LEN };
+    let inner = Inner::read(ctx, flow.l3_offset, inner_v6)?;
     if packet_len + outer_len > usize::from(real.mtu) {
+        // IPv6 is never fragmented on the way; IPv4 is not when DF is set.
+        if ANSWER_TOO_BIG && (inner_v6 || inner.df != 0) {
+            let fits = real.mtu.saturating_sub(outer_len as u16);
+            return crate::icmp::too_big(ctx, flow, flow.l3_offset + packet_len, fits);
+        }
         return Err(Outcome::TunnelTooBig);
     }
-    let inner = Inner::read(ctx, flow.l3_offset, inner_v6)?;
     let l2_len = if real.vlan != 0 {
         ETH_LEN + VLAN_LEN
     } else {
