@@ -15,7 +15,8 @@ use anyhow::{Context as _, bail};
 /// listening.
 pub fn serve(name: &str, port: u16) -> anyhow::Result<()> {
     let listener =
-        TcpListener::bind(("0.0.0.0", port)).with_context(|| format!("bind port {port}"))?;
+        // Both families (IPv4-mapped on an IPv6 socket).
+        TcpListener::bind(("::", port)).with_context(|| format!("bind port {port}"))?;
     println!("ready");
     std::io::stdout().flush()?;
     for stream in listener.incoming() {

@@ -17,7 +17,7 @@
 
 use std::{
     io::{BufRead, BufReader},
-    net::{Ipv4Addr, SocketAddr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
     process::{Child, Stdio},
     sync::mpsc,
@@ -36,6 +36,25 @@ pub const CLIENT_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 pub const VIP: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 100);
 pub const HTTP_PORT: u16 = 80;
 const PREFIX_LEN: &str = "24";
+/// The same hosts over IPv6 (every host is dual stack).
+pub const DIRECTOR_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 1);
+pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 2);
+pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 0x100);
+pub const NAT_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xac, 0, 0, 0, 0, 1);
+
+pub fn real_addr6(index: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 0x11 + index as u16)
+}
+
+pub fn nat_real_addr6(index: usize) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0xac, 0, 0, 0, 0, 0x11 + index as u16)
+}
+
+/// The VIP's HTTP address in `family`.
+pub fn vip_http_in(ipv6: bool) -> SocketAddr {
+    let vip: IpAddr = if ipv6 { VIP6.into() } else { VIP.into() };
+    SocketAddr::new(vip, HTTP_PORT)
+}
 
 pub fn real_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 0, 0, 11 + index as u8)
@@ -64,6 +83,7 @@ pub fn vip_http() -> SocketAddr {
 pub struct Real {
     pub name: String,
     pub addr: Ipv4Addr,
+    pub addr6: Ipv6Addr,
     pub ns: Netns,
 }
 
@@ -93,8 +113,29 @@ impl Topology {
         let switch = Netns::create(&format!("{prefix}-sw"))?;
         switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         switch.ip(&["link", "set", "br0", "up"])?;
-        let client = host(&switch, &format!("{prefix}-client"), "client", CLIENT_ADDR)?;
-        let director = host(&switch, &format!("{prefix}-dir"), "dir", DIRECTOR_ADDR)?;
+        let client = host(
+            &switch,
+            &format!("{prefix}-client"),
+            "client",
+            CLIENT_ADDR,
+            CLIENT_ADDR6,
+        )?;
+        let director = host(
+            &switch,
+            &format!("{prefix}-dir"),
+            "dir",
+            DIRECTOR_ADDR,
+            DIRECTOR_ADDR6,
+        )?;
+        director.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{VIP6}/128"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])?;
         // The director owns the VIP (keepalived's VRRP would add it): it answers ARP for
         // it and gets the traffic.
         director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
@@ -109,6 +150,16 @@ impl Topology {
                 "eth0",
             ])?;
             director.sysctl("net.ipv4.ip_forward", "1")?;
+            director.ip(&[
+                "-6",
+                "addr",
+                "add",
+                &format!("{NAT_GATEWAY6}/64"),
+                "dev",
+                "eth0",
+                "nodad",
+            ])?;
+            director.sysctl("net.ipv6.conf.all.forwarding", "1")?;
             for scope in ["all", "eth0"] {
                 director.sysctl(&format!("net.ipv4.conf.{scope}.accept_local"), "1")?;
                 director.sysctl(&format!("net.ipv4.conf.{scope}.send_redirects"), "0")?;
@@ -140,19 +191,29 @@ impl Topology {
     pub fn add_real(&mut self) -> anyhow::Result<&Real> {
         let index = self.reals.len();
         let name = format!("r{}", index + 1);
-        let addr = match self.setup {
-            RealSetup::Direct => real_addr(index),
-            RealSetup::Nat => nat_real_addr(index),
+        let (addr, addr6) = match self.setup {
+            RealSetup::Direct => (real_addr(index), real_addr6(index)),
+            RealSetup::Nat => (nat_real_addr(index), nat_real_addr6(index)),
         };
         let ns = host(
             &self.switch,
             &format!("{}-{name}", self.prefix),
             &name,
             addr,
+            addr6,
         )?;
         match self.setup {
             RealSetup::Direct => {
                 ns.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "lo"])?;
+                ns.ip(&[
+                    "-6",
+                    "addr",
+                    "add",
+                    &format!("{VIP6}/128"),
+                    "dev",
+                    "lo",
+                    "nodad",
+                ])?;
                 for scope in ["all", "eth0"] {
                     ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_ignore"), "1")?;
                     ns.sysctl(&format!("net.ipv4.conf.{scope}.arp_announce"), "2")?;
@@ -161,9 +222,22 @@ impl Topology {
             RealSetup::Nat => {
                 // No route to the client but through the director.
                 ns.ip(&["route", "add", "default", "via", &NAT_GATEWAY.to_string()])?;
+                ns.ip(&[
+                    "-6",
+                    "route",
+                    "add",
+                    "default",
+                    "via",
+                    &NAT_GATEWAY6.to_string(),
+                ])?;
             }
         }
-        self.reals.push(Real { name, addr, ns });
+        self.reals.push(Real {
+            name,
+            addr,
+            addr6,
+            ns,
+        });
         Ok(self.reals.last().expect("just pushed"))
     }
 
@@ -198,8 +272,21 @@ impl Topology {
         keywords: &[&str],
         reals: &[(&str, u32)],
     ) -> String {
+        self.keepalived_conf_in(false, scheduler, kind, keywords, reals)
+    }
+
+    /// As `keepalived_conf_with`, over IPv6 with `ipv6`.
+    pub fn keepalived_conf_in(
+        &self,
+        ipv6: bool,
+        scheduler: &str,
+        kind: &str,
+        keywords: &[&str],
+        reals: &[(&str, u32)],
+    ) -> String {
+        let vip: IpAddr = if ipv6 { VIP6.into() } else { VIP.into() };
         let mut text = format!(
-            "! generated by the lab\nvirtual_server {VIP} {HTTP_PORT} {{\n    delay_loop 6\n    lb_algo {scheduler}\n    lb_kind {kind}\n    protocol TCP\n"
+            "! generated by the lab\nvirtual_server {vip} {HTTP_PORT} {{\n    delay_loop 6\n    lb_algo {scheduler}\n    lb_kind {kind}\n    protocol TCP\n"
         );
         for keyword in keywords {
             text.push_str(&format!("    {keyword}\n"));
@@ -210,9 +297,13 @@ impl Topology {
                 .iter()
                 .find(|r| r.name == *name)
                 .unwrap_or_else(|| panic!("no real {name}"));
+            let addr: IpAddr = if ipv6 {
+                real.addr6.into()
+            } else {
+                real.addr.into()
+            };
             text.push_str(&format!(
-                "\n    real_server {} {HTTP_PORT} {{\n        weight {weight}\n    }}\n",
-                real.addr
+                "\n    real_server {addr} {HTTP_PORT} {{\n        weight {weight}\n    }}\n"
             ));
         }
         text.push_str("}\n");
@@ -265,8 +356,15 @@ fn links_dir(prefix: &str) -> PathBuf {
     Path::new(BPFFS_ROOT).join(format!("{prefix}-links"))
 }
 
-/// A host namespace `name` with `eth0` (address `addr`) plugged into the bridge as `port`.
-fn host(switch: &Netns, name: &str, port: &str, addr: Ipv4Addr) -> anyhow::Result<Netns> {
+/// A host namespace `name` with `eth0` (addresses `addr` and `addr6`) plugged into the
+/// bridge as `port`.
+fn host(
+    switch: &Netns,
+    name: &str,
+    port: &str,
+    addr: Ipv4Addr,
+    addr6: Ipv6Addr,
+) -> anyhow::Result<Netns> {
     let ns = Netns::create(name)?;
     switch.ip(&[
         "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", name,
@@ -278,6 +376,16 @@ fn host(switch: &Netns, name: &str, port: &str, addr: Ipv4Addr) -> anyhow::Resul
         &format!("{addr}/{PREFIX_LEN}"),
         "dev",
         "eth0",
+    ])?;
+    // No duplicate address detection: the address is usable at once.
+    ns.ip(&[
+        "-6",
+        "addr",
+        "add",
+        &format!("{addr6}/64"),
+        "dev",
+        "eth0",
+        "nodad",
     ])?;
     ns.ip(&["link", "set", "eth0", "up"])?;
     ns.exec(&["ethtool", "-K", "eth0", "tx", "off"])?;

@@ -9,23 +9,28 @@ fn lab_serves_every_real_with_each_scheduler() {
     if !require_root("lab_serves_every_real_with_each_scheduler") {
         return;
     }
-    for (mode, sched) in [
-        ("dr", "rr"),
-        ("dr", "wrr"),
-        ("dr", "lc"),
-        ("dr", "sh"),
-        ("dr", "mh"),
-        ("tun", "rr"),
-        ("nat", "rr"),
+    for (mode, sched, family) in [
+        ("dr", "rr", "--ipv4"),
+        ("dr", "wrr", "--ipv4"),
+        ("dr", "lc", "--ipv4"),
+        ("dr", "sh", "--ipv4"),
+        ("dr", "mh", "--ipv4"),
+        ("tun", "rr", "--ipv4"),
+        ("nat", "rr", "--ipv4"),
+        ("dr", "rr", "--ipv6"),
+        ("tun", "rr", "--ipv6"),
+        ("nat", "rr", "--ipv6"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_lab"))
-            .args(["--mode", mode, "--sched", sched, "--requests", "60"])
-            .output()
-            .expect("run lab");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_lab"));
+        command.args(["--mode", mode, "--sched", sched, "--requests", "60"]);
+        if family == "--ipv6" {
+            command.arg("--ipv6");
+        }
+        let output = command.output().expect("run lab");
         let stdout = String::from_utf8_lossy(&output.stdout);
         assert!(
             output.status.success(),
-            "lab --mode {mode} --sched {sched} failed:\n{stdout}\n{}",
+            "lab --mode {mode} --sched {sched} {family} failed:\n{stdout}\n{}",
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(

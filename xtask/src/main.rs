@@ -49,6 +49,9 @@ enum Command {
         /// HTTP requests to send.
         #[arg(long, default_value_t = 300)]
         requests: usize,
+        /// Use IPv6 for the VIP, the reals and the client.
+        #[arg(long)]
+        ipv6: bool,
         /// Leave the lab running and print how to explore it.
         #[arg(long)]
         keep: bool,
@@ -80,6 +83,7 @@ fn main() -> ExitCode {
             mode,
             sched,
             requests,
+            ipv6,
             keep,
             down,
         } => setup::ensure().and_then(|()| {
@@ -91,6 +95,9 @@ fn main() -> ExitCode {
             } else {
                 command.args(["--mode", &mode, "--sched", &sched]);
                 command.args(["--requests", &requests.to_string()]);
+                if ipv6 {
+                    command.arg("--ipv6");
+                }
                 if keep {
                     command.arg("--keep");
                 }

@@ -43,6 +43,9 @@ struct RunArgs {
     /// HTTP requests to send.
     #[arg(long, default_value_t = 300)]
     requests: usize,
+    /// Use IPv6 for the VIP, the reals and the client (every host is dual stack).
+    #[arg(long)]
+    ipv6: bool,
     /// Leave the lab running and print how to explore it.
     #[arg(long)]
     keep: bool,
@@ -143,7 +146,8 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     lab.start_http_servers(&lab_binary)?;
 
     let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
-    let config_text = lab.keepalived_conf_with(sched, kind, keywords, &reals);
+    let ipv6 = args.ipv6;
+    let config_text = lab.keepalived_conf_in(ipv6, sched, kind, keywords, &reals);
     let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;
@@ -175,14 +179,14 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     println!(
         "lab: sending {} HTTP requests from the client to http://{}/",
         args.requests,
-        topology::vip_http()
+        topology::vip_http_in(ipv6)
     );
     let requests = args.requests;
     let answers = lab.client.run(move || {
         let mut answers: BTreeMap<String, usize> = BTreeMap::new();
         let mut failures = Vec::new();
         for i in 0..requests {
-            match http::get(topology::vip_http()) {
+            match http::get(topology::vip_http_in(ipv6)) {
                 Ok(name) => *answers.entry(name).or_default() += 1,
                 Err(e) => failures.push(format!("request {}: {e:#}", i + 1)),
             }
@@ -195,7 +199,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     println!();
     println!(
-        "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
+        "{:<6} {:<16} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
         "real",
         "address",
         "answered",
@@ -208,19 +212,21 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let service = counters
         .services
         .iter()
-        .find(|s| s.addr == std::net::IpAddr::from(VIP))
+        .find(|s| s.addr == topology::vip_http_in(ipv6).ip())
         .context("the VIP is not in the director's maps")?;
     for real in &lab.reals {
-        let counted = service
-            .reals
-            .iter()
-            .find(|r| r.addr == std::net::IpAddr::from(real.addr));
+        let addr: std::net::IpAddr = if ipv6 {
+            real.addr6.into()
+        } else {
+            real.addr.into()
+        };
+        let counted = service.reals.iter().find(|r| r.addr == addr);
         let traffic = counted.map(|r| r.traffic).unwrap_or_default();
         let (active, inactive) = counted.map_or((0, 0), |r| (r.active_conns, r.inactive_conns));
         println!(
-            "{:<6} {:<12} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
+            "{:<6} {:<16} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
             real.name,
-            real.addr,
+            addr.to_string(),
             answers.get(&real.name).copied().unwrap_or(0),
             traffic.packets,
             traffic.bytes,
