@@ -60,8 +60,9 @@ pub enum Outcome {
     /// The frame's VLAN (outer tag, or none) is not the one the real is reached on; DR keeps
     /// tags, so it would land on the wrong segment: passed.
     VlanMismatch,
-    /// TUN: the packet with its outer header would exceed the egress MTU and may be
-    /// fragmented (IPv4 without DF): dropped.
+    /// TUN: the packet with its outer header would exceed the egress MTU and is not
+    /// answered with ICMP (IPv4 without DF, a tagged frame, an IPv6 tunnel MTU below 1280):
+    /// dropped. (IPVS would fragment the outer packet of IPv4 without DF.)
     TunnelTooBig,
     /// TUN: the driver gave no room in front of the frame for the outer header: dropped.
     NoHeadroom,

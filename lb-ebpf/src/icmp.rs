@@ -4,7 +4,9 @@
 //! the answer in place: room for a new IP header and the ICMP header is made in front of
 //! the client's IP packet, which stays where it is as the quote (its header and 8 bytes;
 //! the rest is cut off), and the Ethernet addresses are swapped so that it goes back where
-//! it came from. Tagged frames are not answered (they are dropped and counted).
+//! it came from. Tagged frames are not answered (they are dropped and counted). Unlike the
+//! kernel's `icmp_send`, answers are not rate-limited; each is smaller than the packet it
+//! answers.
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
@@ -45,6 +47,10 @@ pub fn too_big(
 fn answer_too_big(ctx: &XdpContext, flow: &Flow, frame_len: usize, mtu: u16) -> Outcome {
     match build(ctx, flow, frame_len, mtu) {
         Ok(()) => Outcome::TunnelTooBigAnswered,
+        // The frame may be half rewritten: never pass it on.
+        Err(failed) if failed.xdp_action() == aya_ebpf::bindings::xdp_action::XDP_PASS => {
+            Outcome::NoHeadroom
+        }
         Err(failed) => failed,
     }
 }

@@ -100,6 +100,10 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         choose_real(&flow, &service, now)?
     };
     let outcome = fwd::forward(ctx, &flow, chosen.real)?;
+    if outcome == Outcome::TunnelTooBigAnswered {
+        // Answered, not forwarded: no flow to record, nothing reached the real.
+        return Ok(outcome);
+    }
     if chosen.new_flow {
         if !ops {
             record_flow(&flow, &chosen, now);

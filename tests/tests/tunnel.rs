@@ -275,8 +275,14 @@ fn tun_encapsulates_and_the_real_decapsulates() {
     )
     .with_payload(&[0; 1450])
     .bytes();
+    let flows_before = balancer.dataplane.sweep().expect("sweep").flows;
     let run = balancer.run(&big_df).expect("test run");
     assert_eq!(run.action, xdp_action::XDP_TX, "frag needed");
+    // Answered, not forwarded: no flow recorded for it.
+    assert_eq!(
+        balancer.dataplane.sweep().expect("sweep").flows,
+        flows_before
+    );
     let mut icmp = vec![3, 4, 0, 0, 0, 0, 0x05, 0xc8];
     icmp.extend_from_slice(&big_df[14..14 + 28]);
     let sum = checksum(&icmp, 0).to_be_bytes();

@@ -21,6 +21,8 @@ use crate::{
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
 const IPV4_DF: u8 = 0x40;
+/// The smallest MTU an IPv6 link may have (RFC 8200).
+const IPV6_MIN_MTU: u16 = 1280;
 const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 const IPV4_LEN: usize = core::mem::size_of::<Ipv4Hdr>();
@@ -46,8 +48,14 @@ pub fn forward<const ANSWER_TOO_BIG: bool>(
     let inner = Inner::read(ctx, flow.l3_offset, inner_v6)?;
     if packet_len + outer_len > usize::from(real.mtu) {
         // IPv6 is never fragmented on the way; IPv4 is not when DF is set.
-        if ANSWER_TOO_BIG && (inner_v6 || inner.df != 0) {
-            let fits = real.mtu.saturating_sub(outer_len as u16);
+        let fits = real.mtu.saturating_sub(outer_len as u16);
+        // IPv6 hosts never go below 1280 bytes: a smaller answer would only repeat.
+        let answerable = if inner_v6 {
+            fits >= IPV6_MIN_MTU
+        } else {
+            inner.df != 0
+        };
+        if ANSWER_TOO_BIG && answerable {
             return crate::icmp::too_big(ctx, flow, flow.l3_offset + packet_len, fits);
         }
         return Err(Outcome::TunnelTooBig);
