@@ -15,6 +15,7 @@ const CONFIG: &str = "
 virtual_server 192.0.2.70 80 {
     lb_kind DR
     real_server 10.0.0.1 80
+    real_server 10.0.0.2 80
 }
 virtual_server 2001:db8::70 80 {
     lb_kind DR
@@ -30,6 +31,7 @@ virtual_server 192.0.2.72 80 {
 }
 ";
 const REAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
+const REAL2_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 2];
 const REAL6_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x61];
 const SRC_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 1];
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
@@ -47,6 +49,7 @@ fn next_hops() -> StaticNextHops {
     StaticNextHops(
         [
             ("10.0.0.1", hop(REAL_MAC, "10.0.0.254")),
+            ("10.0.0.2", hop(REAL2_MAC, "10.0.0.254")),
             ("2001:db8:1::1", hop(REAL6_MAC, "2001:db8:1::fe")),
         ]
         .into_iter()
@@ -97,12 +100,17 @@ fn icmp_errors_reach_the_real_that_owns_the_flow() {
     }
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     balancer.apply_config(CONFIG).expect("apply");
-    // The flows the errors are about.
-    for (vip, port) in [
-        ([192, 0, 2, 70], 41000),
-        ([192, 0, 2, 71], 41001),
-        ([192, 0, 2, 72], 41002),
-    ] {
+    // The flows the errors are about; on the DR service two flows, one per real (rr).
+    let mut dr_reals = Vec::new();
+    for port in [41000, 41004] {
+        let run = balancer
+            .run(&Frame::tcp(v4(CLIENT, [192, 0, 2, 70]), port, 80).bytes())
+            .expect("run");
+        assert_eq!(run.action, xdp_action::XDP_TX);
+        dr_reals.push(<[u8; 6]>::try_from(&run.output[..6]).expect("MAC"));
+    }
+    assert_ne!(dr_reals[0], dr_reals[1], "rr spread the two flows");
+    for (vip, port) in [([192, 0, 2, 71], 41001), ([192, 0, 2, 72], 41002)] {
         let run = balancer
             .run(&Frame::tcp(v4(CLIENT, vip), port, 80).bytes())
             .expect("run");
@@ -113,12 +121,17 @@ fn icmp_errors_reach_the_real_that_owns_the_flow() {
         .expect("run");
     assert_eq!(run.action, xdp_action::XDP_TX);
 
-    // DR: the same packet, to the real's MAC.
+    // DR: the same packet, to the MAC of the real that owns the quoted flow.
     for (name, error, mac) in [
         (
             "frag needed",
             frag_needed([192, 0, 2, 70], 41000).bytes(),
-            REAL_MAC,
+            dr_reals[0],
+        ),
+        (
+            "frag needed, the other flow",
+            frag_needed([192, 0, 2, 70], 41004).bytes(),
+            dr_reals[1],
         ),
         ("packet too big", packet_too_big(41003).bytes(), REAL6_MAC),
     ] {

@@ -298,6 +298,28 @@ fn tun_encapsulates_and_the_real_decapsulates() {
     want.extend_from_slice(&icmp);
     assert_eq!(hex(&run.output), hex(&want), "frag needed");
 
+    // 4in6: the tunnel takes 40 bytes, so 1460 fits.
+    let big_4in6 = Frame::tcp(
+        Network::V4 {
+            src: CLIENT.into(),
+            dst: [192, 0, 2, 82].into(),
+            options: Vec::new(),
+            frag_off: 0x4000,
+        },
+        40023,
+        80,
+    )
+    .with_payload(&[0; 1450])
+    .bytes();
+    let run = balancer.run(&big_4in6).expect("test run");
+    assert_eq!(run.action, xdp_action::XDP_TX, "4in6 frag needed");
+    assert_eq!(&run.output[14 + 20..14 + 22], &[3, 4], "frag needed");
+    assert_eq!(
+        &run.output[14 + 26..14 + 28],
+        &1460u16.to_be_bytes(),
+        "4in6 MTU"
+    );
+
     let big6 = Frame::tcp(v6("2001:db8:c::7", "2001:db8::80"), 40022, 80)
         .with_payload(&[0; 1430])
         .bytes();
