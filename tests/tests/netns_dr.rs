@@ -236,8 +236,20 @@ fn lc_steers_new_connections_away_from_a_busy_real() {
         .expect("connect");
     let busy = conn.request().expect("first request");
     // Short connections end (FIN: inactive, overhead 1 each) and still weigh less than
-    // one active connection (256): every one goes to the other real.
-    let answers = spread(&lab, 10);
+    // one active connection (256): every one goes to the other real. A short pause after
+    // each lets the director see its FIN before the next SYN (they may be handled on
+    // different CPUs; a still-active previous connection would tie the two reals).
+    let answers = lab
+        .client
+        .run(|| {
+            let mut answers = BTreeMap::new();
+            for _ in 0..10 {
+                *answers.entry(http::get(vip_http())?).or_insert(0) += 1;
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            Ok(answers)
+        })
+        .expect("requests through the VIP");
     assert!(
         !answers.contains_key(&busy),
         "lc sent new connections to {busy}: {answers:?}"
