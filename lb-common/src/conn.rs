@@ -62,7 +62,8 @@ impl Timeouts {
         timeouts
     }
 
-    /// Idle time after which a flow in `state` is gone, in nanoseconds.
+    /// Idle time after which a flow in `state` is gone, in nanoseconds. A state without a
+    /// timeout (0: `LB_TIMEOUTS` before userspace wrote it) has IPVS's default.
     #[inline(always)]
     pub const fn timeout_ns(&self, state: u8) -> u64 {
         let index = if (state as usize) < STATE_COUNT {
@@ -70,7 +71,11 @@ impl Timeouts {
         } else {
             STATE_NONE as usize
         };
-        self.secs[index] as u64 * 1_000_000_000
+        let secs = match self.secs[index] {
+            0 => Self::IPVS.secs[index],
+            secs => secs,
+        };
+        secs as u64 * 1_000_000_000
     }
 
     /// Whether a flow last seen at `last_seen_ns` in `state` has expired at `now_ns`.

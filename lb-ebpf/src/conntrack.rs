@@ -5,7 +5,7 @@
 
 use lb_common::{
     FlowKey, FlowState, PROTO_TCP,
-    conn::{STATE_COUNT, STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
+    conn::{STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
 };
 
 use crate::{
@@ -18,19 +18,10 @@ use crate::{
 /// IPVS's defaults).
 #[inline(always)]
 pub fn expired(state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
-    let index = state as usize;
-    let configured = match TIMEOUTS.get(0) {
-        Some(timeouts) if index < STATE_COUNT => timeouts.secs[index],
-        _ => 0,
-    };
-    let secs = if configured != 0 {
-        configured
-    } else if index < STATE_COUNT {
-        Timeouts::IPVS.secs[index]
-    } else {
-        Timeouts::IPVS.secs[STATE_NONE as usize]
-    };
-    now_ns > last_seen_ns && now_ns - last_seen_ns > u64::from(secs) * 1_000_000_000
+    match TIMEOUTS.get(0) {
+        Some(timeouts) => timeouts.expired(state, last_seen_ns, now_ns),
+        None => Timeouts::IPVS.expired(state, last_seen_ns, now_ns),
+    }
 }
 
 /// `CLOCK_MONOTONIC` in nanoseconds, at jiffy resolution (enough for timeouts in seconds,

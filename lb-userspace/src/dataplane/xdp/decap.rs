@@ -13,8 +13,8 @@ use aya::{
 use lb_common::{VipKey, decap_stats, map_names as names, program_names};
 
 use super::{
-    AttachMode, XdpOptions, addr_bytes, attach_program, counters, load_object, map_error, map_mut,
-    program_mut,
+    AttachMode, XdpOptions, addr_bytes, attach_program, counters, detach_links, load_object,
+    map_error, map_mut, program_mut,
 };
 use crate::dataplane::DataplaneError;
 
@@ -27,13 +27,7 @@ pub struct Decap {
 impl Decap {
     /// Load the decap program (not attached yet).
     pub fn load() -> Result<Self, DataplaneError> {
-        let options = XdpOptions {
-            flow_table_size: 1,
-            sched_table_entries: 1,
-            persist_table_size: 1,
-            ..XdpOptions::private()
-        };
-        let (mut ebpf, _) = load_object(&options)?;
+        let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
         program_mut(&mut ebpf, program_names::DECAP)?
             .load()
             .map_err(|source| DataplaneError::Program {
@@ -101,15 +95,7 @@ impl Decap {
     /// Detach from every interface.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
-        for link in self.links.drain(..) {
-            program
-                .detach(link)
-                .map_err(|source| DataplaneError::Program {
-                    program: program_names::DECAP,
-                    source,
-                })?;
-        }
-        Ok(())
+        detach_links(program, program_names::DECAP, &mut self.links)
     }
 }
 

@@ -130,6 +130,17 @@ impl XdpOptions {
             persist_table_size: lb_common::PERSIST_TABLE_SIZE,
         }
     }
+
+    /// Private maps at their smallest, for loading one of the other programs of the
+    /// object (decap, pass, benchmark baselines) without the balancer's tables.
+    pub fn minimal() -> Self {
+        Self {
+            flow_table_size: 1,
+            sched_table_entries: 1,
+            persist_table_size: 1,
+            ..Self::private()
+        }
+    }
 }
 
 /// How to attach to an interface.
@@ -222,15 +233,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     /// Detach from every interface (the maps stay pinned).
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::BALANCER)?;
-        for link in self.links.drain(..) {
-            program
-                .detach(link)
-                .map_err(|source| DataplaneError::Program {
-                    program: program_names::BALANCER,
-                    source,
-                })?;
-        }
-        Ok(())
+        detach_links(program, program_names::BALANCER, &mut self.links)
     }
 
     /// The loaded balancer program (for BPF_PROG_TEST_RUN).
@@ -261,29 +264,19 @@ impl<R: NextHopResolver> XdpDataplane<R> {
 
     /// Write the `FEATURE_*` bits if they changed.
     fn write_features(&mut self, features: u32) -> Result<(), DataplaneError> {
-        if self.features == Some(features) {
-            return Ok(());
+        if self.features != Some(features) {
+            write_single(&mut self.ebpf, names::FEATURES, features)?;
+            self.features = Some(features);
         }
-        let mut map: Array<&mut MapData, u32> =
-            Array::try_from(map_mut(&mut self.ebpf, names::FEATURES)?)
-                .map_err(map_error(names::FEATURES))?;
-        map.set(0, features, 0)
-            .map_err(map_error("writing the feature bits"))?;
-        self.features = Some(features);
         Ok(())
     }
 
     /// Write the connection timeouts if they changed.
     fn write_timeouts(&mut self, timeouts: Timeouts) -> Result<(), DataplaneError> {
-        if self.timeouts == Some(timeouts) {
-            return Ok(());
+        if self.timeouts != Some(timeouts) {
+            write_single(&mut self.ebpf, names::TIMEOUTS, timeouts)?;
+            self.timeouts = Some(timeouts);
         }
-        let mut map: Array<&mut MapData, Timeouts> =
-            Array::try_from(map_mut(&mut self.ebpf, names::TIMEOUTS)?)
-                .map_err(map_error(names::TIMEOUTS))?;
-        map.set(0, timeouts, 0)
-            .map_err(map_error("writing the timeouts"))?;
-        self.timeouts = Some(timeouts);
         Ok(())
     }
 
@@ -770,6 +763,34 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
     fn counters(&self) -> Result<Counters, DataplaneError> {
         counters::read(&self.ebpf)
     }
+}
+
+/// Set the only entry of one-entry array `name`.
+fn write_single<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    value: V,
+) -> Result<(), DataplaneError> {
+    let mut map: Array<&mut MapData, V> =
+        Array::try_from(map_mut(ebpf, name)?).map_err(map_error(name))?;
+    map.set(0, value, 0).map_err(map_error(name))
+}
+
+/// Detach `program` (named `name`) from every link in `links`.
+fn detach_links(
+    program: &mut Xdp,
+    name: &'static str,
+    links: &mut Vec<XdpLinkId>,
+) -> Result<(), DataplaneError> {
+    for link in links.drain(..) {
+        program
+            .detach(link)
+            .map_err(|source| DataplaneError::Program {
+                program: name,
+                source,
+            })?;
+    }
+    Ok(())
 }
 
 /// Attach `program` to `interface` in `mode`: the link, whether native mode is in use,
