@@ -7,7 +7,7 @@ use anyhow::{Context as _, bail};
 use aya::{
     TestRun as _,
     maps::{Array, MapData},
-    programs::TestRunOptions,
+    programs::{TestRunOptions, Xdp},
 };
 use lb_common::{ConnCounts, RealInfo, map_names};
 use lb_userspace::{
@@ -25,6 +25,18 @@ pub const INGRESS: u32 = 1;
 
 /// Next hops from a table.
 pub struct StaticNextHops(pub HashMap<IpAddr, NextHop>);
+
+impl StaticNextHops {
+    /// The table of (address literal, next hop) pairs.
+    pub fn of<'a>(entries: impl IntoIterator<Item = (&'a str, NextHop)>) -> Self {
+        Self(
+            entries
+                .into_iter()
+                .map(|(addr, hop)| (addr.parse().expect("address literal"), hop))
+                .collect(),
+        )
+    }
+}
 
 impl NextHopResolver for StaticNextHops {
     fn resolve(&mut self, addrs: &[IpAddr]) -> Vec<Result<NextHop, NextHopError>> {
@@ -82,26 +94,7 @@ impl TestBalancer {
 
     /// Run `input` `repeat` times in one test run (the output is the last run's).
     pub fn run_repeat(&self, input: &[u8], repeat: u32) -> anyhow::Result<Run> {
-        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
-        // egress_ifindex.
-        let ctx: Vec<u8> = [0, input.len() as u32, 0, INGRESS, 0, 0]
-            .iter()
-            .flat_map(|v: &u32| v.to_ne_bytes())
-            .collect();
-        let mut output = vec![0; input.len() + 256];
-        let result = self.dataplane.balancer()?.test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut output),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..TestRunOptions::default()
-        })?;
-        output.truncate(result.data_size_out as usize);
-        Ok(Run {
-            action: result.return_value,
-            output,
-            duration: result.duration,
-        })
+        run_program(self.dataplane.balancer()?, input, repeat)
     }
 
     /// The data-plane id of every real in use: (address, port, service id) → id.
@@ -143,6 +136,43 @@ impl TestBalancer {
         )?;
         conns.set(id, counts, 0)?;
         Ok(())
+    }
+}
+
+/// Run XDP `program` on `input`, arriving on `INGRESS`, `repeat` times in one test run.
+pub fn run_program(program: &Xdp, input: &[u8], repeat: u32) -> anyhow::Result<Run> {
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+    // egress_ifindex.
+    let ctx: Vec<u8> = [0, input.len() as u32, 0, INGRESS, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect();
+    let mut output = vec![0; input.len() + 256];
+    let result = program.test_run(TestRunOptions {
+        data_in: Some(input),
+        data_out: Some(&mut output),
+        ctx_in: Some(&ctx),
+        repeat,
+        ..TestRunOptions::default()
+    })?;
+    output.truncate(result.data_size_out as usize);
+    Ok(Run {
+        action: result.return_value,
+        output,
+        duration: result.duration,
+    })
+}
+
+/// A next hop on `INGRESS` to Ethernet address `mac`, from the director's
+/// (`packet::DIRECTOR_MAC`), with source address `src` and an MTU of 1500.
+pub fn next_hop(mac: [u8; 6], src: Option<IpAddr>) -> NextHop {
+    NextHop {
+        ifindex: INGRESS,
+        mac,
+        src_mac: crate::packet::DIRECTOR_MAC,
+        vlan: 0,
+        src,
+        mtu: 1500,
     }
 }
 

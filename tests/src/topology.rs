@@ -400,12 +400,7 @@ fn pin_pass_program(prefix: &str, switch: &Netns, port: &str) -> anyhow::Result<
     let pin = dir.join(port);
     let port = port.to_owned();
     switch.run(move || {
-        let (mut ebpf, _) = load_object(&XdpOptions {
-            flow_table_size: 1,
-            sched_table_entries: 1,
-            persist_table_size: 1,
-            ..XdpOptions::private()
-        })?;
+        let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
         let program: &mut Xdp = ebpf
             .program_mut(program_names::PASS)
             .context("pass program missing")?

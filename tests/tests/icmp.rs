@@ -3,13 +3,14 @@
 //! owns the quoted flow (DR: same bytes, new MACs; TUN: tunnelled), so its stack learns
 //! the path MTU; errors about unknown flows and NAT flows go to the kernel. Needs root.
 
+use std::net::IpAddr;
+
 use lb_common::xdp_action;
 use lb_tests::{
-    packet::{Frame, Transport, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Transport, v4, v6},
     privilege::require_root,
-    testrun::{INGRESS, StaticNextHops, TestBalancer},
+    testrun::{StaticNextHops, TestBalancer, next_hop},
 };
-use lb_userspace::nexthop::NextHop;
 
 const CONFIG: &str = "
 virtual_server 192.0.2.70 80 {
@@ -33,29 +34,19 @@ virtual_server 192.0.2.72 80 {
 const REAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 const REAL2_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 2];
 const REAL6_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x61];
-const SRC_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 1];
+/// The director's MAC, the source of what it sends (`testrun::next_hop`).
+const SRC_MAC: [u8; 6] = DIRECTOR_MAC;
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const ROUTER: [u8; 4] = [203, 0, 113, 1];
 
 fn next_hops() -> StaticNextHops {
-    let hop = |mac, src: &str| NextHop {
-        ifindex: INGRESS,
-        mac,
-        src_mac: SRC_MAC,
-        vlan: 0,
-        src: Some(src.parse().expect("literal")),
-        mtu: 1500,
-    };
-    StaticNextHops(
-        [
-            ("10.0.0.1", hop(REAL_MAC, "10.0.0.254")),
-            ("10.0.0.2", hop(REAL2_MAC, "10.0.0.254")),
-            ("2001:db8:1::1", hop(REAL6_MAC, "2001:db8:1::fe")),
-        ]
-        .into_iter()
-        .map(|(a, h)| (a.parse().expect("literal"), h))
-        .collect(),
-    )
+    let src4 = Some(IpAddr::from([10, 0, 0, 254]));
+    let src6 = Some("2001:db8:1::fe".parse().expect("literal"));
+    StaticNextHops::of([
+        ("10.0.0.1", next_hop(REAL_MAC, src4)),
+        ("10.0.0.2", next_hop(REAL2_MAC, src4)),
+        ("2001:db8:1::1", next_hop(REAL6_MAC, src6)),
+    ])
 }
 
 /// ICMP "fragmentation needed" (MTU 1400) from the router to `vip`, quoting the real's

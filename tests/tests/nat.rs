@@ -5,13 +5,14 @@
 
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{Frame, Network, TCP_ACK, TCP_SYN, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Network, TCP_ACK, TCP_SYN, v4, v6},
     privilege::require_root,
-    testrun::{INGRESS, StaticNextHops, TestBalancer},
+    testrun::{StaticNextHops, TestBalancer, next_hop},
 };
-use lb_userspace::{dataplane::Dataplane, nexthop::NextHop};
+use lb_userspace::dataplane::Dataplane;
 
-const SRC_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 1];
+/// The director's MAC, the source of what it sends (`testrun::next_hop`).
+const SRC_MAC: [u8; 6] = DIRECTOR_MAC;
 const REAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
 const REAL6_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x61];
 
@@ -43,22 +44,10 @@ virtual_server 2001:db8::90 53 {
 ";
 
 fn next_hops() -> StaticNextHops {
-    let hop = |mac| NextHop {
-        ifindex: INGRESS,
-        mac,
-        src_mac: SRC_MAC,
-        mtu: 1500,
-        ..NextHop::default()
-    };
-    StaticNextHops(
-        [
-            ("10.1.0.11", hop(REAL_MAC)),
-            ("2001:db8:1::11", hop(REAL6_MAC)),
-        ]
-        .into_iter()
-        .map(|(a, h)| (a.parse().expect("literal"), h))
-        .collect(),
-    )
+    StaticNextHops::of([
+        ("10.1.0.11", next_hop(REAL_MAC, None)),
+        ("2001:db8:1::11", next_hop(REAL6_MAC, None)),
+    ])
 }
 
 fn hex(bytes: &[u8]) -> String {

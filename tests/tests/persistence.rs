@@ -10,9 +10,9 @@ use lb_common::{PersistKey, PersistState, map_names, xdp_action};
 use lb_tests::{
     packet::{Frame, TCP_ACK, v4},
     privilege::require_root,
-    testrun::{INGRESS, StaticNextHops, TestBalancer},
+    testrun::{StaticNextHops, TestBalancer, next_hop},
 };
-use lb_userspace::{dataplane::Dataplane, nexthop::NextHop};
+use lb_userspace::dataplane::Dataplane;
 
 const VIP: [u8; 4] = [192, 0, 2, 60];
 const PLAIN_VIP: [u8; 4] = [192, 0, 2, 61];
@@ -21,14 +21,7 @@ fn next_hops() -> StaticNextHops {
     StaticNextHops(
         (1..=3u8)
             .map(|n| {
-                let hop = NextHop {
-                    ifindex: INGRESS,
-                    mac: [0x02, 0xaa, 0, 0, 0, n],
-                    src_mac: [0x02, 0xd1, 0, 0, 0, 1],
-                    vlan: 0,
-                    mtu: 1500,
-                    ..NextHop::default()
-                };
+                let hop = next_hop([0x02, 0xaa, 0, 0, 0, n], None);
                 (IpAddr::from([10, 9, 0, n]), hop)
             })
             .collect::<HashMap<_, _>>(),

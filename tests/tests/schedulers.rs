@@ -9,9 +9,9 @@ use lb_common::{ConnCounts, Outcome, hash, xdp_action};
 use lb_tests::{
     packet::{Frame, TCP_ACK, TCP_FIN, TCP_RST, v4},
     privilege::require_root,
-    testrun::{INGRESS, StaticNextHops, TestBalancer},
+    testrun::{StaticNextHops, TestBalancer, next_hop},
 };
-use lb_userspace::{dataplane::Dataplane, nexthop::NextHop};
+use lb_userspace::dataplane::Dataplane;
 
 const FLOWS: usize = 100_000;
 /// Offsets in an untagged IPv4/TCP frame.
@@ -34,17 +34,7 @@ fn next_hops() -> StaticNextHops {
     for net in 0..8 {
         for n in 1..=4 {
             let addr = real_addr(net, n);
-            table.insert(
-                IpAddr::from(addr),
-                NextHop {
-                    ifindex: INGRESS,
-                    mac: mac_of(addr),
-                    src_mac: [0x02, 0xd1, 0, 0, 0, 1],
-                    vlan: 0,
-                    mtu: 1500,
-                    ..NextHop::default()
-                },
-            );
+            table.insert(IpAddr::from(addr), next_hop(mac_of(addr), None));
         }
     }
     StaticNextHops(table)

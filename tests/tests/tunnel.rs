@@ -5,12 +5,11 @@
 
 use std::net::IpAddr;
 
-use aya::{TestRun as _, programs::TestRunOptions};
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{Frame, Network, checksum, sum_words, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Network, checksum, sum_words, v4, v6},
     privilege::require_root,
-    testrun::{INGRESS, StaticNextHops, TestBalancer},
+    testrun::{StaticNextHops, TestBalancer, next_hop, run_program},
 };
 use lb_userspace::{
     dataplane::{
@@ -20,7 +19,8 @@ use lb_userspace::{
     nexthop::NextHop,
 };
 
-const SRC_MAC: [u8; 6] = [0x02, 0xd1, 0, 0, 0, 1];
+/// The director's MAC, the source of what it sends (`testrun::next_hop`).
+const SRC_MAC: [u8; 6] = DIRECTOR_MAC;
 const TUNNEL_SRC: [u8; 4] = [10, 0, 0, 254];
 const TUNNEL_SRC6: &str = "2001:db8:1::fe";
 const CLIENT: [u8; 4] = [198, 51, 100, 7];
@@ -47,24 +47,15 @@ virtual_server 192.0.2.82 80 {
 
 fn next_hops() -> StaticNextHops {
     let hop = |last: u8, vlan: u16, src: IpAddr| NextHop {
-        ifindex: INGRESS,
-        mac: [0x02, 0xaa, 0, 0, 0, last],
-        src_mac: SRC_MAC,
         vlan,
-        src: Some(src),
-        mtu: 1500,
+        ..next_hop([0x02, 0xaa, 0, 0, 0, last], Some(src))
     };
     let src6: IpAddr = TUNNEL_SRC6.parse().expect("literal");
-    StaticNextHops(
-        [
-            ("10.0.0.1", hop(1, 0, TUNNEL_SRC.into())),
-            ("10.0.0.2", hop(2, 100, TUNNEL_SRC.into())),
-            ("2001:db8:1::1", hop(0x61, 0, src6)),
-        ]
-        .into_iter()
-        .map(|(addr, hop)| (addr.parse().expect("literal"), hop))
-        .collect(),
-    )
+    StaticNextHops::of([
+        ("10.0.0.1", hop(1, 0, TUNNEL_SRC.into())),
+        ("10.0.0.2", hop(2, 100, TUNNEL_SRC.into())),
+        ("2001:db8:1::1", hop(0x61, 0, src6)),
+    ])
 }
 
 /// The frame the balancer should send: Ethernet (and tag) to the real, then the outer
@@ -117,23 +108,8 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 fn run_decap(decap: &Decap, input: &[u8]) -> (u32, Vec<u8>) {
-    let ctx: Vec<u8> = [0, input.len() as u32, 0, INGRESS, 0, 0]
-        .iter()
-        .flat_map(|v: &u32| v.to_ne_bytes())
-        .collect();
-    let mut output = vec![0; input.len() + 64];
-    let result = decap
-        .program()
-        .expect("decap program")
-        .test_run(TestRunOptions {
-            data_in: Some(input),
-            data_out: Some(&mut output),
-            ctx_in: Some(&ctx),
-            ..TestRunOptions::default()
-        })
-        .expect("test run");
-    output.truncate(result.data_size_out as usize);
-    (result.return_value, output)
+    let run = run_program(decap.program().expect("decap program"), input, 1).expect("test run");
+    (run.action, run.output)
 }
 
 #[test]

@@ -18,20 +18,16 @@
 use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
 
 use anyhow::Context as _;
-use aya::{
-    TestRun as _,
-    programs::{TestRunOptions, Xdp},
-};
+use aya::programs::Xdp;
 use clap::Parser;
 use lb_common::{program_names, xdp_action};
 use lb_tests::{
     packet::{Frame, TCP_ACK, v4, v6},
-    testrun::{INGRESS, StaticNextHops, TestBalancer},
+    testrun::{StaticNextHops, TestBalancer, next_hop, run_program},
 };
 use lb_userspace::{
     dataplane::xdp::{XdpOptions, load_object},
     model::Scheduler,
-    nexthop::NextHop,
 };
 use serde::Serialize;
 
@@ -225,14 +221,7 @@ fn reals(n: usize) -> (Vec<IpAddr>, StaticNextHops) {
             let addr = [10, 10, (i >> 8) as u8, i as u8];
             table.insert(
                 IpAddr::from(addr),
-                NextHop {
-                    ifindex: INGRESS,
-                    mac: [0x02, 0xaa, 0, 0, addr[2], addr[3]],
-                    src_mac: [0x02, 0xd1, 0, 0, 0, 1],
-                    vlan: 0,
-                    mtu: 1500,
-                    ..NextHop::default()
-                },
+                next_hop([0x02, 0xaa, 0, 0, addr[2], addr[3]], None),
             );
             IpAddr::from(addr)
         })
@@ -266,13 +255,7 @@ struct Baseline {
 
 impl Baseline {
     fn load(name: &'static str, action: u32) -> anyhow::Result<Self> {
-        let options = XdpOptions {
-            flow_table_size: 1,
-            sched_table_entries: 1,
-            persist_table_size: 1,
-            ..XdpOptions::private()
-        };
-        let (mut ebpf, _) = load_object(&options)?;
+        let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
         let program: &mut Xdp = ebpf
             .program_mut(name)
             .with_context(|| format!("{name} missing"))?
@@ -282,43 +265,25 @@ impl Baseline {
     }
 
     fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
-        let ctx: Vec<u8> = [0, frame.len() as u32, 0, INGRESS, 0, 0]
-            .iter()
-            .flat_map(|v: &u32| v.to_ne_bytes())
-            .collect();
-        let mut output = vec![0; frame.len() + 256];
         let program: &Xdp = self
             .ebpf
             .program(self.name)
             .with_context(|| format!("{} missing", self.name))?
             .try_into()?;
-        let result = program.test_run(TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut output),
-            ctx_in: Some(&ctx),
-            repeat,
-            ..TestRunOptions::default()
-        })?;
+        let run = run_program(program, frame, repeat)?;
         anyhow::ensure!(
-            result.return_value == self.action,
+            run.action == self.action,
             "{} returned {}",
             self.name,
-            result.return_value
+            run.action
         );
-        Ok(result.duration)
+        Ok(run.duration)
     }
 }
 
 /// DR, TUN and NAT for IPv4 and IPv6: new and established flows, single-run medians.
 fn mode_rows(runs: usize, swap: u64) -> anyhow::Result<Vec<ModeRow>> {
-    let hop = |last: u8, src: IpAddr| NextHop {
-        ifindex: INGRESS,
-        mac: [0x02, 0xaa, 0, 0, 1, last],
-        src_mac: [0x02, 0xd1, 0, 0, 0, 1],
-        vlan: 0,
-        src: Some(src),
-        mtu: 1500,
-    };
+    let hop = |last: u8, src: IpAddr| next_hop([0x02, 0xaa, 0, 0, 1, last], Some(src));
     let src4: IpAddr = "10.20.0.254".parse()?;
     let src6: IpAddr = "2001:db8:20::fe".parse()?;
     let next_hops = StaticNextHops(
