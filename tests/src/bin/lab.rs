@@ -13,7 +13,7 @@ use lb_tests::{
     lbd::Lbd,
     topology::{self, RealSetup, Topology, VIP},
 };
-use lb_userspace::dataplane::xdp::read_pinned_counters;
+use lb_userspace::{dataplane::xdp::read_pinned_counters, model::Scheduler};
 
 /// Namespace prefix and lbd instance name of the lab.
 const PREFIX: &str = "lblab";
@@ -38,8 +38,8 @@ struct RunArgs {
     /// Scheduler (keepalived lb_algo). The weighted ones (wrr, wlc, sed, mh) give the
     /// reals weights 1, 2, 3; sh and mh hash the client port too (sh-port, mh-port), as
     /// all requests come from one client address.
-    #[arg(long, value_enum, default_value = "rr")]
-    sched: Sched,
+    #[arg(long, default_value = "rr", value_parser = parse_sched)]
+    sched: Scheduler,
     /// HTTP requests to send.
     #[arg(long, default_value_t = 300)]
     requests: usize,
@@ -85,36 +85,22 @@ impl Mode {
     }
 }
 
-#[derive(Clone, Copy, ValueEnum)]
-enum Sched {
-    Rr,
-    Wrr,
-    Lc,
-    Wlc,
-    Sh,
-    Dh,
-    Sed,
-    Nq,
-    Mh,
+/// The lab's set-up for a scheduler: the reals' weights, extra keywords, and whether every
+/// real should get requests from the lab's one client (dh hashes the destination, and the
+/// lab has one VIP, so one real answers everything).
+fn sched_setup(scheduler: Scheduler) -> ([u32; 3], &'static [&'static str], bool) {
+    match scheduler {
+        Scheduler::Rr | Scheduler::Lc | Scheduler::Nq => ([1, 1, 1], &[], true),
+        Scheduler::Wrr | Scheduler::Wlc | Scheduler::Sed => ([1, 2, 3], &[], true),
+        Scheduler::Sh => ([1, 1, 1], &["sh-port"], true),
+        Scheduler::Dh => ([1, 1, 1], &[], false),
+        Scheduler::Mh => ([1, 2, 3], &["mh-port"], true),
+    }
 }
 
-impl Sched {
-    /// keepalived's name, the reals' weights, extra keywords, and whether every real
-    /// should get requests from the lab's one client: dh hashes the destination, and the
-    /// lab has one VIP, so one real answers everything.
-    fn setup(self) -> (&'static str, [u32; 3], &'static [&'static str], bool) {
-        match self {
-            Sched::Rr => ("rr", [1, 1, 1], &[], true),
-            Sched::Wrr => ("wrr", [1, 2, 3], &[], true),
-            Sched::Lc => ("lc", [1, 1, 1], &[], true),
-            Sched::Wlc => ("wlc", [1, 2, 3], &[], true),
-            Sched::Sh => ("sh", [1, 1, 1], &["sh-port"], true),
-            Sched::Dh => ("dh", [1, 1, 1], &[], false),
-            Sched::Sed => ("sed", [1, 2, 3], &[], true),
-            Sched::Nq => ("nq", [1, 1, 1], &[], true),
-            Sched::Mh => ("mh", [1, 2, 3], &["mh-port"], true),
-        }
-    }
+/// `--sched`: one of the schedulers lbd supports, by keepalived's name.
+fn parse_sched(name: &str) -> Result<Scheduler, String> {
+    Scheduler::from_name(name).ok_or_else(|| format!("one of {}", Scheduler::SUPPORTED))
 }
 
 fn main() -> ExitCode {
@@ -134,7 +120,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let (sched, weights, keywords, spread) = args.sched.setup();
+    let (weights, keywords, spread) = sched_setup(args.sched);
+    let sched = args.sched.name();
     let kind = args.mode.kind();
     println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
     let setup = match args.mode {
