@@ -17,6 +17,8 @@ pub use outcome::{Outcome, xdp_action};
 pub const MAX_SERVICES: u32 = 512;
 /// Maximum number of real servers over all services (one entry per service and real).
 pub const MAX_REALS: u32 = 4096;
+/// Maximum number of distinct FullNAT local addresses over all services.
+pub const MAX_LOCAL_ADDRS: u32 = 1024;
 /// Default number of entries of `LB_TABLES`, the arena that holds every service's
 /// scheduling table (4 bytes each: 16 MiB, room for 60 Maglev tables).
 pub const DEFAULT_SCHED_TABLE_ENTRIES: u32 = 1 << 22;
@@ -49,7 +51,8 @@ pub mod map_names {
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
-    pub const FEATURES: &str = "LB_FEATURES";
+    pub const SETTINGS: &str = "LB_SETTINGS";
+    pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
     pub const DECAP_STATS: &str = "LB_DECAP_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
@@ -110,6 +113,10 @@ pub struct ServiceInfo {
     pub flags: u8,
     /// `persistence_timeout` in seconds; 0: no persistence.
     pub persist_timeout: u32,
+    /// FullNAT: the service's local address pool, as `LB_LOCAL_ADDRS` ids, is the
+    /// `laddr_len` entries of `LB_TABLES` right after the scheduling table (published
+    /// with it, in one range); 0 for other modes.
+    pub laddr_len: u32,
 }
 
 impl ServiceInfo {
@@ -125,6 +132,7 @@ impl ServiceInfo {
             persist_prefix: 0,
             flags: 0,
             persist_timeout: 0,
+            laddr_len: 0,
         }
     }
 }
@@ -221,25 +229,81 @@ pub struct RealInfo {
 pub const FWD_DR: u8 = 0;
 /// IP-in-IP tunnel (IPIP for IPv4, ip6ip6 for IPv6) to the real.
 pub const FWD_TUN: u8 = 1;
-/// `LB_FEATURES` bit: some service uses NAT, so packets for no service may be replies to
-/// translate (without it their reply-map lookup is skipped).
+/// `Settings::features` bit: some service uses NAT or FullNAT, so packets for no service
+/// may be replies to translate (without it their reply-map lookup is skipped).
 pub const FEATURE_NAT: u32 = 1;
+
+/// Value of `LB_SETTINGS` (one entry): what the configuration uses and load-time limits.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct Settings {
+    /// `FEATURE_*` bits.
+    pub features: u32,
+    /// FullNAT: the local ports handed out, `fnat_port_min..=fnat_port_max` (host order;
+    /// both 0 before userspace wrote them, which means `FNAT_PORTS_DEFAULT`).
+    pub fnat_port_min: u16,
+    pub fnat_port_max: u16,
+}
+
+/// FullNAT local ports when none are configured: above the well-known ports.
+pub const FNAT_PORTS_DEFAULT: (u16, u16) = (1024, 65535);
+
+/// Value of `LB_LOCAL_ADDRS` (an array indexed by local address id): a FullNAT local
+/// address. `family == 0` marks a free entry.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct LocalAddr {
+    /// Network order, IPv4 in the first 4 bytes.
+    pub addr: [u8; 16],
+    pub family: u8,
+    pub _pad: [u8; 3],
+}
 
 /// NAT (masquerading): destination rewritten to the real's address and port; the real's
 /// replies, routed back through the director, get the VIP's as source again.
 pub const FWD_NAT: u8 = 2;
+/// FullNAT: source rewritten to a local address and port of the director (from the
+/// service's pool), destination to the real's; the real replies to the director, which
+/// puts the VIP and the client back. Reals need no route to clients.
+pub const FWD_FNAT: u8 = 3;
 
 /// Value of `LB_NAT_REVERSE`, keyed by a reply's 5-tuple as it leaves the real (`FlowKey`
-/// with the real as source and the client as destination): what to put back.
+/// with the real as source; as destination the client for NAT, the local address and port
+/// for FullNAT): what to put back, and which client flow it answers.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct NatOrigin {
-    /// The VIP the client talked to (network order, IPv4 in the first 4 bytes).
+    /// The VIP the client talked to (network order, IPv4 in the first 4 bytes): the
+    /// reply's new source.
     pub vip: [u8; 16],
+    /// The client's address: FullNAT makes it the reply's destination again.
+    pub client: [u8; 16],
     /// The virtual service's port, network order.
     pub vport: [u8; 2],
-    pub _pad: [u8; 2],
+    /// The client's port, network order.
+    pub client_port: [u8; 2],
+    /// 1 for FullNAT (destination translated back too), 0 for NAT.
+    pub full_nat: u8,
+    pub _pad: [u8; 3],
+}
+
+impl NatOrigin {
+    /// The client flow (as it arrives at the director) this reply answers.
+    #[inline(always)]
+    pub const fn client_flow(&self, proto: u8, family: u8) -> FlowKey {
+        FlowKey {
+            src: self.client,
+            dst: self.vip,
+            sport: self.client_port,
+            dport: self.vport,
+            proto,
+            family,
+            _pad: [0; 2],
+        }
+    }
 }
 
 /// The real was removed from the configuration. Its entry stays so that established flows
@@ -273,6 +337,11 @@ pub struct FlowState {
     pub _pad: [u8; 3],
     /// `CLOCK_MONOTONIC` (`bpf_ktime_get_coarse_ns`) of the last packet, in nanoseconds.
     pub last_seen_ns: u64,
+    /// FullNAT: the flow's local address (`LB_LOCAL_ADDRS` id) and port (network order);
+    /// 0 for other modes.
+    pub local_addr: u32,
+    pub local_port: [u8; 2],
+    pub _pad2: [u8; 2],
 }
 
 /// Value of `LB_REAL_CONNS` (an array indexed by real id, shared by all CPUs and updated
@@ -369,21 +438,25 @@ mod pod {
     unsafe impl aya::Pod for super::conn::Timeouts {}
     unsafe impl aya::Pod for super::VipKey {}
     unsafe impl aya::Pod for super::NatOrigin {}
+    unsafe impl aya::Pod for super::Settings {}
+    unsafe impl aya::Pod for super::LocalAddr {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
-    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4);
+    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4 + 4);
     assert!(size_of::<PersistKey>() == 4 + 16);
     assert!(size_of::<PersistState>() == 4 + 4 + 8);
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
     assert!(size_of::<VipKey>() == 16 + 1 + 3);
-    assert!(size_of::<NatOrigin>() == 16 + 2 + 2);
+    assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3);
+    assert!(size_of::<Settings>() == 4 + 2 + 2);
+    assert!(size_of::<LocalAddr>() == 16 + 1 + 3);
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 3 + 16);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
-    assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8);
+    assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8 + 4 + 2 + 2);
     assert!(size_of::<ConnCounts>() == 2 * 4);
     assert!(size_of::<TrafficStats>() == 3 * 8);
 };

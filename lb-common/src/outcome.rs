@@ -66,18 +66,22 @@ pub enum Outcome {
     TunnelTooBig,
     /// TUN: the driver gave no room in front of the frame for the outer header: dropped.
     NoHeadroom,
-    /// NAT: a real's reply, source rewritten to the VIP, handed to the kernel to route to
-    /// the client (the director forwards IP, as an IPVS NAT director does).
+    /// NAT/FullNAT: a real's reply, source rewritten to the VIP (and for FullNAT the
+    /// destination to the client), handed to the kernel to route to the client (the
+    /// director forwards IP, as an IPVS NAT director does).
     NatReplyToKernel,
     /// TUN: the packet would exceed the egress MTU once encapsulated (IPv4 with DF, or
     /// IPv6): the client gets ICMP "fragmentation needed" / "packet too big" with the MTU
     /// that fits, sent back out (XDP_TX).
     TunnelTooBigAnswered,
+    /// FullNAT: no local address and port of the service's pool was free for a new flow
+    /// (after `FNAT_PORT_TRIES` random picks): dropped, the client retries.
+    FnatNoPort,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::TunnelTooBigAnswered as u32 + 1;
+    pub const COUNT: u32 = Outcome::FnatNoPort as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -100,6 +104,7 @@ impl Outcome {
         Outcome::NoHeadroom,
         Outcome::NatReplyToKernel,
         Outcome::TunnelTooBigAnswered,
+        Outcome::FnatNoPort,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -124,7 +129,8 @@ impl Outcome {
             Outcome::NoReal
             | Outcome::NextHopUnknown
             | Outcome::TunnelTooBig
-            | Outcome::NoHeadroom => XDP_DROP,
+            | Outcome::NoHeadroom
+            | Outcome::FnatNoPort => XDP_DROP,
         }
     }
 
@@ -150,6 +156,7 @@ impl Outcome {
             Outcome::NoHeadroom => "no_headroom",
             Outcome::NatReplyToKernel => "nat_reply_to_kernel",
             Outcome::TunnelTooBigAnswered => "tunnel_too_big_answered",
+            Outcome::FnatNoPort => "fnat_no_port",
         }
     }
 }

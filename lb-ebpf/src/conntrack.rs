@@ -9,6 +9,7 @@ use lb_common::{
 };
 
 use crate::{
+    fwd::fnat::LocalEnd,
     maps::{FLOWS, TIMEOUTS},
     parse::Flow,
 };
@@ -63,15 +64,18 @@ pub fn first_state(flow: &Flow) -> u8 {
     next_state(STATE_NONE, flow)
 }
 
-/// Remember the real of a new flow. A failed insert (never expected with an LRU map) only
+/// Remember the real (and FullNAT local end) of a new flow. A failed insert (never expected with an LRU map) only
 /// means the next packet is scheduled again. (Not inlined, for the balancer's stack.)
 #[inline(never)]
-pub fn insert(flow: &FlowKey, real_id: u32, state: u8, now_ns: u64) {
+pub fn insert(flow: &FlowKey, real_id: u32, state: u8, now_ns: u64, local: LocalEnd) {
     let entry = FlowState {
         real_id,
         state,
         _pad: [0; 3],
         last_seen_ns: now_ns,
+        local_addr: local.addr_id,
+        local_port: local.port,
+        _pad2: [0; 2],
     };
     let _ = FLOWS.insert(flow, entry, 0);
 }

@@ -26,8 +26,10 @@ mod stats;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use fwd::fnat::{self, LocalEnd};
 use lb_common::{
-    FWD_NAT, FWD_TUN, Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS, ServiceInfo,
+    FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS,
+    ServiceInfo,
 };
 use parse::Flow;
 
@@ -81,8 +83,8 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         return match fwd::nat::origin(&flow.key) {
             Some(origin) => {
                 // The reply keeps its flow alive, as in IPVS, which sees both directions.
-                fwd::nat::touch_client_flow(&flow.key, &origin);
-                fwd::nat::reply(ctx, &flow, &origin)
+                fwd::nat::touch_client_flow(&flow.key, origin);
+                fwd::nat::reply(ctx, &flow, origin)
             }
             None => Err(Outcome::NotService),
         };
@@ -94,12 +96,19 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     // ops: every datagram is scheduled on its own and no flow is recorded (so none is
     // counted); persistence still applies and NAT still records the reply translation.
     let ops = service.flags & SERVICE_FLAG_OPS != 0;
-    let chosen = if ops {
+    let mut chosen = if ops {
         schedule_new(&flow, &service, now, NO_FLOW, 0)?
     } else {
         choose_real(&flow, &service, now)?
     };
-    let outcome = fwd::forward(ctx, &flow, chosen.real)?;
+    if chosen.new_flow && chosen.real.fwd == FWD_FNAT {
+        let packed = fnat::allocate(&flow.key, &service, chosen.real_id);
+        if packed == fnat::NO_LOCAL_PORT {
+            return Err(Outcome::FnatNoPort);
+        }
+        chosen.local = LocalEnd::unpack(packed);
+    }
+    let outcome = fwd::forward(ctx, &flow, chosen.real, chosen.local)?;
     if outcome == Outcome::TunnelTooBigAnswered {
         // Answered, not forwarded: no flow to record, nothing reached the real.
         return Ok(outcome);
@@ -122,18 +131,18 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
 
 /// An ICMP error about a flow of `service` (such as "fragmentation needed" for a reply
 /// the real sent) goes to the real that owns the flow, unchanged, so its stack learns the
-/// path MTU; flows are neither created nor updated. NAT flows are left to the kernel
-/// (translating the quoted packet is to come), as is an error about an unknown flow.
+/// path MTU; flows are neither created nor updated. NAT and FullNAT flows are left to the
+/// kernel (translating the quoted packet is to come), as is an error about an unknown flow.
 #[inline(never)]
 fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
     let entry = conntrack::lookup(&flow.key).ok_or(Outcome::NotService)?;
     // SAFETY: a live LRU element, read once.
     let real_id = unsafe { (*entry).real_id };
     let real = maps::real(real_id)
-        .filter(|real| real.service_id == service.id && real.fwd != FWD_NAT)
+        .filter(|real| real.service_id == service.id && (real.fwd == FWD_DR || real.fwd == FWD_TUN))
         .ok_or(Outcome::NotService)?;
-    // DR or TUN only (NAT was filtered out above; keeping its code out of this call chain
-    // also keeps the chain within the 512-byte stack).
+    // DR or TUN only (keeping the NAT code out of this call chain also keeps the chain
+    // within the 512-byte stack).
     let outcome = if real.fwd == FWD_TUN {
         fwd::tun::forward::<false>(ctx, flow, real)?
     } else {
@@ -148,6 +157,9 @@ struct Chosen {
     real: &'static RealInfo,
     /// Scheduled now; the caller records the flow once the frame is on its way.
     new_flow: bool,
+    /// FullNAT: the flow's local address and port (the caller reserves them for a new
+    /// flow).
+    local: LocalEnd,
     /// The real id and state of the timed-out or replaced flow the new one overwrites
     /// (`NO_FLOW` if none): it leaves its real's connection count when the new flow is
     /// recorded. (Two plain fields: an `Option` of a tuple here made LLVM pack a pointer
@@ -192,6 +204,10 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
                     real_id: old.real_id,
                     real,
                     new_flow: false,
+                    local: LocalEnd {
+                        addr_id: old.local_addr,
+                        port: old.local_port,
+                    },
                     replaced_real: NO_FLOW,
                     replaced_state: 0,
                 });
@@ -226,6 +242,7 @@ fn schedule_new(
         real_id,
         real,
         new_flow: true,
+        local: LocalEnd::NONE,
         replaced_real,
         replaced_state,
     })
@@ -236,7 +253,7 @@ fn schedule_new(
 #[inline(always)]
 fn record_flow(flow: &Flow, chosen: &Chosen, now: u64) {
     let state = conntrack::first_state(flow);
-    conntrack::insert(&flow.key, chosen.real_id, state, now);
+    conntrack::insert(&flow.key, chosen.real_id, state, now, chosen.local);
     conns::opened(chosen.real_id, state);
     if chosen.replaced_real != NO_FLOW {
         conns::closed(chosen.replaced_real, chosen.replaced_state);

@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use lb_common::{
     BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
-    FlowState, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey,
-    PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats, VipKey, conn::Timeouts,
-    decap_stats,
+    FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
+    PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, Settings,
+    TrafficStats, VipKey, conn::Timeouts, decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -36,15 +36,21 @@ pub static RR_CURSORS: PerCpuArray<u32> = PerCpuArray::pinned(MAX_SERVICES, 0);
 #[map(name = "LB_FLOWS")]
 pub static FLOWS: LruHashMap<FlowKey, FlowState> = LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
-/// NAT: a reply's 5-tuple as it leaves the real → the VIP and port to put back. Size is
-/// set by userspace at load time (the flow table's).
+/// NAT and FullNAT: a reply's 5-tuple as it leaves the real → the VIP and port (and for
+/// FullNAT the client) to put back. For FullNAT an entry is also the reservation of its
+/// local address and port. Size is set by userspace at load time (the flow table's).
 #[map(name = "LB_NAT_REVERSE")]
 pub static NAT_REVERSE: LruHashMap<FlowKey, NatOrigin> =
     LruHashMap::pinned(DEFAULT_FLOW_TABLE_SIZE, 0);
 
-/// `FEATURE_*` bits of what the configuration uses (one entry).
-#[map(name = "LB_FEATURES")]
-pub static FEATURES: Array<u32> = Array::pinned(1, 0);
+/// What the configuration uses (`FEATURE_*` bits) and the FullNAT port range (one entry).
+#[map(name = "LB_SETTINGS")]
+pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
+
+/// FullNAT local addresses by id; a service's
+/// pool is a list of these ids in `LB_TABLES` (`ServiceInfo::laddr_len`).
+#[map(name = "LB_LOCAL_ADDRS")]
+pub static LOCAL_ADDRS: Array<LocalAddr> = Array::pinned(MAX_LOCAL_ADDRS, 0);
 
 /// Connection timeouts per state (one entry; IPVS's defaults until userspace writes it).
 #[map(name = "LB_TIMEOUTS")]

@@ -21,8 +21,6 @@ pub struct Flow {
     pub tcp_flags: u8,
     /// Offset of the IP header (after Ethernet and VLAN tags).
     pub l3_offset: usize,
-    /// Offset of the TCP/UDP header (of the ICMP header for an ICMP error).
-    pub l4_offset: usize,
     /// An ICMP/ICMPv6 error about a flow: `key` is that flow as the client sent it (the
     /// error's quoted packet, turned around), so it finds the real that owns it.
     pub icmp_error: bool,
@@ -68,7 +66,6 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
         vlan,
         tcp_flags,
         l3_offset,
-        l4_offset,
         icmp_error,
     })
 }

@@ -98,6 +98,7 @@ fn services(config: &Config) -> Vec<ServiceSpec> {
             persistence: vs.persistence,
             one_packet: vs.one_packet,
             forward: vs.forward,
+            local_addresses: vs.local_addresses.clone(),
             reals: vs
                 .reals
                 .iter()

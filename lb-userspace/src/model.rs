@@ -38,6 +38,9 @@ pub struct VirtualServer {
     pub one_packet: bool,
     /// `lb_kind` / `lvs_method`.
     pub forward: ForwardMethod,
+    /// FullNAT: the local addresses of `laddr_group_name`'s `local_address_group` of the
+    /// VIP's family (empty for the other methods).
+    pub local_addresses: Vec<IpAddr>,
     /// `delay_loop`: interval between health checks.
     pub delay_loop: Duration,
     pub reals: Vec<RealServer>,
@@ -170,16 +173,21 @@ pub enum ForwardMethod {
     /// NAT: destination rewritten to the real (port mapping allowed); replies come back
     /// through the director, which puts the VIP back as source.
     Nat,
+    /// FullNAT (`FNAT`): source rewritten to a local address and port of the director,
+    /// destination to the real; replies come back to the director, whatever the real's
+    /// routes.
+    FullNat,
 }
 
 impl ForwardMethod {
-    pub const SUPPORTED: &'static str = "DR, TUN, NAT";
+    pub const SUPPORTED: &'static str = "DR, TUN, NAT, FNAT";
 
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "DR" => Some(ForwardMethod::Dr),
             "TUN" => Some(ForwardMethod::Tun),
             "NAT" => Some(ForwardMethod::Nat),
+            "FNAT" => Some(ForwardMethod::FullNat),
             _ => None,
         }
     }
@@ -189,6 +197,12 @@ impl ForwardMethod {
             ForwardMethod::Dr => "DR",
             ForwardMethod::Tun => "TUN",
             ForwardMethod::Nat => "NAT",
+            ForwardMethod::FullNat => "FNAT",
         }
+    }
+
+    /// NAT and FullNAT: replies come back through the director to be translated.
+    pub const fn translates_replies(self) -> bool {
+        matches!(self, ForwardMethod::Nat | ForwardMethod::FullNat)
     }
 }

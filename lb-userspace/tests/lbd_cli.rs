@@ -40,7 +40,7 @@ fn config_test_accepts_a_valid_file() {
 #[test]
 fn config_test_lists_every_problem_and_fails() {
     let (ok, stderr) = config_test(
-        "vrrp_instance VI_1 {\n}\nvirtual_server 192.0.2.1 80 {\n lb_algo nope\n lb_kind FNAT\n}\n",
+        "vrrp_instance VI_1 {\n}\nvirtual_server 192.0.2.1 80 {\n lb_algo nope\n lb_kind FULLNAT\n}\n",
     );
     assert!(!ok);
     assert_eq!(
@@ -48,7 +48,7 @@ fn config_test_lists_every_problem_and_fails() {
         [
             "k.conf:1: warning: `vrrp_instance` is not supported yet; ignored",
             "k.conf:4: error: lb_algo `nope` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
-            "k.conf:5: error: lb_kind `FNAT` is not supported yet (supported: DR, TUN, NAT)",
+            "k.conf:5: error: lb_kind `FULLNAT` is not supported yet (supported: DR, TUN, NAT, FNAT)",
         ]
     );
 }

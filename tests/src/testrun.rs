@@ -6,10 +6,10 @@ use std::{collections::HashMap, net::IpAddr, path::Path, time::Duration};
 use anyhow::{Context as _, bail};
 use aya::{
     TestRun as _,
-    maps::{Array, MapData},
+    maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{TestRunOptions, Xdp},
 };
-use lb_common::{ConnCounts, RealInfo, map_names};
+use lb_common::{ConnCounts, FlowKey, FlowState, NatOrigin, RealInfo, map_names};
 use lb_userspace::{
     config,
     controller::desired_state,
@@ -68,11 +68,18 @@ impl TestBalancer {
     /// Load the balancer with a flow table of `flow_table_size` entries. Pins this thread
     /// to CPU 0 so that per-CPU state (rr cursors) is one sequence.
     pub fn load(next_hops: StaticNextHops, flow_table_size: u32) -> anyhow::Result<Self> {
+        Self::load_with(
+            next_hops,
+            XdpOptions {
+                flow_table_size,
+                ..XdpOptions::private()
+            },
+        )
+    }
+
+    /// Load the balancer with `options` (pinned to CPU 0 as `load`).
+    pub fn load_with(next_hops: StaticNextHops, options: XdpOptions) -> anyhow::Result<Self> {
         pin_to_cpu0()?;
-        let options = XdpOptions {
-            flow_table_size,
-            ..XdpOptions::private()
-        };
         let dataplane = XdpDataplane::load(&options, next_hops).context("load XDP")?;
         Ok(Self { dataplane })
     }
@@ -124,6 +131,36 @@ impl TestBalancer {
                 .context("LB_REAL_CONNS")?,
         )?;
         Ok(conns.get(&id, 0)?)
+    }
+
+    /// Set every flow's last packet to `last_seen_ns` (1: idle since boot, timed out).
+    pub fn age_flows(&mut self, last_seen_ns: u64) -> anyhow::Result<()> {
+        let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowState> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map_mut(map_names::FLOWS)
+                .context("LB_FLOWS")?,
+        )?;
+        let entries: Vec<(FlowKey, FlowState)> = flows.iter().collect::<Result<_, _>>()?;
+        for (key, state) in entries {
+            let aged = FlowState {
+                last_seen_ns,
+                ..state
+            };
+            flows.insert(key, aged, 0)?;
+        }
+        Ok(())
+    }
+
+    /// The reply translations (`LB_NAT_REVERSE`): reply 5-tuple → what to put back.
+    pub fn reply_translations(&mut self) -> anyhow::Result<Vec<(FlowKey, NatOrigin)>> {
+        let map: BpfHashMap<&MapData, FlowKey, NatOrigin> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map(map_names::NAT_REVERSE)
+                .context("LB_NAT_REVERSE")?,
+        )?;
+        Ok(map.iter().collect::<Result<_, _>>()?)
     }
 
     /// Preload the connection counts of real `id`.

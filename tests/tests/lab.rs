@@ -17,9 +17,11 @@ fn lab_serves_every_real_with_each_scheduler() {
         ("dr", "mh", "--ipv4"),
         ("tun", "rr", "--ipv4"),
         ("nat", "rr", "--ipv4"),
+        ("fnat", "rr", "--ipv4"),
         ("dr", "rr", "--ipv6"),
         ("tun", "rr", "--ipv6"),
         ("nat", "rr", "--ipv6"),
+        ("fnat", "wlc", "--ipv6"),
     ] {
         let mut command = Command::new(env!("CARGO_BIN_EXE_lab"));
         command.args(["--mode", mode, "--sched", sched, "--requests", "60"]);

@@ -426,31 +426,9 @@ fn established_flows_survive_weight_changes_and_table_swaps() {
     }
 }
 
-/// Set every flow's last packet to `last_seen_ns`.
-fn set_last_seen(balancer: &mut TestBalancer, last_seen_ns: u64) {
-    use aya::maps::{HashMap as BpfHashMap, MapData};
-    use lb_common::{FlowKey, FlowState, map_names};
-    let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowState> = BpfHashMap::try_from(
-        balancer
-            .dataplane
-            .ebpf_mut()
-            .map_mut(map_names::FLOWS)
-            .expect("LB_FLOWS"),
-    )
-    .expect("flow map");
-    let entries: Vec<(FlowKey, FlowState)> = flows.iter().map(|e| e.expect("entry")).collect();
-    for (key, state) in entries {
-        let aged = FlowState {
-            last_seen_ns,
-            ..state
-        };
-        flows.insert(key, aged, 0).expect("age flow");
-    }
-}
-
 /// Make every flow look idle since boot (last packet at 1 ns).
 fn age_all_flows(balancer: &mut TestBalancer) {
-    set_last_seen(balancer, 1);
+    balancer.age_flows(1).expect("age flows");
 }
 
 #[test]
@@ -510,7 +488,9 @@ fn set_flow_age(balancer: &mut TestBalancer, secs: u64) {
     // SAFETY: valid timespec pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
     let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
-    set_last_seen(balancer, now.saturating_sub(secs * 1_000_000_000));
+    balancer
+        .age_flows(now.saturating_sub(secs * 1_000_000_000))
+        .expect("age flows");
 }
 
 #[test]

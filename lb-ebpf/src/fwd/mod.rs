@@ -1,7 +1,8 @@
-//! Forwarding modes, chosen per real (`RealInfo::fwd`): DR (`dr`), TUN (`tun`) and NAT
-//! (`nat`); FullNAT follows. Every mode ends in `transmit`.
+//! Forwarding modes, chosen per real (`RealInfo::fwd`): DR (`dr`), TUN (`tun`), NAT
+//! (`nat`) and FullNAT (`fnat`). Every mode ends in `transmit`.
 
 pub mod dr;
+pub mod fnat;
 pub mod nat;
 pub mod tun;
 
@@ -9,7 +10,7 @@ use aya_ebpf::{
     helpers::{bpf_redirect, bpf_xdp_adjust_head},
     programs::XdpContext,
 };
-use lb_common::{FWD_NAT, FWD_TUN, Outcome, RealInfo};
+use lb_common::{FWD_FNAT, FWD_NAT, FWD_TUN, Outcome, RealInfo};
 
 use crate::{
     headers::{ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, EthHdr, VlanHdr},
@@ -20,13 +21,21 @@ use crate::{
 const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 
-/// Rewrite the frame for `real` by its forwarding mode and send it.
+/// Rewrite the frame for `real` by its forwarding mode and send it; `local` is the flow's
+/// local end for FullNAT.
 #[inline(always)]
-pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome, Outcome> {
+pub fn forward(
+    ctx: &XdpContext,
+    flow: &Flow,
+    real: &RealInfo,
+    local: fnat::LocalEnd,
+) -> Result<Outcome, Outcome> {
     if real.fwd == FWD_TUN {
         tun::forward::<true>(ctx, flow, real)
     } else if real.fwd == FWD_NAT {
         nat::forward(ctx, flow, real)
+    } else if real.fwd == FWD_FNAT {
+        fnat::forward(ctx, flow, real, local)
     } else {
         dr::forward(ctx, flow, real)
     }

@@ -70,6 +70,30 @@ struct Args {
     /// Seconds between refreshes of the reals' next hops (MAC addresses).
     #[arg(long, default_value_t = 5)]
     refresh_interval: u64,
+    /// FullNAT (lb_kind FNAT): the local ports handed out, FIRST-LAST. Keep them out of
+    /// the kernel's net.ipv4.ip_local_port_range if the local addresses are also used by
+    /// the director's own connections.
+    #[arg(long, value_name = "FIRST-LAST", default_value = "1024-65535", value_parser = parse_port_range)]
+    fnat_ports: (u16, u16),
+}
+
+/// `FIRST-LAST`, a non-empty port range without port 0.
+fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (first, last) = text
+        .split_once('-')
+        .ok_or_else(|| format!("`{text}` is not a port range FIRST-LAST"))?;
+    let port = |p: &str| {
+        p.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&p| p != 0)
+            .ok_or_else(|| format!("`{p}` is not a port number (1..=65535)"))
+    };
+    let (first, last) = (port(first)?, port(last)?);
+    if first > last {
+        return Err(format!("the range {first}-{last} is empty"));
+    }
+    Ok((first, last))
 }
 
 fn main() -> ExitCode {
@@ -152,6 +176,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         flow_table_size: args.flow_table_size,
         sched_table_entries: args.sched_table_entries,
         persist_table_size: lb_common::PERSIST_TABLE_SIZE,
+        fnat_ports: args.fnat_ports,
     };
     let mut dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {
@@ -267,14 +292,14 @@ async fn run_decap(
     Ok(())
 }
 
-/// NAT hands translated replies to the kernel to route: it must forward IP, and accept
-/// packets whose source (the VIP) is one of its own addresses.
+/// NAT and FullNAT hand translated replies to the kernel to route: it must forward IP,
+/// and accept packets whose source (the VIP) is one of its own addresses.
 fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
     let nat = |v4: bool| {
         config
             .virtual_servers
             .iter()
-            .any(|vs| vs.forward == ForwardMethod::Nat && vs.addr.is_ipv4() == v4)
+            .any(|vs| vs.forward.translates_replies() && vs.addr.is_ipv4() == v4)
     };
     let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
     let mut warnings = Vec::new();
@@ -288,7 +313,7 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
         ] {
             if !enabled(path) {
                 warnings.push(format!(
-                    "lb_kind NAT: replies from the reals are routed by the kernel after translation; set sysctl {setting}"
+                    "lb_kind NAT/FNAT: replies from the reals are routed by the kernel after translation; set sysctl {setting}"
                 ));
             }
         }
@@ -299,12 +324,12 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
             .is_ok_and(|v| v.trim() == "1")
     {
         warnings.push(
-            "lb_kind NAT: strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops translated replies; set it to 0 or 2 (and the interfaces' own rp_filter)".to_owned(),
+            "lb_kind NAT/FNAT: strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops translated replies; set it to 0 or 2 (and the interfaces' own rp_filter)".to_owned(),
         );
     }
     if nat(false) && !enabled("/proc/sys/net/ipv6/conf/all/forwarding") {
         warnings.push(
-            "lb_kind NAT (IPv6): replies from the reals are routed by the kernel after translation; set sysctl net.ipv6.conf.all.forwarding=1".to_owned(),
+            "lb_kind NAT/FNAT (IPv6): replies from the reals are routed by the kernel after translation; set sysctl net.ipv6.conf.all.forwarding=1".to_owned(),
         );
     }
     warnings

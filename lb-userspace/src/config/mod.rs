@@ -3,12 +3,13 @@
 //! Three stages, so the grammar can grow keyword by keyword: `lexer` (lines of tokens with
 //! their location; comments, quotes, braces), `tree` (generic `keyword args { block }`
 //! statements, as keepalived's own parser sees them), and one builder module per block kind
-//! (`virtual_server`, `global_defs` for now) that turns statements into model types and
+//! (`virtual_server`, `global_defs`, `local_address` for now) that turns statements into model types and
 //! reports problems with file:line.
 
 mod diagnostic;
 mod global_defs;
 mod lexer;
+mod local_address;
 mod tree;
 mod virtual_server;
 

@@ -2,9 +2,18 @@
 //! Blocks and keywords lbd does not implement yet are reported as warnings (and ignored),
 //! values it cannot use as errors, each with file:line.
 
-use std::{collections::HashSet, net::IpAddr, time::Duration};
+use std::{
+    collections::{BTreeMap, HashSet},
+    net::IpAddr,
+    time::Duration,
+};
 
-use super::{Diagnostic, Location, global_defs::global_defs, tree::Statement};
+use super::{
+    Diagnostic, Location,
+    global_defs::global_defs,
+    local_address::{self, LocalAddressGroup},
+    tree::Statement,
+};
 use crate::model::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
 };
@@ -22,10 +31,12 @@ const MAX_WEIGHT: u32 = 65535;
 pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>) -> Config {
     let mut config = Config::default();
     let mut seen = HashSet::new();
+    let local_groups = local_address::groups(statements, diagnostics);
     for statement in statements {
         match statement.name() {
+            "local_address_group" => {}
             "virtual_server" => {
-                if let Some(vs) = virtual_server(statement, diagnostics) {
+                if let Some(vs) = virtual_server(statement, &local_groups, diagnostics) {
                     if seen.insert((vs.addr, vs.port, vs.protocol)) {
                         config.virtual_servers.push(vs);
                     } else {
@@ -71,6 +82,7 @@ pub(super) fn not_supported(
 
 fn virtual_server(
     statement: &Statement,
+    local_groups: &BTreeMap<String, LocalAddressGroup>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<VirtualServer> {
     let location = statement.location();
@@ -107,6 +119,7 @@ fn virtual_server(
     let mut persistence_timeout = None;
     let mut granularity = None;
     let mut ops = None;
+    let mut laddr_group = None;
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -207,6 +220,10 @@ fn virtual_server(
                         ok = false;
                     }
                 },
+                None => ok = false,
+            },
+            "laddr_group_name" => match single_arg(item, diagnostics) {
+                Some(name) => laddr_group = Some((name.to_owned(), item.location().clone())),
                 None => ok = false,
             },
             "real_server" => match real_server(item, diagnostics) {
@@ -311,8 +328,37 @@ fn virtual_server(
         }
     }
 
+    let local_addresses = match (forward, laddr_group) {
+        (Some(ForwardMethod::FullNat), laddr_group) => {
+            match full_nat_pool(addr, location, laddr_group, local_groups, diagnostics) {
+                Some(pool) => pool,
+                None => {
+                    ok = false;
+                    Vec::new()
+                }
+            }
+        }
+        (_, Some((_, at))) => {
+            diagnostics.push(Diagnostic::warning(
+                &at,
+                "laddr_group_name applies to lb_kind FNAT only; ignored",
+            ));
+            Vec::new()
+        }
+        (_, None) => Vec::new(),
+    };
+
     // IPVS schedules one packet at a time for UDP only.
     let one_packet = match (&ops, protocol) {
+        (Some(at), Protocol::Udp) if forward == Some(ForwardMethod::FullNat) => {
+            // A datagram's local port would be free again before its answer came back.
+            diagnostics.push(Diagnostic::error(
+                at,
+                "`ops` (one-packet scheduling) is not supported with lb_kind FNAT",
+            ));
+            ok = false;
+            false
+        }
         (Some(_), Protocol::Udp) => true,
         (Some(at), Protocol::Tcp) => {
             diagnostics.push(Diagnostic::warning(
@@ -344,9 +390,52 @@ fn virtual_server(
         persistence,
         one_packet,
         forward: forward?,
+        local_addresses,
         delay_loop,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
     })
+}
+
+/// The local addresses of a FullNAT service: those of its `laddr_group_name` group of the
+/// VIP's family (a group may hold both families, for IPv4 and IPv6 services).
+fn full_nat_pool(
+    vip: IpAddr,
+    vs: &Location,
+    laddr_group: Option<(String, Location)>,
+    local_groups: &BTreeMap<String, LocalAddressGroup>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Vec<IpAddr>> {
+    let Some((name, at)) = laddr_group else {
+        diagnostics.push(Diagnostic::error(
+            vs,
+            "lb_kind FNAT needs `laddr_group_name NAME`, naming a local_address_group with the director's local addresses",
+        ));
+        return None;
+    };
+    let Some(group) = local_groups.get(&name) else {
+        diagnostics.push(Diagnostic::error(
+            &at,
+            format!("laddr_group_name `{name}`: no local_address_group of that name"),
+        ));
+        return None;
+    };
+    let pool: Vec<IpAddr> = group
+        .addresses
+        .iter()
+        .copied()
+        .filter(|a| a.is_ipv4() == vip.is_ipv4())
+        .collect();
+    if pool.is_empty() && !group.addresses.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            &at,
+            format!(
+                "local_address_group {name} has no {} address for virtual_server {vip}",
+                if vip.is_ipv4() { "IPv4" } else { "IPv6" }
+            ),
+        ));
+        return None;
+    }
+    Some(pool)
 }
 
 /// The IPVS scheduler flags set by `flag-N` and the scheduler-specific names. As in
@@ -741,7 +830,7 @@ virtual_server 192.0.2.1 80 {
             "
 virtual_server 192.0.2.1 80 {
     lb_algo lblc
-    lb_kind FNAT
+    lb_kind FULLNAT
 }
 virtual_server 192.0.2.2 80 {
     lb_kind DR
@@ -769,7 +858,7 @@ include /etc/keepalived/services/*.conf
             lines(&errors),
             [
                 "3: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
-                "4: lb_kind `FNAT` is not supported yet (supported: DR, TUN, NAT)",
+                "4: lb_kind `FULLNAT` is not supported yet (supported: DR, TUN, NAT, FNAT)",
                 "8: `10.0.0.300` is not an IPv4 or IPv6 address",
                 "10: weight `70000` is not an integer in 0..=65535",
                 "16: protocol `SCTP` is not supported (supported: TCP, UDP)",
@@ -819,6 +908,92 @@ virtual_server 192.0.2.1 80 {
             [
                 "5: virtual_server keyword `quorum` is not supported yet; ignored",
                 "6: real_server port 8080 differs from the virtual_server port 80; DR does not translate ports, packets arrive on 80",
+            ]
+        );
+    }
+    #[test]
+    fn full_nat_takes_the_pool_of_its_family_from_the_named_group() {
+        let loaded = ok("
+virtual_server 192.0.2.1 80 {
+    lb_kind FNAT
+    laddr_group_name laddr_g1
+    real_server 10.0.0.1 8080
+}
+local_address_group laddr_g1 {
+    10.0.1.10-12
+    2001:db8:1::10
+    10.0.1.10
+}
+virtual_server 2001:db8::1 80 {
+    lvs_method FNAT
+    laddr_group_name laddr_g1
+    real_server 2001:db8:2::1 80
+}
+virtual_server 192.0.2.2 80 {
+    lb_kind NAT
+    laddr_group_name laddr_g1
+}
+");
+        let vs = &loaded.config.virtual_servers;
+        assert_eq!(vs[0].forward, ForwardMethod::FullNat);
+        let pool: Vec<String> = vs[0]
+            .local_addresses
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(pool, ["10.0.1.10", "10.0.1.11", "10.0.1.12"]);
+        assert_eq!(
+            vs[1].local_addresses,
+            ["2001:db8:1::10".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(vs[2].local_addresses.is_empty());
+        assert_eq!(
+            lines(&loaded.warnings),
+            ["19: laddr_group_name applies to lb_kind FNAT only; ignored"]
+        );
+    }
+
+    #[test]
+    fn full_nat_without_a_usable_pool_is_an_error() {
+        let errors = errors(
+            "
+local_address_group v6only {
+    2001:db8:1::10
+}
+local_address_group bad {
+    10.0.1.300
+    10.0.1.20-10
+}
+virtual_server 192.0.2.1 80 {
+    lb_kind FNAT
+}
+virtual_server 192.0.2.2 80 {
+    lb_kind FNAT
+    laddr_group_name nosuch
+}
+virtual_server 192.0.2.3 80 {
+    lb_kind FNAT
+    laddr_group_name v6only
+}
+virtual_server 192.0.2.4 53 {
+    protocol UDP
+    ops
+    lb_kind FNAT
+    laddr_group_name v6only
+}
+",
+        );
+        assert_eq!(
+            lines(&errors),
+            [
+                "5: local_address_group bad has no address",
+                "6: `10.0.1.300` is not an address or an address range (such as 192.0.2.10-20)",
+                "7: range `10.0.1.20-10` must end at or after its first address, at most 255",
+                "9: lb_kind FNAT needs `laddr_group_name NAME`, naming a local_address_group with the director's local addresses",
+                "14: laddr_group_name `nosuch`: no local_address_group of that name",
+                "18: local_address_group v6only has no IPv4 address for virtual_server 192.0.2.3",
+                "22: `ops` (one-packet scheduling) is not supported with lb_kind FNAT",
+                "24: local_address_group v6only has no IPv4 address for virtual_server 192.0.2.4",
             ]
         );
     }

@@ -36,6 +36,8 @@ pub struct ServiceSpec {
     /// `ops`: schedule every datagram on its own.
     pub one_packet: bool,
     pub forward: ForwardMethod,
+    /// FullNAT: the local address pool (empty for the other methods).
+    pub local_addresses: Vec<IpAddr>,
     pub reals: Vec<RealSpec>,
 }
 

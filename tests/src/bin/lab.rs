@@ -73,6 +73,8 @@ enum Mode {
     Tun,
     /// NAT: the reals sit in their own subnet behind the director.
     Nat,
+    /// FullNAT: the reals sit in their own subnet with no route out of it.
+    Fnat,
 }
 
 impl Mode {
@@ -81,6 +83,7 @@ impl Mode {
             Mode::Dr => "DR",
             Mode::Tun => "TUN",
             Mode::Nat => "NAT",
+            Mode::Fnat => "FNAT",
         }
     }
 }
@@ -126,6 +129,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
     let setup = match args.mode {
         Mode::Nat => RealSetup::Nat,
+        Mode::Fnat => RealSetup::FullNat,
         Mode::Dr | Mode::Tun => RealSetup::Direct,
     };
     let mut lab = Topology::create_with(PREFIX, 3, setup)?;

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, MapError, PerCpuArray},
+    maps::{HashMap, MapData, PerCpuArray},
     programs::xdp::XdpLinkId,
 };
 use lb_common::{VipKey, decap_stats, map_names as names, program_names};
@@ -64,10 +64,8 @@ impl Decap {
                 .map_err(map_error("adding a VIP to decapsulate"))?;
         }
         for vip in self.vips.difference(&wanted) {
-            match map.remove(&vip_key(*vip)) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("removing a VIP to decapsulate")(e)),
-            }
+            super::removed(map.remove(&vip_key(*vip)))
+                .map_err(map_error("removing a VIP to decapsulate"))?;
         }
         self.vips = wanted;
         Ok(())

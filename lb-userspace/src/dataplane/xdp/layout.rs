@@ -15,9 +15,9 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
-    BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
-    PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats, VipKey,
-    conn::Timeouts, map_names as names,
+    BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS,
+    MAX_SERVICES, NatOrigin, Outcome, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
+    Settings, TrafficStats, VipKey, conn::Timeouts, map_names as names,
 };
 
 use super::XdpOptions;
@@ -38,7 +38,7 @@ pub struct MapLayout {
 }
 
 /// The maps of this build, with the flow table and the table arena sized as configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 15] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 16] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -70,7 +70,8 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 15] {
             options.persist_table_size,
         ),
         layout::<u32, Timeouts>(names::TIMEOUTS, MapType::Array, 1),
-        layout::<u32, u32>(names::FEATURES, MapType::Array, 1),
+        layout::<u32, Settings>(names::SETTINGS, MapType::Array, 1),
+        layout::<u32, LocalAddr>(names::LOCAL_ADDRS, MapType::Array, MAX_LOCAL_ADDRS),
         layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),
         layout::<u32, u64>(
             names::DECAP_STATS,

@@ -13,6 +13,7 @@ mod counters;
 mod decap;
 mod keys;
 mod layout;
+mod local_addrs;
 mod slots;
 
 use std::{
@@ -28,8 +29,9 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    ConnCounts, FEATURE_NAT, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, FlowState, NatOrigin, PersistKey,
-    PersistState, RealInfo, ServiceInfo, ServiceKey, TrafficStats,
+    ConnCounts, FEATURE_NAT, FNAT_PORTS_DEFAULT, FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, FlowKey,
+    FlowState, LocalAddr, NatOrigin, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
+    Settings, TrafficStats,
     conn::{Timeouts, is_active},
     map_names as names, mask_prefix, program_names,
 };
@@ -40,6 +42,7 @@ pub use counters::read_pinned as read_pinned_counters;
 pub use decap::Decap;
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
+use local_addrs::LocalAddrs;
 use slots::{RealKey, Slots};
 
 use super::{
@@ -118,6 +121,8 @@ pub struct XdpOptions {
     pub sched_table_entries: u32,
     /// Entries of `LB_PERSIST`, the persistence pins.
     pub persist_table_size: u32,
+    /// FullNAT: the local ports handed out (first, last).
+    pub fnat_ports: (u16, u16),
 }
 
 impl XdpOptions {
@@ -128,6 +133,7 @@ impl XdpOptions {
             flow_table_size: lb_common::DEFAULT_FLOW_TABLE_SIZE,
             sched_table_entries: lb_common::DEFAULT_SCHED_TABLE_ENTRIES,
             persist_table_size: lb_common::PERSIST_TABLE_SIZE,
+            fnat_ports: FNAT_PORTS_DEFAULT,
         }
     }
 
@@ -161,8 +167,11 @@ pub struct XdpDataplane<R> {
     arena: Arena,
     /// The timeouts last written (`None`: not yet, by this process).
     timeouts: Option<Timeouts>,
-    /// The feature bits last written.
-    features: Option<u32>,
+    /// The settings last written.
+    settings: Option<Settings>,
+    /// FullNAT local ports (`XdpOptions::fnat_ports`).
+    fnat_ports: (u16, u16),
+    local_addrs: LocalAddrs,
     /// Per real, how far its connection counts were from the flow table at the last sweep.
     conn_drift: BTreeMap<u32, (i64, i64)>,
     /// Links of the interfaces the balancer is attached to.
@@ -189,14 +198,11 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 source,
             })?;
         let mut slots = rebuild_slots(&ebpf)?;
+        let local_addrs = rebuild_local_addrs(&ebpf)?;
         let mut arena = Arena::new(options.sched_table_entries);
         for slot in slots.services.values_mut() {
             let Some(info) = slot.info else { continue };
-            let region = Region {
-                offset: info.table_offset,
-                len: info.table_len,
-            };
-            if !arena.reserve(region) {
+            if !arena.reserve(table_region(&info)) {
                 // Overlapping or out of range: publish a new table before anything else.
                 slot.info = None;
             }
@@ -208,7 +214,9 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             slots,
             arena,
             timeouts: None,
-            features: None,
+            settings: None,
+            fnat_ports: options.fnat_ports,
+            local_addrs,
             conn_drift: BTreeMap::new(),
             links: Vec::new(),
             cpus,
@@ -262,13 +270,38 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
-    /// Write the `FEATURE_*` bits if they changed.
-    fn write_features(&mut self, features: u32) -> Result<(), DataplaneError> {
-        if self.features != Some(features) {
-            write_single(&mut self.ebpf, names::FEATURES, features)?;
-            self.features = Some(features);
+    /// Write the `FEATURE_*` bits and the FullNAT port range if they changed.
+    fn write_settings(&mut self, features: u32) -> Result<(), DataplaneError> {
+        let settings = Settings {
+            features,
+            fnat_port_min: self.fnat_ports.0,
+            fnat_port_max: self.fnat_ports.1,
+        };
+        if self.settings != Some(settings) {
+            write_single(&mut self.ebpf, names::SETTINGS, settings)?;
+            self.settings = Some(settings);
         }
         Ok(())
+    }
+
+    /// The `LB_LOCAL_ADDRS` ids of a FullNAT pool, writing the entries of new addresses.
+    fn local_addr_ids(&mut self, pool: &[IpAddr]) -> Result<Vec<u32>, DataplaneError> {
+        let mut ids = Vec::with_capacity(pool.len());
+        for &addr in pool {
+            let (id, new_entry) = self.local_addrs.id(addr).ok_or(DataplaneError::Capacity {
+                what: "FullNAT local addresses",
+                max: lb_common::MAX_LOCAL_ADDRS,
+            })?;
+            if let Some(entry) = new_entry {
+                let mut map: Array<&mut MapData, LocalAddr> =
+                    Array::try_from(map_mut(&mut self.ebpf, names::LOCAL_ADDRS)?)
+                        .map_err(map_error(names::LOCAL_ADDRS))?;
+                map.set(id, entry, 0)
+                    .map_err(map_error("writing a local address"))?;
+            }
+            ids.push(id);
+        }
+        Ok(ids)
     }
 
     /// Write the connection timeouts if they changed.
@@ -386,9 +419,10 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 .set(region.offset + pos as u32, real_id, 0)
                 .map_err(map_error("writing a scheduling table"))?;
         }
+        // The FullNAT pool follows the scheduling table in the same range.
         let info = ServiceInfo {
             table_offset: region.offset,
-            table_len: region.len,
+            table_len: region.len - wanted.info.laddr_len,
             ..wanted.info
         };
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceInfo> =
@@ -453,10 +487,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         let mut services: HashMap<&mut MapData, ServiceKey, ServiceInfo> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::SERVICES)?)
                 .map_err(map_error(names::SERVICES))?;
-        match services.remove(&key) {
-            Ok(()) | Err(MapError::KeyNotFound) => {}
-            Err(e) => return Err(map_error("removing a service")(e)),
-        }
+        removed(services.remove(&key)).map_err(map_error("removing a service"))?;
         let Some(slot) = self.slots.services.remove(&key) else {
             return Ok(());
         };
@@ -501,6 +532,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let next_hops = self.resolve_all(services);
         let mut wanted_services = BTreeSet::new();
         let mut wanted_reals = BTreeSet::new();
+        let mut wanted_local_addrs = BTreeSet::new();
         let mut tables = Vec::new();
 
         for spec in services {
@@ -572,6 +604,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                             ForwardMethod::Dr => FWD_DR,
                             ForwardMethod::Tun => FWD_TUN,
                             ForwardMethod::Nat => FWD_NAT,
+                            ForwardMethod::FullNat => FWD_FNAT,
                         },
                         _pad: [0; 3],
                         tunnel_src: tunnel_src.unwrap_or_default(),
@@ -585,6 +618,12 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 });
             }
             let table = sched::build(spec.scheduler, &table_reals);
+            let pool = if spec.forward == ForwardMethod::FullNat {
+                wanted_local_addrs.extend(spec.local_addresses.iter().copied());
+                self.local_addr_ids(&spec.local_addresses)?
+            } else {
+                Vec::new()
+            };
             if table.scaled {
                 report.scaled.push((spec.addr, spec.port));
             }
@@ -604,8 +643,14 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         0
                     },
                     persist_timeout: spec.persistence.map_or(0, |p| p.timeout_secs),
+                    laddr_len: pool.len() as u32,
                 },
-                table: table.entries.iter().map(|&i| members[i]).collect(),
+                table: table
+                    .entries
+                    .iter()
+                    .map(|&i| members[i])
+                    .chain(pool)
+                    .collect(),
             });
         }
 
@@ -619,8 +664,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         for wanted in tables {
             self.publish(wanted)?;
         }
-        let nat = services.iter().any(|s| s.forward == ForwardMethod::Nat);
-        self.write_features(if nat { FEATURE_NAT } else { 0 })?;
+        let nat = services.iter().any(|s| s.forward.translates_replies());
+        self.write_settings(if nat { FEATURE_NAT } else { 0 })?;
+        self.local_addrs.retain(&wanted_local_addrs);
         let stale: Vec<ServiceKey> = self
             .slots
             .services
@@ -695,7 +741,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let mut table: HashMap<&mut MapData, FlowKey, FlowState> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::FLOWS)?)
                 .map_err(map_error(names::FLOWS))?;
-        let mut removed = 0u64;
+        let mut expired_count = 0u64;
         let mut reverse = Vec::new();
         for (key, seen) in &expired {
             // A packet may have brought the flow back (rescheduled) since the scan: only
@@ -705,34 +751,48 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 Ok(_) | Err(MapError::KeyNotFound) => continue,
                 Err(e) => return Err(map_error("reading the flow table")(e)),
             }
-            match table.remove(key) {
-                Ok(()) => removed += 1,
-                Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("removing an expired flow")(e)),
+            if removed(table.remove(key)).map_err(map_error("removing an expired flow"))? {
+                expired_count += 1;
             }
-            if let Some(real) = self.slots.entries.get(&seen.real_id)
-                && real.fwd == FWD_NAT
-            {
-                reverse.push(FlowKey {
+            let Some(real) = self.slots.entries.get(&seen.real_id) else {
+                continue;
+            };
+            // The reply's destination: the client (NAT) or the flow's local end (FullNAT).
+            let reply_to = match real.fwd {
+                FWD_NAT => Some((key.src, key.sport)),
+                FWD_FNAT => self
+                    .local_addrs
+                    .addr(seen.local_addr)
+                    .map(|addr| (addr_bytes(addr).0, seen.local_port)),
+                _ => None,
+            };
+            if let Some((dst, dport)) = reply_to {
+                let reply = FlowKey {
                     src: real.addr,
-                    dst: key.src,
+                    dst,
                     sport: real.port,
-                    dport: key.sport,
+                    dport,
                     proto: key.proto,
                     family: key.family,
                     _pad: [0; 2],
-                });
+                };
+                reverse.push((reply, *key));
             }
         }
-        // The NAT reply translations of the removed flows go with them.
+        // The reply translations of the removed flows (FullNAT: their local ports) go with
+        // them, unless a new flow holds one now (FullNAT reuses the local port of a flow
+        // that timed out).
         let mut replies: HashMap<&mut MapData, FlowKey, NatOrigin> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_REVERSE)?)
                 .map_err(map_error(names::NAT_REVERSE))?;
-        for key in &reverse {
-            match replies.remove(key) {
-                Ok(()) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("removing a NAT reply translation")(e)),
+        for (reply, client) in &reverse {
+            match replies.get(reply, 0) {
+                Ok(origin) if origin.client_flow(client.proto, client.family) == *client => {}
+                Ok(_) | Err(MapError::KeyNotFound) => continue,
+                Err(e) => return Err(map_error("reading a NAT reply translation")(e)),
             }
+            removed(replies.remove(reply))
+                .map_err(map_error("removing a NAT reply translation"))?;
         }
         self.reconcile_conns(&counts)?;
         // A pin lasts for its timeout after the last connection it directed ended (IPVS
@@ -756,12 +816,25 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         }
         Ok(SweepReport {
             flows,
-            expired: removed,
+            expired: expired_count,
         })
     }
 
     fn counters(&self) -> Result<Counters, DataplaneError> {
         counters::read(&self.ebpf)
+    }
+}
+
+/// Whether a hash map `remove` removed the key; a key already gone is no error (aya
+/// reports it as the syscall's ENOENT, not as `KeyNotFound`).
+pub(super) fn removed(result: Result<(), MapError>) -> Result<bool, MapError> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(MapError::KeyNotFound) => Ok(false),
+        Err(MapError::SyscallError(e)) if e.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(false)
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -873,11 +946,11 @@ fn flow_service_key(flow: &FlowKey) -> ServiceKey {
     }
 }
 
-/// The arena range of a published table.
+/// The arena range of a published table (with the FullNAT pool after it).
 fn table_region(info: &ServiceInfo) -> Region {
     Region {
         offset: info.table_offset,
-        len: info.table_len,
+        len: info.table_len + info.laddr_len,
     }
 }
 
@@ -913,6 +986,17 @@ fn rebuild_slots(ebpf: &Ebpf) -> Result<Slots, DataplaneError> {
         services,
         reals,
     ))
+}
+
+/// The FullNAT local address ids in the (possibly pinned, pre-existing) map.
+fn rebuild_local_addrs(ebpf: &Ebpf) -> Result<LocalAddrs, DataplaneError> {
+    let map: Array<_, LocalAddr> = Array::try_from(ebpf.get_map(names::LOCAL_ADDRS)?)
+        .map_err(map_error(names::LOCAL_ADDRS))?;
+    let entries: Vec<(u32, LocalAddr)> = (0..lb_common::MAX_LOCAL_ADDRS)
+        .map(|id| map.get(&id, 0).map(|entry| (id, entry)))
+        .collect::<Result<_, _>>()
+        .map_err(map_error(names::LOCAL_ADDRS))?;
+    Ok(LocalAddrs::rebuild(entries, lb_common::MAX_LOCAL_ADDRS))
 }
 
 /// An error and its sources on one line.

@@ -1,0 +1,303 @@
+//! FullNAT through BPF_PROG_TEST_RUN: the client's packet leaves from a local address and
+//! port of the pool to the real's address and port, the real's reply to that local end
+//! comes back as the VIP's to the client, for IPv4 and IPv6, TCP and UDP; local ports
+//! never collide, run out cleanly (counted), and come back when their flows end. Expected
+//! frames come from the packet builder, which computes every checksum from scratch, so
+//! equal bytes prove the incremental updates. Needs root.
+
+use std::{collections::HashSet, net::IpAddr};
+
+use lb_common::{FNAT_PORTS_DEFAULT, Outcome, xdp_action};
+use lb_tests::{
+    packet::{DIRECTOR_MAC, Frame, Network, TCP_ACK, TCP_SYN, Transport, v4, v6},
+    privilege::require_root,
+    testrun::{StaticNextHops, TestBalancer, next_hop},
+};
+use lb_userspace::dataplane::{Dataplane, xdp::XdpOptions};
+
+const REAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 2];
+const REAL6_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x62];
+
+const CONFIG: &str = "
+local_address_group laddr_g1 {
+    10.2.0.250-251
+    2001:db8:2::250
+}
+virtual_server 192.0.2.95 80 {
+    lb_kind FNAT
+    laddr_group_name laddr_g1
+    real_server 10.2.0.11 8080
+}
+virtual_server 192.0.2.95 53 {
+    lb_kind FNAT
+    protocol UDP
+    laddr_group_name laddr_g1
+    real_server 10.2.0.11 5353
+}
+virtual_server 2001:db8::95 80 {
+    lb_kind FNAT
+    laddr_group_name laddr_g1
+    real_server 2001:db8:2::11 8080
+}
+virtual_server 2001:db8::95 53 {
+    lb_kind FNAT
+    protocol UDP
+    laddr_group_name laddr_g1
+    real_server 2001:db8:2::11 5353
+}
+";
+
+fn next_hops() -> StaticNextHops {
+    StaticNextHops::of([
+        ("10.2.0.11", next_hop(REAL_MAC, None)),
+        ("2001:db8:2::11", next_hop(REAL6_MAC, None)),
+    ])
+}
+
+fn load(ports: (u16, u16)) -> TestBalancer {
+    let options = XdpOptions {
+        flow_table_size: 1 << 15,
+        fnat_ports: ports,
+        ..XdpOptions::private()
+    };
+    TestBalancer::load_with(next_hops(), options).expect("load")
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn ports_of(frame: &Frame) -> (u16, u16) {
+    match frame.transport {
+        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => (sport, dport),
+        Transport::Other { .. } => unreachable!("TCP/UDP only"),
+    }
+}
+
+/// `frame` with other addresses, ports and MACs (checksums recomputed by the builder).
+fn translated(
+    frame: &Frame,
+    network: Network,
+    ports: (u16, u16),
+    macs: ([u8; 6], [u8; 6]),
+) -> Frame {
+    let mut out = frame.clone();
+    out.network = network;
+    match &mut out.transport {
+        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
+            (*sport, *dport) = ports;
+        }
+        Transport::Other { .. } => unreachable!("TCP/UDP only"),
+    }
+    (out.dst_mac, out.src_mac) = macs;
+    out
+}
+
+/// The local end (source address and port) of a frame the balancer sent to a real.
+fn local_end(output: &[u8]) -> (IpAddr, u16) {
+    let ipv6 = output[12..14] == [0x86, 0xdd];
+    if ipv6 {
+        let src: [u8; 16] = output[14 + 8..14 + 24].try_into().unwrap();
+        let port = u16::from_be_bytes([output[14 + 40], output[14 + 41]]);
+        (IpAddr::from(src), port)
+    } else {
+        let src: [u8; 4] = output[14 + 12..14 + 16].try_into().unwrap();
+        let port = u16::from_be_bytes([output[14 + 20], output[14 + 21]]);
+        (IpAddr::from(src), port)
+    }
+}
+
+/// Source and destination of `network`.
+fn addresses(network: &Network) -> (IpAddr, IpAddr) {
+    match network {
+        Network::V4 { src, dst, .. } => ((*src).into(), (*dst).into()),
+        Network::V6 { src, dst, .. } => ((*src).into(), (*dst).into()),
+        Network::Raw { .. } => unreachable!("IP only"),
+    }
+}
+
+fn network(src: IpAddr, dst: IpAddr) -> Network {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s.octets(), d.octets()),
+        (s, d) => v6(&s.to_string(), &d.to_string()),
+    }
+}
+
+#[test]
+fn fnat_translates_both_directions_with_valid_checksums() {
+    if !require_root("fnat_translates_both_directions_with_valid_checksums") {
+        return;
+    }
+    let mut balancer = load(FNAT_PORTS_DEFAULT);
+    balancer.apply_config(CONFIG).expect("apply");
+    let client = [198, 51, 100, 8];
+    let client6 = "2001:db8:c::8";
+    let pool: [IpAddr; 3] =
+        ["10.2.0.250", "10.2.0.251", "2001:db8:2::250"].map(|a| a.parse().unwrap());
+    let cases = [
+        (
+            "IPv4 TCP",
+            Frame::tcp(v4(client, [192, 0, 2, 95]), 41000, 80),
+            "10.2.0.11",
+            8080,
+            REAL_MAC,
+        ),
+        (
+            "IPv4 UDP",
+            Frame::udp(v4(client, [192, 0, 2, 95]), 41001, 53),
+            "10.2.0.11",
+            5353,
+            REAL_MAC,
+        ),
+        (
+            "IPv6 TCP",
+            Frame::tcp(v6(client6, "2001:db8::95"), 41002, 80),
+            "2001:db8:2::11",
+            8080,
+            REAL6_MAC,
+        ),
+        (
+            "IPv6 UDP",
+            Frame::udp(v6(client6, "2001:db8::95"), 41003, 53),
+            "2001:db8:2::11",
+            5353,
+            REAL6_MAC,
+        ),
+    ];
+    for (name, request, real, rport, mac) in cases {
+        let real: IpAddr = real.parse().unwrap();
+        let run = balancer.run(&request.bytes()).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
+        let (laddr, lport) = local_end(&run.output);
+        assert!(
+            pool.contains(&laddr) && laddr.is_ipv4() == real.is_ipv4(),
+            "{name}: {laddr}"
+        );
+        assert!(lport >= FNAT_PORTS_DEFAULT.0, "{name}: port {lport}");
+        let to_real = translated(
+            &request,
+            network(laddr, real),
+            (lport, rport),
+            (mac, DIRECTOR_MAC),
+        );
+        assert_eq!(
+            hex(&run.output),
+            hex(&to_real.bytes()),
+            "{name}: to the real"
+        );
+
+        // The next packet of the flow keeps its local end.
+        let again = balancer
+            .run(&request.clone().with_tcp_flags(TCP_ACK).bytes())
+            .expect("test run");
+        assert_eq!(
+            local_end(&again.output),
+            (laddr, lport),
+            "{name}: established"
+        );
+
+        // The real answers the local end; the reply leaves from the VIP to the client.
+        let reply = translated(
+            &request.clone().with_tcp_flags(TCP_SYN | TCP_ACK),
+            network(real, laddr),
+            (rport, lport),
+            (DIRECTOR_MAC, mac),
+        );
+        let run = balancer.run(&reply.bytes()).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_PASS, "{name}: reply");
+        let (cport, vport) = ports_of(&request);
+        let (client, vip) = addresses(&request.network);
+        let want = translated(
+            &reply,
+            network(vip, client),
+            (vport, cport),
+            (DIRECTOR_MAC, mac),
+        );
+        assert_eq!(hex(&run.output), hex(&want.bytes()), "{name}: reply");
+    }
+    let counters = balancer.dataplane.counters().expect("counters");
+    assert_eq!(counters.outcome(Outcome::NatReplyToKernel), 4);
+}
+
+#[test]
+fn ten_thousand_flows_get_distinct_local_ports() {
+    if !require_root("ten_thousand_flows_get_distinct_local_ports") {
+        return;
+    }
+    let mut balancer = load(FNAT_PORTS_DEFAULT);
+    balancer.apply_config(CONFIG).expect("apply");
+    let mut ends = HashSet::new();
+    for i in 0..10_000u32 {
+        let client = [198, 18, (i >> 8) as u8, i as u8];
+        let frame = Frame::tcp(v4(client, [192, 0, 2, 95]), 20000 + (i % 7) as u16, 80);
+        let run = balancer.run(&frame.bytes()).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "flow {i}");
+        assert!(
+            ends.insert(local_end(&run.output)),
+            "flow {i}: local end {:?} taken twice",
+            local_end(&run.output)
+        );
+    }
+    let counters = balancer.dataplane.counters().expect("counters");
+    assert_eq!(counters.outcome(Outcome::FnatNoPort), 0);
+    let reservations = balancer.reply_translations().expect("translations");
+    assert_eq!(reservations.len(), 10_000);
+}
+
+#[test]
+fn exhausted_ports_are_counted_and_come_back_when_flows_end() {
+    if !require_root("exhausted_ports_are_counted_and_come_back_when_flows_end") {
+        return;
+    }
+    // One local address and 8 ports: 8 flows at most to the one real.
+    let mut balancer = load((30000, 30007));
+    let config = "
+local_address_group one {
+    10.2.0.250
+}
+virtual_server 192.0.2.95 80 {
+    lb_kind FNAT
+    laddr_group_name one
+    real_server 10.2.0.11 8080
+}
+";
+    balancer.apply_config(config).expect("apply");
+    let flow = |i: u16| Frame::tcp(v4([198, 51, 100, 9], [192, 0, 2, 95]), 42000 + i, 80).bytes();
+    let mut ports = HashSet::new();
+    let mut taken = 0;
+    // Random draws may miss the last free ports: offer more flows than ports.
+    for i in 0..40 {
+        let run = balancer.run(&flow(i)).expect("test run");
+        match run.action {
+            xdp_action::XDP_TX => {
+                let (_, port) = local_end(&run.output);
+                assert!((30000..=30007).contains(&port), "port {port}");
+                assert!(ports.insert(port), "port {port} given twice");
+                taken += 1;
+            }
+            xdp_action::XDP_DROP => {}
+            other => panic!("flow {i}: action {other}"),
+        }
+    }
+    assert!(taken >= 6, "only {taken} of 8 ports taken");
+    let counters = balancer.dataplane.counters().expect("counters");
+    assert_eq!(counters.outcome(Outcome::FnatNoPort), 40 - taken);
+
+    // Flows that timed out give their ports back: the data plane reclaims them...
+    balancer.age_flows(1).expect("age");
+    let run = balancer.run(&flow(100)).expect("test run");
+    assert_eq!(
+        run.action,
+        xdp_action::XDP_TX,
+        "a port of an expired flow is reused"
+    );
+
+    // ...and the sweep removes their reservations with them.
+    balancer.age_flows(1).expect("age");
+    let swept = balancer.dataplane.sweep().expect("sweep");
+    assert!(swept.expired >= taken, "{swept:?}");
+    assert_eq!(
+        balancer.reply_translations().expect("translations").len(),
+        0
+    );
+}

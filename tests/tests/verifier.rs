@@ -1,0 +1,34 @@
+//! The balancer's cost to the kernel's verifier: the number of instructions it walks to
+//! accept `lb_xdp` (the limit is 1,000,000). Printed, and kept below 900,000 so that a
+//! change that nears the limit fails here, with the number, rather than as a load error
+//! on a kernel that counts a little differently. Needs root.
+
+use lb_tests::{
+    privilege::require_root,
+    testrun::{StaticNextHops, TestBalancer},
+};
+
+/// The kernel's limit is 1,000,000; this leaves a margin.
+const BUDGET: u32 = 900_000;
+
+#[test]
+fn balancer_stays_within_the_verifier_budget() {
+    if !require_root("balancer_stays_within_the_verifier_budget") {
+        return;
+    }
+    let balancer = TestBalancer::load(StaticNextHops(Default::default()), 1024).expect("load");
+    let info = balancer
+        .dataplane
+        .balancer()
+        .expect("program")
+        .info()
+        .expect("info");
+    let verified = info
+        .verified_instruction_count()
+        .expect("the kernel reports verified instructions (5.16+)");
+    println!("lb_xdp: the verifier walked {verified} instructions (budget {BUDGET})");
+    assert!(
+        verified < BUDGET,
+        "lb_xdp needs {verified} verified instructions, budget {BUDGET}"
+    );
+}
