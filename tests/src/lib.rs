@@ -1,7 +1,8 @@
 //! Support for the privileged tests and the demo lab: a packet builder for BPF test-run
 //! fixtures and a harness to run them, network namespaces with Drop guards, the DR lab topology, a small HTTP
-//! server and client, and a handle on a running `lbd`.
+//! server and client, a UDP echo service, and a handle on a running `lbd`.
 
+pub mod echo;
 pub mod http;
 pub mod lbd;
 pub mod netns;

@@ -36,7 +36,9 @@ fn lab_serves_every_real_with_each_scheduler() {
             String::from_utf8_lossy(&output.stderr)
         );
         assert!(
-            stdout.contains("lab: OK: 60/60 requests answered, all 3 reals served"),
+            stdout.contains(
+                "lab: OK: 60/60 HTTP and 60/60 UDP echo requests answered, all 3 reals served"
+            ),
             "{stdout}"
         );
     }

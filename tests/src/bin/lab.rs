@@ -1,7 +1,8 @@
-//! The demo lab (`cargo xtask lab`): builds the DR topology in network namespaces, starts
-//! lbd on the director with a generated keepalived.conf, sends HTTP requests from the
-//! client to the VIP, and prints what each real answered and what the director counted.
-//! Exits non-zero if a request failed or a real got nothing.
+//! The demo lab (`cargo xtask lab`): builds the topology in network namespaces, starts lbd
+//! on the director with a generated keepalived.conf (an HTTP service and a UDP echo
+//! service on the VIP), sends HTTP and UDP echo requests from the client to the VIP, and
+//! prints what each real answered and what the director counted. Exits non-zero if a
+//! request failed or a real got nothing.
 
 use std::{collections::BTreeMap, process::ExitCode};
 
@@ -9,11 +10,14 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use lb_common::xdp_action;
 use lb_tests::{
-    http,
+    echo, http,
     lbd::Lbd,
     topology::{self, RealSetup, Topology, VIP},
 };
-use lb_userspace::{dataplane::xdp::read_pinned_counters, model::Scheduler};
+use lb_userspace::{
+    dataplane::{Counters, xdp::read_pinned_counters},
+    model::Scheduler,
+};
 
 /// Namespace prefix and lbd instance name of the lab.
 const PREFIX: &str = "lblab";
@@ -55,13 +59,17 @@ struct RunArgs {
 enum Command {
     /// Tear down a lab left running with --keep.
     Down,
-    /// (internal) HTTP server answering with its name.
-    #[command(hide = true)]
-    ServeHttp {
+    /// (internal) HTTP server answering with its name; with --echo-port, a UDP echo
+    /// service answering with its name on each --echo-addr too.
+    Serve {
         #[arg(long)]
         name: String,
         #[arg(long)]
         port: u16,
+        #[arg(long)]
+        echo_port: Option<u16>,
+        #[arg(long)]
+        echo_addr: Vec<std::net::IpAddr>,
     },
 }
 
@@ -109,7 +117,16 @@ fn parse_sched(name: &str) -> Result<Scheduler, String> {
 fn main() -> ExitCode {
     let args = Args::parse();
     let result = match args.command {
-        Some(Command::ServeHttp { name, port }) => http::serve(&name, port),
+        Some(Command::Serve {
+            name,
+            port,
+            echo_port,
+            echo_addr,
+        }) => echo_port
+            .map_or(Ok(()), |echo_port| {
+                echo::serve(&name, &echo_addr, echo_port)
+            })
+            .and_then(|()| http::serve(&name, port)),
         Some(Command::Down) => topology::remove_leftovers(PREFIX).map(|()| println!("lab removed")),
         None => run(&args.run),
     };
@@ -138,7 +155,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
     let ipv6 = args.ipv6;
-    let config_text = lab.keepalived_conf_in(ipv6, sched, kind, keywords, &reals);
+    let config_text = lab.keepalived_conf_with_echo(ipv6, sched, kind, keywords, &reals);
     let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;
@@ -167,28 +184,104 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let log_path = config_dir.join("lbd.log");
     let lbd = Lbd::start(&lab.director, &config_path, "eth0", PREFIX, &log_path, &[])?;
 
+    let http_vip = topology::vip_http_in(ipv6);
+    let echo_vip = std::net::SocketAddr::new(http_vip.ip(), topology::ECHO_PORT);
     println!(
-        "lab: sending {} HTTP requests from the client to http://{}/",
-        args.requests,
-        topology::vip_http_in(ipv6)
+        "lab: sending {} HTTP requests to http://{http_vip}/ and {} UDP echo requests to {echo_vip} from the client",
+        args.requests, args.requests
     );
     let requests = args.requests;
-    let answers = lab.client.run(move || {
+    let (answers, echoes, failures) = lab.client.run(move || {
         let mut answers: BTreeMap<String, usize> = BTreeMap::new();
+        let mut echoes: BTreeMap<String, usize> = BTreeMap::new();
         let mut failures = Vec::new();
         for i in 0..requests {
-            match http::get(topology::vip_http_in(ipv6)) {
+            match http::get(http_vip) {
                 Ok(name) => *answers.entry(name).or_default() += 1,
-                Err(e) => failures.push(format!("request {}: {e:#}", i + 1)),
+                Err(e) => failures.push(format!("HTTP request {}: {e:#}", i + 1)),
             }
         }
-        Ok((answers, failures))
+        for i in 0..requests {
+            match echo::ask(echo_vip) {
+                Ok(name) => *echoes.entry(name).or_default() += 1,
+                Err(e) => failures.push(format!("UDP echo {}: {e:#}", i + 1)),
+            }
+        }
+        Ok((answers, echoes, failures))
     })?;
-    let (answers, failures) = answers;
     let counters =
         read_pinned_counters(&lbd.pin_dir()).context("reading the director's counters")?;
-
     println!();
+    print_service(&lab, &counters, http_vip, "TCP", &answers, ipv6)?;
+    print_service(&lab, &counters, echo_vip, "UDP", &echoes, ipv6)?;
+    let outcomes: Vec<String> = counters
+        .outcomes
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(o, n)| format!("{}={n} ({})", o.name(), xdp_action::name(o.xdp_action())))
+        .collect();
+    println!("director outcomes: {}", outcomes.join(", "));
+    println!();
+
+    let answered: usize = answers.values().sum();
+    let echoed: usize = echoes.values().sum();
+    let reals = lab.reals.len();
+    let idle: Vec<String> = lab
+        .reals
+        .iter()
+        .filter(|r| !answers.contains_key(&r.name) || !echoes.contains_key(&r.name))
+        .map(|r| r.name.clone())
+        .collect();
+    for failure in failures.iter().take(5) {
+        eprintln!("lab: {failure}");
+    }
+    if args.keep {
+        lbd.keep();
+        for decap in decaps {
+            decap.keep();
+        }
+        lab.keep();
+        println!("lab: left running (--keep). Explore it with, for example:");
+        println!("    ip netns exec {PREFIX}-client curl -s http://{VIP}/");
+        println!("    ip netns exec {PREFIX}-dir ip -s link show eth0");
+        println!("    bpftool map dump pinned /sys/fs/bpf/{PREFIX}/LB_FLOWS");
+        println!("    ip netns exec {PREFIX}-r1 tcpdump -ni eth0 port 80");
+        println!("    tail -f {}", log_path.display());
+        println!("  Tear it down with: cargo xtask lab --down");
+    }
+    if !failures.is_empty() {
+        bail!("{} of {} requests failed", failures.len(), 2 * requests);
+    }
+    if spread {
+        if !idle.is_empty() {
+            bail!("real(s) {} answered nothing", idle.join(", "));
+        }
+        println!(
+            "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, all {reals} reals served"
+        );
+    } else {
+        if answers.len() != 1 || echoes.len() != 1 {
+            bail!(
+                "{sched} should send every request for the one VIP to one real: {answers:?} {echoes:?}"
+            );
+        }
+        println!(
+            "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, each service by one real ({sched} hashes the one VIP)"
+        );
+    }
+    Ok(())
+}
+
+/// The table of one virtual service: what each real answered and what the director
+/// counted for it.
+fn print_service(
+    lab: &Topology,
+    counters: &Counters,
+    vip: std::net::SocketAddr,
+    protocol: &str,
+    answers: &BTreeMap<String, usize>,
+    ipv6: bool,
+) -> anyhow::Result<()> {
     println!(
         "{:<6} {:<16} {:>8} | {:>17} {:>10} {:>10} {:>10} {:>9}",
         "real",
@@ -203,8 +296,8 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     let service = counters
         .services
         .iter()
-        .find(|s| s.addr == topology::vip_http_in(ipv6).ip())
-        .context("the VIP is not in the director's maps")?;
+        .find(|s| s.addr == vip.ip() && s.port == vip.port())
+        .with_context(|| format!("{vip} {protocol} is not in the director's maps"))?;
     for real in &lab.reals {
         let addr: std::net::IpAddr = if ipv6 {
             real.addr6.into()
@@ -227,62 +320,13 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         );
     }
     println!(
-        "virtual server {}:{} TCP: {} packets, {} bytes, {} new flows",
+        "virtual server {}:{} {protocol}: {} packets, {} bytes, {} new flows",
         service.addr,
         service.port,
         service.traffic.packets,
         service.traffic.bytes,
         service.traffic.new_flows
     );
-    let outcomes: Vec<String> = counters
-        .outcomes
-        .iter()
-        .filter(|(_, n)| *n > 0)
-        .map(|(o, n)| format!("{}={n} ({})", o.name(), xdp_action::name(o.xdp_action())))
-        .collect();
-    println!("director outcomes: {}", outcomes.join(", "));
     println!();
-
-    let answered: usize = answers.values().sum();
-    let reals = lab.reals.len();
-    let idle: Vec<String> = lab
-        .reals
-        .iter()
-        .filter(|r| !answers.contains_key(&r.name))
-        .map(|r| r.name.clone())
-        .collect();
-    for failure in failures.iter().take(5) {
-        eprintln!("lab: {failure}");
-    }
-    if args.keep {
-        lbd.keep();
-        for decap in decaps {
-            decap.keep();
-        }
-        lab.keep();
-        println!("lab: left running (--keep). Explore it with, for example:");
-        println!("    ip netns exec {PREFIX}-client curl -s http://{VIP}/");
-        println!("    ip netns exec {PREFIX}-dir ip -s link show eth0");
-        println!("    bpftool map dump pinned /sys/fs/bpf/{PREFIX}/LB_FLOWS");
-        println!("    ip netns exec {PREFIX}-r1 tcpdump -ni eth0 port 80");
-        println!("    tail -f {}", log_path.display());
-        println!("  Tear it down with: cargo xtask lab --down");
-    }
-    if !failures.is_empty() {
-        bail!("{} of {requests} requests failed", failures.len());
-    }
-    if spread {
-        if !idle.is_empty() {
-            bail!("real(s) {} answered nothing", idle.join(", "));
-        }
-        println!("lab: OK: {answered}/{requests} requests answered, all {reals} reals served");
-    } else {
-        if answers.len() != 1 {
-            bail!("{sched} should send every request for the one VIP to one real: {answers:?}");
-        }
-        println!(
-            "lab: OK: {answered}/{requests} requests answered, all by one real ({sched} hashes the one VIP)"
-        );
-    }
     Ok(())
 }
