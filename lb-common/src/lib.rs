@@ -53,6 +53,8 @@ pub mod map_names {
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
     pub const SETTINGS: &str = "LB_SETTINGS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
+    /// Benchmarks only (not pinned): the live-frames generator's frame template.
+    pub const BENCH_FRAME: &str = "LB_BENCH_FRAME";
     pub const DECAP_STATS: &str = "LB_DECAP_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
@@ -70,6 +72,10 @@ pub mod program_names {
     pub const DECAP: &str = "lb_decap";
     /// Benchmark baseline: swaps the Ethernet addresses, XDP_TX.
     pub const BENCH_MACSWAP: &str = "lb_bench_macswap";
+    /// Benchmark sink: drops every frame (the receiving end of the live-frames run).
+    pub const BENCH_DROP: &str = "lb_bench_drop";
+    /// Benchmark generator: writes `LB_BENCH_FRAME` over the frame, XDP_TX.
+    pub const BENCH_GENERATOR: &str = "lb_bench_generator";
 }
 
 /// Key of `LB_SERVICES`: what identifies a virtual service.

@@ -64,6 +64,32 @@ pub fn lb_bench_macswap(ctx: XdpContext) -> u32 {
     }
 }
 
+/// Benchmark generator (`cargo xtask bench`, live frames): writes the template of
+/// `LB_BENCH_FRAME` over the start of the frame and sends it (XDP_TX) into a veth whose
+/// other end runs the balancer. The template is needed because the veth hands the same
+/// page to the other end, whose rewrites would otherwise come back in the next frame.
+#[xdp]
+pub fn lb_bench_generator(ctx: XdpContext) -> u32 {
+    let Some(template) = maps::BENCH_FRAME.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    for (i, word) in template.iter().enumerate() {
+        let Some(at) = packet::ptr_at_mut::<[u8; 8]>(&ctx, i * 8) else {
+            break;
+        };
+        // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
+        unsafe { *at = *word };
+    }
+    xdp_action::XDP_TX
+}
+
+/// Benchmark sink (`cargo xtask bench`): drops every frame. Attached to the receiving end
+/// of the veth that the live-frames benchmark transmits into.
+#[xdp]
+pub fn lb_bench_drop(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_DROP
+}
+
 /// Passes every frame. Attached to the receiving end of a veth pair so that frames sent
 /// there with XDP_TX or XDP_REDIRECT in native mode are delivered (the kernel drops them
 /// when that end has no XDP program).

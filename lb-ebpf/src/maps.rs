@@ -85,6 +85,13 @@ pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
 #[map(name = "LB_DECAP_STATS")]
 pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::pinned(decap_stats::COUNT, 0);
 
+/// `lb_bench_generator`'s frame template (benchmarks only; not pinned).
+#[map(name = "LB_BENCH_FRAME")]
+pub static BENCH_FRAME: Array<[[u8; 8]; BENCH_FRAME_WORDS]> = Array::with_max_entries(1, 0);
+
+/// 8-byte words of the frame template: enough for every header the balancer rewrites.
+pub const BENCH_FRAME_WORDS: usize = 16;
+
 /// The entry of real `id`, if it is in use.
 #[inline(always)]
 pub fn real(id: u32) -> Option<&'static RealInfo> {

@@ -2,11 +2,16 @@
 //! run so that ratios are comparable on a noisy shared machine. Prints a table and writes
 //! `target/bench/report.json` (or the path given).
 //!
-//! Forwarding modes: DR, TUN and NAT for IPv4 and IPv6, a new flow and an established
-//! flow each, as the median of single runs (a repeated run would feed TUN and NAT their
-//! own output, which the kernel does not restore between repetitions), next to two
-//! baselines timed the same way: a trivial XDP_PASS program (the harness's floor) and a
-//! MAC-swap XDP_TX program; the ratio is to the MAC-swap baseline.
+//! Forwarding modes: DR, TUN, NAT and FNAT for IPv4 and IPv6, a new flow and an
+//! established flow each, as the median of single runs (a repeated run would feed TUN and
+//! NAT their own output, which the kernel does not restore between repetitions), next to
+//! two baselines timed the same way: a trivial XDP_PASS program (the harness's floor) and
+//! a MAC-swap XDP_TX program; the ratio is to the MAC-swap baseline.
+//!
+//! Live frames: packets per second through the balancer attached to a veth in a network
+//! namespace, for the established flow of every mode, as the median of several runs of
+//! `--repeat` live frames from a generator program (see `live_rows`), next to the MAC-swap
+//! program as the director, run the same way.
 //!
 //! Scheduling: for every scheduler and 2, 16 and 256 reals, the kernel-timed cost of a
 //! new flow (a SYN from a client not seen before: parse, lookup, flow-table miss,
@@ -15,19 +20,30 @@
 //! cost of a packet of an established flow (one frame repeated a million times).
 //! Needs root.
 
-use std::{collections::HashMap, net::IpAddr, path::PathBuf, time::Duration};
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    path::PathBuf,
+    time::{Duration, Instant},
+};
 
 use anyhow::Context as _;
-use aya::programs::Xdp;
+use aya::{
+    TestRun as _,
+    maps::{Array, MapData},
+    programs::{TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+};
 use clap::Parser;
-use lb_common::{program_names, xdp_action};
+use lb_common::{map_names, program_names, xdp_action};
 use lb_tests::{
+    netns::Netns,
     packet::{Frame, TCP_ACK, v4, v6},
-    testrun::{StaticNextHops, TestBalancer, next_hop, run_program},
+    testrun::{INGRESS, StaticNextHops, TestBalancer, next_hop, pin_to_cpu0, run_program},
 };
 use lb_userspace::{
-    dataplane::xdp::{XdpOptions, load_object},
+    dataplane::xdp::{AttachMode, XdpOptions, load_object},
     model::Scheduler,
+    nexthop::NextHop,
 };
 use serde::Serialize;
 
@@ -43,6 +59,9 @@ struct Args {
     /// Repetitions of the established-flow frame.
     #[arg(long, default_value_t = 1_000_000)]
     repeat: u32,
+    /// Live-frames runs per mode (each of `repeat` frames); the median is reported.
+    #[arg(long, default_value_t = 5)]
+    live_runs: usize,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     report: PathBuf,
@@ -87,6 +106,10 @@ struct Report {
     macswap_single_run_ns: u64,
     macswap_repeated_ns: f64,
     modes: Vec<ModeRow>,
+    /// Live frames with the MAC-swap program as the director: median time per packet.
+    macswap_live_ns: f64,
+    /// Established flows with live frames through a director in a namespace.
+    live: Vec<LiveRow>,
     schedulers: Vec<SchedulerRow>,
 }
 
@@ -127,6 +150,7 @@ fn main() -> anyhow::Result<()> {
     })?);
     let swap_repeated = macswap.run(&syn, args.repeat)?.as_nanos() as f64;
     let modes = mode_rows(args.new_flows, swap_single)?;
+    let (swap_live, live) = live_rows(args.repeat, args.live_runs)?;
 
     let mut rows = Vec::new();
     for (n, (scheduler, count, vip)) in services.iter().enumerate() {
@@ -187,6 +211,29 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
+        "Live frames through a director in a namespace, established flows: median of {} runs of {} packets; time per packet of generator + director + sink on one CPU",
+        args.live_runs, args.repeat
+    );
+    println!(
+        "MAC-swap program as the director: {swap_live:.1} ns per packet, {:.2} Mpps",
+        1e3 / swap_live
+    );
+    println!(
+        "{:<5} {:<5} {:>17} {:>8} {:>12}",
+        "mode", "ip", "established (ns)", "x swap", "Mpps (1 CPU)"
+    );
+    for row in &live {
+        println!(
+            "{:<5} {:<5} {:>17.1} {:>8.2} {:>12.2}",
+            row.mode,
+            row.family,
+            row.established_ns,
+            row.ratio,
+            row.pps / 1e6
+        );
+    }
+    println!();
+    println!(
         "{:<6} {:>6} {:>14} {:>18} {:>16}",
         "sched", "reals", "new flow (ns)", "new flow - floor", "established (ns)"
     );
@@ -202,6 +249,8 @@ fn main() -> anyhow::Result<()> {
         macswap_single_run_ns: swap_single,
         macswap_repeated_ns: swap_repeated,
         modes,
+        macswap_live_ns: swap_live,
+        live,
         schedulers: rows,
     };
     if let Some(dir) = args.report.parent() {
@@ -264,13 +313,39 @@ impl Baseline {
         Ok(Self { ebpf, name, action })
     }
 
-    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
-        let program: &Xdp = self
+    fn program(&self) -> anyhow::Result<&Xdp> {
+        Ok(self
             .ebpf
             .program(self.name)
             .with_context(|| format!("{} missing", self.name))?
-            .try_into()?;
-        let run = run_program(program, frame, repeat)?;
+            .try_into()?)
+    }
+
+    /// Write the generator's frame template (the first bytes of `frame`).
+    fn set_template(&mut self, frame: &[u8]) -> anyhow::Result<()> {
+        let mut template = [[0u8; 8]; 16];
+        for (word, chunk) in template.iter_mut().zip(frame.chunks_exact(8)) {
+            word.copy_from_slice(chunk);
+        }
+        let mut map: Array<&mut MapData, [[u8; 8]; 16]> = Array::try_from(
+            self.ebpf
+                .map_mut(map_names::BENCH_FRAME)
+                .context("LB_BENCH_FRAME missing")?,
+        )?;
+        map.set(0, template, 0)?;
+        Ok(())
+    }
+
+    fn program_mut(&mut self) -> anyhow::Result<&mut Xdp> {
+        Ok(self
+            .ebpf
+            .program_mut(self.name)
+            .with_context(|| format!("{} missing", self.name))?
+            .try_into()?)
+    }
+
+    fn run(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
+        let run = run_program(self.program()?, frame, repeat)?;
         anyhow::ensure!(
             run.action == self.action,
             "{} returned {}",
@@ -281,9 +356,16 @@ impl Baseline {
     }
 }
 
-/// DR, TUN and NAT for IPv4 and IPv6: new and established flows, single-run medians.
-fn mode_rows(runs: usize, swap: u64) -> anyhow::Result<Vec<ModeRow>> {
-    let hop = |last: u8, src: IpAddr| next_hop([0x02, 0xaa, 0, 0, 1, last], Some(src));
+/// Forwarding modes benchmarked, each with the third byte of its VIP.
+const MODES: [(&str, u8); 4] = [("DR", 1), ("TUN", 2), ("NAT", 3), ("FNAT", 4)];
+
+/// The balancer for the mode benchmarks: per mode a service over IPv4 and one over IPv6,
+/// two reals each, reached through `ifindex`.
+fn mode_balancer(ifindex: u32) -> anyhow::Result<TestBalancer> {
+    let hop = |last: u8, src: IpAddr| NextHop {
+        ifindex,
+        ..next_hop([0x02, 0xaa, 0, 0, 1, last], Some(src))
+    };
     let src4: IpAddr = "10.20.0.254".parse()?;
     let src6: IpAddr = "2001:db8:20::fe".parse()?;
     let next_hops = StaticNextHops(
@@ -298,25 +380,41 @@ fn mode_rows(runs: usize, swap: u64) -> anyhow::Result<Vec<ModeRow>> {
         .collect(),
     );
     let mut balancer = TestBalancer::load(next_hops, 1 << 20)?;
-    let mut config = String::new();
-    let modes = [("DR", 1u8), ("TUN", 2), ("NAT", 3)];
-    for (kind, n) in modes {
+    let mut config =
+        "local_address_group pool {\n 10.20.0.250-251\n 2001:db8:20::250\n}\n".to_owned();
+    for (kind, n) in MODES {
+        let pool = if kind == "FNAT" {
+            " laddr_group_name pool\n"
+        } else {
+            ""
+        };
         config += &format!(
-            "virtual_server 198.18.{n}.1 80 {{\n lb_algo rr\n lb_kind {kind}\n real_server 10.20.0.1 80\n real_server 10.20.0.2 80\n}}\n"
+            "virtual_server 198.18.{n}.1 80 {{\n lb_algo rr\n lb_kind {kind}\n{pool} real_server 10.20.0.1 80\n real_server 10.20.0.2 80\n}}\n"
         );
         config += &format!(
-            "virtual_server 2001:db8:18::{n} 80 {{\n lb_algo rr\n lb_kind {kind}\n real_server 2001:db8:20::1 80\n real_server 2001:db8:20::2 80\n}}\n"
+            "virtual_server 2001:db8:18::{n} 80 {{\n lb_algo rr\n lb_kind {kind}\n{pool} real_server 2001:db8:20::1 80\n real_server 2001:db8:20::2 80\n}}\n"
         );
     }
     balancer.apply_config(&config)?;
+    Ok(balancer)
+}
+
+/// The first packet (SYN) of the benchmark flow of `kind` over `ipv6`.
+fn mode_frame(n: u8, ipv6: bool) -> Frame {
+    if ipv6 {
+        Frame::tcp(v6("2001:db8:c::1", &format!("2001:db8:18::{n}")), 1024, 80)
+    } else {
+        Frame::tcp(v4([203, 0, 113, 1], [198, 18, n, 1]), 1024, 80)
+    }
+}
+
+/// Every mode for IPv4 and IPv6: new and established flows, single-run medians.
+fn mode_rows(runs: usize, swap: u64) -> anyhow::Result<Vec<ModeRow>> {
+    let balancer = mode_balancer(INGRESS)?;
     let mut rows = Vec::new();
-    for (kind, n) in modes {
+    for (kind, n) in MODES {
         for ipv6 in [false, true] {
-            let frame = if ipv6 {
-                Frame::tcp(v6("2001:db8:c::1", &format!("2001:db8:18::{n}")), 1024, 80)
-            } else {
-                Frame::tcp(v4([203, 0, 113, 1], [198, 18, n, 1]), 1024, 80)
-            };
+            let frame = mode_frame(n, ipv6);
             let base = frame.bytes();
             // Client address bytes to vary, and the source port's offset.
             let (client_at, sport_at) = if ipv6 {
@@ -361,4 +459,139 @@ fn mode_rows(runs: usize, swap: u64) -> anyhow::Result<Vec<ModeRow>> {
         }
     }
     Ok(rows)
+}
+
+#[derive(Serialize)]
+struct LiveRow {
+    mode: &'static str,
+    family: &'static str,
+    /// Median over the runs of the wall time per forwarded packet of an established flow,
+    /// through generator, director and sink on one CPU.
+    established_ns: f64,
+    /// Packets per second the director forwarded (median run).
+    pps: f64,
+    /// `established_ns` divided by the same with the MAC-swap program as the director.
+    ratio: f64,
+}
+
+/// Packets per second through a director in a network namespace, driven by live frames
+/// (BPF_F_TEST_XDP_LIVE_FRAMES): a generator program sends `repeat` copies of a frame out
+/// of one end of a veth (XDP_TX, rewritten from a template each time), the balancer
+/// attached in native mode to the other end forwards them (its established-flow path:
+/// the flow's first packet went before), and they come back into a program that drops
+/// them. All of it runs on the generator's CPU (the veth's NAPI runs there between
+/// batches), so the wall time per packet is generator + director + sink; the MAC-swap
+/// program as the director, measured the same way, is the baseline. Returns the
+/// baseline's time per packet and the rows.
+fn live_rows(repeat: u32, runs: usize) -> anyhow::Result<(f64, Vec<LiveRow>)> {
+    let ns = Netns::create(LIVE_NETNS)?;
+    ns.ip(&[
+        "link", "add", "name", "gen", "type", "veth", "peer", "name", "dir",
+    ])?;
+    ns.ip(&["link", "set", "gen", "up"])?;
+    ns.ip(&["link", "set", "dir", "up"])?;
+    ns.run(move || {
+        pin_to_cpu0()?;
+        let gen_index = interface_index("gen")?;
+        let mut generator = Baseline::load(program_names::BENCH_GENERATOR, xdp_action::XDP_TX)?;
+        let mut sink = Baseline::load(program_names::BENCH_DROP, xdp_action::XDP_DROP)?;
+        sink.program_mut()?.attach("gen", XdpMode::Driver)?;
+        // Wall time per forwarded packet: frames that came back into the sink.
+        let mut generate = |frame: &[u8], repeat: u32| -> anyhow::Result<f64> {
+            generator.set_template(frame)?;
+            let before = sink_drops()?;
+            let started = Instant::now();
+            live_run(generator.program()?, frame, gen_index, repeat)?;
+            let elapsed = started.elapsed().as_nanos() as f64;
+            let forwarded = sink_drops()? - before;
+            anyhow::ensure!(
+                forwarded * 10 >= u64::from(repeat) * 9,
+                "the director forwarded {forwarded} of {repeat} live frames"
+            );
+            Ok(elapsed / forwarded as f64)
+        };
+
+        let frame = mode_frame(1, false).with_tcp_flags(TCP_ACK).bytes();
+        let mut swap_director = Baseline::load(program_names::BENCH_MACSWAP, xdp_action::XDP_TX)?;
+        let link = swap_director
+            .program_mut()?
+            .attach("dir", XdpMode::Driver)?;
+        let swap = median_f64(
+            (0..runs)
+                .map(|_| generate(&frame, repeat))
+                .collect::<anyhow::Result<_>>()?,
+        );
+        swap_director.program_mut()?.detach(link)?;
+
+        let mut balancer = mode_balancer(interface_index("dir")?)?;
+        balancer.dataplane.attach("dir", AttachMode::Native)?;
+        let mut rows = Vec::new();
+        for (kind, n) in MODES {
+            for ipv6 in [false, true] {
+                let syn = mode_frame(n, ipv6);
+                generate(&syn.bytes(), 1)?;
+                let ack = syn.with_tcp_flags(TCP_ACK).bytes();
+                let times = (0..runs)
+                    .map(|_| generate(&ack, repeat).context(kind))
+                    .collect::<anyhow::Result<Vec<f64>>>()?;
+                let established_ns = median_f64(times);
+                rows.push(LiveRow {
+                    mode: kind,
+                    family: if ipv6 { "IPv6" } else { "IPv4" },
+                    established_ns,
+                    pps: 1e9 / established_ns,
+                    ratio: established_ns / swap,
+                });
+            }
+        }
+        balancer.dataplane.detach_all()?;
+        Ok((swap, rows))
+    })
+}
+
+/// The live-frames benchmark's namespace.
+const LIVE_NETNS: &str = "lbbench";
+
+/// Frames the sink dropped so far (the veth's XDP statistics of `gen`); call inside the
+/// benchmark's namespace.
+fn sink_drops() -> anyhow::Result<u64> {
+    let output = std::process::Command::new("ethtool")
+        .args(["-S", "gen"])
+        .output()
+        .context("ethtool -S gen")?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    text.lines()
+        .filter_map(|line| line.trim().strip_prefix("rx_queue_"))
+        .filter_map(|rest| rest.split_once("_xdp_drops:"))
+        .map(|(_, n)| n.trim().parse::<u64>().context("xdp_drops value"))
+        .sum()
+}
+
+/// One live-frames run of `repeat` copies of `frame` arriving on `ifindex`.
+fn live_run(program: &Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::Result<()> {
+    let ctx: Vec<u8> = [0, frame.len() as u32, 0, ifindex, 0, 0]
+        .iter()
+        .flat_map(|v: &u32| v.to_ne_bytes())
+        .collect();
+    program.test_run(TestRunOptions {
+        data_in: Some(frame),
+        ctx_in: Some(&ctx),
+        repeat,
+        attrs: TestRunAttrs::new().xdp_live_frames(64),
+        ..TestRunOptions::default()
+    })?;
+    Ok(())
+}
+
+fn interface_index(name: &str) -> anyhow::Result<u32> {
+    let name = std::ffi::CString::new(name)?;
+    // SAFETY: a valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    anyhow::ensure!(index != 0, "no interface {name:?}");
+    Ok(index)
+}
+
+fn median_f64(mut values: Vec<f64>) -> f64 {
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(0.0)
 }
