@@ -22,6 +22,24 @@ impl Delta {
         }
     }
 
+    /// The accumulated difference, to pass between functions.
+    #[inline(always)]
+    pub const fn raw(self) -> u32 {
+        self.0
+    }
+
+    /// A difference from `raw`.
+    #[inline(always)]
+    pub const fn from_raw(raw: u32) -> Self {
+        Self(raw)
+    }
+
+    /// The changes of `self` and of `other` together.
+    #[inline(always)]
+    pub const fn plus(self, other: Delta) -> Delta {
+        Delta(self.0 + other.0)
+    }
+
     /// `check` (network order) adjusted by the difference.
     #[inline(always)]
     pub fn apply(&self, check: [u8; 2]) -> [u8; 2] {

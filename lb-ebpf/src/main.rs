@@ -116,6 +116,14 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         };
     };
     if flow.icmp_error {
+        // NAT and FullNAT flows: translated here, not in `icmp_error`, so that the
+        // translation's frames stack on the balancer's alone.
+        let found = fwd::nat_icmp::lookup(&flow.key, service.id);
+        if found != fwd::nat_icmp::NOT_NAT {
+            let (real_id, outcome) = fwd::nat_icmp::to_real(ctx, &flow, found)?;
+            stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), false);
+            return Ok(outcome);
+        }
         return icmp_error(ctx, &flow, &service);
     }
     let now = conntrack::now_ns();
@@ -155,10 +163,10 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     Ok(outcome)
 }
 
-/// An ICMP error about a flow of `service` (such as "fragmentation needed" for a reply
-/// the real sent) goes to the real that owns the flow, unchanged, so its stack learns the
-/// path MTU; flows are neither created nor updated. NAT and FullNAT flows are left to the
-/// kernel (translating the quoted packet is to come), as is an error about an unknown flow.
+/// An ICMP error about a DR or TUN flow of `service` (such as "fragmentation needed" for
+/// a reply the real sent) goes to the real that owns the flow, unchanged, so its stack
+/// learns the path MTU (NAT and FullNAT flows are translated, see `fwd::nat_icmp`); flows
+/// are neither created nor updated. An error about an unknown flow goes to the kernel.
 #[inline(never)]
 fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
     let entry = conntrack::lookup(&flow.key).ok_or(Outcome::NotService)?;
@@ -167,8 +175,6 @@ fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Ou
     let real = maps::real(real_id)
         .filter(|real| real.service_id == service.id && (real.fwd == FWD_DR || real.fwd == FWD_TUN))
         .ok_or(Outcome::NotService)?;
-    // DR or TUN only (keeping the NAT code out of this call chain also keeps the chain
-    // within the 512-byte stack).
     let outcome = if real.fwd == FWD_TUN {
         fwd::tun::forward::<false>(ctx, flow, real)?
     } else {

@@ -1,6 +1,6 @@
 //! Builds Ethernet frames for BPF test-run fixtures: optional VLAN tags, IPv4 (with
 //! options or fragment fields when asked) or IPv6 (with an optional hop-by-hop header),
-//! TCP or UDP with valid checksums, or any raw payload.
+//! TCP, UDP, ICMP or ICMPv6 with valid checksums, or any raw payload.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 
@@ -224,15 +224,23 @@ impl Frame {
                 udp.extend_from_slice(&[0, 0]);
                 (17, udp, Some(6))
             }
+            // ICMP and ICMPv6 (at least their 4-byte header given): checksum at 2.
+            Transport::Other { proto, bytes } if matches!(proto, 1 | 58) && bytes.len() >= 4 => {
+                (*proto, bytes.clone(), Some(2))
+            }
             Transport::Other { proto, bytes } => (*proto, bytes.clone(), None),
         };
         bytes.extend_from_slice(&self.payload);
         if let Some(at) = checksum_at {
+            // ICMP (for IPv4) has no pseudo-header.
             let mut pseudo = Vec::new();
-            pseudo.extend_from_slice(src);
-            pseudo.extend_from_slice(dst);
-            pseudo.extend_from_slice(&[0, proto]);
-            pseudo.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            if proto != 1 {
+                pseudo.extend_from_slice(src);
+                pseudo.extend_from_slice(dst);
+                pseudo.extend_from_slice(&[0, proto]);
+                pseudo.extend_from_slice(&(bytes.len() as u16).to_be_bytes());
+            }
+            bytes[at..at + 2].copy_from_slice(&[0, 0]);
             let sum = checksum(&bytes, sum_words(&pseudo));
             bytes[at..at + 2].copy_from_slice(&sum.to_be_bytes());
         }

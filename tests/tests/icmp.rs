@@ -1,7 +1,9 @@
-//! ICMP errors about a VIP flow through BPF_PROG_TEST_RUN: "fragmentation needed" and
-//! "packet too big" sent to the VIP by a router on the client's path reach the real that
-//! owns the quoted flow (DR: same bytes, new MACs; TUN: tunnelled), so its stack learns
-//! the path MTU; errors about unknown flows and NAT flows go to the kernel. Needs root.
+//! ICMP errors about a VIP flow through BPF_PROG_TEST_RUN: "fragmentation needed",
+//! "packet too big" and "port unreachable" sent to the VIP by a router on the client's
+//! path reach the real that owns the quoted flow (DR: same bytes, new MACs; TUN:
+//! tunnelled; NAT and FullNAT: translated back to what the real sent, every checksum
+//! recomputed by the packet builder to compare), so its stack learns the path MTU; errors
+//! about unknown flows go to the kernel. Needs root.
 
 use std::net::IpAddr;
 
@@ -142,15 +144,182 @@ fn icmp_errors_reach_the_real_that_owns_the_flow() {
     assert_eq!(&run.output[14 + 16..14 + 20], &[10, 0, 0, 1]);
     assert_eq!(hex(&run.output[34..]), hex(&error[14..]));
 
-    // No such flow, or a NAT flow: passed unchanged to the kernel.
-    for error in [
-        frag_needed([192, 0, 2, 70], 49999).bytes(),
-        frag_needed([192, 0, 2, 72], 41002).bytes(),
-    ] {
-        let run = balancer.run(&error).expect("run");
-        assert_eq!(
-            (run.action, hex(&run.output)),
-            (xdp_action::XDP_PASS, hex(&error))
-        );
+    // No such flow: passed unchanged to the kernel.
+    let error = frag_needed([192, 0, 2, 70], 49999).bytes();
+    let run = balancer.run(&error).expect("run");
+    assert_eq!(
+        (run.action, hex(&run.output)),
+        (xdp_action::XDP_PASS, hex(&error))
+    );
+}
+
+/// An ICMP error of `kind` (type, code, 4 more bytes) from `router` to `to`, quoting the
+/// first `quote` bytes of the IP packet of `quoted`.
+fn icmp_error(kind: [u8; 8], router: IpAddr, to: IpAddr, quoted: &Frame, quote: usize) -> Frame {
+    let mut icmp = kind.to_vec();
+    icmp.extend_from_slice(&quoted.bytes()[14..14 + quote]);
+    let (network, proto) = match (router, to) {
+        (IpAddr::V4(r), IpAddr::V4(t)) => (v4(r.octets(), t.octets()), 1),
+        (r, t) => (v6(&r.to_string(), &t.to_string()), 58),
+    };
+    Frame::new(network, Transport::Other { proto, bytes: icmp }).with_payload(&[])
+}
+
+fn network(src: IpAddr, dst: IpAddr) -> lb_tests::packet::Network {
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s.octets(), d.octets()),
+        (s, d) => v6(&s.to_string(), &d.to_string()),
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("literal")
+}
+
+#[test]
+fn icmp_errors_about_nat_flows_are_translated_for_the_real() {
+    if !require_root("icmp_errors_about_nat_flows_are_translated_for_the_real") {
+        return;
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer
+        .apply_config(&format!(
+            "{CONFIG}
+local_address_group pool {{
+    10.0.0.250
+    2001:db8:1::250
+}}
+virtual_server 192.0.2.73 53 {{
+    lb_kind FNAT
+    protocol UDP
+    laddr_group_name pool
+    real_server 10.0.0.2 5353
+}}
+virtual_server 2001:db8::73 80 {{
+    lb_kind FNAT
+    laddr_group_name pool
+    real_server 2001:db8:1::1 8080
+}}
+"
+        ))
+        .expect("apply");
+    let frag_needed = [3, 4, 0, 0, 0, 0, 0x05, 0x78];
+    let too_big = [2, 0, 0, 0, 0, 0, 0x05, 0x78];
+    let unreachable = [3, 3, 0, 0, 0, 0, 0, 0];
+    let client = ip("198.51.100.7");
+    let client6 = ip("2001:db8:c::7");
+    // (name, client's first packet, error kind, router, bytes quoted, real, real port, MAC,
+    // FullNAT)
+    let cases = [
+        (
+            "NAT, IPv4 TCP, frag needed quoting the whole TCP header",
+            Frame::tcp(network(client, ip("192.0.2.72")), 41010, 80),
+            frag_needed,
+            ip("203.0.113.1"),
+            40,
+            ip("10.0.0.1"),
+            8080,
+            REAL_MAC,
+            false,
+        ),
+        (
+            "NAT, IPv4 TCP, frag needed quoting 8 bytes of TCP",
+            Frame::tcp(network(client, ip("192.0.2.72")), 41011, 80),
+            frag_needed,
+            ip("203.0.113.1"),
+            28,
+            ip("10.0.0.1"),
+            8080,
+            REAL_MAC,
+            false,
+        ),
+        (
+            "FullNAT, IPv4 UDP, port unreachable",
+            Frame::udp(network(client, ip("192.0.2.73")), 41012, 53),
+            unreachable,
+            ip("203.0.113.1"),
+            28,
+            ip("10.0.0.2"),
+            5353,
+            REAL2_MAC,
+            true,
+        ),
+        (
+            "FullNAT, IPv6 TCP, packet too big",
+            Frame::tcp(network(client6, ip("2001:db8::73")), 41013, 80),
+            too_big,
+            ip("2001:db8:ff::1"),
+            60,
+            ip("2001:db8:1::1"),
+            8080,
+            REAL6_MAC,
+            true,
+        ),
+    ];
+    for (name, first, kind, router, quote, real, rport, mac, full_nat) in cases {
+        let run = balancer.run(&first.bytes()).expect("run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{name}: first packet");
+        // Where the flow went: the real's address, and the source the real saw.
+        let (to_real, ports) = match &run.output[12..14] {
+            [0x86, 0xdd] => (
+                (
+                    IpAddr::from(<[u8; 16]>::try_from(&run.output[22..38]).unwrap()),
+                    IpAddr::from(<[u8; 16]>::try_from(&run.output[38..54]).unwrap()),
+                ),
+                &run.output[54..58],
+            ),
+            _ => (
+                (
+                    IpAddr::from(<[u8; 4]>::try_from(&run.output[26..30]).unwrap()),
+                    IpAddr::from(<[u8; 4]>::try_from(&run.output[30..34]).unwrap()),
+                ),
+                &run.output[34..38],
+            ),
+        };
+        let (seen_src, seen_dst) = to_real;
+        assert_eq!(seen_dst, real, "{name}");
+        let seen_sport = u16::from_be_bytes([ports[0], ports[1]]);
+        let (client, vip, cport, vport) = endpoints(&first);
+        // The reply the real sent, as the client's side of the director saw it (the VIP
+        // put back), and as the real sent it.
+        let with = |src: IpAddr, dst: IpAddr, sport: u16, dport: u16| {
+            let mut frame = first.clone();
+            frame.network = network(src, dst);
+            match &mut frame.transport {
+                Transport::Tcp {
+                    sport: s, dport: d, ..
+                }
+                | Transport::Udp { sport: s, dport: d } => {
+                    (*s, *d) = (sport, dport);
+                }
+                Transport::Other { .. } => unreachable!(),
+            }
+            frame
+        };
+        let translated_reply = with(vip, client, vport, cport);
+        let real_reply = with(real, seen_src, rport, seen_sport);
+        let error = icmp_error(kind, router, vip, &translated_reply, quote);
+        let run = balancer.run(&error.bytes()).expect("run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
+        // FullNAT: from the local address the real knows; NAT: from the router.
+        let from = if full_nat { seen_src } else { router };
+        let mut expected = icmp_error(kind, from, real, &real_reply, quote);
+        (expected.dst_mac, expected.src_mac) = (mac, SRC_MAC);
+        assert_eq!(hex(&run.output), hex(&expected.bytes()), "{name}");
+    }
+}
+
+/// Source and destination address and port of a TCP/UDP frame.
+fn endpoints(frame: &Frame) -> (IpAddr, IpAddr, u16, u16) {
+    let (src, dst) = match &frame.network {
+        lb_tests::packet::Network::V4 { src, dst, .. } => (IpAddr::from(*src), IpAddr::from(*dst)),
+        lb_tests::packet::Network::V6 { src, dst, .. } => (IpAddr::from(*src), IpAddr::from(*dst)),
+        lb_tests::packet::Network::Raw { .. } => unreachable!("IP only"),
+    };
+    match frame.transport {
+        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
+            (src, dst, sport, dport)
+        }
+        Transport::Other { .. } => unreachable!("TCP/UDP only"),
     }
 }

@@ -4,6 +4,7 @@
 pub mod dr;
 pub mod fnat;
 pub mod nat;
+pub mod nat_icmp;
 pub mod tun;
 
 use aya_ebpf::{

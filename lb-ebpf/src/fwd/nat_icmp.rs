@@ -1,0 +1,248 @@
+//! ICMP errors about NAT and FullNAT flows (such as "fragmentation needed" for a reply on
+//! its way to the client, sent to the VIP by a router), translated for the real that owns
+//! the flow, as IPVS does: the quoted packet becomes the one the real sent (its address and
+//! port as source; for FullNAT the flow's local address and port as destination), the
+//! error goes to the real (for FullNAT from the local address, which the real can reach),
+//! and every checksum follows: the outer IPv4 header, the quoted IPv4 header, the quoted
+//! TCP/UDP checksum when it is quoted, and the ICMP checksum over all of it (for ICMPv6
+//! with its pseudo-header).
+
+use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
+use lb_common::{FAMILY_IPV6, FWD_FNAT, FWD_NAT, FlowKey, Outcome, PROTO_TCP, RealInfo};
+
+use super::{rebuild_l2, transmit};
+use crate::{
+    csum::Delta,
+    maps::{self, FLOWS, LOCAL_ADDRS, REALS},
+    packet::ptr_at_mut,
+    parse::Flow,
+};
+
+/// `lookup`'s answer for an error that is not about a NAT or FullNAT flow of the service.
+pub const NOT_NAT: u64 = u64::MAX;
+
+/// The real, FullNAT flag and local end of the NAT or FullNAT flow `flow` of service
+/// `service_id` (an ICMP error's key: the client flow it is about), packed for `to_real`,
+/// or `NOT_NAT`.
+#[inline(always)]
+pub fn lookup(flow: &FlowKey, service_id: u32) -> u64 {
+    lb_nat_icmp_lookup(flow, service_id)
+}
+
+/// Translate the ICMP error `flow` for the flow `found` by `lookup` and send it to its
+/// real.
+#[inline(always)]
+pub fn to_real(ctx: &XdpContext, flow: &Flow, found: u64) -> Result<(u32, Outcome), Outcome> {
+    let real_id = (found >> 40) as u32;
+    let local = found as u32;
+    let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
+    let mut how = flow.l3_offset as u32 & L3_OFFSET_MASK;
+    if flow.key.family == FAMILY_IPV6 {
+        how |= IPV6;
+    }
+    if flow.key.proto == PROTO_TCP {
+        how |= TCP;
+    }
+    if (found >> 32) & 1 != 0 {
+        how |= FULL_NAT;
+    }
+    let outer = lb_nat_icmp_outer(ctx.ctx, how, real_id, local);
+    if outer == FAILED
+        || lb_nat_icmp_quoted(ctx.ctx, how, real_id, local, outer as u32) != TRANSLATED
+    {
+        return Err(Outcome::TruncatedL4);
+    }
+    rebuild_l2(ctx, flow.l3_offset, real)?;
+    Ok((real_id, transmit(ctx, real)))
+}
+
+/// The translation's answers: done, or the frame is too short or the real or local
+/// address is gone.
+const TRANSLATED: u64 = 0;
+const FAILED: u64 = u64::MAX;
+/// `how`: the outer IP header's offset (below 64) and what the error is about.
+const L3_OFFSET_MASK: u32 = 0x3F;
+const IPV6: u32 = 1 << 8;
+const TCP: u32 = 1 << 9;
+const FULL_NAT: u32 = 1 << 10;
+/// ICMP and ICMPv6 headers before the quoted packet.
+const ICMP_HEADER_LEN: usize = 8;
+
+/// `lookup` as a global BPF function (this and the two below are checked once by the
+/// verifier, and each keeps its locals in a frame of its own): `real_id << 40 |
+/// full_nat << 32 | local address id << 16 | local port`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lb_nat_icmp_lookup(flow: *const FlowKey, service_id: u32) -> u64 {
+    // SAFETY: the caller passes a pointer to a flow key on its stack (or null).
+    let Some(flow) = (unsafe { flow.as_ref() }) else {
+        return NOT_NAT;
+    };
+    let Some(entry) = FLOWS.get_ptr(flow) else {
+        return NOT_NAT;
+    };
+    // SAFETY: a live LRU element, read in place.
+    let entry = unsafe { &*entry };
+    let Some(real) = maps::real(entry.real_id) else {
+        return NOT_NAT;
+    };
+    if real.service_id != service_id || (real.fwd != FWD_NAT && real.fwd != FWD_FNAT) {
+        return NOT_NAT;
+    }
+    (u64::from(entry.real_id) << 40)
+        | (u64::from(real.fwd == FWD_FNAT) << 32)
+        | (u64::from(entry.local_addr & 0xFFFF) << 16)
+        | u64::from(u16::from_be_bytes(entry.local_port))
+}
+
+/// The outer packet: to the real, from the local address for FullNAT. Returns the change
+/// of its addresses (which ICMPv6's checksum covers) or `FAILED`.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lb_nat_icmp_outer(ctx: *mut xdp_md, how: u32, real_id: u32, local: u32) -> u64 {
+    let ctx = XdpContext::new(ctx);
+    let Some((real, local_addr)) = addresses(how, real_id, local) else {
+        return FAILED;
+    };
+    let l3 = (how & L3_OFFSET_MASK) as usize;
+    let (words, src_at, dst_at) = layout(how);
+    let Some(mut outer) = set_addr(&ctx, l3 + dst_at, words, &real.addr) else {
+        return FAILED;
+    };
+    if how & FULL_NAT != 0 {
+        let Some(delta) = set_addr(&ctx, l3 + src_at, words, local_addr) else {
+            return FAILED;
+        };
+        outer = outer.plus(delta);
+    }
+    if how & IPV6 == 0 && update_check(&ctx, l3 + 10, outer).is_none() {
+        return FAILED;
+    }
+    u64::from(outer.raw())
+}
+
+/// The quoted packet: from the real's address and port, to the local end (FullNAT); then
+/// the ICMP checksum (with `outer`, the outer addresses' change, for ICMPv6).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lb_nat_icmp_quoted(
+    ctx: *mut xdp_md,
+    how: u32,
+    real_id: u32,
+    local: u32,
+    outer: u32,
+) -> u64 {
+    let ctx = XdpContext::new(ctx);
+    let Some((real, local_addr)) = addresses(how, real_id, local) else {
+        return FAILED;
+    };
+    let ipv6 = how & IPV6 != 0;
+    let (words, src_at, dst_at) = layout(how);
+    let ip_len = if ipv6 { 40 } else { 20 };
+    let icmp = (how & L3_OFFSET_MASK) as usize + ip_len;
+    let quoted = icmp + ICMP_HEADER_LEN;
+    let quoted_l4 = quoted + ip_len;
+    let Some(mut addresses) = set_addr(&ctx, quoted + src_at, words, &real.addr) else {
+        return FAILED;
+    };
+    let Some(mut ports) = set_word(&ctx, quoted_l4, real.port) else {
+        return FAILED;
+    };
+    if how & FULL_NAT != 0 {
+        let local_port = (local as u16).to_be_bytes();
+        let (Some(addr), Some(port)) = (
+            set_addr(&ctx, quoted + dst_at, words, local_addr),
+            set_word(&ctx, quoted_l4 + 2, local_port),
+        ) else {
+            return FAILED;
+        };
+        addresses = addresses.plus(addr);
+        ports = ports.plus(port);
+    }
+    // Everything changed in the ICMP payload, for the ICMP checksum.
+    let mut payload = addresses.plus(ports);
+    if !ipv6 {
+        match update_check(&ctx, quoted + 10, addresses) {
+            Some(change) => payload = payload.plus(change),
+            None => return FAILED,
+        }
+    }
+    // The quoted TCP/UDP checksum, when the error quotes it (a UDP checksum of 0 means
+    // none and stays so).
+    let tcp = how & TCP != 0;
+    let l4_check = quoted_l4 + if tcp { 16 } else { 6 };
+    if let Some(check) = ptr_at_mut::<[u8; 2]>(&ctx, l4_check) {
+        // SAFETY: checked by ptr_at_mut; nothing else refers to these bytes.
+        let old = unsafe { *check };
+        if (tcp || old != [0, 0])
+            && let Some(change) = update_check(&ctx, l4_check, addresses.plus(ports))
+        {
+            payload = payload.plus(change);
+        }
+    }
+    // ICMPv6's checksum covers the outer addresses too.
+    if ipv6 {
+        payload = payload.plus(Delta::from_raw(outer));
+    }
+    if update_check(&ctx, icmp + 2, payload).is_none() {
+        return FAILED;
+    }
+    TRANSLATED
+}
+
+/// The real and the local address (for NAT, which has none, the real's stands in).
+#[inline(always)]
+fn addresses(how: u32, real_id: u32, local: u32) -> Option<(&'static RealInfo, &'static [u8; 16])> {
+    let real = REALS.get(real_id)?;
+    if how & FULL_NAT == 0 {
+        return Some((real, &real.addr));
+    }
+    Some((real, &LOCAL_ADDRS.get(local >> 16)?.addr))
+}
+
+/// 16-bit words of an address, and the offsets of source and destination in the IP header.
+#[inline(always)]
+fn layout(how: u32) -> (usize, usize, usize) {
+    if how & IPV6 != 0 {
+        (8, 8, 24)
+    } else {
+        (2, 12, 16)
+    }
+}
+
+/// Write the `words` 16-bit words of `addr` at `at`: the change, or `None` if the frame is
+/// too short. (Not inlined: one loop instead of four unrolled ones keeps the callers'
+/// frames small.)
+#[inline(never)]
+fn set_addr(ctx: &XdpContext, at: usize, words: usize, addr: &[u8; 16]) -> Option<Delta> {
+    let mut delta = Delta::new();
+    for i in 0..8 {
+        if i >= words {
+            break;
+        }
+        delta = delta.plus(set_word(ctx, at + 2 * i, [addr[2 * i], addr[2 * i + 1]])?);
+    }
+    Some(delta)
+}
+
+/// Write one 16-bit word at `at`: the change.
+#[inline(always)]
+fn set_word(ctx: &XdpContext, at: usize, new: [u8; 2]) -> Option<Delta> {
+    let word = ptr_at_mut::<[u8; 2]>(ctx, at)?;
+    let mut delta = Delta::new();
+    // SAFETY: checked by ptr_at_mut; nothing else refers to these bytes.
+    unsafe {
+        delta.replace(&*word, &new);
+        *word = new;
+    }
+    Some(delta)
+}
+
+/// Adjust the checksum at `at` by `by`: the change of the checksum field itself.
+#[inline(always)]
+fn update_check(ctx: &XdpContext, at: usize, by: Delta) -> Option<Delta> {
+    let check = ptr_at_mut::<[u8; 2]>(ctx, at)?;
+    // SAFETY: as in `set_word`.
+    let old = unsafe { *check };
+    set_word(ctx, at, by.apply(old))
+}
