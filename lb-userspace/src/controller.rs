@@ -99,6 +99,12 @@ fn services(config: &Config) -> Vec<ServiceSpec> {
             one_packet: vs.one_packet,
             forward: vs.forward,
             local_addresses: vs.local_addresses.clone(),
+            tun_sources: vs
+                .tun_sources
+                .iter()
+                .chain(&config.tun_sources)
+                .copied()
+                .collect(),
             reals: vs
                 .reals
                 .iter()

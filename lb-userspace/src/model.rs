@@ -10,6 +10,9 @@ use serde::Serialize;
 pub struct Config {
     /// global_defs `lvs_timeouts`.
     pub lvs_timeouts: LvsTimeouts,
+    /// global_defs `lvs_tun_source` (lbd's own): the outer source of TUN packets, at most
+    /// one address per family, where a virtual_server sets none of the real's family.
+    pub tun_sources: Vec<IpAddr>,
     pub virtual_servers: Vec<VirtualServer>,
 }
 
@@ -41,6 +44,9 @@ pub struct VirtualServer {
     /// FullNAT: the local addresses of `laddr_group_name`'s `local_address_group` of the
     /// VIP's family (empty for the other methods).
     pub local_addresses: Vec<IpAddr>,
+    /// TUN: `tun_source` (lbd's own), the outer source per family (empty: global_defs
+    /// `lvs_tun_source`, else the route's preferred source towards the real).
+    pub tun_sources: Vec<IpAddr>,
     /// `delay_loop`: interval between health checks.
     pub delay_loop: Duration,
     pub reals: Vec<RealServer>,

@@ -334,3 +334,51 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         .outcome(Outcome::TunnelTooBig);
     assert_eq!(after - before, 1);
 }
+
+#[test]
+fn configured_tunnel_sources_come_before_the_route() {
+    if !require_root("configured_tunnel_sources_come_before_the_route") {
+        return;
+    }
+    // The route gives 10.0.0.254 / 2001:db8:1::fe; the configuration overrides it, per
+    // virtual server first, then globally, per family.
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer
+        .apply_config(
+            "
+global_defs {
+    lvs_tun_source 10.9.9.9 2001:db8:9::9
+}
+virtual_server 192.0.2.80 80 {
+    lb_kind TUN
+    tun_source 10.8.8.8
+    real_server 10.0.0.1 80
+}
+virtual_server 192.0.2.81 80 {
+    lb_kind TUN
+    real_server 10.0.0.1 80
+}
+virtual_server 192.0.2.82 80 {
+    lb_kind TUN
+    tun_source 10.8.8.8
+    real_server 2001:db8:1::1 80
+}
+",
+        )
+        .expect("apply");
+    for (vip, source) in [
+        ([192, 0, 2, 80], "10.8.8.8"),
+        ([192, 0, 2, 81], "10.9.9.9"),
+        ([192, 0, 2, 82], "2001:db8:9::9"),
+    ] {
+        let run = balancer
+            .run(&Frame::tcp(v4(CLIENT, vip), 40100, 80).bytes())
+            .expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{vip:?}");
+        let outer_src = match source.parse::<IpAddr>().expect("literal") {
+            IpAddr::V4(_) => IpAddr::from(<[u8; 4]>::try_from(&run.output[26..30]).unwrap()),
+            IpAddr::V6(_) => IpAddr::from(<[u8; 16]>::try_from(&run.output[22..38]).unwrap()),
+        };
+        assert_eq!(outer_src.to_string(), source, "{vip:?}");
+    }
+}

@@ -1,18 +1,23 @@
-//! The `global_defs` block: what lbd uses of it (`lvs_timeouts`); its other keywords are
-//! reported as not supported yet.
+//! The `global_defs` block: what lbd uses of it (`lvs_timeouts`, and lbd's own
+//! `lvs_tun_source`); its other keywords are reported as not supported yet.
 
-use super::{Diagnostic, tree::Statement, virtual_server::not_supported};
-use crate::model::LvsTimeouts;
+use super::{
+    Diagnostic,
+    tree::Statement,
+    virtual_server::{not_supported, tun_sources},
+};
+use crate::model::{Config, LvsTimeouts};
 
-/// Read a `global_defs` block into `timeouts`.
-pub fn global_defs(
-    statement: &Statement,
-    timeouts: &mut LvsTimeouts,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
+/// Read a `global_defs` block into `config`.
+pub fn global_defs(statement: &Statement, config: &mut Config, diagnostics: &mut Vec<Diagnostic>) {
     for item in statement.block.as_deref().unwrap_or_default() {
         match item.name() {
-            "lvs_timeouts" => lvs_timeouts(item, timeouts, diagnostics),
+            "lvs_timeouts" => lvs_timeouts(item, &mut config.lvs_timeouts, diagnostics),
+            "lvs_tun_source" => {
+                if let Some(sources) = tun_sources(item, diagnostics) {
+                    config.tun_sources = sources;
+                }
+            }
             other => not_supported(item, other, "global_defs keyword ", diagnostics),
         }
     }

@@ -52,7 +52,7 @@ pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>)
                     }
                 }
             }
-            "global_defs" => global_defs(statement, &mut config.lvs_timeouts, diagnostics),
+            "global_defs" => global_defs(statement, &mut config, diagnostics),
             other => not_supported(statement, other, "", diagnostics),
         }
     }
@@ -120,6 +120,7 @@ fn virtual_server(
     let mut granularity = None;
     let mut ops = None;
     let mut laddr_group = None;
+    let mut tun_source = None;
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -171,6 +172,10 @@ fn virtual_server(
                     ));
                     ok = false;
                 }
+                None => ok = false,
+            },
+            "tun_source" => match tun_sources(item, diagnostics) {
+                Some(sources) => tun_source = Some((sources, item.location().clone())),
                 None => ok = false,
             },
             "ops" => {
@@ -348,6 +353,18 @@ fn virtual_server(
         (_, None) => Vec::new(),
     };
 
+    let tun_sources = match (forward, tun_source) {
+        (Some(ForwardMethod::Tun), Some((sources, _))) => sources,
+        (_, Some((_, at))) => {
+            diagnostics.push(Diagnostic::warning(
+                &at,
+                "tun_source applies to lb_kind TUN only; ignored",
+            ));
+            Vec::new()
+        }
+        (_, None) => Vec::new(),
+    };
+
     // IPVS schedules one packet at a time for UDP only.
     let one_packet = match (&ops, protocol) {
         (Some(at), Protocol::Udp) if forward == Some(ForwardMethod::FullNat) => {
@@ -391,9 +408,41 @@ fn virtual_server(
         one_packet,
         forward: forward?,
         local_addresses,
+        tun_sources,
         delay_loop,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
     })
+}
+
+/// `tun_source ADDR [ADDR]` (virtual_server) and `lvs_tun_source ADDR [ADDR]`
+/// (global_defs): the outer source of TUN packets, at most one address per family.
+pub(super) fn tun_sources(
+    item: &Statement,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Vec<IpAddr>> {
+    if item.args.is_empty() || item.args.len() > 2 {
+        diagnostics.push(Diagnostic::error(
+            item.location(),
+            format!(
+                "`{}` takes one address, or one IPv4 and one IPv6 address",
+                item.name()
+            ),
+        ));
+        return None;
+    }
+    let mut sources: Vec<IpAddr> = Vec::new();
+    for arg in &item.args {
+        let addr = parse_addr(&arg.text, item.location(), diagnostics)?;
+        if sources.iter().any(|s| s.is_ipv4() == addr.is_ipv4()) {
+            diagnostics.push(Diagnostic::error(
+                item.location(),
+                format!("`{}` has two addresses of one family", item.name()),
+            ));
+            return None;
+        }
+        sources.push(addr);
+    }
+    Some(sources)
 }
 
 /// The local addresses of a FullNAT service: those of its `laddr_group_name` group of the
@@ -994,6 +1043,52 @@ virtual_server 192.0.2.4 53 {
                 "18: local_address_group v6only has no IPv4 address for virtual_server 192.0.2.3",
                 "22: `ops` (one-packet scheduling) is not supported with lb_kind FNAT",
                 "24: local_address_group v6only has no IPv4 address for virtual_server 192.0.2.4",
+            ]
+        );
+    }
+    #[test]
+    fn tunnel_sources_per_virtual_server_and_global() {
+        let loaded = ok("
+global_defs {
+    lvs_tun_source 2001:db8::fe 10.0.0.254
+}
+virtual_server 192.0.2.1 80 {
+    lb_kind TUN
+    tun_source 10.0.0.253
+    real_server 10.0.0.1 80
+}
+virtual_server 192.0.2.2 80 {
+    lb_kind DR
+    tun_source 10.0.0.253
+}
+");
+        let config = &loaded.config;
+        assert_eq!(config.tun_sources.len(), 2);
+        assert_eq!(
+            config.virtual_servers[0].tun_sources,
+            ["10.0.0.253".parse::<std::net::IpAddr>().unwrap()]
+        );
+        assert!(config.virtual_servers[1].tun_sources.is_empty());
+        assert_eq!(
+            lines(&loaded.warnings),
+            ["12: tun_source applies to lb_kind TUN only; ignored"]
+        );
+        let errors = errors(
+            "
+virtual_server 192.0.2.1 80 {
+    lb_kind TUN
+    tun_source 10.0.0.1 10.0.0.2
+}
+global_defs {
+    lvs_tun_source
+}
+",
+        );
+        assert_eq!(
+            lines(&errors),
+            [
+                "4: `tun_source` has two addresses of one family",
+                "7: `lvs_tun_source` takes one address, or one IPv4 and one IPv6 address",
             ]
         );
     }

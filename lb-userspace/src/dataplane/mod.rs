@@ -38,6 +38,9 @@ pub struct ServiceSpec {
     pub forward: ForwardMethod,
     /// FullNAT: the local address pool (empty for the other methods).
     pub local_addresses: Vec<IpAddr>,
+    /// TUN: the outer source per family (the virtual server's, then the global ones);
+    /// for a family without one, the route's preferred source towards the real.
+    pub tun_sources: Vec<IpAddr>,
     pub reals: Vec<RealSpec>,
 }
 

@@ -557,13 +557,21 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 wanted_reals.insert(real_key);
                 let weight = real.weight.min(u32::from(u16::MAX));
                 let tunnel_src = match (spec.forward, &next_hops[&real.addr]) {
-                    (ForwardMethod::Tun, Ok(next_hop)) => match next_hop.src {
-                        Some(src) if src.is_ipv4() == real.addr.is_ipv4() => Ok(addr_bytes(src).0),
-                        _ => Err(format!(
-                            "no local address of its family towards {} for the tunnel",
-                            real.addr
-                        )),
-                    },
+                    (ForwardMethod::Tun, Ok(next_hop)) => {
+                        let configured = spec
+                            .tun_sources
+                            .iter()
+                            .find(|s| s.is_ipv4() == real.addr.is_ipv4());
+                        match configured.copied().or(next_hop.src) {
+                            Some(src) if src.is_ipv4() == real.addr.is_ipv4() => {
+                                Ok(addr_bytes(src).0)
+                            }
+                            _ => Err(format!(
+                                "no local address of its family towards {} for the tunnel (set tun_source)",
+                                real.addr
+                            )),
+                        }
+                    }
                     _ => Ok([0; 16]),
                 };
                 let next_hop = match (&next_hops[&real.addr], tunnel_src.as_ref()) {
