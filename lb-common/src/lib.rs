@@ -53,7 +53,7 @@ pub mod map_names {
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
     pub const SETTINGS: &str = "LB_SETTINGS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
-    /// Benchmarks only (not pinned): the live-frames generator's frame template.
+    /// Benchmarks only (not pinned): the frame the bench programs put back (`BenchFrame`).
     pub const BENCH_FRAME: &str = "LB_BENCH_FRAME";
     pub const DECAP_STATS: &str = "LB_DECAP_STATS";
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
@@ -74,8 +74,10 @@ pub mod program_names {
     pub const BENCH_MACSWAP: &str = "lb_bench_macswap";
     /// Benchmark sink: drops every frame (the receiving end of the live-frames run).
     pub const BENCH_DROP: &str = "lb_bench_drop";
-    /// Benchmark generator: writes `LB_BENCH_FRAME` over the frame, XDP_TX.
+    /// Benchmark generator: puts the frame of `LB_BENCH_FRAME` back, XDP_TX.
     pub const BENCH_GENERATOR: &str = "lb_bench_generator";
+    /// Benchmark harness: puts the frame of `LB_BENCH_FRAME` back, then balances it.
+    pub const BENCH_BALANCER: &str = "lb_bench_balancer";
 }
 
 /// Key of `LB_SERVICES`: what identifies a virtual service.
@@ -267,6 +269,26 @@ pub struct LocalAddr {
     pub _pad: [u8; 3],
 }
 
+/// Value of `LB_BENCH_FRAME` (benchmarks only): the frame the bench programs put back
+/// before each run, so that a repeated test run (which feeds a program its own output) or
+/// a veth (which hands the same page to its other end) sees it anew every time.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct BenchFrame {
+    /// Length of the frame; its first `BENCH_FRAME_LEN` bytes are `bytes`.
+    pub len: u16,
+    /// Non-zero: every run gets a new client, a counter written as 4 bytes at `client_at`
+    /// and as a port at `sport_at` (offsets into the frame).
+    pub client_at: u16,
+    pub sport_at: u16,
+    pub _pad: u16,
+    pub bytes: [u8; BENCH_FRAME_LEN],
+}
+
+/// Bytes of a `BenchFrame` put back: every header the balancer rewrites.
+pub const BENCH_FRAME_LEN: usize = 128;
+
 /// NAT (masquerading): destination rewritten to the real's address and port; the real's
 /// replies, routed back through the director, get the VIP's as source again.
 pub const FWD_NAT: u8 = 2;
@@ -446,6 +468,7 @@ mod pod {
     unsafe impl aya::Pod for super::NatOrigin {}
     unsafe impl aya::Pod for super::Settings {}
     unsafe impl aya::Pod for super::LocalAddr {}
+    unsafe impl aya::Pod for super::BenchFrame {}
 }
 
 // No implicit padding: each size is the sum of the field sizes.
@@ -460,6 +483,7 @@ const _: () = {
     assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3);
     assert!(size_of::<Settings>() == 4 + 2 + 2);
     assert!(size_of::<LocalAddr>() == 16 + 1 + 3);
+    assert!(size_of::<BenchFrame>() == 4 * 2 + BENCH_FRAME_LEN);
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 3 + 16);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8 + 4 + 2 + 2);

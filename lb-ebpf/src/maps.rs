@@ -7,10 +7,10 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_NO_PREALLOC, ConnCounts, DEFAULT_FLOW_TABLE_SIZE, DEFAULT_SCHED_TABLE_ENTRIES, FlowKey,
-    FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
-    PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, Settings,
-    TrafficStats, VipKey, conn::Timeouts, decap_stats,
+    BPF_F_NO_PREALLOC, BenchFrame, ConnCounts, DEFAULT_FLOW_TABLE_SIZE,
+    DEFAULT_SCHED_TABLE_ENTRIES, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS,
+    MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo,
+    ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -85,12 +85,13 @@ pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
 #[map(name = "LB_DECAP_STATS")]
 pub static DECAP_STATS: PerCpuArray<u64> = PerCpuArray::pinned(decap_stats::COUNT, 0);
 
-/// `lb_bench_generator`'s frame template (benchmarks only; not pinned).
+/// The frame the bench programs put back (benchmarks only; not pinned).
 #[map(name = "LB_BENCH_FRAME")]
-pub static BENCH_FRAME: Array<[[u8; 8]; BENCH_FRAME_WORDS]> = Array::with_max_entries(1, 0);
+pub static BENCH_FRAME: Array<BenchFrame> = Array::with_max_entries(1, 0);
 
-/// 8-byte words of the frame template: enough for every header the balancer rewrites.
-pub const BENCH_FRAME_WORDS: usize = 16;
+/// The bench programs' client counter (benchmarks only; not pinned).
+#[map(name = "LB_BENCH_COUNTER")]
+pub static BENCH_COUNTER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
 
 /// The entry of real `id`, if it is in use.
 #[inline(always)]

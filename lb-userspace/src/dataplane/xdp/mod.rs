@@ -250,9 +250,14 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     }
 
     /// The loaded object, for tests and benchmarks that set map contents directly (such
-    /// as preloaded connection counts).
+    /// as preloaded connection counts) or run its other programs on the same maps.
     pub fn ebpf_mut(&mut self) -> &mut Ebpf {
         &mut self.ebpf
+    }
+
+    /// The loaded object (see `ebpf_mut`).
+    pub fn ebpf(&self) -> &Ebpf {
+        &self.ebpf
     }
 
     /// Write a real's entry if it differs from what the map holds.
