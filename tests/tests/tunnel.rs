@@ -43,6 +43,16 @@ virtual_server 192.0.2.82 80 {
     lb_kind TUN
     real_server 2001:db8:1::1 80
 }
+virtual_server 192.0.2.80 53 {
+    lb_kind TUN
+    protocol UDP
+    real_server 10.0.0.1 53
+}
+virtual_server 2001:db8::80 53 {
+    lb_kind TUN
+    protocol UDP
+    real_server 2001:db8:1::1 53
+}
 ";
 
 fn next_hops() -> StaticNextHops {
@@ -140,7 +150,21 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         40004,
         80,
     );
-    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 6] = [
+    let cases: [(&str, Frame, [u8; 6], u16, IpAddr); 8] = [
+        (
+            "ipip, UDP",
+            Frame::udp(v4(CLIENT, [192, 0, 2, 80]), 40006, 53),
+            [2, 0xaa, 0, 0, 0, 1],
+            0,
+            "10.0.0.1".parse().unwrap(),
+        ),
+        (
+            "ip6ip6, UDP",
+            Frame::udp(v6("2001:db8:c::7", "2001:db8::80"), 40007, 53),
+            [2, 0xaa, 0, 0, 0, 0x61],
+            0,
+            "2001:db8:1::1".parse().unwrap(),
+        ),
         (
             "4in6",
             Frame::tcp(v4(CLIENT, [192, 0, 2, 82]), 40005, 80),
@@ -224,7 +248,7 @@ fn tun_encapsulates_and_the_real_decapsulates() {
         want.extend_from_slice(&untagged[14..]);
         assert_eq!(hex(&stripped), hex(&want), "{name}: decapsulated");
     }
-    assert_eq!(decap.decapsulated().expect("stats"), 6);
+    assert_eq!(decap.decapsulated().expect("stats"), 8);
 
     // A tunnel to another address passes untouched.
     decap.set_vips(&[]).expect("no VIPs");
