@@ -6,5 +6,6 @@ pub mod config;
 pub mod controller;
 pub mod dataplane;
 pub mod model;
+pub mod neighbour_events;
 pub mod nexthop;
 pub mod sched;

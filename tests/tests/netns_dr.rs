@@ -297,3 +297,67 @@ fn persistence_keeps_a_client_on_one_real() {
     assert_eq!(answers.len(), 1, "one client, one real: {answers:?}");
     assert_eq!(answers.values().sum::<usize>(), 12);
 }
+
+/// The MAC address the data plane sends real `addr` (of any service) to.
+fn programmed_mac(lbd: &Lbd, addr: IpAddr) -> Option<[u8; 6]> {
+    use aya::maps::{Array, Map, MapData};
+    use lb_common::{RealInfo, map_names};
+    let map = MapData::from_pin(lbd.pin_dir().join(map_names::REALS))
+        .and_then(Map::from_map_data)
+        .expect("pinned LB_REALS");
+    let reals: Array<&MapData, RealInfo> = Array::try_from(&map).expect("array");
+    (0..lb_common::MAX_REALS).find_map(|id| {
+        let real = reals.get(&id, 0).ok()?;
+        (lb_userspace::dataplane::xdp::addr_from(real.addr, real.family) == Some(addr))
+            .then_some(real.mac)
+    })
+}
+
+#[test]
+fn a_changed_neighbour_entry_reaches_the_data_plane_at_once() {
+    if !require_root("a_changed_neighbour_entry_reaches_the_data_plane_at_once") {
+        return;
+    }
+    let mut lab = Topology::create("lbtnei", 1).expect("topology");
+    lab.start_http_servers(Path::new(LAB))
+        .expect("HTTP servers");
+    let dir = lab.scratch_dir();
+    let config = dir.join("keepalived.conf");
+    std::fs::write(&config, lab.keepalived_conf("rr", &[("r1", 1)])).expect("write config");
+    // No periodic refresh within the test: only the neighbour event can bring the change.
+    let lbd = Lbd::start(
+        &lab.director,
+        &config,
+        "eth0",
+        "lbtnei",
+        &dir.join("lbd.log"),
+        &["--refresh-interval", "3600"],
+    )
+    .expect("lbd");
+    let real: IpAddr = lab.reals[0].addr.into();
+    let before = programmed_mac(&lbd, real).expect("the real is programmed");
+    let moved = [0x02, 0x00, 0x00, 0x00, 0x99, 0x99];
+    assert_ne!(before, moved);
+    lab.director
+        .ip(&[
+            "neigh",
+            "replace",
+            &real.to_string(),
+            "lladdr",
+            "02:00:00:00:99:99",
+            "dev",
+            "eth0",
+            "nud",
+            "permanent",
+        ])
+        .expect("ip neigh replace");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while programmed_mac(&lbd, real) != Some(moved) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the data plane still sends {real} to {:02x?} 5 s after its neighbour entry changed",
+            programmed_mac(&lbd, real)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}

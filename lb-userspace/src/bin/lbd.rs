@@ -17,6 +17,7 @@ use lb_userspace::{
         xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
     },
     model::{Config, ForwardMethod},
+    neighbour_events::NeighbourEvents,
     nexthop::KernelNextHops,
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -67,7 +68,8 @@ struct Args {
     /// reals' connection counts (lc, wlc, sed, nq) recounted.
     #[arg(long, default_value_t = 5)]
     sweep_interval: u64,
-    /// Seconds between refreshes of the reals' next hops (MAC addresses).
+    /// Seconds between refreshes of the reals' next hops (MAC addresses); a change in
+    /// the neighbour table of a real's address brings the refresh forward.
     #[arg(long, default_value_t = 5)]
     refresh_interval: u64,
     /// FullNAT (lb_kind FNAT): the local ports handed out, FIRST-LAST. Keep them out of
@@ -217,8 +219,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sweep = tokio::time::interval(Duration::from_secs(args.sweep_interval.max(1)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
+    // A change of a real's neighbour entry brings the next refresh forward (the delay
+    // gathers the changes of one moment into one refresh).
+    let mut neighbours = NeighbourEvents::subscribe().context("neighbour events")?;
     loop {
         tokio::select! {
+            changed = neighbours.changed() => match changed {
+                Ok(addrs) if is_real(controller.running(), &addrs) => {
+                    refresh.reset_after(NEIGHBOUR_CHANGE_DELAY);
+                }
+                Ok(_) => {}
+                Err(e) => warn!("reading neighbour changes failed: {e}"),
+            },
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
             _ = hangup.recv() => reload(&args, &mut controller, &mut last_report),
@@ -333,6 +345,18 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
         );
     }
     warnings
+}
+
+/// How long after a change of a real's neighbour entry its next hop is resolved again.
+const NEIGHBOUR_CHANGE_DELAY: Duration = Duration::from_millis(50);
+
+/// Whether any of `addrs` is a real server's address.
+fn is_real(config: &Config, addrs: &[std::net::IpAddr]) -> bool {
+    config
+        .virtual_servers
+        .iter()
+        .flat_map(|vs| &vs.reals)
+        .any(|real| addrs.contains(&real.addr))
 }
 
 /// The VIPs of the TUN services.
