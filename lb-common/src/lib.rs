@@ -53,6 +53,7 @@ pub mod map_names {
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
     pub const SETTINGS: &str = "LB_SETTINGS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
+    pub const VIPS: &str = "LB_VIPS";
     /// Benchmarks only (not pinned): the frame the bench programs put back (`BenchFrame`).
     pub const BENCH_FRAME: &str = "LB_BENCH_FRAME";
     pub const DECAP_STATS: &str = "LB_DECAP_STATS";
@@ -240,6 +241,8 @@ pub const FWD_TUN: u8 = 1;
 /// `Settings::features` bit: some service uses NAT or FullNAT, so packets for no service
 /// may be replies to translate (without it their reply-map lookup is skipped).
 pub const FEATURE_NAT: u32 = 1;
+/// `Settings::features` bit: answer echo requests to VIPs in XDP (`lbd --answer-ping`).
+pub const FEATURE_ANSWER_ECHO: u32 = 2;
 
 /// Value of `LB_SETTINGS` (one entry): what the configuration uses and load-time limits.
 #[repr(C)]

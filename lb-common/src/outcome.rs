@@ -77,11 +77,14 @@ pub enum Outcome {
     /// FullNAT: no local address and port of the service's pool was free for a new flow
     /// (after `FNAT_PORT_TRIES` random picks): dropped, the client retries.
     FnatNoPort,
+    /// An echo request to a VIP answered by the balancer (`lbd --answer-ping`), sent
+    /// back out (XDP_TX).
+    EchoAnswered,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::FnatNoPort as u32 + 1;
+    pub const COUNT: u32 = Outcome::EchoAnswered as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -105,6 +108,7 @@ impl Outcome {
         Outcome::NatReplyToKernel,
         Outcome::TunnelTooBigAnswered,
         Outcome::FnatNoPort,
+        Outcome::EchoAnswered,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -112,7 +116,7 @@ impl Outcome {
     pub const fn xdp_action(self) -> u32 {
         use xdp_action::*;
         match self {
-            Outcome::ForwardedTx | Outcome::TunnelTooBigAnswered => XDP_TX,
+            Outcome::ForwardedTx | Outcome::TunnelTooBigAnswered | Outcome::EchoAnswered => XDP_TX,
             Outcome::ForwardedRedirect => XDP_REDIRECT,
             Outcome::NotIp
             | Outcome::NotTcpUdp
@@ -157,6 +161,7 @@ impl Outcome {
             Outcome::NatReplyToKernel => "nat_reply_to_kernel",
             Outcome::TunnelTooBigAnswered => "tunnel_too_big_answered",
             Outcome::FnatNoPort => "fnat_no_port",
+            Outcome::EchoAnswered => "echo_answered",
         }
     }
 }

@@ -15,6 +15,7 @@ mod conns;
 mod conntrack;
 mod csum;
 mod decap;
+mod echo;
 mod fwd;
 mod headers;
 mod icmp;
@@ -113,6 +114,9 @@ pub fn lb_xdp_pass(_ctx: XdpContext) -> u32 {
 #[inline(always)]
 fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     let flow = parse::parse_flow(ctx)?;
+    if flow.echo_request {
+        return echo::reply(ctx, &flow);
+    }
     let Some(service) = vip::lookup(&flow.key) else {
         if flow.icmp_error {
             return Err(Outcome::NotService);

@@ -47,6 +47,10 @@ pub static NAT_REVERSE: LruHashMap<FlowKey, NatOrigin> =
 #[map(name = "LB_SETTINGS")]
 pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 
+/// Every VIP address (of any service): whose echo requests `echo` answers.
+#[map(name = "LB_VIPS")]
+pub static VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
+
 /// FullNAT local addresses by id; a service's
 /// pool is a list of these ids in `LB_TABLES` (`ServiceInfo::laddr_len`).
 #[map(name = "LB_LOCAL_ADDRS")]

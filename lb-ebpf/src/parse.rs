@@ -24,6 +24,8 @@ pub struct Flow {
     /// An ICMP/ICMPv6 error about a flow: `key` is that flow as the client sent it (the
     /// error's quoted packet, turned around), so it finds the real that owns it.
     pub icmp_error: bool,
+    /// An ICMP/ICMPv6 echo request: `key` has its addresses and protocol (ports 0).
+    pub echo_request: bool,
 }
 
 impl Flow {
@@ -54,9 +56,10 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
     } else {
         return Err(Outcome::NotIp);
     };
-    let icmp_error = key.proto == PROTO_ICMP || key.proto == PROTO_ICMPV6;
-    let tcp_flags = if icmp_error {
-        parse_icmp_error(ctx, l4_offset, &mut key)?;
+    let icmp = key.proto == PROTO_ICMP || key.proto == PROTO_ICMPV6;
+    let mut echo_request = false;
+    let tcp_flags = if icmp {
+        echo_request = parse_icmp(ctx, l4_offset, &mut key)?;
         0
     } else {
         parse_l4(ctx, l4_offset, &mut key)?
@@ -66,7 +69,8 @@ pub fn parse_flow(ctx: &XdpContext) -> Result<Flow, Outcome> {
         vlan,
         tcp_flags,
         l3_offset,
-        icmp_error,
+        icmp_error: icmp && !echo_request,
+        echo_request,
     })
 }
 
@@ -160,15 +164,28 @@ const ICMPV6_ERRORS: [u8; 4] = [1, 2, 3, 4];
 /// Type, code, checksum and 4 more bytes precede the quoted packet in both.
 const ICMP_HEADER_LEN: usize = 8;
 
-/// An ICMP error quotes the packet that caused it: here one that the real sent from the
-/// VIP to the client. `flow` becomes the client's flow (quoted destination as source,
-/// ports swapped). Anything else ICMP (echo, errors quoting other protocols or IPv4
-/// options) is `NotTcpUdp`.
+/// ICMP echo request and ICMPv6 echo request.
+const ECHO_REQUEST: u8 = 8;
+const ECHOV6_REQUEST: u8 = 128;
+
+/// An echo request (`Ok(true)`: `flow` keeps its addresses), or an error about a TCP/UDP
+/// flow (`Ok(false)`). An ICMP error quotes the packet that caused it: here one that the
+/// real sent from the VIP to the client. `flow` becomes the client's flow (quoted
+/// destination as source, ports swapped). Anything else ICMP (echo replies, errors quoting
+/// other protocols or IPv4 options) is `NotTcpUdp`.
 #[inline(always)]
-fn parse_icmp_error(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<(), Outcome> {
+fn parse_icmp(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<bool, Outcome> {
     let kind = ptr_at::<u8>(ctx, offset).ok_or(Outcome::TruncatedL4)?;
     // SAFETY: checked by ptr_at.
     let kind = unsafe { *kind };
+    let echo = if flow.family == FAMILY_IPV6 {
+        ECHOV6_REQUEST
+    } else {
+        ECHO_REQUEST
+    };
+    if kind == echo {
+        return Ok(true);
+    }
     let quoted = offset + ICMP_HEADER_LEN;
     let ports_at = if flow.family == FAMILY_IPV6 {
         if !ICMPV6_ERRORS.contains(&kind) {
@@ -205,7 +222,7 @@ fn parse_icmp_error(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Resu
     let ports = unsafe { *ports };
     flow.sport = [ports[2], ports[3]];
     flow.dport = [ports[0], ports[1]];
-    Ok(())
+    Ok(false)
 }
 
 /// Fill the ports; the whole fixed TCP (20 bytes) or UDP (8 bytes) header must be present.

@@ -77,6 +77,11 @@ struct Args {
     /// the director's own connections.
     #[arg(long, value_name = "FIRST-LAST", default_value = "1024-65535", value_parser = parse_port_range)]
     fnat_ports: (u16, u16),
+    /// Answer ICMP/ICMPv6 echo requests to the VIPs in XDP, before the kernel sees them:
+    /// for VIPs routed to the director but not assigned to one of its interfaces (the
+    /// kernel answers those it holds).
+    #[arg(long)]
+    answer_ping: bool,
 }
 
 /// `FIRST-LAST`, a non-empty port range without port 0.
@@ -179,6 +184,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         sched_table_entries: args.sched_table_entries,
         persist_table_size: lb_common::PERSIST_TABLE_SIZE,
         fnat_ports: args.fnat_ports,
+        answer_echo: args.answer_ping,
     };
     let mut dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {

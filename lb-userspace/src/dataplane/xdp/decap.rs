@@ -7,14 +7,14 @@ use std::{collections::BTreeSet, net::IpAddr};
 
 use aya::{
     Ebpf,
-    maps::{HashMap, MapData, PerCpuArray},
+    maps::{MapData, PerCpuArray},
     programs::xdp::XdpLinkId,
 };
-use lb_common::{VipKey, decap_stats, map_names as names, program_names};
+use lb_common::{decap_stats, map_names as names, program_names};
 
 use super::{
-    AttachMode, XdpOptions, addr_bytes, attach_program, counters, detach_links, load_object,
-    map_error, map_mut, program_mut,
+    AttachMode, XdpOptions, attach_program, counters, detach_links, load_object, map_error,
+    program_mut,
 };
 use crate::dataplane::DataplaneError;
 
@@ -56,19 +56,7 @@ impl Decap {
     /// Strip tunnels for exactly these VIPs.
     pub fn set_vips(&mut self, vips: &[IpAddr]) -> Result<(), DataplaneError> {
         let wanted: BTreeSet<IpAddr> = vips.iter().copied().collect();
-        let mut map: HashMap<&mut MapData, VipKey, u8> =
-            HashMap::try_from(map_mut(&mut self.ebpf, names::DECAP_VIPS)?)
-                .map_err(map_error(names::DECAP_VIPS))?;
-        for vip in wanted.difference(&self.vips) {
-            map.insert(vip_key(*vip), 1, 0)
-                .map_err(map_error("adding a VIP to decapsulate"))?;
-        }
-        for vip in self.vips.difference(&wanted) {
-            super::removed(map.remove(&vip_key(*vip)))
-                .map_err(map_error("removing a VIP to decapsulate"))?;
-        }
-        self.vips = wanted;
-        Ok(())
+        super::sync_vip_set(&mut self.ebpf, names::DECAP_VIPS, &mut self.vips, wanted)
     }
 
     /// The loaded program (for BPF_PROG_TEST_RUN).
@@ -94,14 +82,5 @@ impl Decap {
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
         detach_links(program, program_names::DECAP, &mut self.links)
-    }
-}
-
-fn vip_key(vip: IpAddr) -> VipKey {
-    let (addr, family) = addr_bytes(vip);
-    VipKey {
-        addr,
-        family,
-        _pad: [0; 3],
     }
 }

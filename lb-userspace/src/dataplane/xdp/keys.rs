@@ -2,7 +2,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use lb_common::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, ServiceKey};
+use lb_common::{FAMILY_IPV4, FAMILY_IPV6, PROTO_TCP, PROTO_UDP, ServiceKey, VipKey};
 
 use crate::model::Protocol;
 
@@ -24,6 +24,16 @@ pub fn addr_from(bytes: [u8; 16], family: u8) -> Option<IpAddr> {
         FAMILY_IPV4 => Some(Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3]).into()),
         FAMILY_IPV6 => Some(Ipv6Addr::from(bytes).into()),
         _ => None,
+    }
+}
+
+/// Key of a set of VIP addresses (`LB_VIPS`, `LB_DECAP_VIPS`).
+pub fn vip_key(vip: IpAddr) -> VipKey {
+    let (addr, family) = addr_bytes(vip);
+    VipKey {
+        addr,
+        family,
+        _pad: [0; 3],
     }
 }
 

@@ -38,7 +38,7 @@ pub struct MapLayout {
 }
 
 /// The maps of this build, with the flow table and the table arena sized as configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 16] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 17] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -73,6 +73,7 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 16] {
         layout::<u32, Settings>(names::SETTINGS, MapType::Array, 1),
         layout::<u32, LocalAddr>(names::LOCAL_ADDRS, MapType::Array, MAX_LOCAL_ADDRS),
         layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),
+        layout::<VipKey, u8>(names::VIPS, MapType::Hash, MAX_SERVICES),
         layout::<u32, u64>(
             names::DECAP_STATS,
             MapType::PerCpuArray,

@@ -31,7 +31,7 @@ use aya::{
 use lb_common::{
     ConnCounts, FEATURE_NAT, FNAT_PORTS_DEFAULT, FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, FlowKey,
     FlowState, LocalAddr, NatOrigin, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
-    Settings, TrafficStats,
+    Settings, TrafficStats, VipKey,
     conn::{Timeouts, is_active},
     map_names as names, mask_prefix, program_names,
 };
@@ -40,6 +40,7 @@ use arena::{Arena, Region};
 use counters::MapSource;
 pub use counters::read_pinned as read_pinned_counters;
 pub use decap::Decap;
+use keys::vip_key;
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
 use local_addrs::LocalAddrs;
@@ -123,6 +124,8 @@ pub struct XdpOptions {
     pub persist_table_size: u32,
     /// FullNAT: the local ports handed out (first, last).
     pub fnat_ports: (u16, u16),
+    /// Answer echo requests to VIPs in XDP (`FEATURE_ANSWER_ECHO`).
+    pub answer_echo: bool,
 }
 
 impl XdpOptions {
@@ -134,6 +137,7 @@ impl XdpOptions {
             sched_table_entries: lb_common::DEFAULT_SCHED_TABLE_ENTRIES,
             persist_table_size: lb_common::PERSIST_TABLE_SIZE,
             fnat_ports: FNAT_PORTS_DEFAULT,
+            answer_echo: false,
         }
     }
 
@@ -171,6 +175,10 @@ pub struct XdpDataplane<R> {
     settings: Option<Settings>,
     /// FullNAT local ports (`XdpOptions::fnat_ports`).
     fnat_ports: (u16, u16),
+    /// `XdpOptions::answer_echo`.
+    answer_echo: bool,
+    /// The VIP addresses in `LB_VIPS`.
+    vips: BTreeSet<IpAddr>,
     local_addrs: LocalAddrs,
     /// Per real, how far its connection counts were from the flow table at the last sweep.
     conn_drift: BTreeMap<u32, (i64, i64)>,
@@ -199,6 +207,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             })?;
         let mut slots = rebuild_slots(&ebpf)?;
         let local_addrs = rebuild_local_addrs(&ebpf)?;
+        let vips = rebuild_vips(&ebpf)?;
         let mut arena = Arena::new(options.sched_table_entries);
         for slot in slots.services.values_mut() {
             let Some(info) = slot.info else { continue };
@@ -216,6 +225,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             timeouts: None,
             settings: None,
             fnat_ports: options.fnat_ports,
+            answer_echo: options.answer_echo,
+            vips,
             local_addrs,
             conn_drift: BTreeMap::new(),
             links: Vec::new(),
@@ -275,10 +286,16 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
-    /// Write the `FEATURE_*` bits and the FullNAT port range if they changed.
+    /// Write the `FEATURE_*` bits (with `FEATURE_ANSWER_ECHO` as loaded) and the FullNAT
+    /// port range if they changed.
     fn write_settings(&mut self, features: u32) -> Result<(), DataplaneError> {
+        let echo = if self.answer_echo {
+            lb_common::FEATURE_ANSWER_ECHO
+        } else {
+            0
+        };
         let settings = Settings {
-            features,
+            features: features | echo,
             fnat_port_min: self.fnat_ports.0,
             fnat_port_max: self.fnat_ports.1,
         };
@@ -680,6 +697,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let nat = services.iter().any(|s| s.forward.translates_replies());
         self.write_settings(if nat { FEATURE_NAT } else { 0 })?;
         self.local_addrs.retain(&wanted_local_addrs);
+        let vips = services.iter().map(|s| s.addr).collect();
+        sync_vip_set(&mut self.ebpf, names::VIPS, &mut self.vips, vips)?;
         let stale: Vec<ServiceKey> = self
             .slots
             .services
@@ -851,6 +870,31 @@ pub(super) fn removed(result: Result<(), MapError>) -> Result<bool, MapError> {
     }
 }
 
+/// Make the set of VIP addresses `name` (a hash of `VipKey`), which holds `current`, hold
+/// `wanted`.
+fn sync_vip_set(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    current: &mut BTreeSet<IpAddr>,
+    wanted: BTreeSet<IpAddr>,
+) -> Result<(), DataplaneError> {
+    if wanted == *current {
+        return Ok(());
+    }
+    let mut map: HashMap<&mut MapData, VipKey, u8> =
+        HashMap::try_from(map_mut(ebpf, name)?).map_err(map_error(name))?;
+    for vip in wanted.difference(current) {
+        map.insert(vip_key(*vip), 1, 0)
+            .map_err(map_error(format!("adding a VIP to {name}")))?;
+    }
+    for vip in current.difference(&wanted) {
+        removed(map.remove(&vip_key(*vip)))
+            .map_err(map_error(format!("removing a VIP from {name}")))?;
+    }
+    *current = wanted;
+    Ok(())
+}
+
 /// Set the only entry of one-entry array `name`.
 fn write_single<V: aya::Pod>(
     ebpf: &mut Ebpf,
@@ -999,6 +1043,20 @@ fn rebuild_slots(ebpf: &Ebpf) -> Result<Slots, DataplaneError> {
         services,
         reals,
     ))
+}
+
+/// The VIP addresses in the (possibly pinned, pre-existing) `LB_VIPS`.
+fn rebuild_vips(ebpf: &Ebpf) -> Result<BTreeSet<IpAddr>, DataplaneError> {
+    let map: HashMap<_, VipKey, u8> =
+        HashMap::try_from(ebpf.get_map(names::VIPS)?).map_err(map_error(names::VIPS))?;
+    let keys: Vec<VipKey> = map
+        .keys()
+        .collect::<Result<_, _>>()
+        .map_err(map_error(names::VIPS))?;
+    Ok(keys
+        .into_iter()
+        .filter_map(|key| addr_from(key.addr, key.family))
+        .collect())
 }
 
 /// The FullNAT local address ids in the (possibly pinned, pre-existing) map.
