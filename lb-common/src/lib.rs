@@ -319,6 +319,10 @@ pub struct NatOrigin {
     /// 1 for FullNAT (destination translated back too), 0 for NAT.
     pub full_nat: u8,
     pub _pad: [u8; 3],
+    /// FullNAT: when the local port was reserved, in milliseconds of `CLOCK_MONOTONIC`
+    /// (wrapping): a young reservation is never taken over, even before its flow is in
+    /// the flow table.
+    pub reserved_ms: u32,
 }
 
 impl NatOrigin {
@@ -483,7 +487,7 @@ const _: () = {
     assert!(size_of::<PersistState>() == 4 + 4 + 8);
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
     assert!(size_of::<VipKey>() == 16 + 1 + 3);
-    assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3);
+    assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3 + 4);
     assert!(size_of::<Settings>() == 4 + 2 + 2);
     assert!(size_of::<LocalAddr>() == 16 + 1 + 3);
     assert!(size_of::<BenchFrame>() == 4 * 2 + BENCH_FRAME_LEN);

@@ -80,11 +80,14 @@ pub enum Outcome {
     /// An echo request to a VIP answered by the balancer (`lbd --answer-ping`), sent
     /// back out (XDP_TX).
     EchoAnswered,
+    /// FullNAT: an established flow found its local address and port held by another
+    /// flow (its reservation was evicted from the full reply table and taken): dropped.
+    FnatPortLost,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::EchoAnswered as u32 + 1;
+    pub const COUNT: u32 = Outcome::FnatPortLost as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -109,6 +112,7 @@ impl Outcome {
         Outcome::TunnelTooBigAnswered,
         Outcome::FnatNoPort,
         Outcome::EchoAnswered,
+        Outcome::FnatPortLost,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -134,7 +138,8 @@ impl Outcome {
             | Outcome::NextHopUnknown
             | Outcome::TunnelTooBig
             | Outcome::NoHeadroom
-            | Outcome::FnatNoPort => XDP_DROP,
+            | Outcome::FnatNoPort
+            | Outcome::FnatPortLost => XDP_DROP,
         }
     }
 
@@ -162,6 +167,7 @@ impl Outcome {
             Outcome::TunnelTooBigAnswered => "tunnel_too_big_answered",
             Outcome::FnatNoPort => "fnat_no_port",
             Outcome::EchoAnswered => "echo_answered",
+            Outcome::FnatPortLost => "fnat_port_lost",
         }
     }
 }

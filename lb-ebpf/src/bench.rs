@@ -29,6 +29,7 @@ pub fn restore(ctx: &XdpContext) -> bool {
     if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, grown) } != 0 {
         return false;
     }
+    // Whole 8-byte words, then the bytes of a last partial word.
     for i in 0..BENCH_FRAME_LEN / 8 {
         let Some(at) = ptr_at_mut::<[u8; 8]>(ctx, i * 8) else {
             break;
@@ -37,6 +38,18 @@ pub fn restore(ctx: &XdpContext) -> bool {
         word.copy_from_slice(&template.bytes[i * 8..i * 8 + 8]);
         // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
         unsafe { *at = word };
+    }
+    let len = usize::from(template.len).min(BENCH_FRAME_LEN);
+    for k in 0..8 {
+        let at = (len / 8 * 8 + k) & (BENCH_FRAME_LEN - 1);
+        if at >= len {
+            break;
+        }
+        let Some(byte) = ptr_at_mut::<u8>(ctx, at) else {
+            break;
+        };
+        // SAFETY: as above.
+        unsafe { *byte = template.bytes[at] };
     }
     if template.client_at != 0 {
         let Some(counter) = BENCH_COUNTER.get_ptr_mut(0) else {

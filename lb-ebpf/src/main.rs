@@ -16,6 +16,7 @@ mod conntrack;
 mod csum;
 mod decap;
 mod echo;
+mod edit;
 mod fwd;
 mod headers;
 mod icmp;
@@ -158,7 +159,7 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         }
         chosen.local = LocalEnd::unpack(packed);
     }
-    let outcome = fwd::forward(ctx, &flow, chosen.real, chosen.local)?;
+    let outcome = fwd::forward(ctx, &flow, chosen.real, chosen.local, chosen.established())?;
     if outcome == Outcome::TunnelTooBigAnswered {
         // Answered, not forwarded: no flow to record, nothing reached the real.
         return Ok(outcome);
@@ -200,20 +201,30 @@ fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Ou
     Ok(outcome)
 }
 
-struct Chosen {
-    real_id: u32,
-    real: &'static RealInfo,
+/// The real a packet goes to, and how it was chosen.
+pub struct Chosen {
+    pub real_id: u32,
+    pub real: &'static RealInfo,
     /// Scheduled now; the caller records the flow once the frame is on its way.
-    new_flow: bool,
+    pub new_flow: bool,
     /// FullNAT: the flow's local address and port (the caller reserves them for a new
     /// flow).
-    local: LocalEnd,
+    pub local: LocalEnd,
     /// The real id and state of the timed-out or replaced flow the new one overwrites
     /// (`NO_FLOW` if none): it leaves its real's connection count when the new flow is
     /// recorded. (Two plain fields: an `Option` of a tuple here made LLVM pack a pointer
     /// with shifts, which the verifier rejects.)
     replaced_real: u32,
     replaced_state: u8,
+}
+
+impl Chosen {
+    /// FullNAT: the real id of an established flow, whose local end must still be its
+    /// own (`fnat::hold`); `None` for a new flow.
+    #[inline(always)]
+    fn established(&self) -> Option<u32> {
+        (!self.new_flow).then_some(self.real_id)
+    }
 }
 
 /// `Chosen::replaced_real` when no flow was replaced.

@@ -2,6 +2,7 @@
 //! (`/sys/fs/bpf/<instance>/`), so `lbd` can restart without losing flows and `lbctl` can
 //! read them while `lbd` is down. Layouts are in `lb_common`.
 
+use crate::fwd::fnat::FnatScratch;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
@@ -50,6 +51,10 @@ pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 /// Every VIP address (of any service): whose echo requests `echo` answers.
 #[map(name = "LB_VIPS")]
 pub static VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// FullNAT: per-CPU room for the reservation being drawn (not pinned).
+#[map(name = "LB_FNAT_SCRATCH")]
+pub static FNAT_SCRATCH: PerCpuArray<FnatScratch> = PerCpuArray::with_max_entries(1, 0);
 
 /// FullNAT local addresses by id; a service's
 /// pool is a list of these ids in `LB_TABLES` (`ServiceInfo::laddr_len`).

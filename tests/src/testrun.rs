@@ -152,6 +152,33 @@ impl TestBalancer {
         Ok(())
     }
 
+    /// Make every FullNAT reservation 10 s old (past the grace in which it is never
+    /// taken over).
+    pub fn age_reservations(&mut self) -> anyhow::Result<()> {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid timespec pointer.
+        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+        let now_ms = (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32;
+        let mut map: BpfHashMap<&mut MapData, FlowKey, NatOrigin> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map_mut(map_names::NAT_REVERSE)
+                .context("LB_NAT_REVERSE")?,
+        )?;
+        let entries: Vec<(FlowKey, NatOrigin)> = map.iter().collect::<Result<_, _>>()?;
+        for (key, origin) in entries {
+            let aged = NatOrigin {
+                reserved_ms: now_ms.wrapping_sub(10_000),
+                ..origin
+            };
+            map.insert(key, aged, 0)?;
+        }
+        Ok(())
+    }
+
     /// The reply translations (`LB_NAT_REVERSE`): reply 5-tuple → what to put back.
     pub fn reply_translations(&mut self) -> anyhow::Result<Vec<(FlowKey, NatOrigin)>> {
         let map: BpfHashMap<&MapData, FlowKey, NatOrigin> = BpfHashMap::try_from(

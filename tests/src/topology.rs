@@ -498,7 +498,7 @@ fn spawn_server(
     let mut child = command
         .stdout(Stdio::piped())
         .spawn()
-        .with_context(|| format!("start {} serve-http", lab.display()))?;
+        .with_context(|| format!("start {} serve", lab.display()))?;
     let stdout = child.stdout.take().context("server stdout")?;
     let (ready_tx, ready_rx) = mpsc::channel();
     std::thread::spawn(move || {

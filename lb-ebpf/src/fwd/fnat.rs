@@ -8,9 +8,18 @@
 //! port) pairs from the pool and the configured range, and reserves one by inserting its
 //! reply translation with `BPF_NOEXIST` into `LB_NAT_REVERSE` (the reply's 5-tuple is the
 //! key, so two flows never share one). A pair already taken is reclaimed when the flow
-//! that held it has ended (gone from the flow table, timed out, or moved to another pair);
-//! after `FNAT_PORT_TRIES` draws the packet is dropped and counted (`FnatNoPort`). The
-//! userspace sweep removes the reservations of expired flows as it removes the flows.
+//! that held it has ended (gone from the flow table, timed out, or moved to another pair)
+//! and its reservation is older than `RESERVATION_GRACE_MS` (so a flow between its
+//! reservation and its flow-table entry keeps it); after `FNAT_PORT_TRIES` draws the
+//! packet is dropped and counted (`FnatNoPort`). Every packet of an established flow
+//! checks its reservation (`hold`, which also keeps it recent in the LRU table): one the
+//! table evicted is made again, and one another flow took meanwhile makes the packet drop
+//! (`FnatPortLost`) rather than reach the other client's connection. The userspace sweep
+//! removes the reservations of expired flows as it removes the flows.
+//!
+//! Two CPUs that draw the same free pair within the same microsecond can still both take
+//! it; with tens of thousands of ports per address that is rare, and the later flow's
+//! `hold` then finds the pair taken and drops its packets.
 
 use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::XdpContext};
 use lb_common::{FNAT_PORTS_DEFAULT, FlowKey, NatOrigin, Outcome, RealInfo, ServiceInfo};
@@ -21,9 +30,15 @@ use super::{
 };
 use crate::{
     conntrack,
-    maps::{FLOWS, LOCAL_ADDRS, NAT_REVERSE, REALS, SETTINGS, TABLES},
+    maps::{FLOWS, FNAT_SCRATCH, LOCAL_ADDRS, NAT_REVERSE, REALS, SETTINGS, TABLES},
     parse::Flow,
 };
+
+/// `LB_FNAT_SCRATCH`'s value: a reservation's key and value while `allocate` draws.
+pub struct FnatScratch {
+    pub reply: FlowKey,
+    pub origin: NatOrigin,
+}
 
 /// Random draws of a local address and port before a new flow is refused.
 pub const FNAT_PORT_TRIES: u32 = 16;
@@ -55,19 +70,30 @@ impl LocalEnd {
     }
 }
 
-/// Client → real: source becomes the local end, destination the real; then sent to the
-/// real's next hop.
+/// Client → real: source becomes the flow's local end (reserved just now for a new flow;
+/// for an `established` one, with that real id, checked to be still its own), destination
+/// the real; then sent to the real's next hop.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
     flow: &Flow,
     real: &RealInfo,
     local: LocalEnd,
+    established: Option<u32>,
 ) -> Result<Outcome, Outcome> {
     if real.family != flow.key.family {
         return Err(Outcome::NextHopUnknown);
     }
-    let local_addr = LOCAL_ADDRS.get(local.addr_id).ok_or(Outcome::FnatNoPort)?;
+    if let Some(real_id) = established
+        && !hold(&flow.key, real_id, local)
+    {
+        return Err(Outcome::FnatPortLost);
+    }
+    // A flow scheduled before its service became FullNAT has no local end.
+    let local_addr = LOCAL_ADDRS
+        .get(local.addr_id)
+        .filter(|l| l.family == real.family && local.port != [0, 0])
+        .ok_or(Outcome::FnatPortLost)?;
     rewrite(ctx, flow, Side::Source, &local_addr.addr, local.port)?;
     rewrite(ctx, flow, Side::Destination, &real.addr, real.port)?;
     rebuild_l2(ctx, flow.l3_offset, real)?;
@@ -118,7 +144,15 @@ pub extern "C" fn lb_fnat_reserve(
         _ => FNAT_PORTS_DEFAULT,
     };
     let span = u32::from(last - first) + 1;
-    let mut reply = FlowKey {
+    // The key and value of the reservation live in a per-CPU scratch entry: on the stack
+    // they would not fit next to the balancer's frame.
+    let Some(scratch) = FNAT_SCRATCH.get_ptr_mut(0) else {
+        return NO_LOCAL_PORT;
+    };
+    // SAFETY: this CPU's entry; nothing else runs on this CPU during the program.
+    let scratch = unsafe { &mut *scratch };
+    let now_ms = now_ms();
+    scratch.reply = FlowKey {
         src: real.addr,
         dst: [0; 16],
         sport: real.port,
@@ -127,14 +161,7 @@ pub extern "C" fn lb_fnat_reserve(
         family: flow.family,
         _pad: [0; 2],
     };
-    let origin = NatOrigin {
-        vip: flow.dst,
-        client: flow.src,
-        vport: flow.dport,
-        client_port: flow.sport,
-        full_nat: 1,
-        _pad: [0; 3],
-    };
+    scratch.origin = origin_of(flow, now_ms);
     for _ in 0..FNAT_PORT_TRIES {
         // SAFETY: helper without arguments.
         let draw = unsafe { bpf_get_prandom_u32() };
@@ -146,19 +173,19 @@ pub extern "C" fn lb_fnat_reserve(
         let Some(local) = LOCAL_ADDRS.get(addr_id) else {
             return NO_LOCAL_PORT;
         };
-        reply.dst = local.addr;
-        reply.dport = (port as u16).to_be_bytes();
+        scratch.reply.dst = local.addr;
+        scratch.reply.dport = (port as u16).to_be_bytes();
         let packed = (u64::from(addr_id) << 16) | u64::from(port);
         if NAT_REVERSE
-            .insert(&reply, &origin, u64::from(BPF_NOEXIST))
+            .insert(&scratch.reply, &scratch.origin, u64::from(BPF_NOEXIST))
             .is_ok()
         {
             return packed;
         }
-        if let Some(held) = NAT_REVERSE.get_ptr(&reply)
+        if let Some(held) = NAT_REVERSE.get_ptr(&scratch.reply)
             // SAFETY: a live LRU element, read in place.
-            && ended(unsafe { &*held }, &reply, addr_id)
-            && NAT_REVERSE.insert(&reply, &origin, 0).is_ok()
+            && ended(unsafe { &*held }, &scratch.reply, addr_id, now_ms)
+            && NAT_REVERSE.insert(&scratch.reply, &scratch.origin, 0).is_ok()
         {
             return packed;
         }
@@ -167,10 +194,11 @@ pub extern "C" fn lb_fnat_reserve(
 }
 
 /// Whether the flow that reserved `reply` (the translation `held`) no longer uses it: its
-/// client flow is gone, timed out, or holds another local end.
+/// reservation is not young, and its client flow is gone, timed out, or holds another
+/// local end.
 #[inline(always)]
-fn ended(held: &NatOrigin, reply: &FlowKey, addr_id: u32) -> bool {
-    if held.full_nat == 0 {
+fn ended(held: &NatOrigin, reply: &FlowKey, addr_id: u32, now_ms: u32) -> bool {
+    if held.full_nat == 0 || now_ms.wrapping_sub(held.reserved_ms) < RESERVATION_GRACE_MS {
         return false;
     }
     let client = held.client_flow(reply.proto, reply.family);
@@ -182,4 +210,80 @@ fn ended(held: &NatOrigin, reply: &FlowKey, addr_id: u32) -> bool {
     conntrack::expired(state.state, state.last_seen_ns, conntrack::now_ns())
         || state.local_addr != addr_id
         || state.local_port != reply.dport
+}
+
+/// How long a new reservation is never taken over.
+const RESERVATION_GRACE_MS: u32 = 1000;
+
+#[inline(always)]
+fn now_ms() -> u32 {
+    (conntrack::now_ns() / 1_000_000) as u32
+}
+
+/// The reply translation of FullNAT flow `flow`, reserved at `now_ms`.
+#[inline(always)]
+fn origin_of(flow: &FlowKey, now_ms: u32) -> NatOrigin {
+    NatOrigin {
+        vip: flow.dst,
+        client: flow.src,
+        vport: flow.dport,
+        client_port: flow.sport,
+        full_nat: 1,
+        _pad: [0; 3],
+        reserved_ms: now_ms,
+    }
+}
+
+/// Whether the established flow `flow` to `real_id` still holds its local end `local`:
+/// its reservation is there and its own (made again if the LRU table evicted it). The
+/// lookup also keeps the reservation recent in that table.
+#[inline(always)]
+pub fn hold(flow: &FlowKey, real_id: u32, local: LocalEnd) -> bool {
+    let packed = (local.addr_id << 16) | u32::from(u16::from_be_bytes(local.port));
+    lb_fnat_hold(flow, real_id, packed) == HELD
+}
+
+const HELD: u32 = 0;
+const LOST: u32 = 1;
+
+/// `hold` as a global BPF function (checked once by the verifier, off the balancer's
+/// stack).
+#[unsafe(no_mangle)]
+#[inline(never)]
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub extern "C" fn lb_fnat_hold(flow: *const FlowKey, real_id: u32, local: u32) -> u32 {
+    // SAFETY: the caller passes a pointer to a flow key on its stack (or null).
+    let Some(flow) = (unsafe { flow.as_ref() }) else {
+        return LOST;
+    };
+    let (Some(real), Some(local_addr)) = (REALS.get(real_id), LOCAL_ADDRS.get(local >> 16)) else {
+        return LOST;
+    };
+    let reply = FlowKey {
+        src: real.addr,
+        dst: local_addr.addr,
+        sport: real.port,
+        dport: (local as u16).to_be_bytes(),
+        proto: flow.proto,
+        family: flow.family,
+        _pad: [0; 2],
+    };
+    if let Some(held) = NAT_REVERSE.get_ptr(&reply) {
+        // SAFETY: a live LRU element, read in place.
+        let held = unsafe { &*held };
+        let ours = held.client == flow.src
+            && held.client_port == flow.sport
+            && held.vip == flow.dst
+            && held.vport == flow.dport;
+        return if ours { HELD } else { LOST };
+    }
+    let origin = origin_of(flow, now_ms());
+    if NAT_REVERSE
+        .insert(&reply, &origin, u64::from(BPF_NOEXIST))
+        .is_ok()
+    {
+        HELD
+    } else {
+        LOST
+    }
 }

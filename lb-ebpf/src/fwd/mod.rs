@@ -22,21 +22,22 @@ use crate::{
 const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 
-/// Rewrite the frame for `real` by its forwarding mode and send it; `local` is the flow's
-/// local end for FullNAT.
+/// Rewrite the frame for `real` by its forwarding mode and send it. FullNAT: `local` is
+/// the flow's local end, and `established` the real id of an established flow.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
     flow: &Flow,
     real: &RealInfo,
     local: fnat::LocalEnd,
+    established: Option<u32>,
 ) -> Result<Outcome, Outcome> {
     if real.fwd == FWD_TUN {
         tun::forward::<true>(ctx, flow, real)
     } else if real.fwd == FWD_NAT {
         nat::forward(ctx, flow, real)
     } else if real.fwd == FWD_FNAT {
-        fnat::forward(ctx, flow, real, local)
+        fnat::forward(ctx, flow, real, local, established)
     } else {
         dr::forward(ctx, flow, real)
     }

@@ -7,13 +7,12 @@
 //! checksum (IPv4, 0) keeps none.
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
-use lb_common::{FAMILY_IPV6, FEATURE_NAT, FlowKey, NatOrigin, Outcome, PROTO_TCP, RealInfo};
+use lb_common::{FAMILY_IPV6, FEATURE_NAT, FlowKey, NatOrigin, Outcome, RealInfo};
 
 use super::{rebuild_l2, transmit};
 use crate::{
-    csum,
+    edit,
     maps::{NAT_REVERSE, SETTINGS},
-    packet::ptr_at_mut,
     parse::Flow,
 };
 
@@ -49,6 +48,7 @@ pub fn remember(flow: &FlowKey, real: &RealInfo) {
         client_port: flow.sport,
         full_nat: 0,
         _pad: [0; 3],
+        reserved_ms: 0,
     };
     let _ = NAT_REVERSE.insert(reply, origin, 0);
 }
@@ -108,13 +108,7 @@ pub fn rewrite(
     addr: &[u8; 16],
     port: [u8; 2],
 ) -> Result<(), Outcome> {
-    let mut how = flow.l3_offset as u32 & L3_OFFSET_MASK;
-    if flow.key.family == FAMILY_IPV6 {
-        how |= REWRITE_IPV6;
-    }
-    if flow.key.proto == PROTO_TCP {
-        how |= REWRITE_TCP;
-    }
+    let mut how = edit::shape(flow);
     if side == Side::Source {
         how |= REWRITE_SOURCE;
     }
@@ -127,19 +121,15 @@ pub fn rewrite(
 
 /// `lb_nat_rewrite`'s answer when it is done.
 const REWRITTEN: u32 = u32::MAX;
-/// `how` of `lb_nat_rewrite`: the IP header's offset (at most two VLAN tags: below 64)
-/// and what to rewrite.
-const L3_OFFSET_MASK: u32 = 0x3F;
-const REWRITE_IPV6: u32 = 1 << 8;
-const REWRITE_TCP: u32 = 1 << 9;
-const REWRITE_SOURCE: u32 = 1 << 10;
+/// `lb_nat_rewrite`'s flag (with the packet's `edit::shape`): the source side.
+const REWRITE_SOURCE: u32 = edit::SHAPE_FREE_BIT;
 
 /// `rewrite` as a global BPF function: the verifier checks it once, instead of once per
-/// path of the balancer that leads to one of its five calls. It works on 16-bit words of
-/// the packet in place, so that its frame stays small. The TCP/UDP header follows the IP
-/// header directly (the parser accepts neither IPv4 options nor IPv6 extension headers).
-/// `addr` may be null to the verifier's eyes, so it is checked. Returns `REWRITTEN` or
-/// the `Outcome` of a frame too short.
+/// path of the balancer that leads to one of its five calls. The TCP/UDP header follows
+/// the IP header directly (the parser accepts neither IPv4 options nor IPv6 extension
+/// headers, and made sure the whole TCP/UDP header is there). `addr` may be null to the
+/// verifier's eyes, so it is checked. Returns `REWRITTEN` or the `Outcome` of a frame too
+/// short.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_nat_rewrite(
@@ -153,60 +143,31 @@ pub extern "C" fn lb_nat_rewrite(
         return Outcome::TruncatedL3 as u32;
     };
     let ctx = XdpContext::new(ctx);
-    let l3_offset = (how & L3_OFFSET_MASK) as usize;
-    let ipv6 = how & REWRITE_IPV6 != 0;
+    let l3 = edit::l3_offset(how);
+    let (ip_len, words) = edit::ip_layout(how);
+    let (src_at, dst_at) = edit::address_offsets(how);
     let source = how & REWRITE_SOURCE != 0;
-    let tcp = how & REWRITE_TCP != 0;
-    let (addr_offset, words, l4_offset) = match (ipv6, source) {
-        (true, true) => (l3_offset + 8, 8, l3_offset + 40),
-        (true, false) => (l3_offset + 24, 8, l3_offset + 40),
-        (false, true) => (l3_offset + 12, 2, l3_offset + 20),
-        (false, false) => (l3_offset + 16, 2, l3_offset + 20),
-    };
+    let l4 = l3 + ip_len;
     // The address is in the IPv4 header checksum and in the L4 pseudo-header.
-    let mut address = csum::Delta::new();
-    for i in 0..8 {
-        if i >= words {
-            break;
-        }
-        let Some(word) = ptr_at_mut::<[u8; 2]>(&ctx, addr_offset + 2 * i) else {
-            return Outcome::TruncatedL3 as u32;
-        };
-        let new = [addr[2 * i], addr[2 * i + 1]];
-        // SAFETY: checked by ptr_at_mut; nothing else refers to these bytes.
-        unsafe {
-            address.replace(&*word, &new);
-            *word = new;
-        }
+    let addr_at = l3 + if source { src_at } else { dst_at };
+    let Some(address) = edit::set_addr(&ctx, addr_at, words, addr) else {
+        return Outcome::TruncatedL3 as u32;
+    };
+    if how & edit::SHAPE_IPV6 == 0 && edit::update_check(&ctx, l3 + 10, address).is_none() {
+        return Outcome::TruncatedL3 as u32;
     }
-    if !ipv6 {
-        let Some(check) = ptr_at_mut::<[u8; 2]>(&ctx, l3_offset + 10) else {
-            return Outcome::TruncatedL3 as u32;
-        };
-        // SAFETY: as above.
-        unsafe { *check = address.apply(*check) };
-    }
-    let port = (port as u16).to_be_bytes();
-    let port_offset = l4_offset + if source { 0 } else { 2 };
-    let check_offset = l4_offset + if tcp { 16 } else { 6 };
-    let (Some(field), Some(check)) = (
-        ptr_at_mut::<[u8; 2]>(&ctx, port_offset),
-        ptr_at_mut::<[u8; 2]>(&ctx, check_offset),
-    ) else {
+    let port_at = l4 + if source { 0 } else { 2 };
+    let Some(port) = edit::set_word(&ctx, port_at, (port as u16).to_be_bytes()) else {
         return Outcome::TruncatedL4 as u32;
     };
-    // SAFETY: as above; the two fields do not overlap.
-    unsafe {
-        let mut delta = address;
-        delta.replace(&*field, &port);
-        *field = port;
-        if tcp {
-            *check = delta.apply(*check);
-        } else if *check != [0, 0] {
-            let sum = delta.apply(*check);
-            // 0 means "no checksum" in UDP: a computed 0 is sent as all ones.
-            *check = if sum == [0, 0] { [0xFF, 0xFF] } else { sum };
-        }
+    let changed = address.plus(port);
+    let updated = if how & edit::SHAPE_TCP != 0 {
+        edit::update_check(&ctx, l4 + 16, changed)
+    } else {
+        edit::update_udp_check(&ctx, l4 + 6, changed)
+    };
+    if updated.is_none() {
+        return Outcome::TruncatedL4 as u32;
     }
     REWRITTEN
 }

@@ -8,13 +8,14 @@
 //! with its pseudo-header).
 
 use aya_ebpf::{bindings::xdp_md, programs::XdpContext};
-use lb_common::{FAMILY_IPV6, FWD_FNAT, FWD_NAT, FlowKey, Outcome, PROTO_TCP, RealInfo};
+use lb_common::{FWD_FNAT, FWD_NAT, FlowKey, Outcome, RealInfo};
 
 use super::{rebuild_l2, transmit};
 use crate::{
     csum::Delta,
+    edit,
     maps::{self, FLOWS, LOCAL_ADDRS, REALS},
-    packet::ptr_at_mut,
+    packet::ptr_at,
     parse::Flow,
 };
 
@@ -36,21 +37,19 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, found: u64) -> Result<(u32, Outcom
     let real_id = (found >> 40) as u32;
     let local = found as u32;
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
-    let mut how = flow.l3_offset as u32 & L3_OFFSET_MASK;
-    if flow.key.family == FAMILY_IPV6 {
-        how |= IPV6;
-    }
-    if flow.key.proto == PROTO_TCP {
-        how |= TCP;
-    }
+    let mut how = edit::shape(flow);
     if (found >> 32) & 1 != 0 {
         how |= FULL_NAT;
     }
     let outer = lb_nat_icmp_outer(ctx.ctx, how, real_id, local);
-    if outer == FAILED
-        || lb_nat_icmp_quoted(ctx.ctx, how, real_id, local, outer as u32) != TRANSLATED
-    {
+    if outer == FAILED {
+        // Nothing was written: the kernel may have the error.
         return Err(Outcome::TruncatedL4);
+    }
+    if lb_nat_icmp_quoted(ctx.ctx, how, real_id, local, outer as u32) != TRANSLATED {
+        // Cannot happen once the outer part checked the bounds; never pass on a half
+        // translated packet.
+        return Err(Outcome::NextHopUnknown);
     }
     rebuild_l2(ctx, flow.l3_offset, real)?;
     Ok((real_id, transmit(ctx, real)))
@@ -60,11 +59,9 @@ pub fn to_real(ctx: &XdpContext, flow: &Flow, found: u64) -> Result<(u32, Outcom
 /// address is gone.
 const TRANSLATED: u64 = 0;
 const FAILED: u64 = u64::MAX;
-/// `how`: the outer IP header's offset (below 64) and what the error is about.
-const L3_OFFSET_MASK: u32 = 0x3F;
-const IPV6: u32 = 1 << 8;
-const TCP: u32 = 1 << 9;
-const FULL_NAT: u32 = 1 << 10;
+/// `how` (with the packet's `edit::shape`, whose protocol is the quoted packet's): the
+/// flow is FullNAT.
+const FULL_NAT: u32 = edit::SHAPE_FREE_BIT;
 /// ICMP and ICMPv6 headers before the quoted packet.
 const ICMP_HEADER_LEN: usize = 8;
 
@@ -95,8 +92,10 @@ pub extern "C" fn lb_nat_icmp_lookup(flow: *const FlowKey, service_id: u32) -> u
         | u64::from(u16::from_be_bytes(entry.local_port))
 }
 
-/// The outer packet: to the real, from the local address for FullNAT. Returns the change
-/// of its addresses (which ICMPv6's checksum covers) or `FAILED`.
+/// The outer packet: to the real, from the local address for FullNAT. Checks first that
+/// the frame holds everything the translation writes (up to the quoted ports), so that
+/// it fails before writing anything. Returns the change of the outer addresses (which
+/// ICMPv6's checksum covers) or `FAILED`.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_nat_icmp_outer(ctx: *mut xdp_md, how: u32, real_id: u32, local: u32) -> u64 {
@@ -104,18 +103,23 @@ pub extern "C" fn lb_nat_icmp_outer(ctx: *mut xdp_md, how: u32, real_id: u32, lo
     let Some((real, local_addr)) = addresses(how, real_id, local) else {
         return FAILED;
     };
-    let l3 = (how & L3_OFFSET_MASK) as usize;
-    let (words, src_at, dst_at) = layout(how);
-    let Some(mut outer) = set_addr(&ctx, l3 + dst_at, words, &real.addr) else {
+    let l3 = edit::l3_offset(how);
+    let (ip_len, words) = edit::ip_layout(how);
+    let quoted_ports = l3 + ip_len + ICMP_HEADER_LEN + ip_len;
+    if ptr_at::<[u8; 4]>(&ctx, quoted_ports).is_none() {
+        return FAILED;
+    }
+    let (src_at, dst_at) = edit::address_offsets(how);
+    let Some(mut outer) = edit::set_addr(&ctx, l3 + dst_at, words, &real.addr) else {
         return FAILED;
     };
     if how & FULL_NAT != 0 {
-        let Some(delta) = set_addr(&ctx, l3 + src_at, words, local_addr) else {
+        let Some(delta) = edit::set_addr(&ctx, l3 + src_at, words, local_addr) else {
             return FAILED;
         };
         outer = outer.plus(delta);
     }
-    if how & IPV6 == 0 && update_check(&ctx, l3 + 10, outer).is_none() {
+    if how & edit::SHAPE_IPV6 == 0 && edit::update_check(&ctx, l3 + 10, outer).is_none() {
         return FAILED;
     }
     u64::from(outer.raw())
@@ -136,23 +140,22 @@ pub extern "C" fn lb_nat_icmp_quoted(
     let Some((real, local_addr)) = addresses(how, real_id, local) else {
         return FAILED;
     };
-    let ipv6 = how & IPV6 != 0;
-    let (words, src_at, dst_at) = layout(how);
-    let ip_len = if ipv6 { 40 } else { 20 };
-    let icmp = (how & L3_OFFSET_MASK) as usize + ip_len;
+    let (ip_len, words) = edit::ip_layout(how);
+    let (src_at, dst_at) = edit::address_offsets(how);
+    let icmp = edit::l3_offset(how) + ip_len;
     let quoted = icmp + ICMP_HEADER_LEN;
     let quoted_l4 = quoted + ip_len;
-    let Some(mut addresses) = set_addr(&ctx, quoted + src_at, words, &real.addr) else {
+    let Some(mut addresses) = edit::set_addr(&ctx, quoted + src_at, words, &real.addr) else {
         return FAILED;
     };
-    let Some(mut ports) = set_word(&ctx, quoted_l4, real.port) else {
+    let Some(mut ports) = edit::set_word(&ctx, quoted_l4, real.port) else {
         return FAILED;
     };
     if how & FULL_NAT != 0 {
         let local_port = (local as u16).to_be_bytes();
         let (Some(addr), Some(port)) = (
-            set_addr(&ctx, quoted + dst_at, words, local_addr),
-            set_word(&ctx, quoted_l4 + 2, local_port),
+            edit::set_addr(&ctx, quoted + dst_at, words, local_addr),
+            edit::set_word(&ctx, quoted_l4 + 2, local_port),
         ) else {
             return FAILED;
         };
@@ -161,30 +164,28 @@ pub extern "C" fn lb_nat_icmp_quoted(
     }
     // Everything changed in the ICMP payload, for the ICMP checksum.
     let mut payload = addresses.plus(ports);
-    if !ipv6 {
-        match update_check(&ctx, quoted + 10, addresses) {
+    if how & edit::SHAPE_IPV6 == 0 {
+        match edit::update_check(&ctx, quoted + 10, addresses) {
             Some(change) => payload = payload.plus(change),
             None => return FAILED,
         }
     }
-    // The quoted TCP/UDP checksum, when the error quotes it (a UDP checksum of 0 means
-    // none and stays so).
-    let tcp = how & TCP != 0;
-    let l4_check = quoted_l4 + if tcp { 16 } else { 6 };
-    if let Some(check) = ptr_at_mut::<[u8; 2]>(&ctx, l4_check) {
-        // SAFETY: checked by ptr_at_mut; nothing else refers to these bytes.
-        let old = unsafe { *check };
-        if (tcp || old != [0, 0])
-            && let Some(change) = update_check(&ctx, l4_check, addresses.plus(ports))
-        {
-            payload = payload.plus(change);
-        }
+    // The quoted TCP/UDP checksum, when the error quotes it (TCP quoted in 8 bytes has
+    // none).
+    let changed = addresses.plus(ports);
+    let l4_check = if how & edit::SHAPE_TCP != 0 {
+        edit::update_check(&ctx, quoted_l4 + 16, changed)
+    } else {
+        edit::update_udp_check(&ctx, quoted_l4 + 6, changed)
+    };
+    if let Some(change) = l4_check {
+        payload = payload.plus(change);
     }
     // ICMPv6's checksum covers the outer addresses too.
-    if ipv6 {
+    if how & edit::SHAPE_IPV6 != 0 {
         payload = payload.plus(Delta::from_raw(outer));
     }
-    if update_check(&ctx, icmp + 2, payload).is_none() {
+    if edit::update_check(&ctx, icmp + 2, payload).is_none() {
         return FAILED;
     }
     TRANSLATED
@@ -197,52 +198,8 @@ fn addresses(how: u32, real_id: u32, local: u32) -> Option<(&'static RealInfo, &
     if how & FULL_NAT == 0 {
         return Some((real, &real.addr));
     }
-    Some((real, &LOCAL_ADDRS.get(local >> 16)?.addr))
-}
-
-/// 16-bit words of an address, and the offsets of source and destination in the IP header.
-#[inline(always)]
-fn layout(how: u32) -> (usize, usize, usize) {
-    if how & IPV6 != 0 {
-        (8, 8, 24)
-    } else {
-        (2, 12, 16)
-    }
-}
-
-/// Write the `words` 16-bit words of `addr` at `at`: the change, or `None` if the frame is
-/// too short. (Not inlined: one loop instead of four unrolled ones keeps the callers'
-/// frames small.)
-#[inline(never)]
-fn set_addr(ctx: &XdpContext, at: usize, words: usize, addr: &[u8; 16]) -> Option<Delta> {
-    let mut delta = Delta::new();
-    for i in 0..8 {
-        if i >= words {
-            break;
-        }
-        delta = delta.plus(set_word(ctx, at + 2 * i, [addr[2 * i], addr[2 * i + 1]])?);
-    }
-    Some(delta)
-}
-
-/// Write one 16-bit word at `at`: the change.
-#[inline(always)]
-fn set_word(ctx: &XdpContext, at: usize, new: [u8; 2]) -> Option<Delta> {
-    let word = ptr_at_mut::<[u8; 2]>(ctx, at)?;
-    let mut delta = Delta::new();
-    // SAFETY: checked by ptr_at_mut; nothing else refers to these bytes.
-    unsafe {
-        delta.replace(&*word, &new);
-        *word = new;
-    }
-    Some(delta)
-}
-
-/// Adjust the checksum at `at` by `by`: the change of the checksum field itself.
-#[inline(always)]
-fn update_check(ctx: &XdpContext, at: usize, by: Delta) -> Option<Delta> {
-    let check = ptr_at_mut::<[u8; 2]>(ctx, at)?;
-    // SAFETY: as in `set_word`.
-    let old = unsafe { *check };
-    set_word(ctx, at, by.apply(old))
+    let local = LOCAL_ADDRS
+        .get(local >> 16)
+        .filter(|l| l.family == real.family)?;
+    Some((real, &local.addr))
 }

@@ -225,25 +225,42 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sweep = tokio::time::interval(Duration::from_secs(args.sweep_interval.max(1)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
-    // A change of a real's neighbour entry brings the next refresh forward (the delay
-    // gathers the changes of one moment into one refresh).
-    let mut neighbours = NeighbourEvents::subscribe().context("neighbour events")?;
+    // A change of a real's neighbour entry brings a refresh forward (`soon`; the delay
+    // gathers the changes of one moment into one refresh). Lost events (a full socket
+    // buffer) are taken as a change.
+    let mut neighbours = match NeighbourEvents::subscribe() {
+        Ok(events) => Some(events),
+        Err(e) => {
+            warn!(
+                "cannot follow the neighbour table ({e}); next hops are refreshed every {} s only",
+                args.refresh_interval
+            );
+            None
+        }
+    };
+    let mut soon: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
-            changed = neighbours.changed() => match changed {
-                Ok(addrs) if is_real(controller.running(), &addrs) => {
-                    refresh.reset_after(NEIGHBOUR_CHANGE_DELAY);
+            changed = next_change(&mut neighbours) => {
+                let relevant = match changed {
+                    Ok(addrs) => is_real(controller.running(), &addrs),
+                    Err(e) => {
+                        warn!("neighbour table changes were lost ({e}); refreshing");
+                        true
+                    }
+                };
+                if relevant && soon.is_none() {
+                    soon = Some(tokio::time::Instant::now() + NEIGHBOUR_CHANGE_DELAY);
                 }
-                Ok(_) => {}
-                Err(e) => warn!("reading neighbour changes failed: {e}"),
-            },
+            }
+            _ = sleep_until(soon) => {
+                soon = None;
+                refresh_now(&mut controller, &mut last_report);
+            }
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
             _ = hangup.recv() => reload(&args, &mut controller, &mut last_report),
-            _ = refresh.tick() => match controller.refresh() {
-                Ok(report) => { log_report(&report, &last_report); last_report = report; }
-                Err(e) => error!("refreshing the data plane failed: {e}"),
-            },
+            _ = refresh.tick() => refresh_now(&mut controller, &mut last_report),
             _ = sweep.tick() => match controller.sweep() {
                 Ok(report) if report.expired > 0 => debug!(
                     "sweep: {} flows expired, {} remain", report.expired, report.flows
@@ -351,6 +368,38 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
         );
     }
     warnings
+}
+
+/// Resolve the reals' next hops again and log what changed.
+fn refresh_now(
+    controller: &mut Controller<XdpDataplane<KernelNextHops>>,
+    last_report: &mut ApplyReport,
+) {
+    match controller.refresh() {
+        Ok(report) => {
+            log_report(&report, last_report);
+            *last_report = report;
+        }
+        Err(e) => error!("refreshing the data plane failed: {e}"),
+    }
+}
+
+/// The next neighbour table change, or never without a subscription.
+async fn next_change(
+    events: &mut Option<NeighbourEvents>,
+) -> std::io::Result<Vec<std::net::IpAddr>> {
+    match events {
+        Some(events) => events.changed().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// At `at`, or never.
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// How long after a change of a real's neighbour entry its next hop is resolved again.

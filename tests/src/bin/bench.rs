@@ -404,7 +404,8 @@ fn mode_frame(n: u8, ipv6: bool) -> Frame {
     }
 }
 
-/// Every mode for IPv4 and IPv6: new and established flows, single-run medians.
+/// Every mode for IPv4 and IPv6: new and established flows, medians of `runs` test runs
+/// of `repeat` packets (see the module doc).
 fn mode_rows(repeat: u32, runs: usize, swap: f64) -> anyhow::Result<Vec<ModeRow>> {
     let mut balancer = mode_balancer(INGRESS)?;
     for name in [
@@ -424,7 +425,7 @@ fn mode_rows(repeat: u32, runs: usize, swap: f64) -> anyhow::Result<Vec<ModeRow>
                 (IPV4_SRC as u16, TCP_SPORT as u16)
             };
             set_bench_frame(balancer.dataplane.ebpf_mut(), &syn.bytes(), Some(vary))?;
-            let (new_flow, _) = harness_runs(&balancer, kind, &syn.bytes(), repeat, runs)?;
+            let new_flow = harness_runs(&balancer, kind, &syn.bytes(), repeat, runs)?;
             // One established flow: its SYN, then the same ACK in every run.
             balancer.run(&syn.bytes())?;
             let ack = syn.with_tcp_flags(TCP_ACK).bytes();
@@ -433,7 +434,7 @@ fn mode_rows(repeat: u32, runs: usize, swap: f64) -> anyhow::Result<Vec<ModeRow>
             // The balancer's time as the MAC-swap program's harness measures it: the time
             // of putting the frame back (the generator's over the MAC-swap's) taken off.
             let (new_flow_ns, established_ns) = (
-                new_flow - established.1 + swap,
+                new_flow.0 - new_flow.1 + swap,
                 established.0 - established.1 + swap,
             );
             rows.push(ModeRow {

@@ -61,6 +61,7 @@ enum Command {
     Down,
     /// (internal) HTTP server answering with its name; with --echo-port, a UDP echo
     /// service answering with its name on each --echo-addr too.
+    #[command(hide = true)]
     Serve {
         #[arg(long)]
         name: String,

@@ -315,11 +315,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 max: lb_common::MAX_LOCAL_ADDRS,
             })?;
             if let Some(entry) = new_entry {
-                let mut map: Array<&mut MapData, LocalAddr> =
-                    Array::try_from(map_mut(&mut self.ebpf, names::LOCAL_ADDRS)?)
-                        .map_err(map_error(names::LOCAL_ADDRS))?;
-                map.set(id, entry, 0)
-                    .map_err(map_error("writing a local address"))?;
+                write_array(&mut self.ebpf, names::LOCAL_ADDRS, id, entry)?;
             }
             ids.push(id);
         }
@@ -570,11 +566,18 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             let mut table_reals = Vec::new();
             for real in &spec.reals {
                 let (addr, family) = addr_bytes(real.addr);
+                let fwd = match spec.forward {
+                    ForwardMethod::Dr => FWD_DR,
+                    ForwardMethod::Tun => FWD_TUN,
+                    ForwardMethod::Nat => FWD_NAT,
+                    ForwardMethod::FullNat => FWD_FNAT,
+                };
                 let real_key = RealKey {
                     service_id,
                     addr,
                     port: real.port.to_be_bytes(),
                     family,
+                    fwd,
                 };
                 wanted_reals.insert(real_key);
                 let weight = real.weight.min(u32::from(u16::MAX));
@@ -630,12 +633,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         weight: weight as u16,
                         last_weight: last_weight as u16,
                         mtu: next_hop.mtu,
-                        fwd: match spec.forward {
-                            ForwardMethod::Dr => FWD_DR,
-                            ForwardMethod::Tun => FWD_TUN,
-                            ForwardMethod::Nat => FWD_NAT,
-                            ForwardMethod::FullNat => FWD_FNAT,
-                        },
+                        fwd,
                         _pad: [0; 3],
                         tunnel_src: tunnel_src.unwrap_or_default(),
                     },
@@ -726,6 +724,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             .collect();
         // Persistence pins with a live connection, and the real it is on.
         let mut live_pins: BTreeMap<PersistKey, u32> = BTreeMap::new();
+        // Local address ids of the live FullNAT flows.
+        let mut local_ids_in_use = BTreeSet::new();
         {
             let table: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(
                 self.ebpf
@@ -762,6 +762,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     live_pins.insert(pin, state.real_id);
                 }
                 flows += 1;
+                if self.slots.entries.get(&state.real_id).map(|r| r.fwd) == Some(FWD_FNAT) {
+                    local_ids_in_use.insert(state.local_addr);
+                }
                 let count = counts.entry(state.real_id).or_default();
                 if is_active(state.state) {
                     count.active += 1;
@@ -827,6 +830,10 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 .map_err(map_error("removing a NAT reply translation"))?;
         }
         self.reconcile_conns(&counts)?;
+        // Local addresses no pool has and no flow uses any more give their ids up.
+        for id in self.local_addrs.release_unused(&local_ids_in_use) {
+            write_array(&mut self.ebpf, names::LOCAL_ADDRS, id, LocalAddr::default())?;
+        }
         // A pin lasts for its timeout after the last connection it directed ended (IPVS
         // keeps a template while it controls connections).
         let mut pins: HashMap<&mut MapData, PersistKey, PersistState> =
@@ -901,9 +908,19 @@ fn write_single<V: aya::Pod>(
     name: &'static str,
     value: V,
 ) -> Result<(), DataplaneError> {
+    write_array(ebpf, name, 0, value)
+}
+
+/// Set entry `index` of array `name`.
+fn write_array<V: aya::Pod>(
+    ebpf: &mut Ebpf,
+    name: &'static str,
+    index: u32,
+    value: V,
+) -> Result<(), DataplaneError> {
     let mut map: Array<&mut MapData, V> =
         Array::try_from(map_mut(ebpf, name)?).map_err(map_error(name))?;
-    map.set(0, value, 0).map_err(map_error(name))
+    map.set(index, value, 0).map_err(map_error(name))
 }
 
 /// Detach `program` (named `name`) from every link in `links`.

@@ -13,13 +13,17 @@ use lb_common::{REAL_FLAG_RETIRED, RealInfo, ServiceInfo, ServiceKey};
 
 use crate::dataplane::DataplaneError;
 
-/// Identity of a real within a service.
+/// Identity of a real within a service. The forwarding method is part of it: when a
+/// service changes its `lb_kind`, its reals get new entries, and the flows on the old ones
+/// go on as they were scheduled (a NAT or DR flow cannot become a FullNAT one mid-way).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct RealKey {
     pub service_id: u32,
     pub addr: [u8; 16],
     pub port: [u8; 2],
     pub family: u8,
+    /// `FWD_*`.
+    pub fwd: u8,
 }
 
 impl RealKey {
@@ -29,6 +33,7 @@ impl RealKey {
             addr: info.addr,
             port: info.port,
             family: info.family,
+            fwd: info.fwd,
         }
     }
 }
@@ -221,6 +226,7 @@ mod tests {
             addr,
             port: 80u16.to_be_bytes(),
             family: 4,
+            fwd: 0,
         }
     }
 
