@@ -248,6 +248,36 @@ impl Frame {
     }
 }
 
+/// Bytes as lowercase hex, for comparing frames in assertions.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// IPv4 or IPv6 from `src` to `dst` (of one family).
+pub fn ip_between(src: std::net::IpAddr, dst: std::net::IpAddr) -> Network {
+    match (src, dst) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => v4(s.octets(), d.octets()),
+        (s, d) => v6(&s.to_string(), &d.to_string()),
+    }
+}
+
+impl Frame {
+    /// Source and destination address and port of a TCP/UDP frame.
+    pub fn endpoints(&self) -> (std::net::IpAddr, std::net::IpAddr, u16, u16) {
+        let (src, dst) = match &self.network {
+            Network::V4 { src, dst, .. } => ((*src).into(), (*dst).into()),
+            Network::V6 { src, dst, .. } => ((*src).into(), (*dst).into()),
+            Network::Raw { .. } => panic!("endpoints of a frame that is not IP"),
+        };
+        match self.transport {
+            Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
+                (src, dst, sport, dport)
+            }
+            Transport::Other { .. } => panic!("endpoints of a frame that is not TCP/UDP"),
+        }
+    }
+}
+
 /// Sum of the 16-bit words of `bytes` (a partial Internet checksum).
 pub fn sum_words(bytes: &[u8]) -> u32 {
     bytes

@@ -6,7 +6,7 @@
 
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{CLIENT_MAC, DIRECTOR_MAC, Frame, Network, Transport, checksum, v4, v6},
+    packet::{CLIENT_MAC, DIRECTOR_MAC, Frame, Network, Transport, checksum, hex, v4, v6},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
 };
@@ -51,10 +51,6 @@ fn echo(network: Network, kind: u8) -> Frame {
     Frame::new(network, Transport::Other { proto, bytes }).with_payload(&[])
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 #[test]
 fn echo_requests_to_vips_are_answered_when_asked() {
     if !require_root("echo_requests_to_vips_are_answered_when_asked") {
@@ -71,14 +67,16 @@ fn echo_requests_to_vips_are_answered_when_asked() {
     request[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
     let mut reply = echo(v4(vip, client), 0);
     (reply.dst_mac, reply.src_mac) = (CLIENT_MAC, DIRECTOR_MAC);
-    let request6 = echo(v6("2001:db8:c::7", "2001:db8::60"), 128);
+    // The IPv6 request arrives with hop limit 50 (no header checksum to fix).
+    let mut request6 = echo(v6("2001:db8:c::7", "2001:db8::60"), 128).bytes();
+    request6[14 + 7] = 50;
     let mut reply6 = echo(v6("2001:db8::60", "2001:db8:c::7"), 129);
     (reply6.dst_mac, reply6.src_mac) = (CLIENT_MAC, DIRECTOR_MAC);
     let tagged = echo(v4(client, vip), 8).with_vlans(&[(0x8100, 5)]).bytes();
     let tagged_reply = reply.clone().with_vlans(&[(0x8100, 5)]).bytes();
     for (name, input, want) in [
         ("IPv4", request.clone(), reply.bytes()),
-        ("IPv6", request6.bytes(), reply6.bytes()),
+        ("IPv6", request6, reply6.bytes()),
         ("IPv4 tagged", tagged, tagged_reply),
     ] {
         let run = balancer.run(&input).expect("test run");
@@ -91,10 +89,12 @@ fn echo_requests_to_vips_are_answered_when_asked() {
     let counters = balancer.dataplane.counters().expect("counters");
     assert_eq!(counters.outcome(Outcome::EchoAnswered), 3);
 
-    // Not a VIP, a reply rather than a request, or answering off: to the kernel.
+    // Not a VIP, a reply rather than a request, a request cut short (type and code only),
+    // or answering off: to the kernel, untouched.
     let other = echo(v4(client, [192, 0, 2, 61]), 8).bytes();
     let not_request = echo(v4(client, vip), 0).bytes();
-    for input in [other, not_request] {
+    let short = request[..14 + 20 + 2].to_vec();
+    for input in [other, not_request, short] {
         let run = balancer.run(&input).expect("test run");
         assert_eq!((run.action, run.output), (xdp_action::XDP_PASS, input));
     }

@@ -7,7 +7,9 @@ use std::net::IpAddr;
 
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{ETH_P_8021AD, ETH_P_8021Q, Frame, Network, TCP_ACK, Transport, arp_request, v4, v6},
+    packet::{
+        ETH_P_8021AD, ETH_P_8021Q, Frame, Network, TCP_ACK, Transport, arp_request, hex, v4, v6,
+    },
     privilege::require_root,
     testrun::{INGRESS, StaticNextHops, TestBalancer},
 };
@@ -246,10 +248,6 @@ impl Harness {
         }
         problems
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn tcp4(dst: [u8; 4], sport: u16, dport: u16) -> Frame {

@@ -9,7 +9,7 @@ use std::{collections::HashSet, net::IpAddr};
 
 use lb_common::{FNAT_PORTS_DEFAULT, Outcome, xdp_action};
 use lb_tests::{
-    packet::{DIRECTOR_MAC, Frame, Network, TCP_ACK, TCP_SYN, Transport, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Network, TCP_ACK, TCP_SYN, Transport, hex, ip_between, v4, v6},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
 };
@@ -63,17 +63,6 @@ fn load(ports: (u16, u16)) -> TestBalancer {
     TestBalancer::load_with(next_hops(), options).expect("load")
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn ports_of(frame: &Frame) -> (u16, u16) {
-    match frame.transport {
-        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => (sport, dport),
-        Transport::Other { .. } => unreachable!("TCP/UDP only"),
-    }
-}
-
 /// `frame` with other addresses, ports and MACs (checksums recomputed by the builder).
 fn translated(
     frame: &Frame,
@@ -104,22 +93,6 @@ fn local_end(output: &[u8]) -> (IpAddr, u16) {
         let src: [u8; 4] = output[14 + 12..14 + 16].try_into().unwrap();
         let port = u16::from_be_bytes([output[14 + 20], output[14 + 21]]);
         (IpAddr::from(src), port)
-    }
-}
-
-/// Source and destination of `network`.
-fn addresses(network: &Network) -> (IpAddr, IpAddr) {
-    match network {
-        Network::V4 { src, dst, .. } => ((*src).into(), (*dst).into()),
-        Network::V6 { src, dst, .. } => ((*src).into(), (*dst).into()),
-        Network::Raw { .. } => unreachable!("IP only"),
-    }
-}
-
-fn network(src: IpAddr, dst: IpAddr) -> Network {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s.octets(), d.octets()),
-        (s, d) => v6(&s.to_string(), &d.to_string()),
     }
 }
 
@@ -176,7 +149,7 @@ fn fnat_translates_both_directions_with_valid_checksums() {
         assert!(lport >= FNAT_PORTS_DEFAULT.0, "{name}: port {lport}");
         let to_real = translated(
             &request,
-            network(laddr, real),
+            ip_between(laddr, real),
             (lport, rport),
             (mac, DIRECTOR_MAC),
         );
@@ -199,17 +172,16 @@ fn fnat_translates_both_directions_with_valid_checksums() {
         // The real answers the local end; the reply leaves from the VIP to the client.
         let reply = translated(
             &request.clone().with_tcp_flags(TCP_SYN | TCP_ACK),
-            network(real, laddr),
+            ip_between(real, laddr),
             (rport, lport),
             (DIRECTOR_MAC, mac),
         );
         let run = balancer.run(&reply.bytes()).expect("test run");
         assert_eq!(run.action, xdp_action::XDP_PASS, "{name}: reply");
-        let (cport, vport) = ports_of(&request);
-        let (client, vip) = addresses(&request.network);
+        let (client, vip, cport, vport) = request.endpoints();
         let want = translated(
             &reply,
-            network(vip, client),
+            ip_between(vip, client),
             (vport, cport),
             (DIRECTOR_MAC, mac),
         );
@@ -318,4 +290,62 @@ virtual_server 192.0.2.95 80 {
             .expect("translations")
             .is_empty()
     );
+}
+
+/// The source address of a frame the balancer sent (IPv4).
+fn source_v4(output: &[u8]) -> [u8; 4] {
+    output[14 + 12..14 + 16].try_into().unwrap()
+}
+
+#[test]
+fn established_flows_keep_their_mode_and_local_address_across_reloads() {
+    if !require_root("established_flows_keep_their_mode_and_local_address_across_reloads") {
+        return;
+    }
+    let mut balancer = load(FNAT_PORTS_DEFAULT);
+    let service = |kind: &str, group: &str| {
+        format!(
+            "local_address_group a {{\n 10.2.0.250\n}}\nlocal_address_group b {{\n 10.2.0.251\n}}\nvirtual_server 192.0.2.95 80 {{\n lb_kind {kind}\n laddr_group_name {group}\n real_server 10.2.0.11 8080\n}}\n"
+        )
+    };
+    let flow = |port: u16| Frame::tcp(v4([198, 51, 100, 20], [192, 0, 2, 95]), port, 80);
+    let send = |balancer: &TestBalancer, frame: Frame| {
+        let run = balancer.run(&frame.bytes()).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX);
+        run.output
+    };
+
+    // A NAT flow goes on as NAT after the service becomes FullNAT; new flows are FullNAT.
+    balancer.apply_config(&service("NAT", "a")).expect("NAT");
+    assert_eq!(source_v4(&send(&balancer, flow(43000))), [198, 51, 100, 20]);
+    balancer.apply_config(&service("FNAT", "a")).expect("FNAT");
+    let ack = flow(43000).with_tcp_flags(TCP_ACK);
+    assert_eq!(
+        source_v4(&send(&balancer, ack)),
+        [198, 51, 100, 20],
+        "still NAT"
+    );
+    assert_eq!(source_v4(&send(&balancer, flow(43001))), [10, 2, 0, 250]);
+
+    // A FullNAT flow keeps its local address when the pool changes; new flows take the
+    // new pool's.
+    balancer
+        .apply_config(&service("FNAT", "b"))
+        .expect("pool b");
+    let ack = flow(43001).with_tcp_flags(TCP_ACK);
+    assert_eq!(source_v4(&send(&balancer, ack)), [10, 2, 0, 250], "kept");
+    assert_eq!(source_v4(&send(&balancer, flow(43002))), [10, 2, 0, 251]);
+    // Its address, out of every pool, keeps its id while the flow lives: a sweep with the
+    // flow alive frees nothing, and a third address gets another id.
+    balancer.dataplane.sweep().expect("sweep");
+    balancer
+        .apply_config(&service("FNAT", "a").replace("10.2.0.250", "10.2.0.252"))
+        .expect("pool of a new address");
+    let ack = flow(43001).with_tcp_flags(TCP_ACK);
+    assert_eq!(
+        source_v4(&send(&balancer, ack)),
+        [10, 2, 0, 250],
+        "still kept"
+    );
+    assert_eq!(source_v4(&send(&balancer, flow(43003))), [10, 2, 0, 252]);
 }

@@ -9,7 +9,7 @@ use std::net::IpAddr;
 
 use lb_common::xdp_action;
 use lb_tests::{
-    packet::{DIRECTOR_MAC, Frame, Transport, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Transport, hex, ip_between, v4, v6},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
 };
@@ -80,10 +80,6 @@ fn packet_too_big(port: u16) -> Frame {
         },
     )
     .with_payload(&[])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 #[test]
@@ -165,13 +161,6 @@ fn icmp_error(kind: [u8; 8], router: IpAddr, to: IpAddr, quoted: &Frame, quote: 
     Frame::new(network, Transport::Other { proto, bytes: icmp }).with_payload(&[])
 }
 
-fn network(src: IpAddr, dst: IpAddr) -> lb_tests::packet::Network {
-    match (src, dst) {
-        (IpAddr::V4(s), IpAddr::V4(d)) => v4(s.octets(), d.octets()),
-        (s, d) => v6(&s.to_string(), &d.to_string()),
-    }
-}
-
 fn ip(text: &str) -> IpAddr {
     text.parse().expect("literal")
 }
@@ -188,6 +177,15 @@ fn icmp_errors_about_nat_flows_are_translated_for_the_real() {
 local_address_group pool {{
     10.0.0.250
     2001:db8:1::250
+}}
+virtual_server 2001:db8::72 80 {{
+    lb_kind NAT
+    real_server 2001:db8:1::1 8080
+}}
+virtual_server 192.0.2.74 80 {{
+    lb_kind FNAT
+    laddr_group_name pool
+    real_server 10.0.0.1 8080
 }}
 virtual_server 192.0.2.73 53 {{
     lb_kind FNAT
@@ -212,8 +210,30 @@ virtual_server 2001:db8::73 80 {{
     // FullNAT)
     let cases = [
         (
+            "NAT, IPv6 TCP, packet too big",
+            Frame::tcp(ip_between(client6, ip("2001:db8::72")), 41014, 80),
+            too_big,
+            ip("2001:db8:ff::1"),
+            60,
+            ip("2001:db8:1::1"),
+            8080,
+            REAL6_MAC,
+            false,
+        ),
+        (
+            "FullNAT, IPv4 TCP, frag needed quoting the whole TCP header",
+            Frame::tcp(ip_between(client, ip("192.0.2.74")), 41015, 80),
+            frag_needed,
+            ip("203.0.113.1"),
+            40,
+            ip("10.0.0.1"),
+            8080,
+            REAL_MAC,
+            true,
+        ),
+        (
             "NAT, IPv4 TCP, frag needed quoting the whole TCP header",
-            Frame::tcp(network(client, ip("192.0.2.72")), 41010, 80),
+            Frame::tcp(ip_between(client, ip("192.0.2.72")), 41010, 80),
             frag_needed,
             ip("203.0.113.1"),
             40,
@@ -224,7 +244,7 @@ virtual_server 2001:db8::73 80 {{
         ),
         (
             "NAT, IPv4 TCP, frag needed quoting 8 bytes of TCP",
-            Frame::tcp(network(client, ip("192.0.2.72")), 41011, 80),
+            Frame::tcp(ip_between(client, ip("192.0.2.72")), 41011, 80),
             frag_needed,
             ip("203.0.113.1"),
             28,
@@ -235,7 +255,7 @@ virtual_server 2001:db8::73 80 {{
         ),
         (
             "FullNAT, IPv4 UDP, port unreachable",
-            Frame::udp(network(client, ip("192.0.2.73")), 41012, 53),
+            Frame::udp(ip_between(client, ip("192.0.2.73")), 41012, 53),
             unreachable,
             ip("203.0.113.1"),
             28,
@@ -246,7 +266,7 @@ virtual_server 2001:db8::73 80 {{
         ),
         (
             "FullNAT, IPv6 TCP, packet too big",
-            Frame::tcp(network(client6, ip("2001:db8::73")), 41013, 80),
+            Frame::tcp(ip_between(client6, ip("2001:db8::73")), 41013, 80),
             too_big,
             ip("2001:db8:ff::1"),
             60,
@@ -279,12 +299,12 @@ virtual_server 2001:db8::73 80 {{
         let (seen_src, seen_dst) = to_real;
         assert_eq!(seen_dst, real, "{name}");
         let seen_sport = u16::from_be_bytes([ports[0], ports[1]]);
-        let (client, vip, cport, vport) = endpoints(&first);
+        let (client, vip, cport, vport) = first.endpoints();
         // The reply the real sent, as the client's side of the director saw it (the VIP
         // put back), and as the real sent it.
         let with = |src: IpAddr, dst: IpAddr, sport: u16, dport: u16| {
             let mut frame = first.clone();
-            frame.network = network(src, dst);
+            frame.network = ip_between(src, dst);
             match &mut frame.transport {
                 Transport::Tcp {
                     sport: s, dport: d, ..
@@ -306,20 +326,5 @@ virtual_server 2001:db8::73 80 {{
         let mut expected = icmp_error(kind, from, real, &real_reply, quote);
         (expected.dst_mac, expected.src_mac) = (mac, SRC_MAC);
         assert_eq!(hex(&run.output), hex(&expected.bytes()), "{name}");
-    }
-}
-
-/// Source and destination address and port of a TCP/UDP frame.
-fn endpoints(frame: &Frame) -> (IpAddr, IpAddr, u16, u16) {
-    let (src, dst) = match &frame.network {
-        lb_tests::packet::Network::V4 { src, dst, .. } => (IpAddr::from(*src), IpAddr::from(*dst)),
-        lb_tests::packet::Network::V6 { src, dst, .. } => (IpAddr::from(*src), IpAddr::from(*dst)),
-        lb_tests::packet::Network::Raw { .. } => unreachable!("IP only"),
-    };
-    match frame.transport {
-        Transport::Tcp { sport, dport, .. } | Transport::Udp { sport, dport } => {
-            (src, dst, sport, dport)
-        }
-        Transport::Other { .. } => unreachable!("TCP/UDP only"),
     }
 }

@@ -5,7 +5,7 @@
 
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{DIRECTOR_MAC, Frame, Network, TCP_ACK, TCP_SYN, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Network, TCP_ACK, TCP_SYN, hex, v4, v6},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
 };
@@ -48,10 +48,6 @@ fn next_hops() -> StaticNextHops {
         ("10.1.0.11", next_hop(REAL_MAC, None)),
         ("2001:db8:1::11", next_hop(REAL6_MAC, None)),
     ])
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// `frame` with other addresses, ports and MACs (checksums recomputed by the builder).

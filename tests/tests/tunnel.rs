@@ -7,7 +7,7 @@ use std::net::IpAddr;
 
 use lb_common::{Outcome, xdp_action};
 use lb_tests::{
-    packet::{DIRECTOR_MAC, Frame, Network, checksum, sum_words, v4, v6},
+    packet::{DIRECTOR_MAC, Frame, Network, checksum, hex, sum_words, v4, v6},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop, run_program},
 };
@@ -111,10 +111,6 @@ fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> V
     }
     frame.extend_from_slice(inner);
     frame
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn run_decap(decap: &Decap, input: &[u8]) -> (u32, Vec<u8>) {
