@@ -816,7 +816,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         }
         // The reply translations of the removed flows (FullNAT: their local ports) go with
         // them, unless a new flow holds one now (FullNAT reuses the local port of a flow
-        // that timed out).
+        // that timed out). A pair taken over between the read and the removal loses its
+        // reservation; the new flow's next packet makes it again (`fnat::hold`).
         let mut replies: HashMap<&mut MapData, FlowKey, NatOrigin> =
             HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_REVERSE)?)
                 .map_err(map_error(names::NAT_REVERSE))?;
