@@ -29,7 +29,8 @@ pub fn restore(ctx: &XdpContext) -> bool {
     if grown != 0 && unsafe { bpf_xdp_adjust_head(ctx.ctx, grown) } != 0 {
         return false;
     }
-    // Whole 8-byte words, then the bytes of a last partial word.
+    // Whole 8-byte words, then the last 8 bytes again, for a length that is no multiple
+    // of 8.
     for i in 0..BENCH_FRAME_LEN / 8 {
         let Some(at) = ptr_at_mut::<[u8; 8]>(ctx, i * 8) else {
             break;
@@ -39,17 +40,14 @@ pub fn restore(ctx: &XdpContext) -> bool {
         // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
         unsafe { *at = word };
     }
-    let len = usize::from(template.len).min(BENCH_FRAME_LEN);
-    for k in 0..8 {
-        let at = (len / 8 * 8 + k) & (BENCH_FRAME_LEN - 1);
-        if at >= len {
-            break;
-        }
-        let Some(byte) = ptr_at_mut::<u8>(ctx, at) else {
-            break;
-        };
+    let last = usize::from(template.len).saturating_sub(8) & (BENCH_FRAME_LEN - 1);
+    if last + 8 <= BENCH_FRAME_LEN
+        && let Some(at) = ptr_at_mut::<[u8; 8]>(ctx, last)
+    {
+        let mut word = [0; 8];
+        word.copy_from_slice(&template.bytes[last..last + 8]);
         // SAFETY: as above.
-        unsafe { *byte = template.bytes[at] };
+        unsafe { *at = word };
     }
     if template.client_at != 0 {
         let Some(counter) = BENCH_COUNTER.get_ptr_mut(0) else {

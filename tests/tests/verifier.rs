@@ -32,3 +32,36 @@ fn balancer_stays_within_the_verifier_budget() {
         "lb_xdp needs {verified} verified instructions, budget {BUDGET}"
     );
 }
+
+/// Every other program of the object (the real servers' decap, the veth helper, the
+/// benchmark programs) loads too: they are not loaded by the other tests, and a program
+/// the verifier refuses would only show when an operator or `cargo xtask bench` needs it.
+#[test]
+fn every_program_of_the_object_loads() {
+    if !require_root("every_program_of_the_object_loads") {
+        return;
+    }
+    use lb_common::program_names as names;
+    use lb_userspace::dataplane::xdp::{XdpOptions, load_object};
+    let (mut ebpf, _) = load_object(&XdpOptions::minimal()).expect("object");
+    for name in [
+        names::BALANCER,
+        names::PASS,
+        names::DECAP,
+        names::BENCH_MACSWAP,
+        names::BENCH_DROP,
+        names::BENCH_GENERATOR,
+        names::BENCH_BALANCER,
+    ] {
+        let program: &mut aya::programs::Xdp = ebpf
+            .program_mut(name)
+            .unwrap_or_else(|| panic!("{name} missing"))
+            .try_into()
+            .expect("XDP program");
+        program
+            .load()
+            .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+    }
+    let programs = ebpf.programs().count();
+    assert_eq!(programs, 7, "a program of the object is not in this list");
+}
