@@ -1,12 +1,10 @@
-//! Splits keepalived.conf text into lines of tokens, the way keepalived reads it:
-//! whitespace-separated words, `"quoted strings"`, `{` and `}` as tokens of their own even
-//! when written against a word, and comments from a `!` or `#` that starts a token to the
-//! end of the line. Unicode spaces (non-breaking, full-width; typical of text copied from
-//! web pages) and CR line ends count as whitespace; the former get a warning.
+//! Splits the configuration's lines (after `source`: comments, includes, conditionals
+//! and parameters are done) into tokens, the way keepalived reads them: whitespace-separated
+//! words, `"quoted strings"`, and `{` and `}` as tokens of their own even when written
+//! against a word. Unicode spaces (non-breaking, full-width; typical of text copied from
+//! web pages) count as whitespace, with a warning that names the line.
 
-use std::sync::Arc;
-
-use super::{Diagnostic, Location};
+use super::{Diagnostic, Location, source::SourceLine};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TokenKind {
@@ -29,19 +27,13 @@ pub struct Line {
     pub tokens: Vec<Token>,
 }
 
-pub fn tokenize(text: &str, file: &Arc<str>, diagnostics: &mut Vec<Diagnostic>) -> Vec<Line> {
-    let mut lines = Vec::new();
-    for (index, raw) in text.split('\n').enumerate() {
-        let location = Location {
-            file: file.clone(),
-            line: index as u32 + 1,
-        };
-        let tokens = tokenize_line(raw, &location, diagnostics);
-        if !tokens.is_empty() {
-            lines.push(Line { tokens });
-        }
-    }
-    lines
+pub fn tokenize(source: &[SourceLine], diagnostics: &mut Vec<Diagnostic>) -> Vec<Line> {
+    source
+        .iter()
+        .map(|line| tokenize_line(&line.text, &line.location, diagnostics))
+        .filter(|tokens| !tokens.is_empty())
+        .map(|tokens| Line { tokens })
+        .collect()
 }
 
 fn tokenize_line(raw: &str, location: &Location, diagnostics: &mut Vec<Diagnostic>) -> Vec<Token> {
@@ -63,7 +55,6 @@ fn tokenize_line(raw: &str, location: &Location, diagnostics: &mut Vec<Diagnosti
             c if c.is_whitespace() => {
                 chars.next();
             }
-            '!' | '#' => break,
             '{' | '}' => {
                 chars.next();
                 let kind = if c == '{' {
@@ -107,20 +98,36 @@ fn tokenize_line(raw: &str, location: &Location, diagnostics: &mut Vec<Diagnosti
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
-    fn words(text: &str) -> Vec<Vec<String>> {
+    fn lines(texts: &[&str]) -> Vec<SourceLine> {
+        texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| SourceLine {
+                text: (*text).to_owned(),
+                location: Location {
+                    file: Arc::from("t.conf"),
+                    line: i as u32 + 1,
+                },
+            })
+            .collect()
+    }
+
+    fn words(texts: &[&str]) -> Vec<Vec<String>> {
         let mut diagnostics = Vec::new();
-        tokenize(text, &Arc::from("t.conf"), &mut diagnostics)
+        tokenize(&lines(texts), &mut diagnostics)
             .into_iter()
             .map(|line| line.tokens.into_iter().map(|t| t.text).collect())
             .collect()
     }
 
     #[test]
-    fn comments_quotes_and_braces() {
+    fn quotes_and_braces() {
         assert_eq!(
-            words("a b{ # comment\n! whole line\n\"x y\" }c\r\nauth_pass ab#c\n"),
+            words(&["a b{", "\"x y\" }c", "auth_pass ab#c"]),
             vec![
                 vec!["a", "b", "{"],
                 vec!["x y", "}", "c"],
@@ -132,12 +139,8 @@ mod tests {
     #[test]
     fn unicode_spaces_are_whitespace_with_a_warning() {
         let mut diagnostics = Vec::new();
-        let lines = tokenize(
-            "weight\u{a0}2\nx\u{3000}y",
-            &Arc::from("t.conf"),
-            &mut diagnostics,
-        );
-        let texts: Vec<Vec<&str>> = lines
+        let tokens = tokenize(&lines(&["weight\u{a0}2", "x\u{3000}y"]), &mut diagnostics);
+        let texts: Vec<Vec<&str>> = tokens
             .iter()
             .map(|l| l.tokens.iter().map(|t| t.text.as_str()).collect())
             .collect();
@@ -149,7 +152,7 @@ mod tests {
     #[test]
     fn unterminated_quote_is_an_error() {
         let mut diagnostics = Vec::new();
-        tokenize("a \"b", &Arc::from("t.conf"), &mut diagnostics);
+        tokenize(&lines(&["a \"b"]), &mut diagnostics);
         assert_eq!(diagnostics.len(), 1);
         assert!(diagnostics[0].to_string().starts_with("t.conf:1: error:"));
     }

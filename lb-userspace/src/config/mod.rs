@@ -1,24 +1,24 @@
 //! keepalived.conf: reading a file into the typed [`model`](crate::model).
 //!
-//! Three stages, so the grammar can grow keyword by keyword: `lexer` (lines of tokens with
-//! their location; comments, quotes, braces), `tree` (generic `keyword args { block }`
-//! statements, as keepalived's own parser sees them), and one builder module per block kind
-//! (`virtual_server`, `global_defs`, `local_address` for now) that turns statements into model types and
-//! reports problems with file:line.
+//! Four stages, so the grammar can grow keyword by keyword: `source` (the text of the file
+//! and its includes, without comments, with conditional lines and parameters resolved),
+//! `lexer` (lines of tokens with their location; quotes, braces), `tree` (generic
+//! `keyword args { block }` statements, as keepalived's own parser sees them), and one
+//! builder module per block kind (`virtual_server`, `global_defs`, `local_address` for
+//! now) that turns statements into model types and reports problems with file:line.
 
 mod diagnostic;
 mod global_defs;
 mod lexer;
 mod local_address;
+mod source;
 mod tree;
 mod virtual_server;
 
-use std::{
-    path::{Path, PathBuf},
-    sync::Arc,
-};
+use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Location, Severity};
+pub use source::Options;
 
 use crate::model::Config;
 
@@ -46,23 +46,39 @@ pub enum ConfigError {
     },
 }
 
-/// Read and validate the configuration at `path`.
+/// Read and validate the configuration at `path` (and what it includes), with the config
+/// id of this host.
 pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_owned(),
-        source,
-    })?;
-    parse(&text, path)
+    load_with(path, &Options::default())
 }
 
-/// Parse and validate configuration `text` that came from `path` (used in messages).
-pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
-    let file: Arc<str> = path.display().to_string().into();
+/// As `load`, with `options` (the config id).
+pub fn load_with(path: &Path, options: &Options) -> Result<Loaded, ConfigError> {
     let mut diagnostics = Vec::new();
-    let lines = lexer::tokenize(text, &file, &mut diagnostics);
+    let source = source::read_file(path, options, &mut diagnostics)?;
+    build(&source, path, diagnostics)
+}
+
+/// Parse and validate configuration `text` that came from `path` (used in messages; its
+/// directory is where relative includes are found).
+pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
+    let mut diagnostics = Vec::new();
+    let source = source::read_text(text, path, &Options::default(), &mut diagnostics);
+    build(&source, path, diagnostics)
+}
+
+fn build(
+    source: &[source::SourceLine],
+    path: &Path,
+    mut diagnostics: Vec<Diagnostic>,
+) -> Result<Loaded, ConfigError> {
+    let lines = lexer::tokenize(source, &mut diagnostics);
     let statements = tree::build(lines, &mut diagnostics);
     let config = virtual_server::build_config(&statements, &mut diagnostics);
-    diagnostics.sort_by_key(|d| d.location.line);
+    diagnostics.sort_by(|a, b| {
+        (a.location.file.as_ref(), a.location.line)
+            .cmp(&(b.location.file.as_ref(), b.location.line))
+    });
     let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics
         .into_iter()
         .partition(|d| d.severity == Severity::Error);

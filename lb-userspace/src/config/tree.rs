@@ -124,14 +124,21 @@ fn nested_block(
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
+    use std::path::Path;
 
     use super::*;
-    use crate::config::lexer::tokenize;
+    use crate::config::{
+        lexer::tokenize,
+        source::{Options, read_text},
+    };
 
     fn parse(text: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
         let mut diagnostics = Vec::new();
-        let lines = tokenize(text, &Arc::from("t.conf"), &mut diagnostics);
+        let options = Options {
+            config_id: "t".into(),
+        };
+        let source = read_text(text, Path::new("t.conf"), &options, &mut diagnostics);
+        let lines = tokenize(&source, &mut diagnostics);
         (build(lines, &mut diagnostics), diagnostics)
     }
 

@@ -59,25 +59,17 @@ pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>)
     config
 }
 
-/// A keyword lbd does not implement yet: a warning, except `include`, whose blocks would
-/// silently be missing (a reload would then remove services), which is an error.
+/// A keyword lbd does not implement yet: a warning.
 pub(super) fn not_supported(
     item: &Statement,
     keyword: &str,
     context: &str,
     diagnostics: &mut Vec<Diagnostic>,
 ) {
-    if keyword == "include" {
-        diagnostics.push(Diagnostic::error(
-            item.location(),
-            "`include` is not supported yet: put the included blocks in this file",
-        ));
-    } else {
-        diagnostics.push(Diagnostic::warning(
-            item.location(),
-            format!("{context}`{keyword}` is not supported yet; ignored"),
-        ));
-    }
+    diagnostics.push(Diagnostic::warning(
+        item.location(),
+        format!("{context}`{keyword}` is not supported yet; ignored"),
+    ));
 }
 
 fn virtual_server(
@@ -916,7 +908,6 @@ include /etc/keepalived/services/*.conf
                 "18: duplicate real_server 2001:db8::1 80",
                 "20: port 0 (all ports) is not supported yet",
                 "22: virtual_server fwmark is not supported yet (use `virtual_server IP PORT`)",
-                "24: `include` is not supported yet: put the included blocks in this file",
             ]
         );
         assert_eq!(
