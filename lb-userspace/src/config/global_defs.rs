@@ -3,8 +3,9 @@
 
 use super::{
     Diagnostic,
+    keywords::{Block, not_used},
     tree::Statement,
-    virtual_server::{not_supported, tun_sources},
+    virtual_server::tun_sources,
 };
 use crate::model::{Config, LvsTimeouts};
 
@@ -18,7 +19,7 @@ pub fn global_defs(statement: &Statement, config: &mut Config, diagnostics: &mut
                     config.tun_sources = sources;
                 }
             }
-            other => not_supported(item, other, "global_defs keyword ", diagnostics),
+            _ => not_used(item, Block::GlobalDefs, diagnostics),
         }
     }
 }

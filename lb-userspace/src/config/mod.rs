@@ -9,6 +9,7 @@
 
 mod diagnostic;
 mod global_defs;
+mod keywords;
 mod lexer;
 mod local_address;
 mod source;
@@ -56,7 +57,7 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 pub fn load_with(path: &Path, options: &Options) -> Result<Loaded, ConfigError> {
     let mut diagnostics = Vec::new();
     let source = source::read_file(path, options, &mut diagnostics)?;
-    build(&source, path, diagnostics)
+    build(&source, path, options.strict, diagnostics)
 }
 
 /// Parse and validate configuration `text` that came from `path` (used in messages; its
@@ -64,12 +65,14 @@ pub fn load_with(path: &Path, options: &Options) -> Result<Loaded, ConfigError> 
 pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
     let mut diagnostics = Vec::new();
     let source = source::read_text(text, path, &Options::default(), &mut diagnostics);
-    build(&source, path, diagnostics)
+    build(&source, path, false, diagnostics)
 }
 
+/// The model from the source lines; with `strict`, warnings are errors.
 fn build(
     source: &[source::SourceLine],
     path: &Path,
+    strict: bool,
     mut diagnostics: Vec<Diagnostic>,
 ) -> Result<Loaded, ConfigError> {
     let lines = lexer::tokenize(source, &mut diagnostics);
@@ -79,6 +82,11 @@ fn build(
         (a.location.file.as_ref(), a.location.line)
             .cmp(&(b.location.file.as_ref(), b.location.line))
     });
+    if strict {
+        for diagnostic in &mut diagnostics {
+            diagnostic.severity = Severity::Error;
+        }
+    }
     let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics
         .into_iter()
         .partition(|d| d.severity == Severity::Error);

@@ -35,11 +35,13 @@ pub struct SourceLine {
     pub location: Location,
 }
 
-/// What conditional lines are matched against.
+/// How a configuration is read.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// keepalived's config id (`-i`/`--config-id`).
+    /// keepalived's config id (`-i`/`--config-id`), which `@ID` lines are matched against.
     pub config_id: String,
+    /// Every warning is an error (`lbd --strict`).
+    pub strict: bool,
 }
 
 impl Default for Options {
@@ -49,6 +51,7 @@ impl Default for Options {
         let id = host.trim().split('.').next().unwrap_or_default();
         Self {
             config_id: if id.is_empty() { "localhost" } else { id }.to_owned(),
+            strict: false,
         }
     }
 }
@@ -467,6 +470,7 @@ mod tests {
         let mut diagnostics = Vec::new();
         let options = Options {
             config_id: config_id.to_owned(),
+            strict: false,
         };
         let lines = read_text(
             text,
@@ -572,6 +576,7 @@ mod tests {
             &main,
             &Options {
                 config_id: "x".into(),
+                strict: false,
             },
             &mut diagnostics,
         )

@@ -136,6 +136,7 @@ mod tests {
         let mut diagnostics = Vec::new();
         let options = Options {
             config_id: "t".into(),
+            strict: false,
         };
         let source = read_text(text, Path::new("t.conf"), &options, &mut diagnostics);
         let lines = tokenize(&source, &mut diagnostics);

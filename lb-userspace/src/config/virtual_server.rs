@@ -11,6 +11,7 @@ use std::{
 use super::{
     Diagnostic, Location,
     global_defs::global_defs,
+    keywords::{Block, not_used},
     local_address::{self, LocalAddressGroup},
     tree::Statement,
 };
@@ -53,23 +54,10 @@ pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>)
                 }
             }
             "global_defs" => global_defs(statement, &mut config, diagnostics),
-            other => not_supported(statement, other, "", diagnostics),
+            _ => not_used(statement, Block::Top, diagnostics),
         }
     }
     config
-}
-
-/// A keyword lbd does not implement yet: a warning.
-pub(super) fn not_supported(
-    item: &Statement,
-    keyword: &str,
-    context: &str,
-    diagnostics: &mut Vec<Diagnostic>,
-) {
-    diagnostics.push(Diagnostic::warning(
-        item.location(),
-        format!("{context}`{keyword}` is not supported yet; ignored"),
-    ));
 }
 
 fn virtual_server(
@@ -227,7 +215,7 @@ fn virtual_server(
                 Some(real) => reals.push((real, item.location().clone())),
                 None => ok = false,
             },
-            other => not_supported(item, other, "virtual_server keyword ", diagnostics),
+            _ => not_used(item, Block::VirtualServer, diagnostics),
         }
     }
 
@@ -556,7 +544,7 @@ fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Opti
                     }
                 }
             }
-            other => not_supported(item, other, "real_server keyword ", diagnostics),
+            _ => not_used(item, Block::RealServer, diagnostics),
         }
     }
     Some(RealServer { addr, port, weight })
@@ -1080,6 +1068,30 @@ global_defs {
             [
                 "4: `tun_source` has two addresses of one family",
                 "7: `lvs_tun_source` takes one address, or one IPv4 and one IPv6 address",
+            ]
+        );
+    }
+
+    #[test]
+    fn misspelt_keywords_get_the_nearest_one_and_known_ones_say_not_yet() {
+        let loaded = ok("
+vrrp_instnace VI_1 {
+}
+virtual_server 192.0.2.1 80 {
+    lb_algoo rr
+    quorum 2
+    real_server 10.0.0.1 80 {
+        wieght 2
+    }
+}
+");
+        assert_eq!(
+            lines(&loaded.warnings),
+            [
+                "2: unknown `vrrp_instnace`; ignored (did you mean `vrrp_instance`?)",
+                "5: unknown virtual_server keyword `lb_algoo`; ignored (did you mean `lb_algo`?)",
+                "6: virtual_server keyword `quorum` is not supported yet; ignored",
+                "8: unknown real_server keyword `wieght`; ignored (did you mean `weight`?)",
             ]
         );
     }
