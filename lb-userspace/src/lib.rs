@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod controller;
+pub mod daemon;
 pub mod dataplane;
 pub mod model;
 pub mod neighbour_events;

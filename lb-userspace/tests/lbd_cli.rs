@@ -1,4 +1,6 @@
-//! lbd's command line without privileges: `-t` validates a configuration.
+//! lbd's command line without privileges: `-t` validates a configuration, `--dump-config`
+//! prints it, `--strict` and `-i` change how it is read, and keepalived's options are
+//! accepted.
 
 use std::{
     process::Command,
@@ -7,7 +9,9 @@ use std::{
 
 const LBD: &str = env!("CARGO_BIN_EXE_lbd");
 
-fn config_test(text: &str) -> (bool, String) {
+/// Run lbd with `args` and `-f` a file holding `text`: success, stdout, stderr (the
+/// file's path written as k.conf).
+fn lbd_with(text: &str, args: &[&str]) -> (bool, String, String) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let path = std::env::temp_dir().join(format!(
         "lbd-cli-{}-{}.conf",
@@ -16,16 +20,23 @@ fn config_test(text: &str) -> (bool, String) {
     ));
     std::fs::write(&path, text).unwrap();
     let output = Command::new(LBD)
-        .arg("-t")
+        .args(args)
         .arg("-f")
         .arg(&path)
         .output()
         .unwrap();
     std::fs::remove_file(&path).unwrap();
+    let name = path.display().to_string();
     (
         output.status.success(),
-        String::from_utf8_lossy(&output.stderr).replace(&path.display().to_string(), "k.conf"),
+        String::from_utf8_lossy(&output.stdout).replace(&name, "k.conf"),
+        String::from_utf8_lossy(&output.stderr).replace(&name, "k.conf"),
     )
+}
+
+fn config_test(text: &str) -> (bool, String) {
+    let (ok, _, stderr) = lbd_with(text, &["-t"]);
+    (ok, stderr)
 }
 
 #[test]
@@ -65,4 +76,60 @@ fn missing_file_is_a_clear_error() {
         stderr.contains("cannot read /nonexistent/keepalived.conf"),
         "{stderr}"
     );
+}
+
+const CONDITIONAL: &str = "
+virtual_server 192.0.2.1 80 {
+@lb1 lb_algo rr
+@^lb1 lb_algo wrr
+    lb_kind DR
+    quorun 1
+    real_server 10.0.0.1 80
+}
+";
+
+#[test]
+fn dump_config_prints_the_model_as_json_with_the_config_id() {
+    for (id, scheduler) in [("lb1", "\"rr\""), ("lb2", "\"wrr\"")] {
+        let (ok, stdout, stderr) = lbd_with(CONDITIONAL, &["--dump-config", "-i", id]);
+        assert!(ok, "{stderr}");
+        let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
+        let vs = &json["virtual_servers"][0];
+        assert_eq!(vs["addr"], "192.0.2.1");
+        assert_eq!(vs["scheduler"].to_string(), scheduler, "-i {id}");
+        assert_eq!(vs["reals"][0]["addr"], "10.0.0.1");
+        assert!(stderr.contains("did you mean `quorum`?"), "{stderr}");
+    }
+}
+
+#[test]
+fn strict_makes_warnings_errors() {
+    let (ok, _, stderr) = lbd_with(CONDITIONAL, &["-t", "--strict", "-i", "lb1"]);
+    assert!(!ok);
+    assert!(
+        stderr.contains("k.conf:6: error: unknown virtual_server keyword `quorun`"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn keepalived_options_are_accepted() {
+    let (ok, _, stderr) = lbd_with(
+        CONDITIONAL,
+        &[
+            "-n",
+            "-l",
+            "-D",
+            "-S",
+            "local0",
+            "-C",
+            "--config-id",
+            "lb1",
+            "--config-test",
+        ],
+    );
+    assert!(ok, "{stderr}");
+    let (ok, _, stderr) = lbd_with(CONDITIONAL, &["-t", "-S", "local9"]);
+    assert!(!ok);
+    assert!(stderr.contains("is not a log facility"), "{stderr}");
 }

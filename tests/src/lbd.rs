@@ -52,8 +52,9 @@ pub struct Lbd {
 struct Launch {
     netns: String,
     config: PathBuf,
-    /// `--interface IFACE` (balancer) or `--decap IFACE` (real server).
-    attach: [String; 2],
+    /// `--interface IFACE` (balancer), `--decap IFACE` (real server), or nothing (the
+    /// balancer on the reals' interfaces).
+    attach: Vec<String>,
     name: String,
     log_file: PathBuf,
     extra_args: Vec<String>,
@@ -96,11 +97,23 @@ impl Lbd {
         Self::launch(
             ns,
             config,
-            ["--interface", interface],
+            &["--interface", interface],
             name,
             log_file,
             extra_args,
         )
+    }
+
+    /// Start lbd as a keepalived unit would: no `--interface` (it attaches where the reals
+    /// are reached), with `args` such as `-n -l -p FILE`.
+    pub fn start_like_keepalived(
+        ns: &Netns,
+        config: &Path,
+        name: &str,
+        log_file: &Path,
+        args: &[&str],
+    ) -> anyhow::Result<Self> {
+        Self::launch(ns, config, &[], name, log_file, args)
     }
 
     /// Start `lbd --decap interface` (a real server of TUN services) in `ns`.
@@ -111,13 +124,13 @@ impl Lbd {
         name: &str,
         log_file: &Path,
     ) -> anyhow::Result<Self> {
-        Self::launch(ns, config, ["--decap", interface], name, log_file, &[])
+        Self::launch(ns, config, &["--decap", interface], name, log_file, &[])
     }
 
     fn launch(
         ns: &Netns,
         config: &Path,
-        attach: [&str; 2],
+        attach: &[&str],
         name: &str,
         log_file: &Path,
         extra_args: &[&str],
@@ -127,7 +140,7 @@ impl Lbd {
         let launch = Launch {
             netns: ns.name().to_owned(),
             config: config.to_owned(),
-            attach: attach.map(str::to_owned),
+            attach: attach.iter().map(|a| a.to_string()).collect(),
             name: name.to_owned(),
             log_file: log_file.to_owned(),
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
@@ -211,6 +224,11 @@ impl Lbd {
         let done = self.count("reload applied");
         self.signal(libc::SIGHUP)?;
         self.wait_for("reload applied", done + 1, Duration::from_secs(30))
+    }
+
+    /// The process id of the running lbd.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGTERM and wait (bounded) for the exit status.

@@ -361,3 +361,47 @@ fn a_changed_neighbour_entry_reaches_the_data_plane_at_once() {
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
+
+#[test]
+fn lbd_runs_from_a_keepalived_command_line() {
+    if !require_root("lbd_runs_from_a_keepalived_command_line") {
+        return;
+    }
+    let mut lab = Topology::create("lbtka", 2).expect("topology");
+    lab.start_http_servers(Path::new(LAB))
+        .expect("HTTP servers");
+    let dir = lab.scratch_dir();
+    let config = dir.join("keepalived.conf");
+    std::fs::write(&config, lab.keepalived_conf("rr", &[("r1", 1), ("r2", 1)]))
+        .expect("write config");
+    let pid_files: Vec<PathBuf> = ["keepalived.pid", "vrrp.pid", "checkers.pid"]
+        .iter()
+        .map(|f| dir.join(f))
+        .collect();
+    let [main, vrrp, checkers] = [0, 1, 2].map(|i| pid_files[i].display().to_string());
+    // As a keepalived unit starts it: no --interface.
+    let mut lbd = Lbd::start_like_keepalived(
+        &lab.director,
+        &config,
+        "lbtka",
+        &dir.join("lbd.log"),
+        &["-n", "-l", "-D", "-p", &main, "-r", &vrrp, "-c", &checkers],
+    )
+    .expect("lbd");
+    assert!(
+        lbd.log().iter().any(|l| l.contains("attached to eth0")),
+        "{:?}",
+        lbd.log()
+    );
+    let answers = spread(&lab, 20);
+    assert_eq!(answers.len(), 2, "{answers:?}");
+    let pid = lbd.pid().to_string();
+    for file in &pid_files {
+        let text = std::fs::read_to_string(file).expect("pid file");
+        assert_eq!(text.trim(), pid, "{}", file.display());
+    }
+    lbd.stop().expect("stop");
+    for file in &pid_files {
+        assert!(!file.exists(), "{} left behind", file.display());
+    }
+}

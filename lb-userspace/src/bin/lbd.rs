@@ -12,6 +12,7 @@ use clap::Parser;
 use lb_userspace::{
     config,
     controller::Controller,
+    daemon::{self, PidFiles},
     dataplane::{
         ApplyReport,
         xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
@@ -40,13 +41,51 @@ struct Args {
     /// Check the configuration, print every problem, and exit (0 if valid).
     #[arg(short = 't', long = "config-test")]
     config_test: bool,
-    /// Interface to attach the balancer to; repeat for several.
-    #[arg(
-        long = "interface",
-        value_name = "IFACE",
-        required_unless_present_any = ["config_test", "decap"]
-    )]
+    /// Print the configuration as lbd reads it (JSON) and exit; problems as with -t.
+    #[arg(long)]
+    dump_config: bool,
+    /// Make every configuration warning an error (unknown keywords, ...).
+    #[arg(long)]
+    strict: bool,
+    /// keepalived's config id: lines `@ID ...` apply when ID is this, `@^ID ...` when it
+    /// is not (default: the host name up to its first dot).
+    #[arg(short = 'i', long = "config-id", value_name = "ID")]
+    config_id: Option<String>,
+    /// Interface to attach the balancer to; repeat for several. Default: the interfaces
+    /// the real servers are reached through.
+    #[arg(long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
+    /// Write lbd's process id to FILE (keepalived's main pid file); removed at exit.
+    #[arg(short = 'p', long = "pid", value_name = "FILE")]
+    pid_file: Option<PathBuf>,
+    /// keepalived's VRRP pid file: lbd is one process and writes its own id there too,
+    /// so that scripts signalling it reach lbd.
+    #[arg(short = 'r', long = "vrrp_pid", value_name = "FILE")]
+    vrrp_pid_file: Option<PathBuf>,
+    /// keepalived's checkers pid file (as --vrrp_pid).
+    #[arg(short = 'c', long = "checkers_pid", value_name = "FILE")]
+    checkers_pid_file: Option<PathBuf>,
+    /// keepalived compatibility: lbd never forks; accepted and ignored.
+    #[arg(short = 'n', long = "dont-fork")]
+    dont_fork: bool,
+    /// keepalived compatibility: lbd always logs to standard error; accepted and ignored.
+    #[arg(short = 'l', long = "log-console")]
+    log_console: bool,
+    /// Detailed log messages (debug level, unless RUST_LOG says otherwise).
+    #[arg(short = 'D', long = "log-detail")]
+    log_detail: bool,
+    /// keepalived compatibility: the syslog facility (0-7 for local0-7, or local0-7,
+    /// user, daemon). lbd logs to standard error (the journal under systemd); checked and
+    /// ignored.
+    #[arg(short = 'S', long = "log-facility", value_parser = parse_facility)]
+    log_facility: Option<String>,
+    /// keepalived compatibility: run only the VRRP part. lbd has no VRRP yet; it warns
+    /// and runs the load balancer.
+    #[arg(short = 'P', long = "vrrp")]
+    vrrp_only: bool,
+    /// keepalived compatibility: run only the checker (LVS) part, which is what lbd runs.
+    #[arg(short = 'C', long = "check")]
+    check_only: bool,
     /// Run on a real server instead: strip the IPIP/ip6ip6 header of packets for the
     /// configuration's `lb_kind TUN` VIPs arriving on IFACE (repeat for several).
     #[arg(long = "decap", value_name = "IFACE", conflicts_with = "interfaces")]
@@ -84,6 +123,22 @@ struct Args {
     answer_ping: bool,
 }
 
+/// keepalived's `-S` values: 0-7 (local0-7), local0-7, user, daemon.
+fn parse_facility(text: &str) -> Result<String, String> {
+    let valid = matches!(text, "user" | "daemon")
+        || text.parse::<u8>().is_ok_and(|n| n <= 7)
+        || text
+            .strip_prefix("local")
+            .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| n <= 7));
+    if valid {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "`{text}` is not a log facility (0-7, local0-7, user, daemon)"
+        ))
+    }
+}
+
 /// `FIRST-LAST`, a non-empty port range without port 0.
 fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
     let (first, last) = text
@@ -105,15 +160,16 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    let level = if args.log_detail { "debug" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if args.config_test {
+    if args.config_test || args.dump_config {
         return config_test(&args);
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -135,13 +191,35 @@ fn main() -> ExitCode {
     }
 }
 
+/// How `args` asks the configuration to be read.
+fn config_options(args: &Args) -> config::Options {
+    let mut options = config::Options::default();
+    if let Some(id) = &args.config_id {
+        options.config_id = id.clone();
+    }
+    options.strict = args.strict;
+    options
+}
+
+/// `-t` (every problem, exit 0 if valid) and `--dump-config` (the same, then the model as
+/// JSON on standard output).
 fn config_test(args: &Args) -> ExitCode {
-    match config::load(&args.config) {
+    match config::load_with(&args.config, &config_options(args)) {
         Ok(loaded) => {
             for warning in &loaded.warnings {
                 eprintln!("{warning}");
             }
-            eprintln!("{}: configuration is valid", args.config.display());
+            if args.dump_config {
+                match serde_json::to_string_pretty(&loaded.config) {
+                    Ok(json) => println!("{json}"),
+                    Err(e) => {
+                        eprintln!("cannot print the configuration: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            } else {
+                eprintln!("{}: configuration is valid", args.config.display());
+            }
             ExitCode::SUCCESS
         }
         Err(config::ConfigError::Invalid {
@@ -166,10 +244,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut terminate = signal(SignalKind::terminate())?;
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
-    let loaded = config::load(&args.config)?;
+    let loaded = config::load_with(&args.config, &config_options(&args))?;
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
+    if args.vrrp_only {
+        warn!("-P/--vrrp: lbd has no VRRP yet; running the load balancer");
+    }
+    let pid_files = [&args.pid_file, &args.vrrp_pid_file, &args.checkers_pid_file]
+        .into_iter()
+        .flatten()
+        .cloned();
+    let _pid_files = PidFiles::write(pid_files)?;
     if !args.decap.is_empty() {
         return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
     }
@@ -186,23 +272,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         fnat_ports: args.fnat_ports,
         answer_echo: args.answer_ping,
     };
-    let mut dataplane = XdpDataplane::load(&options, resolver)?;
+    let dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {
         warn!("{warning}");
     }
-    for interface in &args.interfaces {
-        let (native, fallback) = dataplane.attach(interface, args.xdp_mode)?;
-        if let Some(reason) = fallback {
-            warn!(
-                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
-            );
-        }
-        info!(
-            "attached to {interface} in {} mode",
-            if native { "native" } else { "generic" }
-        );
-    }
-
     let mut controller = Controller::new(dataplane);
     let services = loaded.config.virtual_servers.len();
     let reals: usize = loaded
@@ -213,10 +286,43 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .sum();
     let mut last_report = controller.apply(loaded.config)?;
     log_report(&last_report, &ApplyReport::default());
+    // The interfaces asked for, else those the reals are reached through.
+    let interfaces = if args.interfaces.is_empty() {
+        let found = controller.dataplane().egress_interfaces()?;
+        if found.is_empty() {
+            anyhow::bail!(
+                "no --interface given, and no real server resolved to an interface to attach to"
+            );
+        }
+        info!(
+            "attaching to the interfaces the reals are reached through: {}",
+            found.join(", ")
+        );
+        found
+    } else {
+        args.interfaces.clone()
+    };
+    for interface in &interfaces {
+        let (native, fallback) = controller
+            .dataplane_mut()
+            .attach(interface, args.xdp_mode)?;
+        if let Some(reason) = fallback {
+            warn!(
+                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
+            );
+        }
+        info!(
+            "attached to {interface} in {} mode",
+            if native { "native" } else { "generic" }
+        );
+    }
     info!(
         "ready: {services} virtual service(s), {reals} real server(s), maps pinned under {}",
         pins.display()
     );
+    if let Err(e) = daemon::notify("READY=1") {
+        warn!("cannot tell systemd lbd is ready: {e}");
+    }
 
     let mut refresh = tokio::time::interval(Duration::from_secs(args.refresh_interval.max(1)));
     // A slow refresh (ARP probes) must not be followed by a burst of catch-up refreshes.
@@ -270,10 +376,11 @@ async fn run(args: Args) -> anyhow::Result<()> {
             },
         }
     }
+    let _ = daemon::notify("STOPPING=1");
     controller.dataplane_mut().detach_all()?;
     info!(
         "detached from {}; maps stay pinned under {} (a restart keeps established flows)",
-        args.interfaces.join(", "),
+        interfaces.join(", "),
         pins.display()
     );
     Ok(())
@@ -434,7 +541,7 @@ fn reload(
     last_report: &mut ApplyReport,
 ) {
     info!("SIGHUP: reloading {}", args.config.display());
-    let loaded = match config::load(&args.config) {
+    let loaded = match config::load_with(&args.config, &config_options(args)) {
         Ok(loaded) => loaded,
         Err(e) => {
             error!("reload rejected, the running configuration stays: {e}");

@@ -255,6 +255,35 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         detach_links(program, program_names::BALANCER, &mut self.links)
     }
 
+    /// The names of the interfaces the configured reals are reached through (where the
+    /// balancer goes when no interface is named).
+    pub fn egress_interfaces(&self) -> Result<Vec<String>, DataplaneError> {
+        let ifindexes: BTreeSet<u32> = self
+            .slots
+            .entries
+            .values()
+            .filter(|real| real.flags & lb_common::REAL_FLAG_RETIRED == 0)
+            .map(|real| real.ifindex)
+            .collect();
+        ifindexes
+            .into_iter()
+            .map(|index| {
+                let mut name = [0 as libc::c_char; libc::IF_NAMESIZE];
+                // SAFETY: the buffer has IF_NAMESIZE bytes, as if_indextoname requires.
+                let found = unsafe { libc::if_indextoname(index, name.as_mut_ptr()) };
+                if found.is_null() {
+                    return Err(DataplaneError::Attach {
+                        interface: format!("interface {index}"),
+                        reason: format!("no name: {}", std::io::Error::last_os_error()),
+                    });
+                }
+                // SAFETY: if_indextoname wrote a NUL-terminated name into the buffer.
+                let name = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+                Ok(name.to_string_lossy().into_owned())
+            })
+            .collect()
+    }
+
     /// The loaded balancer program (for BPF_PROG_TEST_RUN).
     pub fn balancer(&self) -> Result<&Xdp, DataplaneError> {
         program(&self.ebpf, program_names::BALANCER)
