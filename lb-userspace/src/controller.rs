@@ -12,6 +12,7 @@ use lb_common::conn::Timeouts;
 use crate::{
     dataplane::{
         ApplyReport, Dataplane, DataplaneError, DesiredState, RealSpec, ServiceSpec, SweepReport,
+        diff,
     },
     model::Config,
 };
@@ -33,10 +34,13 @@ impl<D: Dataplane> Controller<D> {
         }
     }
 
-    /// Make `config` the running configuration.
+    /// Make `config` the running configuration. The report lists the updates from the
+    /// running one (`diff`); the data plane carries out just those.
     pub fn apply(&mut self, config: Config) -> Result<ApplyReport, DataplaneError> {
-        match self.dataplane.apply(&desired_state(&config)) {
-            Ok(report) => {
+        let desired = desired_state(&config);
+        match self.dataplane.apply(&desired) {
+            Ok(mut report) => {
+                report.changes = diff::changes(&desired_state(&self.running), &desired);
                 self.running = config;
                 self.applied = true;
                 Ok(report)
@@ -195,5 +199,71 @@ virtual_server 192.0.2.1 80 {
             desired_state(&first).services
         );
         assert_eq!(controller.dataplane().applies, 2);
+    }
+
+    #[test]
+    fn reloads_apply_exactly_the_differences() {
+        use crate::dataplane::diff::Change;
+        let describe =
+            |changes: &[Change]| -> Vec<String> { changes.iter().map(|c| c.to_string()).collect() };
+        let mut controller = Controller::new(FakeDataplane::default());
+        let report = controller.apply(config(TWO_REALS)).unwrap();
+        assert_eq!(
+            describe(&report.changes),
+            [
+                "add service TCP 192.0.2.1:80",
+                "add real 10.0.0.1 80 to TCP 192.0.2.1:80",
+                "add real 10.0.0.2 80 to TCP 192.0.2.1:80",
+            ]
+        );
+        // A weight.
+        let weights = TWO_REALS.replace("weight 0", "weight 2");
+        controller.apply(config(&weights)).unwrap();
+        assert_eq!(
+            describe(&controller.dataplane().changes),
+            ["weight of real 10.0.0.2 80 of TCP 192.0.2.1:80: 0 -> 2"]
+        );
+        // A real replaced, a service added, the scheduler of the first changed.
+        let more = format!(
+            "{}\nvirtual_server 2001:db8::1 53 {{\n lb_algo rr\n lb_kind DR\n protocol UDP\n real_server 2001:db8:1::1 53\n}}\n",
+            weights
+                .replace("10.0.0.1 80", "10.0.0.3 80")
+                .replace("wrr", "rr")
+        );
+        let report = controller.apply(config(&more)).unwrap();
+        let expected = [
+            "change service TCP 192.0.2.1:80",
+            "remove real 10.0.0.1 80 from TCP 192.0.2.1:80",
+            "add real 10.0.0.3 80 to TCP 192.0.2.1:80",
+            "add service UDP [2001:db8::1]:53",
+            "add real 2001:db8:1::1 53 to UDP [2001:db8::1]:53",
+        ];
+        assert_eq!(describe(&report.changes), expected);
+        assert_eq!(describe(&controller.dataplane().changes), expected);
+        // The same file again changes nothing; removing a service removes just it.
+        assert!(controller.apply(config(&more)).unwrap().changes.is_empty());
+        controller
+            .apply(config(
+                &weights
+                    .replace("10.0.0.1 80", "10.0.0.3 80")
+                    .replace("wrr", "rr"),
+            ))
+            .unwrap();
+        assert_eq!(
+            describe(&controller.dataplane().changes),
+            ["remove service UDP [2001:db8::1]:53"]
+        );
+    }
+
+    #[test]
+    fn a_broken_file_leaves_the_running_state_untouched() {
+        let mut controller = Controller::new(FakeDataplane::default());
+        controller.apply(config(TWO_REALS)).unwrap();
+        let applies = controller.dataplane().applies;
+        // A reload parses first; a file with errors never reaches the controller.
+        let broken = TWO_REALS.replace("lb_algo wrr", "lb_algo nope");
+        assert!(config::parse(&broken, Path::new("test.conf")).is_err());
+        assert_eq!(controller.dataplane().applies, applies);
+        assert_eq!(controller.running(), &config(TWO_REALS));
     }
 }

@@ -556,6 +556,9 @@ fn reload(
     }
     match controller.apply(loaded.config) {
         Ok(report) => {
+            for change in &report.changes {
+                info!("reload: {change}");
+            }
             log_report(&report, &ApplyReport::default());
             *last_report = report;
             info!(

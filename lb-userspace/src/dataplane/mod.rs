@@ -6,6 +6,7 @@
 //! Backends: `xdp` (the XDP programs in lb-ebpf) and `fake` (in memory, for tests of the
 //! controller). The IPVS backend joins later.
 
+pub mod diff;
 pub mod fake;
 pub mod xdp;
 
@@ -60,6 +61,8 @@ pub struct ApplyReport {
     pub unresolved: Vec<(IpAddr, String)>,
     /// Services whose wrr weights had to be scaled down to fit the longest sequence.
     pub scaled: Vec<(IpAddr, u16)>,
+    /// The updates from the previous desired state (set by the controller).
+    pub changes: Vec<diff::Change>,
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,152 @@
+//! What changes between two desired states, as the smallest list of updates: services and
+//! reals added or removed, a service's settings changed, a real's weight changed. A reload
+//! logs it, and the backends carry out exactly these updates (the XDP backend rewrites
+//! only the entries that differ; established flows stay).
+
+use std::{collections::BTreeMap, fmt, net::IpAddr};
+
+use super::{DesiredState, RealSpec, ServiceSpec};
+use crate::model::Protocol;
+
+/// A virtual service's identity: address, port, protocol.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ServiceId {
+    pub addr: IpAddr,
+    pub port: u16,
+    pub protocol: Protocol,
+}
+
+impl fmt::Display for ServiceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let addr = match self.addr {
+            IpAddr::V4(a) => a.to_string(),
+            IpAddr::V6(a) => format!("[{a}]"),
+        };
+        write!(f, "{} {addr}:{}", self.protocol.name(), self.port)
+    }
+}
+
+/// One update.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Change {
+    AddService(ServiceId),
+    RemoveService(ServiceId),
+    /// Scheduler, flags, persistence, forwarding method, pools: anything but the reals.
+    ChangeService(ServiceId),
+    AddReal(ServiceId, IpAddr, u16),
+    RemoveReal(ServiceId, IpAddr, u16),
+    Weight {
+        service: ServiceId,
+        addr: IpAddr,
+        port: u16,
+        from: u32,
+        to: u32,
+    },
+    Timeouts,
+}
+
+impl fmt::Display for Change {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Change::AddService(s) => write!(f, "add service {s}"),
+            Change::RemoveService(s) => write!(f, "remove service {s}"),
+            Change::ChangeService(s) => write!(f, "change service {s}"),
+            Change::AddReal(s, addr, port) => write!(f, "add real {addr} {port} to {s}"),
+            Change::RemoveReal(s, addr, port) => write!(f, "remove real {addr} {port} from {s}"),
+            Change::Weight {
+                service,
+                addr,
+                port,
+                from,
+                to,
+            } => write!(
+                f,
+                "weight of real {addr} {port} of {service}: {from} -> {to}"
+            ),
+            Change::Timeouts => write!(f, "change connection timeouts"),
+        }
+    }
+}
+
+/// The updates from `old` to `new`, services in address order, reals in address order.
+pub fn changes(old: &DesiredState, new: &DesiredState) -> Vec<Change> {
+    let old_services = by_id(&old.services);
+    let new_services = by_id(&new.services);
+    let mut changes = Vec::new();
+    if old.timeouts != new.timeouts {
+        changes.push(Change::Timeouts);
+    }
+    for id in old_services.keys() {
+        if !new_services.contains_key(id) {
+            changes.push(Change::RemoveService(*id));
+        }
+    }
+    for (id, after) in &new_services {
+        let Some(before) = old_services.get(id) else {
+            changes.push(Change::AddService(*id));
+            changes.extend(
+                after
+                    .reals
+                    .iter()
+                    .map(|r| Change::AddReal(*id, r.addr, r.port)),
+            );
+            continue;
+        };
+        if settings(before) != settings(after) {
+            changes.push(Change::ChangeService(*id));
+        }
+        changes.extend(real_changes(*id, &before.reals, &after.reals));
+    }
+    changes
+}
+
+fn by_id(services: &[ServiceSpec]) -> BTreeMap<ServiceId, &ServiceSpec> {
+    services
+        .iter()
+        .map(|s| {
+            let id = ServiceId {
+                addr: s.addr,
+                port: s.port,
+                protocol: s.protocol,
+            };
+            (id, s)
+        })
+        .collect()
+}
+
+/// A service without its reals.
+fn settings(spec: &ServiceSpec) -> ServiceSpec {
+    ServiceSpec {
+        reals: Vec::new(),
+        ..spec.clone()
+    }
+}
+
+fn real_changes(service: ServiceId, before: &[RealSpec], after: &[RealSpec]) -> Vec<Change> {
+    let before: BTreeMap<(IpAddr, u16), u32> = before
+        .iter()
+        .map(|r| ((r.addr, r.port), r.weight))
+        .collect();
+    let after: BTreeMap<(IpAddr, u16), u32> =
+        after.iter().map(|r| ((r.addr, r.port), r.weight)).collect();
+    let mut changes = Vec::new();
+    for ((addr, port), from) in &before {
+        match after.get(&(*addr, *port)) {
+            None => changes.push(Change::RemoveReal(service, *addr, *port)),
+            Some(to) if to != from => changes.push(Change::Weight {
+                service,
+                addr: *addr,
+                port: *port,
+                from: *from,
+                to: *to,
+            }),
+            Some(_) => {}
+        }
+    }
+    for (addr, port) in after.keys() {
+        if !before.contains_key(&(*addr, *port)) {
+            changes.push(Change::AddReal(service, *addr, *port));
+        }
+    }
+    changes
+}
