@@ -136,7 +136,9 @@ impl Reader<'_> {
                 None => raw,
             };
             let line = strip_comment(raw);
-            let line = line.trim();
+            // ASCII blanks only: other whitespace (a non-breaking space pasted from a web
+            // page) is the lexer's to read as a space and to warn about.
+            let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
             if let Some((name, mut body)) = defining.take() {
                 if line.is_empty() {
                     self.parameters.insert(name, Parameter::Lines(body));
@@ -346,11 +348,20 @@ impl Reader<'_> {
         };
         let files: Vec<PathBuf> = files.into_iter().filter(|f| f.is_file()).collect();
         if files.is_empty() {
+            // keepalived's include checks: `match` (includem, includeb, includew, includea)
+            // for a name without wildcards, `wildcard_match` (includew, includea) for a
+            // pattern with them.
+            let wildcard = pattern.contains(['*', '?', '[']);
+            let checked = match variant {
+                "includew" | "includea" => true,
+                "includem" | "includeb" => !wildcard,
+                _ => false,
+            };
             let message = format!("{variant} {pattern}: no file matches");
-            self.diagnostics.push(if variant == "include" {
-                Diagnostic::warning(at, message)
-            } else {
+            self.diagnostics.push(if checked {
                 Diagnostic::error(at, message)
+            } else {
+                Diagnostic::warning(at, message)
             });
             return;
         }
@@ -364,10 +375,15 @@ impl Reader<'_> {
             }
             match std::fs::read_to_string(&file) {
                 Ok(text) => self.file(&text, &file),
-                Err(e) => self.diagnostics.push(Diagnostic::error(
-                    at,
-                    format!("cannot read {}: {e}", file.display()),
-                )),
+                // keepalived's `read` check: every variant but plain `include`.
+                Err(e) => {
+                    let message = format!("{variant}: cannot read {}: {e}", file.display());
+                    self.diagnostics.push(if variant == "include" {
+                        Diagnostic::warning(at, message)
+                    } else {
+                        Diagnostic::error(at, message)
+                    });
+                }
             }
         }
     }
@@ -569,7 +585,7 @@ mod tests {
         std::fs::write(dir.join("conf.d/sub/c.conf"), "c 1\n").unwrap();
         std::fs::write(dir.join("conf.d/self.inc"), "include self.inc\n").unwrap();
         let main = dir.join("keepalived.conf");
-        let text = "include conf.d/{a,b}.conf\nincluder missing/*.conf\ninclude missing.conf\ninclude conf.d/self.inc\nz 1\n";
+        let text = "include conf.d/{a,b}.conf\nincludew missing/*.conf\ninclude missing.conf\ninclude conf.d/self.inc\nincluder none/*.conf\nz 1\n";
         std::fs::write(&main, text).unwrap();
         let mut diagnostics = Vec::new();
         let lines = read_file(
@@ -598,17 +614,21 @@ mod tests {
                 "a.conf:1: a 1",
                 "b.conf:1: b 1",
                 "c.conf:1: c 1",
-                "keepalived.conf:5: z 1"
+                "keepalived.conf:6: z 1"
             ]
         );
         let messages: Vec<String> = diagnostics
             .iter()
             .map(|d| format!("{:?} {}: {}", d.severity, d.location.line, d.message))
             .collect();
-        assert_eq!(messages.len(), 3, "{messages:?}");
-        assert!(messages[0].starts_with("Error 2: includer missing/*.conf: no file matches"));
+        assert_eq!(messages.len(), 4, "{messages:?}");
+        assert!(messages[0].starts_with("Error 2: includew missing/*.conf: no file matches"));
         assert!(messages[1].starts_with("Warning 3: include missing.conf: no file matches"));
         assert!(messages[2].contains("includes itself"), "{messages:?}");
+        assert!(
+            messages[3].starts_with("Warning 5: includer none/*.conf"),
+            "{messages:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

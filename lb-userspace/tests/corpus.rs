@@ -1,0 +1,84 @@
+//! The configuration corpus (`tests/corpus/*.conf`, written the ways operators and
+//! tutorials write them): each file read as `lbd -t` reads it (config id `corpus`), its
+//! diagnostics and, when it is valid, its model as JSON, compared with `NAME.golden`.
+//! After a deliberate change, `UPDATE_GOLDEN=1 cargo test --test corpus` rewrites the
+//! golden files; review their diff.
+
+use std::path::{Path, PathBuf};
+
+use lb_userspace::config::{self, ConfigError, Options};
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")
+}
+
+/// What `lbd -t` and `lbd --dump-config` would say about `path`, with paths relative to
+/// the corpus.
+fn verdict(path: &Path) -> String {
+    let options = Options {
+        config_id: "corpus".into(),
+        strict: false,
+    };
+    let (diagnostics, model) = match config::load_with(path, &options) {
+        Ok(loaded) => (
+            loaded.warnings,
+            Some(serde_json::to_string_pretty(&loaded.config).expect("JSON")),
+        ),
+        Err(ConfigError::Invalid {
+            errors, warnings, ..
+        }) => {
+            let mut all: Vec<_> = errors.into_iter().chain(warnings).collect();
+            all.sort_by(|a, b| {
+                (a.location.file.as_ref(), a.location.line)
+                    .cmp(&(b.location.file.as_ref(), b.location.line))
+            });
+            (all, None)
+        }
+        Err(e) => panic!("{}: {e}", path.display()),
+    };
+    let prefix = format!("{}/", corpus_dir().display());
+    let mut text = String::from("# diagnostics\n");
+    for diagnostic in diagnostics {
+        text.push_str(&diagnostic.to_string().replace(&prefix, ""));
+        text.push('\n');
+    }
+    match model {
+        Some(json) => {
+            text.push_str("# valid; the model\n");
+            text.push_str(&json);
+            text.push('\n');
+        }
+        None => text.push_str("# invalid\n"),
+    }
+    text
+}
+
+#[test]
+fn every_corpus_file_reads_as_its_golden_file_says() {
+    let update = std::env::var_os("UPDATE_GOLDEN").is_some();
+    let mut files: Vec<PathBuf> = std::fs::read_dir(corpus_dir())
+        .expect("corpus")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| path.extension().is_some_and(|e| e == "conf"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 25, "the corpus lost files: {files:?}");
+    let mut differ = Vec::new();
+    for file in &files {
+        let got = verdict(file);
+        let golden = file.with_extension("golden");
+        if update {
+            std::fs::write(&golden, &got).expect("write golden");
+            continue;
+        }
+        let want = std::fs::read_to_string(&golden)
+            .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", golden.display()));
+        if got != want {
+            differ.push(format!(
+                "{}:\n--- golden\n{want}\n--- now\n{got}",
+                file.display()
+            ));
+        }
+    }
+    assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
