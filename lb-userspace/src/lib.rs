@@ -1,12 +1,13 @@
-//! The userspace half of the load balancer: configuration (keepalived.conf), the model,
-//! the controller that turns the model into the data plane's desired state, and the
-//! data-plane backends. The `lbd` binary runs them.
+//! The userspace half of the load balancer: the controller that turns the configuration's
+//! model (`config`, `model`: the lb-config crate) into the data plane's desired state, and
+//! the data-plane backends. The `lbd` binary runs them.
 
-pub mod config;
+pub use lb_config as config;
+pub use lb_config::model;
+
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
-pub mod model;
 pub mod neighbour_events;
 pub mod nexthop;
 pub mod sched;

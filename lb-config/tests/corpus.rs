@@ -6,7 +6,7 @@
 
 use std::path::{Path, PathBuf};
 
-use lb_userspace::config::{self, ConfigError, Options};
+use lb_config::{self as config, ConfigError, Options};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus")

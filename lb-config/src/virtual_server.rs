@@ -635,8 +635,9 @@ mod tests {
     use std::{path::Path, time::Duration};
 
     use crate::{
-        config::{ConfigError, Diagnostic, Loaded, Severity, parse},
+        ConfigError, Diagnostic, Loaded, Severity,
         model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler},
+        parse,
     };
 
     fn ok(text: &str) -> Loaded {

@@ -69,10 +69,7 @@ fn lvs_timeouts(item: &Statement, timeouts: &mut LvsTimeouts, diagnostics: &mut 
 mod tests {
     use std::path::Path;
 
-    use crate::{
-        config::{ConfigError, parse},
-        model::LvsTimeouts,
-    };
+    use crate::{ConfigError, model::LvsTimeouts, parse};
 
     #[test]
     fn lvs_timeouts_are_read_and_checked() {

@@ -1,4 +1,4 @@
-//! keepalived.conf: reading a file into the typed [`model`](crate::model).
+//! keepalived.conf: reading a file into the typed [`model`], the way keepalived reads it.
 //!
 //! Four stages, so the grammar can grow keyword by keyword: `source` (the text of the file
 //! and its includes, without comments, with conditional lines and parameters resolved),
@@ -12,6 +12,7 @@ mod global_defs;
 mod keywords;
 mod lexer;
 mod local_address;
+pub mod model;
 mod source;
 mod tree;
 mod virtual_server;

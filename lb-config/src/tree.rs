@@ -127,7 +127,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::config::{
+    use crate::{
         lexer::tokenize,
         source::{Options, read_text},
     };
