@@ -12,6 +12,8 @@ use crate::cmd;
 /// iproute2, ethtool, ping and curl for the lab and the netns tests.
 const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool", "iputils-ping", "curl"];
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// cargo-fuzz, for the fuzz smoke run of `cargo xtask test`.
+const CARGO_FUZZ_VERSION: &str = "0.13.2";
 const MIN_KERNEL: (u32, u32) = (5, 15);
 
 /// Full setup with a report.
@@ -45,12 +47,13 @@ enum State {
 /// item is reported, otherwise only installs and failures.
 fn check_all(verbose: bool) -> usize {
     let root = is_root();
-    let items: [(&str, Check); 9] = [
+    let items: [(&str, Check); 10] = [
         ("root", check_root),
         ("apt packages", apt_packages),
         ("nightly toolchain", |_| nightly()),
         ("nightly rust-src, clippy", |_| nightly_components()),
         ("bpf-linker", |_| bpf_linker()),
+        ("cargo-fuzz", |_| cargo_fuzz()),
         ("kernel version", |_| kernel_version()),
         ("kernel BTF", |_| btf()),
         ("bpf filesystem", bpffs),
@@ -165,6 +168,26 @@ fn nightly_components() -> State {
             .args(&missing),
     ) {
         Ok(()) => State::Installed(missing.join(" ")),
+        Err(e) => State::Failed(format!("{e:#}")),
+    }
+}
+
+fn cargo_fuzz() -> State {
+    let version = || cmd::output(cmd::cargo().args(["fuzz", "--version"]));
+    if let Ok(version) = version() {
+        return State::Ok(version.trim().to_owned());
+    }
+    eprintln!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (about a minute)");
+    let built = cmd::run(cmd::cargo().args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        CARGO_FUZZ_VERSION,
+    ]))
+    .and_then(|()| version());
+    match built {
+        Ok(version) => State::Installed(version.trim().to_owned()),
         Err(e) => State::Failed(format!("{e:#}")),
     }
 }

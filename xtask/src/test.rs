@@ -1,7 +1,8 @@
 //! `cargo xtask test`: what CI checks, in order, each stage timed: formatting, clippy for
-//! the host crates and the eBPF crate, the binaries, and every test (unit tests, the
-//! BPF test-run fixtures, the netns tests). The privileged tests need root; with `CI` set
-//! they fail instead of skipping.
+//! the host crates and the eBPF crate, the binaries, every test (unit tests, the
+//! configuration corpus and property test, the BPF test-run fixtures, the netns tests),
+//! and a short fuzz run of the configuration reader. The privileged tests need root; with
+//! `CI` set they fail instead of skipping.
 
 use std::time::Instant;
 
@@ -49,6 +50,17 @@ pub fn run() -> anyhow::Result<()> {
             cmd::cargo()
                 .args(["test", "--no-fail-fast"])
                 .env("LBD_BIN", lbd),
+        )
+    })?;
+    stage("fuzz smoke (20 s)", &mut || {
+        cmd::run(
+            std::process::Command::new("rustup")
+                .current_dir(cmd::root().join("lb-config"))
+                .args(["run", "nightly", "cargo", "fuzz", "run", "parse"])
+                .args(["--", "-max_total_time=20"])
+                .env_remove("RUSTUP_TOOLCHAIN")
+                .env_remove("CARGO")
+                .env_remove("RUSTC"),
         )
     })?;
     eprintln!("xtask test: all stages passed in {:.1?}", started.elapsed());
