@@ -1,18 +1,37 @@
-//! The `global_defs` block: what lbd uses of it (`lvs_timeouts`, and lbd's own
+//! The `global_defs` block: what lbd uses of it (`router_id`, `lvs_timeouts`, the VRRP
+//! defaults `vrrp_version`, `vrrp_strict`, `dynamic_interfaces`, and lbd's own
 //! `lvs_tun_source`); its other keywords are reported as not supported yet.
 
 use super::{
     Diagnostic,
     keywords::{Block, not_used},
     tree::Statement,
+    values::{no_value, parse_in_range, single_arg},
     virtual_server::tun_sources,
 };
 use crate::model::{Config, LvsTimeouts};
 
-/// Read a `global_defs` block into `config`.
-pub fn global_defs(statement: &Statement, config: &mut Config, diagnostics: &mut Vec<Diagnostic>) {
+/// What global_defs sets for other blocks.
+#[derive(Debug, Default)]
+pub struct Globals {
+    pub vrrp_version: Option<u8>,
+    pub vrrp_strict: bool,
+    pub dynamic_interfaces: bool,
+}
+
+/// Read a `global_defs` block into `config` and `globals`.
+pub fn global_defs(
+    statement: &Statement,
+    config: &mut Config,
+    globals: &mut Globals,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
     for item in statement.block.as_deref().unwrap_or_default() {
         match item.name() {
+            "router_id" => config.router_id = single_arg(item, diagnostics).map(str::to_owned),
+            "vrrp_version" => globals.vrrp_version = parse_in_range(item, 2..=3u8, diagnostics),
+            "vrrp_strict" => globals.vrrp_strict = no_value(item, diagnostics),
+            "dynamic_interfaces" => globals.dynamic_interfaces = true,
             "lvs_timeouts" => lvs_timeouts(item, &mut config.lvs_timeouts, diagnostics),
             "lvs_tun_source" => {
                 if let Some(sources) = tun_sources(item, diagnostics) {
@@ -74,7 +93,7 @@ mod tests {
     #[test]
     fn lvs_timeouts_are_read_and_checked() {
         let loaded = parse(
-            "global_defs {\n router_id LB1\n lvs_timeouts tcp 7200 udp 0 tcpfin 60\n}\n",
+            "global_defs {\n router_id LB1\n smtp_server 10.0.0.1\n lvs_timeouts tcp 7200 udp 0 tcpfin 60\n}\n",
             Path::new("k.conf"),
         )
         .unwrap();
@@ -86,7 +105,8 @@ mod tests {
                 udp: None
             }
         );
-        assert_eq!(loaded.warnings.len(), 1, "router_id is not supported yet");
+        assert_eq!(loaded.config.router_id.as_deref(), Some("LB1"));
+        assert_eq!(loaded.warnings.len(), 1, "smtp_server is not supported yet");
         let Err(ConfigError::Invalid { errors, .. }) = parse(
             "global_defs {\n lvs_timeouts tcp\n lvs_timeouts tcp x\n lvs_timeouts sctp 5\n}\n",
             Path::new("k.conf"),

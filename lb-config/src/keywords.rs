@@ -11,6 +11,10 @@ pub enum Block {
     GlobalDefs,
     VirtualServer,
     RealServer,
+    VrrpInstance,
+    VrrpScript,
+    VrrpSyncGroup,
+    Authentication,
 }
 
 impl Block {
@@ -20,6 +24,10 @@ impl Block {
             Block::GlobalDefs => GLOBAL_DEFS,
             Block::VirtualServer => VIRTUAL_SERVER,
             Block::RealServer => REAL_SERVER,
+            Block::VrrpInstance => VRRP_INSTANCE,
+            Block::VrrpScript => VRRP_SCRIPT,
+            Block::VrrpSyncGroup => VRRP_SYNC_GROUP,
+            Block::Authentication => AUTHENTICATION,
         }
     }
 
@@ -30,6 +38,10 @@ impl Block {
             Block::GlobalDefs => "global_defs keyword ",
             Block::VirtualServer => "virtual_server keyword ",
             Block::RealServer => "real_server keyword ",
+            Block::VrrpInstance => "vrrp_instance keyword ",
+            Block::VrrpScript => "vrrp_script keyword ",
+            Block::VrrpSyncGroup => "vrrp_sync_group keyword ",
+            Block::Authentication => "authentication keyword ",
         }
     }
 }
@@ -331,6 +343,110 @@ const REAL_SERVER: &[&str] = &[
     "FILE_CHECK",
     "BFD_CHECK",
 ];
+
+const VRRP_INSTANCE: &[&str] = &[
+    "state",
+    "interface",
+    "vrf",
+    "use_vmac",
+    "use_vmac_addr",
+    "vmac_xmit_base",
+    "use_ipvlan",
+    "native_ipv6",
+    "dont_track_primary",
+    "track_interface",
+    "track_script",
+    "track_file",
+    "track_process",
+    "track_bfd",
+    "mcast_src_ip",
+    "unicast_src_ip",
+    "mcast_dst_ip",
+    "track_src_ip",
+    "unicast_peer",
+    "unicast_fault_no_peer",
+    "unicast_ttl",
+    "check_unicast_src",
+    "old_unicast_checksum",
+    "virtual_router_id",
+    "version",
+    "priority",
+    "advert_int",
+    "authentication",
+    "auth_hmac",
+    "virtual_ipaddress",
+    "virtual_ipaddress_excluded",
+    "no_virtual_ipaddress",
+    "virtual_routes",
+    "virtual_rules",
+    "promote_secondaries",
+    "accept",
+    "no_accept",
+    "preempt",
+    "nopreempt",
+    "preempt_delay",
+    "skip_check_adv_addr",
+    "strict_mode",
+    "debug",
+    "notify_master",
+    "notify_backup",
+    "notify_fault",
+    "notify_stop",
+    "notify_deleted",
+    "notify_master_rx_lower_pri",
+    "notify",
+    "smtp_alert",
+    "notify_priority_changes",
+    "garp_master_delay",
+    "garp_master_repeat",
+    "garp_master_refresh",
+    "garp_master_refresh_repeat",
+    "garp_lower_prio_delay",
+    "garp_lower_prio_repeat",
+    "garp_extra_if",
+    "vmac_garp_intvl",
+    "down_timer_adverts",
+    "timer_expired_backup",
+    "thread_timer_expired",
+    "lower_prio_no_advert",
+    "higher_prio_send_advert",
+    "owner_ignore_adverts",
+    "kernel_rx_buf_size",
+    "v3_checksum_as_v2",
+    "linkbeat_use_polling",
+    "lvs_sync_daemon_interface",
+];
+
+const VRRP_SCRIPT: &[&str] = &[
+    "script",
+    "interval",
+    "timeout",
+    "weight",
+    "rise",
+    "fall",
+    "user",
+    "init_fail",
+];
+
+const VRRP_SYNC_GROUP: &[&str] = &[
+    "group",
+    "track_interface",
+    "track_script",
+    "track_file",
+    "track_process",
+    "track_bfd",
+    "notify_master",
+    "notify_backup",
+    "notify_fault",
+    "notify_stop",
+    "notify",
+    "smtp_alert",
+    "global_tracking",
+    "sync_group_tracking_weight",
+    "notify_priority_changes",
+];
+
+const AUTHENTICATION: &[&str] = &["auth_type", "auth_pass"];
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@
 //! builder module per block kind (`virtual_server`, `global_defs`, `local_address` for
 //! now) that turns statements into model types and reports problems with file:line.
 
+mod addresses;
 mod diagnostic;
 pub mod emit;
 mod global_defs;
@@ -15,13 +16,16 @@ mod lexer;
 mod local_address;
 pub mod model;
 mod source;
+mod top;
 mod tree;
+mod values;
 mod virtual_server;
+mod vrrp;
 
 use std::path::{Path, PathBuf};
 
 pub use diagnostic::{Diagnostic, Location, Severity};
-pub use source::Options;
+pub use source::{Interfaces, Options};
 
 use crate::model::Config;
 
@@ -59,27 +63,38 @@ pub fn load(path: &Path) -> Result<Loaded, ConfigError> {
 pub fn load_with(path: &Path, options: &Options) -> Result<Loaded, ConfigError> {
     let mut diagnostics = Vec::new();
     let source = source::read_file(path, options, &mut diagnostics)?;
-    build(&source, path, options.strict, diagnostics)
+    build(&source, path, options, diagnostics)
 }
 
 /// Parse and validate configuration `text` that came from `path` (used in messages; its
-/// directory is where relative includes are found).
+/// directory is where relative includes are found), without looking at this machine's
+/// interfaces (for tests and tools).
 pub fn parse(text: &str, path: &Path) -> Result<Loaded, ConfigError> {
-    let mut diagnostics = Vec::new();
-    let source = source::read_text(text, path, &Options::default(), &mut diagnostics);
-    build(&source, path, false, diagnostics)
+    let options = Options {
+        interfaces: Interfaces::Unchecked,
+        ..Options::default()
+    };
+    parse_with(text, path, &options)
 }
 
-/// The model from the source lines; with `strict`, warnings are errors.
+/// As `parse`, with `options`.
+pub fn parse_with(text: &str, path: &Path, options: &Options) -> Result<Loaded, ConfigError> {
+    let mut diagnostics = Vec::new();
+    let source = source::read_text(text, path, options, &mut diagnostics);
+    build(&source, path, options, diagnostics)
+}
+
+/// The model from the source lines; with `options.strict`, warnings are errors.
 fn build(
     source: &[source::SourceLine],
     path: &Path,
-    strict: bool,
+    options: &Options,
     mut diagnostics: Vec<Diagnostic>,
 ) -> Result<Loaded, ConfigError> {
+    let strict = options.strict;
     let lines = lexer::tokenize(source, &mut diagnostics);
     let statements = tree::build(lines, &mut diagnostics);
-    let config = virtual_server::build_config(&statements, &mut diagnostics);
+    let config = top::build_config(&statements, options, &mut diagnostics);
     diagnostics.sort_by(|a, b| {
         (a.location.file.as_ref(), a.location.line)
             .cmp(&(b.location.file.as_ref(), b.location.line))

@@ -42,6 +42,19 @@ pub struct Options {
     pub config_id: String,
     /// Every warning is an error (`lbd --strict`).
     pub strict: bool,
+    /// Which interfaces exist (VRRP instances must name existing ones).
+    pub interfaces: Interfaces,
+}
+
+/// Where the interfaces named in the configuration are looked up.
+#[derive(Clone, Debug)]
+pub enum Interfaces {
+    /// In this machine's network namespace (what `lbd` and `lbd -t` do).
+    Kernel,
+    /// These (tests, and checking a file for another machine).
+    Given(std::collections::BTreeSet<String>),
+    /// Not checked.
+    Unchecked,
 }
 
 impl Default for Options {
@@ -52,6 +65,7 @@ impl Default for Options {
         Self {
             config_id: if id.is_empty() { "localhost" } else { id }.to_owned(),
             strict: false,
+            interfaces: Interfaces::Kernel,
         }
     }
 }
@@ -487,6 +501,7 @@ mod tests {
         let options = Options {
             config_id: config_id.to_owned(),
             strict: false,
+            interfaces: Interfaces::Unchecked,
         };
         let lines = read_text(
             text,
@@ -593,6 +608,7 @@ mod tests {
             &Options {
                 config_id: "x".into(),
                 strict: false,
+                interfaces: Interfaces::Unchecked,
             },
             &mut diagnostics,
         )

@@ -129,7 +129,7 @@ mod tests {
     use super::*;
     use crate::{
         lexer::tokenize,
-        source::{Options, read_text},
+        source::{Interfaces, Options, read_text},
     };
 
     fn parse(text: &str) -> (Vec<Statement>, Vec<Diagnostic>) {
@@ -137,6 +137,7 @@ mod tests {
         let options = Options {
             config_id: "t".into(),
             strict: false,
+            interfaces: Interfaces::Unchecked,
         };
         let source = read_text(text, Path::new("t.conf"), &options, &mut diagnostics);
         let lines = tokenize(&source, &mut diagnostics);

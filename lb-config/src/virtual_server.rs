@@ -1,6 +1,6 @@
-//! Builds the model from top-level statements: `virtual_server` and its `real_server`s.
-//! Blocks and keywords lbd does not implement yet are reported as warnings (and ignored),
-//! values it cannot use as errors, each with file:line.
+//! `virtual_server` and its `real_server`s into the model. Keywords lbd does not implement
+//! yet are reported as warnings (and ignored), values it cannot use as errors, each with
+//! file:line.
 
 use std::{
     collections::{BTreeMap, HashSet},
@@ -10,13 +10,13 @@ use std::{
 
 use super::{
     Diagnostic, Location,
-    global_defs::global_defs,
     keywords::{Block, not_used},
-    local_address::{self, LocalAddressGroup},
+    local_address::LocalAddressGroup,
     tree::Statement,
+    values::{parse_addr, parse_granularity, parse_port, parse_seconds, single_arg},
 };
 use crate::model::{
-    Config, ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
+    ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
 };
 
 /// keepalived's defaults.
@@ -29,38 +29,7 @@ const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
 /// ipvsadm's weight range.
 const MAX_WEIGHT: u32 = 65535;
 
-pub fn build_config(statements: &[Statement], diagnostics: &mut Vec<Diagnostic>) -> Config {
-    let mut config = Config::default();
-    let mut seen = HashSet::new();
-    let local_groups = local_address::groups(statements, diagnostics);
-    for statement in statements {
-        match statement.name() {
-            "local_address_group" => {}
-            "virtual_server" => {
-                if let Some(vs) = virtual_server(statement, &local_groups, diagnostics) {
-                    if seen.insert((vs.addr, vs.port, vs.protocol)) {
-                        config.virtual_servers.push(vs);
-                    } else {
-                        diagnostics.push(Diagnostic::error(
-                            statement.location(),
-                            format!(
-                                "duplicate virtual_server {} {} {}",
-                                vs.addr,
-                                vs.port,
-                                vs.protocol.name()
-                            ),
-                        ));
-                    }
-                }
-            }
-            "global_defs" => global_defs(statement, &mut config, diagnostics),
-            _ => not_used(statement, Block::Top, diagnostics),
-        }
-    }
-    config
-}
-
-fn virtual_server(
+pub fn virtual_server(
     statement: &Statement,
     local_groups: &BTreeMap<String, LocalAddressGroup>,
     diagnostics: &mut Vec<Diagnostic>,
@@ -550,86 +519,6 @@ fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Opti
     Some(RealServer { addr, port, weight })
 }
 
-fn single_arg<'a>(statement: &'a Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<&'a str> {
-    match statement.args.as_slice() {
-        [value] => Some(&value.text),
-        _ => {
-            diagnostics.push(Diagnostic::error(
-                statement.location(),
-                format!("`{}` takes exactly one value", statement.name()),
-            ));
-            None
-        }
-    }
-}
-
-fn parse_addr(
-    text: &str,
-    location: &Location,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<IpAddr> {
-    text.parse()
-        .map_err(|_| {
-            diagnostics.push(Diagnostic::error(
-                location,
-                format!("`{text}` is not an IPv4 or IPv6 address"),
-            ))
-        })
-        .ok()
-}
-
-fn parse_port(text: &str, location: &Location, diagnostics: &mut Vec<Diagnostic>) -> Option<u16> {
-    match text.parse::<u16>() {
-        Ok(0) => {
-            diagnostics.push(Diagnostic::error(
-                location,
-                "port 0 (all ports) is not supported yet",
-            ));
-            None
-        }
-        Ok(port) => Some(port),
-        Err(_) => {
-            diagnostics.push(Diagnostic::error(
-                location,
-                format!("`{text}` is not a port number (1..=65535)"),
-            ));
-            None
-        }
-    }
-}
-
-/// `persistence_granularity`: an IPv4 netmask with contiguous ones, or an IPv6 prefix
-/// length; as a prefix length.
-fn parse_granularity(text: &str, ipv4: bool) -> Option<u8> {
-    if ipv4 {
-        let mask = u32::from(text.parse::<std::net::Ipv4Addr>().ok()?);
-        let ones = mask.leading_ones();
-        (ones > 0 && mask.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
-    } else {
-        text.parse::<u8>().ok().filter(|p| (1..=128).contains(p))
-    }
-}
-
-/// keepalived accepts fractional seconds (`delay_loop 1.5`).
-fn parse_seconds(
-    text: &str,
-    location: &Location,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Duration> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-            Some(Duration::from_secs_f64(secs))
-        }
-        _ => {
-            diagnostics.push(Diagnostic::error(
-                location,
-                format!("`{text}` is not a positive number of seconds"),
-            ));
-            None
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::{path::Path, time::Duration};
@@ -698,13 +587,10 @@ virtual_server 2001:db8::1 53 {
         assert_eq!(vs[1].scheduler, Scheduler::Wrr);
         assert_eq!(vs[1].delay_loop, Duration::from_millis(1500));
         assert_eq!(vs[1].reals[0].weight, 0);
-        // router_id and TCP_CHECK are not implemented yet: warned about, with lines.
+        // TCP_CHECK is not implemented yet: warned about, with its line.
         assert_eq!(
             lines(&loaded.warnings),
-            [
-                "3: global_defs keyword `router_id` is not supported yet; ignored",
-                "10: real_server keyword `TCP_CHECK` is not supported yet; ignored",
-            ]
+            ["10: real_server keyword `TCP_CHECK` is not supported yet; ignored"]
         );
     }
 

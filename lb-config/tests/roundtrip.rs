@@ -131,6 +131,7 @@ fn config() -> impl Strategy<Value = Config> {
                 Vec::new()
             },
             virtual_servers,
+            ..Config::default()
         })
 }
 

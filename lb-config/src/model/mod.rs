@@ -1,9 +1,13 @@
 //! The typed configuration model: what the operator asked for, independent of the file
 //! syntax it came from and of the data plane that will carry it out.
 
+pub mod vrrp;
+
 use std::{net::IpAddr, time::Duration};
 
 use serde::Serialize;
+
+use vrrp::{IpAddress, Route, VrrpInstance, VrrpScript, VrrpSyncGroup};
 
 /// Everything lbd runs from one configuration file.
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
@@ -13,6 +17,13 @@ pub struct Config {
     /// global_defs `lvs_tun_source` (lbd's own): the outer source of TUN packets, at most
     /// one address per family, where a virtual_server sets none of the real's family.
     pub tun_sources: Vec<IpAddr>,
+    /// global_defs `router_id` (default: the host name).
+    pub router_id: Option<String>,
+    pub static_ipaddress: Vec<IpAddress>,
+    pub static_routes: Vec<Route>,
+    pub vrrp_scripts: Vec<VrrpScript>,
+    pub vrrp_sync_groups: Vec<VrrpSyncGroup>,
+    pub vrrp_instances: Vec<VrrpInstance>,
     pub virtual_servers: Vec<VirtualServer>,
 }
 

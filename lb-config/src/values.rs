@@ -1,0 +1,152 @@
+//! Values of keywords, read the way keepalived reads them, each with an error at the
+//! statement's location when it is not one: addresses, ports, seconds, netmasks, numbers
+//! in a range, flags without a value.
+
+use std::{net::IpAddr, time::Duration};
+
+use super::{Diagnostic, Location, tree::Statement};
+
+pub fn single_arg<'a>(
+    statement: &'a Statement,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<&'a str> {
+    match statement.args.as_slice() {
+        [value] => Some(&value.text),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                statement.location(),
+                format!("`{}` takes exactly one value", statement.name()),
+            ));
+            None
+        }
+    }
+}
+
+pub fn parse_addr(
+    text: &str,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<IpAddr> {
+    text.parse()
+        .map_err(|_| {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("`{text}` is not an IPv4 or IPv6 address"),
+            ))
+        })
+        .ok()
+}
+
+pub fn parse_port(
+    text: &str,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<u16> {
+    match text.parse::<u16>() {
+        Ok(0) => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "port 0 (all ports) is not supported yet",
+            ));
+            None
+        }
+        Ok(port) => Some(port),
+        Err(_) => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("`{text}` is not a port number (1..=65535)"),
+            ));
+            None
+        }
+    }
+}
+
+/// `persistence_granularity`: an IPv4 netmask with contiguous ones, or an IPv6 prefix
+/// length; as a prefix length.
+pub fn parse_granularity(text: &str, ipv4: bool) -> Option<u8> {
+    if ipv4 {
+        let mask = u32::from(text.parse::<std::net::Ipv4Addr>().ok()?);
+        let ones = mask.leading_ones();
+        (ones > 0 && mask.checked_shl(ones).unwrap_or(0) == 0).then_some(ones as u8)
+    } else {
+        text.parse::<u8>().ok().filter(|p| (1..=128).contains(p))
+    }
+}
+
+/// keepalived accepts fractional seconds (`delay_loop 1.5`).
+pub fn parse_seconds(
+    text: &str,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
+            Some(Duration::from_secs_f64(secs))
+        }
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("`{text}` is not a positive number of seconds"),
+            ));
+            None
+        }
+    }
+}
+
+/// A number in `range` (written in decimal), or an error naming the keyword.
+pub fn parse_in_range<T>(
+    statement: &Statement,
+    range: std::ops::RangeInclusive<T>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<T>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let value = single_arg(statement, diagnostics)?;
+    match value.parse::<T>() {
+        Ok(n) if range.contains(&n) => Some(n),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                statement.location(),
+                format!(
+                    "{} `{value}` is not a number in {}..={}",
+                    statement.name(),
+                    range.start(),
+                    range.end()
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// A keyword that takes no value (`nopreempt`, `ops`): whether it was written so.
+pub fn no_value(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    if statement.args.is_empty() && statement.block.is_none() {
+        return true;
+    }
+    diagnostics.push(Diagnostic::error(
+        statement.location(),
+        format!("`{}` takes no value", statement.name()),
+    ));
+    false
+}
+
+/// The rest of the line as one text (a script's command line).
+pub fn rest_of_line(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<String> {
+    if statement.args.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            statement.location(),
+            format!("`{}` needs a value", statement.name()),
+        ));
+        return None;
+    }
+    Some(
+        statement
+            .args
+            .iter()
+            .map(|t| t.text.as_str())
+            .collect::<Vec<_>>()
+            .join(" "),
+    )
+}

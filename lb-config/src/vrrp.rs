@@ -1,0 +1,619 @@
+//! The VRRP blocks: `vrrp_script`, `vrrp_sync_group` and `vrrp_instance` into the model,
+//! with keepalived's defaults and its checks (VRID 1..=255, priority 1..=255, an
+//! interface that exists, at least one VIP of one family, an authentication password of at
+//! most 8 characters, tracked scripts and grouped instances that exist).
+
+use std::{collections::BTreeSet, net::IpAddr, time::Duration};
+
+use super::{
+    Diagnostic, Location,
+    addresses::{address_block, route_block},
+    keywords::{Block, not_used},
+    tree::Statement,
+    values::{no_value, parse_addr, parse_in_range, parse_seconds, rest_of_line, single_arg},
+};
+use crate::model::vrrp::{
+    AuthType, Authentication, InitialState, Notify, Track, VrrpInstance, VrrpScript, VrrpSyncGroup,
+};
+
+/// keepalived's defaults.
+const DEFAULT_PRIORITY: u8 = 100;
+const OWNER_PRIORITY: u8 = 255;
+const DEFAULT_ADVERT_INT: Duration = Duration::from_secs(1);
+const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
+const DEFAULT_GARP_REPEAT: u32 = 5;
+const MAX_AUTH_PASS: usize = 8;
+/// A track weight's bounds.
+const MAX_WEIGHT: i32 = 253;
+
+/// What global_defs says about VRRP, and what the machine has.
+pub struct VrrpContext<'a> {
+    /// global `vrrp_version`.
+    pub version: Option<u8>,
+    /// global `vrrp_strict`.
+    pub strict: bool,
+    /// global `dynamic_interfaces`: a missing interface is a warning, not an error.
+    pub dynamic_interfaces: bool,
+    /// Whether an interface exists here (`None`: not checked).
+    pub interface_exists: &'a dyn Fn(&str) -> Option<bool>,
+}
+
+/// `vrrp_script NAME { ... }`.
+pub fn vrrp_script(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<VrrpScript> {
+    let name = block_name(statement, diagnostics)?;
+    let mut script = None;
+    let mut interval = Duration::from_secs(1);
+    let mut timeout = None;
+    let (mut weight, mut reverse) = (0, false);
+    let (mut rise, mut fall) = (1, 1);
+    let mut user = None;
+    let mut init_fail = false;
+    let mut ok = true;
+    for item in statement.block.as_deref().unwrap_or_default() {
+        let location = item.location();
+        match item.name() {
+            "script" => script = rest_of_line(item, diagnostics),
+            "interval" => match single_arg(item, diagnostics)
+                .and_then(|v| parse_seconds(v, location, diagnostics))
+            {
+                Some(d) => interval = d,
+                None => ok = false,
+            },
+            "timeout" => match single_arg(item, diagnostics)
+                .and_then(|v| parse_seconds(v, location, diagnostics))
+            {
+                Some(d) => timeout = Some(d),
+                None => ok = false,
+            },
+            "weight" => match weight_args(item, diagnostics) {
+                Some((w, r)) => (weight, reverse) = (w, r),
+                None => ok = false,
+            },
+            "rise" => rise = parse_in_range(item, 1..=u32::MAX, diagnostics).unwrap_or(rise),
+            "fall" => fall = parse_in_range(item, 1..=u32::MAX, diagnostics).unwrap_or(fall),
+            "user" => user = item.args.first().map(|t| t.text.clone()),
+            "init_fail" => init_fail = no_value(item, diagnostics),
+            _ => not_used(item, Block::VrrpScript, diagnostics),
+        }
+    }
+    let Some(script) = script else {
+        diagnostics.push(Diagnostic::error(
+            statement.location(),
+            format!("vrrp_script {name} needs `script`"),
+        ));
+        return None;
+    };
+    ok.then(|| VrrpScript {
+        name,
+        script,
+        interval,
+        timeout: timeout.unwrap_or(interval),
+        weight,
+        reverse,
+        rise,
+        fall,
+        user,
+        init_fail,
+    })
+}
+
+/// `vrrp_sync_group NAME { group { ... } ... }`.
+pub fn vrrp_sync_group(
+    statement: &Statement,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<VrrpSyncGroup> {
+    let name = block_name(statement, diagnostics)?;
+    let mut group = VrrpSyncGroup {
+        name,
+        group: Vec::new(),
+        track_interface: Vec::new(),
+        track_script: Vec::new(),
+        notify: Notify::default(),
+        smtp_alert: false,
+    };
+    for item in statement.block.as_deref().unwrap_or_default() {
+        match item.name() {
+            "group" => group.group = lines(item).map(|line| line.name().to_owned()).collect(),
+            "track_interface" => group.track_interface = tracks(item, diagnostics),
+            "track_script" => group.track_script = tracks(item, diagnostics),
+            "smtp_alert" => group.smtp_alert = true,
+            keyword if notify(&mut group.notify, keyword, item, diagnostics) => {}
+            _ => not_used(item, Block::VrrpSyncGroup, diagnostics),
+        }
+    }
+    if group.group.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            statement.location(),
+            format!("vrrp_sync_group {} has no `group` of instances", group.name),
+        ));
+        return None;
+    }
+    Some(group)
+}
+
+/// `vrrp_instance NAME { ... }`.
+pub fn vrrp_instance(
+    statement: &Statement,
+    context: &VrrpContext,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<VrrpInstance> {
+    let location = statement.location();
+    let name = block_name(statement, diagnostics)?;
+    let mut instance = VrrpInstance {
+        name,
+        initial_state: InitialState::Backup,
+        interface: String::new(),
+        vrid: 0,
+        priority: DEFAULT_PRIORITY,
+        advert_int: DEFAULT_ADVERT_INT,
+        version: 2,
+        authentication: None,
+        virtual_ipaddress: Vec::new(),
+        virtual_ipaddress_excluded: Vec::new(),
+        virtual_routes: Vec::new(),
+        track_interface: Vec::new(),
+        track_script: Vec::new(),
+        unicast_src_ip: None,
+        unicast_peer: Vec::new(),
+        mcast_src_ip: None,
+        preempt: true,
+        preempt_delay: Duration::ZERO,
+        garp_master_delay: DEFAULT_GARP_DELAY,
+        garp_master_repeat: DEFAULT_GARP_REPEAT,
+        garp_master_refresh: None,
+        garp_master_refresh_repeat: 1,
+        notify: Notify::default(),
+        use_vmac: None,
+        vmac_xmit_base: false,
+        accept: !context.strict,
+        dont_track_primary: false,
+        smtp_alert: false,
+        strict_mode: context.strict,
+    };
+    let (mut interface, mut vrid, mut priority, mut version) = (None, None, None, None);
+    let mut ok = true;
+    for item in statement.block.as_deref().unwrap_or_default() {
+        let at = item.location();
+        let seconds = |item: &Statement, diagnostics: &mut Vec<Diagnostic>| {
+            single_arg(item, diagnostics).and_then(|v| parse_seconds_or_zero(v, at, diagnostics))
+        };
+        match item.name() {
+            "state" => match single_arg(item, diagnostics) {
+                Some("MASTER") => instance.initial_state = InitialState::Master,
+                Some("BACKUP") => instance.initial_state = InitialState::Backup,
+                Some(other) => {
+                    diagnostics.push(Diagnostic::error(
+                        at,
+                        format!("state `{other}` is neither MASTER nor BACKUP"),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            },
+            "interface" => {
+                interface = single_arg(item, diagnostics).map(|i| (i.to_owned(), at.clone()))
+            }
+            "virtual_router_id" => {
+                vrid = parse_in_range(item, 1..=255u8, diagnostics).or_else(|| {
+                    ok = false;
+                    None
+                })
+            }
+            "priority" => {
+                priority = parse_in_range(item, 1..=255u8, diagnostics).or_else(|| {
+                    ok = false;
+                    None
+                })
+            }
+            "advert_int" => match seconds(item, diagnostics) {
+                Some(d) if !d.is_zero() => instance.advert_int = d,
+                _ => ok = false,
+            },
+            "version" => {
+                version = parse_in_range(item, 2..=3u8, diagnostics).or_else(|| {
+                    ok = false;
+                    None
+                })
+            }
+            "authentication" => instance.authentication = authentication(item, diagnostics),
+            "virtual_ipaddress" => instance.virtual_ipaddress = address_block(item, diagnostics),
+            "virtual_ipaddress_excluded" => {
+                instance.virtual_ipaddress_excluded = address_block(item, diagnostics)
+            }
+            "virtual_routes" => instance.virtual_routes = route_block(item, diagnostics),
+            "track_interface" => instance.track_interface = tracks(item, diagnostics),
+            "track_script" => instance.track_script = tracks(item, diagnostics),
+            "unicast_src_ip" => {
+                instance.unicast_src_ip =
+                    single_arg(item, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            }
+            "mcast_src_ip" => {
+                instance.mcast_src_ip =
+                    single_arg(item, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            }
+            "unicast_peer" => {
+                instance.unicast_peer = lines(item)
+                    .filter_map(|line| parse_addr(line.name(), line.location(), diagnostics))
+                    .collect()
+            }
+            "nopreempt" => instance.preempt = !no_value(item, diagnostics),
+            "preempt" => instance.preempt = no_value(item, diagnostics),
+            "preempt_delay" => {
+                instance.preempt_delay = seconds(item, diagnostics).unwrap_or_default()
+            }
+            "garp_master_delay" => {
+                instance.garp_master_delay =
+                    seconds(item, diagnostics).unwrap_or(DEFAULT_GARP_DELAY)
+            }
+            "garp_master_repeat" => {
+                instance.garp_master_repeat =
+                    parse_in_range(item, 1..=u32::MAX, diagnostics).unwrap_or(DEFAULT_GARP_REPEAT)
+            }
+            "garp_master_refresh" => {
+                instance.garp_master_refresh = seconds(item, diagnostics).filter(|d| !d.is_zero())
+            }
+            "garp_master_refresh_repeat" => {
+                instance.garp_master_refresh_repeat =
+                    parse_in_range(item, 1..=u32::MAX, diagnostics).unwrap_or(1)
+            }
+            "use_vmac" => {
+                instance.use_vmac = Some(
+                    item.args
+                        .first()
+                        .map(|t| t.text.clone())
+                        .unwrap_or_default(),
+                )
+            }
+            "vmac_xmit_base" => instance.vmac_xmit_base = no_value(item, diagnostics),
+            "accept" => instance.accept = no_value(item, diagnostics),
+            "no_accept" => instance.accept = !no_value(item, diagnostics),
+            "dont_track_primary" => instance.dont_track_primary = no_value(item, diagnostics),
+            "smtp_alert" => instance.smtp_alert = true,
+            "strict_mode" => instance.strict_mode = true,
+            keyword if notify(&mut instance.notify, keyword, item, diagnostics) => {}
+            _ => not_used(item, Block::VrrpInstance, diagnostics),
+        }
+    }
+
+    let name = instance.name.clone();
+    let Some((interface, interface_at)) = interface else {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!("vrrp_instance {name} needs `interface`"),
+        ));
+        return None;
+    };
+    instance.interface = interface;
+    // Every check runs, so that one -t lists every problem of the instance.
+    ok &= check_interfaces(&instance, &interface_at, context, diagnostics);
+    ok &= check_addresses(&mut instance, location, diagnostics);
+    match vrid {
+        Some(vrid) => instance.vrid = vrid,
+        None if ok => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("vrrp_instance {name} needs `virtual_router_id` (1..=255)"),
+            ));
+            ok = false;
+        }
+        None => {}
+    }
+    instance.priority = match (priority, instance.initial_state) {
+        (Some(p), _) => p,
+        // keepalived: MASTER without a priority is the address owner.
+        (None, InitialState::Master) => OWNER_PRIORITY,
+        (None, InitialState::Backup) => DEFAULT_PRIORITY,
+    };
+    let ipv6 = instance
+        .virtual_ipaddress
+        .first()
+        .is_some_and(|a| a.addr.is_ipv6());
+    instance.version = version
+        .or(context.version)
+        .unwrap_or(if ipv6 { 3 } else { 2 });
+    if instance.version == 3 && instance.authentication.take().is_some() {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("vrrp_instance {name}: VRRPv3 has no authentication; `authentication` ignored"),
+        ));
+    }
+    ok.then_some(instance)
+}
+
+/// VIPs: at least one, all of one family, and so the unicast addresses.
+fn check_addresses(
+    instance: &mut VrrpInstance,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let name = &instance.name;
+    let Some(first) = instance.virtual_ipaddress.first() else {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!("vrrp_instance {name} has no virtual_ipaddress (at least one is needed)"),
+        ));
+        return false;
+    };
+    let ipv4 = first.addr.is_ipv4();
+    let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
+    let mut ok = true;
+    let mismatched: Vec<IpAddr> = instance
+        .virtual_ipaddress
+        .iter()
+        .map(|a| a.addr)
+        .chain(instance.unicast_peer.iter().copied())
+        .chain(instance.unicast_src_ip)
+        .filter(|a| a.is_ipv4() != ipv4)
+        .collect();
+    for addr in mismatched {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!(
+                "vrrp_instance {name}: {addr} is not {} like its first VIP (put the other family in virtual_ipaddress_excluded or another instance)",
+                family(ipv4)
+            ),
+        ));
+        ok = false;
+    }
+    ok
+}
+
+/// The interface, the tracked interfaces and the VIPs' devices exist here (unless
+/// `dynamic_interfaces`, or when nobody can tell).
+fn check_interfaces(
+    instance: &VrrpInstance,
+    at: &Location,
+    context: &VrrpContext,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let names: BTreeSet<&str> = std::iter::once(instance.interface.as_str())
+        .chain(instance.track_interface.iter().map(|t| t.name.as_str()))
+        .chain(
+            instance
+                .virtual_ipaddress
+                .iter()
+                .chain(&instance.virtual_ipaddress_excluded)
+                .filter_map(|a| a.dev.as_deref()),
+        )
+        .collect();
+    let mut ok = true;
+    for name in names {
+        if (context.interface_exists)(name) == Some(false) {
+            let message = format!(
+                "vrrp_instance {}: interface {name} does not exist on this machine",
+                instance.name
+            );
+            if context.dynamic_interfaces {
+                diagnostics.push(Diagnostic::warning(
+                    at,
+                    format!("{message} (dynamic_interfaces: waiting for it)"),
+                ));
+            } else {
+                diagnostics.push(Diagnostic::error(at, message));
+                ok = false;
+            }
+        }
+    }
+    ok
+}
+
+/// Cross-block checks once everything is read: tracked scripts and grouped instances
+/// that exist, instance names and (interface, VRID, family) used once.
+pub fn check_references(
+    instances: &[(VrrpInstance, Location)],
+    scripts: &[VrrpScript],
+    groups: &[(VrrpSyncGroup, Location)],
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let script_names: BTreeSet<&str> = scripts.iter().map(|s| s.name.as_str()).collect();
+    let mut names = BTreeSet::new();
+    let mut vrids = BTreeSet::new();
+    for (instance, at) in instances {
+        if !names.insert(instance.name.as_str()) {
+            diagnostics.push(Diagnostic::error(
+                at,
+                format!("duplicate vrrp_instance {}", instance.name),
+            ));
+        }
+        let ipv6 = instance
+            .virtual_ipaddress
+            .first()
+            .is_some_and(|a| a.addr.is_ipv6());
+        if !vrids.insert((instance.interface.as_str(), instance.vrid, ipv6)) {
+            diagnostics.push(Diagnostic::error(
+                at,
+                format!(
+                    "vrrp_instance {}: virtual_router_id {} is already used on {}",
+                    instance.name, instance.vrid, instance.interface
+                ),
+            ));
+        }
+        for track in &instance.track_script {
+            if !script_names.contains(track.name.as_str()) {
+                diagnostics.push(Diagnostic::warning(
+                    at,
+                    format!(
+                        "vrrp_instance {}: track_script {}: no vrrp_script of that name; ignored",
+                        instance.name, track.name
+                    ),
+                ));
+            }
+        }
+    }
+    for (group, at) in groups {
+        for member in &group.group {
+            if !names.contains(member.as_str()) {
+                diagnostics.push(Diagnostic::warning(
+                    at,
+                    format!(
+                        "vrrp_sync_group {}: no vrrp_instance {member}; ignored",
+                        group.name
+                    ),
+                ));
+            }
+        }
+    }
+}
+
+/// The name of a `KEYWORD NAME { ... }` block.
+fn block_name(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<String> {
+    match statement.args.as_slice() {
+        [name] => Some(name.text.clone()),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                statement.location(),
+                format!(
+                    "{} needs a name: `{} NAME {{`",
+                    statement.name(),
+                    statement.name()
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// The lines of a block written one value per line.
+fn lines(item: &Statement) -> impl Iterator<Item = &Statement> {
+    item.block.as_deref().unwrap_or_default().iter()
+}
+
+/// `NAME [weight W [reverse]]` lines.
+fn tracks(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Vec<Track> {
+    lines(item)
+        .filter_map(|line| {
+            let weight = match line.args.first().map(|t| t.text.as_str()) {
+                None => Some((None, false)),
+                Some("weight") => weight_args(line, diagnostics).map(|(w, r)| (Some(w), r)),
+                Some(other) => {
+                    diagnostics.push(Diagnostic::error(
+                        line.location(),
+                        format!(
+                            "`{other}`: expected `weight N [reverse]` after {}",
+                            line.name()
+                        ),
+                    ));
+                    None
+                }
+            };
+            weight.map(|(weight, reverse)| Track {
+                name: line.name().to_owned(),
+                weight,
+                reverse,
+            })
+        })
+        .collect()
+}
+
+/// The `W [reverse]` of `weight W [reverse]` (the value after `weight` when the keyword
+/// is the item's first argument, as in track lines).
+fn weight_args(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<(i32, bool)> {
+    let mut args: Vec<&str> = item.args.iter().map(|t| t.text.as_str()).collect();
+    if args.first() == Some(&"weight") {
+        args.remove(0);
+    }
+    let (value, rest) = args
+        .split_first()
+        .map(|(v, r)| (*v, r))
+        .unwrap_or(("", &[]));
+    let weight = value.parse::<i32>().ok().filter(|w| w.abs() <= MAX_WEIGHT);
+    let reverse = match rest {
+        [] | ["noreverse"] => Some(false),
+        ["reverse"] => Some(true),
+        _ => None,
+    };
+    match (weight, reverse) {
+        (Some(w), Some(r)) => Some((w, r)),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                item.location(),
+                format!(
+                    "weight `{}` is not `N [reverse]` with N in -{MAX_WEIGHT}..={MAX_WEIGHT}",
+                    args.join(" ")
+                ),
+            ));
+            None
+        }
+    }
+}
+
+/// `authentication { auth_type PASS|AH auth_pass SECRET }`.
+fn authentication(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<Authentication> {
+    let mut auth_type = None;
+    let mut auth_pass = None;
+    for line in lines(item) {
+        match line.name() {
+            "auth_type" => match single_arg(line, diagnostics) {
+                Some("PASS") => auth_type = Some(AuthType::Pass),
+                Some("AH") => auth_type = Some(AuthType::Ah),
+                Some(other) => diagnostics.push(Diagnostic::error(
+                    line.location(),
+                    format!("auth_type `{other}` is neither PASS nor AH"),
+                )),
+                None => {}
+            },
+            "auth_pass" => {
+                if let Some(pass) = single_arg(line, diagnostics) {
+                    let mut pass = pass.to_owned();
+                    if pass.chars().count() > MAX_AUTH_PASS {
+                        pass = pass.chars().take(MAX_AUTH_PASS).collect();
+                        diagnostics.push(Diagnostic::warning(
+                            line.location(),
+                            format!("auth_pass is longer than {MAX_AUTH_PASS} characters; truncated to `{pass}`, as keepalived does"),
+                        ));
+                    }
+                    auth_pass = Some(pass);
+                }
+            }
+            _ => not_used(line, Block::Authentication, diagnostics),
+        }
+    }
+    match (auth_type, auth_pass) {
+        (Some(auth_type), Some(auth_pass)) => Some(Authentication {
+            auth_type,
+            auth_pass,
+        }),
+        (Some(auth_type), None) => Some(Authentication {
+            auth_type,
+            auth_pass: String::new(),
+        }),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                item.location(),
+                "authentication needs `auth_type PASS|AH`",
+            ));
+            None
+        }
+    }
+}
+
+/// A `notify*` keyword into `notify`; whether it was one.
+fn notify(
+    notify: &mut Notify,
+    keyword: &str,
+    item: &Statement,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let slot = match keyword {
+        "notify_master" => &mut notify.master,
+        "notify_backup" => &mut notify.backup,
+        "notify_fault" => &mut notify.fault,
+        "notify_stop" => &mut notify.stop,
+        "notify" => &mut notify.any,
+        _ => return false,
+    };
+    *slot = rest_of_line(item, diagnostics);
+    true
+}
+
+/// Seconds that may be 0.
+fn parse_seconds_or_zero(
+    text: &str,
+    at: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Some(Duration::ZERO);
+    }
+    parse_seconds(text, at, diagnostics)
+}
