@@ -4,7 +4,10 @@
 
 use std::{fmt::Write as _, net::IpAddr};
 
-use crate::model::{Config, ForwardMethod, Persistence, Protocol, Scheduler, VirtualServer};
+use crate::model::{
+    Config, ForwardMethod, Persistence, Protocol, RealServer, Scheduler, VirtualServer,
+    check::{CheckKind, Checker},
+};
 
 /// keepalived.conf text for `config`.
 pub fn to_keepalived(config: &Config) -> String {
@@ -79,14 +82,204 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
     if !vs.tun_sources.is_empty() {
         let _ = writeln!(text, "    tun_source {}", addresses(&vs.tun_sources));
     }
+    let extras = &vs.extras;
+    let _ = writeln!(text, "    quorum {}", extras.quorum);
+    let _ = writeln!(text, "    hysteresis {}", extras.hysteresis);
+    for (keyword, script) in [
+        ("quorum_up", &extras.quorum_up),
+        ("quorum_down", &extras.quorum_down),
+    ] {
+        if let Some(script) = script {
+            let _ = writeln!(text, "    {keyword} {script}");
+        }
+    }
+    if let Some(sorry) = extras.sorry_server {
+        let _ = writeln!(text, "    sorry_server {} {}", sorry.addr, sorry.port);
+    }
+    for (keyword, set) in [
+        ("sorry_server_inhibit", extras.sorry_server_inhibit),
+        ("alpha", extras.alpha),
+        ("omega", extras.omega),
+        ("ha_suspend", extras.ha_suspend),
+        ("inhibit_on_failure", extras.inhibit_on_failure),
+    ] {
+        if set {
+            let _ = writeln!(text, "    {keyword}");
+        }
+    }
+    if let Some(host) = &extras.virtualhost {
+        let _ = writeln!(text, "    virtualhost {host}");
+    }
     for real in &vs.reals {
-        let _ = writeln!(
-            text,
-            "    real_server {} {} {{\n        weight {}\n    }}",
-            real.addr, real.port, real.weight
-        );
+        real_server(real, text);
     }
     text.push_str("}\n");
+}
+
+fn real_server(real: &RealServer, text: &mut String) {
+    let _ = writeln!(text, "    real_server {} {} {{", real.addr, real.port);
+    let _ = writeln!(text, "        weight {}", real.weight);
+    for (keyword, script) in [
+        ("notify_up", &real.notify_up),
+        ("notify_down", &real.notify_down),
+    ] {
+        if let Some(script) = script {
+            let _ = writeln!(text, "        {keyword} {script}");
+        }
+    }
+    if real.inhibit_on_failure {
+        text.push_str("        inhibit_on_failure\n");
+    }
+    for checker in &real.checkers {
+        check(checker, text);
+    }
+    text.push_str("    }\n");
+}
+
+/// A checker with every timing setting written out (so nothing depends on inheritance).
+fn check(checker: &Checker, text: &mut String) {
+    let name = match &checker.kind {
+        CheckKind::Tcp => "TCP_CHECK",
+        CheckKind::Http(http) if http.tls => "SSL_GET",
+        CheckKind::Http(_) => "HTTP_GET",
+        CheckKind::Misc(_) => "MISC_CHECK",
+        CheckKind::Smtp { .. } => "SMTP_CHECK",
+        CheckKind::Dns { .. } => "DNS_CHECK",
+        CheckKind::Udp(_) => "UDP_CHECK",
+        CheckKind::Ping => "PING_CHECK",
+        CheckKind::File { .. } => "FILE_CHECK",
+    };
+    let _ = writeln!(text, "        {name} {{");
+    let mut line = |line: String| {
+        let _ = writeln!(text, "            {line}");
+    };
+    line(format!(
+        "connect_timeout {}",
+        checker.connect_timeout.as_secs_f64()
+    ));
+    line(format!("retry {}", checker.retry));
+    line(format!(
+        "delay_before_retry {}",
+        checker.delay_before_retry.as_secs_f64()
+    ));
+    line(format!("delay_loop {}", checker.delay_loop.as_secs_f64()));
+    if let Some(warmup) = checker.warmup {
+        line(format!("warmup {}", warmup.as_secs_f64()));
+    }
+    if let Some(ip) = checker.connect_ip {
+        line(format!("connect_ip {ip}"));
+    }
+    if let Some(port) = checker.connect_port {
+        line(format!("connect_port {port}"));
+    }
+    if let Some(ip) = checker.bindto {
+        line(format!("bindto {ip}"));
+    }
+    if let Some(port) = checker.bind_port {
+        line(format!("bind_port {port}"));
+    }
+    if let Some(interface) = &checker.bind_if {
+        line(format!("bind_if {interface}"));
+    }
+    if let Some(mark) = checker.fwmark {
+        line(format!("fwmark {mark}"));
+    }
+    if checker.log_all_failures {
+        line("log_all_failures".into());
+    }
+    match &checker.kind {
+        CheckKind::Tcp | CheckKind::Ping => {}
+        CheckKind::Http(http) => {
+            for url in &http.urls {
+                let codes: Vec<String> = url
+                    .status_code
+                    .iter()
+                    .map(|(low, high)| {
+                        if low == high {
+                            low.to_string()
+                        } else {
+                            format!("{low}-{high}")
+                        }
+                    })
+                    .collect();
+                let mut block = format!(
+                    "url {{\n                path {}\n                status_code {}\n",
+                    url.path,
+                    codes.join(" ")
+                );
+                if let Some(digest) = &url.digest {
+                    let _ = writeln!(block, "                digest {digest}");
+                }
+                if let Some(host) = &url.virtualhost {
+                    let _ = writeln!(block, "                virtualhost {host}");
+                }
+                if let Some(regex) = &url.regex {
+                    let _ = writeln!(block, "                regex {regex}");
+                }
+                if url.regex_no_match {
+                    block.push_str("                regex_no_match\n");
+                }
+                block.push_str("            }");
+                line(block);
+            }
+            if let Some(host) = &http.virtualhost {
+                line(format!("virtualhost {host}"));
+            }
+            if let Some(protocol) = &http.http_protocol {
+                line(format!("http_protocol {protocol}"));
+            }
+            if http.enable_sni {
+                line("enable_sni".into());
+            }
+            if let Some(name) = &http.sni_name {
+                line(format!("sni_name {name}"));
+            }
+            if http.fast_recovery {
+                line("fast_recovery".into());
+            }
+        }
+        CheckKind::Misc(misc) => {
+            line(format!("misc_path {}", misc.path));
+            if let Some(timeout) = misc.timeout {
+                line(format!("misc_timeout {}", timeout.as_secs_f64()));
+            }
+            if misc.dynamic {
+                line("misc_dynamic".into());
+            }
+            if let Some(user) = &misc.user {
+                line(format!("user {user}"));
+            }
+        }
+        CheckKind::Smtp { helo_name } => line(format!("helo_name {helo_name}")),
+        CheckKind::Dns { query_type, name } => {
+            line(format!("type {query_type}"));
+            line(format!("name {name}"));
+        }
+        CheckKind::Udp(udp) => {
+            if let Some(payload) = &udp.payload {
+                line(format!("payload {payload}"));
+            }
+            if let Some(reply) = &udp.require_reply {
+                line(format!("require_reply {reply}"));
+            }
+            line(format!("min_reply_length {}", udp.min_reply_length));
+            line(format!("max_reply_length {}", udp.max_reply_length));
+        }
+        CheckKind::File {
+            track_file,
+            weight,
+            reverse,
+        } => {
+            line(format!("track_file {track_file}"));
+            if let Some(weight) = weight {
+                line(format!(
+                    "weight {weight}{}",
+                    if *reverse { " reverse" } else { "" }
+                ));
+            }
+        }
+    }
+    text.push_str("        }\n");
 }
 
 fn persistence_lines(persistence: Persistence, ipv4: bool, text: &mut String) {

@@ -15,6 +15,8 @@ pub enum Block {
     VrrpScript,
     VrrpSyncGroup,
     Authentication,
+    Checker,
+    Url,
 }
 
 impl Block {
@@ -28,6 +30,8 @@ impl Block {
             Block::VrrpScript => VRRP_SCRIPT,
             Block::VrrpSyncGroup => VRRP_SYNC_GROUP,
             Block::Authentication => AUTHENTICATION,
+            Block::Checker => CHECKER,
+            Block::Url => URL,
         }
     }
 
@@ -42,6 +46,8 @@ impl Block {
             Block::VrrpScript => "vrrp_script keyword ",
             Block::VrrpSyncGroup => "vrrp_sync_group keyword ",
             Block::Authentication => "authentication keyword ",
+            Block::Checker => "checker keyword ",
+            Block::Url => "url keyword ",
         }
     }
 }
@@ -447,6 +453,59 @@ const VRRP_SYNC_GROUP: &[&str] = &[
 ];
 
 const AUTHENTICATION: &[&str] = &["auth_type", "auth_pass"];
+
+/// Every checker's keywords (common and of each kind).
+const CHECKER: &[&str] = &[
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "bind_if",
+    "connect_timeout",
+    "fwmark",
+    "retry",
+    "nb_get_retry",
+    "delay_before_retry",
+    "warmup",
+    "delay_loop",
+    "alpha",
+    "log_all_failures",
+    "virtualhost",
+    "http_protocol",
+    "enable_sni",
+    "sni_name",
+    "fast_recovery",
+    "tls_compliant",
+    "url",
+    "helo_name",
+    "host",
+    "type",
+    "name",
+    "payload",
+    "require_reply",
+    "min_reply_length",
+    "max_reply_length",
+    "misc_path",
+    "misc_timeout",
+    "misc_dynamic",
+    "user",
+    "track_file",
+    "weight",
+];
+
+const URL: &[&str] = &[
+    "path",
+    "digest",
+    "status_code",
+    "virtualhost",
+    "regex",
+    "regex_no_match",
+    "regex_options",
+    "regex_min_offset",
+    "regex_max_offset",
+    "regex_stack",
+    "tls_compliant",
+];
 
 #[cfg(test)]
 mod tests {

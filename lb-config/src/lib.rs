@@ -8,6 +8,7 @@
 //! now) that turns statements into model types and reports problems with file:line.
 
 mod addresses;
+mod checkers;
 mod diagnostic;
 pub mod emit;
 mod global_defs;

@@ -10,13 +10,18 @@ use std::{
 
 use super::{
     Diagnostic, Location,
+    checkers::{CHECKERS, Timing, checker},
     keywords::{Block, not_used},
     local_address::LocalAddressGroup,
     tree::Statement,
-    values::{parse_addr, parse_granularity, parse_port, parse_seconds, single_arg},
+    values::{
+        parse_addr, parse_granularity, parse_in_range, parse_port, parse_seconds, rest_of_line,
+        single_arg,
+    },
 };
 use crate::model::{
-    ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, VirtualServer,
+    ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, ServiceExtras,
+    SorryServer, VirtualServer,
 };
 
 /// keepalived's defaults.
@@ -68,6 +73,9 @@ pub fn virtual_server(
     let mut persistence_timeout = None;
     let mut granularity = None;
     let mut ops = None;
+    let mut timing = Timing::default();
+    let mut extras = ServiceExtras::default();
+    let mut real_items = Vec::new();
     let mut laddr_group = None;
     let mut tun_source = None;
     let mut ok = true;
@@ -97,9 +105,39 @@ pub fn virtual_server(
             "delay_loop" => match single_arg(item, diagnostics)
                 .and_then(|v| parse_seconds(v, item.location(), diagnostics))
             {
-                Some(d) => delay_loop = d,
+                Some(d) => {
+                    delay_loop = d;
+                    timing.delay_loop = Some(d);
+                }
                 None => ok = false,
             },
+            _ if timing.read(item, diagnostics) => {}
+            "quorum" => {
+                extras.quorum = parse_in_range(item, 1..=u32::MAX, diagnostics).unwrap_or(1)
+            }
+            "hysteresis" => {
+                extras.hysteresis = parse_in_range(item, 0..=u32::MAX, diagnostics).unwrap_or(0)
+            }
+            "quorum_up" => extras.quorum_up = rest_of_line(item, diagnostics),
+            "quorum_down" => extras.quorum_down = rest_of_line(item, diagnostics),
+            "sorry_server" => match item.args.as_slice() {
+                [addr, port] => {
+                    let at = item.location();
+                    extras.sorry_server = parse_addr(&addr.text, at, diagnostics)
+                        .zip(parse_port(&port.text, at, diagnostics))
+                        .map(|(addr, port)| SorryServer { addr, port });
+                }
+                _ => diagnostics.push(Diagnostic::error(
+                    item.location(),
+                    "sorry_server needs an address and a port",
+                )),
+            },
+            "sorry_server_inhibit" => extras.sorry_server_inhibit = true,
+            "alpha" => extras.alpha = true,
+            "omega" => extras.omega = true,
+            "ha_suspend" => extras.ha_suspend = true,
+            "inhibit_on_failure" => extras.inhibit_on_failure = true,
+            "virtualhost" => extras.virtualhost = single_arg(item, diagnostics).map(str::to_owned),
             "flag-1" | "flag-2" | "flag-3" | "sh-fallback" | "sh-port" | "mh-fallback"
             | "mh-port" => {
                 if !item.args.is_empty() || item.block.is_some() {
@@ -180,11 +218,16 @@ pub fn virtual_server(
                 Some(name) => laddr_group = Some((name.to_owned(), item.location().clone())),
                 None => ok = false,
             },
-            "real_server" => match real_server(item, diagnostics) {
-                Some(real) => reals.push((real, item.location().clone())),
-                None => ok = false,
-            },
+            // Read once the virtual server's timing is known, whatever the order.
+            "real_server" => real_items.push(item),
             _ => not_used(item, Block::VirtualServer, diagnostics),
+        }
+    }
+
+    for item in real_items {
+        match real_server(item, timing, diagnostics) {
+            Some(real) => reals.push((real, item.location().clone())),
+            None => ok = false,
         }
     }
 
@@ -359,6 +402,7 @@ pub fn virtual_server(
         local_addresses,
         tun_sources,
         delay_loop,
+        extras,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
     })
 }
@@ -486,7 +530,12 @@ fn default_note(at: &Location, vs: &Location) -> &'static str {
     }
 }
 
-fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<RealServer> {
+/// A `real_server` block; `outer` is its virtual server's timing for the checkers.
+fn real_server(
+    statement: &Statement,
+    outer: Timing,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<RealServer> {
     let location = statement.location();
     let [addr, port] = statement.args.as_slice() else {
         diagnostics.push(Diagnostic::error(
@@ -498,8 +547,18 @@ fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Opti
     let addr = parse_addr(&addr.text, location, diagnostics)?;
     let port = parse_port(&port.text, location, diagnostics)?;
     let mut weight = DEFAULT_WEIGHT;
+    let mut timing = Timing::default();
+    let mut checker_items = Vec::new();
+    let (mut notify_up, mut notify_down, mut inhibit_on_failure) = (None, None, false);
     for item in statement.block.as_deref().unwrap_or_default() {
+        if timing.read(item, diagnostics) {
+            continue;
+        }
         match item.name() {
+            name if CHECKERS.contains(&name) => checker_items.push(item),
+            "notify_up" => notify_up = rest_of_line(item, diagnostics),
+            "notify_down" => notify_down = rest_of_line(item, diagnostics),
+            "inhibit_on_failure" => inhibit_on_failure = true,
             "weight" => {
                 let value = single_arg(item, diagnostics)?;
                 match value.parse::<u32>() {
@@ -516,7 +575,20 @@ fn real_server(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Opti
             _ => not_used(item, Block::RealServer, diagnostics),
         }
     }
-    Some(RealServer { addr, port, weight })
+    let timing = timing.or(outer);
+    let checkers = checker_items
+        .into_iter()
+        .filter_map(|item| checker(item, timing, diagnostics))
+        .collect();
+    Some(RealServer {
+        addr,
+        port,
+        weight,
+        checkers,
+        notify_up,
+        notify_down,
+        inhibit_on_failure,
+    })
 }
 
 #[cfg(test)]
@@ -587,10 +659,14 @@ virtual_server 2001:db8::1 53 {
         assert_eq!(vs[1].scheduler, Scheduler::Wrr);
         assert_eq!(vs[1].delay_loop, Duration::from_millis(1500));
         assert_eq!(vs[1].reals[0].weight, 0);
-        // TCP_CHECK is not implemented yet: warned about, with its line.
+        // The TCP_CHECK with its connect_timeout, the rest from keepalived's defaults.
+        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+        let check = &vs[0].reals[0].checkers[0];
+        assert_eq!(check.kind, crate::model::check::CheckKind::Tcp);
+        assert_eq!(check.connect_timeout, Duration::from_secs(3));
         assert_eq!(
-            lines(&loaded.warnings),
-            ["10: real_server keyword `TCP_CHECK` is not supported yet; ignored"]
+            (check.retry, check.delay_loop),
+            (1, Duration::from_secs(60))
         );
     }
 
@@ -814,14 +890,14 @@ virtual_server 192.0.2.1 80 {
 virtual_server 192.0.2.1 80 {
     lb_algo rr
     lb_kind DR
-    quorum 2
+    persistence_engine sip
     real_server 10.0.0.1 8080
 }
 ");
         assert_eq!(
             lines(&loaded.warnings),
             [
-                "5: virtual_server keyword `quorum` is not supported yet; ignored",
+                "5: virtual_server keyword `persistence_engine` is not supported yet; ignored",
                 "6: real_server port 8080 differs from the virtual_server port 80; DR does not translate ports, packets arrive on 80",
             ]
         );
@@ -966,7 +1042,7 @@ vrrp_instnace VI_1 {
 }
 virtual_server 192.0.2.1 80 {
     lb_algoo rr
-    quorum 2
+    persistence_engine sip
     real_server 10.0.0.1 80 {
         wieght 2
     }
@@ -977,9 +1053,67 @@ virtual_server 192.0.2.1 80 {
             [
                 "2: unknown `vrrp_instnace`; ignored (did you mean `vrrp_instance`?)",
                 "5: unknown virtual_server keyword `lb_algoo`; ignored (did you mean `lb_algo`?)",
-                "6: virtual_server keyword `quorum` is not supported yet; ignored",
+                "6: virtual_server keyword `persistence_engine` is not supported yet; ignored",
                 "8: unknown real_server keyword `wieght`; ignored (did you mean `weight`?)",
             ]
+        );
+    }
+
+    #[test]
+    fn checkers_take_their_timing_from_the_real_then_the_virtual_server() {
+        let loaded = ok("
+virtual_server 192.0.2.1 80 {
+    lb_kind DR
+    delay_loop 10
+    connect_timeout 7
+    quorum 2
+    sorry_server 10.0.0.9 80
+    real_server 10.0.0.1 80 {
+        retry 4
+        notify_down /bin/down.sh now
+        HTTP_GET {
+            url {
+                path /health
+                status_code 200 301-302
+            }
+            nb_get_retry 2
+        }
+        MISC_CHECK {
+            misc_path /bin/check 10.0.0.1
+            misc_dynamic
+        }
+        DNS_CHECK {
+            name example.org
+        }
+    }
+}
+");
+        let vs = &loaded.config.virtual_servers[0];
+        assert_eq!(vs.extras.quorum, 2);
+        assert_eq!(vs.extras.sorry_server.map(|s| s.port), Some(80));
+        let real = &vs.reals[0];
+        assert_eq!(real.notify_down.as_deref(), Some("/bin/down.sh now"));
+        let [http, misc, dns] = real.checkers.as_slice() else {
+            panic!("{:?}", real.checkers)
+        };
+        // nb_get_retry is read as retry (with a warning); HTTP's delay_before_retry is 3 s.
+        assert_eq!(
+            (http.retry, http.delay_before_retry),
+            (2, Duration::from_secs(3))
+        );
+        assert_eq!(http.connect_timeout, Duration::from_secs(7));
+        assert_eq!(http.delay_loop, Duration::from_secs(10));
+        let crate::model::check::CheckKind::Http(get) = &http.kind else {
+            panic!("{http:?}")
+        };
+        assert_eq!(get.urls[0].status_code, [(200, 200), (301, 302)]);
+        // The real's retry 4 wins over MISC_CHECK's default 0; DNS's delay_before_retry
+        // is its delay_loop.
+        assert_eq!(misc.retry, 4);
+        assert_eq!(dns.delay_before_retry, Duration::from_secs(10));
+        assert_eq!(
+            lines(&loaded.warnings),
+            ["16: `nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)"]
         );
     }
 }

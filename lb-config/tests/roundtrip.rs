@@ -14,7 +14,8 @@ use lb_config::{
     emit::to_keepalived,
     model::{
         Config, ForwardMethod, LvsTimeouts, Persistence, Protocol, RealServer, SchedFlags,
-        Scheduler, VirtualServer,
+        Scheduler, ServiceExtras, SorryServer, VirtualServer,
+        check::{CheckKind, Checker, HttpCheck, MiscCheck, UdpCheck, Url},
     },
     parse,
 };
@@ -50,6 +51,130 @@ fn forward() -> impl Strategy<Value = ForwardMethod> {
     ])
 }
 
+fn seconds() -> impl Strategy<Value = Duration> {
+    (1u64..600).prop_map(Duration::from_secs)
+}
+
+fn word() -> impl Strategy<Value = String> {
+    "[a-z][a-z0-9_./-]{0,12}"
+}
+
+fn check_kind() -> impl Strategy<Value = CheckKind> {
+    prop_oneof![
+        Just(CheckKind::Tcp),
+        Just(CheckKind::Ping),
+        (
+            any::<bool>(),
+            "/[a-z]{0,8}",
+            prop::option::of("[0-9a-f]{32}"),
+            100u16..600,
+            prop::option::of(word())
+        )
+            .prop_map(|(tls, path, digest, code, virtualhost)| CheckKind::Http(
+                HttpCheck {
+                    tls,
+                    urls: vec![Url {
+                        path,
+                        digest,
+                        status_code: vec![(code, code)],
+                        virtualhost: None,
+                        regex: None,
+                        regex_no_match: false,
+                    }],
+                    virtualhost,
+                    http_protocol: None,
+                    enable_sni: false,
+                    sni_name: None,
+                    fast_recovery: false,
+                }
+            )),
+        (word(), any::<bool>(), prop::option::of(seconds())).prop_map(
+            |(path, dynamic, timeout)| CheckKind::Misc(MiscCheck {
+                path,
+                timeout,
+                dynamic,
+                user: None
+            })
+        ),
+        word().prop_map(|helo_name| CheckKind::Smtp { helo_name }),
+        (prop::sample::select(vec!["A", "AAAA", "SOA", "MX"]), word()).prop_map(|(t, name)| {
+            CheckKind::Dns {
+                query_type: t.into(),
+                name,
+            }
+        }),
+        (prop::option::of("[0-9a-f]{2,8}"), 0u32..100, 100u32..255).prop_map(
+            |(payload, min, max)| CheckKind::Udp(UdpCheck {
+                payload,
+                require_reply: None,
+                min_reply_length: min,
+                max_reply_length: max
+            })
+        ),
+        (word(), prop::option::of(-100i32..100), any::<bool>()).prop_map(
+            |(track_file, weight, reverse)| CheckKind::File {
+                track_file,
+                reverse: reverse && weight.is_some(),
+                weight
+            }
+        ),
+    ]
+}
+
+prop_compose! {
+    fn checker()(
+        kind in check_kind(),
+        connect_timeout in seconds(),
+        retry in 0u32..10,
+        delay_before_retry in seconds(),
+        delay_loop in seconds(),
+        warmup in prop::option::of(seconds()),
+        connect_port in prop::option::of(1u16..),
+        log_all_failures in any::<bool>(),
+    ) -> Checker {
+        Checker {
+            kind,
+            connect_ip: None,
+            connect_port,
+            bindto: None,
+            bind_port: None,
+            bind_if: None,
+            fwmark: None,
+            connect_timeout,
+            retry,
+            delay_before_retry,
+            warmup,
+            delay_loop,
+            log_all_failures,
+        }
+    }
+}
+
+prop_compose! {
+    fn extras()(
+        quorum in 1u32..10,
+        hysteresis in 0u32..5,
+        quorum_up in prop::option::of(word()),
+        sorry in prop::option::of(1u16..),
+        flags in prop::array::uniform5(any::<bool>()),
+        virtualhost in prop::option::of(word()),
+    ) -> ServiceExtras {
+        ServiceExtras {
+            quorum,
+            hysteresis,
+            quorum_up,
+            quorum_down: None,
+            sorry_server: sorry.map(|port| SorryServer { addr: IpAddr::from([10, 9, 9, 9]), port }),
+            sorry_server_inhibit: flags[0],
+            alpha: flags[1],
+            omega: flags[2],
+            ha_suspend: flags[3],
+            inhibit_on_failure: flags[4],
+            virtualhost,
+        }
+    }
+}
+
 prop_compose! {
     fn virtual_server(index: u16)(
         ipv6 in any::<bool>(),
@@ -67,6 +192,10 @@ prop_compose! {
         pool in prop::collection::btree_set(1u16..250, 1..4),
         tun_source in any::<bool>(),
         real_ports_differ in any::<bool>(),
+        extras in extras(),
+        checkers in prop::collection::vec(checker(), 0..3),
+        notify_up in prop::option::of(word()),
+        inhibit in any::<bool>(),
     ) -> VirtualServer {
         let full = if ipv6 { 128 } else { 32 };
         let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
@@ -95,6 +224,7 @@ prop_compose! {
                 Vec::new()
             },
             delay_loop: Duration::from_secs(delay_loop),
+            extras,
             reals: hosts
                 .iter()
                 .zip(&weights)
@@ -103,6 +233,10 @@ prop_compose! {
                     // DR and TUN do not translate ports: a different one only warns.
                     port: if translates && real_ports_differ { port.wrapping_add(1).max(1) } else { port },
                     weight,
+                    checkers: checkers.clone(),
+                    notify_up: notify_up.clone(),
+                    notify_down: None,
+                    inhibit_on_failure: inhibit,
                 })
                 .collect(),
         }

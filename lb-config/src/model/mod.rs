@@ -1,6 +1,7 @@
 //! The typed configuration model: what the operator asked for, independent of the file
 //! syntax it came from and of the data plane that will carry it out.
 
+pub mod check;
 pub mod vrrp;
 
 use std::{net::IpAddr, time::Duration};
@@ -60,7 +61,57 @@ pub struct VirtualServer {
     pub tun_sources: Vec<IpAddr>,
     /// `delay_loop`: interval between health checks.
     pub delay_loop: Duration,
+    /// Quorum, sorry server and the other settings of the checkers' side.
+    pub extras: ServiceExtras,
     pub reals: Vec<RealServer>,
+}
+
+/// What a virtual server says about its reals' health as a whole (keepalived's checker
+/// side), with keepalived's defaults.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ServiceExtras {
+    /// `quorum` (default 1): the weight of healthy reals below which the service is down;
+    /// `hysteresis` (default 0) around it; scripts run on the way up and down.
+    pub quorum: u32,
+    pub hysteresis: u32,
+    pub quorum_up: Option<String>,
+    pub quorum_down: Option<String>,
+    /// `sorry_server IP PORT`: takes the traffic when no real is healthy.
+    pub sorry_server: Option<SorryServer>,
+    pub sorry_server_inhibit: bool,
+    /// `alpha`: reals start down until their first check passes; `omega`: quorum_down
+    /// runs at shutdown.
+    pub alpha: bool,
+    pub omega: bool,
+    /// `ha_suspend`: the service only while the VRRP instance owning the VIP is MASTER.
+    pub ha_suspend: bool,
+    /// `inhibit_on_failure`: failed reals get weight 0 instead of leaving.
+    pub inhibit_on_failure: bool,
+    pub virtualhost: Option<String>,
+}
+
+impl Default for ServiceExtras {
+    fn default() -> Self {
+        Self {
+            quorum: 1,
+            hysteresis: 0,
+            quorum_up: None,
+            quorum_down: None,
+            sorry_server: None,
+            sorry_server_inhibit: false,
+            alpha: false,
+            omega: false,
+            ha_suspend: false,
+            inhibit_on_failure: false,
+            virtualhost: None,
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct SorryServer {
+    pub addr: IpAddr,
+    pub port: u16,
 }
 
 /// keepalived `real_server IP PORT { ... }`.
@@ -70,6 +121,12 @@ pub struct RealServer {
     pub port: u16,
     /// 0 stops new connections to this real; established ones continue.
     pub weight: u32,
+    pub checkers: Vec<check::Checker>,
+    /// Scripts run when the real comes up or goes down.
+    pub notify_up: Option<String>,
+    pub notify_down: Option<String>,
+    /// Weight 0 instead of leaving when its checks fail.
+    pub inhibit_on_failure: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

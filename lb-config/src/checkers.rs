@@ -1,0 +1,332 @@
+//! The checker blocks of a `real_server` into the model, with keepalived's defaults: the
+//! timing settings (`connect_timeout`, `retry`, `delay_before_retry`, `warmup`,
+//! `delay_loop`) a checker leaves out come from its real server, then its virtual server,
+//! then keepalived's defaults for the checker's kind.
+
+use std::time::Duration;
+
+use super::{
+    Diagnostic,
+    keywords::{Block, not_used},
+    tree::Statement,
+    values::{
+        no_value, parse_addr, parse_in_range, parse_port, parse_seconds, rest_of_line, single_arg,
+    },
+};
+use crate::model::check::{CheckKind, Checker, HttpCheck, MiscCheck, UdpCheck, Url};
+
+/// The checker keywords of a real server.
+pub const CHECKERS: [&str; 9] = [
+    "TCP_CHECK",
+    "HTTP_GET",
+    "SSL_GET",
+    "MISC_CHECK",
+    "SMTP_CHECK",
+    "DNS_CHECK",
+    "UDP_CHECK",
+    "PING_CHECK",
+    "FILE_CHECK",
+];
+
+/// Timing settings written at one level (virtual server, real server, checker); `None`
+/// where that level leaves it to the next one out.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timing {
+    pub connect_timeout: Option<Duration>,
+    pub retry: Option<u32>,
+    pub delay_before_retry: Option<Duration>,
+    pub warmup: Option<Duration>,
+    pub delay_loop: Option<Duration>,
+}
+
+impl Timing {
+    /// `self`, with what it leaves out taken from `outer`.
+    pub fn or(self, outer: Timing) -> Timing {
+        Timing {
+            connect_timeout: self.connect_timeout.or(outer.connect_timeout),
+            retry: self.retry.or(outer.retry),
+            delay_before_retry: self.delay_before_retry.or(outer.delay_before_retry),
+            warmup: self.warmup.or(outer.warmup),
+            delay_loop: self.delay_loop.or(outer.delay_loop),
+        }
+    }
+
+    /// Read a timing keyword into `self`; whether `item` was one (its value may have been
+    /// wrong, reported).
+    pub fn read(&mut self, item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> bool {
+        let at = item.location();
+        let seconds = |diagnostics: &mut Vec<Diagnostic>| {
+            single_arg(item, diagnostics).and_then(|v| parse_seconds(v, at, diagnostics))
+        };
+        match item.name() {
+            "connect_timeout" => self.connect_timeout = seconds(diagnostics),
+            "delay_before_retry" => self.delay_before_retry = seconds(diagnostics),
+            "warmup" => self.warmup = seconds(diagnostics),
+            "delay_loop" => self.delay_loop = seconds(diagnostics),
+            "retry" => self.retry = parse_in_range(item, 0..=u32::MAX, diagnostics),
+            "nb_get_retry" => {
+                diagnostics.push(Diagnostic::warning(
+                    at,
+                    "`nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)",
+                ));
+                self.retry = parse_in_range(item, 0..=u32::MAX, diagnostics);
+            }
+            _ => return false,
+        }
+        true
+    }
+}
+
+/// keepalived's defaults.
+const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
+
+/// A checker block; `outer` is the timing of its real server and virtual server.
+pub fn checker(
+    item: &Statement,
+    outer: Timing,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Checker> {
+    let mut timing = Timing::default();
+    let mut checker = Checker {
+        kind: CheckKind::Tcp,
+        connect_ip: None,
+        connect_port: None,
+        bindto: None,
+        bind_port: None,
+        bind_if: None,
+        fwmark: None,
+        connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+        retry: 1,
+        delay_before_retry: Duration::from_secs(1),
+        warmup: None,
+        delay_loop: DEFAULT_DELAY_LOOP,
+        log_all_failures: false,
+    };
+    let mut kind = match item.name() {
+        "TCP_CHECK" => CheckKind::Tcp,
+        "PING_CHECK" => CheckKind::Ping,
+        "HTTP_GET" | "SSL_GET" => CheckKind::Http(HttpCheck {
+            tls: item.name() == "SSL_GET",
+            urls: Vec::new(),
+            virtualhost: None,
+            http_protocol: None,
+            enable_sni: false,
+            sni_name: None,
+            fast_recovery: false,
+        }),
+        "MISC_CHECK" => CheckKind::Misc(MiscCheck {
+            path: String::new(),
+            timeout: None,
+            dynamic: false,
+            user: None,
+        }),
+        "SMTP_CHECK" => CheckKind::Smtp {
+            helo_name: "smtpchecker.keepalived.org".into(),
+        },
+        "DNS_CHECK" => CheckKind::Dns {
+            query_type: "SOA".into(),
+            name: ".".into(),
+        },
+        "UDP_CHECK" => CheckKind::Udp(UdpCheck {
+            payload: None,
+            require_reply: None,
+            min_reply_length: 0,
+            max_reply_length: 255,
+        }),
+        "FILE_CHECK" => CheckKind::File {
+            track_file: String::new(),
+            weight: None,
+            reverse: false,
+        },
+        _ => return None,
+    };
+    let mut ok = true;
+    for line in item.block.as_deref().unwrap_or_default() {
+        let at = line.location();
+        if timing.read(line, diagnostics) {
+            continue;
+        }
+        match line.name() {
+            "connect_ip" => {
+                checker.connect_ip =
+                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            }
+            "connect_port" => {
+                checker.connect_port =
+                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
+            }
+            "bindto" => {
+                checker.bindto =
+                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            }
+            "bind_port" => {
+                checker.bind_port =
+                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
+            }
+            "bind_if" => checker.bind_if = single_arg(line, diagnostics).map(str::to_owned),
+            "fwmark" => checker.fwmark = parse_in_range(line, 0..=u32::MAX, diagnostics),
+            "log_all_failures" => checker.log_all_failures = true,
+            "alpha" => {}
+            keyword => {
+                if !kind_keyword(&mut kind, keyword, line, diagnostics) {
+                    not_used(line, Block::Checker, diagnostics);
+                }
+            }
+        }
+    }
+    ok &= check_kind(&kind, item, diagnostics);
+    // Timing: this block, else the real's and virtual server's, else the kind's default.
+    let timing = timing.or(outer);
+    checker.delay_loop = timing.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP);
+    checker.connect_timeout = timing.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    checker.retry = timing.retry.unwrap_or(match kind {
+        CheckKind::Misc(_) => 0,
+        CheckKind::Dns { .. } => 3,
+        _ => 1,
+    });
+    checker.delay_before_retry = timing.delay_before_retry.unwrap_or(match kind {
+        CheckKind::Http(_) => Duration::from_secs(3),
+        CheckKind::Dns { .. } => checker.delay_loop,
+        _ => Duration::from_secs(1),
+    });
+    checker.warmup = timing.warmup;
+    checker.kind = kind;
+    ok.then_some(checker)
+}
+
+/// A keyword of the checker's own kind into `kind`; whether it was one.
+fn kind_keyword(
+    kind: &mut CheckKind,
+    keyword: &str,
+    line: &Statement,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    let text = |diagnostics: &mut Vec<Diagnostic>| single_arg(line, diagnostics).map(str::to_owned);
+    match (kind, keyword) {
+        (CheckKind::Http(http), "url") => http.urls.extend(url(line, diagnostics)),
+        (CheckKind::Http(http), "virtualhost") => http.virtualhost = text(diagnostics),
+        (CheckKind::Http(http), "http_protocol") => http.http_protocol = text(diagnostics),
+        (CheckKind::Http(http), "enable_sni") => http.enable_sni = no_value(line, diagnostics),
+        (CheckKind::Http(http), "sni_name") => http.sni_name = text(diagnostics),
+        (CheckKind::Http(http), "fast_recovery") => http.fast_recovery = true,
+        (CheckKind::Misc(misc), "misc_path") => {
+            misc.path = rest_of_line(line, diagnostics).unwrap_or_default()
+        }
+        (CheckKind::Misc(misc), "misc_timeout") => {
+            misc.timeout = single_arg(line, diagnostics)
+                .and_then(|v| parse_seconds(v, line.location(), diagnostics))
+        }
+        (CheckKind::Misc(misc), "misc_dynamic") => misc.dynamic = true,
+        (CheckKind::Misc(misc), "user") => misc.user = line.args.first().map(|t| t.text.clone()),
+        (CheckKind::Smtp { helo_name }, "helo_name") => {
+            *helo_name = text(diagnostics).unwrap_or_default()
+        }
+        (CheckKind::Dns { query_type, .. }, "type") => match single_arg(line, diagnostics) {
+            Some(t @ ("A" | "NS" | "CNAME" | "SOA" | "MX" | "TXT" | "AAAA")) => {
+                *query_type = t.to_owned()
+            }
+            Some(other) => diagnostics.push(Diagnostic::error(
+                line.location(),
+                format!("DNS_CHECK type `{other}` is not one of A, NS, CNAME, SOA, MX, TXT, AAAA"),
+            )),
+            None => {}
+        },
+        (CheckKind::Dns { name, .. }, "name") => *name = text(diagnostics).unwrap_or_default(),
+        (CheckKind::Udp(udp), "payload") => udp.payload = text(diagnostics),
+        (CheckKind::Udp(udp), "require_reply") => udp.require_reply = text(diagnostics),
+        (CheckKind::Udp(udp), "min_reply_length") => {
+            udp.min_reply_length = parse_in_range(line, 0..=65_535, diagnostics).unwrap_or(0)
+        }
+        (CheckKind::Udp(udp), "max_reply_length") => {
+            udp.max_reply_length = parse_in_range(line, 0..=65_535, diagnostics).unwrap_or(255)
+        }
+        (CheckKind::File { track_file, .. }, "track_file") => {
+            *track_file = text(diagnostics).unwrap_or_default()
+        }
+        (
+            CheckKind::File {
+                weight, reverse, ..
+            },
+            "weight",
+        ) => {
+            let args: Vec<&str> = line.args.iter().map(|t| t.text.as_str()).collect();
+            match args.as_slice() {
+                [w] | [w, "noreverse"] => *weight = w.parse().ok(),
+                [w, "reverse"] => (*weight, *reverse) = (w.parse().ok(), true),
+                _ => diagnostics.push(Diagnostic::error(
+                    line.location(),
+                    "weight takes `N [reverse]`",
+                )),
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// What a kind cannot do without.
+fn check_kind(kind: &CheckKind, item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> bool {
+    let missing = match kind {
+        CheckKind::Http(http) if http.urls.is_empty() => "a `url { path ... }`",
+        CheckKind::Misc(misc) if misc.path.is_empty() => "`misc_path`",
+        CheckKind::File { track_file, .. } if track_file.is_empty() => "`track_file`",
+        _ => return true,
+    };
+    diagnostics.push(Diagnostic::error(
+        item.location(),
+        format!("{} needs {missing}", item.name()),
+    ));
+    false
+}
+
+/// `url { path P [digest D] [status_code C...] [virtualhost H] [regex R] }`.
+fn url(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<Url> {
+    let mut url = Url {
+        path: String::new(),
+        digest: None,
+        status_code: Vec::new(),
+        virtualhost: None,
+        regex: None,
+        regex_no_match: false,
+    };
+    for line in item.block.as_deref().unwrap_or_default() {
+        match line.name() {
+            "path" => url.path = single_arg(line, diagnostics).unwrap_or_default().to_owned(),
+            "digest" => url.digest = single_arg(line, diagnostics).map(str::to_owned),
+            "status_code" => {
+                for code in &line.args {
+                    match status_range(&code.text) {
+                        Some(range) => url.status_code.push(range),
+                        None => diagnostics.push(Diagnostic::error(
+                            line.location(),
+                            format!(
+                                "status_code `{}` is not a code or range in 100..=599",
+                                code.text
+                            ),
+                        )),
+                    }
+                }
+            }
+            "virtualhost" => url.virtualhost = single_arg(line, diagnostics).map(str::to_owned),
+            "regex" => url.regex = rest_of_line(line, diagnostics),
+            "regex_no_match" => url.regex_no_match = true,
+            _ => not_used(line, Block::Url, diagnostics),
+        }
+    }
+    if url.path.is_empty() {
+        diagnostics.push(Diagnostic::error(item.location(), "url needs `path`"));
+        return None;
+    }
+    if url.status_code.is_empty() {
+        url.status_code.push((200, 299));
+    }
+    Some(url)
+}
+
+/// `200` or `200-299`.
+fn status_range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high) = (low.parse::<u16>().ok()?, high.parse::<u16>().ok()?);
+    ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
