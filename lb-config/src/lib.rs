@@ -96,6 +96,10 @@ fn build(
     let lines = lexer::tokenize(source, &mut diagnostics);
     let statements = tree::build(lines, &mut diagnostics);
     let config = top::build_config(&statements, options, &mut diagnostics);
+    // A block read more than once (a virtual_server of a group, once per member) reports
+    // its problems once.
+    let mut seen = std::collections::HashSet::new();
+    diagnostics.retain(|d| seen.insert(d.to_string()));
     diagnostics.sort_by(|a, b| {
         (a.location.file.as_ref(), a.location.line)
             .cmp(&(b.location.file.as_ref(), b.location.line))

@@ -1,7 +1,9 @@
-//! `local_address_group NAME { ... }`: the FullNAT local address pools of keepalived's
-//! FullNAT fork, named by a virtual_server's `laddr_group_name`. Each line of the block is
-//! an address, or a range that varies the last part: `192.0.2.10-20` (last byte, decimal)
-//! or `2001:db8::10-1f` (last 16-bit group, hexadecimal), as in `virtual_server_group`.
+//! The address groups: `local_address_group NAME { ... }`, the FullNAT local address pools
+//! of keepalived's FullNAT fork, named by a virtual_server's `laddr_group_name`, and
+//! `virtual_server_group NAME { ADDR PORT ... }`, named by `virtual_server group NAME`.
+//! An address may be a range that varies the last part: `192.0.2.10-20` (last byte,
+//! decimal) or `2001:db8::10-1f` (last 16-bit group, hexadecimal), as keepalived reads
+//! `virtual_server_group`.
 
 use std::{
     collections::BTreeMap,
@@ -75,6 +77,59 @@ pub fn groups(
                     "duplicate local_address_group {} (first defined at line {})",
                     name.text, earlier.location.line
                 ),
+            ));
+        }
+    }
+    groups
+}
+
+/// Every `virtual_server_group` among the top-level statements: its (address, port)
+/// members, by name. `fwmark` members are refused (the XDP data plane cannot see marks).
+pub fn server_groups(
+    statements: &[Statement],
+    diagnostics: &mut Vec<Diagnostic>,
+) -> BTreeMap<String, Vec<(IpAddr, u16)>> {
+    let mut groups = BTreeMap::new();
+    for statement in statements
+        .iter()
+        .filter(|s| s.name() == "virtual_server_group")
+    {
+        let location = statement.location();
+        let [name] = statement.args.as_slice() else {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "virtual_server_group needs a name: `virtual_server_group NAME {`",
+            ));
+            continue;
+        };
+        let mut members = Vec::new();
+        for item in statement.block.as_deref().unwrap_or_default() {
+            let at = item.location();
+            match (item.name(), item.args.as_slice()) {
+                ("fwmark", _) => diagnostics.push(Diagnostic::error(
+                    at,
+                    "fwmark members are not supported by the XDP data plane; use addresses",
+                )),
+                (range, [port]) => {
+                    let port = super::values::parse_port(&port.text, at, diagnostics);
+                    match (expand(range), port) {
+                        (Ok(addrs), Some(port)) => {
+                            members.extend(addrs.into_iter().map(|a| (a, port)))
+                        }
+                        (Err(message), _) => diagnostics.push(Diagnostic::error(at, message)),
+                        _ => {}
+                    }
+                }
+                _ => diagnostics.push(Diagnostic::error(
+                    at,
+                    "a virtual_server_group line is `ADDRESS[-LAST] PORT` (lbd needs the port)",
+                )),
+            }
+        }
+        if groups.insert(name.text.clone(), members).is_some() {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("duplicate virtual_server_group {}", name.text),
             ));
         }
     }

@@ -1,6 +1,7 @@
-//! The top level of the file: which builder reads each block, in two passes (global_defs
-//! and local_address_group first, since other blocks depend on them wherever they are
-//! written), and the checks across blocks.
+//! The top level of the file: which builder reads each block, in two passes (global_defs,
+//! local_address_group and virtual_server_group first, since other blocks depend on them
+//! wherever they are written), and the checks across blocks. A `virtual_server group`
+//! becomes one service per member of its group, as IPVS has one per member.
 
 use std::collections::HashSet;
 
@@ -11,7 +12,7 @@ use super::{
     keywords::{Block, not_used},
     local_address,
     tree::Statement,
-    virtual_server::virtual_server,
+    virtual_server::{targets, virtual_server},
     vrrp::{VrrpContext, check_references, vrrp_instance, vrrp_script, vrrp_sync_group},
 };
 use crate::model::Config;
@@ -27,6 +28,7 @@ pub fn build_config(
         global_defs(statement, &mut config, &mut globals, diagnostics);
     }
     let local_groups = local_address::groups(statements, diagnostics);
+    let server_groups = local_address::server_groups(statements, diagnostics);
     let interface_exists = |name: &str| match &options.interfaces {
         Interfaces::Unchecked => None,
         Interfaces::Given(names) => Some(names.contains(name)),
@@ -43,7 +45,7 @@ pub fn build_config(
     let mut groups = Vec::new();
     for statement in statements {
         match statement.name() {
-            "global_defs" | "local_address_group" => {}
+            "global_defs" | "local_address_group" | "virtual_server_group" => {}
             "static_ipaddress" => config
                 .static_ipaddress
                 .extend(address_block(statement, diagnostics)),
@@ -64,7 +66,11 @@ pub fn build_config(
                 }
             }
             "virtual_server" => {
-                if let Some(vs) = virtual_server(statement, &local_groups, diagnostics) {
+                for target in targets(statement, &server_groups, diagnostics) {
+                    let Some(vs) = virtual_server(statement, target, &local_groups, diagnostics)
+                    else {
+                        continue;
+                    };
                     if seen.insert((vs.addr, vs.port, vs.protocol)) {
                         config.virtual_servers.push(vs);
                     } else {

@@ -34,36 +34,60 @@ const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
 /// ipvsadm's weight range.
 const MAX_WEIGHT: u32 = 65535;
 
+/// The addresses and ports a `virtual_server` block stands for: its own `IP PORT`, or
+/// each member of `group NAME` (`virtual_server_group`).
+pub fn targets(
+    statement: &Statement,
+    server_groups: &BTreeMap<String, Vec<(IpAddr, u16)>>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Vec<(IpAddr, u16)> {
+    let location = statement.location();
+    let args: Vec<&str> = statement.args.iter().map(|t| t.text.as_str()).collect();
+    match args.as_slice() {
+        ["group", name] => match server_groups.get(*name) {
+            Some(members) => members.clone(),
+            None => {
+                diagnostics.push(Diagnostic::error(
+                    location,
+                    format!("virtual_server group {name}: no virtual_server_group of that name"),
+                ));
+                Vec::new()
+            }
+        },
+        ["fwmark", ..] => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "virtual_server fwmark is not supported by the XDP data plane (firewall marks are set after XDP runs); use `virtual_server IP PORT` or a virtual_server_group",
+            ));
+            Vec::new()
+        }
+        [addr, port] => {
+            let target = parse_addr(addr, location, diagnostics).zip(parse_port(
+                port,
+                location,
+                diagnostics,
+            ));
+            target.into_iter().collect()
+        }
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "virtual_server needs an address and a port: `virtual_server IP PORT {`, or `virtual_server group NAME {`",
+            ));
+            Vec::new()
+        }
+    }
+}
+
+/// The service of a `virtual_server` block at `addr` and `port` (its own, or a group
+/// member's).
 pub fn virtual_server(
     statement: &Statement,
+    (addr, port): (IpAddr, u16),
     local_groups: &BTreeMap<String, LocalAddressGroup>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<VirtualServer> {
     let location = statement.location();
-    let args: Vec<&str> = statement.args.iter().map(|t| t.text.as_str()).collect();
-    let (addr, port) = match args.as_slice() {
-        [kind @ ("fwmark" | "group"), ..] => {
-            diagnostics.push(Diagnostic::error(
-                location,
-                format!(
-                    "virtual_server {kind} is not supported yet (use `virtual_server IP PORT`)"
-                ),
-            ));
-            return None;
-        }
-        [addr, port] => (
-            parse_addr(addr, location, diagnostics)?,
-            parse_port(port, location, diagnostics)?,
-        ),
-        _ => {
-            diagnostics.push(Diagnostic::error(
-                location,
-                "virtual_server needs an address and a port: `virtual_server IP PORT {`",
-            ));
-            return None;
-        }
-    };
-
     let mut protocol = Protocol::Tcp;
     let mut scheduler = (DEFAULT_SCHEDULER.to_owned(), location.clone());
     let mut forward = (DEFAULT_FORWARD.to_owned(), location.clone());
@@ -858,7 +882,7 @@ include /etc/keepalived/services/*.conf
                 "18: real_server 2001:db8::1 and virtual_server 192.0.2.3 are of different address families",
                 "18: duplicate real_server 2001:db8::1 80",
                 "20: port 0 (all ports) is not supported yet",
-                "22: virtual_server fwmark is not supported yet (use `virtual_server IP PORT`)",
+                "22: virtual_server fwmark is not supported by the XDP data plane (firewall marks are set after XDP runs); use `virtual_server IP PORT` or a virtual_server_group",
             ]
         );
         assert_eq!(
