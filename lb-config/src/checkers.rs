@@ -10,7 +10,8 @@ use super::{
     keywords::{Block, not_used},
     tree::Statement,
     values::{
-        no_value, parse_addr, parse_in_range, parse_port, parse_seconds, rest_of_line, single_arg,
+        no_value, parse_addr, parse_in_range, parse_port, parse_seconds, parse_seconds_or_zero,
+        rest_of_line, single_arg, weight_args,
     },
 };
 use crate::model::check::{CheckKind, Checker, HttpCheck, MiscCheck, UdpCheck, Url};
@@ -58,19 +59,16 @@ impl Timing {
         let seconds = |diagnostics: &mut Vec<Diagnostic>| {
             single_arg(item, diagnostics).and_then(|v| parse_seconds(v, at, diagnostics))
         };
+        // keepalived allows 0 for these two.
+        let zero_or_more = |diagnostics: &mut Vec<Diagnostic>| {
+            single_arg(item, diagnostics).and_then(|v| parse_seconds_or_zero(v, at, diagnostics))
+        };
         match item.name() {
             "connect_timeout" => self.connect_timeout = seconds(diagnostics),
-            "delay_before_retry" => self.delay_before_retry = seconds(diagnostics),
-            "warmup" => self.warmup = seconds(diagnostics),
+            "delay_before_retry" => self.delay_before_retry = zero_or_more(diagnostics),
+            "warmup" => self.warmup = zero_or_more(diagnostics),
             "delay_loop" => self.delay_loop = seconds(diagnostics),
             "retry" => self.retry = parse_in_range(item, 0..=u32::MAX, diagnostics),
-            "nb_get_retry" => {
-                diagnostics.push(Diagnostic::warning(
-                    at,
-                    "`nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)",
-                ));
-                self.retry = parse_in_range(item, 0..=u32::MAX, diagnostics);
-            }
             _ => return false,
         }
         true
@@ -142,8 +140,22 @@ pub fn checker(
         _ => return None,
     };
     let mut ok = true;
+    // MISC_CHECK and FILE_CHECK open no connection: keepalived knows no connection
+    // settings in them.
+    let connectionless = matches!(kind, CheckKind::Misc(_) | CheckKind::File { .. });
     for line in item.block.as_deref().unwrap_or_default() {
         let at = line.location();
+        if connectionless && CONNECTION_KEYWORDS.contains(&line.name()) {
+            diagnostics.push(Diagnostic::warning(
+                at,
+                format!(
+                    "`{}` does not apply to {} (it opens no connection); ignored",
+                    line.name(),
+                    item.name()
+                ),
+            ));
+            continue;
+        }
         if timing.read(line, diagnostics) {
             continue;
         }
@@ -169,7 +181,7 @@ pub fn checker(
             "log_all_failures" => checker.log_all_failures = true,
             "alpha" => {}
             keyword => {
-                if !kind_keyword(&mut kind, keyword, line, diagnostics) {
+                if !kind_keyword(&mut kind, &mut timing.retry, keyword, line, diagnostics) {
                     not_used(line, Block::Checker, diagnostics);
                 }
             }
@@ -179,7 +191,10 @@ pub fn checker(
     // Timing: this block, else the real's and virtual server's, else the kind's default.
     let timing = timing.or(outer);
     checker.delay_loop = timing.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP);
-    checker.connect_timeout = timing.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT);
+    checker.connect_timeout = match connectionless {
+        true => DEFAULT_CONNECT_TIMEOUT,
+        false => timing.connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+    };
     checker.retry = timing.retry.unwrap_or(match kind {
         CheckKind::Misc(_) => 0,
         CheckKind::Dns { .. } => 3,
@@ -195,9 +210,21 @@ pub fn checker(
     ok.then_some(checker)
 }
 
+/// The settings of checkers that connect to the real (all but MISC_CHECK and FILE_CHECK).
+const CONNECTION_KEYWORDS: &[&str] = &[
+    "connect_ip",
+    "connect_port",
+    "bindto",
+    "bind_port",
+    "bind_if",
+    "fwmark",
+    "connect_timeout",
+];
+
 /// A keyword of the checker's own kind into `kind`; whether it was one.
 fn kind_keyword(
     kind: &mut CheckKind,
+    retry: &mut Option<u32>,
     keyword: &str,
     line: &Statement,
     diagnostics: &mut Vec<Diagnostic>,
@@ -210,6 +237,14 @@ fn kind_keyword(
         (CheckKind::Http(http), "enable_sni") => http.enable_sni = no_value(line, diagnostics),
         (CheckKind::Http(http), "sni_name") => http.sni_name = text(diagnostics),
         (CheckKind::Http(http), "fast_recovery") => http.fast_recovery = true,
+        // Only HTTP_GET and SSL_GET know it, as in keepalived.
+        (CheckKind::Http(_), "nb_get_retry") => {
+            diagnostics.push(Diagnostic::warning(
+                line.location(),
+                "`nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)",
+            ));
+            *retry = parse_in_range(line, 0..=u32::MAX, diagnostics);
+        }
         (CheckKind::Misc(misc), "misc_path") => {
             misc.path = rest_of_line(line, diagnostics).unwrap_or_default()
         }
@@ -250,14 +285,8 @@ fn kind_keyword(
             },
             "weight",
         ) => {
-            let args: Vec<&str> = line.args.iter().map(|t| t.text.as_str()).collect();
-            match args.as_slice() {
-                [w] | [w, "noreverse"] => *weight = w.parse().ok(),
-                [w, "reverse"] => (*weight, *reverse) = (w.parse().ok(), true),
-                _ => diagnostics.push(Diagnostic::error(
-                    line.location(),
-                    "weight takes `N [reverse]`",
-                )),
+            if let Some((w, r)) = weight_args(line, diagnostics) {
+                (*weight, *reverse) = (Some(w), r);
             }
         }
         _ => return false,

@@ -1,6 +1,7 @@
-//! The model written back as keepalived.conf text (what `lbd --dump-config` shows as JSON,
-//! in keepalived's own syntax). Reading the text gives the same model again: the property
-//! test in `tests/roundtrip.rs` holds the two directions together.
+//! The load-balancing part of the model (global timeouts and tunnel sources, virtual
+//! servers with their reals and checkers) written back as keepalived.conf text. Reading
+//! the text gives the same model again: the property test in `tests/roundtrip.rs` holds
+//! the two directions together. VRRP and static addresses are not written yet.
 
 use std::{fmt::Write as _, net::IpAddr};
 
@@ -153,10 +154,13 @@ fn check(checker: &Checker, text: &mut String) {
     let mut line = |line: String| {
         let _ = writeln!(text, "            {line}");
     };
-    line(format!(
-        "connect_timeout {}",
-        checker.connect_timeout.as_secs_f64()
-    ));
+    // keepalived takes no connection settings in MISC_CHECK and FILE_CHECK.
+    if !matches!(checker.kind, CheckKind::Misc(_) | CheckKind::File { .. }) {
+        line(format!(
+            "connect_timeout {}",
+            checker.connect_timeout.as_secs_f64()
+        ));
+    }
     line(format!("retry {}", checker.retry));
     line(format!(
         "delay_before_retry {}",

@@ -74,9 +74,12 @@ pub fn not_used(item: &Statement, block: Block, diagnostics: &mut Vec<Diagnostic
 /// its length in edits (at least one), case aside.
 fn nearest(known: &[&'static str], word: &str) -> Option<&'static str> {
     let word = word.to_ascii_lowercase();
-    let limit = (word.chars().count() / 3).max(1);
+    let length = word.chars().count();
+    let limit = (length / 3).max(1);
     known
         .iter()
+        // Lengths further apart than the limit cannot be within it.
+        .filter(|k| k.len().abs_diff(length) <= limit)
         .map(|k| (edit_distance(&word, &k.to_ascii_lowercase()), *k))
         .filter(|(distance, _)| *distance <= limit)
         .min_by_key(|(distance, _)| *distance)

@@ -4,8 +4,9 @@
 //! and its includes, without comments, with conditional lines and parameters resolved),
 //! `lexer` (lines of tokens with their location; quotes, braces), `tree` (generic
 //! `keyword args { block }` statements, as keepalived's own parser sees them), and one
-//! builder module per block kind (`virtual_server`, `global_defs`, `local_address` for
-//! now) that turns statements into model types and reports problems with file:line.
+//! builder module per block kind (`top` dispatches to `global_defs`, `vrrp`,
+//! `virtual_server` with `checkers`, `local_address`, `addresses`) that turns statements
+//! into model types and reports problems with file:line.
 
 mod addresses;
 mod checkers;

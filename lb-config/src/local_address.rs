@@ -83,6 +83,9 @@ pub fn groups(
     groups
 }
 
+/// The most members one virtual_server_group may have (each becomes a service).
+pub const MAX_GROUP_MEMBERS: usize = 65_536;
+
 /// Every `virtual_server_group` among the top-level statements: its (address, port)
 /// members, by name. `fwmark` members are refused (the XDP data plane cannot see marks).
 pub fn server_groups(
@@ -113,6 +116,13 @@ pub fn server_groups(
                 (range, [port]) => {
                     let port = super::values::parse_port(&port.text, at, diagnostics);
                     match (expand(range), port) {
+                        (Ok(addrs), Some(_)) if members.len() + addrs.len() > MAX_GROUP_MEMBERS => {
+                            diagnostics.push(Diagnostic::error(
+                                at,
+                                format!("virtual_server_group {} has more than {MAX_GROUP_MEMBERS} members", name.text),
+                            ));
+                            break;
+                        }
                         (Ok(addrs), Some(port)) => {
                             members.extend(addrs.into_iter().map(|a| (a, port)))
                         }
@@ -185,7 +195,44 @@ fn check_range(text: &str, start: u32, end: u32, max: u32) -> Result<(), String>
 
 #[cfg(test)]
 mod tests {
-    use super::expand;
+    use super::{MAX_GROUP_MEMBERS, expand};
+
+    /// A virtual_server_group of `lines` /24 ranges (256 members each) used by one
+    /// virtual_server, then one more virtual_server.
+    fn big_group(lines: usize) -> String {
+        let mut text = String::from("virtual_server_group big {\n");
+        for i in 0..lines {
+            text += &format!("10.{}.{}.0-255 80\n", i / 256, i % 256);
+        }
+        text + "}\nvirtual_server group big {\n lb_kind DR\n}\nvirtual_server 192.0.2.1 80 {\n lb_kind DR\n}\n"
+    }
+
+    #[test]
+    fn group_expansion_is_bounded() {
+        let lines = MAX_GROUP_MEMBERS / 256;
+        let errors = |text: &str| -> Vec<String> {
+            match crate::parse(text, std::path::Path::new("k.conf")) {
+                Err(crate::ConfigError::Invalid { errors, .. }) => {
+                    errors.iter().map(|d| d.to_string()).collect()
+                }
+                other => panic!("{other:?}"),
+            }
+        };
+        assert_eq!(
+            errors(&big_group(lines + 1))[0],
+            format!(
+                "k.conf:{}: error: virtual_server_group big has more than 65536 members",
+                lines + 2
+            )
+        );
+        assert_eq!(
+            errors(&big_group(lines)),
+            [format!(
+                "k.conf:{}: error: more than 65536 virtual services",
+                lines + 6
+            )]
+        );
+    }
 
     #[test]
     fn ranges_vary_the_last_part() {

@@ -6,7 +6,9 @@
 //!   patterns with csh braces (the C library's glob, as keepalived uses), relative paths
 //!   from the including file's directory. Plain `include` tolerates a pattern that
 //!   matches nothing (a warning); the variants make it an error, as their checks do.
-//!   Include lines are recognised before conditionals and parameters, as in keepalived.
+//!   Include lines are recognised after conditionals and parameters, as in keepalived
+//!   (`@lb1 include lb1.conf`, `include ${DIR}/*.conf`); paths are compared canonical, so
+//!   an include cycle is found however it is spelt.
 //! - Comments: from `#` or `!` outside double quotes to the end of the line; `\#` and
 //!   `\!` are the characters themselves.
 //! - `@ID line` keeps the line only when ID is the config id (`-i`, else the host name up
@@ -44,6 +46,9 @@ pub struct Options {
     pub strict: bool,
     /// Which interfaces exist (VRRP instances must name existing ones).
     pub interfaces: Interfaces,
+    /// Whether `include` lines are followed. Off for text from an untrusted source (the
+    /// fuzzer, a control API): an include is then an error instead of a file read.
+    pub follow_includes: bool,
 }
 
 /// Where the interfaces named in the configuration are looked up.
@@ -66,6 +71,7 @@ impl Default for Options {
             config_id: if id.is_empty() { "localhost" } else { id }.to_owned(),
             strict: false,
             interfaces: Interfaces::Kernel,
+            follow_includes: true,
         }
     }
 }
@@ -96,6 +102,7 @@ pub fn read_text(
         parameters: BTreeMap::new(),
         lines: Vec::new(),
         open: Vec::new(),
+        too_many_lines: false,
         diagnostics,
     };
     reader.file(text, path);
@@ -106,13 +113,19 @@ pub fn read_text(
 const MAX_INCLUDE_DEPTH: usize = 16;
 /// Substitutions within substitutions deeper than this stop (a parameter using itself).
 const MAX_EXPANSION_DEPTH: usize = 16;
+/// A line longer than this after substitution is an error (parameters that double
+/// themselves), as is a file that expands to more lines.
+const MAX_LINE_LEN: usize = 64 * 1024;
+const MAX_LINES: usize = 1_000_000;
 
 struct Reader<'a> {
     options: &'a Options,
     parameters: BTreeMap<String, Parameter>,
     lines: Vec<SourceLine>,
-    /// Files being read, outermost first.
+    /// Files being read (canonical paths), outermost first.
     open: Vec<PathBuf>,
+    /// Whether the line cap was reported (once).
+    too_many_lines: bool,
     diagnostics: &'a mut Vec<Diagnostic>,
 }
 
@@ -126,8 +139,17 @@ enum Parameter {
 impl Reader<'_> {
     fn file(&mut self, text: &str, path: &Path) {
         let file: Arc<str> = path.display().to_string().into();
-        let dir = path.parent().map(Path::to_owned).unwrap_or_default();
-        self.open.push(path.to_owned());
+        // Absolute, as keepalived's (it changes to the file's directory): `${_PWD}` and
+        // relative includes.
+        let parent = path.parent().unwrap_or(Path::new(""));
+        let dir = std::fs::canonicalize(if parent.as_os_str().is_empty() {
+            Path::new(".")
+        } else {
+            parent
+        })
+        .unwrap_or_else(|_| parent.to_owned());
+        self.open
+            .push(std::fs::canonicalize(path).unwrap_or_else(|_| path.to_owned()));
         let mut crlf_warned = false;
         // A multi-line parameter being defined: its name and lines so far.
         let mut defining: Option<(String, Vec<SourceLine>)> = None;
@@ -154,8 +176,16 @@ impl Reader<'_> {
             // page) is the lexer's to read as a space and to warn about.
             let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
             if let Some((name, mut body)) = defining.take() {
-                if line.is_empty() {
+                // A blank line ends a multi-line definition; a comment-only one does not.
+                if raw
+                    .trim_matches(|c: char| c.is_ascii_whitespace())
+                    .is_empty()
+                {
                     self.parameters.insert(name, Parameter::Lines(body));
+                    continue;
+                }
+                if line.is_empty() {
+                    defining = Some((name, body));
                     continue;
                 }
                 let (text, more) = continued(line);
@@ -171,10 +201,6 @@ impl Reader<'_> {
                 continue;
             }
             if line.is_empty() {
-                continue;
-            }
-            if let Some((variant, pattern)) = include(line) {
-                self.include(variant, pattern, &dir, &location);
                 continue;
             }
             defining = self.line(line, &location, &dir, 0);
@@ -234,6 +260,27 @@ impl Reader<'_> {
             return None;
         }
         let text = self.substitute(line, location, dir);
+        if text.len() > MAX_LINE_LEN {
+            self.diagnostics.push(Diagnostic::error(
+                location,
+                format!("longer than {MAX_LINE_LEN} bytes after parameter substitution"),
+            ));
+            return None;
+        }
+        if let Some((variant, pattern)) = include(&text) {
+            self.include(variant, pattern, dir, location);
+            return None;
+        }
+        if self.lines.len() >= MAX_LINES {
+            if !self.too_many_lines {
+                self.too_many_lines = true;
+                self.diagnostics.push(Diagnostic::error(
+                    location,
+                    format!("the configuration expands to more than {MAX_LINES} lines"),
+                ));
+            }
+            return None;
+        }
         self.lines.push(SourceLine {
             text,
             location: location.clone(),
@@ -261,7 +308,7 @@ impl Reader<'_> {
         let mut text = line.to_owned();
         for _ in 0..MAX_EXPANSION_DEPTH {
             let (next, replaced) = self.substitute_once(&text, dir);
-            if !replaced {
+            if !replaced || next.len() > MAX_LINE_LEN {
                 return next;
             }
             text = next;
@@ -320,22 +367,23 @@ impl Reader<'_> {
             "_HASH" => Some("#".to_owned()),
             "_BANG" => Some("!".to_owned()),
             "_ENV" => Some(std::env::var(words.next()?).unwrap_or_default()),
+            // A multi-line parameter within a line stays as written, as in keepalived.
             plain if !name.contains(char::is_whitespace) => match self.parameters.get(plain)? {
                 Parameter::Line(value) => Some(value.clone()),
-                // Used within a line: its lines joined.
-                Parameter::Lines(lines) => Some(
-                    lines
-                        .iter()
-                        .map(|l| l.text.as_str())
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                ),
+                Parameter::Lines(_) => None,
             },
             _ => None,
         }
     }
 
     fn include(&mut self, variant: &str, pattern: &str, dir: &Path, at: &Location) {
+        if !self.options.follow_includes {
+            self.diagnostics.push(Diagnostic::error(
+                at,
+                format!("{variant} {pattern}: includes are not followed in this text"),
+            ));
+            return;
+        }
         if self.open.len() >= MAX_INCLUDE_DEPTH {
             self.diagnostics.push(Diagnostic::error(
                 at,
@@ -380,7 +428,8 @@ impl Reader<'_> {
             return;
         }
         for file in files {
-            if self.open.contains(&file) {
+            let canonical = std::fs::canonicalize(&file).unwrap_or_else(|_| file.clone());
+            if self.open.contains(&canonical) {
                 self.diagnostics.push(Diagnostic::error(
                     at,
                     format!("{} includes itself", file.display()),
@@ -403,20 +452,26 @@ impl Reader<'_> {
     }
 }
 
-/// `line` without its comment: from a `#` or `!` outside double quotes; `\#` and `\!`
-/// stand for the characters.
+/// `line` without its comment: from a `#` or `!` outside double quotes. A backslash
+/// escapes the next character (an escaped quote neither opens nor closes a string);
+/// `\#` and `\!` outside quotes stand for the characters.
 fn strip_comment(line: &str) -> String {
     let mut out = String::with_capacity(line.len());
     let mut quoted = false;
-    let mut chars = line.chars().peekable();
+    let mut chars = line.chars();
     while let Some(c) = chars.next() {
         match c {
+            '\\' => match chars.next() {
+                Some(next @ ('#' | '!')) if !quoted => out.push(next),
+                Some(next) => {
+                    out.push(c);
+                    out.push(next);
+                }
+                None => out.push(c),
+            },
             '"' => {
                 quoted = !quoted;
                 out.push(c);
-            }
-            '\\' if !quoted && matches!(chars.peek(), Some('#' | '!')) => {
-                out.extend(chars.next());
             }
             '#' | '!' if !quoted => break,
             _ => out.push(c),
@@ -502,6 +557,7 @@ mod tests {
             config_id: config_id.to_owned(),
             strict: false,
             interfaces: Interfaces::Unchecked,
+            follow_includes: true,
         };
         let lines = read_text(
             text,
@@ -527,6 +583,29 @@ mod tests {
         assert_eq!(
             lines,
             ["1: router_id R1", "2: auth_pass \"a#b\"", "3: x #y"]
+        );
+    }
+
+    #[test]
+    fn includes_can_be_refused_however_spelt() {
+        let mut diagnostics = Vec::new();
+        let options = Options {
+            config_id: "x".into(),
+            strict: false,
+            interfaces: Interfaces::Unchecked,
+            follow_includes: false,
+        };
+        let lines = read_text(
+            "$A=inc\n${A}lude /etc/passwd\nkept 1\n",
+            Path::new("/nonexistent/k.conf"),
+            &options,
+            &mut diagnostics,
+        );
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert_eq!(
+            diagnostics[0].message,
+            "include /etc/passwd: includes are not followed in this text"
         );
     }
 
@@ -609,6 +688,7 @@ mod tests {
                 config_id: "x".into(),
                 strict: false,
                 interfaces: Interfaces::Unchecked,
+                follow_includes: true,
             },
             &mut diagnostics,
         )
@@ -644,6 +724,77 @@ mod tests {
         assert!(
             messages[3].starts_with("Warning 5: includer none/*.conf"),
             "{messages:?}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn doubling_parameters_stop_with_an_error_not_exhausting_memory() {
+        let mut text = String::from("$P0=xxxxxxxx\n");
+        for level in 1..14 {
+            let previous = format!("${{P{}}}", level - 1);
+            text.push_str(&format!("$P{level}={}\n", previous.repeat(8)));
+        }
+        text.push_str("y $P13\n");
+        let (lines, diagnostics) = read(&text, "lb1");
+        assert!(lines.is_empty(), "{lines:?}");
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(
+            diagnostics[0].contains("after parameter substitution"),
+            "{diagnostics:?}"
+        );
+    }
+
+    #[test]
+    fn escapes_and_comment_lines_inside_definitions() {
+        let (lines, _) = read(
+            "misc_path \"/bin/sh -c \\\"echo # x\\\"\" # comment\n$D=a \\\n# a comment line\n  b\nuse $D\nwhole\n$D\n",
+            "lb1",
+        );
+        assert_eq!(
+            lines,
+            [
+                "1: misc_path \"/bin/sh -c \\\"echo # x\\\"\"",
+                "5: use $D",
+                "6: whole",
+                "2: a",
+                "4: b"
+            ]
+        );
+    }
+
+    #[test]
+    fn includes_follow_conditionals_and_parameters_and_cycles_are_found_however_spelt() {
+        let dir = std::env::temp_dir().join(format!("lbd-include2-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("d")).unwrap();
+        std::fs::write(dir.join("d/lb1.conf"), "lb1 1\n").unwrap();
+        std::fs::write(dir.join("d/lb2.conf"), "lb2 1\n").unwrap();
+        std::fs::write(dir.join("d/loop.conf"), "include ../d/loop.conf\n").unwrap();
+        let main = dir.join("k.conf");
+        std::fs::write(
+            &main,
+            "$DIR=d\n@lb1 include ${DIR}/lb1.conf\n@lb2 include $DIR/lb2.conf\ninclude d/loop.conf\npwd ${_PWD}\n",
+        )
+        .unwrap();
+        let mut diagnostics = Vec::new();
+        let options = Options {
+            config_id: "lb1".into(),
+            strict: false,
+            interfaces: Interfaces::Unchecked,
+            follow_includes: true,
+        };
+        let lines = read_file(&main, &options, &mut diagnostics).unwrap();
+        let texts: Vec<&str> = lines.iter().map(|l| l.text.as_str()).collect();
+        let canonical = std::fs::canonicalize(&dir).unwrap();
+        assert_eq!(
+            texts,
+            ["lb1 1".to_owned(), format!("pwd {}", canonical.display())]
+        );
+        assert_eq!(diagnostics.len(), 1, "{diagnostics:?}");
+        assert!(
+            diagnostics[0].message.contains("includes itself"),
+            "{diagnostics:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
     }

@@ -17,6 +17,10 @@ use super::{
 };
 use crate::model::Config;
 
+/// The most virtual services a configuration may define (group members counted one by
+/// one); a data plane may hold fewer and says so when the configuration is applied.
+pub const MAX_SERVICES: usize = 65_536;
+
 pub fn build_config(
     statements: &[Statement],
     options: &Options,
@@ -43,6 +47,7 @@ pub fn build_config(
     let mut seen = HashSet::new();
     let mut instances = Vec::new();
     let mut groups = Vec::new();
+    let mut too_many = false;
     for statement in statements {
         match statement.name() {
             "global_defs" | "local_address_group" | "virtual_server_group" => {}
@@ -67,6 +72,16 @@ pub fn build_config(
             }
             "virtual_server" => {
                 for target in targets(statement, &server_groups, diagnostics) {
+                    if config.virtual_servers.len() >= MAX_SERVICES {
+                        if !too_many {
+                            diagnostics.push(Diagnostic::error(
+                                statement.location(),
+                                format!("more than {MAX_SERVICES} virtual services"),
+                            ));
+                        }
+                        too_many = true;
+                        break;
+                    }
                     let Some(vs) = virtual_server(statement, target, &local_groups, diagnostics)
                     else {
                         continue;

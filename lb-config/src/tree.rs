@@ -138,6 +138,7 @@ mod tests {
             config_id: "t".into(),
             strict: false,
             interfaces: Interfaces::Unchecked,
+            follow_includes: true,
         };
         let source = read_text(text, Path::new("t.conf"), &options, &mut diagnostics);
         let lines = tokenize(&source, &mut diagnostics);

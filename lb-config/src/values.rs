@@ -6,6 +6,9 @@ use std::{net::IpAddr, time::Duration};
 
 use super::{Diagnostic, Location, tree::Statement};
 
+/// A track weight's bounds (keepalived's).
+const MAX_WEIGHT: i32 = 253;
+
 pub fn single_arg<'a>(
     statement: &'a Statement,
     diagnostics: &mut Vec<Diagnostic>,
@@ -149,4 +152,48 @@ pub fn rest_of_line(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) ->
             .collect::<Vec<_>>()
             .join(" "),
     )
+}
+
+/// Seconds that may be 0.
+pub fn parse_seconds_or_zero(
+    text: &str,
+    at: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<Duration> {
+    if text.parse::<f64>() == Ok(0.0) {
+        return Some(Duration::ZERO);
+    }
+    parse_seconds(text, at, diagnostics)
+}
+
+/// The `W [reverse]` of `weight W [reverse]` (the value after `weight` when the keyword
+/// is the item's first argument, as in track lines).
+pub fn weight_args(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<(i32, bool)> {
+    let mut args: Vec<&str> = item.args.iter().map(|t| t.text.as_str()).collect();
+    if args.first() == Some(&"weight") {
+        args.remove(0);
+    }
+    let (value, rest) = args
+        .split_first()
+        .map(|(v, r)| (*v, r))
+        .unwrap_or(("", &[]));
+    let weight = value.parse::<i32>().ok().filter(|w| w.abs() <= MAX_WEIGHT);
+    let reverse = match rest {
+        [] | ["noreverse"] => Some(false),
+        ["reverse"] => Some(true),
+        _ => None,
+    };
+    match (weight, reverse) {
+        (Some(w), Some(r)) => Some((w, r)),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                item.location(),
+                format!(
+                    "weight `{}` is not `N [reverse]` with N in -{MAX_WEIGHT}..={MAX_WEIGHT}",
+                    args.join(" ")
+                ),
+            ));
+            None
+        }
+    }
 }

@@ -10,7 +10,10 @@ use super::{
     addresses::{address_block, route_block},
     keywords::{Block, not_used},
     tree::Statement,
-    values::{no_value, parse_addr, parse_in_range, parse_seconds, rest_of_line, single_arg},
+    values::{
+        no_value, parse_addr, parse_in_range, parse_seconds, parse_seconds_or_zero, rest_of_line,
+        single_arg, weight_args,
+    },
 };
 use crate::model::vrrp::{
     AuthType, Authentication, InitialState, Notify, Track, VrrpInstance, VrrpScript, VrrpSyncGroup,
@@ -23,8 +26,6 @@ const DEFAULT_ADVERT_INT: Duration = Duration::from_secs(1);
 const DEFAULT_GARP_DELAY: Duration = Duration::from_secs(5);
 const DEFAULT_GARP_REPEAT: u32 = 5;
 const MAX_AUTH_PASS: usize = 8;
-/// A track weight's bounds.
-const MAX_WEIGHT: i32 = 253;
 
 /// What global_defs says about VRRP, and what the machine has.
 pub struct VrrpContext<'a> {
@@ -171,6 +172,7 @@ pub fn vrrp_instance(
         strict_mode: context.strict,
     };
     let (mut interface, mut vrid, mut priority, mut version) = (None, None, None, None);
+    let mut accept = None;
     let mut ok = true;
     for item in statement.block.as_deref().unwrap_or_default() {
         let at = item.location();
@@ -265,23 +267,36 @@ pub fn vrrp_instance(
                 )
             }
             "vmac_xmit_base" => instance.vmac_xmit_base = no_value(item, diagnostics),
-            "accept" => instance.accept = no_value(item, diagnostics),
-            "no_accept" => instance.accept = !no_value(item, diagnostics),
+            "accept" => accept = Some(no_value(item, diagnostics)),
+            "no_accept" => accept = Some(!no_value(item, diagnostics)),
             "dont_track_primary" => instance.dont_track_primary = no_value(item, diagnostics),
             "smtp_alert" => instance.smtp_alert = true,
-            "strict_mode" => instance.strict_mode = true,
+            "strict_mode" => match item.args.first().map(|t| t.text.as_str()) {
+                None | Some("on" | "true" | "yes") => instance.strict_mode = true,
+                Some("off" | "false" | "no") => instance.strict_mode = false,
+                Some(other) => diagnostics.push(Diagnostic::error(
+                    at,
+                    format!("strict_mode `{other}` is not on|off|true|false|yes|no"),
+                )),
+            },
             keyword if notify(&mut instance.notify, keyword, item, diagnostics) => {}
             _ => not_used(item, Block::VrrpInstance, diagnostics),
         }
     }
 
     let name = instance.name.clone();
-    let Some((interface, interface_at)) = interface else {
-        diagnostics.push(Diagnostic::error(
-            location,
-            format!("vrrp_instance {name} needs `interface`"),
-        ));
-        return None;
+    // Unicast-only instances may go without an interface (the route to the peers gives
+    // it); everything else needs one.
+    let (interface, interface_at) = match interface {
+        Some(found) => found,
+        None if instance.unicast_src_ip.is_some() => (String::new(), location.clone()),
+        None => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                format!("vrrp_instance {name} needs `interface` (or unicast_src_ip)"),
+            ));
+            return None;
+        }
     };
     instance.interface = interface;
     // Every check runs, so that one -t lists every problem of the instance.
@@ -304,20 +319,87 @@ pub fn vrrp_instance(
         (None, InitialState::Master) => OWNER_PRIORITY,
         (None, InitialState::Backup) => DEFAULT_PRIORITY,
     };
+    // keepalived: the address owner starts as MASTER whatever `state` says.
+    if instance.priority == OWNER_PRIORITY {
+        instance.initial_state = InitialState::Master;
+    }
     let ipv6 = instance
         .virtual_ipaddress
         .first()
         .is_some_and(|a| a.addr.is_ipv6());
-    instance.version = version
-        .or(context.version)
-        .unwrap_or(if ipv6 { 3 } else { 2 });
-    if instance.version == 3 && instance.authentication.take().is_some() {
-        diagnostics.push(Diagnostic::warning(
-            location,
-            format!("vrrp_instance {name}: VRRPv3 has no authentication; `authentication` ignored"),
-        ));
-    }
+    // VRRP for IPv6 is version 3 whatever is asked.
+    instance.version = if ipv6 {
+        if version == Some(2) {
+            diagnostics.push(Diagnostic::warning(
+                location,
+                format!("vrrp_instance {name}: VRRP for IPv6 is version 3; `version 2` ignored"),
+            ));
+        }
+        3
+    } else {
+        version.or(context.version).unwrap_or(2)
+    };
+    // keepalived: accept mode for the owner, else unless strict.
+    instance.accept =
+        accept.unwrap_or(instance.priority == OWNER_PRIORITY || !instance.strict_mode);
+    drop_unusable_authentication(&mut instance, ipv6, location, diagnostics);
+    ok &= check_vips(&instance, location, diagnostics);
     ok.then_some(instance)
+}
+
+/// Authentication keepalived ignores: with VRRPv3 or strict mode (RFC 5798 has none),
+/// without a password, or AH over IPv6.
+fn drop_unusable_authentication(
+    instance: &mut VrrpInstance,
+    ipv6: bool,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    let Some(auth) = &instance.authentication else {
+        return;
+    };
+    let reason = if instance.version == 3 {
+        "VRRPv3 has no authentication"
+    } else if instance.strict_mode {
+        "strict mode allows no authentication"
+    } else if auth.auth_pass.is_empty() {
+        "it has no auth_pass"
+    } else if ipv6 && auth.auth_type == AuthType::Ah {
+        "AH is for IPv4"
+    } else {
+        return;
+    };
+    instance.authentication = None;
+    diagnostics.push(Diagnostic::warning(
+        location,
+        format!(
+            "vrrp_instance {}: {reason}; `authentication` ignored",
+            instance.name
+        ),
+    ));
+}
+
+/// An instance without VIPs: an error with VRRPv3 or strict mode, a warning otherwise, as
+/// in keepalived.
+fn check_vips(
+    instance: &VrrpInstance,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> bool {
+    if !instance.virtual_ipaddress.is_empty() {
+        return true;
+    }
+    let message = format!("vrrp_instance {} has no virtual_ipaddress", instance.name);
+    if instance.version == 3 || instance.strict_mode {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!("{message} (VRRPv3 and strict mode need one)"),
+        ));
+        false
+    } else {
+        diagnostics.push(Diagnostic::warning(location, message));
+        true
+    }
 }
 
 /// VIPs: at least one, all of one family, and so the unicast addresses.
@@ -328,11 +410,7 @@ fn check_addresses(
 ) -> bool {
     let name = &instance.name;
     let Some(first) = instance.virtual_ipaddress.first() else {
-        diagnostics.push(Diagnostic::error(
-            location,
-            format!("vrrp_instance {name} has no virtual_ipaddress (at least one is needed)"),
-        ));
-        return false;
+        return true;
     };
     let ipv4 = first.addr.is_ipv4();
     let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
@@ -505,38 +583,6 @@ fn tracks(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Vec<Track> {
         .collect()
 }
 
-/// The `W [reverse]` of `weight W [reverse]` (the value after `weight` when the keyword
-/// is the item's first argument, as in track lines).
-fn weight_args(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<(i32, bool)> {
-    let mut args: Vec<&str> = item.args.iter().map(|t| t.text.as_str()).collect();
-    if args.first() == Some(&"weight") {
-        args.remove(0);
-    }
-    let (value, rest) = args
-        .split_first()
-        .map(|(v, r)| (*v, r))
-        .unwrap_or(("", &[]));
-    let weight = value.parse::<i32>().ok().filter(|w| w.abs() <= MAX_WEIGHT);
-    let reverse = match rest {
-        [] | ["noreverse"] => Some(false),
-        ["reverse"] => Some(true),
-        _ => None,
-    };
-    match (weight, reverse) {
-        (Some(w), Some(r)) => Some((w, r)),
-        _ => {
-            diagnostics.push(Diagnostic::error(
-                item.location(),
-                format!(
-                    "weight `{}` is not `N [reverse]` with N in -{MAX_WEIGHT}..={MAX_WEIGHT}",
-                    args.join(" ")
-                ),
-            ));
-            None
-        }
-    }
-}
-
 /// `authentication { auth_type PASS|AH auth_pass SECRET }`.
 fn authentication(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<Authentication> {
     let mut auth_type = None;
@@ -573,6 +619,7 @@ fn authentication(item: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option
             auth_type,
             auth_pass,
         }),
+        // Without a password keepalived ignores it (`drop_unusable_authentication`).
         (Some(auth_type), None) => Some(Authentication {
             auth_type,
             auth_pass: String::new(),
@@ -604,16 +651,4 @@ fn notify(
     };
     *slot = rest_of_line(item, diagnostics);
     true
-}
-
-/// Seconds that may be 0.
-fn parse_seconds_or_zero(
-    text: &str,
-    at: &Location,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Duration> {
-    if text.parse::<f64>() == Ok(0.0) {
-        return Some(Duration::ZERO);
-    }
-    parse_seconds(text, at, diagnostics)
 }

@@ -20,6 +20,7 @@ fn verdict(path: &Path) -> String {
         config_id: "corpus".into(),
         strict: false,
         interfaces: Interfaces::Given(["lo", "eth0", "eth1"].map(String::from).into()),
+        follow_includes: true,
     };
     let (diagnostics, model) = match config::load_with(path, &options) {
         Ok(loaded) => (

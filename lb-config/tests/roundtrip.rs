@@ -1,7 +1,8 @@
-//! Property: a model written as keepalived.conf text (`emit`) reads back as the same
-//! model, for valid models of every kind the model can hold (families, protocols, every
-//! scheduler and forwarding method, flags, persistence, ops, pools, tunnel sources,
-//! timeouts).
+//! Property: the load-balancing part of a model written as keepalived.conf text (`emit`)
+//! reads back as the same model: families, protocols, every scheduler and forwarding
+//! method, flags, persistence, ops, pools, tunnel sources, timeouts, quorum and sorry
+//! server settings, and every checker kind. (VRRP is not emitted yet; values are plain
+//! words, so quoting is not exercised.)
 
 use std::{
     collections::BTreeSet,
@@ -132,10 +133,13 @@ prop_compose! {
         connect_port in prop::option::of(1u16..),
         log_all_failures in any::<bool>(),
     ) -> Checker {
+        // MISC_CHECK and FILE_CHECK take no connection settings.
+        let connects = !matches!(kind, CheckKind::Misc(_) | CheckKind::File { .. });
+        let connect_timeout = if connects { connect_timeout } else { Duration::from_secs(5) };
         Checker {
             kind,
             connect_ip: None,
-            connect_port,
+            connect_port: connect_port.filter(|_| connects),
             bindto: None,
             bind_port: None,
             bind_if: None,

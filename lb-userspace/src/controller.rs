@@ -34,8 +34,9 @@ impl<D: Dataplane> Controller<D> {
         }
     }
 
-    /// Make `config` the running configuration. The report lists the updates from the
-    /// running one (`diff`); the data plane carries out just those.
+    /// Make `config` the running configuration: the data plane reconciles with the whole
+    /// desired state. The report lists the updates from the running configuration
+    /// (`diff`), for the log.
     pub fn apply(&mut self, config: Config) -> Result<ApplyReport, DataplaneError> {
         let desired = desired_state(&config);
         match self.dataplane.apply(&desired) {
@@ -201,6 +202,27 @@ virtual_server 192.0.2.1 80 {
         assert_eq!(controller.dataplane().applies, 2);
     }
 
+    /// The fake data plane's writes of the last apply, one line each.
+    fn writes(controller: &Controller<FakeDataplane>) -> Vec<String> {
+        use crate::dataplane::fake::{EntryKey, EntryValue, Write};
+        let key = |key: &EntryKey| match key {
+            EntryKey::Service(id) => format!("service {id}"),
+            EntryKey::Real(id, addr, port) => format!("real {addr} {port} of {id}"),
+        };
+        controller
+            .dataplane()
+            .writes
+            .iter()
+            .map(|write| match write {
+                Write::Delete(k) => format!("delete {}", key(k)),
+                Write::Put(k, EntryValue::Weight(w)) => format!("put {} weight {w}", key(k)),
+                Write::Put(k, EntryValue::Service(spec)) => {
+                    format!("put {} {:?}", key(k), spec.scheduler)
+                }
+            })
+            .collect()
+    }
+
     #[test]
     fn reloads_apply_exactly_the_differences() {
         use crate::dataplane::diff::Change;
@@ -216,12 +238,24 @@ virtual_server 192.0.2.1 80 {
                 "add real 10.0.0.2 80 to TCP 192.0.2.1:80",
             ]
         );
-        // A weight.
-        let weights = TWO_REALS.replace("weight 0", "weight 2");
-        controller.apply(config(&weights)).unwrap();
         assert_eq!(
-            describe(&controller.dataplane().changes),
+            writes(&controller),
+            [
+                "put service TCP 192.0.2.1:80 Wrr",
+                "put real 10.0.0.1 80 of TCP 192.0.2.1:80 weight 3",
+                "put real 10.0.0.2 80 of TCP 192.0.2.1:80 weight 0",
+            ]
+        );
+        // A weight: one entry written.
+        let weights = TWO_REALS.replace("weight 0", "weight 2");
+        let report = controller.apply(config(&weights)).unwrap();
+        assert_eq!(
+            describe(&report.changes),
             ["weight of real 10.0.0.2 80 of TCP 192.0.2.1:80: 0 -> 2"]
+        );
+        assert_eq!(
+            writes(&controller),
+            ["put real 10.0.0.2 80 of TCP 192.0.2.1:80 weight 2"]
         );
         // A real replaced, a service added, the scheduler of the first changed.
         let more = format!(
@@ -231,18 +265,30 @@ virtual_server 192.0.2.1 80 {
                 .replace("wrr", "rr")
         );
         let report = controller.apply(config(&more)).unwrap();
-        let expected = [
-            "change service TCP 192.0.2.1:80",
-            "remove real 10.0.0.1 80 from TCP 192.0.2.1:80",
-            "add real 10.0.0.3 80 to TCP 192.0.2.1:80",
-            "add service UDP [2001:db8::1]:53",
-            "add real 2001:db8:1::1 53 to UDP [2001:db8::1]:53",
-        ];
-        assert_eq!(describe(&report.changes), expected);
-        assert_eq!(describe(&controller.dataplane().changes), expected);
+        assert_eq!(
+            describe(&report.changes),
+            [
+                "change service TCP 192.0.2.1:80",
+                "remove real 10.0.0.1 80 from TCP 192.0.2.1:80",
+                "add real 10.0.0.3 80 to TCP 192.0.2.1:80",
+                "add service UDP [2001:db8::1]:53",
+                "add real 2001:db8:1::1 53 to UDP [2001:db8::1]:53",
+            ]
+        );
+        assert_eq!(
+            writes(&controller),
+            [
+                "delete real 10.0.0.1 80 of TCP 192.0.2.1:80",
+                "put service TCP 192.0.2.1:80 Rr",
+                "put service UDP [2001:db8::1]:53 Rr",
+                "put real 10.0.0.3 80 of TCP 192.0.2.1:80 weight 3",
+                "put real 2001:db8:1::1 53 of UDP [2001:db8::1]:53 weight 1",
+            ]
+        );
         // The same file again changes nothing; removing a service removes just it.
         assert!(controller.apply(config(&more)).unwrap().changes.is_empty());
-        controller
+        assert!(writes(&controller).is_empty());
+        let report = controller
             .apply(config(
                 &weights
                     .replace("10.0.0.1 80", "10.0.0.3 80")
@@ -250,8 +296,15 @@ virtual_server 192.0.2.1 80 {
             ))
             .unwrap();
         assert_eq!(
-            describe(&controller.dataplane().changes),
+            describe(&report.changes),
             ["remove service UDP [2001:db8::1]:53"]
+        );
+        assert_eq!(
+            writes(&controller),
+            [
+                "delete service UDP [2001:db8::1]:53",
+                "delete real 2001:db8:1::1 53 of UDP [2001:db8::1]:53",
+            ]
         );
     }
 

@@ -48,10 +48,14 @@ impl Drop for PidFiles {
 /// Tell systemd (`$NOTIFY_SOCKET`, set for `Type=notify` units) `state`, such as
 /// `READY=1`, `RELOADING=1` or `STOPPING=1`. Without the variable, nothing happens.
 pub fn notify(state: &str) -> io::Result<()> {
-    let Some(socket) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
-    };
-    let target = Path::new(&socket);
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => notify_to(Path::new(&socket), state),
+        None => Ok(()),
+    }
+}
+
+/// Send `state` to the notify socket at `target` (`@NAME`: an abstract name).
+fn notify_to(target: &Path, state: &str) -> io::Result<()> {
     let datagram = UnixDatagram::unbound()?;
     match target.as_os_str().as_encoded_bytes().strip_prefix(b"@") {
         // An abstract socket name.
@@ -90,11 +94,7 @@ mod tests {
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("notify");
         let listener = UnixDatagram::bind(&path).unwrap();
-        // SAFETY: the variable is set and read by this test's thread only (no other test
-        // reads NOTIFY_SOCKET).
-        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
-        notify("READY=1").unwrap();
-        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        notify_to(&path, "READY=1").unwrap();
         let mut buf = [0; 64];
         let n = listener.recv(&mut buf).unwrap();
         assert_eq!(&buf[..n], b"READY=1");

@@ -57,7 +57,7 @@ fn config_test_lists_every_problem_and_fails() {
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
-            "k.conf:1: error: vrrp_instance VI_1 needs `interface`",
+            "k.conf:1: error: vrrp_instance VI_1 needs `interface` (or unicast_src_ip)",
             "k.conf:4: error: lb_algo `nope` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
             "k.conf:5: error: lb_kind `FULLNAT` is not supported yet (supported: DR, TUN, NAT, FNAT)",
         ]
@@ -129,7 +129,15 @@ fn keepalived_options_are_accepted() {
         ],
     );
     assert!(ok, "{stderr}");
-    let (ok, _, stderr) = lbd_with(CONDITIONAL, &["-t", "-S", "local9"]);
+    // A facility keepalived would not take is reported, and the check goes on.
+    let (ok, _, stderr) = lbd_with(
+        CONDITIONAL,
+        &["-t", "-D", "-D", "-S", "local9", "-i", "lb1"],
+    );
+    assert!(ok, "{stderr}");
+    assert!(stderr.contains("invalid log facility `local9`"), "{stderr}");
+    // VRRP only is not something lbd can do yet.
+    let (ok, _, stderr) = lbd_with(CONDITIONAL, &["-P", "--interface", "lo"]);
     assert!(!ok);
-    assert!(stderr.contains("is not a log facility"), "{stderr}");
+    assert!(stderr.contains("-P/--vrrp"), "{stderr}");
 }

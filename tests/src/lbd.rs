@@ -226,6 +226,14 @@ impl Lbd {
         self.wait_for("reload applied", done + 1, Duration::from_secs(30))
     }
 
+    /// SIGHUP with a file lbd must refuse, then wait until it says the running
+    /// configuration stays.
+    pub fn reload_rejected(&mut self) -> anyhow::Result<()> {
+        let done = self.count("reload rejected");
+        self.signal(libc::SIGHUP)?;
+        self.wait_for("reload rejected", done + 1, Duration::from_secs(30))
+    }
+
     /// The process id of the running lbd.
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -151,6 +151,18 @@ fn long_lived_connection_keeps_its_real_while_reals_change() {
         "removed real got new flows: {answers:?}"
     );
     assert_eq!(answers.values().sum::<usize>(), 12);
+
+    // A broken file is refused: the running configuration keeps serving, flows included.
+    let serving = std::fs::read_to_string(&config).expect("read config");
+    std::fs::write(&config, serving.replace("lb_algo rr", "lb_algo nope")).expect("write");
+    lbd.reload_rejected().expect("broken reload refused");
+    assert_eq!(conn.request().expect("request after refusal"), first);
+    let after = spread(&lab, 12);
+    assert_eq!(
+        after.keys().collect::<Vec<_>>(),
+        answers.keys().collect::<Vec<_>>(),
+        "a refused reload changed the reals in service"
+    );
 }
 
 #[test]

@@ -53,10 +53,15 @@ pub fn run() -> anyhow::Result<()> {
         )
     })?;
     stage("fuzz smoke (20 s)", &mut || {
+        // Seeded from the golden corpus; what the fuzzer finds goes to fuzz/corpus/parse
+        // (not tracked).
+        let crate_dir = cmd::root().join("lb-config");
+        std::fs::create_dir_all(crate_dir.join("fuzz/corpus/parse"))?;
         cmd::run(
             std::process::Command::new("rustup")
-                .current_dir(cmd::root().join("lb-config"))
+                .current_dir(&crate_dir)
                 .args(["run", "nightly", "cargo", "fuzz", "run", "parse"])
+                .args(["fuzz/corpus/parse", "tests/corpus"])
                 .args(["--", "-max_total_time=20"])
                 .env_remove("RUSTUP_TOOLCHAIN")
                 .env_remove("CARGO")

@@ -24,6 +24,9 @@ use lb_userspace::{
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
 
+/// The default instance name (`--name`).
+const DEFAULT_NAME: &str = "lbd";
+
 #[derive(Debug, Parser)]
 #[command(
     name = "lbd",
@@ -56,6 +59,7 @@ struct Args {
     #[arg(long = "interface", value_name = "IFACE")]
     interfaces: Vec<String>,
     /// Write lbd's process id to FILE (keepalived's main pid file); removed at exit.
+    /// Default, as keepalived: /run/keepalived.pid for the default instance name.
     #[arg(short = 'p', long = "pid", value_name = "FILE")]
     pid_file: Option<PathBuf>,
     /// keepalived's VRRP pid file: lbd is one process and writes its own id there too,
@@ -71,16 +75,16 @@ struct Args {
     /// keepalived compatibility: lbd always logs to standard error; accepted and ignored.
     #[arg(short = 'l', long = "log-console")]
     log_console: bool,
-    /// Detailed log messages (debug level, unless RUST_LOG says otherwise).
-    #[arg(short = 'D', long = "log-detail")]
-    log_detail: bool,
+    /// Detailed log messages (debug level, unless RUST_LOG says otherwise); may repeat.
+    #[arg(short = 'D', long = "log-detail", action = clap::ArgAction::Count)]
+    log_detail: u8,
     /// keepalived compatibility: the syslog facility (0-7 for local0-7, or local0-7,
-    /// user, daemon). lbd logs to standard error (the journal under systemd); checked and
-    /// ignored.
-    #[arg(short = 'S', long = "log-facility", value_parser = parse_facility)]
+    /// user, daemon). lbd logs to standard error (the journal under systemd); a value
+    /// keepalived would not take is reported, as keepalived does, and lbd goes on.
+    #[arg(short = 'S', long = "log-facility")]
     log_facility: Option<String>,
-    /// keepalived compatibility: run only the VRRP part. lbd has no VRRP yet; it warns
-    /// and runs the load balancer.
+    /// keepalived compatibility: run only the VRRP part (no load balancing). lbd has no
+    /// VRRP yet, so it refuses to start.
     #[arg(short = 'P', long = "vrrp")]
     vrrp_only: bool,
     /// keepalived compatibility: run only the checker (LVS) part, which is what lbd runs.
@@ -94,7 +98,7 @@ struct Args {
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: AttachMode,
     /// Instance name: maps are pinned under /sys/fs/bpf/NAME.
-    #[arg(long, default_value = "lbd")]
+    #[arg(long, default_value = DEFAULT_NAME)]
     name: String,
     /// Entries of the flow table (about 100 bytes each).
     #[arg(long, default_value_t = lb_common::DEFAULT_FLOW_TABLE_SIZE)]
@@ -123,20 +127,14 @@ struct Args {
     answer_ping: bool,
 }
 
-/// keepalived's `-S` values: 0-7 (local0-7), local0-7, user, daemon.
-fn parse_facility(text: &str) -> Result<String, String> {
-    let valid = matches!(text, "user" | "daemon")
+/// Whether `text` is one of keepalived's `-S` values: 0-7 (local0-7), local0-7, user,
+/// daemon.
+fn is_facility(text: &str) -> bool {
+    matches!(text, "user" | "daemon")
         || text.parse::<u8>().is_ok_and(|n| n <= 7)
         || text
             .strip_prefix("local")
-            .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| n <= 7));
-    if valid {
-        Ok(text.to_owned())
-    } else {
-        Err(format!(
-            "`{text}` is not a log facility (0-7, local0-7, user, daemon)"
-        ))
-    }
+            .is_some_and(|n| n.parse::<u8>().is_ok_and(|n| n <= 7))
 }
 
 /// `FIRST-LAST`, a non-empty port range without port 0.
@@ -160,7 +158,7 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let level = if args.log_detail { "debug" } else { "info" };
+    let level = if args.log_detail > 0 { "debug" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -169,8 +167,15 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    if let Some(facility) = args.log_facility.as_deref().filter(|f| !is_facility(f)) {
+        eprintln!("lbd: invalid log facility `{facility}` (0-7, local0-7, user, daemon); ignored");
+    }
     if args.config_test || args.dump_config {
         return config_test(&args);
+    }
+    if args.vrrp_only {
+        error!("-P/--vrrp asks for VRRP only, which lbd does not do yet; not starting");
+        return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -248,10 +253,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for warning in &loaded.warnings {
         warn!("{warning}");
     }
-    if args.vrrp_only {
-        warn!("-P/--vrrp: lbd has no VRRP yet; running the load balancer");
-    }
-    let pid_files = [&args.pid_file, &args.vrrp_pid_file, &args.checkers_pid_file]
+    // keepalived always writes its main pid file; units and scripts read it.
+    let main_pid = args
+        .pid_file
+        .clone()
+        .or_else(|| (args.name == DEFAULT_NAME).then(|| PathBuf::from("/run/keepalived.pid")));
+    let pid_files = [&main_pid, &args.vrrp_pid_file, &args.checkers_pid_file]
         .into_iter()
         .flatten()
         .cloned();
@@ -286,16 +293,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .sum();
     let mut last_report = controller.apply(loaded.config)?;
     log_report(&last_report, &ApplyReport::default());
-    // The interfaces asked for, else those the reals are reached through.
+    // The interfaces asked for, else those of the VRRP instances (where the VIPs are) and
+    // those the reals are reached through.
     let interfaces = if args.interfaces.is_empty() {
-        let found = controller.dataplane().egress_interfaces()?;
+        let mut found = controller.dataplane().egress_interfaces()?;
+        found.extend(
+            controller
+                .running()
+                .vrrp_instances
+                .iter()
+                .map(|vrrp| vrrp.interface.clone())
+                .filter(|name| !name.is_empty()),
+        );
+        found.sort();
+        found.dedup();
         if found.is_empty() {
             anyhow::bail!(
                 "no --interface given, and no real server resolved to an interface to attach to"
             );
         }
         info!(
-            "attaching to the interfaces the reals are reached through: {}",
+            "no --interface: attaching to the VRRP instances' interfaces and those the reals are reached through: {}",
             found.join(", ")
         );
         found

@@ -1,7 +1,8 @@
 //! What changes between two desired states, as the smallest list of updates: services and
 //! reals added or removed, a service's settings changed, a real's weight changed. A reload
-//! logs it, and the backends carry out exactly these updates (the XDP backend rewrites
-//! only the entries that differ; established flows stay).
+//! logs it. The backends do not take this list: they reconcile with the whole desired
+//! state (the XDP backend keeps its service and real ids and established flows, and
+//! rewrites entries and scheduling tables), so a wrong list cannot corrupt them.
 
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 

@@ -1,26 +1,80 @@
-//! In-memory data plane for tests of the controller: remembers the last desired state and
-//! the updates the last apply made (`diff`), counts applies and sweeps; counters are
-//! whatever the test sets. It has no flows, so a sweep finds none.
+//! In-memory data plane for tests of the controller. It keeps its entries the way a map
+//! backend does (one per service, one per real with its weight), writes only the entries
+//! whose value differs and deletes those no longer wanted, and logs each write: what a
+//! reload test compares with the updates it expects. It counts applies and sweeps;
+//! counters are whatever the test sets. It has no flows, so a sweep finds none.
+
+use std::{collections::BTreeMap, net::IpAddr};
 
 use lb_common::conn::Timeouts;
 
 use super::{
     ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
-    diff::{Change, changes},
+    diff::ServiceId,
 };
+
+/// The key of one entry.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum EntryKey {
+    Service(ServiceId),
+    Real(ServiceId, IpAddr, u16),
+}
+
+/// The value of one entry: a service's settings (without its reals), or a real's weight.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EntryValue {
+    Service(Box<ServiceSpec>),
+    Weight(u32),
+}
+
+/// One write to the entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Write {
+    Put(EntryKey, EntryValue),
+    Delete(EntryKey),
+}
 
 #[derive(Debug, Default)]
 pub struct FakeDataplane {
+    /// The services of the last apply, as given.
     pub services: Vec<ServiceSpec>,
     /// Timeouts of the last apply (`None` before the first).
     pub timeouts: Option<Timeouts>,
+    pub entries: BTreeMap<EntryKey, EntryValue>,
+    /// The writes of the last apply, deletions first.
+    pub writes: Vec<Write>,
     pub applies: usize,
-    /// The updates of the last apply.
-    pub changes: Vec<Change>,
     pub sweeps: usize,
     pub counters: Counters,
     /// When set, the next `apply` fails with this error and changes nothing.
     pub fail_next_apply: Option<DataplaneError>,
+}
+
+/// The entries that carry `services`.
+fn entries_of(services: &[ServiceSpec]) -> BTreeMap<EntryKey, EntryValue> {
+    let mut entries = BTreeMap::new();
+    for spec in services {
+        let id = ServiceId {
+            addr: spec.addr,
+            port: spec.port,
+            protocol: spec.protocol,
+        };
+        let settings = ServiceSpec {
+            reals: Vec::new(),
+            ..spec.clone()
+        };
+        entries.insert(
+            EntryKey::Service(id),
+            EntryValue::Service(Box::new(settings)),
+        );
+        for real in &spec.reals {
+            entries.insert(
+                EntryKey::Real(id, real.addr, real.port),
+                EntryValue::Weight(real.weight),
+            );
+        }
+    }
+    entries
 }
 
 impl Dataplane for FakeDataplane {
@@ -28,11 +82,19 @@ impl Dataplane for FakeDataplane {
         if let Some(error) = self.fail_next_apply.take() {
             return Err(error);
         }
-        let before = DesiredState {
-            services: std::mem::take(&mut self.services),
-            timeouts: self.timeouts.unwrap_or(desired.timeouts),
-        };
-        self.changes = changes(&before, desired);
+        let wanted = entries_of(&desired.services);
+        self.writes = self
+            .entries
+            .keys()
+            .filter(|key| !wanted.contains_key(*key))
+            .map(|key| Write::Delete(key.clone()))
+            .collect();
+        for (key, value) in &wanted {
+            if self.entries.get(key) != Some(value) {
+                self.writes.push(Write::Put(key.clone(), value.clone()));
+            }
+        }
+        self.entries = wanted;
         self.services = desired.services.clone();
         self.timeouts = Some(desired.timeouts);
         self.applies += 1;
