@@ -133,6 +133,12 @@ fn route_line(line: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<Rou
         diagnostics.push(Diagnostic::error(location, "a route needs a destination"));
         return None;
     };
+    if route.dev.is_none() && !words.contains(&"no_track") {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("route {destination} has no `dev`: it cannot be tracked (keepalived says so and does not track it)"),
+        ));
+    }
     (route.destination, route.prefix_len) = match destination {
         // `default`: the family of the gateway, else IPv4.
         "default" => match route.via {

@@ -18,6 +18,9 @@ impl fmt::Display for Location {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Severity {
+    /// Worth knowing, not a problem: keepalived logs it and its `-t` passes (an `include`
+    /// that matches no file). `--strict` leaves it alone.
+    Note,
     Warning,
     Error,
 }
@@ -38,6 +41,14 @@ impl Diagnostic {
         }
     }
 
+    pub fn note(location: &Location, message: impl Into<String>) -> Self {
+        Self {
+            severity: Severity::Note,
+            location: location.clone(),
+            message: message.into(),
+        }
+    }
+
     pub fn warning(location: &Location, message: impl Into<String>) -> Self {
         Self {
             severity: Severity::Warning,
@@ -50,6 +61,7 @@ impl Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let severity = match self.severity {
+            Severity::Note => "note",
             Severity::Warning => "warning",
             Severity::Error => "error",
         };

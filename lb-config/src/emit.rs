@@ -84,7 +84,10 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
         let _ = writeln!(text, "    tun_source {}", addresses(&vs.tun_sources));
     }
     let extras = &vs.extras;
-    let _ = writeln!(text, "    quorum {}", extras.quorum);
+    // 0 is what the reader makes of a quorum above the reals' total weight of 0.
+    if extras.quorum > 0 {
+        let _ = writeln!(text, "    quorum {}", extras.quorum);
+    }
     let _ = writeln!(text, "    hysteresis {}", extras.hysteresis);
     for (keyword, script) in [
         ("quorum_up", &extras.quorum_up),

@@ -35,6 +35,7 @@ use crate::model::Config;
 #[derive(Debug)]
 pub struct Loaded {
     pub config: Config,
+    /// Warnings and notes.
     pub warnings: Vec<Diagnostic>,
 }
 
@@ -86,7 +87,8 @@ pub fn parse_with(text: &str, path: &Path, options: &Options) -> Result<Loaded, 
     build(&source, path, options, diagnostics)
 }
 
-/// The model from the source lines; with `options.strict`, warnings are errors.
+/// The model from the source lines; with `options.strict`, warnings are errors (notes stay
+/// notes).
 fn build(
     source: &[source::SourceLine],
     path: &Path,
@@ -107,7 +109,9 @@ fn build(
     });
     if strict {
         for diagnostic in &mut diagnostics {
-            diagnostic.severity = Severity::Error;
+            if diagnostic.severity == Severity::Warning {
+                diagnostic.severity = Severity::Error;
+            }
         }
     }
     let (errors, warnings): (Vec<_>, Vec<_>) = diagnostics

@@ -204,7 +204,7 @@ mod tests {
         for i in 0..lines {
             text += &format!("10.{}.{}.0-255 80\n", i / 256, i % 256);
         }
-        text + "}\nvirtual_server group big {\n lb_kind DR\n}\nvirtual_server 192.0.2.1 80 {\n lb_kind DR\n}\n"
+        text + "}\nvirtual_server group big {\n lb_kind DR\n real_server 10.255.0.1 80 {}\n}\nvirtual_server 192.0.2.1 80 {\n lb_kind DR\n real_server 10.255.0.1 80 {}\n}\n"
     }
 
     #[test]
@@ -229,7 +229,7 @@ mod tests {
             errors(&big_group(lines)),
             [format!(
                 "k.conf:{}: error: more than 65536 virtual services",
-                lines + 6
+                lines + 7
             )]
         );
     }

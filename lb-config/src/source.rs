@@ -420,10 +420,12 @@ impl Reader<'_> {
                 _ => false,
             };
             let message = format!("{variant} {pattern}: no file matches");
+            // keepalived logs "Config files missing" for the unchecked variants, and its
+            // `-t` passes.
             self.diagnostics.push(if checked {
                 Diagnostic::error(at, message)
             } else {
-                Diagnostic::warning(at, message)
+                Diagnostic::note(at, message)
             });
             return;
         }
@@ -719,10 +721,10 @@ mod tests {
             .collect();
         assert_eq!(messages.len(), 4, "{messages:?}");
         assert!(messages[0].starts_with("Error 2: includew missing/*.conf: no file matches"));
-        assert!(messages[1].starts_with("Warning 3: include missing.conf: no file matches"));
+        assert!(messages[1].starts_with("Note 3: include missing.conf: no file matches"));
         assert!(messages[2].contains("includes itself"), "{messages:?}");
         assert!(
-            messages[3].starts_with("Warning 5: includer none/*.conf"),
+            messages[3].starts_with("Note 5: includer none/*.conf"),
             "{messages:?}"
         );
         std::fs::remove_dir_all(&dir).unwrap();

@@ -31,6 +31,8 @@ const DEFAULT_FORWARD: &str = "NAT";
 const DEFAULT_WEIGHT: u32 = 1;
 /// keepalived's `persistence_timeout` without a value.
 const DEFAULT_PERSISTENCE_TIMEOUT: u32 = 360;
+/// keepalived's largest `persistence_timeout` (31 days).
+const MAX_PERSISTENCE_TIMEOUT: u32 = 2_678_400;
 /// ipvsadm's weight range.
 const MAX_WEIGHT: u32 = 65535;
 
@@ -88,7 +90,7 @@ pub fn virtual_server(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<VirtualServer> {
     let location = statement.location();
-    let mut protocol = Protocol::Tcp;
+    let mut protocol = None;
     let mut scheduler = (DEFAULT_SCHEDULER.to_owned(), location.clone());
     let mut forward = (DEFAULT_FORWARD.to_owned(), location.clone());
     let mut delay_loop = DEFAULT_DELAY_LOOP;
@@ -115,8 +117,8 @@ pub fn virtual_server(
                 None => ok = false,
             },
             "protocol" => match single_arg(item, diagnostics) {
-                Some("TCP") => protocol = Protocol::Tcp,
-                Some("UDP") => protocol = Protocol::Udp,
+                Some("TCP") => protocol = Some(Protocol::Tcp),
+                Some("UDP") => protocol = Some(Protocol::Udp),
                 Some(other) => {
                     diagnostics.push(Diagnostic::error(
                         item.location(),
@@ -199,9 +201,14 @@ pub fn virtual_server(
             "persistence_timeout" => match item.args.as_slice() {
                 [] => persistence_timeout = Some(DEFAULT_PERSISTENCE_TIMEOUT),
                 [value] => match value.text.parse::<u32>() {
-                    Ok(secs) if secs > 0 => persistence_timeout = Some(secs),
-                    // 0 turns persistence off, as in keepalived.
-                    Ok(_) => persistence_timeout = None,
+                    Ok(secs @ 1..=MAX_PERSISTENCE_TIMEOUT) => persistence_timeout = Some(secs),
+                    // keepalived reports the value and goes on without it.
+                    Ok(secs) => diagnostics.push(Diagnostic::warning(
+                        item.location(),
+                        format!(
+                            "persistence_timeout {secs} is outside 1..={MAX_PERSISTENCE_TIMEOUT} seconds; ignored"
+                        ),
+                    )),
                     Err(_) => {
                         diagnostics.push(Diagnostic::error(
                             item.location(),
@@ -254,7 +261,15 @@ pub fn virtual_server(
             None => ok = false,
         }
     }
-
+    // Settings left at keepalived's default (their location is the block's own).
+    let defaulted: Vec<(&str, &str)> = [
+        ("lb_algo", &scheduler.1, DEFAULT_SCHEDULER),
+        ("lb_kind", &forward.1, DEFAULT_FORWARD),
+    ]
+    .into_iter()
+    .filter(|(_, at, _)| *at == location)
+    .map(|(name, _, default)| (name, default))
+    .collect();
     let scheduler = match Scheduler::from_name(&scheduler.0) {
         Some(s) => Some(s),
         None => {
@@ -290,38 +305,85 @@ pub fn virtual_server(
     };
 
     let mut seen = HashSet::new();
-    for (real, real_location) in &reals {
+    reals.retain_mut(|(real, real_location)| {
         // TUN may carry an IPv4 VIP's packets to an IPv6 real (4in6).
         let four_in_six = forward == Some(ForwardMethod::Tun) && addr.is_ipv4();
         if real.addr.is_ipv4() != addr.is_ipv4() && !four_in_six {
-            diagnostics.push(Diagnostic::error(
-                real_location,
+            diagnostics.push(Diagnostic::warning(
+                &*real_location,
                 format!(
-                    "real_server {} and virtual_server {addr} are of different address families",
+                    "real_server {} and virtual_server {addr} are of different address families; real server skipped, as keepalived does",
                     real.addr
                 ),
             ));
-            ok = false;
+            return false;
         }
-        if !seen.insert((real.addr, real.port)) {
-            diagnostics.push(Diagnostic::error(
-                real_location,
-                format!("duplicate real_server {} {}", real.addr, real.port),
-            ));
-            ok = false;
-        }
+        // DR and TUN do not translate ports: keepalived resets the real's port.
         if let Some(method @ (ForwardMethod::Dr | ForwardMethod::Tun)) = forward
             && real.port != port
         {
             diagnostics.push(Diagnostic::warning(
-                real_location,
+                &*real_location,
                 format!(
-                    "real_server port {} differs from the virtual_server port {port}; {} does not translate ports, packets arrive on {port}",
+                    "real_server port {} differs from the virtual_server port {port}; {} does not translate ports, so {port} is used, as keepalived does",
                     real.port,
                     method.name()
                 ),
             ));
+            real.port = port;
         }
+        if !seen.insert((real.addr, real.port)) {
+            diagnostics.push(Diagnostic::warning(
+                &*real_location,
+                format!(
+                    "duplicate real_server {} {}; the second is removed, as keepalived does",
+                    real.addr, real.port
+                ),
+            ));
+            return false;
+        }
+        true
+    });
+    // keepalived's checks of a virtual server with reals, with its corrections (one
+    // without is ignored, below, once every error in it is reported).
+    let has_reals = !reals.is_empty();
+    let protocol = protocol.unwrap_or_else(|| {
+        diagnostics.extend(has_reals.then(|| Diagnostic::warning(
+            location,
+            "no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
+        )));
+        Protocol::Udp
+    });
+    for (name, default) in defaulted.into_iter().filter(|_| has_reals) {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("no `{name}`: {default}, keepalived's default"),
+        ));
+    }
+
+    // A quorum above the total weight could never be met; keepalived lowers it.
+    let weight_sum: u64 = reals.iter().map(|(real, _)| u64::from(real.weight)).sum();
+    if u64::from(extras.quorum) > weight_sum && !reals.is_empty() {
+        let lowered = u32::try_from(weight_sum).unwrap_or(u32::MAX);
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!(
+                "quorum {} exceeds the total weight of the real servers, {weight_sum}; lowered to {lowered}, as keepalived does",
+                extras.quorum
+            ),
+        ));
+        extras.quorum = lowered;
+    }
+    if extras.hysteresis >= extras.quorum && extras.hysteresis > 0 {
+        let lowered = extras.quorum.saturating_sub(1);
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!(
+                "hysteresis {} is not below quorum {}; lowered to {lowered}, as keepalived does",
+                extras.hysteresis, extras.quorum
+            ),
+        ));
+        extras.hysteresis = lowered;
     }
 
     if let Some(scheduler) = scheduler {
@@ -414,6 +476,13 @@ pub fn virtual_server(
         prefix_len: granularity.as_ref().map_or(full, |(prefix, _)| *prefix),
     });
 
+    if !has_reals && ok && scheduler.is_some() && forward.is_some() {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            "virtual_server has no real_server; ignored, as keepalived does",
+        ));
+        return None;
+    }
     Some(VirtualServer {
         addr,
         port,
@@ -570,6 +639,13 @@ fn real_server(
     };
     let addr = parse_addr(&addr.text, location, diagnostics)?;
     let port = parse_port(&port.text, location, diagnostics)?;
+    if statement.block.is_none() {
+        diagnostics.push(Diagnostic::error(
+            location,
+            "real_server needs a block: `real_server IP PORT { … }` (`{}` when it has no settings)",
+        ));
+        return None;
+    }
     let mut weight = DEFAULT_WEIGHT;
     let mut timing = Timing::default();
     let mut checker_items = Vec::new();
@@ -636,6 +712,14 @@ mod tests {
         }
     }
 
+    /// As `lines`, without the notes on settings left at keepalived's defaults.
+    fn specific(diagnostics: &[Diagnostic]) -> Vec<String> {
+        lines(diagnostics)
+            .into_iter()
+            .filter(|l| !l.contains(": no `"))
+            .collect()
+    }
+
     /// "line: message" of each diagnostic.
     fn lines(diagnostics: &[Diagnostic]) -> Vec<String> {
         diagnostics
@@ -659,7 +743,7 @@ virtual_server 192.0.2.1 80 {
             connect_timeout 3
         }
     }
-    real_server 10.0.0.2 80
+    real_server 10.0.0.2 80 {}
 }
 virtual_server 2001:db8::1 53 {
     delay_loop 1.5
@@ -673,7 +757,8 @@ virtual_server 2001:db8::1 53 {
 ");
         let vs = &loaded.config.virtual_servers;
         assert_eq!(vs.len(), 2);
-        assert_eq!(vs[0].protocol, Protocol::Tcp);
+        // No protocol: UDP, as in keepalived (which says so).
+        assert_eq!(vs[0].protocol, Protocol::Udp);
         assert_eq!(vs[0].scheduler, Scheduler::Rr);
         assert_eq!(vs[0].forward, ForwardMethod::Dr);
         assert_eq!(vs[0].delay_loop, Duration::from_secs(60));
@@ -683,8 +768,14 @@ virtual_server 2001:db8::1 53 {
         assert_eq!(vs[1].scheduler, Scheduler::Wrr);
         assert_eq!(vs[1].delay_loop, Duration::from_millis(1500));
         assert_eq!(vs[1].reals[0].weight, 0);
+        assert_eq!(
+            lines(&loaded.warnings),
+            [
+                "5: no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
+                "16: quorum 1 exceeds the total weight of the real servers, 0; lowered to 0, as keepalived does",
+            ]
+        );
         // The TCP_CHECK with its connect_timeout, the rest from keepalived's defaults.
-        assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
         let check = &vs[0].reals[0].checkers[0];
         assert_eq!(check.kind, crate::model::check::CheckKind::Tcp);
         assert_eq!(check.connect_timeout, Duration::from_secs(3));
@@ -698,7 +789,7 @@ virtual_server 2001:db8::1 53 {
     fn every_ipvs_scheduler_and_its_flags_are_read() {
         for scheduler in Scheduler::ALL {
             let loaded = ok(&format!(
-                "virtual_server 192.0.2.1 80 {{\n lb_algo {}\n lb_kind DR\n}}\n",
+                "virtual_server 192.0.2.1 80 {{\n lb_algo {}\n lb_kind DR\n protocol TCP\n real_server 10.0.0.1 80 {{}}\n}}\n",
                 scheduler.name()
             ));
             assert_eq!(loaded.config.virtual_servers[0].scheduler, scheduler);
@@ -709,6 +800,8 @@ virtual_server 192.0.2.1 80 {
     lb_kind DR
     sh-port
     sh-fallback
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.2 80 {
     lb_algo mh
@@ -716,10 +809,14 @@ virtual_server 192.0.2.2 80 {
     mh-fallback
     sh-port
     flag-3
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.3 80 {
     lb_kind DR
     flag-2
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 ");
         let vs = &loaded.config.virtual_servers;
@@ -732,8 +829,9 @@ virtual_server 192.0.2.3 80 {
         assert_eq!(
             lines(&loaded.warnings),
             [
-                "12: `sh-port` only applies to the sh scheduler (this one is mh); ignored",
-                "13: `flag-3` is not used by any scheduler; ignored",
+                "14: `sh-port` only applies to the sh scheduler (this one is mh); ignored",
+                "15: `flag-3` is not used by any scheduler; ignored",
+                "19: no `lb_algo`: wlc, keepalived's default",
             ]
         );
     }
@@ -745,19 +843,24 @@ virtual_server 192.0.2.1 80 {
     lb_kind DR
     persistence_timeout 600
     persistence_granularity 255.255.255.0
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.2 80 {
     lb_kind DR
     persistence_timeout
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 2001:db8::1 80 {
     lb_kind DR
     persistence_timeout 50
     persistence_granularity 64
+    real_server 2001:db8::2 80 {}
 }
 virtual_server 192.0.2.3 80 {
     lb_kind DR
     persistence_granularity 255.255.0.0
+    persistence_timeout 0
+    real_server 10.0.0.1 80 {}
 }
 ");
         let p = |timeout_secs, prefix_len| {
@@ -771,13 +874,20 @@ virtual_server 192.0.2.3 80 {
         assert_eq!(vs[1].persistence, p(360, 32));
         assert_eq!(vs[2].persistence, p(50, 64));
         assert_eq!(vs[3].persistence, None);
+        let warnings: Vec<String> = lines(&loaded.warnings)
+            .into_iter()
+            .filter(|w| !w.contains("no `lb_algo`") && !w.contains("no `protocol`"))
+            .collect();
         assert_eq!(
-            lines(&loaded.warnings),
-            ["18: persistence_granularity has no effect without persistence_timeout"]
+            warnings,
+            [
+                "21: persistence_granularity has no effect without persistence_timeout",
+                "22: persistence_timeout 0 is outside 1..=2678400 seconds; ignored",
+            ]
         );
         assert_eq!(
             lines(&errors(
-                "virtual_server 192.0.2.1 80 {\n lb_kind DR\n persistence_timeout x\n persistence_granularity 255.0.255.0\n}\n"
+                "virtual_server 192.0.2.1 80 {\n lb_kind DR\n persistence_timeout x\n persistence_granularity 255.0.255.0\n real_server 10.0.0.1 80 {}\n}\n"
             )),
             [
                 "3: persistence_timeout `x` is not a number of seconds",
@@ -789,15 +899,16 @@ virtual_server 192.0.2.3 80 {
     #[test]
     fn tun_may_carry_ipv4_to_an_ipv6_real() {
         let loaded =
-            ok("virtual_server 192.0.2.1 80 {\n lb_kind TUN\n real_server 2001:db8::1 80\n}\n");
+            ok("virtual_server 192.0.2.1 80 {\n lb_kind TUN\n real_server 2001:db8::1 80 {}\n}\n");
+        assert_eq!(loaded.config.virtual_servers[0].reals.len(), 1);
+        // Any other mix of families: keepalived skips the real.
+        let loaded = ok(
+            "virtual_server 192.0.2.1 80 {\n lb_kind DR\n real_server 2001:db8::1 80 {}\n real_server 10.0.0.1 80 {}\n}\n",
+        );
         assert_eq!(loaded.config.virtual_servers[0].reals.len(), 1);
         assert_eq!(
-            lines(&errors(
-                "virtual_server 192.0.2.1 80 {\n lb_kind DR\n real_server 2001:db8::1 80\n}\n"
-            )),
-            [
-                "3: real_server 2001:db8::1 and virtual_server 192.0.2.1 are of different address families"
-            ]
+            specific(&loaded.warnings)[0],
+            "3: real_server 2001:db8::1 and virtual_server 192.0.2.1 are of different address families; real server skipped, as keepalived does"
         );
     }
 
@@ -805,13 +916,18 @@ virtual_server 192.0.2.3 80 {
     fn ops_applies_to_udp_only() {
         let loaded = ok("
 virtual_server 192.0.2.1 53 {
+    lb_algo rr
     lb_kind DR
     protocol UDP
     ops
+    real_server 10.0.0.1 53 {}
 }
 virtual_server 192.0.2.1 80 {
+    lb_algo rr
     lb_kind DR
+    protocol TCP
     ops
+    real_server 10.0.0.1 80 {}
 }
 ");
         let vs = &loaded.config.virtual_servers;
@@ -819,7 +935,7 @@ virtual_server 192.0.2.1 80 {
         assert!(!vs[1].one_packet);
         assert_eq!(
             lines(&loaded.warnings),
-            ["9: `ops` (one-packet scheduling) applies to UDP services only; ignored"]
+            ["13: `ops` (one-packet scheduling) applies to UDP services only; ignored"]
         );
     }
 
@@ -828,7 +944,7 @@ virtual_server 192.0.2.1 80 {
         let mut text = String::from("virtual_server 192.0.2.1 80 {\n lb_algo wlc\n lb_kind DR\n");
         for i in 0..257 {
             text.push_str(&format!(
-                " real_server 10.1.{}.{} 80\n",
+                " real_server 10.1.{}.{} 80 {{}}\n",
                 i / 250,
                 i % 250 + 1
             ));
@@ -850,7 +966,7 @@ virtual_server 192.0.2.1 80 {
 }
 virtual_server 192.0.2.2 80 {
     lb_kind DR
-    real_server 10.0.0.300 80
+    real_server 10.0.0.300 80 {}
     real_server 10.0.0.1 80 {
         weight 70000
     }
@@ -859,8 +975,8 @@ virtual_server 192.0.2.3 80 {
     lb_algo rr
     lb_kind DR
     protocol SCTP
-    real_server 2001:db8::1 80
-    real_server 2001:db8::1 80
+    real_server 2001:db8::1 80 {}
+    real_server 2001:db8::1 80 {}
 }
 virtual_server 192.0.2.4 0 {
 }
@@ -878,9 +994,6 @@ include /etc/keepalived/services/*.conf
                 "8: `10.0.0.300` is not an IPv4 or IPv6 address",
                 "10: weight `70000` is not an integer in 0..=65535",
                 "16: protocol `SCTP` is not supported (supported: TCP, UDP)",
-                "17: real_server 2001:db8::1 and virtual_server 192.0.2.3 are of different address families",
-                "18: real_server 2001:db8::1 and virtual_server 192.0.2.3 are of different address families",
-                "18: duplicate real_server 2001:db8::1 80",
                 "20: port 0 (all ports) is not supported yet",
                 "22: virtual_server fwmark is not supported by the XDP data plane (firewall marks are set after XDP runs); use `virtual_server IP PORT` or a virtual_server_group",
             ]
@@ -892,39 +1005,58 @@ include /etc/keepalived/services/*.conf
     }
 
     #[test]
+    fn a_real_server_needs_its_block() {
+        assert_eq!(
+            lines(&errors(
+                "virtual_server 192.0.2.1 80 {\n lb_kind DR\n real_server 10.0.0.1 80\n}\n"
+            )),
+            [
+                "3: real_server needs a block: `real_server IP PORT { … }` (`{}` when it has no settings)"
+            ]
+        );
+    }
+
+    #[test]
     fn duplicate_services_and_dr_port_mismatch() {
         let errors = errors(
             "
 virtual_server 192.0.2.1 80 {
     lb_algo rr
     lb_kind DR
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.1 80 {
     lb_algo rr
     lb_kind DR
+    real_server 10.0.0.1 80 {}
 }
 ",
         );
         assert_eq!(
             lines(&errors),
-            ["6: duplicate virtual_server 192.0.2.1 80 TCP"]
+            ["7: duplicate virtual_server 192.0.2.1 80 UDP"]
         );
 
         let loaded = ok("
 virtual_server 192.0.2.1 80 {
     lb_algo rr
     lb_kind DR
+    protocol TCP
     persistence_engine sip
-    real_server 10.0.0.1 8080
+    real_server 10.0.0.1 8080 {}
+    real_server 10.0.0.1 80 {}
 }
 ");
         assert_eq!(
             lines(&loaded.warnings),
             [
-                "5: virtual_server keyword `persistence_engine` is not supported yet; ignored",
-                "6: real_server port 8080 differs from the virtual_server port 80; DR does not translate ports, packets arrive on 80",
+                "6: virtual_server keyword `persistence_engine` is not supported yet; ignored",
+                "7: real_server port 8080 differs from the virtual_server port 80; DR does not translate ports, so 80 is used, as keepalived does",
+                "8: duplicate real_server 10.0.0.1 80; the second is removed, as keepalived does",
             ]
         );
+        assert_eq!(loaded.config.virtual_servers[0].reals.len(), 1);
+        assert_eq!(loaded.config.virtual_servers[0].reals[0].port, 80);
     }
     #[test]
     fn full_nat_takes_the_pool_of_its_family_from_the_named_group() {
@@ -932,7 +1064,7 @@ virtual_server 192.0.2.1 80 {
 virtual_server 192.0.2.1 80 {
     lb_kind FNAT
     laddr_group_name laddr_g1
-    real_server 10.0.0.1 8080
+    real_server 10.0.0.1 8080 {}
 }
 local_address_group laddr_g1 {
     10.0.1.10-12
@@ -942,11 +1074,12 @@ local_address_group laddr_g1 {
 virtual_server 2001:db8::1 80 {
     lvs_method FNAT
     laddr_group_name laddr_g1
-    real_server 2001:db8:2::1 80
+    real_server 2001:db8:2::1 80 {}
 }
 virtual_server 192.0.2.2 80 {
     lb_kind NAT
     laddr_group_name laddr_g1
+    real_server 10.0.0.1 8080 {}
 }
 ");
         let vs = &loaded.config.virtual_servers;
@@ -963,7 +1096,7 @@ virtual_server 192.0.2.2 80 {
         );
         assert!(vs[2].local_addresses.is_empty());
         assert_eq!(
-            lines(&loaded.warnings),
+            specific(&loaded.warnings),
             ["19: laddr_group_name applies to lb_kind FNAT only; ignored"]
         );
     }
@@ -1021,11 +1154,12 @@ global_defs {
 virtual_server 192.0.2.1 80 {
     lb_kind TUN
     tun_source 10.0.0.253
-    real_server 10.0.0.1 80
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.2 80 {
     lb_kind DR
     tun_source 10.0.0.253
+    real_server 10.0.0.1 80 {}
 }
 ");
         let config = &loaded.config;
@@ -1036,7 +1170,7 @@ virtual_server 192.0.2.2 80 {
         );
         assert!(config.virtual_servers[1].tun_sources.is_empty());
         assert_eq!(
-            lines(&loaded.warnings),
+            specific(&loaded.warnings),
             ["12: tun_source applies to lb_kind TUN only; ignored"]
         );
         let errors = errors(
@@ -1076,6 +1210,9 @@ virtual_server 192.0.2.1 80 {
             lines(&loaded.warnings),
             [
                 "2: unknown `vrrp_instnace`; ignored (did you mean `vrrp_instance`?)",
+                "4: no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
+                "4: no `lb_algo`: wlc, keepalived's default",
+                "4: no `lb_kind`: NAT, keepalived's default",
                 "5: unknown virtual_server keyword `lb_algoo`; ignored (did you mean `lb_algo`?)",
                 "6: virtual_server keyword `persistence_engine` is not supported yet; ignored",
                 "8: unknown real_server keyword `wieght`; ignored (did you mean `weight`?)",
@@ -1093,6 +1230,7 @@ virtual_server 192.0.2.1 80 {
     quorum 2
     sorry_server 10.0.0.9 80
     real_server 10.0.0.1 80 {
+        weight 2
         retry 4
         notify_down /bin/down.sh now
         HTTP_GET {
@@ -1136,8 +1274,8 @@ virtual_server 192.0.2.1 80 {
         assert_eq!(misc.retry, 4);
         assert_eq!(dns.delay_before_retry, Duration::from_secs(10));
         assert_eq!(
-            lines(&loaded.warnings),
-            ["16: `nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)"]
+            specific(&loaded.warnings),
+            ["17: `nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)"]
         );
     }
 }

@@ -344,6 +344,16 @@ pub fn vrrp_instance(
         accept.unwrap_or(instance.priority == OWNER_PRIORITY || !instance.strict_mode);
     drop_unusable_authentication(&mut instance, ipv6, location, diagnostics);
     ok &= check_vips(&instance, location, diagnostics);
+    // Adverts to unicast peers cannot leave through the macvlan; keepalived sends them
+    // from the base interface, and says so.
+    if instance.use_vmac.is_some() && !instance.unicast_peer.is_empty() && !instance.vmac_xmit_base
+    {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("vrrp_instance {name}: unicast with use_vmac needs vmac_xmit_base; set, as keepalived does"),
+        ));
+        instance.vmac_xmit_base = true;
+    }
     ok.then_some(instance)
 }
 

@@ -2,7 +2,8 @@
 //! tutorials write them): each file read as `lbd -t` reads it (config id `corpus`), its
 //! diagnostics and, when it is valid, its model as JSON, compared with `NAME.golden`.
 //! After a deliberate change, `UPDATE_GOLDEN=1 cargo test --test corpus` rewrites the
-//! golden files; review their diff.
+//! golden files; review their diff. `keepalived-verdicts.txt` holds keepalived's verdict on
+//! each file, which lbd's must match (or the file says why not).
 
 use std::path::{Path, PathBuf};
 
@@ -84,4 +85,82 @@ fn every_corpus_file_reads_as_its_golden_file_says() {
         }
     }
     assert!(differ.is_empty(), "{}", differ.join("\n"));
+}
+
+/// keepalived's recorded verdicts (`keepalived-verdicts.txt`): file, exit status, and how
+/// lbd differs where it does.
+fn keepalived_verdicts() -> Vec<(String, i32, Option<String>)> {
+    let text = std::fs::read_to_string(corpus_dir().join("keepalived-verdicts.txt"))
+        .expect("keepalived-verdicts.txt");
+    text.lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let mut words = line.splitn(3, ' ');
+            let file = words.next().expect("file").to_owned();
+            let code = words.next().expect("code").parse().expect("exit status");
+            let differs = words.next().map(|rest| {
+                rest.strip_prefix("differs: ")
+                    .unwrap_or_else(|| panic!("{line}: expected `differs: REASON`"))
+                    .to_owned()
+            });
+            (file, code, differs)
+        })
+        .collect()
+}
+
+/// Whether `lbd -t` would pass `path` (no error and no warning; notes allowed).
+fn lbd_passes(path: &Path) -> bool {
+    let options = Options {
+        config_id: "corpus".into(),
+        strict: false,
+        interfaces: Interfaces::Given(["lo", "eth0", "eth1"].map(String::from).into()),
+        follow_includes: true,
+    };
+    match config::load_with(path, &options) {
+        Ok(loaded) => loaded
+            .warnings
+            .iter()
+            .all(|w| w.severity == config::Severity::Note),
+        Err(_) => false,
+    }
+}
+
+#[test]
+fn lbd_gives_keepalived_verdict_on_every_corpus_file() {
+    let verdicts = keepalived_verdicts();
+    let mut listed: Vec<&str> = verdicts.iter().map(|(f, _, _)| f.as_str()).collect();
+    listed.sort();
+    let mut files: Vec<String> = std::fs::read_dir(corpus_dir())
+        .expect("corpus")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.ends_with(".conf"))
+        .collect();
+    files.sort();
+    assert_eq!(
+        listed, files,
+        "keepalived-verdicts.txt must list every corpus file"
+    );
+    let mut wrong = Vec::new();
+    for (file, code, differs) in &verdicts {
+        let keepalived_passes = *code == 0;
+        let lbd = lbd_passes(&corpus_dir().join(file));
+        match differs {
+            None if lbd != keepalived_passes => wrong.push(format!(
+                "{file}: keepalived {} (exit {code}), lbd {}",
+                if keepalived_passes { "passes" } else { "fails" },
+                if lbd { "passes" } else { "fails" },
+            )),
+            Some(reason) if lbd == keepalived_passes => wrong.push(format!(
+                "{file}: recorded as differing ({reason}), but lbd agrees with keepalived now"
+            )),
+            _ => {}
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

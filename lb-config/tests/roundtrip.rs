@@ -191,7 +191,7 @@ prop_compose! {
         persistence in prop::option::of((1u32..100_000, any::<u8>())),
         ops in any::<bool>(),
         delay_loop in 1u64..3600,
-        hosts in prop::collection::btree_set(1u16..2000, 0..6),
+        hosts in prop::collection::btree_set(1u16..2000, 1..6),
         weights in prop::collection::vec(0u32..=65_535, 6),
         pool in prop::collection::btree_set(1u16..250, 1..4),
         tun_source in any::<bool>(),
@@ -204,6 +204,14 @@ prop_compose! {
         let full = if ipv6 { 128 } else { 32 };
         let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
         let translates = matches!(forward, ForwardMethod::Nat | ForwardMethod::FullNat);
+        // As the reader leaves them: a quorum no higher than the reals' total weight, and
+        // a hysteresis below the quorum.
+        let total: u64 = weights.iter().take(hosts.len()).map(|&w| u64::from(w)).sum();
+        let mut extras = extras;
+        extras.quorum = extras.quorum.min(u32::try_from(total).unwrap_or(u32::MAX));
+        if extras.hysteresis >= extras.quorum {
+            extras.hysteresis = extras.quorum.saturating_sub(1);
+        }
         VirtualServer {
             addr: addr(ipv6, 0, index + 1),
             port,

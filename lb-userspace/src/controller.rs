@@ -138,6 +138,7 @@ mod tests {
 virtual_server 192.0.2.1 80 {
     lb_algo wrr
     lb_kind DR
+    protocol TCP
     real_server 10.0.0.1 80 { weight 3 }
     real_server 10.0.0.2 80 { weight 0 }
 }";
@@ -259,7 +260,7 @@ virtual_server 192.0.2.1 80 {
         );
         // A real replaced, a service added, the scheduler of the first changed.
         let more = format!(
-            "{}\nvirtual_server 2001:db8::1 53 {{\n lb_algo rr\n lb_kind DR\n protocol UDP\n real_server 2001:db8:1::1 53\n}}\n",
+            "{}\nvirtual_server 2001:db8::1 53 {{\n lb_algo rr\n lb_kind DR\n protocol UDP\n real_server 2001:db8:1::1 53 {{}}\n}}\n",
             weights
                 .replace("10.0.0.1 80", "10.0.0.3 80")
                 .replace("wrr", "rr")

@@ -9,9 +9,9 @@ use std::{
 
 const LBD: &str = env!("CARGO_BIN_EXE_lbd");
 
-/// Run lbd with `args` and `-f` a file holding `text`: success, stdout, stderr (the
+/// Run lbd with `args` and `-f` a file holding `text`: exit code, stdout, stderr (the
 /// file's path written as k.conf).
-fn lbd_with(text: &str, args: &[&str]) -> (bool, String, String) {
+fn lbd_with(text: &str, args: &[&str]) -> (Option<i32>, String, String) {
     static NEXT: AtomicU32 = AtomicU32::new(0);
     let path = std::env::temp_dir().join(format!(
         "lbd-cli-{}-{}.conf",
@@ -28,32 +28,46 @@ fn lbd_with(text: &str, args: &[&str]) -> (bool, String, String) {
     std::fs::remove_file(&path).unwrap();
     let name = path.display().to_string();
     (
-        output.status.success(),
+        output.status.code(),
         String::from_utf8_lossy(&output.stdout).replace(&name, "k.conf"),
         String::from_utf8_lossy(&output.stderr).replace(&name, "k.conf"),
     )
 }
 
-fn config_test(text: &str) -> (bool, String) {
-    let (ok, _, stderr) = lbd_with(text, &["-t"]);
-    (ok, stderr)
+/// keepalived's `-t` exit codes: no problem, warnings only, errors.
+const VALID: Option<i32> = Some(0);
+const WARNINGS: Option<i32> = Some(5);
+const ERRORS: Option<i32> = Some(4);
+
+fn config_test(text: &str) -> (Option<i32>, String) {
+    let (code, _, stderr) = lbd_with(text, &["-t"]);
+    (code, stderr)
 }
 
 #[test]
 fn config_test_accepts_a_valid_file() {
-    let (ok, stderr) = config_test(
-        "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind DR\n real_server 10.0.0.1 80\n}\n",
-    );
-    assert!(ok, "{stderr}");
+    let valid = "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.0.0.1 80 {}\n}\n";
+    let (code, stderr) = config_test(valid);
+    assert_eq!(code, VALID, "{stderr}");
     assert!(stderr.contains("configuration is valid"), "{stderr}");
+    // A warning: usable, but keepalived's verdict is "problems".
+    let (code, stderr) = config_test(&valid.replace(" protocol TCP\n", ""));
+    assert_eq!(code, WARNINGS, "{stderr}");
+    assert_eq!(
+        stderr.lines().collect::<Vec<_>>(),
+        [
+            "k.conf:1: warning: no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
+            "k.conf: configuration is usable, with 1 warning(s)",
+        ]
+    );
 }
 
 #[test]
 fn config_test_lists_every_problem_and_fails() {
-    let (ok, stderr) = config_test(
+    let (code, stderr) = config_test(
         "vrrp_instance VI_1 {\n}\nvirtual_server 192.0.2.1 80 {\n lb_algo nope\n lb_kind FULLNAT\n}\n",
     );
-    assert!(!ok);
+    assert_eq!(code, ERRORS);
     assert_eq!(
         stderr.lines().collect::<Vec<_>>(),
         [
@@ -70,7 +84,7 @@ fn missing_file_is_a_clear_error() {
         .args(["-t", "-f", "/nonexistent/keepalived.conf"])
         .output()
         .unwrap();
-    assert!(!output.status.success());
+    assert_eq!(output.status.code(), ERRORS);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
         stderr.contains("cannot read /nonexistent/keepalived.conf"),
@@ -83,16 +97,17 @@ virtual_server 192.0.2.1 80 {
 @lb1 lb_algo rr
 @^lb1 lb_algo wrr
     lb_kind DR
+    protocol TCP
     quorun 1
-    real_server 10.0.0.1 80
+    real_server 10.0.0.1 80 {}
 }
 ";
 
 #[test]
 fn dump_config_prints_the_model_as_json_with_the_config_id() {
     for (id, scheduler) in [("lb1", "\"rr\""), ("lb2", "\"wrr\"")] {
-        let (ok, stdout, stderr) = lbd_with(CONDITIONAL, &["--dump-config", "-i", id]);
-        assert!(ok, "{stderr}");
+        let (code, stdout, stderr) = lbd_with(CONDITIONAL, &["--dump-config", "-i", id]);
+        assert_eq!(code, VALID, "{stderr}");
         let json: serde_json::Value = serde_json::from_str(&stdout).expect("JSON");
         let vs = &json["virtual_servers"][0];
         assert_eq!(vs["addr"], "192.0.2.1");
@@ -104,17 +119,17 @@ fn dump_config_prints_the_model_as_json_with_the_config_id() {
 
 #[test]
 fn strict_makes_warnings_errors() {
-    let (ok, _, stderr) = lbd_with(CONDITIONAL, &["-t", "--strict", "-i", "lb1"]);
-    assert!(!ok);
+    let (code, _, stderr) = lbd_with(CONDITIONAL, &["-t", "--strict", "-i", "lb1"]);
+    assert_eq!(code, ERRORS);
     assert!(
-        stderr.contains("k.conf:6: error: unknown virtual_server keyword `quorun`"),
+        stderr.contains("k.conf:7: error: unknown virtual_server keyword `quorun`"),
         "{stderr}"
     );
 }
 
 #[test]
 fn keepalived_options_are_accepted() {
-    let (ok, _, stderr) = lbd_with(
+    let (code, _, stderr) = lbd_with(
         CONDITIONAL,
         &[
             "-n",
@@ -128,16 +143,17 @@ fn keepalived_options_are_accepted() {
             "--config-test",
         ],
     );
-    assert!(ok, "{stderr}");
+    // Accepted (a usage error exits 2); the file's misspelt `quorun` is a warning.
+    assert_eq!(code, WARNINGS, "{stderr}");
     // A facility keepalived would not take is reported, and the check goes on.
-    let (ok, _, stderr) = lbd_with(
+    let (code, _, stderr) = lbd_with(
         CONDITIONAL,
         &["-t", "-D", "-D", "-S", "local9", "-i", "lb1"],
     );
-    assert!(ok, "{stderr}");
+    assert_eq!(code, WARNINGS, "{stderr}");
     assert!(stderr.contains("invalid log facility `local9`"), "{stderr}");
     // VRRP only is not something lbd can do yet.
-    let (ok, _, stderr) = lbd_with(CONDITIONAL, &["-P", "--interface", "lo"]);
-    assert!(!ok);
+    let (code, _, stderr) = lbd_with(CONDITIONAL, &["-P", "--interface", "lo"]);
+    assert_eq!(code, Some(1));
     assert!(stderr.contains("-P/--vrrp"), "{stderr}");
 }

@@ -15,12 +15,13 @@ use lb_userspace::dataplane::{Dataplane, xdp::XdpOptions};
 const CONFIG: &str = "
 virtual_server 192.0.2.60 80 {
     lb_kind DR
-    real_server 10.0.0.1 80
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 2001:db8::60 53 {
     lb_kind DR
     protocol UDP
-    real_server 2001:db8:1::1 53
+    real_server 2001:db8:1::1 53 {}
 }
 ";
 

@@ -63,35 +63,39 @@ const CONFIG: &str = "
 virtual_server 192.0.2.10 80 {
     lb_algo rr
     lb_kind DR
-    real_server 10.0.0.1 80
-    real_server 10.0.0.2 80
+    protocol TCP
+    real_server 10.0.0.1 80 {}
+    real_server 10.0.0.2 80 {}
 }
 virtual_server 192.0.2.10 53 {
     lb_algo rr
     lb_kind DR
     protocol UDP
-    real_server 10.0.0.3 53
+    real_server 10.0.0.3 53 {}
 }
 virtual_server 2001:db8::10 80 {
     lb_algo rr
     lb_kind DR
-    real_server 2001:db8:1::1 80
-    real_server 2001:db8:1::2 80
+    protocol TCP
+    real_server 2001:db8:1::1 80 {}
+    real_server 2001:db8:1::2 80 {}
 }
 virtual_server 2001:db8::10 53 {
     lb_algo rr
     lb_kind DR
     protocol UDP
-    real_server 2001:db8:1::3 53
+    real_server 2001:db8:1::3 53 {}
 }
 virtual_server 192.0.2.20 80 {
     lb_algo rr
     lb_kind DR
-    real_server 10.0.1.4 80
+    protocol TCP
+    real_server 10.0.1.4 80 {}
 }
 virtual_server 192.0.2.30 80 {
     lb_algo wrr
     lb_kind DR
+    protocol TCP
     real_server 10.0.0.1 80 {
         weight 0
     }
@@ -99,6 +103,7 @@ virtual_server 192.0.2.30 80 {
 virtual_server 192.0.2.40 80 {
     lb_algo wrr
     lb_kind DR
+    protocol TCP
     real_server 10.0.0.1 80 {
         weight 3
     }
@@ -109,7 +114,8 @@ virtual_server 192.0.2.40 80 {
 virtual_server 192.0.2.50 80 {
     lb_algo rr
     lb_kind DR
-    real_server 10.0.7.7 80
+    protocol TCP
+    real_server 10.0.7.7 80 {}
 }
 ";
 
@@ -540,8 +546,8 @@ fn established_flow_keeps_its_real_after_the_real_set_changes() {
 
     // R5 added in front, R2 removed.
     harness.apply(&CONFIG.replacen(
-        "    real_server 10.0.0.1 80\n    real_server 10.0.0.2 80\n",
-        "    real_server 10.0.0.5 80\n    real_server 10.0.0.1 80\n",
+        "    real_server 10.0.0.1 80 {}\n    real_server 10.0.0.2 80 {}\n",
+        "    real_server 10.0.0.5 80 {}\n    real_server 10.0.0.1 80 {}\n",
         1,
     ));
     for _ in 0..3 {

@@ -25,25 +25,27 @@ local_address_group laddr_g1 {
 }
 virtual_server 192.0.2.95 80 {
     lb_kind FNAT
+    protocol TCP
     laddr_group_name laddr_g1
-    real_server 10.2.0.11 8080
+    real_server 10.2.0.11 8080 {}
 }
 virtual_server 192.0.2.95 53 {
     lb_kind FNAT
     protocol UDP
     laddr_group_name laddr_g1
-    real_server 10.2.0.11 5353
+    real_server 10.2.0.11 5353 {}
 }
 virtual_server 2001:db8::95 80 {
     lb_kind FNAT
+    protocol TCP
     laddr_group_name laddr_g1
-    real_server 2001:db8:2::11 8080
+    real_server 2001:db8:2::11 8080 {}
 }
 virtual_server 2001:db8::95 53 {
     lb_kind FNAT
     protocol UDP
     laddr_group_name laddr_g1
-    real_server 2001:db8:2::11 5353
+    real_server 2001:db8:2::11 5353 {}
 }
 ";
 
@@ -229,8 +231,9 @@ local_address_group one {
 }
 virtual_server 192.0.2.95 80 {
     lb_kind FNAT
+    protocol TCP
     laddr_group_name one
-    real_server 10.2.0.11 8080
+    real_server 10.2.0.11 8080 {}
 }
 ";
     balancer.apply_config(config).expect("apply");
@@ -305,7 +308,7 @@ fn established_flows_keep_their_mode_and_local_address_across_reloads() {
     let mut balancer = load(FNAT_PORTS_DEFAULT);
     let service = |kind: &str, group: &str| {
         format!(
-            "local_address_group a {{\n 10.2.0.250\n}}\nlocal_address_group b {{\n 10.2.0.251\n}}\nvirtual_server 192.0.2.95 80 {{\n lb_kind {kind}\n laddr_group_name {group}\n real_server 10.2.0.11 8080\n}}\n"
+            "local_address_group a {{\n 10.2.0.250\n}}\nlocal_address_group b {{\n 10.2.0.251\n}}\nvirtual_server 192.0.2.95 80 {{\n lb_kind {kind}\n protocol TCP\n laddr_group_name {group}\n real_server 10.2.0.11 8080 {{}}\n}}\n"
         )
     };
     let flow = |port: u16| Frame::tcp(v4([198, 51, 100, 20], [192, 0, 2, 95]), port, 80);

@@ -17,20 +17,24 @@ use lb_tests::{
 const CONFIG: &str = "
 virtual_server 192.0.2.70 80 {
     lb_kind DR
-    real_server 10.0.0.1 80
-    real_server 10.0.0.2 80
+    protocol TCP
+    real_server 10.0.0.1 80 {}
+    real_server 10.0.0.2 80 {}
 }
 virtual_server 2001:db8::70 80 {
     lb_kind DR
-    real_server 2001:db8:1::1 80
+    protocol TCP
+    real_server 2001:db8:1::1 80 {}
 }
 virtual_server 192.0.2.71 80 {
     lb_kind TUN
-    real_server 10.0.0.1 80
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.72 80 {
     lb_kind NAT
-    real_server 10.0.0.1 8080
+    protocol TCP
+    real_server 10.0.0.1 8080 {}
 }
 ";
 const REAL_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 1];
@@ -180,23 +184,26 @@ local_address_group pool {{
 }}
 virtual_server 2001:db8::72 80 {{
     lb_kind NAT
-    real_server 2001:db8:1::1 8080
+    protocol TCP
+    real_server 2001:db8:1::1 8080 {{}}
 }}
 virtual_server 192.0.2.74 80 {{
     lb_kind FNAT
+    protocol TCP
     laddr_group_name pool
-    real_server 10.0.0.1 8080
+    real_server 10.0.0.1 8080 {{}}
 }}
 virtual_server 192.0.2.73 53 {{
     lb_kind FNAT
     protocol UDP
     laddr_group_name pool
-    real_server 10.0.0.2 5353
+    real_server 10.0.0.2 5353 {{}}
 }}
 virtual_server 2001:db8::73 80 {{
     lb_kind FNAT
+    protocol TCP
     laddr_group_name pool
-    real_server 2001:db8:1::1 8080
+    real_server 2001:db8:1::1 8080 {{}}
 }}
 "
         ))

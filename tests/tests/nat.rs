@@ -19,27 +19,29 @@ const REAL6_MAC: [u8; 6] = [0x02, 0xaa, 0, 0, 0, 0x61];
 const CONFIG: &str = "
 virtual_server 192.0.2.90 80 {
     lb_kind NAT
-    real_server 10.1.0.11 8080
+    protocol TCP
+    real_server 10.1.0.11 8080 {}
 }
 virtual_server 192.0.2.90 53 {
     lb_kind NAT
     protocol UDP
-    real_server 10.1.0.11 5353
+    real_server 10.1.0.11 5353 {}
 }
 virtual_server 2001:db8::90 80 {
     lb_kind NAT
-    real_server 2001:db8:1::11 8080
+    protocol TCP
+    real_server 2001:db8:1::11 8080 {}
 }
 virtual_server 192.0.2.91 53 {
     lb_kind NAT
     protocol UDP
     ops
-    real_server 10.1.0.11 5353
+    real_server 10.1.0.11 5353 {}
 }
 virtual_server 2001:db8::90 53 {
     lb_kind NAT
     protocol UDP
-    real_server 2001:db8:1::11 5353
+    real_server 2001:db8:1::11 5353 {}
 }
 ";
 
@@ -175,7 +177,9 @@ fn nat_translates_both_directions_with_valid_checksums() {
     }
     .bytes();
     balancer
-        .apply_config("virtual_server 192.0.2.92 80 {\n lb_kind DR\n real_server 10.1.0.11 80\n}\n")
+        .apply_config(
+            "virtual_server 192.0.2.92 80 {\n lb_kind DR\n protocol TCP\n real_server 10.1.0.11 80 {}\n}\n",
+        )
         .expect("apply without NAT");
     let run = balancer.run(&reply).expect("test run");
     assert_eq!(

@@ -31,14 +31,14 @@ fn next_hops() -> StaticNextHops {
 /// The persistent service on VIP (timeout, reals with weights) and a plain one.
 fn config(timeout: u32, weights: &[(u8, u32)]) -> String {
     let mut text = format!(
-        "virtual_server 192.0.2.60 80 {{\n lb_algo rr\n lb_kind DR\n persistence_timeout {timeout}\n persistence_granularity 255.255.255.0\n"
+        "virtual_server 192.0.2.60 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n persistence_timeout {timeout}\n persistence_granularity 255.255.255.0\n"
     );
     for (n, weight) in weights {
         text += &format!(" real_server 10.9.0.{n} 80 {{\n  weight {weight}\n }}\n");
     }
-    text += "}\nvirtual_server 192.0.2.61 80 {\n lb_algo rr\n lb_kind DR\n";
+    text += "}\nvirtual_server 192.0.2.61 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n";
     for n in 1..=3 {
-        text += &format!(" real_server 10.9.0.{n} 80\n");
+        text += &format!(" real_server 10.9.0.{n} 80 {{}}\n");
     }
     text + "}\n"
 }

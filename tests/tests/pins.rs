@@ -41,7 +41,7 @@ fn restarts_keep_matching_pins_and_replace_the_rest() {
     ensure_bpffs().expect("bpffs");
     let dir = PinDir(PathBuf::from(BPFFS_ROOT).join("lbt-pins"));
     let _ = std::fs::remove_dir_all(&dir.0);
-    let text = "virtual_server 192.0.2.1 80 {\n lb_algo mh\n lb_kind DR\n}\n";
+    let text = "virtual_server 192.0.2.1 80 {\n lb_algo mh\n lb_kind DR\n protocol TCP\n real_server 10.0.0.1 80 {}\n}\n";
     let loaded = config::parse(text, std::path::Path::new("pins.conf")).expect("config");
 
     let mut first = load(&dir, 4096);

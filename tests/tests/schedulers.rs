@@ -43,7 +43,9 @@ fn next_hops() -> StaticNextHops {
 /// A virtual_server block on `vip`:80 with reals 10.9.`net`.1.. of the given weights.
 fn service(vip: [u8; 4], sched: &str, extra: &str, net: u8, weights: &[u32]) -> String {
     let vip = IpAddr::from(vip);
-    let mut text = format!("virtual_server {vip} 80 {{\n lb_algo {sched}\n lb_kind DR\n{extra}\n");
+    let mut text = format!(
+        "virtual_server {vip} 80 {{\n lb_algo {sched}\n lb_kind DR\n protocol TCP\n{extra}\n"
+    );
     for (i, weight) in weights.iter().enumerate() {
         let real = IpAddr::from(real_addr(net, i as u8 + 1));
         text.push_str(&format!(

@@ -28,30 +28,34 @@ const CLIENT: [u8; 4] = [198, 51, 100, 7];
 const CONFIG: &str = "
 virtual_server 192.0.2.80 80 {
     lb_kind TUN
-    real_server 10.0.0.1 80
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.81 80 {
     lb_kind TUN
+    protocol TCP
     tun_type ipip
-    real_server 10.0.0.2 80
+    real_server 10.0.0.2 80 {}
 }
 virtual_server 2001:db8::80 80 {
     lb_kind TUN
-    real_server 2001:db8:1::1 80
+    protocol TCP
+    real_server 2001:db8:1::1 80 {}
 }
 virtual_server 192.0.2.82 80 {
     lb_kind TUN
-    real_server 2001:db8:1::1 80
+    protocol TCP
+    real_server 2001:db8:1::1 80 {}
 }
 virtual_server 192.0.2.80 53 {
     lb_kind TUN
     protocol UDP
-    real_server 10.0.0.1 53
+    real_server 10.0.0.1 53 {}
 }
 virtual_server 2001:db8::80 53 {
     lb_kind TUN
     protocol UDP
-    real_server 2001:db8:1::1 53
+    real_server 2001:db8:1::1 53 {}
 }
 ";
 
@@ -371,17 +375,20 @@ global_defs {
 }
 virtual_server 192.0.2.80 80 {
     lb_kind TUN
+    protocol TCP
     tun_source 10.8.8.8
-    real_server 10.0.0.1 80
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.81 80 {
     lb_kind TUN
-    real_server 10.0.0.1 80
+    protocol TCP
+    real_server 10.0.0.1 80 {}
 }
 virtual_server 192.0.2.82 80 {
     lb_kind TUN
+    protocol TCP
     tun_source 10.8.8.8
-    real_server 2001:db8:1::1 80
+    real_server 2001:db8:1::1 80 {}
 }
 ",
         )

@@ -10,7 +10,16 @@ use crate::cmd;
 
 /// Debian packages: llvm-22-dev to build bpf-linker (rustc nightly uses LLVM 22);
 /// iproute2, ethtool, ping and curl for the lab and the netns tests.
-const APT_PACKAGES: &[&str] = &["llvm-22-dev", "iproute2", "ethtool", "iputils-ping", "curl"];
+/// keepalived: the reference the configuration tests compare `lbd -t` with, and (later) the
+/// VRRP peer of the interop tests; its own service is not left running.
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "ethtool",
+    "iputils-ping",
+    "curl",
+    "keepalived",
+];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz, for the fuzz smoke run of `cargo xtask test`.
 const CARGO_FUZZ_VERSION: &str = "0.13.2";
@@ -117,6 +126,15 @@ fn apt_packages(root: bool) -> State {
                 .env("DEBIAN_FRONTEND", "noninteractive"),
         )
     });
+    // Debian starts keepalived's service on install; the tests run their own instances.
+    if installed.is_ok()
+        && missing.contains(&"keepalived")
+        && Path::new("/run/systemd/system").exists()
+    {
+        eprintln!("setup: keepalived was just installed; stopping and disabling its service");
+        let _ =
+            cmd::run(Command::new("systemctl").args(["disable", "--now", "keepalived.service"]));
+    }
     match installed {
         Ok(()) => State::Installed(missing.join(" ")),
         Err(e) => State::Failed(format!("{e:#}")),

@@ -41,7 +41,9 @@ struct Args {
         default_value = "/etc/keepalived/keepalived.conf"
     )]
     config: PathBuf,
-    /// Check the configuration, print every problem, and exit (0 if valid).
+    /// Check the configuration, print every problem, and exit with keepalived's codes: 0
+    /// without any problem, 5 with warnings only (lbd would run), 4 with errors or an
+    /// unreadable file (lbd would not start).
     #[arg(short = 't', long = "config-test")]
     config_test: bool,
     /// Print the configuration as lbd reads it (JSON) and exit; problems as with -t.
@@ -206,8 +208,14 @@ fn config_options(args: &Args) -> config::Options {
     options
 }
 
-/// `-t` (every problem, exit 0 if valid) and `--dump-config` (the same, then the model as
-/// JSON on standard output).
+/// keepalived's exit code for a configuration it cannot use (`KEEPALIVED_EXIT_CONFIG`).
+const EXIT_CONFIG: u8 = 4;
+/// keepalived's exit code for a configuration test that reported problems
+/// (`KEEPALIVED_EXIT_CONFIG_TEST`).
+const EXIT_CONFIG_TEST: u8 = 5;
+
+/// `-t` (every problem, keepalived's exit codes) and `--dump-config` (the problems, then
+/// the model as JSON on standard output; fails only on errors).
 fn config_test(args: &Args) -> ExitCode {
     match config::load_with(&args.config, &config_options(args)) {
         Ok(loaded) => {
@@ -222,10 +230,26 @@ fn config_test(args: &Args) -> ExitCode {
                         return ExitCode::FAILURE;
                     }
                 }
-            } else {
+                ExitCode::SUCCESS
+            } else if !loaded
+                .warnings
+                .iter()
+                .any(|w| w.severity == config::Severity::Warning)
+            {
                 eprintln!("{}: configuration is valid", args.config.display());
+                ExitCode::SUCCESS
+            } else {
+                let warnings = loaded
+                    .warnings
+                    .iter()
+                    .filter(|w| w.severity == config::Severity::Warning)
+                    .count();
+                eprintln!(
+                    "{}: configuration is usable, with {warnings} warning(s)",
+                    args.config.display()
+                );
+                ExitCode::from(EXIT_CONFIG_TEST)
             }
-            ExitCode::SUCCESS
         }
         Err(config::ConfigError::Invalid {
             errors, warnings, ..
@@ -235,11 +259,11 @@ fn config_test(args: &Args) -> ExitCode {
             for diagnostic in all {
                 eprintln!("{diagnostic}");
             }
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
             eprintln!("{e}");
-            ExitCode::FAILURE
+            ExitCode::from(EXIT_CONFIG)
         }
     }
 }
@@ -250,9 +274,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut interrupt = signal(SignalKind::interrupt())?;
     let mut hangup = signal(SignalKind::hangup())?;
     let loaded = config::load_with(&args.config, &config_options(&args))?;
-    for warning in &loaded.warnings {
-        warn!("{warning}");
-    }
+    log_diagnostics(&loaded.warnings);
     // keepalived always writes its main pid file; units and scripts read it.
     let main_pid = args
         .pid_file
@@ -566,9 +588,7 @@ fn reload(
             return;
         }
     };
-    for warning in &loaded.warnings {
-        warn!("{warning}");
-    }
+    log_diagnostics(&loaded.warnings);
     for warning in nat_forwarding_warnings(&loaded.config) {
         warn!("{warning}");
     }
@@ -585,6 +605,16 @@ fn reload(
             );
         }
         Err(e) => error!("reload rejected by the data plane, the running configuration stays: {e}"),
+    }
+}
+
+/// The warnings (and notes) of a configuration that loaded.
+fn log_diagnostics(diagnostics: &[config::Diagnostic]) {
+    for diagnostic in diagnostics {
+        match diagnostic.severity {
+            config::Severity::Note => info!("{diagnostic}"),
+            _ => warn!("{diagnostic}"),
+        }
     }
 }
 

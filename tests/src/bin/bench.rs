@@ -131,7 +131,7 @@ fn main() -> anyhow::Result<()> {
         for (c, &count) in REAL_COUNTS.iter().enumerate() {
             let vip = [192, 0, 2 + s as u8, 1 + c as u8];
             config += &format!(
-                "virtual_server {} 80 {{\n lb_algo {}\n lb_kind DR\n",
+                "virtual_server {} 80 {{\n lb_algo {}\n lb_kind DR\n protocol TCP\n",
                 IpAddr::from(vip),
                 scheduler.name()
             );
@@ -385,10 +385,10 @@ fn mode_balancer(ifindex: u32) -> anyhow::Result<TestBalancer> {
             ""
         };
         config += &format!(
-            "virtual_server 198.18.{n}.1 80 {{\n lb_algo rr\n lb_kind {kind}\n{pool} real_server 10.20.0.1 80\n real_server 10.20.0.2 80\n}}\n"
+            "virtual_server 198.18.{n}.1 80 {{\n lb_algo rr\n lb_kind {kind}\n protocol TCP\n{pool} real_server 10.20.0.1 80 {{}}\n real_server 10.20.0.2 80 {{}}\n}}\n"
         );
         config += &format!(
-            "virtual_server 2001:db8:18::{n} 80 {{\n lb_algo rr\n lb_kind {kind}\n{pool} real_server 2001:db8:20::1 80\n real_server 2001:db8:20::2 80\n}}\n"
+            "virtual_server 2001:db8:18::{n} 80 {{\n lb_algo rr\n lb_kind {kind}\n protocol TCP\n{pool} real_server 2001:db8:20::1 80 {{}}\n real_server 2001:db8:20::2 80 {{}}\n}}\n"
         );
     }
     balancer.apply_config(&config)?;

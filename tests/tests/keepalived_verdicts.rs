@@ -1,0 +1,115 @@
+//! `lbd -t` against keepalived itself: in a network namespace with `lo`, `eth0` and `eth1`
+//! (the interfaces the corpus names), run `keepalived -t` (Debian's 2.2.7) and `lbd -t` on
+//! every file of the configuration corpus. keepalived's exit status must be the one
+//! recorded in `lb-config/tests/corpus/keepalived-verdicts.txt` (so the record, which the
+//! unprivileged corpus test uses, is current), and lbd must pass exactly the files
+//! keepalived passes, except those the record says lbd differs on. Needs root and
+//! keepalived (`cargo xtask setup` installs it).
+
+use std::{
+    os::unix::process::ExitStatusExt,
+    path::{Path, PathBuf},
+    process::{Command, ExitStatus, Stdio},
+    time::{Duration, Instant},
+};
+
+use lb_tests::{lbd, netns::Netns, privilege::require_root};
+
+const KEEPALIVED: &str = "/usr/sbin/keepalived";
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../lb-config/tests/corpus")
+}
+
+/// The record: file, keepalived's exit status, whether lbd is recorded as differing.
+fn record() -> Vec<(String, i32, bool)> {
+    std::fs::read_to_string(corpus_dir().join("keepalived-verdicts.txt"))
+        .expect("keepalived-verdicts.txt")
+        .lines()
+        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .map(|line| {
+            let words: Vec<&str> = line.splitn(3, ' ').collect();
+            let code = words[1].parse().expect("exit status");
+            (words[0].to_owned(), code, words.len() == 3)
+        })
+        .collect()
+}
+
+/// Run `command` with a time limit; its exit status as a shell shows it (128 + signal).
+fn exit_code(mut command: Command) -> i32 {
+    let mut child = command
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status: ExitStatus = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{command:?} did not finish within 20 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .expect("exit status or signal")
+}
+
+#[test]
+fn lbd_and_keepalived_give_the_recorded_verdicts() {
+    if !require_root("lbd_and_keepalived_give_the_recorded_verdicts") {
+        return;
+    }
+    if !Path::new(KEEPALIVED).exists() {
+        let reason = "keepalived is not installed (`cargo xtask setup` installs it)";
+        assert!(std::env::var_os("CI").is_none(), "{reason}");
+        eprintln!("SKIPPED lbd_and_keepalived_give_the_recorded_verdicts: {reason}");
+        return;
+    }
+    let ns = Netns::create("lbt-kav").expect("netns");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "eth1",
+    ])
+    .expect("veth");
+    for interface in ["eth0", "eth1"] {
+        ns.ip(&["link", "set", interface, "up"]).expect("up");
+    }
+    let lbd = lbd::binary().expect("lbd");
+    let mut wrong = Vec::new();
+    for (file, recorded, differs) in record() {
+        let path = corpus_dir().join(&file);
+        let run = |program: &Path| {
+            let mut command = ns.command(program).expect("command");
+            command
+                .current_dir(corpus_dir())
+                .arg("-t")
+                .arg("-f")
+                .arg(&path)
+                .args(["-i", "corpus"]);
+            exit_code(command)
+        };
+        let keepalived = run(Path::new(KEEPALIVED));
+        let lbd = run(&lbd);
+        if keepalived != recorded {
+            wrong.push(format!(
+                "{file}: keepalived exits {keepalived}, the record says {recorded}"
+            ));
+        }
+        if (lbd == 0) != (keepalived == 0) && !differs {
+            wrong.push(format!(
+                "{file}: keepalived exits {keepalived}, lbd exits {lbd}"
+            ));
+        }
+        if (lbd == 0) == (keepalived == 0) && differs {
+            wrong.push(format!(
+                "{file}: recorded as differing, but lbd (exit {lbd}) agrees with keepalived (exit {keepalived})"
+            ));
+        }
+    }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
