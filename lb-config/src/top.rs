@@ -3,7 +3,7 @@
 //! wherever they are written), and the checks across blocks. A `virtual_server group`
 //! becomes one service per member of its group, as IPVS has one per member.
 
-use std::collections::HashSet;
+use std::{collections::HashSet, net::IpAddr};
 
 use super::{
     Diagnostic, Interfaces, Options,
@@ -38,11 +38,16 @@ pub fn build_config(
         Interfaces::Given(names) => Some(names.contains(name)),
         Interfaces::Kernel => Some(interface_exists_here(name)),
     };
+    let address_on = |interface: &str, addr: IpAddr| match &options.interfaces {
+        Interfaces::Kernel if !interface.is_empty() => Some(address_on_here(interface, addr)),
+        _ => None,
+    };
     let context = VrrpContext {
         version: globals.vrrp_version,
         strict: globals.vrrp_strict,
         dynamic_interfaces: globals.dynamic_interfaces,
         interface_exists: &interface_exists,
+        address_on: &address_on,
     };
     let mut seen = HashSet::new();
     let mut instances = Vec::new();
@@ -117,4 +122,84 @@ fn interface_exists_here(name: &str) -> bool {
     };
     // SAFETY: a valid NUL-terminated string.
     unsafe { libc::if_nametoindex(name.as_ptr()) != 0 }
+}
+
+/// Whether `addr` is assigned to the interface `name` of this machine.
+fn address_on_here(name: &str, addr: IpAddr) -> bool {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list head to `list` on success; freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return false;
+    }
+    let mut found = false;
+    let mut entry = list;
+    while !entry.is_null() {
+        // SAFETY: `entry` is a node of the list getifaddrs returned, not yet freed.
+        let node = unsafe { &*entry };
+        entry = node.ifa_next;
+        if node.ifa_addr.is_null() || node.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: a NUL-terminated name owned by the list.
+        let interface = unsafe { std::ffi::CStr::from_ptr(node.ifa_name) };
+        if interface.to_bytes() != name.as_bytes() {
+            continue;
+        }
+        // SAFETY: ifa_addr points to a sockaddr whose family says its full type.
+        let here = unsafe {
+            match i32::from((*node.ifa_addr).sa_family) {
+                libc::AF_INET => {
+                    let sin = &*(node.ifa_addr as *const libc::sockaddr_in);
+                    Some(IpAddr::from(
+                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
+                    ))
+                }
+                libc::AF_INET6 => {
+                    let sin6 = &*(node.ifa_addr as *const libc::sockaddr_in6);
+                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
+                }
+                _ => None,
+            }
+        };
+        found |= here == Some(addr);
+    }
+    // SAFETY: the list getifaddrs returned, freed once.
+    unsafe { libc::freeifaddrs(list) };
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use crate::{Interfaces, Options, parse_with};
+
+    /// Warnings of `text` read against this machine's interfaces.
+    fn warnings_here(text: &str) -> Vec<String> {
+        let options = Options {
+            config_id: "t".into(),
+            strict: false,
+            interfaces: Interfaces::Kernel,
+            follow_includes: false,
+        };
+        let loaded = parse_with(text, Path::new("k.conf"), &options).expect("valid");
+        loaded.warnings.iter().map(|w| w.message.clone()).collect()
+    }
+
+    #[test]
+    fn priority_255_is_checked_against_the_addresses_here() {
+        let instance = |vip: &str| {
+            format!(
+                "vrrp_instance VI_1 {{\n interface lo\n virtual_router_id 9\n priority 255\n virtual_ipaddress {{\n  {vip}\n }}\n}}\n"
+            )
+        };
+        // Every machine has 127.0.0.1 on lo: the owner.
+        assert!(warnings_here(&instance("127.0.0.1")).is_empty());
+        assert_eq!(
+            warnings_here(&instance("192.0.2.77")),
+            [
+                "vrrp_instance VI_1: priority 255 is for the address owner, but 192.0.2.77 is not on lo here"
+            ]
+        );
+    }
 }

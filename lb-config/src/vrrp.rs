@@ -37,6 +37,8 @@ pub struct VrrpContext<'a> {
     pub dynamic_interfaces: bool,
     /// Whether an interface exists here (`None`: not checked).
     pub interface_exists: &'a dyn Fn(&str) -> Option<bool>,
+    /// Whether an address is assigned to an interface here (`None`: not checked).
+    pub address_on: &'a dyn Fn(&str, IpAddr) -> Option<bool>,
 }
 
 /// `vrrp_script NAME { ... }`.
@@ -322,6 +324,27 @@ pub fn vrrp_instance(
     // keepalived: the address owner starts as MASTER whatever `state` says.
     if instance.priority == OWNER_PRIORITY {
         instance.initial_state = InitialState::Master;
+    }
+    // Priority 255 says "I own the addresses" (RFC 5798 section 5.2.4): it preempts at
+    // once, whatever the other routers say. Written on a router that does not hold them,
+    // it is a mistake.
+    if priority == Some(OWNER_PRIORITY) {
+        let missing: Vec<String> = instance
+            .virtual_ipaddress
+            .iter()
+            .filter(|vip| (context.address_on)(&instance.interface, vip.addr) == Some(false))
+            .map(|vip| vip.addr.to_string())
+            .collect();
+        if !missing.is_empty() {
+            diagnostics.push(Diagnostic::warning(
+                location,
+                format!(
+                    "vrrp_instance {name}: priority 255 is for the address owner, but {} is not on {} here",
+                    missing.join(", "),
+                    instance.interface
+                ),
+            ));
+        }
     }
     let ipv6 = instance
         .virtual_ipaddress
