@@ -1,6 +1,6 @@
-//! The controller: holds the running configuration and keeps the data plane equal to the
-//! desired state derived from it. Health checks and VRRP will feed in here; today every
-//! configured real takes part with its configured weight.
+//! The controller: holds the running configuration and the health checks' overlay on it
+//! (dead reals out or at weight 0, dynamic weights, sorry servers), and keeps the data
+//! plane equal to the desired state derived from both. VRRP will feed in here too.
 //!
 //! A configuration is adopted only once the data plane accepted it: if applying a new one
 //! fails, the previous one is applied again and stays the running configuration. A failed
@@ -10,6 +10,7 @@
 use lb_common::conn::Timeouts;
 
 use crate::{
+    check::health::{Overlay, RealKey},
     dataplane::{
         ApplyReport, Dataplane, DataplaneError, DesiredState, RealSpec, ServiceSpec, SweepReport,
         diff,
@@ -20,6 +21,7 @@ use crate::{
 pub struct Controller<D> {
     dataplane: D,
     running: Config,
+    overlay: Overlay,
     /// Whether `running` was ever applied.
     applied: bool,
 }
@@ -30,6 +32,7 @@ impl<D: Dataplane> Controller<D> {
         Self {
             dataplane,
             running: Config::default(),
+            overlay: Overlay::default(),
             applied: false,
         }
     }
@@ -38,11 +41,22 @@ impl<D: Dataplane> Controller<D> {
     /// desired state. The report lists the updates from the running configuration
     /// (`diff`), for the log.
     pub fn apply(&mut self, config: Config) -> Result<ApplyReport, DataplaneError> {
-        let desired = desired_state(&config);
+        self.apply_with(config, Overlay::default())
+    }
+
+    /// As `apply`, with the health checks' `overlay` for `config`.
+    pub fn apply_with(
+        &mut self,
+        config: Config,
+        overlay: Overlay,
+    ) -> Result<ApplyReport, DataplaneError> {
+        let desired = desired_state_with(&config, &overlay);
         match self.dataplane.apply(&desired) {
             Ok(mut report) => {
-                report.changes = diff::changes(&desired_state(&self.running), &desired);
+                report.changes =
+                    diff::changes(&desired_state_with(&self.running, &self.overlay), &desired);
                 self.running = config;
+                self.overlay = overlay;
                 self.applied = true;
                 Ok(report)
             }
@@ -50,7 +64,10 @@ impl<D: Dataplane> Controller<D> {
             Err(error) => {
                 // Put back what was serving; a failure here leaves the data plane as the
                 // failed attempt left it, and the original error is what matters.
-                if let Err(restore) = self.dataplane.apply(&desired_state(&self.running)) {
+                if let Err(restore) = self
+                    .dataplane
+                    .apply(&desired_state_with(&self.running, &self.overlay))
+                {
                     tracing::error!(%restore, "restoring the previous configuration failed");
                 }
                 Err(error)
@@ -58,9 +75,16 @@ impl<D: Dataplane> Controller<D> {
         }
     }
 
+    /// Keep the running configuration with a new health `overlay` (a checker's verdict
+    /// changed). The report lists the updates.
+    pub fn set_overlay(&mut self, overlay: Overlay) -> Result<ApplyReport, DataplaneError> {
+        self.apply_with(self.running.clone(), overlay)
+    }
+
     /// Apply the running configuration again (next hops are resolved anew).
     pub fn refresh(&mut self) -> Result<ApplyReport, DataplaneError> {
-        self.dataplane.apply(&desired_state(&self.running))
+        self.dataplane
+            .apply(&desired_state_with(&self.running, &self.overlay))
     }
 
     /// Remove timed-out flows and recount connections (see `Dataplane::sweep`).
@@ -81,20 +105,26 @@ impl<D: Dataplane> Controller<D> {
     }
 }
 
-/// What the data plane should carry for `config`.
+/// What the data plane should carry for `config` with every real healthy.
 pub fn desired_state(config: &Config) -> DesiredState {
+    desired_state_with(config, &Overlay::default())
+}
+
+/// What the data plane should carry for `config` with the health checks' `overlay`.
+pub fn desired_state_with(config: &Config, overlay: &Overlay) -> DesiredState {
     let t = config.lvs_timeouts;
     DesiredState {
-        services: services(config),
+        services: services(config, overlay),
         timeouts: Timeouts::with_set(t.tcp, t.tcpfin, t.udp),
     }
 }
 
-fn services(config: &Config) -> Vec<ServiceSpec> {
+fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
     config
         .virtual_servers
         .iter()
-        .map(|vs| ServiceSpec {
+        .map(|vs| (vs, crate::check::health::service_id(vs)))
+        .map(|(vs, id)| ServiceSpec {
             addr: vs.addr,
             port: vs.port,
             protocol: vs.protocol,
@@ -113,11 +143,29 @@ fn services(config: &Config) -> Vec<ServiceSpec> {
             reals: vs
                 .reals
                 .iter()
-                .map(|real| RealSpec {
-                    addr: real.addr,
-                    port: real.port,
-                    weight: real.weight,
+                .filter_map(|real| {
+                    let key = RealKey {
+                        service: id,
+                        addr: real.addr,
+                        port: real.port,
+                    };
+                    let weight = overlay
+                        .reals
+                        .get(&key)
+                        .copied()
+                        .unwrap_or(Some(real.weight))?;
+                    Some(RealSpec {
+                        addr: real.addr,
+                        port: real.port,
+                        weight,
+                    })
                 })
+                // The sorry server, unless it is one of the reals (keepalived then uses
+                // the real).
+                .chain(overlay.sorry.get(&id).and_then(|&(addr, port, weight)| {
+                    (!vs.reals.iter().any(|r| r.addr == addr && r.port == port))
+                        .then_some(RealSpec { addr, port, weight })
+                }))
                 .collect(),
         })
         .collect()

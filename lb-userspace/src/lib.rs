@@ -1,10 +1,12 @@
 //! The userspace half of the load balancer: the controller that turns the configuration's
 //! model (`config`, `model`: the lb-config crate) into the data plane's desired state, and
-//! the data-plane backends. The `lbd` binary runs them.
+//! the data-plane backends, and the health checkers that change what the services carry.
+//! The `lbd` binary runs them.
 
 pub use lb_config as config;
 pub use lb_config::model;
 
+pub mod check;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;

@@ -16,6 +16,7 @@
 //!   under `/sys/fs/bpf/<prefix>-links/`, so it survives `lab --keep`.
 
 use std::{
+    collections::BTreeMap,
     io::{BufRead, BufReader},
     net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
     path::{Path, PathBuf},
@@ -98,8 +99,8 @@ pub struct Real {
 pub struct Topology {
     prefix: String,
     setup: RealSetup,
-    /// Server processes; killed first on drop.
-    servers: Vec<Child>,
+    /// Server processes by the name they answer with; killed first on drop.
+    servers: Vec<(String, Child)>,
     pub reals: Vec<Real>,
     pub client: Netns,
     pub director: Netns,
@@ -263,21 +264,48 @@ impl Topology {
     /// serve`). The echo service answers on the real's addresses, and with DR and TUN on
     /// the VIPs too.
     pub fn start_http_servers(&mut self, lab: &Path) -> anyhow::Result<()> {
-        for real in &self.reals[self.servers.len()..] {
+        for real in &self.reals {
+            if self.servers.iter().any(|(name, _)| *name == real.name) {
+                continue;
+            }
             let mut echo: Vec<IpAddr> = vec![real.addr.into(), real.addr6.into()];
             if self.setup == RealSetup::Direct {
                 echo.extend([IpAddr::from(VIP), IpAddr::from(VIP6)]);
             }
             let child = spawn_server(lab, &real.ns, &real.name, HTTP_PORT, &echo)?;
-            self.servers.push(child);
+            self.servers.push((real.name.clone(), child));
         }
         Ok(())
+    }
+
+    /// `count` HTTP requests through the VIP, each on a new connection from the client:
+    /// the answers per real.
+    pub fn spread(&self, count: usize) -> anyhow::Result<BTreeMap<String, usize>> {
+        self.client.run(move || {
+            let mut answers = BTreeMap::new();
+            for _ in 0..count {
+                *answers.entry(crate::http::get(vip_http())?).or_insert(0) += 1;
+            }
+            Ok(answers)
+        })
+    }
+
+    /// Stop the servers of real `name` (`start_http_servers` starts them again).
+    pub fn stop_http_server(&mut self, name: &str) {
+        self.servers.retain_mut(|(server, child)| {
+            if server != name {
+                return true;
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+            false
+        });
     }
 
     /// Start a server named `name` on `port` in the director (its own, non-VIP service).
     pub fn start_director_server(&mut self, lab: &Path, port: u16) -> anyhow::Result<()> {
         let child = spawn_server(lab, &self.director, "director", port, &[])?;
-        self.servers.push(child);
+        self.servers.push(("director".into(), child));
         Ok(())
     }
 
@@ -385,7 +413,7 @@ impl Topology {
 
 impl Drop for Topology {
     fn drop(&mut self) {
-        for child in &mut self.servers {
+        for (_, child) in &mut self.servers {
             let _ = child.kill();
             let _ = child.wait();
         }

@@ -63,15 +63,7 @@ fn reconfigure(lab: &Topology, lbd: &mut Lbd, config: &Path, set: &[(&str, u32)]
 
 /// `count` requests, each on a new connection from the client; answers per real.
 fn spread(lab: &Topology, count: usize) -> BTreeMap<String, usize> {
-    lab.client
-        .run(move || {
-            let mut answers = BTreeMap::new();
-            for _ in 0..count {
-                *answers.entry(http::get(vip_http())?).or_insert(0) += 1;
-            }
-            Ok(answers)
-        })
-        .expect("requests through the VIP")
+    lab.spread(count).expect("requests through the VIP")
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context as _;
 use clap::Parser;
 use lb_userspace::{
+    check::supervisor::Checks,
     config,
     controller::Controller,
     daemon::{self, PidFiles},
@@ -313,7 +314,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|vs| vs.reals.len())
         .sum();
-    let mut last_report = controller.apply(loaded.config)?;
+    let mut checks = Checks::start(&loaded.config);
+    let mut last_report = controller.apply_with(loaded.config, checks.overlay())?;
     log_report(&last_report, &ApplyReport::default());
     // The interfaces asked for, else those of the VRRP instances (where the VIPs are) and
     // those the reals are reached through.
@@ -405,7 +407,20 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
-            _ = hangup.recv() => reload(&args, &mut controller, &mut last_report),
+            _ = hangup.recv() => reload(&args, &mut controller, &mut checks, &mut last_report),
+            report = checks.next() => {
+                checks.record(report);
+                match controller.set_overlay(checks.overlay()) {
+                    Ok(report) => {
+                        for change in &report.changes {
+                            info!("health: {change}");
+                        }
+                        log_report(&report, &last_report);
+                        last_report = report;
+                    }
+                    Err(e) => error!("applying a health change failed: {e}"),
+                }
+            }
             _ = refresh.tick() => refresh_now(&mut controller, &mut last_report),
             _ = sweep.tick() => match controller.sweep() {
                 Ok(report) if report.expired > 0 => debug!(
@@ -578,6 +593,7 @@ fn tun_vips(config: &Config) -> Vec<std::net::IpAddr> {
 fn reload(
     args: &Args,
     controller: &mut Controller<XdpDataplane<KernelNextHops>>,
+    checks: &mut Checks,
     last_report: &mut ApplyReport,
 ) {
     info!("SIGHUP: reloading {}", args.config.display());
@@ -592,8 +608,10 @@ fn reload(
     for warning in nat_forwarding_warnings(&loaded.config) {
         warn!("{warning}");
     }
-    match controller.apply(loaded.config) {
+    let health = checks.health_for(controller.running(), &loaded.config);
+    match controller.apply_with(loaded.config, health.overlay()) {
         Ok(report) => {
+            checks.adopt(controller.running(), health);
             for change in &report.changes {
                 info!("reload: {change}");
             }

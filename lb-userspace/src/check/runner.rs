@@ -1,0 +1,179 @@
+//! The checker tasks: one tokio task per checker of each real, probing on its own schedule
+//! (`schedule`) and reporting verdict changes on a channel. The first check waits a random
+//! part of `warmup` (without one, of a second) so that checks do not all start together;
+//! at most `MAX_CONCURRENT_PROBES` probes run at once. A reload keeps the task of every
+//! checker whose configuration did not change.
+
+use std::{
+    collections::BTreeMap,
+    hash::{BuildHasher, Hasher},
+    sync::Arc,
+    time::Duration,
+};
+
+use tokio::{
+    sync::{Semaphore, mpsc},
+    task::JoinHandle,
+};
+
+use super::{
+    health::{Health, RealKey, service_id},
+    probe::probe,
+    schedule::{CheckerState, Outcome, Timing, Verdict},
+};
+use crate::model::{Config, check::Checker};
+
+/// Probes in flight at once, whatever the number of checkers.
+pub const MAX_CONCURRENT_PROBES: usize = 512;
+
+/// A checker's verdict changed.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub real: RealKey,
+    /// Which of the real's checkers.
+    pub index: usize,
+    pub verdict: Verdict,
+}
+
+pub struct Runner {
+    tasks: BTreeMap<(RealKey, usize), (Checker, JoinHandle<()>)>,
+    reports: mpsc::UnboundedSender<Report>,
+    permits: Arc<Semaphore>,
+}
+
+impl Runner {
+    /// A runner with no checkers; verdict changes go to `reports`.
+    pub fn new(reports: mpsc::UnboundedSender<Report>) -> Self {
+        Self {
+            tasks: BTreeMap::new(),
+            reports,
+            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+        }
+    }
+
+    /// Run the checkers of `config`, starting each new one in the state `health` gives it.
+    /// Must run inside a tokio runtime.
+    pub fn update(&mut self, config: &Config, health: &Health) {
+        let mut wanted = BTreeMap::new();
+        for vs in &config.virtual_servers {
+            for real in &vs.reals {
+                let key = RealKey {
+                    service: service_id(vs),
+                    addr: real.addr,
+                    port: real.port,
+                };
+                for (index, checker) in real.checkers.iter().enumerate() {
+                    wanted.insert((key, index), checker.clone());
+                }
+            }
+        }
+        self.tasks.retain(|id, (checker, task)| {
+            let keep = wanted.get(id) == Some(checker);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (id, checker) in wanted {
+            if self.tasks.contains_key(&id) {
+                continue;
+            }
+            let up = health.checker_up(&id.0, id.1).unwrap_or(true);
+            let task = tokio::spawn(run_checker(
+                id.0,
+                id.1,
+                checker.clone(),
+                up,
+                self.reports.clone(),
+                self.permits.clone(),
+            ));
+            self.tasks.insert(id, (checker, task));
+        }
+    }
+
+    /// How many checkers run.
+    pub fn len(&self) -> usize {
+        self.tasks.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.tasks.is_empty()
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        for (_, task) in self.tasks.values() {
+            task.abort();
+        }
+    }
+}
+
+/// A random duration in `[0, limit)`.
+fn jitter(limit: Duration) -> Duration {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(limit.as_nanos());
+    let fraction = (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64;
+    limit.mul_f64(fraction)
+}
+
+async fn run_checker(
+    real: RealKey,
+    index: usize,
+    checker: Checker,
+    up: bool,
+    reports: mpsc::UnboundedSender<Report>,
+    permits: Arc<Semaphore>,
+) {
+    let timing = Timing {
+        delay_loop: checker.delay_loop,
+        retry: checker.retry,
+        delay_before_retry: checker.delay_before_retry,
+    };
+    let mut state = CheckerState::new(timing, up);
+    tokio::time::sleep(jitter(checker.warmup.unwrap_or(Duration::from_secs(1)))).await;
+    loop {
+        let outcome = {
+            let Ok(_permit) = permits.acquire().await else {
+                return;
+            };
+            probe(&checker, (real.addr, real.port)).await
+        };
+        if let Outcome::Down { reason } = &outcome
+            && (checker.log_all_failures || state.is_up())
+        {
+            tracing::debug!(
+                "check of real {} {} of {}: {reason}",
+                real.addr,
+                real.port,
+                real.service
+            );
+        }
+        let (verdict, wait) = state.record(outcome);
+        if let Some(verdict) = verdict
+            && reports
+                .send(Report {
+                    real,
+                    index,
+                    verdict,
+                })
+                .is_err()
+        {
+            return;
+        }
+        tokio::time::sleep(wait).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_below_its_limit_and_varies() {
+        let limit = Duration::from_secs(1);
+        let draws: Vec<Duration> = (0..64).map(|_| jitter(limit)).collect();
+        assert!(draws.iter().all(|d| *d < limit));
+        assert!(draws.iter().any(|d| *d != draws[0]));
+    }
+}

@@ -1,0 +1,116 @@
+//! The checkers as lbd runs them: the health state, the tasks, and the channel between
+//! them. lbd waits on `next`, hands each report to `record` and applies the new overlay;
+//! on reload it asks for the health of the new configuration (`health_for`) and, once the
+//! data plane took it, `adopt`s it.
+
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tracing::{info, warn};
+
+use super::{
+    health::{Health, Overlay, Script},
+    runner::{Report, Runner},
+    schedule::Verdict,
+};
+use crate::model::Config;
+
+/// How long a notify or quorum script may run.
+pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Checks {
+    health: Health,
+    runner: Runner,
+    reports: mpsc::UnboundedReceiver<Report>,
+}
+
+impl Checks {
+    /// The checkers of `config`, started (inside a tokio runtime).
+    pub fn start(config: &Config) -> Self {
+        let (sender, reports) = mpsc::unbounded_channel();
+        let health = Health::new(config, None);
+        let mut runner = Runner::new(sender);
+        runner.update(config, &health);
+        if !runner.is_empty() {
+            info!("health checks: {} checker(s) running", runner.len());
+        }
+        Self {
+            health,
+            runner,
+            reports,
+        }
+    }
+
+    pub fn overlay(&self) -> Overlay {
+        self.health.overlay()
+    }
+
+    /// The next verdict change.
+    pub async fn next(&mut self) -> Report {
+        match self.reports.recv().await {
+            Some(report) => report,
+            // The runner holds a sender for as long as `self` lives.
+            None => std::future::pending().await,
+        }
+    }
+
+    /// Take `report`: logs it and starts the scripts it calls for; `overlay` then says
+    /// what the services carry.
+    pub fn record(&mut self, report: Report) {
+        let Report {
+            real,
+            index,
+            verdict,
+        } = report;
+        let before = self.health.alive(&real);
+        match &verdict {
+            Verdict::Down { reason } => info!(
+                "check {index} of real {} {} of {} failed: {reason}",
+                real.addr, real.port, real.service
+            ),
+            Verdict::Up { .. } => info!(
+                "check {index} of real {} {} of {} passes",
+                real.addr, real.port, real.service
+            ),
+            Verdict::Weight(weight) => info!(
+                "check {index} of real {} {} of {} sets weight {weight}",
+                real.addr, real.port, real.service
+            ),
+        }
+        let scripts = self.health.record(real, index, verdict);
+        let after = self.health.alive(&real);
+        if before != after {
+            let state = if after == Some(true) { "UP" } else { "DOWN" };
+            info!(
+                "real {} {} of {} is {state}",
+                real.addr, real.port, real.service
+            );
+        }
+        run_scripts(scripts);
+    }
+
+    /// The health of `new` (replacing `old`), keeping the state of unchanged checkers.
+    pub fn health_for(&self, old: &Config, new: &Config) -> Health {
+        Health::new(new, Some((&self.health, old)))
+    }
+
+    /// `config` (with `health`) is now running: restart the checkers that changed.
+    pub fn adopt(&mut self, config: &Config, health: Health) {
+        self.health = health;
+        self.runner.update(config, &self.health);
+    }
+}
+
+/// Start `scripts` in the background; their results are logged.
+pub fn run_scripts(scripts: Vec<Script>) {
+    for script in scripts {
+        tokio::spawn(async move {
+            info!("running `{}` ({})", script.command, script.why);
+            match super::script::run(&script.command, SCRIPT_TIMEOUT).await {
+                Ok(0) => {}
+                Ok(code) => warn!("`{}` exited with {code}", script.command),
+                Err(reason) => warn!("{reason}"),
+            }
+        });
+    }
+}
