@@ -1,0 +1,111 @@
+//! The probes: one check of one real by one checker, as keepalived does it. TCP_CHECK
+//! connects; HTTP_GET and SSL_GET (`http`, `tls`) check the status and body of every
+//! `url`; SMTP_CHECK (`smtp`) greets the server; DNS_CHECK (`dns`) asks a question;
+//! UDP_CHECK (`udp`) sends a datagram; PING_CHECK (`ping`) sends an ICMP echo;
+//! MISC_CHECK runs a command (exit 0 up, 1 down, 2..=255 up, with weight code - 2 under
+//! `misc_dynamic`). FILE_CHECK is not built yet and says so as its outcome (down), so a
+//! configuration using it is never silently trusted.
+
+mod dns;
+mod http;
+mod ping;
+mod smtp;
+mod tls;
+mod udp;
+
+use std::{
+    hash::{BuildHasher, Hasher},
+    net::{IpAddr, SocketAddr},
+    time::Duration,
+};
+
+use tokio::{
+    net::{TcpSocket, TcpStream},
+    time::timeout,
+};
+
+use super::{schedule::Outcome, script};
+use crate::model::check::{CheckKind, Checker, MiscCheck};
+
+/// Check `real` (its address and port) with `checker`.
+pub async fn probe(checker: &Checker, real: (IpAddr, u16)) -> Outcome {
+    let target = SocketAddr::new(
+        checker.connect_ip.unwrap_or(real.0),
+        checker.connect_port.unwrap_or(real.1),
+    );
+    let limit = checker.connect_timeout;
+    let result = match &checker.kind {
+        CheckKind::Tcp => connect(checker, target).await.map(drop),
+        CheckKind::Http(check) => http::http_get(checker, check, target).await,
+        CheckKind::Smtp { helo_name } => match connect(checker, target).await {
+            Ok(stream) => smtp::smtp_check(stream, helo_name, limit).await,
+            Err(reason) => Err(reason),
+        },
+        CheckKind::Dns { query_type, name } => {
+            dns::dns_check(target, name, query_type, limit).await
+        }
+        CheckKind::Udp(check) => udp::udp_check(target, check, limit).await,
+        CheckKind::Ping => ping::ping_check(target.ip(), limit).await,
+        CheckKind::Misc(misc) => return misc_check(misc, checker.delay_loop).await,
+        CheckKind::File { .. } => Err("FILE_CHECK is not built yet".into()),
+    };
+    match result {
+        Ok(()) => Outcome::Up { weight: None },
+        Err(reason) => Outcome::Down { reason },
+    }
+}
+
+/// A random 16-bit value (query ids, echo ids).
+fn random_u16() -> u16 {
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(0);
+    hasher.finish() as u16
+}
+
+/// A TCP connection to `target` within `connect_timeout`, from `bindto`:`bind_port`.
+async fn connect(checker: &Checker, target: SocketAddr) -> Result<TcpStream, String> {
+    let socket = if target.is_ipv4() {
+        TcpSocket::new_v4()
+    } else {
+        TcpSocket::new_v6()
+    }
+    .map_err(|e| format!("socket: {e}"))?;
+    if checker.bindto.is_some() || checker.bind_port.is_some() {
+        let unspecified = if target.is_ipv4() {
+            IpAddr::from([0u8; 4])
+        } else {
+            IpAddr::from([0u8; 16])
+        };
+        let local = SocketAddr::new(
+            checker.bindto.unwrap_or(unspecified),
+            checker.bind_port.unwrap_or(0),
+        );
+        socket
+            .bind(local)
+            .map_err(|e| format!("bind {local}: {e}"))?;
+    }
+    match timeout(checker.connect_timeout, socket.connect(target)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!("connect {target}: {e}")),
+        Err(_) => Err(format!(
+            "connect {target}: no answer within {:?}",
+            checker.connect_timeout
+        )),
+    }
+}
+
+/// MISC_CHECK: the command's exit code is the verdict.
+async fn misc_check(misc: &MiscCheck, delay_loop: Duration) -> Outcome {
+    let limit = misc.timeout.unwrap_or(delay_loop);
+    match script::run(&misc.path, limit).await {
+        Ok(0) => Outcome::Up { weight: None },
+        Ok(1) => Outcome::Down {
+            reason: format!("`{}` exited with 1", misc.path),
+        },
+        Ok(code @ 2..=255) if misc.dynamic => Outcome::Up {
+            weight: Some(u32::from(code) - 2),
+        },
+        Ok(_) => Outcome::Up { weight: None },
+        Err(reason) => Outcome::Down { reason },
+    }
+}
