@@ -97,6 +97,21 @@ impl Netns {
         .map_err(|_| anyhow::anyhow!("thread in namespace panicked"))?
     }
 
+    /// Start `f` on a thread inside this namespace and return at once.
+    pub fn spawn<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> anyhow::Result<T> + Send + 'static,
+    ) -> anyhow::Result<thread::JoinHandle<anyhow::Result<T>>> {
+        let file = self.file()?;
+        Ok(thread::spawn(move || {
+            // SAFETY: plain syscall on a valid fd; affects only this new thread.
+            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error()).context("setns");
+            }
+            f()
+        }))
+    }
+
     fn file(&self) -> anyhow::Result<File> {
         open(&self.name)
     }

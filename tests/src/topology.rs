@@ -198,6 +198,11 @@ impl Topology {
     }
 
     /// Where this run keeps its files (config, logs); removed with the topology.
+    /// The prefix of this lab's namespaces and files.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
     pub fn scratch_dir(&self) -> PathBuf {
         scratch_dir(&self.prefix)
     }

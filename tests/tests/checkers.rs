@@ -8,7 +8,17 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{lbd::Lbd, privilege::require_root, topology::Topology};
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use lb_tests::{
+    http,
+    lbd::Lbd,
+    privilege::require_root,
+    topology::{Topology, vip_http},
+};
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
 
@@ -17,17 +27,30 @@ const TIMING: &str = "connect_timeout 1\n            delay_loop 0.5\n           
 
 /// The lab with `reals` reals and lbd checking each with `checker` (a checker block).
 fn start(prefix: &str, reals: usize, checker: &str) -> (Topology, Lbd) {
-    let mut lab = Topology::create(prefix, reals).expect("topology");
+    let lab = Topology::create(prefix, reals).expect("topology");
+    let names: Vec<String> = lab.reals.iter().map(|r| r.name.clone()).collect();
+    start_with(lab, &names, &[], &format!("{checker}\n"))
+}
+
+/// lbd on `lab` (its servers started) balancing over `reals` with `keywords` in the
+/// virtual server and `in_real` in each real.
+fn start_with(
+    mut lab: Topology,
+    reals: &[String],
+    keywords: &[&str],
+    in_real: &str,
+) -> (Topology, Lbd) {
     lab.start_http_servers(Path::new(LAB))
         .expect("HTTP servers");
-    let names: Vec<String> = lab.reals.iter().map(|r| r.name.clone()).collect();
-    let weighted: Vec<(&str, u32)> = names.iter().map(|n| (n.as_str(), 1)).collect();
+    let weighted: Vec<(&str, u32)> = reals.iter().map(|n| (n.as_str(), 1)).collect();
+    let prefix = lab.prefix().to_owned();
     let config = lab
-        .keepalived_conf_with("rr", "DR", &[], &weighted)
+        .keepalived_conf_with("rr", "DR", keywords, &weighted)
         .replace(
             "        weight 1\n    }",
-            &format!("        weight 1\n        {checker}\n    }}"),
+            &format!("        weight 1\n        {in_real}    }}"),
         );
+    let prefix = prefix.as_str();
     let dir = lab.scratch_dir();
     let path = dir.join("keepalived.conf");
     std::fs::write(&path, config).expect("write config");
@@ -52,13 +75,42 @@ fn a_failed_real_takes_no_new_connections_and_returns(prefix: &str, checker: &st
     let all = lab.spread(12).expect("requests");
     assert_eq!(all.len(), 3, "{all:?}");
 
+    // A client asking all along, one new connection at a time.
+    let stop = Arc::new(AtomicBool::new(false));
+    let asking = stop.clone();
+    let client = lab
+        .client
+        .spawn(move || {
+            let mut answers = Vec::new();
+            while !asking.load(Ordering::Relaxed) {
+                answers.push((
+                    Instant::now(),
+                    http::get(vip_http()).map_err(|e| e.to_string()),
+                ));
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Ok(answers)
+        })
+        .expect("client");
+
     let stopped = lab.reals[1].name.clone();
-    let down_needle = format!("real {} 80 of", lab.reals[1].addr);
+    let addr = lab.reals[1].addr;
+    let down_needle = format!("real {addr} 80 of");
     let began = Instant::now();
     lab.stop_http_server(&stopped);
     lbd.wait_for("is DOWN", 1, Duration::from_secs(10))
         .expect("failure detected");
     let detection = began.elapsed();
+    // The data plane follows right after the verdict: wait for that, not the verdict.
+    lbd.wait_for(
+        &format!("health: remove real {addr} 80"),
+        1,
+        Duration::from_secs(5),
+    )
+    .expect("real out");
+    let out_at = Instant::now();
+    // Traffic goes on for a while with the real out.
+    std::thread::sleep(Duration::from_millis(500));
     assert!(
         lbd.log()
             .iter()
@@ -73,11 +125,42 @@ fn a_failed_real_takes_no_new_connections_and_returns(prefix: &str, checker: &st
     assert!(!after.contains_key(&stopped), "{after:?}");
     assert_eq!(after.values().sum::<usize>(), 12);
 
+    let restart_at = Instant::now();
     lab.start_http_servers(Path::new(LAB)).expect("restart");
     lbd.wait_for("is UP", 1, Duration::from_secs(10))
         .expect("recovery detected");
+    lbd.wait_for(
+        &format!("health: add real {addr} 80"),
+        1,
+        Duration::from_secs(5),
+    )
+    .expect("real back in");
     let back = lab.spread(12).expect("requests");
     assert!(back.contains_key(&stopped), "{back:?}");
+
+    // While the real was out, every request was answered, by the others only.
+    stop.store(true, Ordering::Relaxed);
+    let answers = client.join().expect("client thread").expect("client");
+    let while_out: Vec<_> = answers
+        .iter()
+        .filter(|(at, _)| *at >= out_at && *at < restart_at)
+        .collect();
+    assert!(!while_out.is_empty());
+    for (_, answer) in &while_out {
+        match answer {
+            Ok(real) => assert_ne!(*real, stopped, "the failed real got a new connection"),
+            Err(e) => panic!("a request failed while the real was out: {e}"),
+        }
+    }
+    let failed_before = answers
+        .iter()
+        .filter(|(at, a)| *at < out_at && a.is_err())
+        .count();
+    eprintln!(
+        "{prefix}: {} requests during the run, {} while the real was out, {failed_before} failed before it was taken out",
+        answers.len(),
+        while_out.len()
+    );
 }
 
 #[test]
@@ -102,4 +185,85 @@ fn http_get_takes_a_dead_real_out_and_back() {
             "HTTP_GET {{\n            url {{\n                path /\n                status_code 200\n            }}\n            {TIMING}\n        }}"
         ),
     );
+}
+
+#[test]
+fn quorum_brings_the_sorry_server_and_scripts_are_told() {
+    if !require_root("quorum_brings_the_sorry_server_and_scripts_are_told") {
+        return;
+    }
+    // Two checked reals with a quorum of 2; the third real is the sorry server.
+    let lab = Topology::create("lbt-ckq", 3).expect("topology");
+    let dir = lab.scratch_dir();
+    let events = dir.join("events");
+    let reals: Vec<String> = lab.reals[..2].iter().map(|r| r.name.clone()).collect();
+    let sorry = (lab.reals[2].name.clone(), lab.reals[2].addr);
+    let quorum_up = format!(
+        "quorum_up \"/bin/sh -c 'echo quorum up >> {}'\"",
+        events.display()
+    );
+    let quorum_down = format!(
+        "quorum_down \"/bin/sh -c 'echo quorum down >> {}'\"",
+        events.display()
+    );
+    let sorry_server = format!("sorry_server {} 80", sorry.1);
+    let in_real = format!(
+        "notify_down \"/bin/sh -c 'echo down $0 >> {}' real\"\n        notify_up \"/bin/sh -c 'echo up >> {}'\"\n        TCP_CHECK {{\n            {TIMING}\n        }}\n",
+        events.display(),
+        events.display()
+    );
+    let (mut lab, mut lbd) = start_with(
+        lab,
+        &reals,
+        &["quorum 2", &quorum_up, &quorum_down, &sorry_server],
+        &in_real,
+    );
+    let both = lab.spread(12).expect("requests");
+    assert_eq!(both.len(), 2, "{both:?}");
+    assert!(!both.contains_key(&sorry.0), "{both:?}");
+
+    // One real down: below the quorum, the sorry server takes every request.
+    lab.stop_http_server(&reals[0]);
+    lbd.wait_for("lost its quorum", 1, Duration::from_secs(10))
+        .expect("quorum lost");
+    // The data plane follows right after the verdict: wait for that, not the verdict.
+    lbd.wait_for(
+        &format!("health: add real {} 80", sorry.1),
+        1,
+        Duration::from_secs(5),
+    )
+    .expect("sorry server in");
+    let during = lab.spread(12).expect("requests");
+    assert_eq!(during.keys().collect::<Vec<_>>(), [&sorry.0], "{during:?}");
+
+    // Back: the reals serve again, the sorry server leaves.
+    lab.start_http_servers(Path::new(LAB)).expect("restart");
+    lbd.wait_for("regained its quorum", 1, Duration::from_secs(10))
+        .expect("quorum regained");
+    lbd.wait_for(
+        &format!("health: remove real {} 80", sorry.1),
+        1,
+        Duration::from_secs(5),
+    )
+    .expect("sorry server out");
+    let after = lab.spread(12).expect("requests");
+    assert_eq!(after.len(), 2, "{after:?}");
+    assert!(!after.contains_key(&sorry.0), "{after:?}");
+
+    // The scripts ran with their arguments, in order (they run in the background).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let want = ["down real", "quorum down", "up", "quorum up"];
+    loop {
+        let text = std::fs::read_to_string(&events).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().collect();
+        if lines.len() >= want.len() || Instant::now() > deadline {
+            let mut sorted = lines.clone();
+            sorted.sort();
+            let mut expected = want.to_vec();
+            expected.sort();
+            assert_eq!(sorted, expected, "{text}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

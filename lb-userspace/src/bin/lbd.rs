@@ -569,11 +569,13 @@ const NEIGHBOUR_CHANGE_DELAY: Duration = Duration::from_millis(50);
 
 /// Whether any of `addrs` is a real server's address.
 fn is_real(config: &Config, addrs: &[std::net::IpAddr]) -> bool {
-    config
-        .virtual_servers
-        .iter()
-        .flat_map(|vs| &vs.reals)
-        .any(|real| addrs.contains(&real.addr))
+    config.virtual_servers.iter().any(|vs| {
+        vs.reals.iter().any(|real| addrs.contains(&real.addr))
+            || vs
+                .extras
+                .sorry_server
+                .is_some_and(|sorry| addrs.contains(&sorry.addr))
+    })
 }
 
 /// The VIPs of the TUN services.

@@ -63,6 +63,7 @@ impl Checks {
             verdict,
         } = report;
         let before = self.health.alive(&real);
+        let quorum_before = self.health.quorum_up(&real.service);
         match &verdict {
             Verdict::Down { reason } => info!(
                 "check {index} of real {} {} of {} failed: {reason}",
@@ -85,6 +86,14 @@ impl Checks {
                 "real {} {} of {} is {state}",
                 real.addr, real.port, real.service
             );
+        }
+        match (quorum_before, self.health.quorum_up(&real.service)) {
+            (Some(true), Some(false)) => info!(
+                "{} lost its quorum: its reals leave, a sorry server serves if it has one",
+                real.service
+            ),
+            (Some(false), Some(true)) => info!("{} regained its quorum", real.service),
+            _ => {}
         }
         run_scripts(scripts);
     }
