@@ -32,6 +32,17 @@ pub fn global_defs(
             "vrrp_version" => globals.vrrp_version = parse_in_range(item, 2..=3u8, diagnostics),
             "vrrp_strict" => globals.vrrp_strict = no_value(item, diagnostics),
             "dynamic_interfaces" => globals.dynamic_interfaces = true,
+            "script_user" => match item.args.as_slice() {
+                [user] => config.script_user = Some((user.text.clone(), None)),
+                [user, group] => {
+                    config.script_user = Some((user.text.clone(), Some(group.text.clone())))
+                }
+                _ => diagnostics.push(Diagnostic::error(
+                    item.location(),
+                    "script_user takes a user and, optionally, a group",
+                )),
+            },
+            "enable_script_security" => config.script_security = no_value(item, diagnostics),
             "lvs_timeouts" => lvs_timeouts(item, &mut config.lvs_timeouts, diagnostics),
             "lvs_tun_source" => {
                 if let Some(sources) = tun_sources(item, diagnostics) {

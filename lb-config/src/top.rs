@@ -187,6 +187,20 @@ mod tests {
     }
 
     #[test]
+    fn script_user_and_security_are_read() {
+        let read = |text: &str| crate::parse(text, Path::new("k.conf")).map(|l| l.config);
+        let config =
+            read("global_defs {\n script_user nobody nogroup\n enable_script_security\n}\n")
+                .unwrap();
+        assert_eq!(
+            config.script_user,
+            Some(("nobody".into(), Some("nogroup".into())))
+        );
+        assert!(config.script_security);
+        assert!(read("global_defs {\n script_user\n}\n").is_err());
+    }
+
+    #[test]
     fn priority_255_is_checked_against_the_addresses_here() {
         let instance = |vip: &str| {
             format!(

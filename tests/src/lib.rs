@@ -2,6 +2,7 @@
 //! fixtures and a harness to run them, network namespaces with Drop guards, the DR lab topology, a small HTTP
 //! server and client, a UDP echo service, and a handle on a running `lbd`.
 
+pub mod check_bench;
 pub mod echo;
 pub mod http;
 pub mod lbd;

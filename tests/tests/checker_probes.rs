@@ -121,6 +121,14 @@ fn tcp_check_up_down_and_timeout() {
     in_namespace("tcp_check_up_down_and_timeout", || {
         let (port, _) = tcp_server(|_, _| {});
         assert!(is_up(&run(&checker(port, "TCP_CHECK {}"), port)));
+        // Marked and bound to an interface where the OS allows; a missing one says so.
+        let marked = checker(port, "TCP_CHECK {\nfwmark 7\nbind_if lo\n}");
+        assert!(is_up(&run(&marked, port)), "{:?}", run(&marked, port));
+        let nowhere = run(&checker(port, "TCP_CHECK {\nbind_if nosuch0\n}"), port);
+        assert!(
+            format!("{nowhere:?}").contains("bind_if nosuch0"),
+            "{nowhere:?}"
+        );
         // A closed port is refused at once.
         let closed = TcpListener::bind((LOCALHOST, 0)).unwrap();
         let closed_port = closed.local_addr().unwrap().port();

@@ -26,6 +26,12 @@ pub struct Config {
     pub vrrp_sync_groups: Vec<VrrpSyncGroup>,
     pub vrrp_instances: Vec<VrrpInstance>,
     pub virtual_servers: Vec<VirtualServer>,
+    /// global_defs `script_user USER [GROUP]`: who runs scripts (keepalived's default:
+    /// `keepalived_script` if that user exists, else root).
+    pub script_user: Option<(String, Option<String>)>,
+    /// global_defs `enable_script_security`: no script runs as root from a path a
+    /// non-root user could change.
+    pub script_security: bool,
 }
 
 /// keepalived's global_defs `lvs_timeouts tcp N tcpfin N udp N` (`ipvsadm --set`), in

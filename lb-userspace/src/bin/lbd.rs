@@ -432,6 +432,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let _ = daemon::notify("STOPPING=1");
+    checks.shutdown(controller.running()).await;
     controller.dataplane_mut().detach_all()?;
     info!(
         "detached from {}; maps stay pinned under {} (a restart keeps established flows)",

@@ -234,6 +234,34 @@ impl Health {
         script
     }
 
+    /// The scripts `omega` runs when lbd stops: each alive real's notify_down, and the
+    /// quorum_down of a service that has its quorum.
+    pub fn shutdown_scripts(&self, config: &Config) -> Vec<Script> {
+        let mut scripts = Vec::new();
+        for vs in config.virtual_servers.iter().filter(|vs| vs.extras.omega) {
+            let service = service_id(vs);
+            for (key, real) in self.reals.range(range_of(service)) {
+                if let (true, Some(command)) = (real.alive(), &real.notify_down) {
+                    scripts.push(Script {
+                        command: command.clone(),
+                        why: format!(
+                            "lbd stops (omega): real {} {} of {service}",
+                            key.addr, key.port
+                        ),
+                    });
+                }
+            }
+            if let (Some(true), Some(command)) = (self.quorum_up(&service), &vs.extras.quorum_down)
+            {
+                scripts.push(Script {
+                    command: command.clone(),
+                    why: format!("lbd stops (omega): {service}"),
+                });
+            }
+        }
+        scripts
+    }
+
     /// What the controller changes in the configuration's services.
     pub fn overlay(&self) -> Overlay {
         let mut overlay = Overlay::default();
@@ -400,6 +428,29 @@ virtual_server 192.0.2.1 80 {
         assert_eq!(reloaded.alive(&key(&config, 1)), Some(true));
         assert_eq!(reloaded.alive(&key(&config, 2)), Some(false));
         assert_eq!(reloaded.alive(&key(&config, 3)), Some(false));
+    }
+
+    #[test]
+    fn omega_runs_the_down_scripts_at_shutdown() {
+        let config = config(&THREE.replace("quorum 2", "quorum 2\n    omega"));
+        let mut health = Health::new(&config, None);
+        let commands = |health: &Health| -> Vec<String> {
+            health
+                .shutdown_scripts(&config)
+                .into_iter()
+                .map(|s| s.command)
+                .collect()
+        };
+        assert_eq!(commands(&health), ["/bin/real.sh down", "/bin/down.sh"]);
+        // A real already down has had its script; without omega, nothing.
+        health.record(key(&config, 1), 0, down());
+        assert_eq!(commands(&health), ["/bin/down.sh"]);
+        let plain = super::tests::config(THREE);
+        assert!(
+            Health::new(&plain, None)
+                .shutdown_scripts(&plain)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -7,7 +7,10 @@
 use std::{
     collections::BTreeMap,
     hash::{BuildHasher, Hasher},
-    sync::Arc,
+    sync::{
+        Arc, RwLock,
+        atomic::{AtomicU64, Ordering},
+    },
     time::Duration,
 };
 
@@ -18,13 +21,17 @@ use tokio::{
 
 use super::{
     health::{Health, RealKey, service_id},
-    probe::probe,
+    probe::probe_with,
     schedule::{CheckerState, Outcome, Timing, Verdict},
+    script::Policy,
 };
 use crate::model::{Config, check::Checker};
 
 /// Probes in flight at once, whatever the number of checkers.
 pub const MAX_CONCURRENT_PROBES: usize = 512;
+
+/// Probes run by this process so far (for metrics and the bench).
+pub static PROBES: AtomicU64 = AtomicU64::new(0);
 
 /// A checker's verdict changed.
 #[derive(Clone, Debug)]
@@ -39,6 +46,8 @@ pub struct Runner {
     tasks: BTreeMap<(RealKey, usize), (Checker, JoinHandle<()>)>,
     reports: mpsc::UnboundedSender<Report>,
     permits: Arc<Semaphore>,
+    /// Who runs MISC_CHECK commands; read at each run, so a reload changes it at once.
+    policy: Arc<RwLock<Policy>>,
 }
 
 impl Runner {
@@ -48,12 +57,16 @@ impl Runner {
             tasks: BTreeMap::new(),
             reports,
             permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+            policy: Arc::default(),
         }
     }
 
     /// Run the checkers of `config`, starting each new one in the state `health` gives it.
     /// Must run inside a tokio runtime.
     pub fn update(&mut self, config: &Config, health: &Health) {
+        if let Ok(mut policy) = self.policy.write() {
+            *policy = Policy::of(config);
+        }
         let mut wanted = BTreeMap::new();
         for vs in &config.virtual_servers {
             for real in &vs.reals {
@@ -86,6 +99,7 @@ impl Runner {
                 up,
                 self.reports.clone(),
                 self.permits.clone(),
+                self.policy.clone(),
             ));
             self.tasks.insert(id, (checker, task));
         }
@@ -124,6 +138,7 @@ async fn run_checker(
     up: bool,
     reports: mpsc::UnboundedSender<Report>,
     permits: Arc<Semaphore>,
+    policy: Arc<RwLock<Policy>>,
 ) {
     let timing = Timing {
         delay_loop: checker.delay_loop,
@@ -137,7 +152,9 @@ async fn run_checker(
             let Ok(_permit) = permits.acquire().await else {
                 return;
             };
-            probe(&checker, (real.addr, real.port)).await
+            PROBES.fetch_add(1, Ordering::Relaxed);
+            let policy = policy.read().map(|p| p.clone()).unwrap_or_default();
+            probe_with(&checker, (real.addr, real.port), &policy).await
         };
         if let Outcome::Down { reason } = &outcome
             && (checker.log_all_failures || state.is_up())

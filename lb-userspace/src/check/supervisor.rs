@@ -12,6 +12,7 @@ use super::{
     health::{Health, Overlay, Script},
     runner::{Report, Runner},
     schedule::Verdict,
+    script::Policy,
 };
 use crate::model::Config;
 
@@ -20,6 +21,7 @@ pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
 
 pub struct Checks {
     health: Health,
+    policy: Policy,
     runner: Runner,
     reports: mpsc::UnboundedReceiver<Report>,
 }
@@ -36,6 +38,7 @@ impl Checks {
         }
         Self {
             health,
+            policy: Policy::of(config),
             runner,
             reports,
         }
@@ -95,7 +98,7 @@ impl Checks {
             (Some(false), Some(true)) => info!("{} regained its quorum", real.service),
             _ => {}
         }
-        run_scripts(scripts);
+        run_scripts(scripts, &self.policy);
     }
 
     /// The health of `new` (replacing `old`), keeping the state of unchanged checkers.
@@ -106,20 +109,37 @@ impl Checks {
     /// `config` (with `health`) is now running: restart the checkers that changed.
     pub fn adopt(&mut self, config: &Config, health: Health) {
         self.health = health;
+        self.policy = Policy::of(config);
         self.runner.update(config, &self.health);
     }
 }
 
-/// Start `scripts` in the background; their results are logged.
-pub fn run_scripts(scripts: Vec<Script>) {
+impl Checks {
+    /// lbd stops: run what `omega` asks for in `config`, and wait for it (each script
+    /// within its time limit).
+    pub async fn shutdown(&self, config: &Config) {
+        let scripts = self.health.shutdown_scripts(config);
+        let mut running = tokio::task::JoinSet::new();
+        for script in scripts {
+            let policy = self.policy.clone();
+            running.spawn(async move { run_one(script, policy).await });
+        }
+        while running.join_next().await.is_some() {}
+    }
+}
+
+async fn run_one(script: Script, policy: Policy) {
+    info!("running `{}` ({})", script.command, script.why);
+    match super::script::run_with(&script.command, SCRIPT_TIMEOUT, &policy, None).await {
+        Ok(0) => {}
+        Ok(code) => warn!("`{}` exited with {code}", script.command),
+        Err(reason) => warn!("{reason}"),
+    }
+}
+
+/// Start `scripts` in the background under `policy`; their results are logged.
+pub fn run_scripts(scripts: Vec<Script>, policy: &Policy) {
     for script in scripts {
-        tokio::spawn(async move {
-            info!("running `{}` ({})", script.command, script.why);
-            match super::script::run(&script.command, SCRIPT_TIMEOUT).await {
-                Ok(0) => {}
-                Ok(code) => warn!("`{}` exited with {code}", script.command),
-                Err(reason) => warn!("{reason}"),
-            }
-        });
+        tokio::spawn(run_one(script, policy.clone()));
     }
 }

@@ -71,6 +71,18 @@ struct Args {
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     report: PathBuf,
+    /// Checkers for the health-check row (TCP_CHECK every 0.1 s each).
+    #[arg(long, default_value_t = 1000)]
+    checkers: usize,
+    /// Seconds the health-check row is measured over.
+    #[arg(long, default_value_t = 10)]
+    checks_seconds: u64,
+    /// Measure the health-check row only (no report written).
+    #[arg(long)]
+    checks_only: bool,
+    /// Internal: be the health-check row's listener on this port.
+    #[arg(long, hide = true)]
+    listen: Option<u16>,
 }
 
 const REAL_COUNTS: [usize; 3] = [2, 16, 256];
@@ -118,10 +130,42 @@ struct Report {
     /// Established flows with live frames through a director in a namespace.
     live: Vec<LiveRow>,
     schedulers: Vec<SchedulerRow>,
+    /// The health checkers' CPU time at a rate of TCP checks.
+    checks: lb_tests::check_bench::ChecksRow,
+}
+
+/// The health-check row, printed.
+fn checks_row(args: &Args) -> anyhow::Result<lb_tests::check_bench::ChecksRow> {
+    let checks = lb_tests::check_bench::measure(
+        &std::env::current_exe()?,
+        args.checkers,
+        Duration::from_millis(100),
+        Duration::from_secs(args.checks_seconds),
+    )?;
+    println!();
+    println!(
+        "Health checks: {} TCP_CHECKs every 0.1 s ({:.0}/s asked), {:.0}/s done, lbd's checker thread at {:.1}% of one core ({:.1}% user, {:.1}% kernel), {:.1}% scaled to 10,000/s (target: under 30%)",
+        checks.checkers,
+        checks.target_per_sec,
+        checks.done_per_sec,
+        checks.cpu_percent,
+        checks.user_percent,
+        checks.system_percent,
+        checks.cpu_percent_at_10k
+    );
+    Ok(checks)
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(port) = args.listen {
+        return lb_tests::check_bench::listen(port);
+    }
+    if args.checks_only {
+        let checks = checks_row(&args)?;
+        println!("{}", serde_json::to_string_pretty(&checks)?);
+        return Ok(());
+    }
     let (reals, next_hops) = reals(REAL_COUNTS.iter().sum::<usize>() * Scheduler::ALL.len());
     let mut balancer = TestBalancer::load(next_hops, 1 << 20)?;
     let mut config = String::new();
@@ -254,6 +298,7 @@ fn main() -> anyhow::Result<()> {
             row.scheduler, row.reals, row.new_flow_ns, row.new_flow_net_ns, row.established_ns
         );
     }
+    let checks = checks_row(&args)?;
     let report = Report {
         xdp_pass_single_run_ns: floor,
         xdp_pass_repeated_ns: pass_repeated,
@@ -263,6 +308,7 @@ fn main() -> anyhow::Result<()> {
         macswap_live_ns: swap_live,
         live,
         schedulers: rows,
+        checks,
     };
     if let Some(dir) = args.report.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;

@@ -67,6 +67,7 @@ pub async fn dns_check(
     name: &str,
     query_type: &str,
     limit: Duration,
+    checker: &crate::model::check::Checker,
 ) -> Result<(), String> {
     let id = super::random_u16();
     let message = query(id, name, query_type)?;
@@ -78,6 +79,10 @@ pub async fn dns_check(
     let socket = UdpSocket::bind(local)
         .await
         .map_err(|e| format!("DNS: {e}"))?;
+    {
+        use std::os::fd::AsRawFd as _;
+        super::mark_and_bind(socket.as_raw_fd(), checker)?;
+    }
     socket
         .connect(target)
         .await

@@ -27,26 +27,37 @@ use tokio::{
 use super::{schedule::Outcome, script};
 use crate::model::check::{CheckKind, Checker, MiscCheck};
 
-/// Check `real` (its address and port) with `checker`.
+/// Check `real` (its address and port) with `checker`, scripts running as root.
 pub async fn probe(checker: &Checker, real: (IpAddr, u16)) -> Outcome {
+    probe_with(checker, real, &script::Policy::default()).await
+}
+
+/// Check `real` (its address and port) with `checker`, scripts running under `policy`.
+pub async fn probe_with(
+    checker: &Checker,
+    real: (IpAddr, u16),
+    policy: &script::Policy,
+) -> Outcome {
     let target = SocketAddr::new(
         checker.connect_ip.unwrap_or(real.0),
         checker.connect_port.unwrap_or(real.1),
     );
     let limit = checker.connect_timeout;
     let result = match &checker.kind {
-        CheckKind::Tcp => connect(checker, target).await.map(drop),
+        // Closed with a reset: no FIN exchange, and no TIME_WAIT socket left per check
+        // (at thousands of checks a second they would exhaust the local ports).
+        CheckKind::Tcp => connect(checker, target).await.map(close_with_reset),
         CheckKind::Http(check) => http::http_get(checker, check, target).await,
         CheckKind::Smtp { helo_name } => match connect(checker, target).await {
             Ok(stream) => smtp::smtp_check(stream, helo_name, limit).await,
             Err(reason) => Err(reason),
         },
         CheckKind::Dns { query_type, name } => {
-            dns::dns_check(target, name, query_type, limit).await
+            dns::dns_check(target, name, query_type, limit, checker).await
         }
-        CheckKind::Udp(check) => udp::udp_check(target, check, limit).await,
+        CheckKind::Udp(check) => udp::udp_check(target, check, limit, checker).await,
         CheckKind::Ping => ping::ping_check(target.ip(), limit).await,
-        CheckKind::Misc(misc) => return misc_check(misc, checker.delay_loop).await,
+        CheckKind::Misc(misc) => return misc_check(misc, checker.delay_loop, policy).await,
         CheckKind::File { .. } => Err("FILE_CHECK is not built yet".into()),
     };
     match result {
@@ -70,6 +81,10 @@ async fn connect(checker: &Checker, target: SocketAddr) -> Result<TcpStream, Str
         TcpSocket::new_v6()
     }
     .map_err(|e| format!("socket: {e}"))?;
+    {
+        use std::os::fd::AsRawFd as _;
+        mark_and_bind(socket.as_raw_fd(), checker)?;
+    }
     if checker.bindto.is_some() || checker.bind_port.is_some() {
         let unspecified = if target.is_ipv4() {
             IpAddr::from([0u8; 4])
@@ -94,10 +109,71 @@ async fn connect(checker: &Checker, target: SocketAddr) -> Result<TcpStream, Str
     }
 }
 
+/// A checker's `fwmark` (SO_MARK) and `bind_if` (SO_BINDTODEVICE) on socket `fd`.
+fn mark_and_bind(fd: std::os::fd::RawFd, checker: &Checker) -> Result<(), String> {
+    if let Some(mark) = checker.fwmark {
+        // SAFETY: setsockopt on a live descriptor with a u32 of the size given.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_MARK,
+                (&mark as *const u32).cast(),
+                std::mem::size_of::<u32>() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            return Err(format!(
+                "fwmark {mark}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some(interface) = &checker.bind_if {
+        // SAFETY: setsockopt on a live descriptor with the name's bytes and length.
+        let result = unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_BINDTODEVICE,
+                interface.as_ptr().cast(),
+                interface.len() as libc::socklen_t,
+            )
+        };
+        if result != 0 {
+            return Err(format!(
+                "bind_if {interface}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Close `stream` with a reset (SO_LINGER 0: the close does not wait, it sends RST).
+fn close_with_reset(stream: TcpStream) {
+    use std::os::fd::AsRawFd as _;
+    let linger = libc::linger {
+        l_onoff: 1,
+        l_linger: 0,
+    };
+    // SAFETY: setsockopt on the stream's own descriptor with a valid linger struct.
+    unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_LINGER,
+            (&linger as *const libc::linger).cast(),
+            std::mem::size_of::<libc::linger>() as libc::socklen_t,
+        )
+    };
+    drop(stream);
+}
+
 /// MISC_CHECK: the command's exit code is the verdict.
-async fn misc_check(misc: &MiscCheck, delay_loop: Duration) -> Outcome {
+async fn misc_check(misc: &MiscCheck, delay_loop: Duration, policy: &script::Policy) -> Outcome {
     let limit = misc.timeout.unwrap_or(delay_loop);
-    match script::run(&misc.path, limit).await {
+    match script::run_with(&misc.path, limit, policy, misc.user.as_deref()).await {
         Ok(0) => Outcome::Up { weight: None },
         Ok(1) => Outcome::Down {
             reason: format!("`{}` exited with 1", misc.path),

@@ -21,7 +21,12 @@ pub fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
-pub async fn udp_check(target: SocketAddr, udp: &UdpCheck, limit: Duration) -> Result<(), String> {
+pub async fn udp_check(
+    target: SocketAddr,
+    udp: &UdpCheck,
+    limit: Duration,
+    checker: &crate::model::check::Checker,
+) -> Result<(), String> {
     let payload = hex_bytes(udp.payload.as_deref().unwrap_or(""))?;
     let local: SocketAddr = if target.is_ipv4() {
         ([0u8; 4], 0).into()
@@ -31,6 +36,10 @@ pub async fn udp_check(target: SocketAddr, udp: &UdpCheck, limit: Duration) -> R
     let socket = UdpSocket::bind(local)
         .await
         .map_err(|e| format!("UDP: {e}"))?;
+    {
+        use std::os::fd::AsRawFd as _;
+        super::mark_and_bind(socket.as_raw_fd(), checker)?;
+    }
     socket
         .connect(target)
         .await
