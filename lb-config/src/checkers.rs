@@ -14,7 +14,7 @@ use super::{
         rest_of_line, single_arg, weight_args,
     },
 };
-use crate::model::check::{CheckKind, Checker, HttpCheck, MiscCheck, UdpCheck, Url};
+use crate::model::check::{CheckKind, Checker, HttpCheck, MiscCheck, TrackFile, UdpCheck, Url};
 
 /// The checker keywords of a real server.
 pub const CHECKERS: [&str; 9] = [
@@ -268,8 +268,20 @@ fn kind_keyword(
             None => {}
         },
         (CheckKind::Dns { name, .. }, "name") => *name = text(diagnostics).unwrap_or_default(),
-        (CheckKind::Udp(udp), "payload") => udp.payload = text(diagnostics),
-        (CheckKind::Udp(udp), "require_reply") => udp.require_reply = text(diagnostics),
+        // keepalived's free-format hex: groups separated by spaces.
+        (CheckKind::Udp(udp), "payload") => {
+            udp.payload = rest_of_line(line, diagnostics).map(|hex| hex.trim().to_owned())
+        }
+        // Without a value: a reply is required, whatever it holds.
+        (CheckKind::Udp(udp), "require_reply") => {
+            udp.require_reply = Some(
+                line.args
+                    .iter()
+                    .map(|t| t.text.as_str())
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        }
         (CheckKind::Udp(udp), "min_reply_length") => {
             udp.min_reply_length = parse_in_range(line, 0..=65_535, diagnostics).unwrap_or(0)
         }
@@ -358,4 +370,51 @@ fn status_range(text: &str) -> Option<(u16, u16)> {
     let (low, high) = text.split_once('-').unwrap_or((text, text));
     let (low, high) = (low.parse::<u16>().ok()?, high.parse::<u16>().ok()?);
     ((100..=599).contains(&low) && (low..=599).contains(&high)).then_some((low, high))
+}
+
+/// A top-level `track_file NAME { file PATH; weight W [reverse] }` block.
+pub fn track_file(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<TrackFile> {
+    let location = statement.location();
+    let [name] = statement.args.as_slice() else {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!("{} needs a name: `track_file NAME {{`", statement.name()),
+        ));
+        return None;
+    };
+    if statement.name() == "vrrp_track_file" {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            "`vrrp_track_file` is deprecated; use `track_file` (read as track_file, as keepalived does)",
+        ));
+    }
+    let mut track = TrackFile {
+        name: name.text.clone(),
+        file: String::new(),
+        weight: 1,
+        reverse: false,
+    };
+    for line in statement.block.as_deref().unwrap_or_default() {
+        match line.name() {
+            "file" => track.file = single_arg(line, diagnostics).unwrap_or_default().to_owned(),
+            "weight" => {
+                if let Some((weight, reverse)) = weight_args(line, diagnostics) {
+                    (track.weight, track.reverse) = (weight, reverse);
+                }
+            }
+            "init_file" => diagnostics.push(Diagnostic::warning(
+                line.location(),
+                "track_file `init_file` is not supported yet; ignored (create the file yourself)",
+            )),
+            _ => not_used(line, Block::Checker, diagnostics),
+        }
+    }
+    if track.file.is_empty() {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!("track_file {} needs `file PATH`", track.name),
+        ));
+        return None;
+    }
+    Some(track)
 }

@@ -1,5 +1,6 @@
 //! The load-balancing part of the model (global timeouts and tunnel sources, virtual
-//! servers with their reals and checkers) written back as keepalived.conf text. Reading
+//! servers with their reals and checkers, track files) written back as keepalived.conf
+//! text. Reading
 //! the text gives the same model again: the property test in `tests/roundtrip.rs` holds
 //! the two directions together. VRRP and static addresses are not written yet.
 
@@ -14,6 +15,16 @@ use crate::model::{
 pub fn to_keepalived(config: &Config) -> String {
     let mut text = String::new();
     global_defs(config, &mut text);
+    for track in &config.track_files {
+        let _ = writeln!(
+            text,
+            "track_file {} {{\n    file {}\n    weight {}{}\n}}",
+            track.name,
+            track.file,
+            track.weight,
+            if track.reverse { " reverse" } else { "" }
+        );
+    }
     for (index, vs) in config.virtual_servers.iter().enumerate() {
         if vs.forward == ForwardMethod::FullNat {
             let _ = writeln!(text, "local_address_group laddr_{index} {{");

@@ -8,6 +8,7 @@ use std::{collections::HashSet, net::IpAddr};
 use super::{
     Diagnostic, Interfaces, Options,
     addresses::{address_block, route_block},
+    checkers::track_file,
     global_defs::global_defs,
     keywords::{Block, not_used},
     local_address,
@@ -15,7 +16,7 @@ use super::{
     virtual_server::{targets, virtual_server},
     vrrp::{VrrpContext, check_references, vrrp_instance, vrrp_script, vrrp_sync_group},
 };
-use crate::model::Config;
+use crate::model::{Config, VirtualServer, check::CheckKind};
 
 /// The most virtual services a configuration may define (group members counted one by
 /// one); a data plane may hold fewer and says so when the configuration is applied.
@@ -33,6 +34,11 @@ pub fn build_config(
     }
     let local_groups = local_address::groups(statements, diagnostics);
     let server_groups = local_address::server_groups(statements, diagnostics);
+    config.track_files = statements
+        .iter()
+        .filter(|s| matches!(s.name(), "track_file" | "vrrp_track_file"))
+        .filter_map(|s| track_file(s, diagnostics))
+        .collect();
     let interface_exists = |name: &str| match &options.interfaces {
         Interfaces::Unchecked => None,
         Interfaces::Given(names) => Some(names.contains(name)),
@@ -55,7 +61,11 @@ pub fn build_config(
     let mut too_many = false;
     for statement in statements {
         match statement.name() {
-            "global_defs" | "local_address_group" | "virtual_server_group" => {}
+            "global_defs"
+            | "local_address_group"
+            | "virtual_server_group"
+            | "track_file"
+            | "vrrp_track_file" => {}
             "static_ipaddress" => config
                 .static_ipaddress
                 .extend(address_block(statement, diagnostics)),
@@ -91,6 +101,16 @@ pub fn build_config(
                     else {
                         continue;
                     };
+                    let known = |name: &str| config.track_files.iter().any(|t| t.name == name);
+                    if let Some(name) = unknown_track_file(&vs, known) {
+                        diagnostics.push(Diagnostic::error(
+                            statement.location(),
+                            format!(
+                                "FILE_CHECK track_file `{name}`: no track_file block of that name"
+                            ),
+                        ));
+                        continue;
+                    }
                     if seen.insert((vs.addr, vs.port, vs.protocol)) {
                         config.virtual_servers.push(vs);
                     } else {
@@ -113,6 +133,17 @@ pub fn build_config(
     config.vrrp_instances = instances.into_iter().map(|(i, _)| i).collect();
     config.vrrp_sync_groups = groups.into_iter().map(|(g, _)| g).collect();
     config
+}
+
+/// The first FILE_CHECK track_file name of `vs` that `known` does not know.
+fn unknown_track_file(vs: &VirtualServer, known: impl Fn(&str) -> bool) -> Option<String> {
+    vs.reals
+        .iter()
+        .flat_map(|real| &real.checkers)
+        .find_map(|checker| match &checker.kind {
+            CheckKind::File { track_file, .. } if !known(track_file) => Some(track_file.clone()),
+            _ => None,
+        })
 }
 
 /// Whether this machine has an interface named `name`.
@@ -184,6 +215,36 @@ mod tests {
         };
         let loaded = parse_with(text, Path::new("k.conf"), &options).expect("valid");
         loaded.warnings.iter().map(|w| w.message.clone()).collect()
+    }
+
+    #[test]
+    fn file_checks_name_a_track_file_block() {
+        let vs = "virtual_server 192.0.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 10.0.0.1 80 {\n  FILE_CHECK {\n   track_file w\n  }\n }\n}\n";
+        let errors = match crate::parse(vs, Path::new("k.conf")) {
+            Err(crate::ConfigError::Invalid { errors, .. }) => errors,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            errors[0].to_string(),
+            "k.conf:1: error: FILE_CHECK track_file `w`: no track_file block of that name"
+        );
+        let text = format!("vrrp_track_file w {{\n file /run/w\n weight -3 reverse\n}}\n{vs}");
+        let loaded = crate::parse(&text, Path::new("k.conf")).expect("valid");
+        let track = &loaded.config.track_files[0];
+        assert_eq!(
+            (
+                track.name.as_str(),
+                track.file.as_str(),
+                track.weight,
+                track.reverse
+            ),
+            ("w", "/run/w", -3, true)
+        );
+        assert!(
+            loaded.warnings[0]
+                .message
+                .contains("`vrrp_track_file` is deprecated")
+        );
     }
 
     #[test]

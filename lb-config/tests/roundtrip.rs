@@ -16,7 +16,7 @@ use lb_config::{
     model::{
         Config, ForwardMethod, LvsTimeouts, Persistence, Protocol, RealServer, SchedFlags,
         Scheduler, ServiceExtras, SorryServer, VirtualServer,
-        check::{CheckKind, Checker, HttpCheck, MiscCheck, UdpCheck, Url},
+        check::{CheckKind, Checker, HttpCheck, MiscCheck, TrackFile, UdpCheck, Url},
     },
     parse,
 };
@@ -270,6 +270,24 @@ fn config() -> impl Strategy<Value = Config> {
             (servers, Just((tcp, tcpfin, udp, sources)))
         })
         .prop_map(|(virtual_servers, (tcp, tcpfin, udp, sources))| Config {
+            // A track_file block for every name a FILE_CHECK uses.
+            track_files: virtual_servers
+                .iter()
+                .flat_map(|vs| &vs.reals)
+                .flat_map(|real| &real.checkers)
+                .filter_map(|checker| match &checker.kind {
+                    CheckKind::File { track_file, .. } => Some(track_file.clone()),
+                    _ => None,
+                })
+                .collect::<BTreeSet<String>>()
+                .into_iter()
+                .map(|name| TrackFile {
+                    file: format!("/run/lbd-{name}"),
+                    weight: 2,
+                    reverse: name.len() % 2 == 0,
+                    name,
+                })
+                .collect(),
             lvs_timeouts: LvsTimeouts { tcp, tcpfin, udp },
             tun_sources: if sources {
                 vec![addr(false, 4, 1), addr(true, 4, 1)]

@@ -19,10 +19,11 @@ use std::{
 use lb_tests::{netns::Netns, privilege::require_root};
 use lb_userspace::{
     check::{
-        probe::probe,
+        probe::{RealContext, probe, probe_with},
         schedule::{CheckerState, Outcome, Timing},
+        script::Policy,
     },
-    model::check::Checker,
+    model::check::{Checker, TrackFile},
 };
 
 const LOCALHOST: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
@@ -350,4 +351,47 @@ fn ping_check_over_ipv4_and_ipv6() {
         let nowhere = checker(80, "PING_CHECK {\nconnect_ip 192.0.2.1\n}");
         assert!(!is_up(&run(&nowhere, 80)));
     });
+}
+
+#[test]
+fn file_check_turns_the_value_into_a_weight() {
+    let dir = std::env::temp_dir().join(format!("lbd-file-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("weight");
+    let context = |weight| RealContext {
+        weight: 10,
+        track_file: Some(TrackFile {
+            name: "w".into(),
+            file: path.display().to_string(),
+            weight,
+            reverse: false,
+        }),
+    };
+    let text = "track_file w {\n file /unused\n}\nvirtual_server 192.0.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 127.0.0.1 80 {\n  FILE_CHECK {\n   track_file w\n  }\n }\n}\n";
+    let loaded = lb_userspace::config::parse(text, Path::new("file.conf")).expect("config");
+    let check = loaded.config.virtual_servers[0].reals[0].checkers[0].clone();
+    let run_file = |context: &RealContext| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(probe_with(
+                &check,
+                (LOCALHOST, 80),
+                context,
+                &Policy::default(),
+            ))
+    };
+    // Missing: down.
+    assert!(format!("{:?}", run_file(&context(2))).contains("cannot read"));
+    // 3 × weight 2 added to the configured 10.
+    std::fs::write(&path, "3\n").unwrap();
+    assert_eq!(run_file(&context(2)), Outcome::Up { weight: Some(16) });
+    // Weight 0: any value but 0 fails.
+    assert!(!is_up(&run_file(&context(0))));
+    std::fs::write(&path, "0").unwrap();
+    assert_eq!(run_file(&context(0)), Outcome::Up { weight: None });
+    std::fs::write(&path, "lots").unwrap();
+    assert!(format!("{:?}", run_file(&context(2))).contains("not a number"));
+    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -104,3 +104,15 @@ pub struct UdpCheck {
     pub min_reply_length: u32,
     pub max_reply_length: u32,
 }
+
+/// A `track_file NAME { file PATH; weight W [reverse] }` block: a file holding a number,
+/// which FILE_CHECK turns into a real's weight (keepalived's `vrrp_track_file` is the
+/// deprecated spelling).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TrackFile {
+    pub name: String,
+    pub file: String,
+    /// The multiplier of the value read (default 1); 0 makes any non-zero value a failure.
+    pub weight: i32,
+    pub reverse: bool,
+}

@@ -26,6 +26,8 @@ pub struct Config {
     pub vrrp_sync_groups: Vec<VrrpSyncGroup>,
     pub vrrp_instances: Vec<VrrpInstance>,
     pub virtual_servers: Vec<VirtualServer>,
+    /// `track_file` blocks, for FILE_CHECK.
+    pub track_files: Vec<check::TrackFile>,
     /// global_defs `script_user USER [GROUP]`: who runs scripts (keepalived's default:
     /// `keepalived_script` if that user exists, else root).
     pub script_user: Option<(String, Option<String>)>,

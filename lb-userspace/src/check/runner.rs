@@ -21,11 +21,14 @@ use tokio::{
 
 use super::{
     health::{Health, RealKey, service_id},
-    probe::probe_with,
+    probe::{RealContext, probe_with},
     schedule::{CheckerState, Outcome, Timing, Verdict},
     script::Policy,
 };
-use crate::model::{Config, check::Checker};
+use crate::model::{
+    Config,
+    check::{CheckKind, Checker},
+};
 
 /// Probes in flight at once, whatever the number of checkers.
 pub const MAX_CONCURRENT_PROBES: usize = 512;
@@ -42,12 +45,25 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-pub struct Runner {
-    tasks: BTreeMap<(RealKey, usize), (Checker, JoinHandle<()>)>,
+/// One checker of one real: what its task runs.
+#[derive(Clone, Debug, PartialEq)]
+struct Job {
+    checker: Checker,
+    context: RealContext,
+}
+
+/// What every task shares.
+#[derive(Clone)]
+struct Shared {
     reports: mpsc::UnboundedSender<Report>,
     permits: Arc<Semaphore>,
     /// Who runs MISC_CHECK commands; read at each run, so a reload changes it at once.
     policy: Arc<RwLock<Policy>>,
+}
+
+pub struct Runner {
+    tasks: BTreeMap<(RealKey, usize), (Job, JoinHandle<()>)>,
+    shared: Shared,
 }
 
 impl Runner {
@@ -55,16 +71,18 @@ impl Runner {
     pub fn new(reports: mpsc::UnboundedSender<Report>) -> Self {
         Self {
             tasks: BTreeMap::new(),
-            reports,
-            permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
-            policy: Arc::default(),
+            shared: Shared {
+                reports,
+                permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
+                policy: Arc::default(),
+            },
         }
     }
 
     /// Run the checkers of `config`, starting each new one in the state `health` gives it.
     /// Must run inside a tokio runtime.
     pub fn update(&mut self, config: &Config, health: &Health) {
-        if let Ok(mut policy) = self.policy.write() {
+        if let Ok(mut policy) = self.shared.policy.write() {
             *policy = Policy::of(config);
         }
         let mut wanted = BTreeMap::new();
@@ -76,32 +94,40 @@ impl Runner {
                     port: real.port,
                 };
                 for (index, checker) in real.checkers.iter().enumerate() {
-                    wanted.insert((key, index), checker.clone());
+                    let track_file = match &checker.kind {
+                        CheckKind::File { track_file, .. } => config
+                            .track_files
+                            .iter()
+                            .find(|t| t.name == *track_file)
+                            .cloned(),
+                        _ => None,
+                    };
+                    let context = RealContext {
+                        weight: real.weight,
+                        track_file,
+                    };
+                    let job = Job {
+                        checker: checker.clone(),
+                        context,
+                    };
+                    wanted.insert((key, index), job);
                 }
             }
         }
-        self.tasks.retain(|id, (checker, task)| {
-            let keep = wanted.get(id) == Some(checker);
+        self.tasks.retain(|id, (job, task)| {
+            let keep = wanted.get(id) == Some(job);
             if !keep {
                 task.abort();
             }
             keep
         });
-        for (id, checker) in wanted {
+        for (id, job) in wanted {
             if self.tasks.contains_key(&id) {
                 continue;
             }
             let up = health.checker_up(&id.0, id.1).unwrap_or(true);
-            let task = tokio::spawn(run_checker(
-                id.0,
-                id.1,
-                checker.clone(),
-                up,
-                self.reports.clone(),
-                self.permits.clone(),
-                self.policy.clone(),
-            ));
-            self.tasks.insert(id, (checker, task));
+            let task = tokio::spawn(run_checker(id, job.clone(), up, self.shared.clone()));
+            self.tasks.insert(id, (job, task));
         }
     }
 
@@ -131,15 +157,13 @@ fn jitter(limit: Duration) -> Duration {
     limit.mul_f64(fraction)
 }
 
-async fn run_checker(
-    real: RealKey,
-    index: usize,
-    checker: Checker,
-    up: bool,
-    reports: mpsc::UnboundedSender<Report>,
-    permits: Arc<Semaphore>,
-    policy: Arc<RwLock<Policy>>,
-) {
+async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared: Shared) {
+    let Job { checker, context } = job;
+    let Shared {
+        reports,
+        permits,
+        policy,
+    } = shared;
     let timing = Timing {
         delay_loop: checker.delay_loop,
         retry: checker.retry,
@@ -154,7 +178,7 @@ async fn run_checker(
             };
             PROBES.fetch_add(1, Ordering::Relaxed);
             let policy = policy.read().map(|p| p.clone()).unwrap_or_default();
-            probe_with(&checker, (real.addr, real.port), &policy).await
+            probe_with(&checker, (real.addr, real.port), &context, &policy).await
         };
         if let Outcome::Down { reason } = &outcome
             && (checker.log_all_failures || state.is_up())

@@ -3,10 +3,10 @@
 //! `url`; SMTP_CHECK (`smtp`) greets the server; DNS_CHECK (`dns`) asks a question;
 //! UDP_CHECK (`udp`) sends a datagram; PING_CHECK (`ping`) sends an ICMP echo;
 //! MISC_CHECK runs a command (exit 0 up, 1 down, 2..=255 up, with weight code - 2 under
-//! `misc_dynamic`). FILE_CHECK is not built yet and says so as its outcome (down), so a
-//! configuration using it is never silently trusted.
+//! `misc_dynamic`); FILE_CHECK (`file`) reads a number from a `track_file`.
 
 mod dns;
+mod file;
 mod http;
 mod ping;
 mod smtp;
@@ -25,17 +25,32 @@ use tokio::{
 };
 
 use super::{schedule::Outcome, script};
-use crate::model::check::{CheckKind, Checker, MiscCheck};
+use crate::model::check::{CheckKind, Checker, MiscCheck, TrackFile};
+
+/// What a probe needs to know of its real beyond the address: its configured weight and,
+/// for FILE_CHECK, its track_file block.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RealContext {
+    pub weight: u32,
+    pub track_file: Option<TrackFile>,
+}
 
 /// Check `real` (its address and port) with `checker`, scripts running as root.
 pub async fn probe(checker: &Checker, real: (IpAddr, u16)) -> Outcome {
-    probe_with(checker, real, &script::Policy::default()).await
+    probe_with(
+        checker,
+        real,
+        &RealContext::default(),
+        &script::Policy::default(),
+    )
+    .await
 }
 
 /// Check `real` (its address and port) with `checker`, scripts running under `policy`.
 pub async fn probe_with(
     checker: &Checker,
     real: (IpAddr, u16),
+    context: &RealContext,
     policy: &script::Policy,
 ) -> Outcome {
     let target = SocketAddr::new(
@@ -58,7 +73,22 @@ pub async fn probe_with(
         CheckKind::Udp(check) => udp::udp_check(target, check, limit, checker).await,
         CheckKind::Ping => ping::ping_check(target.ip(), limit).await,
         CheckKind::Misc(misc) => return misc_check(misc, checker.delay_loop, policy).await,
-        CheckKind::File { .. } => Err("FILE_CHECK is not built yet".into()),
+        CheckKind::File {
+            track_file,
+            weight,
+            reverse,
+        } => {
+            let Some(track) = &context.track_file else {
+                return Outcome::Down {
+                    reason: format!("FILE_CHECK: no track_file `{track_file}`"),
+                };
+            };
+            let (weight, reverse) = match weight {
+                Some(weight) => (*weight, *reverse),
+                None => (track.weight, track.reverse),
+            };
+            return file::file_check(&track.file, weight, reverse, context.weight).await;
+        }
     };
     match result {
         Ok(()) => Outcome::Up { weight: None },

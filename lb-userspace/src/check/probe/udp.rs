@@ -8,17 +8,43 @@ use tokio::{net::UdpSocket, time::timeout};
 
 use crate::model::check::UdpCheck;
 
-/// Bytes of a hex string (`0a0B`, no separators).
-pub fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
-    if !text.len().is_multiple_of(2) {
-        return Err(format!("`{text}` is not hex bytes"));
+/// keepalived's free-format hex: groups separated by spaces, each read two digits at a
+/// time, a last odd digit being a byte of its own (`Ab12f 3` is AB 12 0F 03). With
+/// `wildcards`, an `X` digit matches anything: each byte comes with its mask.
+pub fn hex_masked(text: &str, wildcards: bool) -> Result<Vec<(u8, u8)>, String> {
+    let digit = |c: char| -> Result<(u8, u8), String> {
+        match c {
+            'x' | 'X' if wildcards => Ok((0, 0)),
+            _ => c
+                .to_digit(16)
+                .map(|d| (d as u8, 0x0f))
+                .ok_or_else(|| format!("`{text}` is not hex")),
+        }
+    };
+    let mut bytes = Vec::new();
+    for group in text.split_whitespace() {
+        let digits: Vec<char> = group.chars().collect();
+        for pair in digits.chunks(2) {
+            let byte = match pair {
+                [high, low] => {
+                    let ((h, hm), (l, lm)) = (digit(*high)?, digit(*low)?);
+                    (h << 4 | l, hm << 4 | lm)
+                }
+                [only] => digit(*only)?,
+                _ => unreachable!("chunks of two"),
+            };
+            bytes.push(byte);
+        }
     }
-    (0..text.len())
-        .step_by(2)
-        .map(|i| {
-            u8::from_str_radix(&text[i..i + 2], 16).map_err(|_| format!("`{text}` is not hex"))
-        })
-        .collect()
+    Ok(bytes)
+}
+
+/// The bytes of a payload in keepalived's free-format hex.
+pub fn hex_bytes(text: &str) -> Result<Vec<u8>, String> {
+    Ok(hex_masked(text, false)?
+        .into_iter()
+        .map(|(b, _)| b)
+        .collect())
 }
 
 pub async fn udp_check(
@@ -55,7 +81,7 @@ pub async fn udp_check(
                 return Ok(());
             };
             let reply = &reply[..length];
-            let expected = hex_bytes(required)?;
+            let expected = hex_masked(required, true)?;
             let length = u32::try_from(length).unwrap_or(u32::MAX);
             if !(udp.min_reply_length..=udp.max_reply_length).contains(&length) {
                 return Err(format!(
@@ -63,7 +89,12 @@ pub async fn udp_check(
                     udp.min_reply_length, udp.max_reply_length
                 ));
             }
-            if !reply.starts_with(&expected) {
+            // keepalived compares up to the shorter of the two.
+            let matches = reply
+                .iter()
+                .zip(&expected)
+                .all(|(got, (want, mask))| got & mask == want & mask);
+            if !matches {
                 return Err("UDP: the reply is not the one required".into());
             }
             Ok(())
@@ -83,7 +114,15 @@ mod tests {
     fn hex_payloads_are_decoded() {
         assert_eq!(hex_bytes("0aFf00"), Ok(vec![0x0a, 0xff, 0]));
         assert_eq!(hex_bytes(""), Ok(vec![]));
-        assert!(hex_bytes("abc").is_err());
+        // keepalived's own example.
+        assert_eq!(
+            hex_bytes("Ab12f 3 456 546443123"),
+            Ok(vec![
+                0xab, 0x12, 0x0f, 0x03, 0x45, 0x06, 0x54, 0x64, 0x43, 0x12, 0x03
+            ])
+        );
         assert!(hex_bytes("zz").is_err());
+        assert!(hex_bytes("1x").is_err());
+        assert_eq!(hex_masked("1x", true), Ok(vec![(0x10, 0xf0)]));
     }
 }
