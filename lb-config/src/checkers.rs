@@ -100,6 +100,7 @@ pub fn checker(
         warmup: None,
         delay_loop: DEFAULT_DELAY_LOOP,
         log_all_failures: false,
+        alpha: false,
     };
     let mut kind = match item.name() {
         "TCP_CHECK" => CheckKind::Tcp,
@@ -179,7 +180,7 @@ pub fn checker(
             "bind_if" => checker.bind_if = single_arg(line, diagnostics).map(str::to_owned),
             "fwmark" => checker.fwmark = parse_in_range(line, 0..=u32::MAX, diagnostics),
             "log_all_failures" => checker.log_all_failures = true,
-            "alpha" => {}
+            "alpha" => checker.alpha = true,
             keyword => {
                 if !kind_keyword(&mut kind, &mut timing.retry, keyword, line, diagnostics) {
                     not_used(line, Block::Checker, diagnostics);

@@ -202,6 +202,9 @@ fn check(checker: &Checker, text: &mut String) {
     if let Some(mark) = checker.fwmark {
         line(format!("fwmark {mark}"));
     }
+    if checker.alpha {
+        line("alpha".into());
+    }
     if checker.log_all_failures {
         line("log_all_failures".into());
     }

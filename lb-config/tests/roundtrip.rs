@@ -132,6 +132,7 @@ prop_compose! {
         warmup in prop::option::of(seconds()),
         connect_port in prop::option::of(1u16..),
         log_all_failures in any::<bool>(),
+        alpha in any::<bool>(),
     ) -> Checker {
         // MISC_CHECK and FILE_CHECK take no connection settings.
         let connects = !matches!(kind, CheckKind::Misc(_) | CheckKind::File { .. });
@@ -150,6 +151,7 @@ prop_compose! {
             warmup,
             delay_loop,
             log_all_failures,
+            alpha,
         }
     }
 }

@@ -32,6 +32,9 @@ pub struct Checker {
     /// `delay_loop`: between checks (default the virtual server's, 60 s).
     pub delay_loop: Duration,
     pub log_all_failures: bool,
+    /// `alpha` in the checker: it starts failing until its first pass (the virtual
+    /// server's `alpha` does so for all its checkers).
+    pub alpha: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize)]

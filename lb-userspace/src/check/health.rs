@@ -119,8 +119,12 @@ impl Health {
                         old_vs.reals.iter().find(unchanged)?;
                         old.reals.get(&key).map(|h| h.checkers.clone())
                     });
-                let checkers =
-                    kept.unwrap_or_else(|| vec![(!vs.extras.alpha, None); real.checkers.len()]);
+                let checkers = kept.unwrap_or_else(|| {
+                    real.checkers
+                        .iter()
+                        .map(|checker| (!(vs.extras.alpha || checker.alpha), None))
+                        .collect()
+                });
                 health.reals.insert(
                     key,
                     RealHealth {
@@ -451,6 +455,18 @@ virtual_server 192.0.2.1 80 {
                 .shutdown_scripts(&plain)
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_checkers_own_alpha_starts_just_it_down() {
+        let text = THREE.replace(
+            "real_server 10.0.0.3 80 {\n        TCP_CHECK {}",
+            "real_server 10.0.0.3 80 {\n        TCP_CHECK {\n            alpha\n        }",
+        );
+        let config = config(&text);
+        let health = Health::new(&config, None);
+        assert_eq!(health.alive(&key(&config, 1)), Some(true));
+        assert_eq!(health.alive(&key(&config, 3)), Some(false));
     }
 
     #[test]
