@@ -1,8 +1,8 @@
 //! `cargo xtask test`: what CI checks, in order, each stage timed: formatting, clippy for
 //! the host crates and the eBPF crate, the binaries, every test (unit tests, the
 //! configuration corpus and property test, the BPF test-run fixtures, the netns tests),
-//! and a short fuzz run of the configuration reader. The privileged tests need root; with
-//! `CI` set they fail instead of skipping.
+//! and short fuzz runs of the configuration reader and the VRRP decoder. The privileged
+//! tests need root; with `CI` set they fail instead of skipping.
 
 use std::time::Instant;
 
@@ -52,21 +52,29 @@ pub fn run() -> anyhow::Result<()> {
                 .env("LBD_BIN", lbd),
         )
     })?;
-    stage("fuzz smoke (20 s)", &mut || {
-        // Seeded from the golden corpus; what the fuzzer finds goes to fuzz/corpus/parse
-        // (not tracked).
-        let crate_dir = cmd::root().join("lb-config");
-        std::fs::create_dir_all(crate_dir.join("fuzz/corpus/parse"))?;
-        cmd::run(
-            std::process::Command::new("rustup")
-                .current_dir(&crate_dir)
-                .args(["run", "nightly", "cargo", "fuzz", "run", "parse"])
-                .args(["fuzz/corpus/parse", "tests/corpus"])
-                .args(["--", "-max_total_time=20"])
-                .env_remove("RUSTUP_TOOLCHAIN")
-                .env_remove("CARGO")
-                .env_remove("RUSTC"),
-        )
+    stage("fuzz smoke (20 s + 10 s)", &mut || {
+        // The configuration reader, seeded from the golden corpus, then the VRRP decoder;
+        // what the fuzzer finds goes to each crate's fuzz/corpus (not tracked).
+        for (crate_name, target, seeds, seconds) in [
+            ("lb-config", "parse", Some("tests/corpus"), 20),
+            ("lb-vrrp", "decode", None, 10),
+        ] {
+            let crate_dir = cmd::root().join(crate_name);
+            let corpus = format!("fuzz/corpus/{target}");
+            std::fs::create_dir_all(crate_dir.join(&corpus))?;
+            cmd::run(
+                std::process::Command::new("rustup")
+                    .current_dir(&crate_dir)
+                    .args(["run", "nightly", "cargo", "fuzz", "run", target, &corpus])
+                    .args(seeds)
+                    .arg("--")
+                    .arg(format!("-max_total_time={seconds}"))
+                    .env_remove("RUSTUP_TOOLCHAIN")
+                    .env_remove("CARGO")
+                    .env_remove("RUSTC"),
+            )?;
+        }
+        Ok(())
     })?;
     eprintln!("xtask test: all stages passed in {:.1?}", started.elapsed());
     for (name, elapsed) in timings {

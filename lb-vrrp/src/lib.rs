@@ -1,0 +1,5 @@
+//! VRRP for lbd, without I/O: `packet` encodes and decodes advertisements (VRRPv3 of
+//! RFC 5798 over IPv4 and IPv6, VRRPv2 of RFC 3768 with `auth_type PASS`), checking
+//! everything a receiver must check before the state machine sees them.
+
+pub mod packet;
