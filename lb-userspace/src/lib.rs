@@ -12,4 +12,6 @@ pub mod daemon;
 pub mod dataplane;
 pub mod neighbour_events;
 pub mod nexthop;
+pub mod rtnl;
 pub mod sched;
+pub mod vrrp;

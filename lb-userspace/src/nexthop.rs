@@ -19,16 +19,14 @@ use std::{
     time::{Duration, Instant},
 };
 
-use netlink_packet_core::{
-    NLM_F_DUMP, NLM_F_REQUEST, NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload,
-};
 use netlink_packet_route::{
     AddressFamily, RouteNetlinkMessage,
     link::{InfoData, InfoVlan, LinkAttribute, LinkInfo, LinkMessage},
     neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteType},
 };
-use netlink_sys::{Socket, SocketAddr as NetlinkAddr, protocols::NETLINK_ROUTE};
+
+use crate::rtnl::{RouteSocket, RtnlError};
 
 /// Where and how to send a real's frames.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -51,11 +49,8 @@ pub struct NextHop {
 
 #[derive(Debug, thiserror::Error)]
 pub enum NextHopError {
-    #[error("rtnetlink {request}: {source}")]
-    Netlink {
-        request: &'static str,
-        source: io::Error,
-    },
+    #[error(transparent)]
+    Netlink(#[from] RtnlError),
     #[error("no route to {addr}")]
     NoRoute { addr: IpAddr },
     #[error("{addr} is a local address of this host")]
@@ -84,8 +79,7 @@ pub trait NextHopResolver {
 
 /// The kernel's routing and neighbour tables, in the network namespace lbd runs in.
 pub struct KernelNextHops {
-    socket: Socket,
-    sequence: u32,
+    rtnl: RouteSocket,
     /// How long to wait for ARP/NDP answers after probing.
     probe_timeout: Duration,
     /// When each address was last probed.
@@ -105,80 +99,23 @@ const PROBE_PORT: u16 = 9;
 /// Minimum time between two probes of the same address.
 const PROBE_BACKOFF: Duration = Duration::from_secs(30);
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
-const NETLINK_TIMEOUT: Duration = Duration::from_secs(2);
 
 impl KernelNextHops {
     pub fn new(probe_timeout: Duration) -> Result<Self, NextHopError> {
-        let netlink = |source| NextHopError::Netlink {
-            request: "socket",
-            source,
-        };
-        let mut socket = Socket::new(NETLINK_ROUTE).map_err(netlink)?;
-        socket.bind_auto().map_err(netlink)?;
-        socket.connect(&NetlinkAddr::new(0, 0)).map_err(netlink)?;
-        set_receive_timeout(&socket, NETLINK_TIMEOUT).map_err(netlink)?;
         Ok(Self {
-            socket,
-            sequence: 0,
+            rtnl: RouteSocket::new()?,
             probe_timeout,
             probed: HashMap::new(),
         })
     }
 
-    /// Send `message`; collect the replies (all parts of a dump, or the single answer).
     fn request(
         &mut self,
         name: &'static str,
         message: RouteNetlinkMessage,
         dump: bool,
     ) -> Result<Vec<RouteNetlinkMessage>, NextHopError> {
-        let netlink = |source| NextHopError::Netlink {
-            request: name,
-            source,
-        };
-        self.sequence = self.sequence.wrapping_add(1);
-        let mut header = NetlinkHeader::default();
-        header.flags = NLM_F_REQUEST | if dump { NLM_F_DUMP } else { 0 };
-        header.sequence_number = self.sequence;
-        let mut packet = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(message));
-        packet.finalize();
-        let mut buffer = vec![0; packet.buffer_len()];
-        packet.serialize(&mut buffer);
-        self.socket.send(&buffer, 0).map_err(netlink)?;
-
-        let mut replies = Vec::new();
-        loop {
-            let (data, _) = self.socket.recv_from_full().map_err(netlink)?;
-            let mut offset = 0;
-            while offset < data.len() {
-                let bytes = &data[offset..];
-                let length = NetlinkBuffer::new_checked(bytes)
-                    .map_err(|e| netlink(io::Error::new(io::ErrorKind::InvalidData, e)))?
-                    .length() as usize;
-                let reply = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&bytes[..length])
-                    .map_err(|e| netlink(io::Error::new(io::ErrorKind::InvalidData, e)))?;
-                offset += length.max(1).next_multiple_of(4);
-                if reply.header.sequence_number != self.sequence {
-                    continue;
-                }
-                match reply.payload {
-                    NetlinkPayload::InnerMessage(inner) => {
-                        replies.push(inner);
-                        if !dump {
-                            return Ok(replies);
-                        }
-                    }
-                    NetlinkPayload::Done(_) => return Ok(replies),
-                    NetlinkPayload::Error(error) => {
-                        return match error.code {
-                            Some(code) => Err(netlink(io::Error::from_raw_os_error(-code.get()))),
-                            None => Ok(replies),
-                        };
-                    }
-                    _ => {}
-                }
-            }
-        }
+        Ok(self.rtnl.request(name, message, dump)?)
     }
 
     /// Egress interface of `addr` and the preferred source address towards it; an error
@@ -192,11 +129,8 @@ impl KernelNextHops {
             .push(RouteAttribute::Destination(RouteAddress::from(addr)));
         let replies = match self.request("get route", RouteNetlinkMessage::GetRoute(message), false)
         {
-            Err(NextHopError::Netlink { source, .. })
-                if matches!(
-                    source.raw_os_error(),
-                    Some(libc::ENETUNREACH | libc::EHOSTUNREACH)
-                ) =>
+            Err(NextHopError::Netlink(error))
+                if matches!(error.errno(), Some(libc::ENETUNREACH | libc::EHOSTUNREACH)) =>
             {
                 return Err(NextHopError::NoRoute { addr });
             }
@@ -249,9 +183,7 @@ impl KernelNextHops {
             RouteNetlinkMessage::GetNeighbour(message),
             false,
         ) {
-            Err(NextHopError::Netlink { source, .. })
-                if source.raw_os_error() == Some(libc::ENOENT) =>
-            {
+            Err(NextHopError::Netlink(error)) if error.errno() == Some(libc::ENOENT) => {
                 return Ok(None);
             }
             other => other?,
@@ -475,14 +407,6 @@ fn family(addr: IpAddr) -> AddressFamily {
         IpAddr::V4(_) => AddressFamily::Inet,
         IpAddr::V6(_) => AddressFamily::Inet6,
     }
-}
-
-fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    setsockopt(socket.as_raw_fd(), libc::SO_RCVTIMEO, &value)
 }
 
 fn bind_to_device(socket: &UdpSocket, ifindex: u32) -> io::Result<()> {

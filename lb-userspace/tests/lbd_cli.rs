@@ -152,8 +152,13 @@ fn keepalived_options_are_accepted() {
     );
     assert_eq!(code, WARNINGS, "{stderr}");
     assert!(stderr.contains("invalid log facility `local9`"), "{stderr}");
-    // VRRP only is not something lbd can do yet.
-    let (code, _, stderr) = lbd_with(CONDITIONAL, &["-P", "--interface", "lo"]);
+    // VRRP only needs VRRP instances (the pid file is a scratch one, not the host's).
+    let pid = std::env::temp_dir().join(format!("lbd-cli-{}.pid", std::process::id()));
+    let pid = pid.display().to_string();
+    let (code, _, stderr) = lbd_with(CONDITIONAL, &["-P", "-p", &pid]);
     assert_eq!(code, Some(1));
-    assert!(stderr.contains("-P/--vrrp"), "{stderr}");
+    assert!(
+        stderr.contains("-P/--vrrp: the configuration has no vrrp_instance"),
+        "{stderr}"
+    );
 }

@@ -254,6 +254,13 @@ impl Lbd {
         bail!("lbd did not exit within 10 s of SIGTERM; killed")
     }
 
+    /// SIGKILL, as a crash would (no handover), and wait for it.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        self.signal(libc::SIGKILL)?;
+        self.child.wait()?;
+        Ok(())
+    }
+
     fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
         // SAFETY: plain syscall on our own child's pid.
         if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {

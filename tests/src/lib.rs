@@ -5,6 +5,7 @@
 pub mod check_bench;
 pub mod echo;
 pub mod http;
+pub mod keepalived;
 pub mod lbd;
 pub mod netns;
 pub mod packet;

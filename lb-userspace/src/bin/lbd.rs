@@ -21,6 +21,7 @@ use lb_userspace::{
     model::{Config, ForwardMethod},
     neighbour_events::NeighbourEvents,
     nexthop::KernelNextHops,
+    vrrp::{self, Vrrp},
 };
 use tokio::signal::unix::{SignalKind, signal};
 use tracing::{debug, error, info, warn};
@@ -86,8 +87,7 @@ struct Args {
     /// keepalived would not take is reported, as keepalived does, and lbd goes on.
     #[arg(short = 'S', long = "log-facility")]
     log_facility: Option<String>,
-    /// keepalived compatibility: run only the VRRP part (no load balancing). lbd has no
-    /// VRRP yet, so it refuses to start.
+    /// keepalived compatibility: run only the VRRP part (no load balancing, no XDP).
     #[arg(short = 'P', long = "vrrp")]
     vrrp_only: bool,
     /// keepalived compatibility: run only the checker (LVS) part, which is what lbd runs.
@@ -175,10 +175,6 @@ fn main() -> ExitCode {
     }
     if args.config_test || args.dump_config {
         return config_test(&args);
-    }
-    if args.vrrp_only {
-        error!("-P/--vrrp asks for VRRP only, which lbd does not do yet; not starting");
-        return ExitCode::FAILURE;
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -286,6 +282,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .flatten()
         .cloned();
     let _pid_files = PidFiles::write(pid_files)?;
+    if args.vrrp_only {
+        return run_vrrp_only(&args, loaded.config, [terminate, interrupt, hangup]).await;
+    }
     if !args.decap.is_empty() {
         return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
     }
@@ -362,6 +361,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "ready: {services} virtual service(s), {reals} real server(s), maps pinned under {}",
         pins.display()
     );
+    let mut vrrp = Vrrp::start(controller.running());
     if let Err(e) = daemon::notify("READY=1") {
         warn!("cannot tell systemd lbd is ready: {e}");
     }
@@ -407,7 +407,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
-            _ = hangup.recv() => reload(&args, &mut controller, &mut checks, &mut last_report),
+            _ = hangup.recv() => {
+                let vrrp_before = controller.running().vrrp_instances.clone();
+                reload(&args, &mut controller, &mut checks, &mut last_report);
+                if controller.running().vrrp_instances != vrrp_before {
+                    info!("reload: VRRP instances changed; restarting them");
+                    vrrp.stop().await;
+                    vrrp = Vrrp::start(controller.running());
+                }
+            }
+            change = vrrp.next_change() => {
+                info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
+            }
             report = checks.next() => {
                 checks.record(report);
                 match controller.set_overlay(checks.overlay()) {
@@ -432,6 +443,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         }
     }
     let _ = daemon::notify("STOPPING=1");
+    // Hand the addresses over first (priority 0), then stop balancing.
+    vrrp.stop().await;
     checks.shutdown(controller.running()).await;
     controller.dataplane_mut().detach_all()?;
     info!(
@@ -590,6 +603,51 @@ fn tun_vips(config: &Config) -> Vec<std::net::IpAddr> {
     vips.sort();
     vips.dedup();
     vips
+}
+
+/// `-P`: VRRP only, until SIGTERM or SIGINT; SIGHUP reloads (instances that changed are
+/// restarted with all the others).
+async fn run_vrrp_only(
+    args: &Args,
+    config: Config,
+    [mut terminate, mut interrupt, mut hangup]: [tokio::signal::unix::Signal; 3],
+) -> anyhow::Result<()> {
+    if config.vrrp_instances.is_empty() {
+        anyhow::bail!("-P/--vrrp: the configuration has no vrrp_instance");
+    }
+    let mut running = config;
+    let mut vrrp = Vrrp::start(&running);
+    info!(
+        "ready: VRRP only, {} instance(s)",
+        running.vrrp_instances.len()
+    );
+    if let Err(e) = daemon::notify("READY=1") {
+        warn!("cannot tell systemd lbd is ready: {e}");
+    }
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
+            _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
+            _ = hangup.recv() => match config::load_with(&args.config, &config_options(args)) {
+                Ok(loaded) => {
+                    log_diagnostics(&loaded.warnings);
+                    if loaded.config.vrrp_instances != running.vrrp_instances {
+                        vrrp.stop().await;
+                        running = loaded.config;
+                        vrrp = Vrrp::start(&running);
+                    }
+                    info!("reload applied: {} VRRP instance(s)", running.vrrp_instances.len());
+                }
+                Err(e) => error!("reload rejected, the running configuration stays: {e}"),
+            },
+            change = vrrp.next_change() => {
+                info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
+            }
+        }
+    }
+    let _ = daemon::notify("STOPPING=1");
+    vrrp.stop().await;
+    Ok(())
 }
 
 /// SIGHUP: load the file again; a bad file is reported and the running config stays.

@@ -1,0 +1,372 @@
+//! One `vrrp_instance` at work: the state machine (`lb_vrrp::machine`) fed with the
+//! adverts its socket receives and its own timers, and its commands carried out: adverts
+//! sent to the group or each unicast peer, virtual addresses added and removed through
+//! rtnetlink, announced with gratuitous ARP / unsolicited NA (`garp_master_repeat` at
+//! once, again after `garp_master_delay`), notify scripts run with keepalived's
+//! arguments. Received packets are checked before the machine sees them: the decoder's
+//! checks, the VRID, the TTL of 255 (from unicast peers too, except that keepalived sends
+//! IPv6 unicast adverts with hop limit 64, which is accepted), the version, and VRRPv2's
+//! password; a refused packet is logged, never fatal.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use lb_vrrp::{
+    machine::{Command, Event, Machine, Settings, State},
+    packet::{Advertisement, Auth, Version},
+};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{
+    addresses, announce, link,
+    socket::{GROUP4, GROUP6, VrrpSocket},
+};
+use crate::{
+    check::script::{self, Policy},
+    model::vrrp::{AuthType, VrrpInstance},
+    rtnl::RouteSocket,
+};
+
+/// How long a notify script may run.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A state change, for lbd (ha_suspend, logs, metrics).
+#[derive(Clone, Debug)]
+pub struct StateChange {
+    pub instance: String,
+    pub state: State,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstanceError {
+    #[error("vrrp_instance {name}: {reason}")]
+    Setup { name: String, reason: String },
+}
+
+/// Everything fixed about a running instance.
+struct Running {
+    config: VrrpInstance,
+    ifindex: u32,
+    mac: [u8; 6],
+    source: IpAddr,
+    /// Where adverts go: the unicast peers, else the group.
+    destinations: Vec<IpAddr>,
+    vips: Vec<IpAddr>,
+    version: Version,
+    auth: Auth,
+    policy: Policy,
+}
+
+/// Run `config` until `stop` turns true; then hand over (priority 0) and return.
+pub async fn run(
+    config: VrrpInstance,
+    policy: Policy,
+    mut stop: watch::Receiver<bool>,
+    changes: mpsc::UnboundedSender<StateChange>,
+) -> Result<(), InstanceError> {
+    let name = config.name.clone();
+    let setup = |reason: String| InstanceError::Setup {
+        name: name.clone(),
+        reason,
+    };
+    let vips: Vec<IpAddr> = config.virtual_ipaddress.iter().map(|a| a.addr).collect();
+    let ipv6 = vips.first().is_some_and(IpAddr::is_ipv6);
+    let ifindex = link::index(&config.interface).map_err(|e| setup(e.to_string()))?;
+    let mac = link::mac(&config.interface).map_err(|e| setup(e.to_string()))?;
+    let source = match config.unicast_src_ip.or(config.mcast_src_ip) {
+        Some(source) => source,
+        None => link::primary(&config.interface, ipv6, &vips).map_err(|e| setup(e.to_string()))?,
+    };
+    let group: IpAddr = if ipv6 { GROUP6.into() } else { GROUP4.into() };
+    let multicast = config.unicast_peer.is_empty();
+    let socket = VrrpSocket::open(
+        &config.interface,
+        ifindex,
+        source,
+        multicast.then_some(group),
+    )
+    .map_err(|e| setup(format!("VRRP socket on {}: {e}", config.interface)))?;
+    let mut rtnl = RouteSocket::new().map_err(|e| setup(e.to_string()))?;
+    let version = if config.version == 3 {
+        Version::V3
+    } else {
+        Version::V2
+    };
+    let auth = match (&config.authentication, version) {
+        (Some(a), Version::V2) if a.auth_type == AuthType::Pass => Auth::pass(&a.auth_pass),
+        _ => Auth::None,
+    };
+    let interval_cs = (config.advert_int.as_millis() / 10).clamp(1, 0x0fff) as u16;
+    let mut machine = Machine::new(Settings {
+        version,
+        vrid: config.vrid,
+        priority: config.priority,
+        advert_interval_cs: interval_cs,
+        preempt: config.preempt,
+        preempt_delay: config.preempt_delay,
+        primary: source,
+    });
+    let running = Running {
+        destinations: if multicast {
+            vec![group]
+        } else {
+            config.unicast_peer.clone()
+        },
+        config,
+        ifindex,
+        mac,
+        source,
+        vips,
+        version,
+        auth,
+        policy,
+    };
+    info!(
+        "({}) VRRPv{} on {} from {source}, vrid {}, priority {}",
+        name,
+        if version == Version::V3 { 3 } else { 2 },
+        running.config.interface,
+        running.config.vrid,
+        running.config.priority
+    );
+    let commands = machine.handle(Event::Startup, Instant::now());
+    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+    loop {
+        let deadline = machine.deadline();
+        tokio::select! {
+            _ = stop.changed() => {
+                let commands = machine.handle(Event::Shutdown, Instant::now());
+                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                if let Some(stop_script) = &running.config.notify.stop {
+                    running.notify_stop(stop_script).await;
+                }
+                return Ok(());
+            }
+            received = socket.recv() => match received {
+                Ok(packet) => {
+                    if let Some(event) = running.check(packet) {
+                        let commands = machine.handle(event, Instant::now());
+                        running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                    }
+                }
+                Err(e) => warn!("({name}) receiving: {e}"),
+            },
+            _ = sleep_until(deadline) => {
+                let commands = machine.handle(Event::Timer, Instant::now());
+                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Running {
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// The event of a received packet, or why it is refused (logged).
+    fn check(&self, packet: super::socket::Received) -> Option<Event> {
+        if packet.src == self.source {
+            return None;
+        }
+        let advert = match Advertisement::decode(&packet.payload, packet.src, packet.dst) {
+            Ok(advert) => advert,
+            Err(e) => {
+                debug!("({}) packet from {} refused: {e}", self.name(), packet.src);
+                return None;
+            }
+        };
+        if advert.vrid != self.config.vrid {
+            return None;
+        }
+        let from_peer = self.config.unicast_peer.contains(&packet.src);
+        let keepalived_ipv6_unicast = from_peer && packet.src.is_ipv6() && packet.ttl == 64;
+        if packet.ttl != 255 && !keepalived_ipv6_unicast {
+            warn!(
+                "({}) advert from {} with TTL {}, not 255; ignored",
+                self.name(),
+                packet.src,
+                packet.ttl
+            );
+            return None;
+        }
+        if advert.version != self.version {
+            warn!(
+                "({}) advert from {} is of another VRRP version; ignored",
+                self.name(),
+                packet.src
+            );
+            return None;
+        }
+        if self.version == Version::V2 && advert.auth != self.auth {
+            warn!(
+                "({}) advert from {} with a wrong password; ignored",
+                self.name(),
+                packet.src
+            );
+            return None;
+        }
+        if !self.config.unicast_peer.is_empty() && !from_peer {
+            debug!(
+                "({}) advert from {}, not a unicast peer; ignored",
+                self.name(),
+                packet.src
+            );
+            return None;
+        }
+        Some(Event::Advertisement {
+            src: packet.src,
+            advert,
+        })
+    }
+
+    fn carry_out(
+        &self,
+        commands: Vec<Command>,
+        machine: &Machine,
+        socket: &VrrpSocket,
+        rtnl: &mut RouteSocket,
+        changes: &mpsc::UnboundedSender<StateChange>,
+    ) {
+        for command in commands {
+            match command {
+                Command::Send { priority } => {
+                    let advert = Advertisement {
+                        version: self.version,
+                        vrid: self.config.vrid,
+                        priority,
+                        interval_cs: (self.config.advert_int.as_millis() / 10).clamp(1, 0x0fff)
+                            as u16,
+                        addresses: self.vips.clone(),
+                        auth: self.auth,
+                    };
+                    for &dst in &self.destinations {
+                        let packet = advert.encode(self.source, dst);
+                        if let Err(e) = socket.send(&packet, dst, self.ifindex) {
+                            warn!("({}) sending to {dst}: {e}", self.name());
+                        }
+                    }
+                }
+                Command::AddAddresses => {
+                    let all = self
+                        .config
+                        .virtual_ipaddress
+                        .iter()
+                        .chain(&self.config.virtual_ipaddress_excluded);
+                    for address in all {
+                        let ifindex = self.ifindex_of(address.dev.as_deref());
+                        if let Err(e) = addresses::add(rtnl, address, ifindex) {
+                            warn!("({}) adding {}: {e}", self.name(), address.addr);
+                        }
+                    }
+                }
+                Command::RemoveAddresses => {
+                    let all = self
+                        .config
+                        .virtual_ipaddress
+                        .iter()
+                        .chain(&self.config.virtual_ipaddress_excluded);
+                    for address in all {
+                        let ifindex = self.ifindex_of(address.dev.as_deref());
+                        if let Err(e) = addresses::remove(rtnl, address, ifindex) {
+                            warn!("({}) removing {}: {e}", self.name(), address.addr);
+                        }
+                    }
+                }
+                Command::Announce => self.announce(),
+                Command::Transition { to, .. } => {
+                    info!("({}) Entering {} STATE", self.name(), state_name(to));
+                    let _ = changes.send(StateChange {
+                        instance: self.name().to_owned(),
+                        state: to,
+                    });
+                    self.notify_transition(to, machine.priority());
+                }
+            }
+        }
+    }
+
+    /// The index of `dev`, else of the instance's interface.
+    fn ifindex_of(&self, dev: Option<&str>) -> u32 {
+        dev.and_then(|d| link::index(d).ok())
+            .unwrap_or(self.ifindex)
+    }
+
+    /// `garp_master_repeat` announcements now, and as many after `garp_master_delay`.
+    fn announce(&self) {
+        let (ifindex, mac, vips) = (self.ifindex, self.mac, self.vips.clone());
+        let repeat = self.config.garp_master_repeat.max(1);
+        let delay = self.config.garp_master_delay;
+        let name = self.name().to_owned();
+        tokio::spawn(async move {
+            for round in 0..2 {
+                if round == 1 {
+                    if delay.is_zero() {
+                        return;
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                for _ in 0..repeat {
+                    if let Err(e) = announce::announce(ifindex, mac, &vips) {
+                        warn!("({name}) announcing the addresses: {e}");
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
+    /// keepalived's notify scripts for entering `state`: the state's own, and `notify`
+    /// with `INSTANCE NAME STATE PRIORITY`.
+    fn notify_transition(&self, state: State, priority: u8) {
+        let notify = &self.config.notify;
+        let own = match state {
+            State::Master => notify.master.clone(),
+            State::Backup => notify.backup.clone(),
+            State::Fault => notify.fault.clone(),
+            State::Initialize => None,
+        };
+        let name = state_name(state);
+        let mut scripts: Vec<String> = own.into_iter().collect();
+        if let (Some(any), false) = (&notify.any, state == State::Initialize) {
+            scripts.push(format!("{any} INSTANCE {} {name} {priority}", self.name()));
+        }
+        for command in scripts {
+            let policy = self.policy.clone();
+            let instance = self.name().to_owned();
+            tokio::spawn(async move {
+                match script::run_with(&command, NOTIFY_TIMEOUT, &policy, None).await {
+                    Ok(0) => {}
+                    Ok(code) => warn!("({instance}) `{command}` exited with {code}"),
+                    Err(reason) => warn!("({instance}) {reason}"),
+                }
+            });
+        }
+    }
+
+    /// `notify_stop`, run to its end (lbd is stopping).
+    async fn notify_stop(&self, command: &str) {
+        if let Err(reason) = script::run_with(command, NOTIFY_TIMEOUT, &self.policy, None).await {
+            warn!("({}) {reason}", self.name());
+        }
+    }
+}
+
+pub fn state_name(state: State) -> &'static str {
+    match state {
+        State::Initialize => "INIT",
+        State::Backup => "BACKUP",
+        State::Master => "MASTER",
+        State::Fault => "FAULT",
+    }
+}

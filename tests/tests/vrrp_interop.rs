@@ -1,0 +1,278 @@
+//! lbd's VRRP against keepalived 2.2.7 on the wire: two namespaces joined by a veth, lbd
+//! (`-P`, VRRP only) in one, keepalived in the other. Scenarios: lbd master with a
+//! keepalived backup and the reverse, preemption both ways, `nopreempt`, unicast peers,
+//! VRRPv2 with a password (a wrong one is ignored and logged), VRRPv3 over IPv6, a
+//! graceful stop handing over at once and SIGKILL handing over after the master-down
+//! interval. Needs root and keepalived.
+
+use std::{
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use lb_tests::{
+    keepalived::{self, Keepalived},
+    lbd::Lbd,
+    netns::Netns,
+    privilege::require_root,
+};
+
+/// Two namespaces with `eth0` each, joined; lbd's side is `.1`, keepalived's `.2`.
+struct Pair {
+    lbd: Netns,
+    peer: Netns,
+    dir: PathBuf,
+}
+
+fn pair(prefix: &str) -> Pair {
+    let lbd = Netns::create(&format!("{prefix}-l")).expect("netns");
+    let peer = Netns::create(&format!("{prefix}-k")).expect("netns");
+    lbd.ip(&[
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "eth0",
+        "netns",
+        peer.name(),
+    ])
+    .expect("veth");
+    for (ns, last) in [(&lbd, 1), (&peer, 2)] {
+        ns.ip(&["addr", "add", &format!("10.9.0.{last}/24"), "dev", "eth0"])
+            .expect("v4");
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("2001:db8:9::{last}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("v6");
+        ns.ip(&["link", "set", "eth0", "up"]).expect("up");
+    }
+    let dir = std::env::temp_dir().join(prefix);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    Pair { lbd, peer, dir }
+}
+
+/// A vrrp_instance for VIP `vip` with `priority` and extra lines.
+fn instance(priority: u8, vip: &str, extra: &str) -> String {
+    format!(
+        "vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 42\n    priority {priority}\n    advert_int 1\n{extra}    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n"
+    )
+}
+
+const PASS: &str =
+    "    authentication {\n        auth_type PASS\n        auth_pass s3cret\n    }\n";
+
+impl Pair {
+    fn lbd(&self, config: &str) -> Lbd {
+        let path = self.dir.join("lbd.conf");
+        std::fs::write(&path, config).expect("config");
+        let name = format!("{}-lbd", self.lbd.name());
+        Lbd::start_like_keepalived(
+            &self.lbd,
+            &path,
+            &name,
+            &self.dir.join("lbd.log"),
+            &["-P", "-p", &self.dir.join("lbd.pid").display().to_string()],
+        )
+        .expect("lbd")
+    }
+
+    fn keepalived(&self, config: &str) -> Keepalived {
+        Keepalived::start(&self.peer, &self.dir.join("keepalived"), config).expect("keepalived")
+    }
+
+    /// Whether `ns` holds `vip` now.
+    fn holds(ns: &Netns, vip: &str) -> bool {
+        let address = vip.split('/').next().unwrap_or(vip);
+        ns.ip(&["addr", "show", "dev", "eth0"])
+            .map(|out| out.contains(&format!("{address}/")))
+            .unwrap_or(false)
+    }
+
+    /// Wait until `ns` holds `vip` (or not); how long it took.
+    fn wait_holds(ns: &Netns, vip: &str, want: bool, timeout: Duration) -> Duration {
+        let started = Instant::now();
+        while Pair::holds(ns, vip) != want {
+            assert!(
+                started.elapsed() < timeout,
+                "{} {} {vip} after {timeout:?}",
+                ns.name(),
+                if want { "does not hold" } else { "still holds" }
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        started.elapsed()
+    }
+}
+
+fn ready(test: &str) -> bool {
+    require_root(test) && keepalived::available(test)
+}
+
+#[test]
+fn lbd_master_keepalived_backup_and_graceful_handover() {
+    if !ready("lbd_master_keepalived_backup_and_graceful_handover") {
+        return;
+    }
+    let pair = pair("lbt-vi1");
+    let vip = "10.9.0.100/24";
+    let keepalived = pair.keepalived(&instance(100, vip, PASS));
+    let mut lbd = pair.lbd(&instance(150, vip, PASS));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("lbd master");
+    Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(2));
+    keepalived
+        .wait_for("Entering BACKUP STATE", 1, Duration::from_secs(5))
+        .expect("keepalived backup");
+    // Some adverts later keepalived is still backup: it takes lbd's packets.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!keepalived.log().contains("Entering MASTER STATE"));
+    assert!(!Pair::holds(&pair.peer, vip));
+    // A graceful stop: priority 0, keepalived takes over at once.
+    let stop = Instant::now();
+    lbd.stop().expect("stop");
+    let took = Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
+    eprintln!(
+        "graceful stop: keepalived holds the VIP {:?} after SIGTERM",
+        stop.elapsed().max(took)
+    );
+    assert!(!Pair::holds(&pair.lbd, vip));
+}
+
+#[test]
+fn keepalived_master_lbd_backup_and_sigkill_takeover() {
+    if !ready("keepalived_master_lbd_backup_and_sigkill_takeover") {
+        return;
+    }
+    let pair = pair("lbt-vi2");
+    let vip = "10.9.0.101/24";
+    let v3 = "global_defs {\n    vrrp_version 3\n}\n";
+    let mut keepalived = pair.keepalived(&format!("{v3}{}", instance(150, vip, "")));
+    keepalived
+        .wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("keepalived master");
+    let lbd = pair.lbd(&format!("{v3}{}", instance(100, vip, "")));
+    lbd_stays_backup(&lbd, &pair, vip);
+    // A crash: lbd takes over after the master-down interval (3.61 s at priority 100).
+    let killed = Instant::now();
+    keepalived.kill();
+    Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(6));
+    let took = killed.elapsed();
+    eprintln!("SIGKILL of keepalived: lbd holds the VIP after {took:?}");
+    assert!(took >= Duration::from_secs(3), "{took:?}");
+}
+
+/// lbd waits as backup for 5 s: no MASTER, no VIP.
+fn lbd_stays_backup(lbd: &Lbd, pair: &Pair, vip: &str) {
+    std::thread::sleep(Duration::from_secs(5));
+    let log = lbd.log().join("\n");
+    assert!(log.contains("Entering BACKUP STATE"), "{log}");
+    assert!(!log.contains("Entering MASTER STATE"), "{log}");
+    assert!(!Pair::holds(&pair.lbd, vip));
+}
+
+#[test]
+fn preemption_both_ways_and_nopreempt() {
+    if !ready("preemption_both_ways_and_nopreempt") {
+        return;
+    }
+    let pair = pair("lbt-vi3");
+    let vip = "10.9.0.102/24";
+    // keepalived master at 100; lbd at 150 preempts it.
+    let keepalived = pair.keepalived(&instance(100, vip, ""));
+    keepalived
+        .wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("keepalived master");
+    let mut lbd = pair.lbd(&instance(150, vip, ""));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("lbd preempts");
+    keepalived
+        .wait_for("Entering BACKUP STATE", 2, Duration::from_secs(5))
+        .expect("keepalived yields");
+    lbd.stop().expect("stop");
+    drop(keepalived);
+
+    // lbd master at 100; keepalived at 150 preempts it.
+    let mut lbd = pair.lbd(&instance(100, vip, ""));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("lbd master");
+    let keepalived = pair.keepalived(&instance(150, vip, ""));
+    lbd.wait_for("Entering BACKUP STATE", 2, Duration::from_secs(10))
+        .expect("lbd yields to keepalived");
+    Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
+    lbd.stop().expect("stop");
+    drop(keepalived);
+
+    // nopreempt: lbd at 150 does not take over from keepalived at 100.
+    let keepalived = pair.keepalived(&instance(100, vip, ""));
+    keepalived
+        .wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("keepalived master");
+    let lbd = pair.lbd(&instance(150, vip, "    nopreempt\n"));
+    lbd_stays_backup(&lbd, &pair, vip);
+    drop(keepalived);
+}
+
+#[test]
+fn unicast_peers_and_a_wrong_password() {
+    if !ready("unicast_peers_and_a_wrong_password") {
+        return;
+    }
+    let pair = pair("lbt-vi4");
+    let vip = "10.9.0.103/24";
+    let unicast = |local: u8, peer: u8| {
+        format!(
+            "    unicast_src_ip 10.9.0.{local}\n    unicast_peer {{\n        10.9.0.{peer}\n    }}\n{PASS}"
+        )
+    };
+    let keepalived = pair.keepalived(&instance(150, vip, &unicast(2, 1)));
+    keepalived
+        .wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("keepalived master");
+    let lbd = pair.lbd(&instance(100, vip, &unicast(1, 2)));
+    lbd_stays_backup(&lbd, &pair, vip);
+    drop(lbd);
+
+    // Another password: keepalived's adverts are ignored (and logged); lbd takes over.
+    let wrong = unicast(1, 2).replace("s3cret", "other");
+    let mut lbd = pair.lbd(&instance(100, vip, &wrong));
+    lbd.wait_for("wrong password; ignored", 1, Duration::from_secs(5))
+        .expect("wrong password logged");
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("lbd master on its own");
+    drop(keepalived);
+}
+
+#[test]
+fn vrrpv3_over_ipv6() {
+    if !ready("vrrpv3_over_ipv6") {
+        return;
+    }
+    let pair = pair("lbt-vi5");
+    let vip = "2001:db8:9::100/64";
+    let v3 = "global_defs {\n    vrrp_version 3\n}\n";
+    let keepalived = pair.keepalived(&format!("{v3}{}", instance(100, vip, "")));
+    let mut lbd = pair.lbd(&format!("{v3}{}", instance(150, vip, "")));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("lbd master");
+    Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(2));
+    keepalived
+        .wait_for("Entering BACKUP STATE", 1, Duration::from_secs(5))
+        .expect("keepalived backup");
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        !keepalived.log().contains("Entering MASTER STATE"),
+        "{}",
+        keepalived.log()
+    );
+    lbd.stop().expect("stop");
+    Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
+}
