@@ -276,3 +276,76 @@ fn vrrpv3_over_ipv6() {
     lbd.stop().expect("stop");
     Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
 }
+
+#[test]
+fn two_lbd_directors_follow_track_script_and_track_interface() {
+    if !require_root("two_lbd_directors_follow_track_script_and_track_interface") {
+        return;
+    }
+    let pair = pair("lbt-vi6");
+    let vip = "10.9.0.104/24";
+    // A tracked interface of its own in the first director's namespace.
+    pair.lbd
+        .ip(&[
+            "link", "add", "trk0", "type", "veth", "peer", "name", "trk1",
+        ])
+        .expect("veth");
+    for dev in ["trk0", "trk1"] {
+        pair.lbd.ip(&["link", "set", dev, "up"]).expect("up");
+    }
+    let flag = pair.dir.join("healthy");
+    std::fs::write(&flag, "").expect("flag");
+    let first = format!(
+        "vrrp_script chk {{\n    script \"test -e {}\"\n    interval 0.2\n    weight -100\n    fall 1\n    rise 1\n}}\n{}",
+        flag.display(),
+        instance(
+            150,
+            vip,
+            "    track_script {\n        chk\n    }\n    track_interface {\n        trk0\n    }\n",
+        )
+    );
+    let mut a = pair.lbd(&first);
+    let path = pair.dir.join("second.conf");
+    std::fs::write(&path, instance(100, vip, "")).expect("config");
+    let mut b = Lbd::start_like_keepalived(
+        &pair.peer,
+        &path,
+        "lbt-vi6-second",
+        &pair.dir.join("second.log"),
+        &[
+            "-P",
+            "-p",
+            &pair.dir.join("second.pid").display().to_string(),
+        ],
+    )
+    .expect("second lbd");
+    a.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("first master");
+    Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(2));
+
+    // The script fails: 150 - 100 = 50 < 100, the second director preempts.
+    std::fs::remove_file(&flag).expect("remove flag");
+    a.wait_for("priority 150 -> 50", 1, Duration::from_secs(5))
+        .expect("priority lowered");
+    b.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("second master");
+    Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
+    a.wait_for("Entering BACKUP STATE", 2, Duration::from_secs(5))
+        .expect("first backup");
+
+    // Back to health: the first preempts again.
+    std::fs::write(&flag, "").expect("flag");
+    a.wait_for("Entering MASTER STATE", 2, Duration::from_secs(10))
+        .expect("first master again");
+    Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(3));
+
+    // Its tracked interface goes down: FAULT, the second takes over at once (priority 0).
+    pair.lbd.ip(&["link", "set", "trk0", "down"]).expect("down");
+    a.wait_for("Entering FAULT STATE", 1, Duration::from_secs(5))
+        .expect("fault");
+    Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
+    assert!(!Pair::holds(&pair.lbd, vip));
+    pair.lbd.ip(&["link", "set", "trk0", "up"]).expect("up");
+    a.wait_for("Entering MASTER STATE", 3, Duration::from_secs(10))
+        .expect("first master after the fault");
+}

@@ -23,10 +23,11 @@ use tracing::{debug, info, warn};
 use super::{
     addresses, announce, link,
     socket::{GROUP4, GROUP6, VrrpSocket},
+    track::{self, Tracker},
 };
 use crate::{
     check::script::{self, Policy},
-    model::vrrp::{AuthType, VrrpInstance},
+    model::vrrp::{AuthType, VrrpInstance, VrrpScript},
     rtnl::RouteSocket,
 };
 
@@ -63,6 +64,7 @@ struct Running {
 /// Run `config` until `stop` turns true; then hand over (priority 0) and return.
 pub async fn run(
     config: VrrpInstance,
+    scripts: Vec<VrrpScript>,
     policy: Policy,
     mut stop: watch::Receiver<bool>,
     changes: mpsc::UnboundedSender<StateChange>,
@@ -132,6 +134,10 @@ pub async fn run(
         running.config.vrid,
         running.config.priority
     );
+    let mut tracker = Tracker::new(&running.config, &scripts);
+    let (updates_sender, mut updates) = mpsc::unbounded_channel();
+    let watchers = track::watch(&running.config, &scripts, &running.policy, updates_sender);
+    let _watchers = AbortOnDrop(watchers);
     let commands = machine.handle(Event::Startup, Instant::now());
     running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
     loop {
@@ -154,10 +160,35 @@ pub async fn run(
                 }
                 Err(e) => warn!("({name}) receiving: {e}"),
             },
+            Some(update) = updates.recv() => {
+                let (fault, priority) = (tracker.fault(), tracker.priority());
+                tracker.update(update);
+                let now = Instant::now();
+                if tracker.priority() != priority {
+                    info!("({name}) priority {priority} -> {}", tracker.priority());
+                    let commands = machine.handle(Event::Priority(tracker.priority()), now);
+                    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                }
+                if tracker.fault() != fault {
+                    let commands = machine.handle(Event::Fault(tracker.fault()), now);
+                    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                }
+            }
             _ = sleep_until(deadline) => {
                 let commands = machine.handle(Event::Timer, Instant::now());
                 running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
             }
+        }
+    }
+}
+
+/// Aborts the watcher tasks when the instance ends.
+struct AbortOnDrop(Vec<tokio::task::JoinHandle<()>>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        for task in &self.0 {
+            task.abort();
         }
     }
 }

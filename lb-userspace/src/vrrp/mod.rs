@@ -8,6 +8,7 @@ pub mod announce;
 pub mod instance;
 pub mod link;
 pub mod socket;
+pub mod track;
 
 use std::time::Duration;
 
@@ -36,14 +37,17 @@ impl Vrrp {
         let (stop, stopped) = watch::channel(false);
         let (sender, changes) = mpsc::unbounded_channel();
         let policy = Policy::of(config);
+        let scripts = config.vrrp_scripts.clone();
         let tasks = config
             .vrrp_instances
             .iter()
             .cloned()
             .map(|instance| {
                 let (policy, stopped, sender) = (policy.clone(), stopped.clone(), sender.clone());
+                let scripts = scripts.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = instance::run(instance, policy, stopped, sender).await {
+                    if let Err(e) = instance::run(instance, scripts, policy, stopped, sender).await
+                    {
                         error!("{e}");
                     }
                 })
