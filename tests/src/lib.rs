@@ -4,6 +4,7 @@
 
 pub mod check_bench;
 pub mod echo;
+pub mod failover_bench;
 pub mod http;
 pub mod keepalived;
 pub mod lbd;

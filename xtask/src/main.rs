@@ -106,7 +106,8 @@ fn main() -> ExitCode {
         }),
         Command::Test => test::run(),
         Command::Bench { args } => setup::ensure().and_then(|()| {
-            // Release: the health-check row times lbd's own (userspace) code.
+            // Release: the health-check row times lbd's own (userspace) code; the
+            // failover rows run lbd and the lab's servers from the same directory.
             cmd::run(cmd::cargo().args([
                 "build",
                 "--release",
@@ -114,6 +115,16 @@ fn main() -> ExitCode {
                 "lb-tests",
                 "--bin",
                 "bench",
+                "--bin",
+                "lab",
+            ]))?;
+            cmd::run(cmd::cargo().args([
+                "build",
+                "--release",
+                "--package",
+                "lb-userspace",
+                "--bin",
+                "lbd",
             ]))?;
             let bench = cmd::target_dir().join("release").join("bench");
             let report = cmd::target_dir().join("bench").join("report.json");

@@ -80,6 +80,9 @@ struct Args {
     /// Measure the health-check row only (no report written).
     #[arg(long)]
     checks_only: bool,
+    /// Measure the failover rows only (no report written).
+    #[arg(long)]
+    failover_only: bool,
     /// Internal: be the health-check row's listener on this port.
     #[arg(long, hide = true)]
     listen: Option<u16>,
@@ -132,6 +135,38 @@ struct Report {
     schedulers: Vec<SchedulerRow>,
     /// The health checkers' CPU time at a rate of TCP checks.
     checks: lb_tests::check_bench::ChecksRow,
+    /// VRRP failovers: lbd and keepalived with advert_int 1, lbd VRRPv3 with 0.01.
+    failover: Vec<lb_tests::failover_bench::FailoverRow>,
+}
+
+/// The failover rows, printed: lbd and keepalived side by side at advert_int 1, and lbd
+/// with VRRPv3 at advert_int 0.01 (target: under 50 ms).
+fn failover_rows() -> anyhow::Result<Vec<lb_tests::failover_bench::FailoverRow>> {
+    use lb_tests::failover_bench::{Daemon, measure};
+    let lab = std::env::current_exe()?
+        .parent()
+        .context("bench has no directory")?
+        .join("lab");
+    let mut rows = Vec::new();
+    println!();
+    println!("failover   version advert_int  to VIP (ms)  to HTTP answer (ms)");
+    for (daemon, version, advert_int) in [
+        (Daemon::Lbd, 2, "1"),
+        (Daemon::Keepalived, 2, "1"),
+        (Daemon::Lbd, 3, "0.01"),
+    ] {
+        let row = measure(&lab, daemon, version, advert_int)?;
+        println!(
+            "{:<10} {:>7} {:>10} {:>12.1} {:>20.1}",
+            format!("{daemon:?}"),
+            version,
+            advert_int,
+            row.to_vip_ms,
+            row.to_http_ms
+        );
+        rows.push(row);
+    }
+    Ok(rows)
 }
 
 /// The health-check row, printed.
@@ -160,6 +195,11 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     if let Some(port) = args.listen {
         return lb_tests::check_bench::listen(port);
+    }
+    if args.failover_only {
+        let rows = failover_rows()?;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
     }
     if args.checks_only {
         let checks = checks_row(&args)?;
@@ -299,6 +339,7 @@ fn main() -> anyhow::Result<()> {
         );
     }
     let checks = checks_row(&args)?;
+    let failover = failover_rows()?;
     let report = Report {
         xdp_pass_single_run_ns: floor,
         xdp_pass_repeated_ns: pass_repeated,
@@ -309,6 +350,7 @@ fn main() -> anyhow::Result<()> {
         live,
         schedulers: rows,
         checks,
+        failover,
     };
     if let Some(dir) = args.report.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
