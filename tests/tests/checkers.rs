@@ -35,10 +35,21 @@ fn start(prefix: &str, reals: usize, checker: &str) -> (Topology, Lbd) {
 /// lbd on `lab` (its servers started) balancing over `reals` with `keywords` in the
 /// virtual server and `in_real` in each real.
 fn start_with(
+    lab: Topology,
+    reals: &[String],
+    keywords: &[&str],
+    in_real: &str,
+) -> (Topology, Lbd) {
+    start_with_extra(lab, reals, keywords, in_real, "")
+}
+
+/// As `start_with`, with `extra` configuration (VRRP instances) after the service.
+fn start_with_extra(
     mut lab: Topology,
     reals: &[String],
     keywords: &[&str],
     in_real: &str,
+    extra: &str,
 ) -> (Topology, Lbd) {
     lab.start_http_servers(Path::new(LAB))
         .expect("HTTP servers");
@@ -49,7 +60,8 @@ fn start_with(
         .replace(
             "        weight 1\n    }",
             &format!("        weight 1\n        {in_real}    }}"),
-        );
+        )
+        + extra;
     let prefix = prefix.as_str();
     let dir = lab.scratch_dir();
     let path = dir.join("keepalived.conf");
@@ -266,4 +278,46 @@ fn quorum_brings_the_sorry_server_and_scripts_are_told() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn ha_suspend_pauses_checks_until_vrrp_brings_the_vip() {
+    if !require_root("ha_suspend_pauses_checks_until_vrrp_brings_the_vip") {
+        return;
+    }
+    // A check that can only fail (nothing listens on port 81), on a service with
+    // ha_suspend whose VIP a VRRP instance of this director holds once master.
+    let lab = Topology::create("lbt-cks", 1).expect("topology");
+    let reals: Vec<String> = lab.reals.iter().map(|r| r.name.clone()).collect();
+    let vip = lb_tests::topology::VIP;
+    // The lab gives the director the VIP; here VRRP does, once master.
+    lab.director
+        .ip(&["addr", "del", &format!("{vip}/32"), "dev", "eth0"])
+        .expect("VIP off");
+    let in_real =
+        format!("TCP_CHECK {{\n            connect_port 81\n            {TIMING}\n        }}\n");
+    let (lab, mut lbd) = start_with_extra(
+        lab,
+        &reals,
+        &["ha_suspend"],
+        &in_real,
+        &format!(
+            "vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 60\n    priority 100\n    advert_int 1\n    virtual_ipaddress {{\n        {vip}/32\n    }}\n}}\n"
+        ),
+    );
+    // Backup for the master-down interval (3.6 s): no check runs.
+    lbd.wait_for("Entering BACKUP STATE", 1, Duration::from_secs(5))
+        .expect("backup");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !lbd.log().iter().any(|l| l.contains("failed: connect")),
+        "a check ran while suspended: {:?}",
+        lbd.log()
+    );
+    // Master: the VIP is here, the checks resume and find the real down.
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(5))
+        .expect("master");
+    lbd.wait_for("failed: connect", 1, Duration::from_secs(5))
+        .expect("checks resumed");
+    drop(lab);
 }

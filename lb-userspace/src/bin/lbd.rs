@@ -418,6 +418,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             }
             change = vrrp.next_change() => {
                 info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
+                checks.follow_addresses(controller.running());
             }
             report = checks.next() => {
                 checks.record(report);
@@ -432,7 +433,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                     Err(e) => error!("applying a health change failed: {e}"),
                 }
             }
-            _ = refresh.tick() => refresh_now(&mut controller, &mut last_report),
+            _ = refresh.tick() => {
+                refresh_now(&mut controller, &mut last_report);
+                checks.follow_addresses(controller.running());
+            }
             _ = sweep.tick() => match controller.sweep() {
                 Ok(report) if report.expired > 0 => debug!(
                     "sweep: {} flows expired, {} remain", report.expired, report.flows

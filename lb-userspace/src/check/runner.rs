@@ -5,7 +5,7 @@
 //! checker whose configuration did not change.
 
 use std::{
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
     hash::{BuildHasher, Hasher},
     sync::{
         Arc, RwLock,
@@ -25,6 +25,7 @@ use super::{
     schedule::{CheckerState, Outcome, Timing, Verdict},
     script::Policy,
 };
+use crate::dataplane::diff::ServiceId;
 use crate::model::{
     Config,
     check::{CheckKind, Checker},
@@ -59,6 +60,9 @@ struct Shared {
     permits: Arc<Semaphore>,
     /// Who runs MISC_CHECK commands; read at each run, so a reload changes it at once.
     policy: Arc<RwLock<Policy>>,
+    /// Services whose checks are paused (`ha_suspend` while this director is not the
+    /// VRRP master of their address).
+    suspended: Arc<RwLock<BTreeSet<ServiceId>>>,
 }
 
 pub struct Runner {
@@ -75,6 +79,7 @@ impl Runner {
                 reports,
                 permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
                 policy: Arc::default(),
+                suspended: Arc::default(),
             },
         }
     }
@@ -131,6 +136,14 @@ impl Runner {
         }
     }
 
+    /// Pause the checks of exactly `services` (the others run); a paused checker keeps
+    /// its state and resumes on its schedule.
+    pub fn suspend(&self, services: BTreeSet<ServiceId>) {
+        if let Ok(mut suspended) = self.shared.suspended.write() {
+            *suspended = services;
+        }
+    }
+
     /// How many checkers run.
     pub fn len(&self) -> usize {
         self.tasks.len()
@@ -163,6 +176,7 @@ async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared
         reports,
         permits,
         policy,
+        suspended,
     } = shared;
     let timing = Timing {
         delay_loop: checker.delay_loop,
@@ -172,6 +186,14 @@ async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared
     let mut state = CheckerState::new(timing, up);
     tokio::time::sleep(jitter(checker.warmup.unwrap_or(Duration::from_secs(1)))).await;
     loop {
+        let paused = suspended
+            .read()
+            .map(|s| s.contains(&real.service))
+            .unwrap_or(false);
+        if paused {
+            tokio::time::sleep(checker.delay_loop).await;
+            continue;
+        }
         let outcome = {
             let Ok(_permit) = permits.acquire().await else {
                 return;
@@ -209,6 +231,40 @@ async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn suspended_services_are_not_checked_until_resumed() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            // A closed local port: the check fails at once (retry 0).
+            let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = closed.local_addr().unwrap().port();
+            drop(closed);
+            let text = format!(
+                "virtual_server 192.0.2.1 80 {{\n lb_kind NAT\n protocol TCP\n ha_suspend\n real_server 127.0.0.1 {port} {{\n  TCP_CHECK {{\n   retry 0\n   delay_loop 0.05\n   warmup 0\n  }}\n }}\n}}\n"
+            );
+            let config = crate::config::parse(&text, std::path::Path::new("t.conf"))
+                .unwrap()
+                .config;
+            let service = super::super::health::service_id(&config.virtual_servers[0]);
+            let (sender, mut reports) = mpsc::unbounded_channel();
+            let mut runner = Runner::new(sender);
+            runner.suspend([service].into());
+            runner.update(&config, &Health::new(&config, None));
+            let quiet =
+                tokio::time::timeout(Duration::from_millis(400), reports.recv()).await;
+            assert!(quiet.is_err(), "a suspended service was checked: {quiet:?}");
+            runner.suspend(BTreeSet::new());
+            let report = tokio::time::timeout(Duration::from_secs(2), reports.recv())
+                .await
+                .expect("checked once resumed")
+                .unwrap();
+            assert!(matches!(report.verdict, Verdict::Down { .. }));
+        });
+    }
 
     #[test]
     fn jitter_stays_below_its_limit_and_varies() {

@@ -32,6 +32,9 @@ impl Checks {
         let (sender, reports) = mpsc::unbounded_channel();
         let health = Health::new(config, None);
         let mut runner = Runner::new(sender);
+        // ha_suspend from the first check on.
+        let local = crate::vrrp::link::all_addresses().unwrap_or_default();
+        runner.suspend(suspended_services(config, &local));
         runner.update(config, &health);
         if !runner.is_empty() {
             info!("health checks: {} checker(s) running", runner.len());
@@ -106,6 +109,21 @@ impl Checks {
         Health::new(new, Some((&self.health, old)))
     }
 
+    /// Pause the checks of the `ha_suspend` services whose address is not on this host
+    /// (keepalived's rule: a VRRP backup does not hold the VIP), resume the others.
+    /// Called when VRRP changes state and at each refresh.
+    pub fn follow_addresses(&self, config: &Config) {
+        let local = crate::vrrp::link::all_addresses().unwrap_or_default();
+        let suspended = suspended_services(config, &local);
+        if !suspended.is_empty() {
+            tracing::debug!(
+                "ha_suspend: checks paused for {} service(s)",
+                suspended.len()
+            );
+        }
+        self.runner.suspend(suspended);
+    }
+
     /// `config` (with `health`) is now running: restart the checkers that changed.
     pub fn adopt(&mut self, config: &Config, health: Health) {
         self.health = health;
@@ -137,9 +155,44 @@ async fn run_one(script: Script, policy: Policy) {
     }
 }
 
+/// The `ha_suspend` services of `config` whose address is not among `local`.
+pub fn suspended_services(
+    config: &Config,
+    local: &[std::net::IpAddr],
+) -> std::collections::BTreeSet<crate::dataplane::diff::ServiceId> {
+    config
+        .virtual_servers
+        .iter()
+        .filter(|vs| vs.extras.ha_suspend && !local.contains(&vs.addr))
+        .map(super::health::service_id)
+        .collect()
+}
+
 /// Start `scripts` in the background under `policy`; their results are logged.
 pub fn run_scripts(scripts: Vec<Script>, policy: &Policy) {
     for script in scripts {
         tokio::spawn(run_one(script, policy.clone()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    #[test]
+    fn ha_suspend_pauses_services_whose_address_is_elsewhere() {
+        let text = "virtual_server 10.0.0.100 80 {\n lb_kind DR\n protocol TCP\n ha_suspend\n real_server 10.0.0.11 80 {}\n}\nvirtual_server 10.0.0.101 80 {\n lb_kind DR\n protocol TCP\n real_server 10.0.0.11 80 {}\n}\n";
+        let config = crate::config::parse(text, Path::new("t.conf"))
+            .unwrap()
+            .config;
+        let away = suspended_services(&config, &[]);
+        assert_eq!(
+            away.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+            ["TCP 10.0.0.100:80"]
+        );
+        let here = suspended_services(&config, &["10.0.0.100".parse().unwrap()]);
+        assert!(here.is_empty());
     }
 }

@@ -49,6 +49,15 @@ pub fn mac(name: &str) -> io::Result<[u8; 6]> {
 
 /// The addresses of interface `name`.
 pub fn addresses(name: &str) -> io::Result<Vec<IpAddr>> {
+    addresses_of(Some(name))
+}
+
+/// The addresses of every interface of this host.
+pub fn all_addresses() -> io::Result<Vec<IpAddr>> {
+    addresses_of(None)
+}
+
+fn addresses_of(name: Option<&str>) -> io::Result<Vec<IpAddr>> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list head on success; freed below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -64,7 +73,9 @@ pub fn addresses(name: &str) -> io::Result<Vec<IpAddr>> {
             continue;
         }
         // SAFETY: a NUL-terminated name owned by the list.
-        if unsafe { CStr::from_ptr(node.ifa_name) }.to_bytes() != name.as_bytes() {
+        if let Some(name) = name
+            && unsafe { CStr::from_ptr(node.ifa_name) }.to_bytes() != name.as_bytes()
+        {
             continue;
         }
         // SAFETY: ifa_addr points to a sockaddr whose family gives its full type.
