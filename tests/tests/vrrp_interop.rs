@@ -349,3 +349,36 @@ fn two_lbd_directors_follow_track_script_and_track_interface() {
     a.wait_for("Entering MASTER STATE", 3, Duration::from_secs(10))
         .expect("first master after the fault");
 }
+
+#[test]
+fn a_reload_restarts_only_the_instances_that_changed() {
+    if !require_root("a_reload_restarts_only_the_instances_that_changed") {
+        return;
+    }
+    let pair = pair("lbt-vi7");
+    let two = |second_priority: u8| {
+        format!(
+            "{}{}",
+            instance(150, "10.9.0.105/24", ""),
+            instance(second_priority, "10.9.0.106/24", "")
+                .replace("VI_1", "VI_2")
+                .replace("virtual_router_id 42", "virtual_router_id 43")
+        )
+    };
+    let mut lbd = pair.lbd(&two(100));
+    lbd.wait_for("(VI_2) Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("both master");
+    lbd.wait_for("(VI_1) Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("both master");
+    std::fs::write(pair.dir.join("lbd.conf"), two(120)).expect("config");
+    lbd.reload().expect("reload");
+    let log = lbd.log().join("\n");
+    assert!(log.contains("reload: VRRP instance VI_2"), "{log}");
+    assert!(!log.contains("reload: VRRP instance VI_1"), "{log}");
+    lbd.wait_for("(VI_2) Entering MASTER STATE", 2, Duration::from_secs(10))
+        .expect("VI_2 master again");
+    // VI_1 kept its state and its address all along.
+    let log = lbd.log().join("\n");
+    assert_eq!(log.matches("(VI_1) Entering").count(), 2, "{log}");
+    assert!(Pair::holds(&pair.lbd, "10.9.0.105/24"));
+}

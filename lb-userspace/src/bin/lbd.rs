@@ -408,12 +408,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
             _ = hangup.recv() => {
-                let vrrp_before = controller.running().vrrp_instances.clone();
                 reload(&args, &mut controller, &mut checks, &mut last_report);
-                if controller.running().vrrp_instances != vrrp_before {
-                    info!("reload: VRRP instances changed; restarting them");
-                    vrrp.stop().await;
-                    vrrp = Vrrp::start(controller.running());
+                for name in vrrp.update(controller.running()).await {
+                    info!("reload: VRRP instance {name} (re)started or stopped");
                 }
             }
             change = vrrp.next_change() => {
@@ -635,10 +632,9 @@ async fn run_vrrp_only(
             _ = hangup.recv() => match config::load_with(&args.config, &config_options(args)) {
                 Ok(loaded) => {
                     log_diagnostics(&loaded.warnings);
-                    if loaded.config.vrrp_instances != running.vrrp_instances {
-                        vrrp.stop().await;
-                        running = loaded.config;
-                        vrrp = Vrrp::start(&running);
+                    running = loaded.config;
+                    for name in vrrp.update(&running).await {
+                        info!("reload: VRRP instance {name} (re)started or stopped");
                     }
                     info!("reload applied: {} VRRP instance(s)", running.vrrp_instances.len());
                 }

@@ -1,7 +1,7 @@
 //! VRRP in lbd: one task per `vrrp_instance` (`instance`) around the sans-IO machine of
 //! `lb-vrrp`, with its socket (`socket`), addresses (`addresses`, rtnetlink) and
-//! announcements (`announce`). `Vrrp` starts them all and stops them, handing over with
-//! priority 0.
+//! announcements (`announce`) and tracking (`track`). `Vrrp` starts them, updates them on
+//! reload (only changed instances restart), and stops them, handing over with priority 0.
 
 pub mod addresses;
 pub mod announce;
@@ -10,7 +10,7 @@ pub mod link;
 pub mod socket;
 pub mod track;
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -18,50 +18,124 @@ use tokio::{
 };
 use tracing::{error, warn};
 
-use crate::{check::script::Policy, model::Config};
+use crate::{
+    check::script::Policy,
+    model::{
+        Config,
+        vrrp::{VrrpInstance, VrrpScript},
+    },
+};
 pub use instance::{StateChange, state_name};
 
 /// How long stopping waits for the instances' last adverts and scripts.
 const STOP_TIMEOUT: Duration = Duration::from_secs(35);
 
-pub struct Vrrp {
+/// What an instance runs with: a change of any of it restarts the instance.
+#[derive(Clone, Debug, PartialEq)]
+struct Spec {
+    instance: VrrpInstance,
+    /// The vrrp_scripts it tracks.
+    scripts: Vec<VrrpScript>,
+    policy: Policy,
+}
+
+struct Running {
+    spec: Spec,
     stop: watch::Sender<bool>,
-    tasks: Vec<JoinHandle<()>>,
+    task: JoinHandle<()>,
+}
+
+pub struct Vrrp {
+    running: BTreeMap<String, Running>,
+    sender: mpsc::UnboundedSender<StateChange>,
     /// State changes of every instance.
     pub changes: mpsc::UnboundedReceiver<StateChange>,
+}
+
+fn specs(config: &Config) -> BTreeMap<String, Spec> {
+    let policy = Policy::of(config);
+    config
+        .vrrp_instances
+        .iter()
+        .map(|instance| {
+            let scripts = config
+                .vrrp_scripts
+                .iter()
+                .filter(|s| instance.track_script.iter().any(|t| t.name == s.name))
+                .cloned()
+                .collect();
+            let spec = Spec {
+                instance: instance.clone(),
+                scripts,
+                policy: policy.clone(),
+            };
+            (instance.name.clone(), spec)
+        })
+        .collect()
 }
 
 impl Vrrp {
     /// Start every instance of `config` (inside a tokio runtime).
     pub fn start(config: &Config) -> Self {
-        let (stop, stopped) = watch::channel(false);
         let (sender, changes) = mpsc::unbounded_channel();
-        let policy = Policy::of(config);
-        let scripts = config.vrrp_scripts.clone();
-        let tasks = config
-            .vrrp_instances
-            .iter()
-            .cloned()
-            .map(|instance| {
-                let (policy, stopped, sender) = (policy.clone(), stopped.clone(), sender.clone());
-                let scripts = scripts.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = instance::run(instance, scripts, policy, stopped, sender).await
-                    {
-                        error!("{e}");
-                    }
-                })
-            })
-            .collect();
-        Self {
-            stop,
-            tasks,
+        let mut vrrp = Self {
+            running: BTreeMap::new(),
+            sender,
             changes,
+        };
+        for (name, spec) in specs(config) {
+            vrrp.launch(name, spec);
         }
+        vrrp
+    }
+
+    fn launch(&mut self, name: String, spec: Spec) {
+        let (stop, stopped) = watch::channel(false);
+        let sender = self.sender.clone();
+        let Spec {
+            instance,
+            scripts,
+            policy,
+        } = spec.clone();
+        let task = tokio::spawn(async move {
+            if let Err(e) = instance::run(instance, scripts, policy, stopped, sender).await {
+                error!("{e}");
+            }
+        });
+        self.running.insert(name, Running { spec, stop, task });
+    }
+
+    /// Run `config`'s instances: the unchanged ones go on undisturbed (their state and
+    /// addresses stay), removed ones stop (handing over), changed and new ones (re)start.
+    /// The names of those stopped or started.
+    pub async fn update(&mut self, config: &Config) -> Vec<String> {
+        let wanted = specs(config);
+        let stale: Vec<String> = self
+            .running
+            .iter()
+            .filter(|(name, running)| wanted.get(*name) != Some(&running.spec))
+            .map(|(name, _)| name.clone())
+            .collect();
+        let mut touched = stale.clone();
+        let stopping: Vec<Running> = stale
+            .iter()
+            .filter_map(|name| self.running.remove(name))
+            .collect();
+        stop_all(stopping).await;
+        for (name, spec) in wanted {
+            if !self.running.contains_key(&name) {
+                if !touched.contains(&name) {
+                    touched.push(name.clone());
+                }
+                self.launch(name, spec);
+            }
+        }
+        touched.sort();
+        touched
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.running.is_empty()
     }
 
     /// The next state change (never, without instances).
@@ -73,12 +147,23 @@ impl Vrrp {
     }
 
     /// Stop every instance: masters send priority 0 and give up their addresses.
-    pub async fn stop(self) {
-        let _ = self.stop.send(true);
-        let all = futures_all(self.tasks);
-        if tokio::time::timeout(STOP_TIMEOUT, all).await.is_err() {
-            warn!("VRRP instances did not stop within {STOP_TIMEOUT:?}");
-        }
+    pub async fn stop(mut self) {
+        let all = std::mem::take(&mut self.running).into_values().collect();
+        stop_all(all).await;
+    }
+}
+
+async fn stop_all(running: Vec<Running>) {
+    let mut tasks = Vec::new();
+    for instance in running {
+        let _ = instance.stop.send(true);
+        tasks.push(instance.task);
+    }
+    if tokio::time::timeout(STOP_TIMEOUT, futures_all(tasks))
+        .await
+        .is_err()
+    {
+        warn!("VRRP instances did not stop within {STOP_TIMEOUT:?}");
     }
 }
 
