@@ -1,8 +1,8 @@
 //! The load-balancing part of the model (global timeouts and tunnel sources, virtual
-//! servers with their reals and checkers, track files) written back as keepalived.conf
-//! text. Reading
+//! servers with their reals and checkers, track files; VRRP through `emit_vrrp`) written
+//! back as keepalived.conf text. Reading
 //! the text gives the same model again: the property test in `tests/roundtrip.rs` holds
-//! the two directions together. VRRP and static addresses are not written yet.
+//! the two directions together. Static addresses and routes are not written yet.
 
 use std::{fmt::Write as _, net::IpAddr};
 
@@ -24,6 +24,15 @@ pub fn to_keepalived(config: &Config) -> String {
             track.weight,
             if track.reverse { " reverse" } else { "" }
         );
+    }
+    for script in &config.vrrp_scripts {
+        super::emit_vrrp::vrrp_script(script, &mut text);
+    }
+    for instance in &config.vrrp_instances {
+        super::emit_vrrp::vrrp_instance(instance, &mut text);
+    }
+    for group in &config.vrrp_sync_groups {
+        super::emit_vrrp::vrrp_sync_group(group, &mut text);
     }
     for (index, vs) in config.virtual_servers.iter().enumerate() {
         if vs.forward == ForwardMethod::FullNat {

@@ -12,6 +12,7 @@ mod addresses;
 mod checkers;
 mod diagnostic;
 pub mod emit;
+mod emit_vrrp;
 mod global_defs;
 mod keywords;
 mod lexer;

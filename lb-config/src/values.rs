@@ -83,8 +83,10 @@ pub fn parse_seconds(
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<Duration> {
     match text.parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs > 0.0 && secs < 1e9 => {
-            Some(Duration::from_secs_f64(secs))
+        // To the microsecond (keepalived's timer resolution), so that `0.37` is 370 ms
+        // and not a float's 369.999999 ms.
+        Ok(secs) if (1e-6..1e9).contains(&secs) => {
+            Some(Duration::from_micros((secs * 1e6).round() as u64))
         }
         _ => {
             diagnostics.push(Diagnostic::error(

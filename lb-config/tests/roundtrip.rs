@@ -1,8 +1,8 @@
 //! Property: the load-balancing part of a model written as keepalived.conf text (`emit`)
 //! reads back as the same model: families, protocols, every scheduler and forwarding
 //! method, flags, persistence, ops, pools, tunnel sources, timeouts, quorum and sorry
-//! server settings, and every checker kind. (VRRP is not emitted yet; values are plain
-//! words, so quoting is not exercised.)
+//! server settings, and every checker kind. (`roundtrip_vrrp.rs` holds the VRRP part;
+//! values are plain words, so quoting is not exercised.)
 
 use std::{
     collections::BTreeSet,
