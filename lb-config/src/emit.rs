@@ -25,6 +25,7 @@ pub fn to_keepalived(config: &Config) -> String {
             if track.reverse { " reverse" } else { "" }
         );
     }
+    super::emit_vrrp::statics(config, &mut text);
     for script in &config.vrrp_scripts {
         super::emit_vrrp::vrrp_script(script, &mut text);
     }
@@ -53,10 +54,30 @@ fn global_defs(config: &Config, text: &mut String) {
         .into_iter()
         .filter_map(|(name, secs)| secs.map(|s| format!("{name} {s}")))
         .collect();
-    if timeouts.is_empty() && config.tun_sources.is_empty() {
+    if timeouts.is_empty()
+        && config.tun_sources.is_empty()
+        && config.router_id.is_none()
+        && config.script_user.is_none()
+        && !config.script_security
+    {
         return;
     }
     text.push_str("global_defs {\n");
+    if let Some(id) = &config.router_id {
+        let _ = writeln!(text, "    router_id {id}");
+    }
+    match &config.script_user {
+        Some((user, Some(group))) => {
+            let _ = writeln!(text, "    script_user {user} {group}");
+        }
+        Some((user, None)) => {
+            let _ = writeln!(text, "    script_user {user}");
+        }
+        None => {}
+    }
+    if config.script_security {
+        text.push_str("    enable_script_security\n");
+    }
     if !timeouts.is_empty() {
         let _ = writeln!(text, "    lvs_timeouts {}", timeouts.join(" "));
     }

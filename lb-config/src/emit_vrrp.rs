@@ -1,7 +1,8 @@
 //! The VRRP part of the model written back as keepalived.conf text: `vrrp_script`,
 //! `vrrp_instance` (every setting, the derived ones written out so that reading gives the
 //! same values: `accept` / `no_accept`, `version`, `strict_mode`) and `vrrp_sync_group`.
-//! `emit` calls it; the property test in `tests/roundtrip.rs` holds it to the reader.
+//! Also `static_ipaddress` and `static_routes`. `emit` calls it; the property test in
+//! `tests/roundtrip_vrrp.rs` holds it to the reader.
 
 use std::{fmt::Write as _, time::Duration};
 
@@ -17,6 +18,33 @@ fn secs(d: Duration) -> String {
         format!("{}", d.as_secs())
     } else {
         format!("{s}")
+    }
+}
+
+/// `static_ipaddress` and `static_routes`.
+pub fn statics(config: &crate::model::Config, text: &mut String) {
+    for (keyword, lines) in [
+        (
+            "static_ipaddress",
+            config
+                .static_ipaddress
+                .iter()
+                .map(address)
+                .collect::<Vec<_>>(),
+        ),
+        (
+            "static_routes",
+            config.static_routes.iter().map(route).collect::<Vec<_>>(),
+        ),
+    ] {
+        if lines.is_empty() {
+            continue;
+        }
+        let _ = writeln!(text, "{keyword} {{");
+        for line in lines {
+            let _ = writeln!(text, "    {line}");
+        }
+        text.push_str("}\n");
     }
 }
 

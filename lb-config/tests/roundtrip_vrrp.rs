@@ -3,7 +3,8 @@
 //! intervals), both states, the owner's priority, PASS authentication, addresses with
 //! their prefix, scope and label, unicast peers, preemption and its delay, the GARP
 //! settings, accept and strict mode, tracked interfaces and scripts with their weights,
-//! notify scripts, vmac, vrrp_scripts and sync groups.
+//! notify scripts, vmac, vrrp_scripts and sync groups; and static addresses and routes,
+//! router_id, script_user and script security.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -16,7 +17,7 @@ use lb_config::{
     model::{
         Config,
         vrrp::{
-            AuthType, Authentication, InitialState, IpAddress, Notify, Track, VrrpInstance,
+            AuthType, Authentication, InitialState, IpAddress, Notify, Route, Track, VrrpInstance,
             VrrpScript, VrrpSyncGroup,
         },
     },
@@ -87,6 +88,34 @@ fn address(ipv6: bool, host: u16, wide: bool, scope: bool, label: bool) -> IpAdd
         // keepalived's labels are IPv4's (`eth0:N`).
         label: (label && !ipv6).then(|| "eth0:1".into()),
         no_track: false,
+    }
+}
+
+/// A route as the reader makes it from its line.
+fn route(ipv6: bool, index: u16, metric: u32) -> Route {
+    let (destination, via, prefix_len) = if ipv6 {
+        (
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0x20, index, 0, 0, 0, 0)),
+            IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 7, 0, 0, 0, 0, 1)),
+            64,
+        )
+    } else {
+        (
+            IpAddr::V4(Ipv4Addr::new(10, 20, index as u8, 0)),
+            IpAddr::V4(Ipv4Addr::new(10, 7, 0, 1)),
+            24,
+        )
+    };
+    let words = format!("{destination}/{prefix_len} via {via} dev eth1 metric {metric}");
+    Route {
+        destination,
+        prefix_len,
+        via: Some(via),
+        dev: Some("eth1".into()),
+        src: None,
+        table: None,
+        metric: Some(metric),
+        words: words.split(' ').map(str::to_owned).collect(),
     }
 }
 
@@ -173,8 +202,16 @@ fn config() -> impl Strategy<Value = Config> {
         vrrp_script("chk_a"),
         vrrp_script("chk_b"),
         any::<bool>(),
+        (
+            prop::option::of("[A-Za-z][A-Za-z0-9_]{0,8}"),
+            prop::option::of(("[a-z]{1,8}", prop::option::of("[a-z]{1,8}"))),
+            any::<bool>(),
+            prop::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 0..3),
+            prop::collection::vec((any::<bool>(), 1u32..100), 0..3),
+        ),
     )
-        .prop_map(|(first, second, a, b, grouped)| {
+        .prop_map(|(first, second, a, b, grouped, globals)| {
+            let (router_id, script_user, script_security, statics, routes) = globals;
             let vrrp_instances: Vec<VrrpInstance> = first.into_iter().chain(second).collect();
             let names: Vec<String> = vrrp_instances.iter().map(|i| i.name.clone()).collect();
             Config {
@@ -192,6 +229,23 @@ fn config() -> impl Strategy<Value = Config> {
                 },
                 vrrp_scripts: vec![a, b],
                 vrrp_instances,
+                router_id,
+                script_user,
+                script_security,
+                static_ipaddress: statics
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(ipv6, wide, scope))| {
+                        let mut a = address(ipv6, 200 + i as u16, wide, scope, false);
+                        a.dev = Some("eth1".into());
+                        a
+                    })
+                    .collect(),
+                static_routes: routes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(ipv6, metric))| route(ipv6, i as u16, metric))
+                    .collect(),
                 ..Config::default()
             }
         })
