@@ -71,6 +71,9 @@ pub enum Event {
     Fault(bool),
     /// The effective priority changed (tracked scripts' weights).
     Priority(u8),
+    /// Another member of this instance's `vrrp_sync_group` entered this state; the group
+    /// moves together (keepalived's sync groups).
+    Sync(State),
 }
 
 #[derive(Clone, Debug)]
@@ -83,6 +86,10 @@ pub struct Machine {
     master_interval_cs: u16,
     deadline: Option<Instant>,
     started: Option<Instant>,
+    /// Whether this instance's own tracking fails, and whether its sync group's does: it
+    /// leaves FAULT only when neither does.
+    own_fault: bool,
+    group_fault: bool,
 }
 
 impl Machine {
@@ -94,6 +101,8 @@ impl Machine {
             state: State::Initialize,
             deadline: None,
             started: None,
+            own_fault: false,
+            group_fault: false,
         }
     }
 
@@ -164,8 +173,32 @@ impl Machine {
                 .is_none_or(|started| now >= started + self.settings.preempt_delay)
     }
 
+    /// Leave FAULT as at startup (the owner becomes master at once).
+    fn recover(&mut self, now: Instant, commands: &mut Vec<Command>) {
+        if self.priority == OWNER_PRIORITY {
+            self.become_master(now, commands);
+        } else {
+            self.become_backup(now, commands);
+        }
+    }
+
+    /// Enter FAULT: a master hands over at once, as on shutdown.
+    fn fail(&mut self, commands: &mut Vec<Command>) {
+        if self.state == State::Master {
+            commands.push(Command::Send { priority: 0 });
+            commands.push(Command::RemoveAddresses);
+        }
+        self.deadline = None;
+        self.to(State::Fault, commands);
+    }
+
     pub fn handle(&mut self, event: Event, now: Instant) -> Vec<Command> {
         let mut commands = Vec::new();
+        match &event {
+            Event::Fault(fault) => self.own_fault = *fault,
+            Event::Sync(state) => self.group_fault = *state == State::Fault,
+            _ => {}
+        }
         match (self.state, event) {
             // Section 6.4.1: the owner becomes master at once, others backup.
             (State::Initialize, Event::Startup) => {
@@ -179,12 +212,12 @@ impl Machine {
             (State::Initialize, _) => {}
             // keepalived: FAULT until recovered, then as at startup (without the owner's
             // shortcut being lost).
-            (State::Fault, Event::Fault(false)) => {
-                if self.priority == OWNER_PRIORITY {
-                    self.become_master(now, &mut commands);
-                } else {
-                    self.become_backup(now, &mut commands);
-                }
+            (State::Fault, Event::Fault(false)) if !self.group_fault => {
+                self.recover(now, &mut commands)
+            }
+            // The group left FAULT: follow, unless this instance's own tracking fails.
+            (State::Fault, Event::Sync(State::Backup | State::Master)) if !self.own_fault => {
+                self.recover(now, &mut commands)
             }
             (State::Fault, Event::Shutdown) => {
                 self.deadline = None;
@@ -192,16 +225,19 @@ impl Machine {
             }
             (State::Fault, Event::Priority(priority)) => self.priority = priority,
             (State::Fault, _) => {}
-            (State::Backup | State::Master, Event::Fault(true)) => {
-                if self.state == State::Master {
-                    // Hand over at once, as on shutdown.
-                    commands.push(Command::Send { priority: 0 });
-                    commands.push(Command::RemoveAddresses);
-                }
-                self.deadline = None;
-                self.to(State::Fault, &mut commands);
+            (State::Backup | State::Master, Event::Fault(true) | Event::Sync(State::Fault)) => {
+                self.fail(&mut commands)
             }
             (_, Event::Fault(false)) => {}
+            // The group goes master or backup together.
+            (State::Backup, Event::Sync(State::Master)) => self.become_master(now, &mut commands),
+            (State::Master, Event::Sync(State::Backup)) => {
+                commands.push(Command::RemoveAddresses);
+                self.master_interval_cs = self.settings.advert_interval_cs;
+                self.deadline = Some(now + self.master_down_interval());
+                self.to(State::Backup, &mut commands);
+            }
+            (_, Event::Sync(_)) => {}
             // Section 6.4.2, Backup.
             (State::Backup, Event::Shutdown) => {
                 self.deadline = None;
@@ -518,6 +554,36 @@ mod tests {
         assert!(machine.handle(Event::Timer, now).is_empty());
         let commands = machine.handle(Event::Fault(false), now);
         assert_eq!(transitions(&commands), [(State::Fault, State::Master)]);
+    }
+
+    #[test]
+    fn sync_groups_move_together_and_fault_until_all_recover() {
+        let now = Instant::now();
+        let mut machine = Machine::new(settings(100));
+        machine.handle(Event::Startup, now);
+        // Another member became master: this one follows at once.
+        let commands = machine.handle(Event::Sync(State::Master), now);
+        assert_eq!(transitions(&commands), [(State::Backup, State::Master)]);
+        assert!(commands.contains(&Command::AddAddresses));
+        // Back to backup with the group.
+        let commands = machine.handle(Event::Sync(State::Backup), now);
+        assert_eq!(commands[0], Command::RemoveAddresses);
+        assert_eq!(machine.state(), State::Backup);
+        // A member's fault puts the group into FAULT.
+        machine.handle(Event::Sync(State::Fault), now);
+        assert_eq!(machine.state(), State::Fault);
+        // Its own fault too; the group recovering is not enough.
+        machine.handle(Event::Fault(true), now);
+        assert!(machine.handle(Event::Sync(State::Backup), now).is_empty());
+        assert_eq!(machine.state(), State::Fault);
+        let commands = machine.handle(Event::Fault(false), now);
+        assert_eq!(transitions(&commands), [(State::Fault, State::Backup)]);
+        // Its own recovery while the group is faulty is not enough either.
+        machine.handle(Event::Sync(State::Fault), now);
+        machine.handle(Event::Fault(true), now);
+        assert!(machine.handle(Event::Fault(false), now).is_empty());
+        let commands = machine.handle(Event::Sync(State::Backup), now);
+        assert_eq!(transitions(&commands), [(State::Fault, State::Backup)]);
     }
 
     #[test]

@@ -382,3 +382,63 @@ fn a_reload_restarts_only_the_instances_that_changed() {
     assert_eq!(log.matches("(VI_1) Entering").count(), 2, "{log}");
     assert!(Pair::holds(&pair.lbd, "10.9.0.105/24"));
 }
+
+#[test]
+fn a_sync_group_moves_together() {
+    if !require_root("a_sync_group_moves_together") {
+        return;
+    }
+    let pair = pair("lbt-vi8");
+    let (vip1, vip2) = ("10.9.0.107/24", "10.9.0.108/24");
+    let flag = pair.dir.join("healthy");
+    std::fs::write(&flag, "").expect("flag");
+    // Two instances in a sync group on each director; only VI_1 tracks the script.
+    let group = |priority: u8, track: &str| {
+        format!(
+            "{}{}vrrp_sync_group VG {{\n    group {{\n        VI_1\n        VI_2\n    }}\n}}\n",
+            instance(priority, vip1, track),
+            instance(priority, vip2, "")
+                .replace("VI_1", "VI_2")
+                .replace("virtual_router_id 42", "virtual_router_id 43")
+        )
+    };
+    let script = format!(
+        "vrrp_script chk {{\n    script \"test -e {}\"\n    interval 0.2\n    fall 1\n    rise 1\n}}\n",
+        flag.display()
+    );
+    let mut a = pair.lbd(&format!(
+        "{script}{}",
+        group(150, "    track_script {\n        chk\n    }\n")
+    ));
+    let path = pair.dir.join("second.conf");
+    std::fs::write(&path, group(100, "")).expect("config");
+    let _b = Lbd::start_like_keepalived(
+        &pair.peer,
+        &path,
+        "lbt-vi8-second",
+        &pair.dir.join("second.log"),
+        &[
+            "-P",
+            "-p",
+            &pair.dir.join("second.pid").display().to_string(),
+        ],
+    )
+    .expect("second lbd");
+    for vip in [vip1, vip2] {
+        Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(10));
+    }
+    // VI_1's script fails: VI_1 goes to FAULT, and VI_2 with it, though nothing it
+    // tracks failed; the other director takes both.
+    std::fs::remove_file(&flag).expect("remove flag");
+    a.wait_for("(VI_2) Entering FAULT STATE", 1, Duration::from_secs(5))
+        .expect("VI_2 follows VI_1 into FAULT");
+    for vip in [vip1, vip2] {
+        Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
+        assert!(!Pair::holds(&pair.lbd, vip));
+    }
+    // Recovery: both come back together and preempt.
+    std::fs::write(&flag, "").expect("flag");
+    for vip in [vip1, vip2] {
+        Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(10));
+    }
+}

@@ -414,8 +414,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 }
             }
             change = vrrp.next_change() => {
-                info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
-                checks.follow_addresses(controller.running());
+                if change.own_fault.is_none() {
+                    info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
+                    checks.follow_addresses(controller.running());
+                }
             }
             report = checks.next() => {
                 checks.record(report);
@@ -641,7 +643,9 @@ async fn run_vrrp_only(
                 Err(e) => error!("reload rejected, the running configuration stays: {e}"),
             },
             change = vrrp.next_change() => {
-                info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
+                if change.own_fault.is_none() {
+                    info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
+                }
             }
         }
     }

@@ -34,11 +34,16 @@ use crate::{
 /// How long a notify script may run.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A state change, for lbd (ha_suspend, logs, metrics).
+/// A state change, for lbd (ha_suspend, logs, metrics) and the sync groups.
 #[derive(Clone, Debug)]
 pub struct StateChange {
     pub instance: String,
     pub state: State,
+    /// The change followed the instance's sync group (not to be passed on again).
+    pub synced: bool,
+    /// Not a transition: whether the instance's own tracking fails changed (its sync
+    /// group is faulty while any member's is).
+    pub own_fault: Option<bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,6 +72,7 @@ pub async fn run(
     scripts: Vec<VrrpScript>,
     policy: Policy,
     mut stop: watch::Receiver<bool>,
+    mut sync: mpsc::UnboundedReceiver<State>,
     changes: mpsc::UnboundedSender<StateChange>,
 ) -> Result<(), InstanceError> {
     let name = config.name.clone();
@@ -139,13 +145,13 @@ pub async fn run(
     let watchers = track::watch(&running.config, &scripts, &running.policy, updates_sender);
     let _watchers = AbortOnDrop(watchers);
     let commands = machine.handle(Event::Startup, Instant::now());
-    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
     loop {
         let deadline = machine.deadline();
         tokio::select! {
             _ = stop.changed() => {
                 let commands = machine.handle(Event::Shutdown, Instant::now());
-                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
                 if let Some(stop_script) = &running.config.notify.stop {
                     running.notify_stop(stop_script).await;
                 }
@@ -155,28 +161,39 @@ pub async fn run(
                 Ok(packet) => {
                     if let Some(event) = running.check(packet) {
                         let commands = machine.handle(event, Instant::now());
-                        running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                        running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
                     }
                 }
                 Err(e) => warn!("({name}) receiving: {e}"),
             },
+            Some(state) = sync.recv() => {
+                let commands = machine.handle(Event::Sync(state), Instant::now());
+                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, true);
+            }
             Some(update) = updates.recv() => {
+                info!("({name}) tracking: {}", running.describe(update));
                 let (fault, priority) = (tracker.fault(), tracker.priority());
                 tracker.update(update);
                 let now = Instant::now();
                 if tracker.priority() != priority {
                     info!("({name}) priority {priority} -> {}", tracker.priority());
                     let commands = machine.handle(Event::Priority(tracker.priority()), now);
-                    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
                 }
                 if tracker.fault() != fault {
                     let commands = machine.handle(Event::Fault(tracker.fault()), now);
-                    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                    running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
+                    let _ = changes.send(StateChange {
+                        instance: name.clone(),
+                        state: machine.state(),
+                        synced: false,
+                        own_fault: Some(tracker.fault()),
+                    });
                 }
             }
             _ = sleep_until(deadline) => {
                 let commands = machine.handle(Event::Timer, Instant::now());
-                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes);
+                running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
             }
         }
     }
@@ -268,6 +285,7 @@ impl Running {
         socket: &VrrpSocket,
         rtnl: &mut RouteSocket,
         changes: &mpsc::UnboundedSender<StateChange>,
+        synced: bool,
     ) {
         for command in commands {
             match command {
@@ -320,9 +338,37 @@ impl Running {
                     let _ = changes.send(StateChange {
                         instance: self.name().to_owned(),
                         state: to,
+                        synced,
+                        own_fault: None,
                     });
                     self.notify_transition(to, machine.priority());
                 }
+            }
+        }
+    }
+
+    /// An update of what the instance tracks, in words.
+    fn describe(&self, update: track::Update) -> String {
+        let state = |up: bool| if up { "up" } else { "down" };
+        match update {
+            track::Update::Interface { index, up } => {
+                let name = match index {
+                    None => self.config.interface.as_str(),
+                    Some(i) => self
+                        .config
+                        .track_interface
+                        .get(i)
+                        .map_or("?", |t| t.name.as_str()),
+                };
+                format!("interface {name} is {}", state(up))
+            }
+            track::Update::Script { index, up } => {
+                let name = self
+                    .config
+                    .track_script
+                    .get(index)
+                    .map_or("?", |t| t.name.as_str());
+                format!("script {name} is {}", state(up))
             }
         }
     }

@@ -10,7 +10,10 @@ pub mod link;
 pub mod socket;
 pub mod track;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
 
 use tokio::{
     sync::{mpsc, watch},
@@ -42,14 +45,29 @@ struct Spec {
 struct Running {
     spec: Spec,
     stop: watch::Sender<bool>,
+    /// States of the instance's sync group to follow.
+    sync: mpsc::UnboundedSender<lb_vrrp::machine::State>,
     task: JoinHandle<()>,
 }
 
 pub struct Vrrp {
     running: BTreeMap<String, Running>,
+    /// The members of each `vrrp_sync_group`.
+    groups: Vec<Vec<String>>,
+    /// Instances whose own tracking fails (their groups are in FAULT).
+    failing: BTreeSet<String>,
     sender: mpsc::UnboundedSender<StateChange>,
     /// State changes of every instance.
     pub changes: mpsc::UnboundedReceiver<StateChange>,
+}
+
+/// The members of each sync group.
+fn groups(config: &Config) -> Vec<Vec<String>> {
+    config
+        .vrrp_sync_groups
+        .iter()
+        .map(|g| g.group.clone())
+        .collect()
 }
 
 fn specs(config: &Config) -> BTreeMap<String, Spec> {
@@ -80,6 +98,8 @@ impl Vrrp {
         let (sender, changes) = mpsc::unbounded_channel();
         let mut vrrp = Self {
             running: BTreeMap::new(),
+            groups: groups(config),
+            failing: BTreeSet::new(),
             sender,
             changes,
         };
@@ -91,6 +111,7 @@ impl Vrrp {
 
     fn launch(&mut self, name: String, spec: Spec) {
         let (stop, stopped) = watch::channel(false);
+        let (sync, synced) = mpsc::unbounded_channel();
         let sender = self.sender.clone();
         let Spec {
             instance,
@@ -98,17 +119,27 @@ impl Vrrp {
             policy,
         } = spec.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = instance::run(instance, scripts, policy, stopped, sender).await {
+            if let Err(e) = instance::run(instance, scripts, policy, stopped, synced, sender).await
+            {
                 error!("{e}");
             }
         });
-        self.running.insert(name, Running { spec, stop, task });
+        self.running.insert(
+            name,
+            Running {
+                spec,
+                stop,
+                sync,
+                task,
+            },
+        );
     }
 
     /// Run `config`'s instances: the unchanged ones go on undisturbed (their state and
     /// addresses stay), removed ones stop (handing over), changed and new ones (re)start.
     /// The names of those stopped or started.
     pub async fn update(&mut self, config: &Config) -> Vec<String> {
+        self.groups = groups(config);
         let wanted = specs(config);
         let stale: Vec<String> = self
             .running
@@ -138,11 +169,60 @@ impl Vrrp {
         self.running.is_empty()
     }
 
-    /// The next state change (never, without instances).
+    /// The next state change (never, without instances). Sync groups move together:
+    /// a member's own MASTER or BACKUP is passed to the others; a group is in FAULT
+    /// while any member's own tracking fails, and leaves it when none does.
     pub async fn next_change(&mut self) -> StateChange {
-        match self.changes.recv().await {
+        use lb_vrrp::machine::State;
+        let change = match self.changes.recv().await {
             Some(change) => change,
             None => std::future::pending().await,
+        };
+        let groups: Vec<Vec<String>> = self
+            .groups
+            .iter()
+            .filter(|g| g.contains(&change.instance))
+            .cloned()
+            .collect();
+        match change.own_fault {
+            Some(failing) => {
+                let was: Vec<bool> = groups.iter().map(|g| self.group_failing(g)).collect();
+                if failing {
+                    self.failing.insert(change.instance.clone());
+                } else {
+                    self.failing.remove(&change.instance);
+                }
+                for (group, was) in groups.iter().zip(was) {
+                    let now = self.group_failing(group);
+                    if now == was {
+                        continue;
+                    }
+                    // The members not failing themselves follow the group.
+                    let state = if now { State::Fault } else { State::Backup };
+                    for member in group.iter().filter(|m| !self.failing.contains(*m)) {
+                        self.send(member, state);
+                    }
+                }
+            }
+            None if !change.synced && matches!(change.state, State::Master | State::Backup) => {
+                for group in &groups {
+                    for member in group.iter().filter(|m| **m != change.instance) {
+                        self.send(member, change.state);
+                    }
+                }
+            }
+            None => {}
+        }
+        change
+    }
+
+    fn group_failing(&self, group: &[String]) -> bool {
+        group.iter().any(|m| self.failing.contains(m))
+    }
+
+    fn send(&self, member: &str, state: lb_vrrp::machine::State) {
+        if let Some(running) = self.running.get(member) {
+            let _ = running.sync.send(state);
         }
     }
 
