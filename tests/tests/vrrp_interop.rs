@@ -442,3 +442,85 @@ fn a_sync_group_moves_together() {
         Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(10));
     }
 }
+
+/// Gratuitous ARP frames for `vip` seen on `ns`'s eth0 during `window`.
+fn count_garps(ns: &Netns, vip: std::net::Ipv4Addr, window: Duration) -> usize {
+    ns.run(move || {
+        const ETH_P_ARP: u16 = 0x0806;
+        // SAFETY: plain socket(2), closed below.
+        let fd = unsafe {
+            libc::socket(
+                libc::AF_PACKET,
+                libc::SOCK_RAW,
+                i32::from(ETH_P_ARP.to_be()),
+            )
+        };
+        anyhow::ensure!(
+            fd >= 0,
+            "packet socket: {}",
+            std::io::Error::last_os_error()
+        );
+        let timeout = libc::timeval {
+            tv_sec: 0,
+            tv_usec: 100_000,
+        };
+        // SAFETY: setsockopt with a timeval.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_RCVTIMEO,
+                (&timeout as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as u32,
+            )
+        };
+        let deadline = Instant::now() + window;
+        let mut count = 0;
+        let mut frame = [0u8; 128];
+        while Instant::now() < deadline {
+            // SAFETY: recv into a live buffer.
+            let read = unsafe { libc::recv(fd, frame.as_mut_ptr().cast(), frame.len(), 0) };
+            // Sender and target protocol addresses both the VIP: gratuitous.
+            if read >= 42 && frame[28..32] == vip.octets() && frame[38..42] == vip.octets() {
+                count += 1;
+            }
+        }
+        // SAFETY: closing the socket opened above.
+        unsafe { libc::close(fd) };
+        Ok(count)
+    })
+    .expect("count ARP frames")
+}
+
+#[test]
+fn virtual_routes_and_garp_refresh_follow_the_master() {
+    if !require_root("virtual_routes_and_garp_refresh_follow_the_master") {
+        return;
+    }
+    let pair = pair("lbt-vi9");
+    let vip = "10.9.0.109/24";
+    let extra = "    garp_master_delay 0\n    garp_master_repeat 1\n    garp_master_refresh 1\n    virtual_routes {\n        10.30.0.0/16 via 10.9.0.254 dev eth0\n    }\n";
+    let mut lbd = pair.lbd(&instance(150, vip, extra));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("master");
+    let routes = pair
+        .lbd
+        .ip(&["route", "show", "10.30.0.0/16"])
+        .expect("routes");
+    assert!(routes.contains("via 10.9.0.254"), "{routes}");
+    // After the first announcement, one a second (0 without garp_master_refresh: the
+    // test was checked to fail so).
+    std::thread::sleep(Duration::from_millis(500));
+    let seen = count_garps(
+        &pair.peer,
+        "10.9.0.109".parse().unwrap(),
+        Duration::from_millis(3200),
+    );
+    assert!((3..=4).contains(&seen), "{seen} refreshes in 3.2 s");
+    lbd.stop().expect("stop");
+    let routes = pair
+        .lbd
+        .ip(&["route", "show", "10.30.0.0/16"])
+        .expect("routes");
+    assert!(routes.trim().is_empty(), "{routes}");
+}

@@ -146,9 +146,22 @@ pub async fn run(
     let _watchers = AbortOnDrop(watchers);
     let commands = machine.handle(Event::Startup, Instant::now());
     running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
+    // garp_master_refresh: announcements again every so often while master.
+    let mut refresh_at: Option<Instant> = None;
     loop {
         let deadline = machine.deadline();
+        refresh_at = match (machine.state(), running.config.garp_master_refresh) {
+            (State::Master, Some(every)) => refresh_at.or(Some(Instant::now() + every)),
+            _ => None,
+        };
         tokio::select! {
+            _ = sleep_until(refresh_at) => {
+                running.announce_now(running.config.garp_master_refresh_repeat);
+                refresh_at = running
+                    .config
+                    .garp_master_refresh
+                    .map(|every| Instant::now() + every);
+            }
             _ = stop.changed() => {
                 let commands = machine.handle(Event::Shutdown, Instant::now());
                 running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
@@ -318,8 +331,29 @@ impl Running {
                             warn!("({}) adding {}: {e}", self.name(), address.addr);
                         }
                     }
+                    // After the addresses: a route may use one as its source.
+                    for route in &self.config.virtual_routes {
+                        let ifindex = self.ifindex_of(route.dev.as_deref());
+                        if let Err(e) = addresses::add_route(rtnl, route, ifindex) {
+                            warn!(
+                                "({}) adding route {}: {e}",
+                                self.name(),
+                                route.words.join(" ")
+                            );
+                        }
+                    }
                 }
                 Command::RemoveAddresses => {
+                    for route in &self.config.virtual_routes {
+                        let ifindex = self.ifindex_of(route.dev.as_deref());
+                        if let Err(e) = addresses::remove_route(rtnl, route, ifindex) {
+                            warn!(
+                                "({}) removing route {}: {e}",
+                                self.name(),
+                                route.words.join(" ")
+                            );
+                        }
+                    }
                     let all = self
                         .config
                         .virtual_ipaddress
@@ -377,6 +411,16 @@ impl Running {
     fn ifindex_of(&self, dev: Option<&str>) -> u32 {
         dev.and_then(|d| link::index(d).ok())
             .unwrap_or(self.ifindex)
+    }
+
+    /// `repeat` announcements now.
+    fn announce_now(&self, repeat: u32) {
+        for _ in 0..repeat.max(1) {
+            if let Err(e) = announce::announce(self.ifindex, self.mac, &self.vips) {
+                warn!("({}) announcing the addresses: {e}", self.name());
+                return;
+            }
+        }
     }
 
     /// `garp_master_repeat` announcements now, and as many after `garp_master_delay`.
