@@ -524,3 +524,35 @@ fn virtual_routes_and_garp_refresh_follow_the_master() {
         .expect("routes");
     assert!(routes.trim().is_empty(), "{routes}");
 }
+
+#[test]
+fn use_vmac_answers_with_the_virtual_mac() {
+    if !require_root("use_vmac_answers_with_the_virtual_mac") {
+        return;
+    }
+    let pair = pair("lbt-via");
+    let vip = "10.9.0.110/24";
+    let mut lbd = pair.lbd(&instance(150, vip, "    use_vmac\n"));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("master");
+    // The macvlan with RFC 5798's MAC (vrid 42 = 0x2a) holds the VIP.
+    let link = pair.lbd.ip(&["link", "show", "vrrp.42"]).expect("vmac");
+    assert!(link.contains("00:00:5e:00:01:2a"), "{link}");
+    let addresses = pair
+        .lbd
+        .ip(&["addr", "show", "dev", "vrrp.42"])
+        .expect("addresses");
+    assert!(addresses.contains("10.9.0.110/24"), "{addresses}");
+    // The peer reaches the VIP at the virtual MAC.
+    pair.peer
+        .exec(&["ping", "-c", "1", "-W", "2", "10.9.0.110"])
+        .expect("ping the VIP");
+    let neighbours = pair
+        .peer
+        .ip(&["neigh", "show", "10.9.0.110"])
+        .expect("neigh");
+    assert!(neighbours.contains("00:00:5e:00:01:2a"), "{neighbours}");
+    // A graceful stop removes the macvlan.
+    lbd.stop().expect("stop");
+    assert!(pair.lbd.ip(&["link", "show", "vrrp.42"]).is_err());
+}

@@ -24,6 +24,7 @@ use super::{
     addresses, announce, link,
     socket::{GROUP4, GROUP6, VrrpSocket},
     track::{self, Tracker},
+    vmac,
 };
 use crate::{
     check::script::{self, Policy},
@@ -55,7 +56,10 @@ pub enum InstanceError {
 /// Everything fixed about a running instance.
 struct Running {
     config: VrrpInstance,
+    /// Where adverts go out.
     ifindex: u32,
+    /// Where the addresses go (the vmac, else the interface), announced with `mac`.
+    addr_ifindex: u32,
     mac: [u8; 6],
     source: IpAddr,
     /// Where adverts go: the unicast peers, else the group.
@@ -82,22 +86,47 @@ pub async fn run(
     };
     let vips: Vec<IpAddr> = config.virtual_ipaddress.iter().map(|a| a.addr).collect();
     let ipv6 = vips.first().is_some_and(IpAddr::is_ipv6);
-    let ifindex = link::index(&config.interface).map_err(|e| setup(e.to_string()))?;
-    let mac = link::mac(&config.interface).map_err(|e| setup(e.to_string()))?;
+    let mut rtnl = RouteSocket::new().map_err(|e| setup(e.to_string()))?;
+    let base_index = link::index(&config.interface).map_err(|e| setup(e.to_string()))?;
+    // use_vmac: the addresses, their announcements and (unless vmac_xmit_base) the
+    // adverts go through the macvlan with the virtual MAC.
+    let vmac = match (&config.use_vmac, ipv6) {
+        (Some(configured), false) => {
+            let vmac_name = vmac::name(configured, config.vrid);
+            let index = vmac::create(
+                &mut rtnl,
+                &vmac_name,
+                &config.interface,
+                vmac::mac(config.vrid, false),
+            )
+            .map_err(|e| setup(format!("use_vmac {vmac_name}: {e}")))?;
+            Some((vmac_name, index))
+        }
+        (Some(_), true) => {
+            warn!("({name}) use_vmac for IPv6 is not supported yet; the base interface is used");
+            None
+        }
+        (None, _) => None,
+    };
+    let (addr_ifindex, mac) = match &vmac {
+        Some((_, index)) => (*index, vmac::mac(config.vrid, false)),
+        None => (
+            base_index,
+            link::mac(&config.interface).map_err(|e| setup(e.to_string()))?,
+        ),
+    };
+    let (send_interface, ifindex) = match &vmac {
+        Some((vmac_name, index)) if !config.vmac_xmit_base => (vmac_name.clone(), *index),
+        _ => (config.interface.clone(), base_index),
+    };
     let source = match config.unicast_src_ip.or(config.mcast_src_ip) {
         Some(source) => source,
         None => link::primary(&config.interface, ipv6, &vips).map_err(|e| setup(e.to_string()))?,
     };
     let group: IpAddr = if ipv6 { GROUP6.into() } else { GROUP4.into() };
     let multicast = config.unicast_peer.is_empty();
-    let socket = VrrpSocket::open(
-        &config.interface,
-        ifindex,
-        source,
-        multicast.then_some(group),
-    )
-    .map_err(|e| setup(format!("VRRP socket on {}: {e}", config.interface)))?;
-    let mut rtnl = RouteSocket::new().map_err(|e| setup(e.to_string()))?;
+    let socket = VrrpSocket::open(&send_interface, ifindex, source, multicast.then_some(group))
+        .map_err(|e| setup(format!("VRRP socket on {send_interface}: {e}")))?;
     let version = if config.version == 3 {
         Version::V3
     } else {
@@ -125,6 +154,7 @@ pub async fn run(
         },
         config,
         ifindex,
+        addr_ifindex,
         mac,
         source,
         vips,
@@ -167,6 +197,11 @@ pub async fn run(
                 running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
                 if let Some(stop_script) = &running.config.notify.stop {
                     running.notify_stop(stop_script).await;
+                }
+                if let Some((vmac_name, _)) = &vmac
+                    && let Err(e) = vmac::delete(&mut rtnl, vmac_name)
+                {
+                    warn!("({name}) removing {vmac_name}: {e}");
                 }
                 return Ok(());
             }
@@ -410,13 +445,13 @@ impl Running {
     /// The index of `dev`, else of the instance's interface.
     fn ifindex_of(&self, dev: Option<&str>) -> u32 {
         dev.and_then(|d| link::index(d).ok())
-            .unwrap_or(self.ifindex)
+            .unwrap_or(self.addr_ifindex)
     }
 
     /// `repeat` announcements now.
     fn announce_now(&self, repeat: u32) {
         for _ in 0..repeat.max(1) {
-            if let Err(e) = announce::announce(self.ifindex, self.mac, &self.vips) {
+            if let Err(e) = announce::announce(self.addr_ifindex, self.mac, &self.vips) {
                 warn!("({}) announcing the addresses: {e}", self.name());
                 return;
             }
@@ -425,7 +460,7 @@ impl Running {
 
     /// `garp_master_repeat` announcements now, and as many after `garp_master_delay`.
     fn announce(&self) {
-        let (ifindex, mac, vips) = (self.ifindex, self.mac, self.vips.clone());
+        let (ifindex, mac, vips) = (self.addr_ifindex, self.mac, self.vips.clone());
         let repeat = self.config.garp_master_repeat.max(1);
         let delay = self.config.garp_master_delay;
         let name = self.name().to_owned();

@@ -9,6 +9,7 @@ pub mod instance;
 pub mod link;
 pub mod socket;
 pub mod track;
+pub mod vmac;
 
 use std::{
     collections::{BTreeMap, BTreeSet},

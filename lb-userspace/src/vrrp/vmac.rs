@@ -1,0 +1,97 @@
+//! `use_vmac`: the instance's virtual MAC (RFC 5798 section 7.3: 00-00-5E-00-01-{VRID}
+//! for IPv4, 00-00-5E-00-02-{VRID} for IPv6) on a macvlan over its interface, as
+//! keepalived makes it: named `vrrp.VRID` unless named, in private mode, up; the
+//! virtual addresses go on it, so that their ARP/ND answers carry the virtual MAC
+//! (the parent interface answers ARP only for its own addresses: `arp_ignore` 1).
+
+use netlink_packet_route::{
+    RouteNetlinkMessage,
+    link::{
+        InfoData, InfoKind, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+        MacVlanMode,
+    },
+};
+
+use super::link;
+use crate::rtnl::{Answer, RouteSocket, RtnlError};
+
+/// The virtual MAC of `vrid`.
+pub fn mac(vrid: u8, ipv6: bool) -> [u8; 6] {
+    [0x00, 0x00, 0x5e, 0x00, if ipv6 { 0x02 } else { 0x01 }, vrid]
+}
+
+/// The macvlan's name: `name`, else keepalived's `vrrp.VRID`.
+pub fn name(configured: &str, vrid: u8) -> String {
+    if configured.is_empty() {
+        format!("vrrp.{vrid}")
+    } else {
+        configured.to_owned()
+    }
+}
+
+fn delete_named(rtnl: &mut RouteSocket, name: &str) -> Result<(), RtnlError> {
+    let Ok(index) = link::index(name) else {
+        return Ok(());
+    };
+    let mut message = LinkMessage::default();
+    message.header.index = index;
+    rtnl.ask(
+        "delete vmac",
+        RouteNetlinkMessage::DelLink(message),
+        Answer::Ack,
+    )
+    .map(drop)
+}
+
+/// Create the macvlan `name` with `mac` over interface `parent` (replacing a leftover of
+/// a crashed run), bring it up; its index.
+pub fn create(
+    rtnl: &mut RouteSocket,
+    name: &str,
+    parent: &str,
+    mac: [u8; 6],
+) -> Result<u32, String> {
+    let parent_index = link::index(parent).map_err(|e| e.to_string())?;
+    delete_named(rtnl, name).map_err(|e| e.to_string())?;
+    let mut message = LinkMessage::default();
+    message.header.flags = LinkFlags::Up;
+    message.header.change_mask = LinkFlags::Up;
+    message.attributes = vec![
+        LinkAttribute::IfName(name.to_owned()),
+        LinkAttribute::Link(parent_index),
+        LinkAttribute::Address(mac.to_vec()),
+        LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::MacVlan),
+            LinkInfo::Data(InfoData::MacVlan(vec![InfoMacVlan::Mode(
+                MacVlanMode::Private,
+            )])),
+        ]),
+    ];
+    rtnl.ask(
+        "create vmac",
+        RouteNetlinkMessage::NewLink(message),
+        Answer::Replace,
+    )
+    .map_err(|e| e.to_string())?;
+    // The parent answers ARP only for its own addresses, not the vmac's.
+    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{parent}/arp_ignore"), "1");
+    link::index(name).map_err(|e| e.to_string())
+}
+
+/// Remove the macvlan `name`.
+pub fn delete(rtnl: &mut RouteSocket, name: &str) -> Result<(), RtnlError> {
+    delete_named(rtnl, name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtual_macs_follow_rfc_5798() {
+        assert_eq!(mac(42, false), [0, 0, 0x5e, 0, 1, 42]);
+        assert_eq!(mac(7, true), [0, 0, 0x5e, 0, 2, 7]);
+        assert_eq!(name("", 42), "vrrp.42");
+        assert_eq!(name("vmac0", 42), "vmac0");
+    }
+}
