@@ -2,7 +2,8 @@
 //! for IPv4, 00-00-5E-00-02-{VRID} for IPv6) on a macvlan over its interface, as
 //! keepalived makes it: named `vrrp.VRID` unless named, in private mode, up; the
 //! virtual addresses go on it, so that their ARP/ND answers carry the virtual MAC
-//! (the parent interface answers ARP only for its own addresses: `arp_ignore` 1).
+//! (the parent interface answers ARP only for its own addresses, `arp_ignore` 1, and
+//! asks with its own, `arp_announce` 2).
 
 use netlink_packet_route::{
     RouteNetlinkMessage,
@@ -73,8 +74,15 @@ pub fn create(
         Answer::Replace,
     )
     .map_err(|e| e.to_string())?;
-    // The parent answers ARP only for its own addresses, not the vmac's.
-    let _ = std::fs::write(format!("/proc/sys/net/ipv4/conf/{parent}/arp_ignore"), "1");
+    // The parent answers ARP only for its own addresses, not the vmac's, and asks with
+    // its own address as the sender: otherwise a request sent with a VIP as sender
+    // (answering a client of the VIP) teaches the segment the parent's MAC for the VIP.
+    for (setting, value) in [("arp_ignore", "1"), ("arp_announce", "2")] {
+        let path = format!("/proc/sys/net/ipv4/conf/{parent}/{setting}");
+        if let Err(e) = std::fs::write(&path, value) {
+            return Err(format!("{path}: {e}"));
+        }
+    }
     link::index(name).map_err(|e| e.to_string())
 }
 
