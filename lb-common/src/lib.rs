@@ -126,6 +126,10 @@ pub struct ServiceInfo {
     /// `laddr_len` entries of `LB_TABLES` right after the scheduling table (published
     /// with it, in one range); 0 for other modes.
     pub laddr_len: u32,
+    /// The scheduler's name as `sched::NAMES[scheduler]` (for lbctl; `sched` is what the
+    /// data plane acts on, and rr and wrr share one kind).
+    pub scheduler: u8,
+    pub _pad: [u8; 3],
 }
 
 impl ServiceInfo {
@@ -142,6 +146,8 @@ impl ServiceInfo {
             flags: 0,
             persist_timeout: 0,
             laddr_len: 0,
+            scheduler: 0,
+            _pad: [0; 3],
         }
     }
 }
@@ -424,6 +430,10 @@ pub struct TrafficStats {
     pub bytes: u64,
     /// Flows scheduled (new entries in the flow table).
     pub new_flows: u64,
+    /// NAT and FullNAT: the reals' replies translated back towards the clients (ipvsadm's
+    /// OutPkts and OutBytes; 0 for DR and TUN, whose replies bypass the director).
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
 
 /// `addr` (16 bytes, IPv4 in the first 4) with only its first `prefix` bits kept: the
@@ -482,7 +492,7 @@ mod pod {
 const _: () = {
     use core::mem::size_of;
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
-    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4 + 4);
+    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4 + 4 + 1 + 3);
     assert!(size_of::<PersistKey>() == 4 + 16);
     assert!(size_of::<PersistState>() == 4 + 4 + 8);
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
@@ -495,7 +505,7 @@ const _: () = {
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8 + 4 + 2 + 2);
     assert!(size_of::<ConnCounts>() == 2 * 4);
-    assert!(size_of::<TrafficStats>() == 3 * 8);
+    assert!(size_of::<TrafficStats>() == 5 * 8);
 };
 
 #[cfg(test)]

@@ -19,6 +19,9 @@ pub const KIND_WLC: u8 = 5;
 pub const KIND_SED: u8 = 6;
 pub const KIND_NQ: u8 = 7;
 
+/// Scheduler names, as `ServiceInfo::scheduler` indexes them (IPVS's names).
+pub const NAMES: [&str; 9] = ["rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh"];
+
 /// `sh-fallback` / `mh-fallback` (IPVS `IP_VS_SVC_F_SCHED1`): when the hashed real cannot
 /// take the flow, probe on to the next one that can.
 pub const FLAG_FALLBACK: u8 = 1;

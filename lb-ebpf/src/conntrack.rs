@@ -39,14 +39,22 @@ pub fn lookup(flow: &FlowKey) -> Option<*mut FlowState> {
     FLOWS.get_ptr_mut(flow)
 }
 
-/// A packet of the flow went the other way (a NAT reply): it is alive now.
+/// A packet of the flow went the other way (a NAT reply): it is alive now. The flow's
+/// real, or `NO_REAL` when the flow is not (or no longer) in the table.
 #[inline(always)]
-pub fn touch(flow: &FlowKey) {
-    if let Some(entry) = FLOWS.get_ptr_mut(flow) {
-        // SAFETY: a live LRU element; one 8-byte store.
-        unsafe { (*entry).last_seen_ns = now_ns() };
+pub fn touch(flow: &FlowKey) -> u32 {
+    match FLOWS.get_ptr_mut(flow) {
+        // SAFETY: a live LRU element; one 8-byte store and one 4-byte load.
+        Some(entry) => unsafe {
+            (*entry).last_seen_ns = now_ns();
+            (*entry).real_id
+        },
+        None => NO_REAL,
     }
 }
+
+/// `touch`'s answer for a flow it did not find.
+pub const NO_REAL: u32 = u32::MAX;
 
 /// State of a flow after this packet, from `state` before it.
 #[inline(always)]

@@ -126,8 +126,10 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         return match fwd::nat::origin(&flow.key) {
             Some(origin) => {
                 // The reply keeps its flow alive, as in IPVS, which sees both directions.
-                fwd::nat::touch_client_flow(&flow.key, origin);
-                fwd::nat::reply(ctx, &flow, origin)
+                let real_id = fwd::nat::touch_client_flow(&flow.key, origin);
+                let outcome = fwd::nat::reply(ctx, &flow, origin)?;
+                stats::count_reply(real_id, ctx.data_end() - ctx.data());
+                Ok(outcome)
             }
             None => Err(Outcome::NotService),
         };

@@ -22,6 +22,28 @@ pub fn count_forwarded(service_id: u32, real_id: u32, bytes: usize, new_flow: bo
     add(REAL_STATS.get_ptr_mut(real_id), bytes, new_flow);
 }
 
+/// One reply of a NAT or FullNAT flow of real `real_id` (`conntrack::NO_REAL`: the flow
+/// is gone, not counted), translated towards the client: ipvsadm's OutPkts/OutBytes.
+#[inline(never)]
+pub fn count_reply(real_id: u32, bytes: usize) {
+    let Some(real) = crate::maps::real(real_id) else {
+        return;
+    };
+    add_out(SERVICE_STATS.get_ptr_mut(real.service_id), bytes);
+    add_out(REAL_STATS.get_ptr_mut(real_id), bytes);
+}
+
+#[inline(always)]
+fn add_out(stats: Option<*mut TrafficStats>, bytes: usize) {
+    if let Some(stats) = stats {
+        // SAFETY: per-CPU slot; XDP programs do not nest on one CPU.
+        unsafe {
+            (*stats).out_packets += 1;
+            (*stats).out_bytes += bytes as u64;
+        }
+    }
+}
+
 #[inline(always)]
 fn add(stats: Option<*mut TrafficStats>, bytes: usize, new_flow: bool) {
     if let Some(stats) = stats {

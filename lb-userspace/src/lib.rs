@@ -6,12 +6,17 @@
 pub use lb_config as config;
 pub use lb_config::model;
 
+pub mod api;
 pub mod check;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
+pub mod docs;
+pub mod metrics;
 pub mod neighbour_events;
 pub mod nexthop;
 pub mod rtnl;
 pub mod sched;
+pub mod status;
+pub mod view;
 pub mod vrrp;

@@ -23,18 +23,27 @@ use crate::netns::{Netns, command_in};
 /// The `lbd` binary: `$LBD_BIN`, else next to the running executable (target/<profile>/ for
 /// binaries, its parent for test executables in target/<profile>/deps/).
 pub fn binary() -> anyhow::Result<PathBuf> {
-    if let Some(path) = std::env::var_os("LBD_BIN") {
+    sibling("lbd", "LBD_BIN")
+}
+
+/// The `lbctl` binary: `$LBCTL_BIN`, else found as `binary` finds lbd.
+pub fn lbctl_binary() -> anyhow::Result<PathBuf> {
+    sibling("lbctl", "LBCTL_BIN")
+}
+
+fn sibling(name: &str, variable: &str) -> anyhow::Result<PathBuf> {
+    if let Some(path) = std::env::var_os(variable) {
         return Ok(path.into());
     }
     let exe = std::env::current_exe()?;
     let dir = exe.parent().context("executable has no directory")?;
-    for candidate in [dir.join("lbd"), dir.join("../lbd")] {
+    for candidate in [dir.join(name), dir.join("..").join(name)] {
         if candidate.exists() {
             return Ok(candidate);
         }
     }
     bail!(
-        "lbd not found next to {}; build it first (`cargo build --bins`; `cargo xtask test` does) or set LBD_BIN",
+        "{name} not found next to {}; build it first (`cargo build --bins`; `cargo xtask test` does) or set {variable}",
         exe.display()
     )
 }
@@ -172,6 +181,11 @@ impl Lbd {
         self.wait_for("ready:", ready + 1, Duration::from_secs(30))
     }
 
+    /// lbd's run directory (control socket, status file).
+    pub fn run_dir(&self) -> PathBuf {
+        lb_userspace::status::run_dir(&self.launch.name)
+    }
+
     pub fn pin_dir(&self) -> PathBuf {
         pin_dir(&self.launch.name)
     }
@@ -283,6 +297,7 @@ impl Drop for Lbd {
         }
         self.stop_following.store(true, Ordering::Relaxed);
         let _ = std::fs::remove_dir_all(self.pin_dir());
+        let _ = std::fs::remove_dir_all(self.run_dir());
     }
 }
 

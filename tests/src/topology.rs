@@ -440,6 +440,7 @@ pub fn remove_leftovers(prefix: &str) -> anyhow::Result<()> {
     for dir in [
         links_dir(prefix),
         Path::new(BPFFS_ROOT).join(prefix),
+        lb_userspace::status::run_dir(prefix),
         scratch_dir(prefix),
     ] {
         match std::fs::remove_dir_all(&dir) {

@@ -54,10 +54,10 @@ pub fn remember(flow: &FlowKey, real: &RealInfo) {
 }
 
 /// Mark the client's flow (as it arrives at the director) that a real's reply answers as
-/// alive. (Not inlined, for the balancer's stack.)
+/// alive; its real, or `conntrack::NO_REAL`. (Not inlined, for the balancer's stack.)
 #[inline(never)]
-pub fn touch_client_flow(reply: &FlowKey, origin: &NatOrigin) {
-    crate::conntrack::touch(&origin.client_flow(reply.proto, reply.family));
+pub fn touch_client_flow(reply: &FlowKey, origin: &NatOrigin) -> u32 {
+    crate::conntrack::touch(&origin.client_flow(reply.proto, reply.family))
 }
 
 /// The VIP and port a real's reply must come from, if `flow` is one (looked up only when

@@ -30,6 +30,7 @@ use crate::model::{
     Config,
     check::{CheckKind, Checker},
 };
+use crate::status::{CheckStatus, CheckTable, now_unix_ms};
 
 /// Probes in flight at once, whatever the number of checkers.
 pub const MAX_CONCURRENT_PROBES: usize = 512;
@@ -63,6 +64,8 @@ struct Shared {
     /// Services whose checks are paused (`ha_suspend` while this director is not the
     /// VRRP master of their address).
     suspended: Arc<RwLock<BTreeSet<ServiceId>>>,
+    /// Each checker's results, for lbctl and metrics.
+    table: CheckTable,
 }
 
 pub struct Runner {
@@ -80,8 +83,14 @@ impl Runner {
                 permits: Arc::new(Semaphore::new(MAX_CONCURRENT_PROBES)),
                 policy: Arc::default(),
                 suspended: Arc::default(),
+                table: CheckTable::default(),
             },
         }
+    }
+
+    /// The table of each checker's results (shared: it stays current).
+    pub fn table(&self) -> CheckTable {
+        self.shared.table.clone()
     }
 
     /// Run the checkers of `config`, starting each new one in the state `health` gives it.
@@ -119,10 +128,12 @@ impl Runner {
                 }
             }
         }
+        let mut table = self.shared.table.lock().unwrap_or_else(|e| e.into_inner());
         self.tasks.retain(|id, (job, task)| {
             let keep = wanted.get(id) == Some(job);
             if !keep {
                 task.abort();
+                table.remove(&table_key(id));
             }
             keep
         });
@@ -131,6 +142,19 @@ impl Runner {
                 continue;
             }
             let up = health.checker_up(&id.0, id.1).unwrap_or(true);
+            table.insert(
+                table_key(&id),
+                CheckStatus {
+                    service: id.0.service.to_string(),
+                    real: id.0.addr,
+                    port: id.0.port,
+                    index: id.1,
+                    kind: kind_name(&job.checker.kind).to_owned(),
+                    up,
+                    since_unix_ms: now_unix_ms(),
+                    ..CheckStatus::default()
+                },
+            );
             let task = tokio::spawn(run_checker(id, job.clone(), up, self.shared.clone()));
             self.tasks.insert(id, (job, task));
         }
@@ -151,6 +175,26 @@ impl Runner {
 
     pub fn is_empty(&self) -> bool {
         self.tasks.is_empty()
+    }
+}
+
+/// A checker's key in the `CheckTable`.
+fn table_key((real, index): &(RealKey, usize)) -> (String, std::net::IpAddr, u16, usize) {
+    (real.service.to_string(), real.addr, real.port, *index)
+}
+
+/// keepalived's keyword for a checker.
+pub fn kind_name(kind: &CheckKind) -> &'static str {
+    match kind {
+        CheckKind::Tcp => "TCP_CHECK",
+        CheckKind::Http(http) if http.tls => "SSL_GET",
+        CheckKind::Http(_) => "HTTP_GET",
+        CheckKind::Misc(_) => "MISC_CHECK",
+        CheckKind::Smtp { .. } => "SMTP_CHECK",
+        CheckKind::Dns { .. } => "DNS_CHECK",
+        CheckKind::Udp(_) => "UDP_CHECK",
+        CheckKind::Ping => "PING_CHECK",
+        CheckKind::File { .. } => "FILE_CHECK",
     }
 }
 
@@ -177,7 +221,9 @@ async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared
         permits,
         policy,
         suspended,
+        table,
     } = shared;
+    let key = table_key(&(real, index));
     let timing = Timing {
         delay_loop: checker.delay_loop,
         retry: checker.retry,
@@ -200,7 +246,20 @@ async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared
             };
             PROBES.fetch_add(1, Ordering::Relaxed);
             let policy = policy.read().map(|p| p.clone()).unwrap_or_default();
-            probe_with(&checker, (real.addr, real.port), &context, &policy).await
+            let started = std::time::Instant::now();
+            let outcome = probe_with(&checker, (real.addr, real.port), &context, &policy).await;
+            let failure = match &outcome {
+                Outcome::Down { reason } => Some(reason.as_str()),
+                Outcome::Up { .. } => None,
+            };
+            if let Some(status) = table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&key)
+            {
+                status.record_probe(started.elapsed(), failure, now_unix_ms());
+            }
+            outcome
         };
         if let Outcome::Down { reason } = &outcome
             && (checker.log_all_failures || state.is_up())
@@ -213,6 +272,14 @@ async fn run_checker((real, index): (RealKey, usize), job: Job, up: bool, shared
             );
         }
         let (verdict, wait) = state.record(outcome);
+        if verdict.is_some()
+            && let Some(status) = table
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .get_mut(&key)
+        {
+            status.record_verdict(state.is_up(), now_unix_ms());
+        }
         if let Some(verdict) = verdict
             && reports
                 .send(Report {

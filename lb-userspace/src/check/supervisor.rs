@@ -47,6 +47,11 @@ impl Checks {
         }
     }
 
+    /// Each checker's results (shared: it stays current).
+    pub fn table(&self) -> crate::status::CheckTable {
+        self.runner.table()
+    }
+
     pub fn overlay(&self) -> Overlay {
         self.health.overlay()
     }

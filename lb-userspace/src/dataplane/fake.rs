@@ -109,4 +109,26 @@ impl Dataplane for FakeDataplane {
     fn counters(&self) -> Result<Counters, DataplaneError> {
         Ok(self.counters.clone())
     }
+
+    fn zero_counters(
+        &mut self,
+        service: Option<super::diff::ServiceId>,
+    ) -> Result<(), DataplaneError> {
+        if service.is_none() {
+            for (_, n) in &mut self.counters.outcomes {
+                *n = 0;
+            }
+        }
+        for s in &mut self.counters.services {
+            if service
+                .is_none_or(|id| (id.addr, id.port, id.protocol) == (s.addr, s.port, s.protocol))
+            {
+                s.traffic = Default::default();
+                for real in &mut s.reals {
+                    real.traffic = Default::default();
+                }
+            }
+        }
+        Ok(())
+    }
 }

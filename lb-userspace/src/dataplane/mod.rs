@@ -97,15 +97,24 @@ pub enum DataplaneError {
 /// Packet counters of one service or real, summed over CPUs.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Traffic {
+    /// Packets and bytes from clients (ipvsadm's InPkts, InBytes).
     pub packets: u64,
     pub bytes: u64,
+    /// Connections scheduled (ipvsadm's Conns).
     pub new_flows: u64,
+    /// NAT and FullNAT replies translated towards the clients (OutPkts, OutBytes).
+    pub out_packets: u64,
+    pub out_bytes: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct RealCounters {
     pub addr: IpAddr,
     pub port: u16,
+    /// ipvsadm's name of the forwarding method: Route, Tunnel, Masq, FullNat.
+    pub forward: &'static str,
+    /// The weight the data plane schedules with (0: no new connections).
+    pub weight: u16,
     /// Removed from the configuration; kept while established flows may use it.
     pub retired: bool,
     pub traffic: Traffic,
@@ -119,6 +128,14 @@ pub struct ServiceCounters {
     pub addr: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
+    /// IPVS's name of the scheduler.
+    pub scheduler: &'static str,
+    /// ipvsadm's scheduler flags (`sh-fallback`, `mh-port`, ...).
+    pub sched_flags: Vec<&'static str>,
+    /// `persistence_timeout` in seconds, with the granularity as a prefix length.
+    pub persistent: Option<(u32, u8)>,
+    /// `ops`: one-packet scheduling.
+    pub ops: bool,
     pub traffic: Traffic,
     pub reals: Vec<RealCounters>,
 }
@@ -159,4 +176,8 @@ pub trait Dataplane {
 
     /// Current counters.
     fn counters(&self) -> Result<Counters, DataplaneError>;
+
+    /// Zero the traffic counters of `service` and its reals, or of everything (with the
+    /// outcome counters) for `None` (`ipvsadm -Z`). Connection counts are not counters.
+    fn zero_counters(&mut self, service: Option<diff::ServiceId>) -> Result<(), DataplaneError>;
 }

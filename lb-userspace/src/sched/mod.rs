@@ -58,6 +58,14 @@ pub const fn kind(scheduler: Scheduler) -> u8 {
     }
 }
 
+/// `ServiceInfo::scheduler`: the index of the scheduler's name in `lb_common::sched::NAMES`.
+pub fn name_index(scheduler: Scheduler) -> u8 {
+    lb_common::sched::NAMES
+        .iter()
+        .position(|name| *name == scheduler.name())
+        .unwrap_or(0) as u8
+}
+
 /// The data plane's `sched::FLAG_*` bits.
 pub const fn flag_bits(flags: SchedFlags) -> u8 {
     let mut bits = 0;

@@ -30,6 +30,7 @@ use crate::{
     check::script::{self, Policy},
     model::vrrp::{AuthType, VrrpInstance, VrrpScript},
     rtnl::RouteSocket,
+    status::{VrrpCounters, VrrpStatus, VrrpTable, now_unix_ms},
 };
 
 /// How long a notify script may run.
@@ -68,6 +69,20 @@ struct Running {
     version: Version,
     auth: Auth,
     policy: Policy,
+    /// Where the instance keeps its state and counters.
+    table: VrrpTable,
+}
+
+/// What connects an instance to lbd.
+pub struct Context {
+    /// Turns true when the instance is to stop.
+    pub stop: watch::Receiver<bool>,
+    /// States of its sync group to follow.
+    pub sync: mpsc::UnboundedReceiver<State>,
+    /// Where its state changes go.
+    pub changes: mpsc::UnboundedSender<StateChange>,
+    /// Where it keeps its state and counters.
+    pub table: VrrpTable,
 }
 
 /// Run `config` until `stop` turns true; then hand over (priority 0) and return.
@@ -75,11 +90,31 @@ pub async fn run(
     config: VrrpInstance,
     scripts: Vec<VrrpScript>,
     policy: Policy,
-    mut stop: watch::Receiver<bool>,
-    mut sync: mpsc::UnboundedReceiver<State>,
-    changes: mpsc::UnboundedSender<StateChange>,
+    context: Context,
 ) -> Result<(), InstanceError> {
+    let Context {
+        mut stop,
+        mut sync,
+        changes,
+        table,
+    } = context;
     let name = config.name.clone();
+    table.lock().unwrap_or_else(|e| e.into_inner()).insert(
+        name.clone(),
+        VrrpStatus {
+            name: name.clone(),
+            interface: config.interface.clone(),
+            vrid: config.vrid,
+            version: config.version,
+            state: state_name(State::Initialize).to_owned(),
+            priority: config.priority,
+            configured_priority: config.priority,
+            master: None,
+            vips: config.virtual_ipaddress.iter().map(|a| a.addr).collect(),
+            since_unix_ms: now_unix_ms(),
+            counters: VrrpCounters::default(),
+        },
+    );
     let setup = |reason: String| InstanceError::Setup {
         name: name.clone(),
         reason,
@@ -161,6 +196,7 @@ pub async fn run(
         version,
         auth,
         policy,
+        table,
     };
     info!(
         "({}) VRRPv{} on {} from {source}, vrid {}, priority {}",
@@ -225,6 +261,7 @@ pub async fn run(
                 let now = Instant::now();
                 if tracker.priority() != priority {
                     info!("({name}) priority {priority} -> {}", tracker.priority());
+                    running.with_status(|s| s.priority = tracker.priority());
                     let commands = machine.handle(Event::Priority(tracker.priority()), now);
                     running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
                 }
@@ -270,6 +307,14 @@ impl Running {
         &self.config.name
     }
 
+    /// Update the instance's entry of the status table.
+    fn with_status(&self, update: impl FnOnce(&mut VrrpStatus)) {
+        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(status) = table.get_mut(self.name()) {
+            update(status);
+        }
+    }
+
     /// The event of a received packet, or why it is refused (logged).
     fn check(&self, packet: super::socket::Received) -> Option<Event> {
         if packet.src == self.source {
@@ -279,6 +324,7 @@ impl Running {
             Ok(advert) => advert,
             Err(e) => {
                 debug!("({}) packet from {} refused: {e}", self.name(), packet.src);
+                self.with_status(|s| s.counters.invalid_packets += 1);
                 return None;
             }
         };
@@ -294,6 +340,7 @@ impl Running {
                 packet.src,
                 packet.ttl
             );
+            self.with_status(|s| s.counters.ttl_errors += 1);
             return None;
         }
         if advert.version != self.version {
@@ -302,6 +349,7 @@ impl Running {
                 self.name(),
                 packet.src
             );
+            self.with_status(|s| s.counters.version_errors += 1);
             return None;
         }
         if self.version == Version::V2 && advert.auth != self.auth {
@@ -310,6 +358,7 @@ impl Running {
                 self.name(),
                 packet.src
             );
+            self.with_status(|s| s.counters.auth_errors += 1);
             return None;
         }
         if !self.config.unicast_peer.is_empty() && !from_peer {
@@ -320,6 +369,15 @@ impl Running {
             );
             return None;
         }
+        self.with_status(|s| {
+            s.counters.adverts_received += 1;
+            if advert.priority == 0 {
+                s.counters.priority_zero_received += 1;
+            }
+            if s.state == state_name(State::Backup) {
+                s.master = Some(packet.src);
+            }
+        });
         Some(Event::Advertisement {
             src: packet.src,
             advert,
@@ -347,12 +405,20 @@ impl Running {
                         addresses: self.vips.clone(),
                         auth: self.auth,
                     };
+                    let mut sent = 0u64;
                     for &dst in &self.destinations {
                         let packet = advert.encode(self.source, dst);
-                        if let Err(e) = socket.send(&packet, dst, self.ifindex) {
-                            warn!("({}) sending to {dst}: {e}", self.name());
+                        match socket.send(&packet, dst, self.ifindex) {
+                            Ok(_) => sent += 1,
+                            Err(e) => warn!("({}) sending to {dst}: {e}", self.name()),
                         }
                     }
+                    self.with_status(|s| {
+                        s.counters.adverts_sent += sent;
+                        if priority == 0 {
+                            s.counters.priority_zero_sent += sent;
+                        }
+                    });
                 }
                 Command::AddAddresses => {
                     let all = self
@@ -404,6 +470,22 @@ impl Running {
                 Command::Announce => self.announce(),
                 Command::Transition { to, .. } => {
                     info!("({}) Entering {} STATE", self.name(), state_name(to));
+                    self.with_status(|s| {
+                        if s.state == state_name(State::Master) && to != State::Master {
+                            s.counters.released_master += 1;
+                        }
+                        if to == State::Master {
+                            s.counters.became_master += 1;
+                        }
+                        s.counters.transitions += 1;
+                        s.state = state_name(to).to_owned();
+                        s.since_unix_ms = now_unix_ms();
+                        s.priority = machine.priority();
+                        s.master = match to {
+                            State::Master => Some(self.source),
+                            _ => None,
+                        };
+                    });
                     let _ = changes.send(StateChange {
                         instance: self.name().to_owned(),
                         state: to,

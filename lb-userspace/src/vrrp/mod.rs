@@ -28,6 +28,7 @@ use crate::{
         Config,
         vrrp::{VrrpInstance, VrrpScript},
     },
+    status::VrrpTable,
 };
 pub use instance::{StateChange, state_name};
 
@@ -58,6 +59,8 @@ pub struct Vrrp {
     /// Instances whose own tracking fails (their groups are in FAULT).
     failing: BTreeSet<String>,
     sender: mpsc::UnboundedSender<StateChange>,
+    /// Each instance's state and counters, kept by the instances.
+    table: VrrpTable,
     /// State changes of every instance.
     pub changes: mpsc::UnboundedReceiver<StateChange>,
 }
@@ -102,6 +105,7 @@ impl Vrrp {
             groups: groups(config),
             failing: BTreeSet::new(),
             sender,
+            table: VrrpTable::default(),
             changes,
         };
         for (name, spec) in specs(config) {
@@ -114,15 +118,29 @@ impl Vrrp {
         let (stop, stopped) = watch::channel(false);
         let (sync, synced) = mpsc::unbounded_channel();
         let sender = self.sender.clone();
+        let table = self.table.clone();
         let Spec {
             instance,
             scripts,
             policy,
         } = spec.clone();
         let task = tokio::spawn(async move {
-            if let Err(e) = instance::run(instance, scripts, policy, stopped, synced, sender).await
-            {
+            let name = instance.name.clone();
+            let context = instance::Context {
+                stop: stopped,
+                sync: synced,
+                changes: sender,
+                table: table.clone(),
+            };
+            if let Err(e) = instance::run(instance, scripts, policy, context).await {
                 error!("{e}");
+                if let Some(status) = table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get_mut(&name)
+                {
+                    status.state = "FAULT".to_owned();
+                }
             }
         });
         self.running.insert(
@@ -154,6 +172,10 @@ impl Vrrp {
             .filter_map(|name| self.running.remove(name))
             .collect();
         stop_all(stopping).await;
+        self.table
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|name, _| wanted.contains_key(name));
         for (name, spec) in wanted {
             if !self.running.contains_key(&name) {
                 if !touched.contains(&name) {
@@ -168,6 +190,11 @@ impl Vrrp {
 
     pub fn is_empty(&self) -> bool {
         self.running.is_empty()
+    }
+
+    /// Each instance's state and counters (shared: it stays current).
+    pub fn table(&self) -> VrrpTable {
+        self.table.clone()
     }
 
     /// The next state change (never, without instances). Sync groups move together:

@@ -25,21 +25,27 @@ impl MapSource for aya::Ebpf {
 
 /// The maps pinned under a directory, opened read-only in spirit (nothing here writes).
 pub struct PinnedMaps {
-    maps: BTreeMap<&'static str, Map>,
+    maps: BTreeMap<String, Map>,
 }
 
 impl PinnedMaps {
+    /// Every map pinned under `dir`; the balancer's counters must be among them.
     pub fn open(dir: &Path) -> Result<Self, DataplaneError> {
+        let pins_error = |reason: String| DataplaneError::Pins {
+            path: dir.display().to_string(),
+            reason,
+        };
+        let entries = std::fs::read_dir(dir).map_err(|e| {
+            pins_error(format!(
+                "{e} (has lbd run with this --name on this host since boot?)"
+            ))
+        })?;
         let mut maps = BTreeMap::new();
-        for name in [
-            names::SERVICES,
-            names::REALS,
-            names::SERVICE_STATS,
-            names::REAL_STATS,
-            names::REAL_CONNS,
-            names::OUTCOMES,
-        ] {
-            let path = dir.join(name);
+        for entry in entries {
+            let path = entry.map_err(|e| pins_error(e.to_string()))?.path();
+            let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
+                continue;
+            };
             let map = MapData::from_pin(&path)
                 .and_then(Map::from_map_data)
                 .map_err(|source| DataplaneError::Map {
@@ -48,7 +54,24 @@ impl PinnedMaps {
                 })?;
             maps.insert(name, map);
         }
+        for name in [
+            names::SERVICES,
+            names::REALS,
+            names::SERVICE_STATS,
+            names::REAL_STATS,
+            names::REAL_CONNS,
+            names::OUTCOMES,
+        ] {
+            if !maps.contains_key(name) {
+                return Err(pins_error(format!("no map {name} is pinned there")));
+            }
+        }
         Ok(Self { maps })
+    }
+
+    /// The pinned maps by name.
+    pub fn maps(&self) -> &BTreeMap<String, Map> {
+        &self.maps
     }
 }
 
@@ -84,6 +107,8 @@ fn per_cpu_sum(
         packets: sum.packets + v.packets,
         bytes: sum.bytes + v.bytes,
         new_flows: sum.new_flows + v.new_flows,
+        out_packets: sum.out_packets + v.out_packets,
+        out_bytes: sum.out_bytes + v.out_bytes,
     }))
 }
 
@@ -127,6 +152,8 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
             .push(RealCounters {
                 addr,
                 port: u16::from_be_bytes(real.port),
+                forward: forward_name(real.fwd),
+                weight: real.weight,
                 retired: real.flags & lb_common::REAL_FLAG_RETIRED != 0,
                 traffic: per_cpu_sum(&real_stats, id, names::REAL_STATS)?,
                 active_conns: conns.active(),
@@ -148,12 +175,49 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
             addr,
             port: u16::from_be_bytes(key.port),
             protocol,
+            scheduler: lb_common::sched::NAMES
+                .get(usize::from(info.scheduler))
+                .copied()
+                .unwrap_or("?"),
+            sched_flags: sched_flag_names(info.scheduler, info.sched_flags),
+            persistent: (info.persist_timeout != 0)
+                .then_some((info.persist_timeout, info.persist_prefix)),
+            ops: info.flags & lb_common::SERVICE_FLAG_OPS != 0,
             traffic: per_cpu_sum(&service_stats, info.id, names::SERVICE_STATS)?,
             reals,
         });
     }
     services.sort_by_key(|s| (s.addr, s.port, s.protocol.ip_proto()));
     Ok(Counters { outcomes, services })
+}
+
+/// ipvsadm's name of a forwarding method (`fwd_name`).
+pub fn forward_name(fwd: u8) -> &'static str {
+    match fwd {
+        lb_common::FWD_DR => "Route",
+        lb_common::FWD_TUN => "Tunnel",
+        lb_common::FWD_NAT => "Masq",
+        lb_common::FWD_FNAT => "FullNat",
+        _ => "?",
+    }
+}
+
+/// ipvsadm's names of scheduler flags (`print_sched_flags`): `sh-`/`mh-` `fallback` and
+/// `port`.
+fn sched_flag_names(scheduler: u8, bits: u8) -> Vec<&'static str> {
+    let name = lb_common::sched::NAMES.get(usize::from(scheduler)).copied();
+    let (fallback, port) = match name {
+        Some("mh") => ("mh-fallback", "mh-port"),
+        _ => ("sh-fallback", "sh-port"),
+    };
+    let mut names = Vec::new();
+    if bits & lb_common::sched::FLAG_FALLBACK != 0 {
+        names.push(fallback);
+    }
+    if bits & lb_common::sched::FLAG_HASH_PORT != 0 {
+        names.push(port);
+    }
+    names
 }
 
 /// Counters from the maps pinned under `dir`, without a running lbd.

@@ -11,6 +11,8 @@
 mod arena;
 mod counters;
 mod decap;
+pub mod dump;
+pub mod flows;
 mod keys;
 mod layout;
 mod local_addrs;
@@ -38,7 +40,7 @@ use lb_common::{
 
 use arena::{Arena, Region};
 use counters::MapSource;
-pub use counters::read_pinned as read_pinned_counters;
+pub use counters::{PinnedMaps, read as read_counters, read_pinned as read_pinned_counters};
 pub use decap::Decap;
 use keys::vip_key;
 pub use keys::{addr_bytes, addr_from, service_key};
@@ -419,6 +421,37 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             .map_err(map_error("writing connection counts"))
     }
 
+    /// `Dataplane::zero_counters`.
+    fn zero(&mut self, service: Option<super::diff::ServiceId>) -> Result<(), DataplaneError> {
+        let wanted = service.map(|id| service_key(id.addr, id.port, id.protocol));
+        let service_ids: Vec<u32> = self
+            .slots
+            .services
+            .iter()
+            .filter(|(key, _)| wanted.is_none_or(|w| w == **key))
+            .map(|(_, slot)| slot.id)
+            .collect();
+        let real_ids: Vec<u32> = self
+            .slots
+            .entries
+            .iter()
+            .filter(|(_, entry)| service_ids.contains(&entry.service_id))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in service_ids {
+            self.reset_per_cpu::<TrafficStats>(names::SERVICE_STATS, id)?;
+        }
+        for id in real_ids {
+            self.reset_per_cpu::<TrafficStats>(names::REAL_STATS, id)?;
+        }
+        if service.is_none() {
+            for outcome in lb_common::Outcome::ALL {
+                self.reset_per_cpu::<u64>(names::OUTCOMES, outcome as u32)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Zero slot `id` of per-CPU array `map` (counters or cursor of a newly allocated id).
     fn reset_per_cpu<V: aya::Pod + Default>(
         &mut self,
@@ -701,6 +734,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     },
                     persist_timeout: spec.persistence.map_or(0, |p| p.timeout_secs),
                     laddr_len: pool.len() as u32,
+                    scheduler: sched::name_index(spec.scheduler),
+                    _pad: [0; 3],
                 },
                 table: table
                     .entries
@@ -891,6 +926,13 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
 
     fn counters(&self) -> Result<Counters, DataplaneError> {
         counters::read(&self.ebpf)
+    }
+
+    fn zero_counters(
+        &mut self,
+        service: Option<super::diff::ServiceId>,
+    ) -> Result<(), DataplaneError> {
+        self.zero(service)
     }
 }
 

@@ -5,7 +5,9 @@
 //! On a real server of TUN services, `lbd --decap IFACE` runs the decap program instead:
 //! it strips the tunnel header of packets for the configuration's TUN VIPs.
 
-use std::{path::PathBuf, process::ExitCode, time::Duration};
+mod control;
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -18,9 +20,11 @@ use lb_userspace::{
         ApplyReport,
         xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
     },
+    metrics,
     model::{Config, ForwardMethod},
     neighbour_events::NeighbourEvents,
     nexthop::KernelNextHops,
+    status,
     vrrp::{self, Vrrp},
 };
 use tokio::signal::unix::{SignalKind, signal};
@@ -128,6 +132,13 @@ struct Args {
     /// kernel answers those it holds).
     #[arg(long)]
     answer_ping: bool,
+    /// Serve Prometheus metrics on ADDR:PORT (`GET /metrics`).
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics_address: Option<SocketAddr>,
+    /// Directory of the control socket (for lbctl) and of the status file.
+    /// Default: /run/lbd/NAME.
+    #[arg(long, value_name = "DIR")]
+    run_dir: Option<PathBuf>,
 }
 
 /// Whether `text` is one of keepalived's `-S` values: 0-7 (local0-7), local0-7, user,
@@ -362,6 +373,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pins.display()
     );
     let mut vrrp = Vrrp::start(controller.running());
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| status::run_dir(&args.name));
+    let mut control = control::Control::start(
+        &run_dir,
+        &args.name,
+        &args.config,
+        vrrp.table(),
+        checks.table(),
+    );
+    let _metrics = start_metrics(&args, Some(pins.clone()), vrrp.table(), checks.table()).await?;
     if let Err(e) = daemon::notify("READY=1") {
         warn!("cannot tell systemd lbd is ready: {e}");
     }
@@ -408,19 +431,27 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
             _ = hangup.recv() => {
-                reload(&args, &mut controller, &mut checks, &mut last_report);
+                if reload(&args, &mut controller, &mut checks, &mut last_report) {
+                    control.reloaded();
+                }
                 for name in vrrp.update(controller.running()).await {
                     info!("reload: VRRP instance {name} (re)started or stopped");
                 }
+            }
+            (request, answer) = control.next() => {
+                let response = control.handle(request, &mut controller, &mut checks);
+                let _ = answer.send(response);
             }
             change = vrrp.next_change() => {
                 if change.own_fault.is_none() {
                     info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
                     checks.follow_addresses(controller.running());
                 }
+                control.write_status();
             }
             report = checks.next() => {
                 checks.record(report);
+                control.write_status();
                 match controller.set_overlay(checks.overlay()) {
                     Ok(report) => {
                         for change in &report.changes {
@@ -435,6 +466,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             _ = refresh.tick() => {
                 refresh_now(&mut controller, &mut last_report);
                 checks.follow_addresses(controller.running());
+                control.write_status();
             }
             _ = sweep.tick() => match controller.sweep() {
                 Ok(report) if report.expired > 0 => debug!(
@@ -448,6 +480,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let _ = daemon::notify("STOPPING=1");
     // Hand the addresses over first (priority 0), then stop balancing.
     vrrp.stop().await;
+    control.write_status();
     checks.shutdown(controller.running()).await;
     controller.dataplane_mut().detach_all()?;
     info!(
@@ -620,6 +653,18 @@ async fn run_vrrp_only(
     }
     let mut running = config;
     let mut vrrp = Vrrp::start(&running);
+    let run_dir = args
+        .run_dir
+        .clone()
+        .unwrap_or_else(|| status::run_dir(&args.name));
+    let mut control = control::Control::start(
+        &run_dir,
+        &args.name,
+        &args.config,
+        vrrp.table(),
+        status::CheckTable::default(),
+    );
+    let _metrics = start_metrics(args, None, vrrp.table(), status::CheckTable::default()).await?;
     info!(
         "ready: VRRP only, {} instance(s)",
         running.vrrp_instances.len()
@@ -642,31 +687,37 @@ async fn run_vrrp_only(
                 }
                 Err(e) => error!("reload rejected, the running configuration stays: {e}"),
             },
+            (request, answer) = control.next() => {
+                let _ = answer.send(control.handle_status_only(request));
+            }
             change = vrrp.next_change() => {
                 if change.own_fault.is_none() {
                     info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
                 }
+                control.write_status();
             }
         }
     }
     let _ = daemon::notify("STOPPING=1");
     vrrp.stop().await;
+    control.write_status();
     Ok(())
 }
 
 /// SIGHUP: load the file again; a bad file is reported and the running config stays.
+/// Whether the file's configuration now runs.
 fn reload(
     args: &Args,
     controller: &mut Controller<XdpDataplane<KernelNextHops>>,
     checks: &mut Checks,
     last_report: &mut ApplyReport,
-) {
+) -> bool {
     info!("SIGHUP: reloading {}", args.config.display());
     let loaded = match config::load_with(&args.config, &config_options(args)) {
         Ok(loaded) => loaded,
         Err(e) => {
             error!("reload rejected, the running configuration stays: {e}");
-            return;
+            return false;
         }
     };
     log_diagnostics(&loaded.warnings);
@@ -686,9 +737,45 @@ fn reload(
                 "reload applied: {} virtual services",
                 controller.running().virtual_servers.len()
             );
+            true
         }
-        Err(e) => error!("reload rejected by the data plane, the running configuration stays: {e}"),
+        Err(e) => {
+            error!("reload rejected by the data plane, the running configuration stays: {e}");
+            false
+        }
     }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `--metrics-address`: serve the metrics until the returned guard is dropped.
+async fn start_metrics(
+    args: &Args,
+    pin_dir: Option<PathBuf>,
+    vrrp: status::VrrpTable,
+    checks: status::CheckTable,
+) -> anyhow::Result<Option<AbortOnDrop>> {
+    let Some(addr) = args.metrics_address else {
+        return Ok(None);
+    };
+    let listener = metrics::bind(addr)
+        .await
+        .with_context(|| format!("--metrics-address {addr}"))?;
+    let sources = metrics::Sources {
+        pin_dir,
+        vrrp,
+        checks,
+    };
+    Ok(Some(AbortOnDrop(tokio::spawn(metrics::serve(
+        listener, sources,
+    )))))
 }
 
 /// The warnings (and notes) of a configuration that loaded.

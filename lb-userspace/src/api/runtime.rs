@@ -1,0 +1,374 @@
+//! Runtime changes applied to the running configuration, checked by the rules the
+//! configuration reader applies (scheduler and method names, weight range, address
+//! families, keepalived's DR/TUN port rule, duplicates). Pure: configuration in, new
+//! configuration and a description out, or why not.
+
+use std::{net::SocketAddr, time::Duration};
+
+use super::{Change, ServiceRef};
+use crate::model::{
+    Config, ForwardMethod, Persistence, RealServer, SchedFlags, Scheduler, ServiceExtras,
+    VirtualServer,
+};
+
+/// keepalived's weight range (`real_server` `weight`).
+const MAX_WEIGHT: u32 = 65535;
+/// keepalived's `delay_loop` default, for services added at runtime.
+const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
+
+fn find<'a>(config: &'a mut Config, service: &ServiceRef) -> Result<&'a mut VirtualServer, String> {
+    config
+        .virtual_servers
+        .iter_mut()
+        .find(|vs| {
+            (vs.addr, vs.port, vs.protocol) == (service.addr, service.port, service.protocol())
+        })
+        .ok_or_else(|| format!("no virtual service {service}"))
+}
+
+fn scheduler(name: &str) -> Result<Scheduler, String> {
+    Scheduler::from_name(name).ok_or_else(|| {
+        format!(
+            "unknown scheduler `{name}` (supported: {})",
+            Scheduler::SUPPORTED
+        )
+    })
+}
+
+fn persistence(timeout: u32, vs_is_v4: bool) -> Option<Persistence> {
+    (timeout > 0).then_some(Persistence {
+        timeout_secs: timeout,
+        prefix_len: if vs_is_v4 { 32 } else { 128 },
+    })
+}
+
+fn weight(weight: u32) -> Result<u32, String> {
+    if weight > MAX_WEIGHT {
+        return Err(format!("weight {weight} is out of range 0..={MAX_WEIGHT}"));
+    }
+    Ok(weight)
+}
+
+fn find_real(vs: &mut VirtualServer, real: SocketAddr) -> Option<&mut RealServer> {
+    let port = effective_port(vs, real);
+    vs.reals
+        .iter_mut()
+        .find(|r| (r.addr, r.port) == (real.ip(), port))
+}
+
+/// DR and TUN cannot change the port: keepalived sets a real's port to the service's.
+fn effective_port(vs: &VirtualServer, real: SocketAddr) -> u16 {
+    match vs.forward {
+        ForwardMethod::Dr | ForwardMethod::Tun => vs.port,
+        ForwardMethod::Nat | ForwardMethod::FullNat => real.port(),
+    }
+}
+
+/// `config` with `change` made, and what was done; or why it cannot be.
+pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), String> {
+    let mut config = config.clone();
+    let done = match change {
+        Change::AddService {
+            service,
+            scheduler: algo,
+            forward,
+            persistent,
+        } => {
+            if find(&mut config, service).is_ok() {
+                return Err(format!("virtual service {service} exists already"));
+            }
+            let forward = match forward.as_deref() {
+                None => ForwardMethod::Dr,
+                Some(name) => ForwardMethod::from_name(name).ok_or_else(|| {
+                    format!(
+                        "unknown forwarding method `{name}` (supported: {})",
+                        ForwardMethod::SUPPORTED
+                    )
+                })?,
+            };
+            if forward == ForwardMethod::FullNat {
+                return Err(
+                    "FNAT needs a local_address_group: add the service in the configuration file"
+                        .to_owned(),
+                );
+            }
+            let scheduler = scheduler(algo.as_deref().unwrap_or("wlc"))?;
+            config.virtual_servers.push(VirtualServer {
+                addr: service.addr,
+                port: service.port,
+                protocol: service.protocol(),
+                scheduler,
+                sched_flags: SchedFlags::default(),
+                persistence: persistence(persistent.unwrap_or(0), service.addr.is_ipv4()),
+                one_packet: false,
+                forward,
+                local_addresses: Vec::new(),
+                tun_sources: Vec::new(),
+                delay_loop: DEFAULT_DELAY_LOOP,
+                extras: ServiceExtras::default(),
+                reals: Vec::new(),
+            });
+            format!(
+                "added virtual service {service} ({}, lb_kind {forward:?})",
+                scheduler.name()
+            )
+        }
+        Change::EditService {
+            service,
+            scheduler: algo,
+            persistent,
+        } => {
+            let vs = find(&mut config, service)?;
+            if let Some(name) = algo {
+                vs.scheduler = scheduler(name)?;
+            }
+            if let Some(timeout) = persistent {
+                vs.persistence = persistence(*timeout, vs.addr.is_ipv4());
+            }
+            format!(
+                "virtual service {service}: scheduler {}, persistence {}",
+                vs.scheduler.name(),
+                vs.persistence
+                    .map_or("off".to_owned(), |p| format!("{} s", p.timeout_secs))
+            )
+        }
+        Change::RemoveService { service } => {
+            find(&mut config, service)?;
+            config.virtual_servers.retain(|vs| {
+                (vs.addr, vs.port, vs.protocol) != (service.addr, service.port, service.protocol())
+            });
+            format!("removed virtual service {service}")
+        }
+        Change::AddReal {
+            service,
+            real,
+            weight: w,
+            forward,
+        } => {
+            let vs = find(&mut config, service)?;
+            if real.is_ipv4() != vs.addr.is_ipv4() {
+                return Err(format!(
+                    "real server {real} is not of the address family of {service}"
+                ));
+            }
+            if let Some(name) = forward {
+                let wanted = ForwardMethod::from_name(name)
+                    .ok_or_else(|| format!("unknown forwarding method `{name}`"))?;
+                if wanted != vs.forward {
+                    return Err(format!(
+                        "{service} forwards by {:?}: lb_kind is per virtual_server in keepalived.conf",
+                        vs.forward
+                    ));
+                }
+            }
+            let port = effective_port(vs, *real);
+            if find_real(vs, *real).is_some() {
+                return Err(format!(
+                    "real server {} {port} is in {service} already",
+                    real.ip()
+                ));
+            }
+            let weight = weight(w.unwrap_or(1))?;
+            vs.reals.push(RealServer {
+                addr: real.ip(),
+                port,
+                weight,
+                checkers: Vec::new(),
+                notify_up: None,
+                notify_down: None,
+                inhibit_on_failure: false,
+            });
+            let mut done = format!(
+                "added real server {} {port} to {service}, weight {weight}",
+                real.ip()
+            );
+            if port != real.port() {
+                done.push_str(&format!(
+                    " (port {} set to the service's: {:?} does not translate ports)",
+                    real.port(),
+                    vs.forward
+                ));
+            }
+            done
+        }
+        Change::EditReal {
+            service,
+            real,
+            weight: w,
+        } => {
+            let vs = find(&mut config, service)?;
+            let weight = weight(*w)?;
+            let entry = find_real(vs, *real)
+                .ok_or_else(|| format!("no real server {real} in {service}"))?;
+            let before = entry.weight;
+            entry.weight = weight;
+            format!("real server {real} of {service}: weight {before} -> {weight}")
+        }
+        Change::RemoveReal { service, real } => {
+            let vs = find(&mut config, service)?;
+            let port = effective_port(vs, *real);
+            if find_real(vs, *real).is_none() {
+                return Err(format!("no real server {real} in {service}"));
+            }
+            vs.reals.retain(|r| (r.addr, r.port) != (real.ip(), port));
+            format!("removed real server {real} from {service}")
+        }
+    };
+    Ok((config, done))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::api::ServiceProtocol;
+
+    fn config() -> Config {
+        let text = "virtual_server 10.0.0.100 80 {\n lb_kind DR\n lb_algo rr\n protocol TCP\n real_server 10.0.1.2 80 {\n  weight 2\n }\n}\n";
+        crate::config::parse(text, Path::new("t.conf"))
+            .unwrap()
+            .config
+    }
+
+    fn web() -> ServiceRef {
+        ServiceRef {
+            protocol: ServiceProtocol::Tcp,
+            addr: "10.0.0.100".parse().unwrap(),
+            port: 80,
+        }
+    }
+
+    #[test]
+    fn reals_are_added_weighted_and_removed() {
+        let add = Change::AddReal {
+            service: web(),
+            real: "10.0.1.3:8080".parse().unwrap(),
+            weight: None,
+            forward: Some("DR".into()),
+        };
+        let (config, done) = apply(&config(), &add).unwrap();
+        assert_eq!(
+            done,
+            "added real server 10.0.1.3 80 to TCP 10.0.0.100:80, weight 1 (port 8080 set to the service's: Dr does not translate ports)"
+        );
+        assert_eq!(config.virtual_servers[0].reals[1].port, 80);
+        assert!(apply(&config, &add).unwrap_err().contains("already"));
+        let drain = Change::EditReal {
+            service: web(),
+            real: "10.0.1.2:80".parse().unwrap(),
+            weight: 0,
+        };
+        let (config, done) = apply(&config, &drain).unwrap();
+        assert_eq!(
+            done,
+            "real server 10.0.1.2:80 of TCP 10.0.0.100:80: weight 2 -> 0"
+        );
+        assert_eq!(config.virtual_servers[0].reals[0].weight, 0);
+        let remove = Change::RemoveReal {
+            service: web(),
+            real: "10.0.1.3:80".parse().unwrap(),
+        };
+        let (config, _) = apply(&config, &remove).unwrap();
+        assert_eq!(config.virtual_servers[0].reals.len(), 1);
+    }
+
+    #[test]
+    fn bad_changes_are_refused_with_the_reason() {
+        let cases = [
+            (
+                Change::EditReal {
+                    service: web(),
+                    real: "10.0.1.2:80".parse().unwrap(),
+                    weight: 70000,
+                },
+                "weight 70000 is out of range 0..=65535",
+            ),
+            (
+                Change::AddService {
+                    service: web(),
+                    scheduler: None,
+                    forward: None,
+                    persistent: None,
+                },
+                "virtual service TCP 10.0.0.100:80 exists already",
+            ),
+            (
+                Change::EditService {
+                    service: web(),
+                    scheduler: Some("fastest".into()),
+                    persistent: None,
+                },
+                "unknown scheduler `fastest` (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
+            ),
+            (
+                Change::AddReal {
+                    service: web(),
+                    real: "[2001:db8::1]:80".parse().unwrap(),
+                    weight: None,
+                    forward: None,
+                },
+                "real server [2001:db8::1]:80 is not of the address family of TCP 10.0.0.100:80",
+            ),
+            (
+                Change::AddReal {
+                    service: web(),
+                    real: "10.0.1.9:80".parse().unwrap(),
+                    weight: None,
+                    forward: Some("NAT".into()),
+                },
+                "TCP 10.0.0.100:80 forwards by Dr: lb_kind is per virtual_server in keepalived.conf",
+            ),
+            (
+                Change::RemoveService {
+                    service: ServiceRef { port: 81, ..web() },
+                },
+                "no virtual service TCP 10.0.0.100:81",
+            ),
+        ];
+        for (change, error) in cases {
+            assert_eq!(apply(&config(), &change).unwrap_err(), error, "{change:?}");
+        }
+    }
+
+    #[test]
+    fn services_are_added_edited_and_removed() {
+        let dns = ServiceRef {
+            protocol: ServiceProtocol::Udp,
+            addr: "10.0.0.53".parse().unwrap(),
+            port: 53,
+        };
+        let (config, done) = apply(
+            &config(),
+            &Change::AddService {
+                service: dns,
+                scheduler: Some("sh".into()),
+                forward: Some("NAT".into()),
+                persistent: Some(300),
+            },
+        )
+        .unwrap();
+        assert_eq!(
+            done,
+            "added virtual service UDP 10.0.0.53:53 (sh, lb_kind Nat)"
+        );
+        let vs = &config.virtual_servers[1];
+        assert_eq!(
+            (vs.scheduler, vs.forward),
+            (Scheduler::Sh, ForwardMethod::Nat)
+        );
+        assert_eq!(vs.persistence.unwrap().timeout_secs, 300);
+        let (config, _) = apply(
+            &config,
+            &Change::EditService {
+                service: dns,
+                scheduler: None,
+                persistent: Some(0),
+            },
+        )
+        .unwrap();
+        assert_eq!(config.virtual_servers[1].persistence, None);
+        let (config, _) = apply(&config, &Change::RemoveService { service: dns }).unwrap();
+        assert_eq!(config.virtual_servers.len(), 1);
+    }
+}

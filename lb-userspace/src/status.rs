@@ -1,0 +1,243 @@
+//! What lbd knows beyond the maps: the state and counters of each VRRP instance and of
+//! each checker. The tasks update these tables as they work; lbd serves them to lbctl
+//! (control API) and to Prometheus (metrics), and writes them to a status file that lbctl
+//! reads while lbd is stopped.
+
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    path::{Path, PathBuf},
+    sync::{Arc, Mutex},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters of a VRRP instance, named after keepalived's (`show vrrp stats`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpCounters {
+    pub adverts_received: u64,
+    pub adverts_sent: u64,
+    pub became_master: u64,
+    pub released_master: u64,
+    pub priority_zero_received: u64,
+    pub priority_zero_sent: u64,
+    /// Packets the decoder refused (length, checksum, type, ...).
+    pub invalid_packets: u64,
+    /// Adverts with a TTL / hop limit other than 255.
+    pub ttl_errors: u64,
+    /// Adverts of another VRRP version.
+    pub version_errors: u64,
+    /// VRRPv2 adverts with a wrong password.
+    pub auth_errors: u64,
+    /// State changes, all kinds.
+    pub transitions: u64,
+}
+
+/// One VRRP instance as it runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VrrpStatus {
+    pub name: String,
+    pub interface: String,
+    pub vrid: u8,
+    pub version: u8,
+    /// INIT, BACKUP, MASTER or FAULT (keepalived's words).
+    pub state: String,
+    /// The priority in effect (tracking applied).
+    pub priority: u8,
+    pub configured_priority: u8,
+    /// The current master's address: this director's when it is master, the sender of
+    /// the adverts it follows when backup; none before the first advert.
+    pub master: Option<IpAddr>,
+    pub vips: Vec<IpAddr>,
+    /// When the instance entered its state (ms since the epoch).
+    pub since_unix_ms: u64,
+    pub counters: VrrpCounters,
+}
+
+/// Upper bounds (seconds) of the probe latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 10] =
+    [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0];
+
+/// One checker of one real.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckStatus {
+    /// The virtual service, `TCP 10.0.0.100:80`.
+    pub service: String,
+    pub real: IpAddr,
+    pub port: u16,
+    /// Which of the real's checkers (0-based, in configuration order).
+    pub index: usize,
+    /// keepalived's keyword: TCP_CHECK, HTTP_GET, ...
+    pub kind: String,
+    /// The checker's verdict (retries spent): up or down.
+    pub up: bool,
+    /// When the verdict last changed, or the checker started (ms since the epoch).
+    pub since_unix_ms: u64,
+    /// The last probe's result: `ok` or why it failed; none before the first probe.
+    pub last_result: Option<String>,
+    pub last_probe_unix_ms: Option<u64>,
+    /// Failed probes in a row.
+    pub consecutive_failures: u32,
+    pub probes: u64,
+    pub failures: u64,
+    /// Probe durations: count per `LATENCY_BUCKETS` bound (not cumulative) and above the
+    /// last, and their sum.
+    pub latency_buckets: Vec<u64>,
+    pub latency_sum_seconds: f64,
+}
+
+impl Default for CheckStatus {
+    fn default() -> Self {
+        Self {
+            service: String::new(),
+            real: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            port: 0,
+            index: 0,
+            kind: String::new(),
+            up: false,
+            since_unix_ms: 0,
+            last_result: None,
+            last_probe_unix_ms: None,
+            consecutive_failures: 0,
+            probes: 0,
+            failures: 0,
+            latency_buckets: Vec::new(),
+            latency_sum_seconds: 0.0,
+        }
+    }
+}
+
+impl CheckStatus {
+    /// Take one probe that lasted `latency` and passed (`None`) or failed (the reason).
+    pub fn record_probe(&mut self, latency: Duration, failure: Option<&str>, now_ms: u64) {
+        self.probes += 1;
+        self.last_probe_unix_ms = Some(now_ms);
+        match failure {
+            None => {
+                self.consecutive_failures = 0;
+                self.last_result = Some("ok".to_owned());
+            }
+            Some(reason) => {
+                self.failures += 1;
+                self.consecutive_failures += 1;
+                self.last_result = Some(reason.to_owned());
+            }
+        }
+        if self.latency_buckets.len() != LATENCY_BUCKETS.len() + 1 {
+            self.latency_buckets = vec![0; LATENCY_BUCKETS.len() + 1];
+        }
+        let secs = latency.as_secs_f64();
+        let bucket = LATENCY_BUCKETS
+            .iter()
+            .position(|bound| secs <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.latency_buckets[bucket] += 1;
+        self.latency_sum_seconds += secs;
+    }
+
+    /// Take a verdict change to `up`.
+    pub fn record_verdict(&mut self, up: bool, now_ms: u64) {
+        if up != self.up {
+            self.up = up;
+            self.since_unix_ms = now_ms;
+        }
+    }
+}
+
+/// Everything lbd reports about itself.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub pid: u32,
+    /// The instance name (`--name`).
+    pub instance: String,
+    pub config_file: String,
+    /// Runtime changes (lbctl) not in the configuration file.
+    pub unsaved_changes: Vec<String>,
+    pub vrrp: Vec<VrrpStatus>,
+    pub checks: Vec<CheckStatus>,
+    /// When this was taken (ms since the epoch).
+    pub taken_unix_ms: u64,
+}
+
+/// The VRRP table the instances write (by name).
+pub type VrrpTable = Arc<Mutex<BTreeMap<String, VrrpStatus>>>;
+
+/// The checker table the checker tasks write (by service, real, port, index).
+pub type CheckTable = Arc<Mutex<BTreeMap<(String, IpAddr, u16, usize), CheckStatus>>>;
+
+/// Where lbd writes its status for lbctl, under the instance's run directory.
+pub fn status_file(run_dir: &Path) -> PathBuf {
+    run_dir.join("status.json")
+}
+
+/// lbd's run directory for an instance: its control socket and status file.
+pub fn run_dir(instance: &str) -> PathBuf {
+    PathBuf::from("/run/lbd").join(instance)
+}
+
+/// Write `status` to `path` atomically (a temporary file renamed over it).
+pub fn write_status(path: &Path, status: &Status) -> std::io::Result<()> {
+    let json = serde_json::to_vec_pretty(status).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, json)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// The status lbd last wrote to `path`.
+pub fn read_status(path: &Path) -> Result<Status, String> {
+    let text = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_slice(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_fill_counters_and_latency_buckets() {
+        let mut status = CheckStatus::default();
+        status.record_probe(Duration::from_micros(800), None, 10);
+        status.record_probe(Duration::from_millis(30), Some("refused"), 20);
+        status.record_probe(Duration::from_secs(3), Some("timeout"), 30);
+        assert_eq!(
+            (status.probes, status.failures, status.consecutive_failures),
+            (3, 2, 2)
+        );
+        assert_eq!(status.last_result.as_deref(), Some("timeout"));
+        assert_eq!(status.latency_buckets, [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1]);
+        status.record_probe(Duration::from_millis(2), None, 40);
+        assert_eq!(status.consecutive_failures, 0);
+        status.record_verdict(true, 50);
+        assert_eq!(status.since_unix_ms, 50);
+        status.record_verdict(true, 60);
+        assert_eq!(status.since_unix_ms, 50, "no change, no new since");
+    }
+
+    #[test]
+    fn status_files_round_trip() {
+        let dir = std::env::temp_dir().join(format!("lb-status-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = status_file(&dir);
+        let status = Status {
+            pid: 7,
+            instance: "lbd".into(),
+            vrrp: vec![VrrpStatus {
+                name: "VI_1".into(),
+                state: "MASTER".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        write_status(&path, &status).unwrap();
+        assert_eq!(read_status(&path).unwrap(), status);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
