@@ -17,3 +17,24 @@ pub fn write(command: clap::Command, dir: &Path) -> io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn man_page_and_completions_are_written() {
+        let dir = std::env::temp_dir().join(format!("lb-docs-{}", std::process::id()));
+        let command = clap::Command::new("demo")
+            .about("A demo")
+            .arg(clap::Arg::new("name").long("name"));
+        super::write(command, &dir).unwrap();
+        let page = std::fs::read_to_string(dir.join("demo.1")).unwrap();
+        assert!(
+            page.contains(".TH demo 1") && page.contains("name"),
+            "{page}"
+        );
+        let bash = std::fs::read_to_string(dir.join("demo.bash")).unwrap();
+        assert!(bash.contains("--name"));
+        assert!(dir.join("_demo").exists() && dir.join("demo.fish").exists());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -26,7 +26,8 @@ struct Args {
 enum Command {
     /// Install missing build and test dependencies; check the kernel.
     Setup,
-    /// Build lbd and the lab binaries.
+    /// Build lbd, lbctl and the lab binaries; write man pages and shell completions of
+    /// lbd and lbctl into target/<profile>/docs.
     Build {
         #[arg(long)]
         release: bool,
@@ -73,7 +74,9 @@ enum Command {
 fn main() -> ExitCode {
     let result = match Args::parse().command {
         Command::Setup => setup::run(),
-        Command::Build { release } => setup::ensure().and_then(|()| build(release)),
+        Command::Build { release } => setup::ensure()
+            .and_then(|()| build(release))
+            .and_then(|()| write_docs(release)),
         Command::Run { release, args } => setup::ensure().and_then(|()| {
             build(release)?;
             let lbd = cmd::target_dir().join(profile(release)).join("lbd");
@@ -149,7 +152,23 @@ fn profile(release: bool) -> &'static str {
     if release { "release" } else { "debug" }
 }
 
-/// Build every binary of the default members (lbd, lab).
+/// Man pages and shell completions (bash, zsh, fish) of lbd and lbctl, from their clap
+/// definitions (`--write-docs DIR`), into target/<profile>/docs.
+pub fn write_docs(release: bool) -> anyhow::Result<()> {
+    let dir = cmd::target_dir().join(profile(release));
+    let docs = dir.join("docs");
+    for binary in ["lbd", "lbctl"] {
+        cmd::run(
+            std::process::Command::new(dir.join(binary))
+                .arg("--write-docs")
+                .arg(&docs),
+        )?;
+    }
+    eprintln!("man pages and completions in {}", docs.display());
+    Ok(())
+}
+
+/// Build every binary of the default members (lbd, lbctl, lab).
 fn build(release: bool) -> anyhow::Result<()> {
     let mut command = cmd::cargo();
     command.args(["build", "--bins"]);

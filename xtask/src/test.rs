@@ -41,15 +41,17 @@ pub fn run() -> anyhow::Result<()> {
                 .env_remove("RUSTC"),
         )
     })?;
-    stage("build binaries", &mut || {
-        cmd::run(cmd::cargo().args(["build", "--bins"]))
+    stage("build binaries, man pages, completions", &mut || {
+        cmd::run(cmd::cargo().args(["build", "--bins"]))?;
+        crate::write_docs(false)
     })?;
     stage("tests", &mut || {
-        let lbd = cmd::target_dir().join("debug").join("lbd");
+        let bins = cmd::target_dir().join("debug");
         cmd::run(
             cmd::cargo()
                 .args(["test", "--no-fail-fast"])
-                .env("LBD_BIN", lbd),
+                .env("LBD_BIN", bins.join("lbd"))
+                .env("LBCTL_BIN", bins.join("lbctl")),
         )
     })?;
     stage("fuzz smoke (20 s + 10 s)", &mut || {

@@ -245,7 +245,9 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
         println!("lab: left running (--keep). Explore it with, for example:");
         println!("    ip netns exec {PREFIX}-client curl -s http://{VIP}/");
         println!("    ip netns exec {PREFIX}-dir ip -s link show eth0");
-        println!("    bpftool map dump pinned /sys/fs/bpf/{PREFIX}/LB_FLOWS");
+        println!("    target/debug/lbctl --name {PREFIX} -Ln --stats");
+        println!("    target/debug/lbctl --name {PREFIX} -Lnc");
+        println!("    target/debug/lbctl --name {PREFIX} map dump LB_FLOWS");
         println!("    ip netns exec {PREFIX}-r1 tcpdump -ni eth0 port 80");
         println!("    tail -f {}", log_path.display());
         println!("  Tear it down with: cargo xtask lab --down");

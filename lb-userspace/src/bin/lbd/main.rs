@@ -135,6 +135,9 @@ struct Args {
     /// Serve Prometheus metrics on ADDR:PORT (`GET /metrics`).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_address: Option<SocketAddr>,
+    /// Write lbd's man page and shell completions into DIR, then exit.
+    #[arg(long, value_name = "DIR", hide = true)]
+    write_docs: Option<PathBuf>,
     /// Directory of the control socket (for lbctl) and of the status file.
     /// Default: /run/lbd/NAME.
     #[arg(long, value_name = "DIR")]
@@ -172,6 +175,15 @@ fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(dir) = &args.write_docs {
+        return match lb_userspace::docs::write(<Args as clap::CommandFactory>::command(), dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("lbd: writing the docs into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
     let level = if args.log_detail > 0 { "debug" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
