@@ -267,6 +267,18 @@ fn lbctl_and_metrics_report_the_lab_traffic_exactly() {
     assert!(lbctl_ok(prefix, &["map", "list"]).contains("LB_FLOWS"));
     let flows = lbctl_ok(prefix, &["map", "dump", "LB_FLOWS"]);
     assert!(flows.lines().count() >= FLOWS, "{flows}");
+    // IPVS's timeouts per state (no lvs_timeouts in the configuration), decoded.
+    assert_eq!(
+        lbctl_ok(prefix, &["map", "dump", "LB_TIMEOUTS"]),
+        "{\"key\":0,\"value\":[2,900,120,60,120,120,10,60,30,120,120,300]}\n"
+    );
+    let services = lbctl_ok(prefix, &["map", "dump", "LB_SERVICES"]);
+    assert!(
+        services.contains(&format!(
+            "\"addr\":\"{VIP}\",\"port\":{ECHO_PORT},\"proto\":17"
+        )),
+        "{services}"
+    );
 
     // Runtime changes: validated, applied, reported as not persisted.
     let service = format!("{VIP}:80");
