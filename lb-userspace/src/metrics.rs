@@ -159,14 +159,12 @@ fn data_plane(out: &mut Exposition, counters: &Counters) {
         }
     }
     for service in &counters.services {
-        let port = service.port.to_string();
-        let labels = [
+        let (vip, port) = (service.addr.to_string(), service.port.to_string());
+        let labels = vec![
             ("protocol", service.protocol.name()),
-            ("vip", &service.addr.to_string()),
-            ("port", &port),
-        ]
-        .map(|(k, v)| (k, v.to_owned()));
-        let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            ("vip", vip.as_str()),
+            ("port", port.as_str()),
+        ];
         traffic(out, SERVICE, &labels, &service.traffic);
         for real in service.reals.iter().filter(|r| !r.retired) {
             let real_addr = real.addr.to_string();
@@ -384,21 +382,11 @@ impl Sources {
                 .map_err(|e| warn!("metrics: {e}"))
                 .ok()
         });
-        let instances: Vec<VrrpStatus> = self
-            .vrrp
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        let checkers: Vec<CheckStatus> = self
-            .checks
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        render(counters.as_ref(), &instances, &checkers)
+        render(
+            counters.as_ref(),
+            &crate::status::rows(&self.vrrp),
+            &crate::status::rows(&self.checks),
+        )
     }
 }
 

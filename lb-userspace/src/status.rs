@@ -173,6 +173,16 @@ pub type VrrpTable = Arc<Mutex<BTreeMap<String, VrrpStatus>>>;
 /// The checker table the checker tasks write (by service, real, port, index).
 pub type CheckTable = Arc<Mutex<BTreeMap<(String, IpAddr, u16, usize), CheckStatus>>>;
 
+/// The rows of a status table, in key order (a poisoned lock still gives its rows).
+pub fn rows<K, V: Clone>(table: &Mutex<BTreeMap<K, V>>) -> Vec<V> {
+    table
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .values()
+        .cloned()
+        .collect()
+}
+
 /// Where lbd writes its status for lbctl, under the instance's run directory.
 pub fn status_file(run_dir: &Path) -> PathBuf {
     run_dir.join("status.json")

@@ -229,6 +229,31 @@ pub fn run_program(program: &Xdp, input: &[u8], repeat: u32) -> anyhow::Result<R
 
 /// A next hop on `INGRESS` to Ethernet address `mac`, from the director's
 /// (`packet::DIRECTOR_MAC`), with source address `src` and an MTU of 1500.
+/// ipvsadm's OutPkts/OutBytes: `replies` translated replies (NAT, FullNAT), counted on
+/// their services and on their reals, each at least as long as Ethernet, IPv4 and UDP
+/// headers.
+pub fn assert_replies_counted(counters: &lb_userspace::dataplane::Counters, replies: u64) {
+    let out: u64 = counters
+        .services
+        .iter()
+        .map(|s| s.traffic.out_packets)
+        .sum();
+    let out_reals: u64 = counters
+        .services
+        .iter()
+        .flat_map(|s| &s.reals)
+        .map(|r| r.traffic.out_packets)
+        .sum();
+    assert_eq!((out, out_reals), (replies, replies));
+    for s in &counters.services {
+        assert!(
+            s.traffic.out_bytes >= 42 * s.traffic.out_packets,
+            "{:?}",
+            s.traffic
+        );
+    }
+}
+
 pub fn next_hop(mac: [u8; 6], src: Option<IpAddr>) -> NextHop {
     NextHop {
         ifindex: INGRESS,

@@ -307,6 +307,15 @@ impl Running {
         &self.config.name
     }
 
+    /// Every address the instance holds while master: `virtual_ipaddress` and
+    /// `virtual_ipaddress_excluded`.
+    fn addresses(&self) -> impl Iterator<Item = &crate::model::vrrp::IpAddress> {
+        self.config
+            .virtual_ipaddress
+            .iter()
+            .chain(&self.config.virtual_ipaddress_excluded)
+    }
+
     /// Update the instance's entry of the status table.
     fn with_status(&self, update: impl FnOnce(&mut VrrpStatus)) {
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
@@ -421,12 +430,7 @@ impl Running {
                     });
                 }
                 Command::AddAddresses => {
-                    let all = self
-                        .config
-                        .virtual_ipaddress
-                        .iter()
-                        .chain(&self.config.virtual_ipaddress_excluded);
-                    for address in all {
+                    for address in self.addresses() {
                         let ifindex = self.ifindex_of(address.dev.as_deref());
                         if let Err(e) = addresses::add(rtnl, address, ifindex) {
                             warn!("({}) adding {}: {e}", self.name(), address.addr);
@@ -455,12 +459,7 @@ impl Running {
                             );
                         }
                     }
-                    let all = self
-                        .config
-                        .virtual_ipaddress
-                        .iter()
-                        .chain(&self.config.virtual_ipaddress_excluded);
-                    for address in all {
+                    for address in self.addresses() {
                         let ifindex = self.ifindex_of(address.dev.as_deref());
                         if let Err(e) = addresses::remove(rtnl, address, ifindex) {
                             warn!("({}) removing {}: {e}", self.name(), address.addr);

@@ -47,14 +47,9 @@ fn filter(mut counters: Counters, service: Option<ServiceRef>) -> Result<Counter
 }
 
 /// The first line of a full listing (ipvsadm prints its version and table size).
-fn header(args: &Args, maps: &PinnedMaps) -> String {
-    let size = dump::list(&args.pin_dir(), maps.maps())
-        .ok()
-        .and_then(|maps| {
-            maps.into_iter()
-                .find(|m| m.name == lb_common::map_names::FLOWS)
-        })
-        .map_or(0, |m| m.max_entries);
+fn header(args: &Args) -> String {
+    let size =
+        dump::summary(&args.pin_dir(), lb_common::map_names::FLOWS).map_or(0, |m| m.max_entries);
     format!(
         "lbd XDP Virtual Server, instance {} (flow table size={size})",
         args.name
@@ -84,7 +79,7 @@ pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
     } else {
         Columns::Table
     };
-    let header = service.is_none().then(|| header(args, &maps));
+    let header = service.is_none().then(|| header(args));
     print!(
         "{}",
         ipvsadm::list(&counters, header.as_deref(), columns, args.exact)

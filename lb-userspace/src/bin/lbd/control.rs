@@ -75,20 +75,8 @@ impl Control {
             instance: self.instance.clone(),
             config_file: self.config_file.clone(),
             unsaved_changes: self.unsaved.clone(),
-            vrrp: self
-                .vrrp
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect(),
-            checks: self
-                .checks
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .values()
-                .cloned()
-                .collect(),
+            vrrp: status::rows(&self.vrrp),
+            checks: status::rows(&self.checks),
             taken_unix_ms: status::now_unix_ms(),
         }
     }

@@ -385,12 +385,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         pins.display()
     );
     let mut vrrp = Vrrp::start(controller.running());
-    let run_dir = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| status::run_dir(&args.name));
     let mut control = control::Control::start(
-        &run_dir,
+        &run_dir(&args),
         &args.name,
         &args.config,
         vrrp.table(),
@@ -665,12 +661,8 @@ async fn run_vrrp_only(
     }
     let mut running = config;
     let mut vrrp = Vrrp::start(&running);
-    let run_dir = args
-        .run_dir
-        .clone()
-        .unwrap_or_else(|| status::run_dir(&args.name));
     let mut control = control::Control::start(
-        &run_dir,
+        &run_dir(args),
         &args.name,
         &args.config,
         vrrp.table(),
@@ -756,6 +748,13 @@ fn reload(
             false
         }
     }
+}
+
+/// `--run-dir`, else /run/lbd/NAME.
+fn run_dir(args: &Args) -> PathBuf {
+    args.run_dir
+        .clone()
+        .unwrap_or_else(|| status::run_dir(&args.name))
 }
 
 /// Aborts a task when dropped.

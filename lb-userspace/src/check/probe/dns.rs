@@ -3,7 +3,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{net::UdpSocket, time::timeout};
+use tokio::time::timeout;
 
 /// The record type number of a `type` name.
 fn type_number(name: &str) -> Option<u16> {
@@ -71,22 +71,7 @@ pub async fn dns_check(
 ) -> Result<(), String> {
     let id = super::random_u16();
     let message = query(id, name, query_type)?;
-    let local: SocketAddr = if target.is_ipv4() {
-        ([0u8; 4], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let socket = UdpSocket::bind(local)
-        .await
-        .map_err(|e| format!("DNS: {e}"))?;
-    {
-        use std::os::fd::AsRawFd as _;
-        super::mark_and_bind(socket.as_raw_fd(), checker)?;
-    }
-    socket
-        .connect(target)
-        .await
-        .map_err(|e| format!("DNS: {e}"))?;
+    let socket = super::connected_udp(checker, target, "DNS").await?;
     socket
         .send(&message)
         .await

@@ -139,6 +139,32 @@ async fn connect(checker: &Checker, target: SocketAddr) -> Result<TcpStream, Str
     }
 }
 
+/// A UDP socket connected to `target`, with the checker's `fwmark` and `bind_if`; errors
+/// start with `what` (the checker's kind).
+async fn connected_udp(
+    checker: &Checker,
+    target: SocketAddr,
+    what: &str,
+) -> Result<tokio::net::UdpSocket, String> {
+    let local: SocketAddr = if target.is_ipv4() {
+        ([0u8; 4], 0).into()
+    } else {
+        ([0u16; 8], 0).into()
+    };
+    let socket = tokio::net::UdpSocket::bind(local)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    {
+        use std::os::fd::AsRawFd as _;
+        mark_and_bind(socket.as_raw_fd(), checker)?;
+    }
+    socket
+        .connect(target)
+        .await
+        .map_err(|e| format!("{what}: {e}"))?;
+    Ok(socket)
+}
+
 /// A checker's `fwmark` (SO_MARK) and `bind_if` (SO_BINDTODEVICE) on socket `fd`.
 fn mark_and_bind(fd: std::os::fd::RawFd, checker: &Checker) -> Result<(), String> {
     if let Some(mark) = checker.fwmark {

@@ -4,7 +4,7 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use tokio::{net::UdpSocket, time::timeout};
+use tokio::time::timeout;
 
 use crate::model::check::UdpCheck;
 
@@ -54,22 +54,7 @@ pub async fn udp_check(
     checker: &crate::model::check::Checker,
 ) -> Result<(), String> {
     let payload = hex_bytes(udp.payload.as_deref().unwrap_or(""))?;
-    let local: SocketAddr = if target.is_ipv4() {
-        ([0u8; 4], 0).into()
-    } else {
-        ([0u16; 8], 0).into()
-    };
-    let socket = UdpSocket::bind(local)
-        .await
-        .map_err(|e| format!("UDP: {e}"))?;
-    {
-        use std::os::fd::AsRawFd as _;
-        super::mark_and_bind(socket.as_raw_fd(), checker)?;
-    }
-    socket
-        .connect(target)
-        .await
-        .map_err(|e| format!("UDP: {e}"))?;
+    let socket = super::connected_udp(checker, target, "UDP").await?;
     socket
         .send(&payload)
         .await

@@ -33,25 +33,26 @@ pub struct Entry {
     pub value: Value,
 }
 
+/// Name, type and sizes of the map `name` pinned under `dir`.
+pub fn summary(dir: &Path, name: &str) -> Result<MapSummary, DataplaneError> {
+    let info = MapInfo::from_pin(dir.join(name)).map_err(|source| DataplaneError::Map {
+        what: format!("reading the info of {name}"),
+        source,
+    })?;
+    Ok(MapSummary {
+        name: name.to_owned(),
+        kind: info
+            .map_type()
+            .map_or_else(|_| "unknown".to_owned(), |t| format!("{t:?}")),
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+    })
+}
+
 /// Name, type and sizes of each map pinned under `dir`.
 pub fn list(dir: &Path, maps: &BTreeMap<String, Map>) -> Result<Vec<MapSummary>, DataplaneError> {
-    let mut summaries = Vec::new();
-    for name in maps.keys() {
-        let info = MapInfo::from_pin(dir.join(name)).map_err(|source| DataplaneError::Map {
-            what: format!("reading the info of {name}"),
-            source,
-        })?;
-        summaries.push(MapSummary {
-            name: name.clone(),
-            kind: info
-                .map_type()
-                .map_or_else(|_| "unknown".to_owned(), |t| format!("{t:?}")),
-            key_size: info.key_size(),
-            value_size: info.value_size(),
-            max_entries: info.max_entries(),
-        });
-    }
-    Ok(summaries)
+    maps.keys().map(|name| summary(dir, name)).collect()
 }
 
 fn read_error(name: &str) -> impl Fn(aya::maps::MapError) -> DataplaneError + '_ {
