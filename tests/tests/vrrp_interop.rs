@@ -3,7 +3,8 @@
 //! keepalived backup and the reverse, preemption both ways, `nopreempt`, unicast peers,
 //! VRRPv2 with a password (a wrong one is ignored and logged), VRRPv3 over IPv6, a
 //! graceful stop handing over at once and SIGKILL handing over after the master-down
-//! interval. Needs root and keepalived.
+//! interval, `use_vmac` over IPv4 and (with a keepalived backup) IPv6. Needs root and
+//! keepalived.
 
 use std::{
     path::PathBuf,
@@ -554,5 +555,67 @@ fn use_vmac_answers_with_the_virtual_mac() {
     assert!(neighbours.contains("00:00:5e:00:01:2a"), "{neighbours}");
     // A graceful stop removes the macvlan.
     lbd.stop().expect("stop");
+    assert!(pair.lbd.ip(&["link", "show", "vrrp.42"]).is_err());
+}
+
+#[test]
+fn use_vmac_over_ipv6_with_a_keepalived_backup() {
+    if !ready("use_vmac_over_ipv6_with_a_keepalived_backup") {
+        return;
+    }
+    let pair = pair("lbt-vib");
+    let vip = "2001:db8:9::110/64";
+    let v3 = "global_defs {\n    vrrp_version 3\n}\n";
+    let keepalived = pair.keepalived(&format!("{v3}{}", instance(100, vip, "")));
+    let mut lbd = pair.lbd(&format!("{v3}{}", instance(150, vip, "    use_vmac\n")));
+    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+        .expect("lbd master");
+    // RFC 5798's IPv6 MAC (vrid 42 = 0x2a) on the macvlan, which holds the VIP and a
+    // copy of eth0's link-local address, and no link-local address made from the
+    // virtual MAC (that one would be the same on every router of the VRID).
+    let link = pair.lbd.ip(&["link", "show", "vrrp.42"]).expect("vmac");
+    assert!(link.contains("00:00:5e:00:02:2a"), "{link}");
+    let parent = pair
+        .lbd
+        .ip(&["-6", "addr", "show", "dev", "eth0", "scope", "link"])
+        .expect("eth0 addresses");
+    let link_local = parent
+        .split_whitespace()
+        .skip_while(|word| *word != "inet6")
+        .nth(1)
+        .expect("eth0 has a link-local address")
+        .to_owned();
+    let addresses = pair
+        .lbd
+        .ip(&["-6", "addr", "show", "dev", "vrrp.42"])
+        .expect("vmac addresses");
+    assert!(addresses.contains(vip), "{addresses}");
+    assert!(addresses.contains(&link_local), "{link_local}: {addresses}");
+    assert!(
+        !addresses.contains("fe80::200:5eff:fe00:22a"),
+        "{addresses}"
+    );
+    // keepalived takes the adverts sent from the macvlan and stays backup.
+    keepalived
+        .wait_for("Entering BACKUP STATE", 1, Duration::from_secs(5))
+        .expect("keepalived backup");
+    // The peer reaches the VIP at the virtual MAC.
+    pair.peer
+        .exec(&["ping", "-6", "-c", "1", "-W", "2", "2001:db8:9::110"])
+        .expect("ping the VIP");
+    let neighbours = pair
+        .peer
+        .ip(&["-6", "neigh", "show", "2001:db8:9::110"])
+        .expect("neigh");
+    assert!(neighbours.contains("00:00:5e:00:02:2a"), "{neighbours}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        !keepalived.log().contains("Entering MASTER STATE"),
+        "{}",
+        keepalived.log()
+    );
+    // A graceful stop hands over at once and removes the macvlan.
+    lbd.stop().expect("stop");
+    Pair::wait_holds(&pair.peer, vip, true, Duration::from_secs(3));
     assert!(pair.lbd.ip(&["link", "show", "vrrp.42"]).is_err());
 }

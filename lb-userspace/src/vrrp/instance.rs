@@ -125,26 +125,23 @@ pub async fn run(
     let base_index = link::index(&config.interface).map_err(|e| setup(e.to_string()))?;
     // use_vmac: the addresses, their announcements and (unless vmac_xmit_base) the
     // adverts go through the macvlan with the virtual MAC.
-    let vmac = match (&config.use_vmac, ipv6) {
-        (Some(configured), false) => {
+    let vmac = match &config.use_vmac {
+        Some(configured) => {
             let vmac_name = vmac::name(configured, config.vrid);
             let index = vmac::create(
                 &mut rtnl,
                 &vmac_name,
                 &config.interface,
-                vmac::mac(config.vrid, false),
+                vmac::mac(config.vrid, ipv6),
+                ipv6,
             )
             .map_err(|e| setup(format!("use_vmac {vmac_name}: {e}")))?;
             Some((vmac_name, index))
         }
-        (Some(_), true) => {
-            warn!("({name}) use_vmac for IPv6 is not supported yet; the base interface is used");
-            None
-        }
-        (None, _) => None,
+        None => None,
     };
     let (addr_ifindex, mac) = match &vmac {
-        Some((_, index)) => (*index, vmac::mac(config.vrid, false)),
+        Some((_, index)) => (*index, vmac::mac(config.vrid, ipv6)),
         None => (
             base_index,
             link::mac(&config.interface).map_err(|e| setup(e.to_string()))?,
