@@ -366,22 +366,36 @@ pub fn render(
     out.text
 }
 
+/// Where a scrape reads the data plane's counters.
+#[derive(Clone, Debug)]
+pub enum CounterSource {
+    /// No data plane (lbd -P).
+    None,
+    /// The XDP data plane's maps, pinned in this directory.
+    Pinned(PathBuf),
+    /// The kernel's IPVS.
+    Ipvs,
+}
+
 /// Where a scrape reads from.
 #[derive(Clone)]
 pub struct Sources {
-    /// The pinned maps (`None`: no data plane, lbd -P).
-    pub pin_dir: Option<PathBuf>,
+    pub counters: CounterSource,
     pub vrrp: VrrpTable,
     pub checks: CheckTable,
 }
 
 impl Sources {
     fn scrape(&self) -> String {
-        let counters = self.pin_dir.as_ref().and_then(|dir| {
-            crate::dataplane::xdp::read_pinned_counters(dir)
-                .map_err(|e| warn!("metrics: {e}"))
-                .ok()
-        });
+        let counters = match &self.counters {
+            CounterSource::None => None,
+            CounterSource::Pinned(dir) => Some(crate::dataplane::xdp::read_pinned_counters(dir)),
+            CounterSource::Ipvs => Some(
+                crate::dataplane::ipvs::IpvsDataplane::open()
+                    .and_then(|ipvs| crate::dataplane::Dataplane::counters(&ipvs)),
+            ),
+        }
+        .and_then(|counters| counters.map_err(|e| warn!("metrics: {e}")).ok());
         render(
             counters.as_ref(),
             &crate::status::rows(&self.vrrp),

@@ -159,6 +159,9 @@ pub struct Status {
     /// The instance name (`--name`).
     pub instance: String,
     pub config_file: String,
+    /// The data plane running (none with lbd -P).
+    #[serde(default)]
+    pub dataplane: Option<crate::dataplane::backend::DataplaneStatus>,
     /// Runtime changes (lbctl) not in the configuration file.
     pub unsaved_changes: Vec<String>,
     pub vrrp: Vec<VrrpStatus>,
@@ -239,6 +242,10 @@ mod tests {
         let status = Status {
             pid: 7,
             instance: "lbd".into(),
+            dataplane: Some(crate::dataplane::backend::DataplaneStatus {
+                kind: crate::dataplane::backend::DataplaneKind::Ipvs,
+                fallback_reason: Some("cannot attach XDP to eth0".into()),
+            }),
             vrrp: vec![VrrpStatus {
                 name: "VI_1".into(),
                 state: "MASTER".into(),

@@ -162,3 +162,50 @@ fn keepalived_options_are_accepted() {
         "{stderr}"
     );
 }
+
+#[test]
+fn fullnat_is_a_config_error_on_ipvs() {
+    let fnat = "local_address_group laddr {\n 10.1.0.250\n}\nvirtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind FNAT\n protocol TCP\n laddr_group_name laddr\n real_server 10.1.0.11 80 {}\n}\n";
+    let (code, _, stderr) = lbd_with(fnat, &["-t", "--dataplane", "ipvs"]);
+    assert_eq!(code, ERRORS, "{stderr}");
+    assert!(
+        stderr.contains(
+            "k.conf: virtual_server TCP 192.0.2.1:80: lb_kind FNAT needs the XDP data plane; IPVS has no FullNAT"
+        ),
+        "{stderr}"
+    );
+    // The XDP data plane (and auto, which would use it) take it.
+    for dataplane in ["xdp", "auto"] {
+        let (code, _, stderr) = lbd_with(fnat, &["-t", "--dataplane", dataplane]);
+        assert_eq!(code, VALID, "{dataplane}: {stderr}");
+    }
+}
+
+#[test]
+fn ipvs_without_ipvs_in_the_kernel_is_a_clear_error() {
+    if std::path::Path::new("/proc/net/ip_vs").exists() {
+        eprintln!("SKIPPED: this kernel has IPVS; the test is for kernels without it");
+        return;
+    }
+    let dr = "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.0.0.1 80 {}\n}\n";
+    let pid = std::env::temp_dir().join(format!("lbd-cli-{}.pid", std::process::id()));
+    let pid = pid.display().to_string();
+    let run_dir = std::env::temp_dir().join(format!("lbd-cli-run-{}", std::process::id()));
+    let run_dir = run_dir.display().to_string();
+    let (code, _, stderr) = lbd_with(
+        dr,
+        &[
+            "--dataplane",
+            "ipvs",
+            "--name",
+            "lbd-cli-ipvs",
+            "-p",
+            &pid,
+            "--run-dir",
+            &run_dir,
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&run_dir);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(stderr.contains("the kernel has no IPVS"), "{stderr}");
+}

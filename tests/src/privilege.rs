@@ -14,3 +14,26 @@ pub fn require_root(test: &str) -> bool {
     eprintln!("SKIPPED {test}: needs root (BPF, network namespaces); run `sudo cargo xtask test`");
     false
 }
+
+/// Set by `cargo xtask test` for the tests it runs in the VM with Debian's kernel, where
+/// IPVS must be present.
+pub const IN_VM: &str = "LB_IN_VM";
+
+/// `true` if the IPVS test may run: root, and a kernel with IPVS (`/proc/net/ip_vs`).
+/// Without IPVS the test is skipped with the reason, except in the VM, where it fails.
+/// (The project's machines have no IPVS; `cargo xtask test` runs these tests in the VM.)
+pub fn require_ipvs(test: &str) -> bool {
+    if !require_root(test) {
+        return false;
+    }
+    if std::path::Path::new("/proc/net/ip_vs").exists() {
+        return true;
+    }
+    if std::env::var_os(IN_VM).is_some() {
+        panic!("{test}: the VM's kernel has no IPVS (/proc/net/ip_vs); is ip_vs loaded?");
+    }
+    eprintln!(
+        "SKIPPED {test}: this kernel has no IPVS; `cargo xtask test` runs it in a VM with Debian's kernel"
+    );
+    false
+}

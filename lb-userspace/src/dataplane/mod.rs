@@ -3,11 +3,13 @@
 //! all of it to `apply`, which reconciles the backend with it: adds, changes and removes
 //! whatever differs, and leaves established flows alone.
 //!
-//! Backends: `xdp` (the XDP programs in lb-ebpf) and `fake` (in memory, for tests of the
-//! controller). The IPVS backend joins later.
+//! Backends: `xdp` (the XDP programs in lb-ebpf), `ipvs` (the kernel's IPVS over generic
+//! netlink) and `fake` (in memory, for tests of the controller).
 
+pub mod backend;
 pub mod diff;
 pub mod fake;
+pub mod ipvs;
 pub mod xdp;
 
 use std::net::IpAddr;
@@ -91,6 +93,11 @@ pub enum DataplaneError {
     Unsupported {
         backend: &'static str,
         forward: ForwardMethod,
+    },
+    #[error(transparent)]
+    Ipvs {
+        #[from]
+        source: ipvs::IpvsError,
     },
 }
 

@@ -1,16 +1,21 @@
 //! lbctl: inspect and control lbd the way ipvsadm inspects and controls IPVS.
 //!
 //! Read-only views (`-Ln`, `--stats`, `--rate`, `-Lnc`, `map list|dump`) read the maps
-//! pinned under /sys/fs/bpf/NAME directly, so they work while lbd is stopped. Changes
+//! pinned under /sys/fs/bpf/NAME directly (or, when lbd runs on IPVS, the kernel's IPVS
+//! as ipvsadm does), so they work while lbd is stopped. Changes
 //! (`-A -E -D -a -e -d -Z`, `drain`) go through lbd's control socket; `vrrp` and `checks`
 //! ask lbd, or read its last status file when it is not running.
 
+mod source;
 mod views;
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use clap::{ArgGroup, CommandFactory as _, Parser, Subcommand};
-use lb_userspace::api::{Change, Request, Response, ServiceProtocol, ServiceRef, client};
+use lb_userspace::{
+    api::{Change, Request, Response, ServiceProtocol, ServiceRef, client},
+    dataplane::backend::DataplaneKind,
+};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +39,10 @@ pub struct Args {
     /// Print JSON instead of text.
     #[arg(long, global = true)]
     json: bool,
+    /// Read the XDP data plane's pinned maps or the kernel's IPVS. Default: the one lbd
+    /// runs (its status file says), else XDP when maps are pinned, else IPVS.
+    #[arg(long, value_enum, global = true)]
+    dataplane: Option<DataplaneKind>,
 
     /// List the virtual services and their reals (the default command).
     #[arg(short = 'L', visible_short_alias = 'l', long = "list")]

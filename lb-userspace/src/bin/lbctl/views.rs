@@ -7,10 +7,7 @@ use std::{
 
 use lb_userspace::{
     api::{Change, Request, Response, ServiceRef, client},
-    dataplane::{
-        Counters,
-        xdp::{PinnedMaps, dump, flows, read_counters},
-    },
+    dataplane::{Counters, xdp::dump},
     status::{self, Status, now_unix_ms},
     view::{
         ipvsadm::{self, Columns, ListJson},
@@ -18,11 +15,7 @@ use lb_userspace::{
     },
 };
 
-use crate::{Args, Failure};
-
-fn open(args: &Args) -> Result<PinnedMaps, Failure> {
-    PinnedMaps::open(&args.pin_dir()).map_err(Failure::from)
-}
+use crate::{Args, Failure, source::Source};
 
 fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
     println!("{}", serde_json::to_string_pretty(value)?);
@@ -46,27 +39,17 @@ fn filter(mut counters: Counters, service: Option<ServiceRef>) -> Result<Counter
     Ok(counters)
 }
 
-/// The first line of a full listing (ipvsadm prints its version and table size).
-fn header(args: &Args) -> String {
-    let size =
-        dump::summary(&args.pin_dir(), lb_common::map_names::FLOWS).map_or(0, |m| m.max_entries);
-    format!(
-        "lbd XDP Virtual Server, instance {} (flow table size={size})",
-        args.name
-    )
-}
-
 /// `-L` with `--stats`, `--rate`, `--exact`.
 pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
-    let maps = open(args)?;
+    let source = Source::open(args)?;
     let counters = if args.rate {
-        let first = read_counters(&maps)?;
+        let first = source.counters()?;
         let started = Instant::now();
         std::thread::sleep(Duration::from_secs_f64(args.interval.clamp(0.1, 60.0)));
-        let second = read_counters(&maps)?;
+        let second = source.counters()?;
         ipvsadm::rates(&first, &second, started.elapsed())
     } else {
-        read_counters(&maps)?
+        source.counters()?
     };
     let counters = filter(counters, service)?;
     if args.json {
@@ -79,7 +62,7 @@ pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
     } else {
         Columns::Table
     };
-    let header = service.is_none().then(|| header(args));
+    let header = service.is_none().then(|| source.header(args));
     print!(
         "{}",
         ipvsadm::list(&counters, header.as_deref(), columns, args.exact)
@@ -89,8 +72,7 @@ pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
 
 /// `-Lc`, for one service with -t/-u, one real with --real.
 pub fn connections(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
-    let maps = open(args)?;
-    let mut all = flows::read(&maps, flows::monotonic_now_ns(), args.limit)?;
+    let mut all = Source::open(args)?.connections(args.limit)?;
     if let Some(s) = service {
         all.retain(|c| {
             c.vip.ip() == s.addr && c.vip.port() == s.port && c.protocol == s.protocol()
@@ -163,7 +145,7 @@ pub fn checks(args: &Args) -> Result<(), Failure> {
 }
 
 pub fn map_list(args: &Args) -> Result<(), Failure> {
-    let maps = open(args)?;
+    let maps = Source::maps(args)?;
     let list = dump::list(&args.pin_dir(), maps.maps())?;
     if args.json {
         return print_json(&list);
@@ -173,7 +155,7 @@ pub fn map_list(args: &Args) -> Result<(), Failure> {
 }
 
 pub fn map_dump(args: &Args, name: &str) -> Result<(), Failure> {
-    let maps = open(args)?;
+    let maps = Source::maps(args)?;
     let entries = dump::dump(maps.maps(), name)?;
     if args.json {
         return print_json(&entries);
@@ -220,11 +202,11 @@ pub fn drain(
         }
         Response::Status { .. } => {}
     }
-    let maps = open(args)?;
+    let source = Source::open(args)?;
     let deadline = Instant::now() + Duration::from_secs(timeout_secs);
     let mut last = None;
     loop {
-        let counters = read_counters(&maps)?;
+        let counters = source.counters()?;
         let Some((active, inactive)) = real_conns(&counters, service, real) else {
             return Err(Failure {
                 message: format!("real server {real} is not in {service}"),

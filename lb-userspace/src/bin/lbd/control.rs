@@ -8,7 +8,7 @@ use lb_userspace::{
     api::{Change, Request, Response, runtime, server::ControlSocket},
     check::supervisor::Checks,
     controller::Controller,
-    dataplane::{Dataplane, diff::ServiceId},
+    dataplane::{Dataplane, backend::DataplaneStatus, diff::ServiceId},
     status::{self, CheckTable, Status, VrrpTable},
 };
 use tracing::{info, warn};
@@ -18,6 +18,8 @@ pub struct Control {
     status_path: PathBuf,
     instance: String,
     config_file: String,
+    /// The backend running (none with lbd -P).
+    dataplane: Option<DataplaneStatus>,
     /// Runtime changes since the configuration was last read.
     unsaved: Vec<String>,
     vrrp: VrrpTable,
@@ -31,6 +33,7 @@ impl Control {
         run_dir: &Path,
         instance: &str,
         config_file: &Path,
+        dataplane: Option<DataplaneStatus>,
         vrrp: VrrpTable,
         checks: CheckTable,
     ) -> Self {
@@ -53,6 +56,7 @@ impl Control {
             status_path: status::status_file(run_dir),
             instance: instance.to_owned(),
             config_file: config_file.display().to_string(),
+            dataplane,
             unsaved: Vec::new(),
             vrrp,
             checks,
@@ -74,6 +78,7 @@ impl Control {
             pid: std::process::id(),
             instance: self.instance.clone(),
             config_file: self.config_file.clone(),
+            dataplane: self.dataplane.clone(),
             unsaved_changes: self.unsaved.clone(),
             vrrp: status::rows(&self.vrrp),
             checks: status::rows(&self.checks),

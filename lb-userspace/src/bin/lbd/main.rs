@@ -1,6 +1,8 @@
 //! lbd: the load-balancer daemon. Reads a keepalived.conf, loads and attaches the XDP
-//! balancer, keeps its maps equal to the configuration, reloads on SIGHUP, detaches on
-//! SIGINT/SIGTERM (the maps stay pinned, so a restart keeps established flows).
+//! balancer (or, with `--dataplane ipvs` or when XDP cannot run, programs the kernel's
+//! IPVS), keeps it equal to the configuration, reloads on SIGHUP, stops on
+//! SIGINT/SIGTERM (XDP detaches and its maps stay pinned, so a restart keeps established
+//! flows; IPVS services lbd added are removed, as keepalived does).
 //!
 //! On a real server of TUN services, `lbd --decap IFACE` runs the decap program instead:
 //! it strips the tunnel header of packets for the configuration's TUN VIPs.
@@ -18,6 +20,8 @@ use lb_userspace::{
     daemon::{self, PidFiles},
     dataplane::{
         ApplyReport,
+        backend::{Backend, DataplaneChoice, DataplaneKind, DataplaneStatus, ipvs_refusal},
+        ipvs::IpvsDataplane,
         xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
     },
     metrics,
@@ -101,6 +105,11 @@ struct Args {
     /// configuration's `lb_kind TUN` VIPs arriving on IFACE (repeat for several).
     #[arg(long = "decap", value_name = "IFACE", conflicts_with = "interfaces")]
     decap: Vec<String>,
+    /// The data plane: XDP; IPVS (the kernel's, through generic netlink); or auto: XDP,
+    /// falling back to IPVS with a warning that names the reason when the XDP programs
+    /// cannot load or attach.
+    #[arg(long, value_enum, default_value = "auto")]
+    dataplane: DataplaneChoice,
     /// XDP attach mode: auto tries native and falls back to generic with a warning.
     #[arg(long, value_enum, default_value = "auto")]
     xdp_mode: AttachMode,
@@ -242,6 +251,12 @@ fn config_test(args: &Args) -> ExitCode {
             for warning in &loaded.warnings {
                 eprintln!("{warning}");
             }
+            if args.dataplane == DataplaneChoice::Ipvs
+                && let Some(refusal) = ipvs_refusal(&loaded.config)
+            {
+                eprintln!("{}: {refusal}", args.config.display());
+                return ExitCode::from(EXIT_CONFIG);
+            }
             if args.dump_config {
                 match serde_json::to_string_pretty(&loaded.config) {
                     Ok(json) => println!("{json}"),
@@ -314,21 +329,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     for warning in nat_forwarding_warnings(&loaded.config) {
         warn!("{warning}");
     }
-    let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
-    let pins = pin_dir(&args.name);
-    let options = XdpOptions {
-        pin_dir: Some(pins.clone()),
-        flow_table_size: args.flow_table_size,
-        sched_table_entries: args.sched_table_entries,
-        persist_table_size: lb_common::PERSIST_TABLE_SIZE,
-        fnat_ports: args.fnat_ports,
-        answer_echo: args.answer_ping,
-    };
-    let dataplane = XdpDataplane::load(&options, resolver)?;
-    for warning in &dataplane.load_warnings {
-        warn!("{warning}");
-    }
-    let mut controller = Controller::new(dataplane);
+    let mut checks = Checks::start(&loaded.config);
     let services = loaded.config.virtual_servers.len();
     let reals: usize = loaded
         .config
@@ -336,63 +337,36 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .iter()
         .map(|vs| vs.reals.len())
         .sum();
-    let mut checks = Checks::start(&loaded.config);
-    let mut last_report = controller.apply_with(loaded.config, checks.overlay())?;
-    log_report(&last_report, &ApplyReport::default());
-    // The interfaces asked for, else those of the VRRP instances (where the VIPs are) and
-    // those the reals are reached through.
-    let interfaces = if args.interfaces.is_empty() {
-        let mut found = controller.dataplane().egress_interfaces()?;
-        found.extend(
-            controller
-                .running()
-                .vrrp_instances
-                .iter()
-                .map(|vrrp| vrrp.interface.clone())
-                .filter(|name| !name.is_empty()),
-        );
-        found.sort();
-        found.dedup();
-        if found.is_empty() {
-            anyhow::bail!(
-                "no --interface given, and no real server resolved to an interface to attach to"
-            );
-        }
-        info!(
-            "no --interface: attaching to the VRRP instances' interfaces and those the reals are reached through: {}",
-            found.join(", ")
-        );
-        found
-    } else {
-        args.interfaces.clone()
-    };
-    for interface in &interfaces {
-        let (native, fallback) = controller
-            .dataplane_mut()
-            .attach(interface, args.xdp_mode)?;
-        if let Some(reason) = fallback {
-            warn!(
-                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
-            );
-        }
-        info!(
-            "attached to {interface} in {} mode",
-            if native { "native" } else { "generic" }
-        );
+    let Started {
+        mut controller,
+        report: mut last_report,
+        interfaces,
+        status: dataplane_status,
+    } = start_dataplane(&args, loaded.config, &checks)?;
+    let pins = pin_dir(&args.name);
+    match dataplane_status.kind {
+        DataplaneKind::Xdp => info!(
+            "ready: {services} virtual service(s), {reals} real server(s), maps pinned under {}",
+            pins.display()
+        ),
+        DataplaneKind::Ipvs => info!(
+            "ready: {services} virtual service(s), {reals} real server(s) in the kernel's IPVS"
+        ),
     }
-    info!(
-        "ready: {services} virtual service(s), {reals} real server(s), maps pinned under {}",
-        pins.display()
-    );
     let mut vrrp = Vrrp::start(controller.running());
     let mut control = control::Control::start(
         &run_dir(&args),
         &args.name,
         &args.config,
+        Some(dataplane_status.clone()),
         vrrp.table(),
         checks.table(),
     );
-    let _metrics = start_metrics(&args, Some(pins.clone()), vrrp.table(), checks.table()).await?;
+    let counters = match dataplane_status.kind {
+        DataplaneKind::Xdp => metrics::CounterSource::Pinned(pins.clone()),
+        DataplaneKind::Ipvs => metrics::CounterSource::Ipvs,
+    };
+    let _metrics = start_metrics(&args, counters, vrrp.table(), checks.table()).await?;
     if let Err(e) = daemon::notify("READY=1") {
         warn!("cannot tell systemd lbd is ready: {e}");
     }
@@ -490,13 +464,168 @@ async fn run(args: Args) -> anyhow::Result<()> {
     vrrp.stop().await;
     control.write_status();
     checks.shutdown(controller.running()).await;
-    controller.dataplane_mut().detach_all()?;
-    info!(
-        "detached from {}; maps stay pinned under {} (a restart keeps established flows)",
-        interfaces.join(", "),
-        pins.display()
-    );
+    controller.dataplane_mut().stop()?;
+    match dataplane_status.kind {
+        DataplaneKind::Xdp => info!(
+            "detached from {}; maps stay pinned under {} (a restart keeps established flows)",
+            interfaces.join(", "),
+            pins.display()
+        ),
+        DataplaneKind::Ipvs => info!("removed lbd's virtual services from IPVS"),
+    }
     Ok(())
+}
+
+/// A data plane programmed with the configuration.
+struct Started {
+    controller: Controller<Backend>,
+    report: ApplyReport,
+    /// The interfaces XDP is attached to (none for IPVS).
+    interfaces: Vec<String>,
+    status: DataplaneStatus,
+}
+
+/// The data plane `--dataplane` asks for, programmed with `config`: XDP attached to its
+/// interfaces, or IPVS; `auto` falls back from XDP to IPVS with a warning.
+fn start_dataplane(args: &Args, config: Config, checks: &Checks) -> anyhow::Result<Started> {
+    let refusal = ipvs_refusal(&config);
+    match args.dataplane {
+        DataplaneChoice::Xdp => start_xdp(args, config, checks),
+        DataplaneChoice::Ipvs => match refusal {
+            Some(refusal) => anyhow::bail!("{}: {refusal}", args.config.display()),
+            None => start_ipvs(config, checks, None),
+        },
+        DataplaneChoice::Auto => {
+            let xdp_error = match start_xdp(args, config.clone(), checks) {
+                Ok(started) => return Ok(started),
+                Err(e) => format!("{e:#}"),
+            };
+            if let Some(refusal) = refusal {
+                anyhow::bail!(
+                    "the XDP data plane cannot run ({xdp_error}), and IPVS cannot take over: {refusal}"
+                );
+            }
+            warn!("the XDP data plane cannot run ({xdp_error}); falling back to the kernel's IPVS");
+            start_ipvs(config, checks, Some(xdp_error.clone())).with_context(|| {
+                format!("the XDP data plane cannot run ({xdp_error}), and IPVS cannot either")
+            })
+        }
+    }
+}
+
+/// IPVS, programmed with `config`; `fallback_reason`: why XDP did not run.
+fn start_ipvs(
+    config: Config,
+    checks: &Checks,
+    fallback_reason: Option<String>,
+) -> anyhow::Result<Started> {
+    let ipvs = IpvsDataplane::open()?;
+    let mut controller = Controller::new(Backend::Ipvs(ipvs));
+    let report = controller.apply_with(config, checks.overlay())?;
+    log_report(&report, &ApplyReport::default());
+    info!("data plane: the kernel's IPVS");
+    Ok(Started {
+        controller,
+        report,
+        interfaces: Vec::new(),
+        status: DataplaneStatus {
+            kind: DataplaneKind::Ipvs,
+            fallback_reason,
+        },
+    })
+}
+
+/// The XDP programs, loaded, programmed with `config` and attached (to `--interface`s,
+/// else to the VRRP instances' interfaces and those the reals are reached through).
+/// Nothing stays attached when this fails.
+fn start_xdp(args: &Args, config: Config, checks: &Checks) -> anyhow::Result<Started> {
+    for warning in nat_forwarding_warnings(&config) {
+        warn!("{warning}");
+    }
+    let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
+    let options = XdpOptions {
+        pin_dir: Some(pin_dir(&args.name)),
+        flow_table_size: args.flow_table_size,
+        sched_table_entries: args.sched_table_entries,
+        persist_table_size: lb_common::PERSIST_TABLE_SIZE,
+        fnat_ports: args.fnat_ports,
+        answer_echo: args.answer_ping,
+    };
+    let dataplane = XdpDataplane::load(&options, resolver)?;
+    for warning in &dataplane.load_warnings {
+        warn!("{warning}");
+    }
+    let mut controller = Controller::new(Backend::Xdp(Box::new(dataplane)));
+    let report = controller.apply_with(config, checks.overlay())?;
+    log_report(&report, &ApplyReport::default());
+    let interfaces = match xdp_interfaces(args, &mut controller) {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            let _ = controller.dataplane_mut().stop();
+            return Err(e);
+        }
+    };
+    Ok(Started {
+        controller,
+        report,
+        interfaces,
+        status: DataplaneStatus {
+            kind: DataplaneKind::Xdp,
+            fallback_reason: None,
+        },
+    })
+}
+
+/// Attach XDP to the interfaces asked for, else to those of the VRRP instances (where
+/// the VIPs are) and those the reals are reached through; the interfaces.
+fn xdp_interfaces(
+    args: &Args,
+    controller: &mut Controller<Backend>,
+) -> anyhow::Result<Vec<String>> {
+    let interfaces = if args.interfaces.is_empty() {
+        let mut found = match controller.dataplane().xdp() {
+            Some(xdp) => xdp.egress_interfaces()?,
+            None => Vec::new(),
+        };
+        found.extend(
+            controller
+                .running()
+                .vrrp_instances
+                .iter()
+                .map(|vrrp| vrrp.interface.clone())
+                .filter(|name| !name.is_empty()),
+        );
+        found.sort();
+        found.dedup();
+        if found.is_empty() {
+            anyhow::bail!(
+                "no --interface given, and no real server resolved to an interface to attach to"
+            );
+        }
+        info!(
+            "no --interface: attaching to the VRRP instances' interfaces and those the reals are reached through: {}",
+            found.join(", ")
+        );
+        found
+    } else {
+        args.interfaces.clone()
+    };
+    let Some(xdp) = controller.dataplane_mut().xdp_mut() else {
+        return Ok(Vec::new());
+    };
+    for interface in &interfaces {
+        let (native, fallback) = xdp.attach(interface, args.xdp_mode)?;
+        if let Some(reason) = fallback {
+            warn!(
+                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
+            );
+        }
+        info!(
+            "attached to {interface} in {} mode",
+            if native { "native" } else { "generic" }
+        );
+    }
+    Ok(interfaces)
 }
 
 /// `--decap`: strip tunnels for the TUN VIPs until SIGINT/SIGTERM; SIGHUP reloads them.
@@ -591,10 +720,7 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
 }
 
 /// Resolve the reals' next hops again and log what changed.
-fn refresh_now(
-    controller: &mut Controller<XdpDataplane<KernelNextHops>>,
-    last_report: &mut ApplyReport,
-) {
+fn refresh_now(controller: &mut Controller<Backend>, last_report: &mut ApplyReport) {
     match controller.refresh() {
         Ok(report) => {
             log_report(&report, last_report);
@@ -665,10 +791,17 @@ async fn run_vrrp_only(
         &run_dir(args),
         &args.name,
         &args.config,
+        None,
         vrrp.table(),
         status::CheckTable::default(),
     );
-    let _metrics = start_metrics(args, None, vrrp.table(), status::CheckTable::default()).await?;
+    let _metrics = start_metrics(
+        args,
+        metrics::CounterSource::None,
+        vrrp.table(),
+        status::CheckTable::default(),
+    )
+    .await?;
     info!(
         "ready: VRRP only, {} instance(s)",
         running.vrrp_instances.len()
@@ -712,7 +845,7 @@ async fn run_vrrp_only(
 /// Whether the file's configuration now runs.
 fn reload(
     args: &Args,
-    controller: &mut Controller<XdpDataplane<KernelNextHops>>,
+    controller: &mut Controller<Backend>,
     checks: &mut Checks,
     last_report: &mut ApplyReport,
 ) -> bool {
@@ -725,8 +858,13 @@ fn reload(
         }
     };
     log_diagnostics(&loaded.warnings);
-    for warning in nat_forwarding_warnings(&loaded.config) {
-        warn!("{warning}");
+    if controller.dataplane().kind() == DataplaneKind::Xdp {
+        for warning in nat_forwarding_warnings(&loaded.config) {
+            warn!("{warning}");
+        }
+    } else if let Some(refusal) = ipvs_refusal(&loaded.config) {
+        error!("reload rejected, the running configuration stays: {refusal}");
+        return false;
     }
     let health = checks.health_for(controller.running(), &loaded.config);
     match controller.apply_with(loaded.config, health.overlay()) {
@@ -769,7 +907,7 @@ impl Drop for AbortOnDrop {
 /// `--metrics-address`: serve the metrics until the returned guard is dropped.
 async fn start_metrics(
     args: &Args,
-    pin_dir: Option<PathBuf>,
+    counters: metrics::CounterSource,
     vrrp: status::VrrpTable,
     checks: status::CheckTable,
 ) -> anyhow::Result<Option<AbortOnDrop>> {
@@ -780,7 +918,7 @@ async fn start_metrics(
         .await
         .with_context(|| format!("--metrics-address {addr}"))?;
     let sources = metrics::Sources {
-        pin_dir,
+        counters,
         vrrp,
         checks,
     };

@@ -1,0 +1,138 @@
+//! The data plane lbd runs (`--dataplane xdp|ipvs|auto`): the XDP programs, or the
+//! kernel's IPVS where they cannot run. `auto` (the default) takes XDP and falls back to
+//! IPVS, with a warning naming the reason, when loading or attaching the programs fails.
+//! What only one backend can do decides before that: FullNAT needs XDP (IPVS has none).
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, SweepReport, diff::ServiceId,
+    ipvs::IpvsDataplane, xdp::XdpDataplane,
+};
+use crate::{
+    model::{Config, ForwardMethod},
+    nexthop::KernelNextHops,
+};
+
+/// `--dataplane`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum DataplaneChoice {
+    /// XDP, falling back to IPVS when the programs cannot load or attach.
+    #[default]
+    Auto,
+    Xdp,
+    Ipvs,
+}
+
+/// Which backend runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum DataplaneKind {
+    Xdp,
+    Ipvs,
+}
+
+impl fmt::Display for DataplaneKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DataplaneKind::Xdp => "XDP",
+            DataplaneKind::Ipvs => "IPVS",
+        })
+    }
+}
+
+/// The backend in use and, when `auto` fell back to IPVS, why (shown by lbctl).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataplaneStatus {
+    pub kind: DataplaneKind,
+    pub fallback_reason: Option<String>,
+}
+
+/// Why `config` cannot run on IPVS (a configuration error, naming the virtual server).
+pub fn ipvs_refusal(config: &Config) -> Option<String> {
+    config
+        .virtual_servers
+        .iter()
+        .find(|vs| vs.forward == ForwardMethod::FullNat)
+        .map(|vs| {
+            let id = ServiceId {
+                addr: vs.addr,
+                port: vs.port,
+                protocol: vs.protocol,
+            };
+            format!(
+                "virtual_server {id}: lb_kind FNAT needs the XDP data plane; IPVS has no FullNAT (use NAT, DR or TUN with --dataplane ipvs)"
+            )
+        })
+}
+
+/// The running backend.
+pub enum Backend {
+    Xdp(Box<XdpDataplane<KernelNextHops>>),
+    Ipvs(IpvsDataplane),
+}
+
+impl Backend {
+    pub fn kind(&self) -> DataplaneKind {
+        match self {
+            Backend::Xdp(_) => DataplaneKind::Xdp,
+            Backend::Ipvs(_) => DataplaneKind::Ipvs,
+        }
+    }
+
+    /// The XDP data plane, if that is the one running.
+    pub fn xdp(&self) -> Option<&XdpDataplane<KernelNextHops>> {
+        match self {
+            Backend::Xdp(xdp) => Some(xdp),
+            Backend::Ipvs(_) => None,
+        }
+    }
+
+    pub fn xdp_mut(&mut self) -> Option<&mut XdpDataplane<KernelNextHops>> {
+        match self {
+            Backend::Xdp(xdp) => Some(xdp),
+            Backend::Ipvs(_) => None,
+        }
+    }
+
+    /// Stop balancing: XDP detaches (its maps stay pinned, so a restart keeps the
+    /// flows); IPVS removes the services lbd added, as keepalived does when it stops.
+    pub fn stop(&mut self) -> Result<(), DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.detach_all(),
+            Backend::Ipvs(ipvs) => ipvs.remove_owned(),
+        }
+    }
+}
+
+impl Dataplane for Backend {
+    fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.apply(desired),
+            Backend::Ipvs(ipvs) => ipvs.apply(desired),
+        }
+    }
+
+    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.sweep(),
+            Backend::Ipvs(ipvs) => ipvs.sweep(),
+        }
+    }
+
+    fn counters(&self) -> Result<Counters, DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.counters(),
+            Backend::Ipvs(ipvs) => ipvs.counters(),
+        }
+    }
+
+    fn zero_counters(&mut self, service: Option<ServiceId>) -> Result<(), DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.zero_counters(service),
+            Backend::Ipvs(ipvs) => ipvs.zero_counters(service),
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! lbd on the kernel's IPVS, end to end in the DR lab: real TCP through DR, TUN and NAT
+//! services that lbd programs from a keepalived.conf, checked with ipvsadm (the reference)
+//! and lbctl; a TCP_CHECK failure removes the dead real; `--dataplane auto` falls back to
+//! IPVS when XDP cannot attach; a graceful stop removes lbd's services. Needs IPVS, which
+//! the project's machines lack: `cargo xtask test` runs this in a VM with Debian's kernel.
+
+use std::{path::Path, process::Output, time::Duration};
+
+use lb_tests::{
+    lbd::{Lbd, lbctl_binary},
+    privilege::require_ipvs,
+    topology::{HTTP_PORT, RealSetup, Topology, VIP},
+};
+
+const LAB: &str = env!("CARGO_BIN_EXE_lab");
+
+/// A TCP service on the VIP's HTTP port over the lab's reals, with `lines` (lb_kind, ...)
+/// and a TCP_CHECK per real when `checked`.
+fn service(lab: &Topology, lines: &str, checked: bool) -> String {
+    let check = if checked {
+        "        TCP_CHECK {\n            connect_timeout 1\n            delay_loop 1\n        }\n"
+    } else {
+        ""
+    };
+    let reals: String = lab
+        .reals
+        .iter()
+        .map(|r| {
+            format!(
+                "    real_server {} {HTTP_PORT} {{\n        weight 1\n{check}    }}\n",
+                r.addr
+            )
+        })
+        .collect();
+    format!(
+        "virtual_server {VIP} {HTTP_PORT} {{\n    lb_algo rr\n    protocol TCP\n{lines}{reals}}}\n"
+    )
+}
+
+fn start(lab: &Topology, config: &str, args: &[&str]) -> Lbd {
+    let dir = lab.scratch_dir();
+    let path = dir.join("keepalived.conf");
+    std::fs::write(&path, config).expect("config");
+    Lbd::start_like_keepalived(
+        &lab.director,
+        &path,
+        lab.prefix(),
+        &dir.join("lbd.log"),
+        args,
+    )
+    .expect("lbd")
+}
+
+fn ipvsadm(lab: &Topology, args: &[&str]) -> String {
+    let mut command = vec!["ipvsadm"];
+    command.extend_from_slice(args);
+    let out = lab.director.exec(&command).expect("ipvsadm");
+    eprintln!("$ ipvsadm {}\n{out}", args.join(" "));
+    out
+}
+
+/// lbctl in the director's namespace (IPVS is per namespace).
+fn lbctl(lab: &Topology, args: &[&str]) -> Output {
+    let binary = lbctl_binary().expect("lbctl");
+    let output = std::process::Command::new("ip")
+        .args(["netns", "exec", lab.director.name()])
+        .arg(binary)
+        .args(["--name", lab.prefix()])
+        .args(args)
+        .output()
+        .expect("run lbctl");
+    eprintln!(
+        "$ lbctl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+fn lbctl_ok(lab: &Topology, args: &[&str]) -> String {
+    let output = lbctl(lab, args);
+    assert!(output.status.success(), "lbctl {args:?} failed");
+    String::from_utf8(output.stdout).expect("utf-8")
+}
+
+/// Wait (bounded) until ipvsadm's listing satisfies `done`.
+fn wait_listing(lab: &Topology, what: &str, done: impl Fn(&str) -> bool) {
+    for _ in 0..100 {
+        if done(&lab.director.exec(&["ipvsadm", "-Ln"]).expect("ipvsadm")) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: not after 10 s\n{}", ipvsadm(lab, &["-Ln"]));
+}
+
+/// Every real answered some of `count` requests.
+fn spread_over_all(lab: &Topology, count: usize) {
+    let answers = lab.spread(count).expect("requests through the VIP");
+    eprintln!("answers: {answers:?}");
+    for real in &lab.reals {
+        assert!(
+            answers.get(&real.name).is_some_and(|n| *n > 0),
+            "{answers:?}"
+        );
+    }
+}
+
+#[test]
+fn dr_service_with_checkers_and_auto_fallback() {
+    if !require_ipvs("dr_service_with_checkers_and_auto_fallback") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-ipvs-dr", 2).expect("lab");
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    let config = format!(
+        "global_defs {{\n    lvs_timeouts tcp 7200 tcpfin 30 udp 60\n}}\n{}",
+        service(&lab, "    lb_kind DR\n", true)
+    );
+    // `lo` has no native XDP: auto falls back to IPVS and says why.
+    let mut lbd = start(
+        &lab,
+        &config,
+        &[
+            "--dataplane",
+            "auto",
+            "--xdp-mode",
+            "native",
+            "--interface",
+            "lo",
+        ],
+    );
+    lbd.wait_for(
+        "falling back to the kernel's IPVS",
+        1,
+        Duration::from_secs(1),
+    )
+    .expect("fallback logged");
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(listing.contains("TCP  10.0.0.100:80 rr"), "{listing}");
+    for real in &lab.reals {
+        assert!(
+            listing.contains(&format!("-> {}:80", real.addr)) && listing.contains("Route"),
+            "{listing}"
+        );
+    }
+    let timeouts = ipvsadm(&lab, &["-L", "--timeout"]);
+    assert!(timeouts.contains("7200 30 60"), "{timeouts}");
+
+    spread_over_all(&lab, 20);
+    // lbctl reads IPVS: the header names it and why, the counters are IPVS's.
+    let listing = lbctl_ok(&lab, &["-Ln", "--stats", "--exact"]);
+    assert!(listing.contains("IPVS"), "{listing}");
+    assert!(listing.contains("XDP fell back"), "{listing}");
+    let service_line = listing
+        .lines()
+        .find(|l| l.starts_with("TCP  10.0.0.100:80"))
+        .expect("service line");
+    let conns: u64 = service_line
+        .split_whitespace()
+        .nth(2)
+        .and_then(|n| n.parse().ok())
+        .expect("Conns");
+    assert_eq!(conns, 20, "{service_line}");
+    let connections = lbctl_ok(&lab, &["-Lnc"]);
+    assert!(connections.contains("10.0.0.100:80"), "{connections}");
+
+    // A real stops answering: its TCP_CHECK fails and lbd removes it from IPVS.
+    let dead = lab.reals[0].name.clone();
+    let dead_addr = lab.reals[0].addr;
+    lab.stop_http_server(&dead);
+    wait_listing(&lab, "the dead real removed", |l| {
+        !l.contains(&format!("-> {dead_addr}:80"))
+    });
+    let answers = lab.spread(6).expect("requests");
+    assert_eq!(answers.get(&lab.reals[1].name), Some(&6), "{answers:?}");
+
+    // A graceful stop removes the services lbd added.
+    lbd.stop().expect("stop");
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(!listing.contains("10.0.0.100:80"), "{listing}");
+}
+
+#[test]
+fn tun_service_through_ipip() {
+    if !require_ipvs("tun_service_through_ipip") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-ipvs-tun", 2).expect("lab");
+    // The reals take the tunnel on the kernel's own ipip device (the VIP is on lo).
+    for real in &lab.reals {
+        real.ns.ip(&["link", "set", "tunl0", "up"]).expect("tunl0");
+        for scope in ["all", "tunl0"] {
+            real.ns
+                .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
+                .expect("rp_filter");
+        }
+    }
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    let config = service(&lab, "    lb_kind TUN\n    persistence_timeout 50\n", false);
+    let mut lbd = start(&lab, &config, &["--dataplane", "ipvs"]);
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(listing.contains("persistent 50"), "{listing}");
+    assert!(listing.contains("Tunnel"), "{listing}");
+    // Persistence: one client, one real, through the tunnel.
+    let answers = lab.spread(5).expect("requests through the tunnel");
+    assert_eq!(answers.len(), 1, "{answers:?}");
+    assert_eq!(answers.values().sum::<usize>(), 5, "{answers:?}");
+    lbd.stop().expect("stop");
+}
+
+#[test]
+fn nat_service_and_runtime_changes() {
+    if !require_ipvs("nat_service_and_runtime_changes") {
+        return;
+    }
+    let mut lab = Topology::create_with("lbt-ipvs-nat", 2, RealSetup::Nat).expect("lab");
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    let config = service(&lab, "    lb_kind NAT\n", false);
+    let mut lbd = start(&lab, &config, &["--dataplane", "ipvs"]);
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(listing.contains("Masq"), "{listing}");
+    spread_over_all(&lab, 10);
+    // A weight changed with lbctl reaches IPVS.
+    let real = lab.reals[0].addr;
+    lbctl_ok(
+        &lab,
+        &[
+            "-e",
+            "-t",
+            &format!("{VIP}:{HTTP_PORT}"),
+            "-r",
+            &format!("{real}:{HTTP_PORT}"),
+            "-w",
+            "0",
+        ],
+    );
+    wait_listing(&lab, "weight 0", |l| {
+        l.lines()
+            .any(|line| line.contains(&format!("-> {real}:80")) && line.contains("Masq    0"))
+    });
+    let answers = lab.spread(4).expect("requests");
+    assert_eq!(answers.get(&lab.reals[1].name), Some(&4), "{answers:?}");
+    lbd.stop().expect("stop");
+}
