@@ -6,12 +6,14 @@
 //! - `lab`: build and run the demo lab (README command one).
 //! - `test`: everything CI checks (README command two; `.ci/run` runs it).
 //! - `bench`: per-packet cost of the balancer (BPF test runs), table and JSON report.
+//! - `vm`: run a command in a QEMU guest with Debian's stock kernel (IPVS, kernel 6.1).
 
 mod cmd;
 mod setup;
 mod test;
+mod vm;
 
-use std::process::ExitCode;
+use std::{ffi::OsString, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 
@@ -69,6 +71,19 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Run CMD as root in a QEMU guest booted with Debian's stock kernel (it has IPVS),
+    /// which sees the host's root (writes stay in the guest); exits with CMD's status.
+    Vm {
+        /// Kill the guest after this many seconds.
+        #[arg(long, default_value_t = vm::DEFAULT_TIMEOUT_SECS, value_name = "SECS")]
+        timeout: u64,
+        /// Load this kernel module too (repeatable).
+        #[arg(long = "module", value_name = "NAME")]
+        modules: Vec<String>,
+        /// The command and its arguments (after `--`).
+        #[arg(last = true, required = true, value_name = "CMD")]
+        command: Vec<OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,6 +123,28 @@ fn main() -> ExitCode {
             cmd::run(&mut command)
         }),
         Command::Test => test::run(),
+        Command::Vm {
+            timeout,
+            modules,
+            command,
+        } => {
+            let status = setup::ensure()
+                .and_then(|()| vm::Options::new(command))
+                .and_then(|options| {
+                    vm::run(&vm::Options {
+                        modules,
+                        timeout: Duration::from_secs(timeout),
+                        ..options
+                    })
+                });
+            return match status {
+                Ok(status) => ExitCode::from(status),
+                Err(e) => {
+                    eprintln!("xtask vm: {e:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Bench { args } => setup::ensure().and_then(|()| {
             // Release: the health-check row times lbd's own (userspace) code; the
             // failover rows run lbd and the lab's servers from the same directory.

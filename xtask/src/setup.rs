@@ -12,6 +12,8 @@ use crate::cmd;
 /// iproute2, ethtool, ping and curl for the lab and the netns tests.
 /// keepalived: the reference the configuration tests compare `lbd -t` with, and (later) the
 /// VRRP peer of the interop tests; its own service is not left running.
+/// qemu-system-x86 and busybox-static for `cargo xtask vm` (a guest with Debian's kernel),
+/// ipvsadm, the reference for the IPVS tests in that guest.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -19,6 +21,9 @@ const APT_PACKAGES: &[&str] = &[
     "iputils-ping",
     "curl",
     "keepalived",
+    "qemu-system-x86",
+    "busybox-static",
+    "ipvsadm",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz, for the fuzz smoke run of `cargo xtask test`.

@@ -75,7 +75,10 @@ pub extern "C" fn lb_nat_icmp_lookup(flow: *const FlowKey, service_id: u32) -> u
     let Some(flow) = (unsafe { flow.as_ref() }) else {
         return NOT_NAT;
     };
-    let Some(entry) = FLOWS.get_ptr(flow) else {
+    // The key on this frame: older verifiers (6.1) take no pointer argument of a global
+    // function as a map key.
+    let key = *flow;
+    let Some(entry) = FLOWS.get_ptr(key) else {
         return NOT_NAT;
     };
     // SAFETY: a live LRU element, read in place.

@@ -500,17 +500,28 @@ fn start_dataplane(args: &Args, config: Config, checks: &Checks) -> anyhow::Resu
                 Ok(started) => return Ok(started),
                 Err(e) => format!("{e:#}"),
             };
+            let reason = short_reason(&xdp_error);
             if let Some(refusal) = refusal {
                 anyhow::bail!(
                     "the XDP data plane cannot run ({xdp_error}), and IPVS cannot take over: {refusal}"
                 );
             }
             warn!("the XDP data plane cannot run ({xdp_error}); falling back to the kernel's IPVS");
-            start_ipvs(config, checks, Some(xdp_error.clone())).with_context(|| {
-                format!("the XDP data plane cannot run ({xdp_error}), and IPVS cannot either")
+            start_ipvs(config, checks, Some(reason.clone())).with_context(|| {
+                format!("the XDP data plane cannot run ({reason}), and IPVS cannot either")
             })
         }
     }
+}
+
+/// The gist of why XDP cannot run, for the status and lbctl: its first line, without
+/// the verifier's log (the warning in lbd's log has all of it).
+fn short_reason(error: &str) -> String {
+    let first = error.lines().next().unwrap_or(error);
+    first
+        .split_once(" Verifier output:")
+        .map_or(first, |(gist, _)| gist)
+        .to_owned()
 }
 
 /// IPVS, programmed with `config`; `fallback_reason`: why XDP did not run.
