@@ -164,6 +164,12 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
 fn real_server(real: &RealServer, text: &mut String) {
     let _ = writeln!(text, "    real_server {} {} {{", real.addr, real.port);
     let _ = writeln!(text, "        weight {}", real.weight);
+    if real.upper_threshold > 0 {
+        let _ = writeln!(text, "        uthreshold {}", real.upper_threshold);
+    }
+    if real.lower_threshold > 0 {
+        let _ = writeln!(text, "        lthreshold {}", real.lower_threshold);
+    }
     for (keyword, script) in [
         ("notify_up", &real.notify_up),
         ("notify_down", &real.notify_down),

@@ -650,6 +650,7 @@ fn real_server(
     let mut timing = Timing::default();
     let mut checker_items = Vec::new();
     let (mut notify_up, mut notify_down, mut inhibit_on_failure) = (None, None, false);
+    let (mut upper_threshold, mut lower_threshold) = (0, 0);
     for item in statement.block.as_deref().unwrap_or_default() {
         if timing.read(item, diagnostics) {
             continue;
@@ -659,6 +660,8 @@ fn real_server(
             "notify_up" => notify_up = rest_of_line(item, diagnostics),
             "notify_down" => notify_down = rest_of_line(item, diagnostics),
             "inhibit_on_failure" => inhibit_on_failure = true,
+            "uthreshold" => upper_threshold = parse_in_range(item, 0..=u32::MAX, diagnostics)?,
+            "lthreshold" => lower_threshold = parse_in_range(item, 0..=u32::MAX, diagnostics)?,
             "weight" => {
                 let value = single_arg(item, diagnostics)?;
                 match value.parse::<u32>() {
@@ -675,6 +678,15 @@ fn real_server(
             _ => not_used(item, Block::RealServer, diagnostics),
         }
     }
+    if lower_threshold > upper_threshold {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!(
+                "lthreshold {lower_threshold} is above uthreshold {upper_threshold} (IPVS refuses that; uthreshold 0 means no limit)"
+            ),
+        ));
+        return None;
+    }
     let timing = timing.or(outer);
     let checkers = checker_items
         .into_iter()
@@ -688,6 +700,8 @@ fn real_server(
         notify_up,
         notify_down,
         inhibit_on_failure,
+        upper_threshold,
+        lower_threshold,
     })
 }
 
@@ -1276,6 +1290,50 @@ virtual_server 192.0.2.1 80 {
         assert_eq!(
             specific(&loaded.warnings),
             ["17: `nb_get_retry` is deprecated; use `retry` (read as retry, as keepalived does)"]
+        );
+    }
+
+    #[test]
+    fn connection_thresholds_are_read_and_checked() {
+        let loaded = ok("virtual_server 192.0.2.1 80 {
+    lb_kind NAT
+    protocol TCP
+    real_server 10.1.0.11 80 {
+        uthreshold 100
+        lthreshold 10
+    }
+    real_server 10.1.0.12 80 {}
+}
+");
+        let reals = &loaded.config.virtual_servers[0].reals;
+        assert_eq!(
+            (reals[0].upper_threshold, reals[0].lower_threshold),
+            (100, 10)
+        );
+        assert_eq!((reals[1].upper_threshold, reals[1].lower_threshold), (0, 0));
+        assert!(
+            !lines(&loaded.warnings)
+                .iter()
+                .any(|l| l.contains("threshold")),
+            "{:?}",
+            lines(&loaded.warnings)
+        );
+        let errors = errors(
+            "virtual_server 192.0.2.1 80 {
+    lb_kind NAT
+    protocol TCP
+    real_server 10.1.0.11 80 {
+        uthreshold 10
+        lthreshold 100
+    }
+}
+",
+        );
+        assert_eq!(
+            lines(&errors),
+            [
+                "4: lthreshold 100 is above uthreshold 10 (IPVS refuses that; uthreshold 0 means no limit)"
+            ]
         );
     }
 }

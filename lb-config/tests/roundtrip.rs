@@ -202,6 +202,7 @@ prop_compose! {
         checkers in prop::collection::vec(checker(), 0..3),
         notify_up in prop::option::of(word()),
         inhibit in any::<bool>(),
+        thresholds in (0u32..5000, 0u32..5000),
     ) -> VirtualServer {
         let full = if ipv6 { 128 } else { 32 };
         let protocol = if udp { Protocol::Udp } else { Protocol::Tcp };
@@ -251,6 +252,9 @@ prop_compose! {
                     notify_up: notify_up.clone(),
                     notify_down: None,
                     inhibit_on_failure: inhibit,
+                    // As the reader takes them: lthreshold no higher than uthreshold.
+                    upper_threshold: thresholds.0.max(thresholds.1),
+                    lower_threshold: thresholds.0.min(thresholds.1),
                 })
                 .collect(),
         }

@@ -158,13 +158,22 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
                         addr: real.addr,
                         port: real.port,
                         weight,
+                        upper_threshold: real.upper_threshold,
+                        lower_threshold: real.lower_threshold,
                     })
                 })
                 // The sorry server, unless it is one of the reals (keepalived then uses
                 // the real).
                 .chain(overlay.sorry.get(&id).and_then(|&(addr, port, weight)| {
-                    (!vs.reals.iter().any(|r| r.addr == addr && r.port == port))
-                        .then_some(RealSpec { addr, port, weight })
+                    (!vs.reals.iter().any(|r| r.addr == addr && r.port == port)).then_some(
+                        RealSpec {
+                            addr,
+                            port,
+                            weight,
+                            upper_threshold: 0,
+                            lower_threshold: 0,
+                        },
+                    )
                 }))
                 .collect(),
         })

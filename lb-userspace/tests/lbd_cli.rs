@@ -209,3 +209,20 @@ fn ipvs_without_ipvs_in_the_kernel_is_a_clear_error() {
     assert_eq!(code, Some(1), "{stderr}");
     assert!(stderr.contains("the kernel has no IPVS"), "{stderr}");
 }
+
+#[test]
+fn thresholds_are_a_config_error_on_xdp() {
+    let limited = "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind NAT\n protocol TCP\n real_server 10.1.0.11 80 {\n  uthreshold 100\n }\n}\n";
+    let (code, _, stderr) = lbd_with(limited, &["-t", "--dataplane", "xdp"]);
+    assert_eq!(code, ERRORS, "{stderr}");
+    assert!(
+        stderr.contains(
+            "k.conf: virtual_server TCP 192.0.2.1:80: real_server 10.1.0.11 80 has uthreshold/lthreshold, connection limits that only the kernel's IPVS has"
+        ),
+        "{stderr}"
+    );
+    for dataplane in ["ipvs", "auto"] {
+        let (code, _, stderr) = lbd_with(limited, &["-t", "--dataplane", dataplane]);
+        assert_eq!(code, VALID, "{dataplane}: {stderr}");
+    }
+}

@@ -1,7 +1,8 @@
 //! lbd on the kernel's IPVS, end to end in the DR lab: real TCP through DR, TUN and NAT
 //! services that lbd programs from a keepalived.conf, checked with ipvsadm (the reference)
 //! and lbctl; a TCP_CHECK failure removes the dead real; `--dataplane auto` falls back to
-//! IPVS when XDP cannot attach; a graceful stop removes lbd's services. Needs IPVS, which
+//! IPVS when XDP cannot attach, and takes it at once for connection thresholds (which
+//! only IPVS has); a graceful stop removes lbd's services. Needs IPVS, which
 //! the project's machines lack: `cargo xtask test` runs this in a VM with Debian's kernel.
 
 use std::{path::Path, process::Output, time::Duration};
@@ -225,10 +226,26 @@ fn nat_service_and_runtime_changes() {
     }
     let mut lab = Topology::create_with("lbt-ipvs-nat", 2, RealSetup::Nat).expect("lab");
     lab.start_http_servers(Path::new(LAB)).expect("servers");
-    let config = service(&lab, "    lb_kind NAT\n", false);
-    let mut lbd = start(&lab, &config, &["--dataplane", "ipvs"]);
+    // Connection limits, which only IPVS has: auto takes IPVS for them at once.
+    let config = service(&lab, "    lb_kind NAT\n", false).replace(
+        "        weight 1\n",
+        "        weight 1\n        uthreshold 100\n        lthreshold 10\n",
+    );
+    let mut lbd = start(&lab, &config, &["--dataplane", "auto"]);
+    lbd.wait_for("only the kernel's IPVS has", 1, Duration::from_secs(1))
+        .expect("IPVS chosen for the thresholds");
     let listing = ipvsadm(&lab, &["-Ln"]);
     assert!(listing.contains("Masq"), "{listing}");
+    let thresholds = ipvsadm(&lab, &["-Ln", "--thresholds"]);
+    for real in &lab.reals {
+        let line = thresholds
+            .lines()
+            .find(|l| l.contains(&format!("-> {}:80", real.addr)))
+            .unwrap_or_else(|| panic!("{thresholds}"));
+        // -> RemoteAddress:Port Uthreshold Lthreshold ActiveConn InActConn
+        let columns: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(columns[2..4], ["100", "10"], "{line}");
+    }
     spread_over_all(&lab, 10);
     // A weight changed with lbctl reaches IPVS.
     let real = lab.reals[0].addr;

@@ -135,6 +135,12 @@ pub struct RealServer {
     pub notify_down: Option<String>,
     /// Weight 0 instead of leaving when its checks fail.
     pub inhibit_on_failure: bool,
+    /// `uthreshold`: above this many connections the real takes no new ones (IPVS's
+    /// overload flag) until it is back under `lthreshold` (0: no limit). Only the IPVS
+    /// data plane has connection limits.
+    pub upper_threshold: u32,
+    /// `lthreshold` (0: IPVS's default, three quarters of `uthreshold`).
+    pub lower_threshold: u32,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -177,6 +177,8 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
                 notify_up: None,
                 notify_down: None,
                 inhibit_on_failure: false,
+                upper_threshold: 0,
+                lower_threshold: 0,
             });
             let mut done = format!(
                 "added real server {} {port} to {service}, weight {weight}",

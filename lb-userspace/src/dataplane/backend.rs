@@ -1,7 +1,9 @@
 //! The data plane lbd runs (`--dataplane xdp|ipvs|auto`): the XDP programs, or the
 //! kernel's IPVS where they cannot run. `auto` (the default) takes XDP and falls back to
 //! IPVS, with a warning naming the reason, when loading or attaching the programs fails.
-//! What only one backend can do decides before that: FullNAT needs XDP (IPVS has none).
+//! What only one backend can do decides before that: FullNAT needs XDP (IPVS has none);
+//! connection thresholds (`uthreshold`, `lthreshold`) need IPVS, and `auto` takes IPVS
+//! at once for them.
 
 use std::fmt;
 
@@ -66,6 +68,25 @@ pub fn ipvs_refusal(config: &Config) -> Option<String> {
                 "virtual_server {id}: lb_kind FNAT needs the XDP data plane; IPVS has no FullNAT (use NAT, DR or TUN with --dataplane ipvs)"
             )
         })
+}
+
+/// What in `config` only IPVS does (a configuration error for XDP; `auto` takes IPVS).
+pub fn xdp_refusal(config: &Config) -> Option<String> {
+    config.virtual_servers.iter().find_map(|vs| {
+        let real = vs
+            .reals
+            .iter()
+            .find(|r| r.upper_threshold > 0 || r.lower_threshold > 0)?;
+        let id = ServiceId {
+            addr: vs.addr,
+            port: vs.port,
+            protocol: vs.protocol,
+        };
+        Some(format!(
+            "virtual_server {id}: real_server {} {} has uthreshold/lthreshold, connection limits that only the kernel's IPVS has (use --dataplane ipvs or auto)",
+            real.addr, real.port
+        ))
+    })
 }
 
 /// The running backend.

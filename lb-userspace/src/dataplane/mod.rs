@@ -53,6 +53,9 @@ pub struct RealSpec {
     pub port: u16,
     /// Effective weight; 0 takes no new flows.
     pub weight: u32,
+    /// `uthreshold` and `lthreshold` (0: none): only IPVS has connection limits.
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
 }
 
 /// What an `apply` could not do fully; the rest was applied.

@@ -20,7 +20,9 @@ use lb_userspace::{
     daemon::{self, PidFiles},
     dataplane::{
         ApplyReport,
-        backend::{Backend, DataplaneChoice, DataplaneKind, DataplaneStatus, ipvs_refusal},
+        backend::{
+            Backend, DataplaneChoice, DataplaneKind, DataplaneStatus, ipvs_refusal, xdp_refusal,
+        },
         ipvs::IpvsDataplane,
         xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
     },
@@ -251,9 +253,14 @@ fn config_test(args: &Args) -> ExitCode {
             for warning in &loaded.warnings {
                 eprintln!("{warning}");
             }
-            if args.dataplane == DataplaneChoice::Ipvs
-                && let Some(refusal) = ipvs_refusal(&loaded.config)
-            {
+            let refusal = match args.dataplane {
+                DataplaneChoice::Ipvs => ipvs_refusal(&loaded.config),
+                DataplaneChoice::Xdp => xdp_refusal(&loaded.config),
+                DataplaneChoice::Auto => ipvs_refusal(&loaded.config).and_then(|ipvs| {
+                    xdp_refusal(&loaded.config).map(|xdp| format!("{xdp}; {ipvs}"))
+                }),
+            };
+            if let Some(refusal) = refusal {
                 eprintln!("{}: {refusal}", args.config.display());
                 return ExitCode::from(EXIT_CONFIG);
             }
@@ -489,13 +496,24 @@ struct Started {
 /// interfaces, or IPVS; `auto` falls back from XDP to IPVS with a warning.
 fn start_dataplane(args: &Args, config: Config, checks: &Checks) -> anyhow::Result<Started> {
     let refusal = ipvs_refusal(&config);
+    let only_ipvs = xdp_refusal(&config);
     match args.dataplane {
-        DataplaneChoice::Xdp => start_xdp(args, config, checks),
+        DataplaneChoice::Xdp => match only_ipvs {
+            Some(only_ipvs) => anyhow::bail!("{}: {only_ipvs}", args.config.display()),
+            None => start_xdp(args, config, checks),
+        },
         DataplaneChoice::Ipvs => match refusal {
             Some(refusal) => anyhow::bail!("{}: {refusal}", args.config.display()),
             None => start_ipvs(config, checks, None),
         },
         DataplaneChoice::Auto => {
+            if let Some(only_ipvs) = only_ipvs {
+                if let Some(refusal) = refusal {
+                    anyhow::bail!("{}: {only_ipvs}; {refusal}", args.config.display());
+                }
+                warn!("{only_ipvs}: using the kernel's IPVS");
+                return start_ipvs(config, checks, Some(only_ipvs));
+            }
             let xdp_error = match start_xdp(args, config.clone(), checks) {
                 Ok(started) => return Ok(started),
                 Err(e) => format!("{e:#}"),
@@ -869,13 +887,20 @@ fn reload(
         }
     };
     log_diagnostics(&loaded.warnings);
+    let refusal = match controller.dataplane().kind() {
+        DataplaneKind::Xdp => xdp_refusal(&loaded.config)
+            .map(|r| format!("{r}; lbd runs on XDP: a restart changes the data plane")),
+        DataplaneKind::Ipvs => ipvs_refusal(&loaded.config)
+            .map(|r| format!("{r}; lbd runs on IPVS: a restart changes the data plane")),
+    };
+    if let Some(refusal) = refusal {
+        error!("reload rejected, the running configuration stays: {refusal}");
+        return false;
+    }
     if controller.dataplane().kind() == DataplaneKind::Xdp {
         for warning in nat_forwarding_warnings(&loaded.config) {
             warn!("{warning}");
         }
-    } else if let Some(refusal) = ipvs_refusal(&loaded.config) {
-        error!("reload rejected, the running configuration stays: {refusal}");
-        return false;
     }
     let health = checks.health_for(controller.running(), &loaded.config);
     match controller.apply_with(loaded.config, health.overlay()) {

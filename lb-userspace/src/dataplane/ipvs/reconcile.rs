@@ -167,8 +167,8 @@ pub fn wanted(
                 let settings = DestSettings {
                     forward,
                     weight: real.weight.min(i32::MAX as u32),
-                    upper_threshold: 0,
-                    lower_threshold: 0,
+                    upper_threshold: real.upper_threshold,
+                    lower_threshold: real.lower_threshold,
                     tunnel: Tunnel::default(),
                 };
                 (
@@ -280,6 +280,8 @@ mod tests {
                     addr: a.parse().unwrap(),
                     port: 80,
                     weight: *w,
+                    upper_threshold: 0,
+                    lower_threshold: 0,
                 })
                 .collect(),
         }
