@@ -1,6 +1,6 @@
 //! lbd on the kernel's IPVS, end to end in the DR lab: real TCP through DR, TUN and NAT
 //! services that lbd programs from a keepalived.conf, checked with ipvsadm (the reference)
-//! and lbctl; a TCP_CHECK failure removes the dead real; `--dataplane auto` falls back to
+//! and lbctl (and the metrics, and `lbctl -Z`); a TCP_CHECK failure removes the dead real; `--dataplane auto` falls back to
 //! IPVS when XDP cannot attach, and takes it at once for connection thresholds (which
 //! only IPVS has); a graceful stop removes lbd's services. Needs IPVS, which
 //! the project's machines lack: `cargo xtask test` runs this in a VM with Debian's kernel.
@@ -14,6 +14,8 @@ use lb_tests::{
 };
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
+/// lbd's metrics endpoint, in the director's namespace.
+const METRICS: &str = "127.0.0.1:9418";
 
 /// A TCP service on the VIP's HTTP port over the lab's reals, with `lines` (lb_kind, ...)
 /// and a TCP_CHECK per real when `checked`.
@@ -130,6 +132,8 @@ fn dr_service_with_checkers_and_auto_fallback() {
             "native",
             "--interface",
             "lo",
+            "--metrics-address",
+            METRICS,
         ],
     );
     lbd.wait_for(
@@ -172,6 +176,29 @@ fn dr_service_with_checkers_and_auto_fallback() {
         std::thread::sleep(Duration::from_millis(250));
     }
     assert_eq!(conns, 20, "Conns of the service");
+    // The metrics read IPVS too.
+    let metrics = lab
+        .director
+        .exec(&["curl", "-sf", &format!("http://{METRICS}/metrics")])
+        .expect("metrics");
+    assert!(
+        metrics.contains(
+            "lbd_service_connections_total{protocol=\"TCP\",vip=\"10.0.0.100\",port=\"80\"} 20\n"
+        ),
+        "{metrics}"
+    );
+    // -Z zeroes IPVS's counters.
+    lbctl_ok(&lab, &["-Z"]);
+    let listing = lbctl_ok(&lab, &["-Ln", "--stats", "--exact"]);
+    let service_line = listing
+        .lines()
+        .find(|l| l.starts_with("TCP  10.0.0.100:80"))
+        .expect("service line");
+    assert_eq!(
+        service_line.split_whitespace().nth(2),
+        Some("0"),
+        "{service_line}"
+    );
     let connections = lbctl_ok(&lab, &["-Lnc"]);
     assert!(connections.contains("10.0.0.100:80"), "{connections}");
 
