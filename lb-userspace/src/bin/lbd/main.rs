@@ -549,6 +549,9 @@ fn start_ipvs(
     fallback_reason: Option<String>,
 ) -> anyhow::Result<Started> {
     let ipvs = IpvsDataplane::open()?;
+    for warning in ipvs_nat_warnings(&config) {
+        warn!("{warning}");
+    }
     let mut controller = Controller::new(Backend::Ipvs(ipvs));
     let report = controller.apply_with(config, checks.overlay())?;
     log_report(&report, &ApplyReport::default());
@@ -746,6 +749,31 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
         );
     }
     warnings
+}
+
+/// IPVS translates NAT replies on the director's forward path: it must forward IP.
+fn ipvs_nat_warnings(config: &Config) -> Vec<String> {
+    let nat = |v4: bool| {
+        config
+            .virtual_servers
+            .iter()
+            .any(|vs| vs.forward == ForwardMethod::Nat && vs.addr.is_ipv4() == v4)
+    };
+    let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
+    [
+        (true, "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
+        (
+            false,
+            "/proc/sys/net/ipv6/conf/all/forwarding",
+            "net.ipv6.conf.all.forwarding=1",
+        ),
+    ]
+    .into_iter()
+    .filter(|(v4, path, _)| nat(*v4) && !enabled(path))
+    .map(|(_, _, setting)| {
+        format!("lb_kind NAT on IPVS: the reals' replies are forwarded by the director; set sysctl {setting}")
+    })
+    .collect()
 }
 
 /// Resolve the reals' next hops again and log what changed.
