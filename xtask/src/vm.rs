@@ -40,7 +40,8 @@ const PASSED_ENV: &[&str] = &[
     "LBCTL_BIN",
 ];
 /// Directories the guest mounts fresh: a caller's directory under them is not there.
-const FRESH_IN_GUEST: &[&str] = &["/tmp", "/run", "/proc", "/sys", "/dev"];
+/// (/tmp is the host's, writable through the overlay like the rest.)
+const FRESH_IN_GUEST: &[&str] = &["/run", "/proc", "/sys", "/dev"];
 /// Set (to 1) for the guest command: tests that need what only the guest has (IPVS) fail
 /// there instead of skipping (`lb_tests::privilege::IN_VM`).
 const IN_VM: &str = "LB_IN_VM";

@@ -546,7 +546,8 @@ pub(super) mod tests {
 
     #[test]
     fn the_family_request_is_nlctrl_getfamily() {
-        // Derived from linux/genetlink.h, not captured: nlmsghdr (len 28, GENL_ID_CTRL,
+        // Derived from linux/genetlink.h (fixtures.rs compares it with the captured
+        // requests of ipvsadm and of the backend): nlmsghdr (len 28, GENL_ID_CTRL,
         // REQUEST|ACK, seq 7, port 0), genlmsghdr (GETFAMILY, version 1), FAMILY_NAME
         // "IPVS\0" (len 9, padded to 12).
         assert_eq!(
@@ -562,7 +563,8 @@ pub(super) mod tests {
     #[test]
     fn the_family_id_comes_from_newfamily() {
         // Shaped like nlctrl's reply (ctrl_fill_info): FAMILY_NAME, FAMILY_ID, VERSION,
-        // HDRSIZE, MAXATTR, then OPS (nested; skipped here).
+        // HDRSIZE, MAXATTR, then OPS (nested; skipped here). Captured ones decode in
+        // fixtures.rs.
         let reply = hex("
             0900 0200 49505653 00 000000  # FAMILY_NAME IPVS
             0600 0100 2400 0000           # FAMILY_ID 0x24

@@ -19,7 +19,8 @@
 //!
 //! Requests identify services by address only (IPVS parses the other service attributes
 //! only for NEW and SET), and nest with `NLA_F_NESTED` like libnl 3 does. The replies are
-//! decoded in `replies`.
+//! decoded in `replies`. `fixtures.rs` checks both against traffic captured in the VM
+//! (ipvsadm 1.31 and this backend on Linux 6.1, `captured/`).
 
 use std::{
     fmt,
@@ -534,8 +535,11 @@ fn service_attrs(key: &ServiceKey, settings: Option<&ServiceSettings>) -> AttrWr
     attrs
 }
 
-/// A dest nest: the identity, and the settings for NEW and SET (in ipvsadm's order;
-/// the tunnel only when not IPIP's defaults).
+/// A dest nest: the identity, and the settings for NEW and SET, in ipvsadm's order
+/// (captured: ADDR_FAMILY, ADDR, PORT, FWD_METHOD, WEIGHT, TUN_TYPE, TUN_PORT, TUN_FLAGS,
+/// U_THRESH, L_THRESH). ipvsadm always sends the tunnel; here it is sent only when not
+/// IPIP's defaults (all zero, what the kernel takes when they are absent), so kernels
+/// before 5.2 see no attribute they do not know.
 fn dest_attrs(key: &DestKey, settings: Option<&DestSettings>) -> AttrWriter {
     let mut attrs = AttrWriter::new();
     attrs
@@ -545,15 +549,16 @@ fn dest_attrs(key: &DestKey, settings: Option<&DestSettings>) -> AttrWriter {
     if let Some(settings) = settings {
         attrs
             .u32(dest_attr::FWD_METHOD, settings.forward & fwd::MASK)
-            .u32(dest_attr::WEIGHT, settings.weight)
-            .u32(dest_attr::U_THRESH, settings.upper_threshold)
-            .u32(dest_attr::L_THRESH, settings.lower_threshold);
+            .u32(dest_attr::WEIGHT, settings.weight);
         if settings.tunnel != Tunnel::default() {
             attrs
                 .u8(dest_attr::TUN_TYPE, settings.tunnel.kind)
                 .be16(dest_attr::TUN_PORT, settings.tunnel.port)
                 .u16(dest_attr::TUN_FLAGS, settings.tunnel.flags);
         }
+        attrs
+            .u32(dest_attr::U_THRESH, settings.upper_threshold)
+            .u32(dest_attr::L_THRESH, settings.lower_threshold);
     }
     attrs
 }
