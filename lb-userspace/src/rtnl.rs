@@ -54,23 +54,7 @@ impl RouteSocket {
         let mut socket = Socket::new(NETLINK_ROUTE).map_err(error)?;
         socket.bind_auto().map_err(error)?;
         socket.connect(&NetlinkAddr::new(0, 0)).map_err(error)?;
-        let value = libc::timeval {
-            tv_sec: TIMEOUT.as_secs() as libc::time_t,
-            tv_usec: TIMEOUT.subsec_micros() as libc::suseconds_t,
-        };
-        // SAFETY: `value` is a live timeval and its size is passed with it.
-        let rc = unsafe {
-            libc::setsockopt(
-                socket.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&value as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(error(io::Error::last_os_error()));
-        }
+        set_receive_timeout(&socket, TIMEOUT).map_err(error)?;
         Ok(Self {
             socket,
             sequence: 0,
@@ -148,5 +132,28 @@ impl RouteSocket {
                 }
             }
         }
+    }
+}
+
+/// Make `recv` on a netlink `socket` give up after `timeout` (SO_RCVTIMEO).
+pub fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
+    let value = libc::timeval {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
+    };
+    // SAFETY: `value` is a live timeval and its size is passed with it.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&value as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
     }
 }

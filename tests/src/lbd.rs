@@ -7,7 +7,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, ExitStatus, Stdio},
+    process::{Child, Command, ExitStatus, Output, Stdio},
     sync::{
         Arc, Condvar, Mutex,
         atomic::{AtomicBool, Ordering},
@@ -29,6 +29,35 @@ pub fn binary() -> anyhow::Result<PathBuf> {
 /// The `lbctl` binary: `$LBCTL_BIN`, else found as `binary` finds lbd.
 pub fn lbctl_binary() -> anyhow::Result<PathBuf> {
     sibling("lbctl", "LBCTL_BIN")
+}
+
+/// Run lbctl for instance `name` with `args`, in namespace `ns` when given (IPVS is per
+/// namespace; the pinned maps are not), and echo what it printed.
+pub fn lbctl_in(ns: Option<&Netns>, name: &str, args: &[&str]) -> Output {
+    let binary = lbctl_binary().expect("lbctl");
+    let mut command = match ns {
+        Some(ns) => command_in(ns.name(), binary).expect("lbctl in the namespace"),
+        None => Command::new(binary),
+    };
+    let output = command
+        .args(["--name", name])
+        .args(args)
+        .output()
+        .expect("run lbctl");
+    eprintln!(
+        "$ lbctl {}\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// As `lbctl_in`; lbctl must succeed: its standard output.
+pub fn lbctl_ok_in(ns: Option<&Netns>, name: &str, args: &[&str]) -> String {
+    let output = lbctl_in(ns, name, args);
+    assert!(output.status.success(), "lbctl {args:?} failed");
+    String::from_utf8(output.stdout).expect("utf-8")
 }
 
 fn sibling(name: &str, variable: &str) -> anyhow::Result<PathBuf> {

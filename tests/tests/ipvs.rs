@@ -5,10 +5,10 @@
 //! only IPVS has); a graceful stop removes lbd's services. Needs IPVS, which
 //! the project's machines lack: `cargo xtask test` runs this in a VM with Debian's kernel.
 
-use std::{path::Path, process::Output, time::Duration};
+use std::{path::Path, time::Duration};
 
 use lb_tests::{
-    lbd::{Lbd, lbctl_binary},
+    lbd::{Lbd, lbctl_ok_in},
     privilege::require_ipvs,
     topology::{HTTP_PORT, RealSetup, Topology, VIP},
 };
@@ -62,29 +62,9 @@ fn ipvsadm(lab: &Topology, args: &[&str]) -> String {
     out
 }
 
-/// lbctl in the director's namespace (IPVS is per namespace).
-fn lbctl(lab: &Topology, args: &[&str]) -> Output {
-    let binary = lbctl_binary().expect("lbctl");
-    let output = std::process::Command::new("ip")
-        .args(["netns", "exec", lab.director.name()])
-        .arg(binary)
-        .args(["--name", lab.prefix()])
-        .args(args)
-        .output()
-        .expect("run lbctl");
-    eprintln!(
-        "$ lbctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
-}
-
+/// lbctl in the director's namespace (IPVS is per namespace); it must succeed.
 fn lbctl_ok(lab: &Topology, args: &[&str]) -> String {
-    let output = lbctl(lab, args);
-    assert!(output.status.success(), "lbctl {args:?} failed");
-    String::from_utf8(output.stdout).expect("utf-8")
+    lbctl_ok_in(Some(&lab.director), lab.prefix(), args)
 }
 
 /// Wait (bounded) until ipvsadm's listing satisfies `done`.

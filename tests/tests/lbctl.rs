@@ -7,13 +7,13 @@ use std::{
     io::{Read as _, Write as _},
     net::{SocketAddr, TcpStream, UdpSocket},
     path::Path,
-    process::{Command, Output},
+    process::Output,
     time::Duration,
 };
 
 use lb_tests::{
     http::KeepAlive,
-    lbd::{Lbd, lbctl_binary},
+    lbd::{Lbd, lbctl_in, lbctl_ok_in},
     privilege::require_root,
     topology::{ECHO_PORT, Topology, VIP, real_addr, vip_http},
 };
@@ -55,25 +55,12 @@ fn config(lab: &Topology) -> String {
 }
 
 fn lbctl(prefix: &str, args: &[&str]) -> Output {
-    let output = Command::new(lbctl_binary().expect("lbctl"))
-        .args(["--name", prefix])
-        .args(args)
-        .output()
-        .expect("run lbctl");
-    eprintln!(
-        "$ lbctl {}\n{}{}",
-        args.join(" "),
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    output
+    lbctl_in(None, prefix, args)
 }
 
 /// lbctl's standard output; it must succeed.
 fn lbctl_ok(prefix: &str, args: &[&str]) -> String {
-    let output = lbctl(prefix, args);
-    assert!(output.status.success(), "lbctl {args:?} failed");
-    String::from_utf8(output.stdout).expect("utf-8")
+    lbctl_ok_in(None, prefix, args)
 }
 
 /// The numbers of the `--stats` line that starts with `name`.

@@ -90,6 +90,17 @@ impl Pair {
         Keepalived::start(&self.peer, &self.dir.join("keepalived"), config).expect("keepalived")
     }
 
+    /// VRRPv3 for `vip`: keepalived at priority 100, then lbd at 150 (with `extra` lines),
+    /// once lbd is master.
+    fn v3_lbd_master(&self, vip: &str, extra: &str) -> (Keepalived, Lbd) {
+        let v3 = "global_defs {\n    vrrp_version 3\n}\n";
+        let keepalived = self.keepalived(&format!("{v3}{}", instance(100, vip, "")));
+        let mut lbd = self.lbd(&format!("{v3}{}", instance(150, vip, extra)));
+        lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
+            .expect("lbd master");
+        (keepalived, lbd)
+    }
+
     /// Whether `ns` holds `vip` now.
     fn holds(ns: &Netns, vip: &str) -> bool {
         let address = vip.split('/').next().unwrap_or(vip);
@@ -259,11 +270,7 @@ fn vrrpv3_over_ipv6() {
     }
     let pair = pair("lbt-vi5");
     let vip = "2001:db8:9::100/64";
-    let v3 = "global_defs {\n    vrrp_version 3\n}\n";
-    let keepalived = pair.keepalived(&format!("{v3}{}", instance(100, vip, "")));
-    let mut lbd = pair.lbd(&format!("{v3}{}", instance(150, vip, "")));
-    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
-        .expect("lbd master");
+    let (keepalived, mut lbd) = pair.v3_lbd_master(vip, "");
     Pair::wait_holds(&pair.lbd, vip, true, Duration::from_secs(2));
     keepalived
         .wait_for("Entering BACKUP STATE", 1, Duration::from_secs(5))
@@ -565,11 +572,7 @@ fn use_vmac_over_ipv6_with_a_keepalived_backup() {
     }
     let pair = pair("lbt-vib");
     let vip = "2001:db8:9::110/64";
-    let v3 = "global_defs {\n    vrrp_version 3\n}\n";
-    let keepalived = pair.keepalived(&format!("{v3}{}", instance(100, vip, "")));
-    let mut lbd = pair.lbd(&format!("{v3}{}", instance(150, vip, "    use_vmac\n")));
-    lbd.wait_for("Entering MASTER STATE", 1, Duration::from_secs(10))
-        .expect("lbd master");
+    let (keepalived, mut lbd) = pair.v3_lbd_master(vip, "    use_vmac\n");
     // RFC 5798's IPv6 MAC (vrid 42 = 0x2a) on the macvlan, which holds the VIP and a
     // copy of eth0's link-local address, and no link-local address made from the
     // virtual MAC (that one would be the same on every router of the VRID).

@@ -14,6 +14,7 @@ use super::{
     ipvs::IpvsDataplane, xdp::XdpDataplane,
 };
 use crate::{
+    check::health::service_id,
     model::{Config, ForwardMethod},
     nexthop::KernelNextHops,
 };
@@ -59,13 +60,9 @@ pub fn ipvs_refusal(config: &Config) -> Option<String> {
         .iter()
         .find(|vs| vs.forward == ForwardMethod::FullNat)
         .map(|vs| {
-            let id = ServiceId {
-                addr: vs.addr,
-                port: vs.port,
-                protocol: vs.protocol,
-            };
             format!(
-                "virtual_server {id}: lb_kind FNAT needs the XDP data plane; IPVS has no FullNAT (use NAT, DR or TUN with --dataplane ipvs)"
+                "virtual_server {}: lb_kind FNAT needs the XDP data plane; IPVS has no FullNAT (use NAT, DR or TUN with --dataplane ipvs)",
+                service_id(vs)
             )
         })
 }
@@ -77,14 +74,11 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
             .reals
             .iter()
             .find(|r| r.upper_threshold > 0 || r.lower_threshold > 0)?;
-        let id = ServiceId {
-            addr: vs.addr,
-            port: vs.port,
-            protocol: vs.protocol,
-        };
         Some(format!(
-            "virtual_server {id}: real_server {} {} has uthreshold/lthreshold, connection limits that only the kernel's IPVS has (use --dataplane ipvs or auto)",
-            real.addr, real.port
+            "virtual_server {}: real_server {} {} has uthreshold/lthreshold, connection limits that only the kernel's IPVS has (use --dataplane ipvs or auto)",
+            service_id(vs),
+            real.addr,
+            real.port
         ))
     })
 }

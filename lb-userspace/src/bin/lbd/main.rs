@@ -333,9 +333,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !args.decap.is_empty() {
         return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
     }
-    for warning in nat_forwarding_warnings(&loaded.config) {
-        warn!("{warning}");
-    }
     let mut checks = Checks::start(&loaded.config);
     let services = loaded.config.virtual_servers.len();
     let reals: usize = loaded
@@ -350,6 +347,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         interfaces,
         status: dataplane_status,
     } = start_dataplane(&args, loaded.config, &checks)?;
+    for warning in nat_forwarding_warnings(controller.running(), dataplane_status.kind) {
+        warn!("{warning}");
+    }
     let pins = pin_dir(&args.name);
     match dataplane_status.kind {
         DataplaneKind::Xdp => info!(
@@ -385,12 +385,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sweep = tokio::time::interval(Duration::from_secs(args.sweep_interval.max(1)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     sweep.tick().await;
+    // Next hops and the flow table are XDP's: IPVS resolves and expires on its own.
+    let xdp = dataplane_status.kind == DataplaneKind::Xdp;
     // A change of a real's neighbour entry brings a refresh forward (`soon`; the delay
     // gathers the changes of one moment into one refresh). Lost events (a full socket
     // buffer) are taken as a change.
-    let mut neighbours = match NeighbourEvents::subscribe() {
-        Ok(events) => Some(events),
-        Err(e) => {
+    let mut neighbours = match xdp.then(NeighbourEvents::subscribe) {
+        None => None,
+        Some(Ok(events)) => Some(events),
+        Some(Err(e)) => {
             warn!(
                 "cannot follow the neighbour table ({e}); next hops are refreshed every {} s only",
                 args.refresh_interval
@@ -457,7 +460,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 checks.follow_addresses(controller.running());
                 control.write_status();
             }
-            _ = sweep.tick() => match controller.sweep() {
+            _ = sweep.tick(), if xdp => match controller.sweep() {
                 Ok(report) if report.expired > 0 => debug!(
                     "sweep: {} flows expired, {} remain", report.expired, report.flows
                 ),
@@ -549,9 +552,6 @@ fn start_ipvs(
     fallback_reason: Option<String>,
 ) -> anyhow::Result<Started> {
     let ipvs = IpvsDataplane::open()?;
-    for warning in ipvs_nat_warnings(&config) {
-        warn!("{warning}");
-    }
     let mut controller = Controller::new(Backend::Ipvs(ipvs));
     let report = controller.apply_with(config, checks.overlay())?;
     log_report(&report, &ApplyReport::default());
@@ -571,9 +571,6 @@ fn start_ipvs(
 /// else to the VRRP instances' interfaces and those the reals are reached through).
 /// Nothing stays attached when this fails.
 fn start_xdp(args: &Args, config: Config, checks: &Checks) -> anyhow::Result<Started> {
-    for warning in nat_forwarding_warnings(&config) {
-        warn!("{warning}");
-    }
     let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
     let options = XdpOptions {
         pin_dir: Some(pin_dir(&args.name)),
@@ -708,9 +705,11 @@ async fn run_decap(
     Ok(())
 }
 
-/// NAT and FullNAT hand translated replies to the kernel to route: it must forward IP,
-/// and accept packets whose source (the VIP) is one of its own addresses.
-fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
+/// What NAT needs of the kernel's settings on data plane `kind`. XDP hands translated
+/// replies to the kernel to route: it must forward IP, accept packets whose source (the
+/// VIP) is one of its own addresses, and not filter them by reverse path. IPVS translates
+/// replies on the forward path: it must forward IP.
+fn nat_forwarding_warnings(config: &Config, kind: DataplaneKind) -> Vec<String> {
     let nat = |v4: bool| {
         config
             .virtual_servers
@@ -718,24 +717,35 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
             .any(|vs| vs.forward.translates_replies() && vs.addr.is_ipv4() == v4)
     };
     let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
+    let (why, why6, settings): (&str, &str, &[(&str, &str)]) = match kind {
+        DataplaneKind::Xdp => (
+            "lb_kind NAT/FNAT: replies from the reals are routed by the kernel after translation",
+            "lb_kind NAT/FNAT (IPv6): replies from the reals are routed by the kernel after translation",
+            &[
+                ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
+                (
+                    "/proc/sys/net/ipv4/conf/all/accept_local",
+                    "net.ipv4.conf.all.accept_local=1",
+                ),
+            ],
+        ),
+        DataplaneKind::Ipvs => (
+            "lb_kind NAT on IPVS: the reals' replies are forwarded by the director",
+            "lb_kind NAT on IPVS: the reals' replies are forwarded by the director",
+            &[("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1")],
+        ),
+    };
     let mut warnings = Vec::new();
     if nat(true) {
-        for (path, setting) in [
-            ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
-            (
-                "/proc/sys/net/ipv4/conf/all/accept_local",
-                "net.ipv4.conf.all.accept_local=1",
-            ),
-        ] {
+        for (path, setting) in settings {
             if !enabled(path) {
-                warnings.push(format!(
-                    "lb_kind NAT/FNAT: replies from the reals are routed by the kernel after translation; set sysctl {setting}"
-                ));
+                warnings.push(format!("{why}; set sysctl {setting}"));
             }
         }
     }
     // Strict reverse-path filtering drops a reply whose source is the director's own VIP.
-    if nat(true)
+    if kind == DataplaneKind::Xdp
+        && nat(true)
         && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
             .is_ok_and(|v| v.trim() == "1")
     {
@@ -744,36 +754,9 @@ fn nat_forwarding_warnings(config: &Config) -> Vec<String> {
         );
     }
     if nat(false) && !enabled("/proc/sys/net/ipv6/conf/all/forwarding") {
-        warnings.push(
-            "lb_kind NAT/FNAT (IPv6): replies from the reals are routed by the kernel after translation; set sysctl net.ipv6.conf.all.forwarding=1".to_owned(),
-        );
+        warnings.push(format!("{why6}; set sysctl net.ipv6.conf.all.forwarding=1"));
     }
     warnings
-}
-
-/// IPVS translates NAT replies on the director's forward path: it must forward IP.
-fn ipvs_nat_warnings(config: &Config) -> Vec<String> {
-    let nat = |v4: bool| {
-        config
-            .virtual_servers
-            .iter()
-            .any(|vs| vs.forward == ForwardMethod::Nat && vs.addr.is_ipv4() == v4)
-    };
-    let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
-    [
-        (true, "/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
-        (
-            false,
-            "/proc/sys/net/ipv6/conf/all/forwarding",
-            "net.ipv6.conf.all.forwarding=1",
-        ),
-    ]
-    .into_iter()
-    .filter(|(v4, path, _)| nat(*v4) && !enabled(path))
-    .map(|(_, _, setting)| {
-        format!("lb_kind NAT on IPVS: the reals' replies are forwarded by the director; set sysctl {setting}")
-    })
-    .collect()
 }
 
 /// Resolve the reals' next hops again and log what changed.
@@ -925,10 +908,8 @@ fn reload(
         error!("reload rejected, the running configuration stays: {refusal}");
         return false;
     }
-    if controller.dataplane().kind() == DataplaneKind::Xdp {
-        for warning in nat_forwarding_warnings(&loaded.config) {
-            warn!("{warning}");
-        }
+    for warning in nat_forwarding_warnings(&loaded.config, controller.dataplane().kind()) {
+        warn!("{warning}");
     }
     let health = checks.health_for(controller.running(), &loaded.config);
     match controller.apply_with(loaded.config, health.overlay()) {

@@ -5,7 +5,6 @@
 
 use std::{
     io,
-    os::fd::AsRawFd,
     sync::atomic::{AtomicU32, Ordering},
     time::Duration,
 };
@@ -96,7 +95,8 @@ impl GenlSocket {
         socket
             .connect(&NetlinkAddr::new(0, 0))
             .map_err(error("connecting to the kernel"))?;
-        set_receive_timeout(&socket, TIMEOUT).map_err(error("setting the receive timeout"))?;
+        crate::rtnl::set_receive_timeout(&socket, TIMEOUT)
+            .map_err(error("setting the receive timeout"))?;
         // Best effort: a smaller buffer only means more, smaller reads.
         let _ = socket.set_rx_buf_sz(RECEIVE_BUFFER);
         Ok(Self {
@@ -187,28 +187,6 @@ impl GenlSocket {
                 },
             }),
         }
-    }
-}
-
-fn set_receive_timeout(socket: &Socket, timeout: Duration) -> io::Result<()> {
-    let value = libc::timeval {
-        tv_sec: timeout.as_secs() as libc::time_t,
-        tv_usec: timeout.subsec_micros() as libc::suseconds_t,
-    };
-    // SAFETY: `value` is a live timeval and its size is passed with it.
-    let rc = unsafe {
-        libc::setsockopt(
-            socket.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_RCVTIMEO,
-            (&value as *const libc::timeval).cast(),
-            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(io::Error::last_os_error())
     }
 }
 
