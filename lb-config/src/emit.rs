@@ -92,7 +92,18 @@ fn global_defs(config: &Config, text: &mut String) {
 }
 
 fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
-    let _ = writeln!(text, "virtual_server {} {} {{", vs.addr, vs.port);
+    match vs.fwmark {
+        Some(mark) => {
+            let family = if vs.addr.is_ipv6() { "inet6" } else { "inet" };
+            let _ = writeln!(
+                text,
+                "virtual_server fwmark {mark} {{\n    ip_family {family}"
+            );
+        }
+        None => {
+            let _ = writeln!(text, "virtual_server {} {} {{", vs.addr, vs.port);
+        }
+    }
     let _ = writeln!(text, "    lb_algo {}", vs.scheduler.name());
     let _ = writeln!(text, "    lb_kind {}", vs.forward.name());
     let protocol = match vs.protocol {

@@ -87,7 +87,7 @@ pub fn groups(
 pub const MAX_GROUP_MEMBERS: usize = 65_536;
 
 /// Every `virtual_server_group` among the top-level statements: its (address, port)
-/// members, by name. `fwmark` members are refused (the XDP data plane cannot see marks).
+/// members, by name. `fwmark` members are not supported yet (`virtual_server fwmark N` is).
 pub fn server_groups(
     statements: &[Statement],
     diagnostics: &mut Vec<Diagnostic>,
@@ -111,7 +111,7 @@ pub fn server_groups(
             match (item.name(), item.args.as_slice()) {
                 ("fwmark", _) => diagnostics.push(Diagnostic::error(
                     at,
-                    "fwmark members are not supported by the XDP data plane; use addresses",
+                    "fwmark members of a virtual_server_group are not supported yet; use `virtual_server fwmark N`",
                 )),
                 (range, [port]) => {
                     let port = super::values::parse_port(&port.text, at, diagnostics);

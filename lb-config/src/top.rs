@@ -111,17 +111,17 @@ pub fn build_config(
                         ));
                         continue;
                     }
-                    if seen.insert((vs.addr, vs.port, vs.protocol)) {
+                    if seen.insert((vs.addr, vs.port, vs.protocol, vs.fwmark)) {
                         config.virtual_servers.push(vs);
                     } else {
+                        let what = match vs.fwmark {
+                            Some(mark) if vs.addr.is_ipv6() => format!("fwmark {mark} (IPv6)"),
+                            Some(mark) => format!("fwmark {mark}"),
+                            None => format!("{} {} {}", vs.addr, vs.port, vs.protocol.name()),
+                        };
                         diagnostics.push(Diagnostic::error(
                             statement.location(),
-                            format!(
-                                "duplicate virtual_server {} {} {}",
-                                vs.addr,
-                                vs.port,
-                                vs.protocol.name()
-                            ),
+                            format!("duplicate virtual_server {what}"),
                         ));
                     }
                 }

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::model::{
     ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, ServiceExtras,
-    SorryServer, VirtualServer,
+    SorryServer, VirtualServer, check::CheckKind,
 };
 
 /// keepalived's defaults.
@@ -36,18 +36,28 @@ const MAX_PERSISTENCE_TIMEOUT: u32 = 2_678_400;
 /// ipvsadm's weight range.
 const MAX_WEIGHT: u32 = 65535;
 
-/// The addresses and ports a `virtual_server` block stands for: its own `IP PORT`, or
-/// each member of `group NAME` (`virtual_server_group`).
+/// What a `virtual_server` block stands for: its own `IP PORT`, each member of `group
+/// NAME` (`virtual_server_group`), or `fwmark N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Target {
+    Address(IpAddr, u16),
+    Fwmark(u32),
+}
+
+/// The services a `virtual_server` block stands for.
 pub fn targets(
     statement: &Statement,
     server_groups: &BTreeMap<String, Vec<(IpAddr, u16)>>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Vec<(IpAddr, u16)> {
+) -> Vec<Target> {
     let location = statement.location();
     let args: Vec<&str> = statement.args.iter().map(|t| t.text.as_str()).collect();
     match args.as_slice() {
         ["group", name] => match server_groups.get(*name) {
-            Some(members) => members.clone(),
+            Some(members) => members
+                .iter()
+                .map(|(addr, port)| Target::Address(*addr, *port))
+                .collect(),
             None => {
                 diagnostics.push(Diagnostic::error(
                     location,
@@ -56,40 +66,83 @@ pub fn targets(
                 Vec::new()
             }
         },
-        ["fwmark", ..] => {
-            diagnostics.push(Diagnostic::error(
-                location,
-                "virtual_server fwmark is not supported by the XDP data plane (firewall marks are set after XDP runs); use `virtual_server IP PORT` or a virtual_server_group",
-            ));
-            Vec::new()
-        }
+        ["fwmark", mark] => match mark.parse::<u32>() {
+            // IPVS has no service for mark 0 (unmarked packets).
+            Ok(mark @ 1..) => vec![Target::Fwmark(mark)],
+            _ => {
+                diagnostics.push(Diagnostic::error(
+                    location,
+                    format!(
+                        "virtual_server fwmark `{mark}` is not a firewall mark (1..={})",
+                        u32::MAX
+                    ),
+                ));
+                Vec::new()
+            }
+        },
         [addr, port] => {
             let target = parse_addr(addr, location, diagnostics).zip(parse_port(
                 port,
                 location,
                 diagnostics,
             ));
-            target.into_iter().collect()
+            target
+                .map(|(addr, port)| Target::Address(addr, port))
+                .into_iter()
+                .collect()
         }
         _ => {
             diagnostics.push(Diagnostic::error(
                 location,
-                "virtual_server needs an address and a port: `virtual_server IP PORT {`, or `virtual_server group NAME {`",
+                "virtual_server needs an address and a port: `virtual_server IP PORT {`, `virtual_server group NAME {` or `virtual_server fwmark N {`",
             ));
             Vec::new()
         }
     }
 }
 
-/// The service of a `virtual_server` block at `addr` and `port` (its own, or a group
-/// member's).
+/// The address family of a `virtual_server fwmark` block, as keepalived decides it:
+/// `ip_family inet|inet6`, else the family its real servers and sorry server share, else
+/// IPv4. Returned as the family's unspecified address.
+fn fwmark_family(statement: &Statement) -> IpAddr {
+    let items = statement.block.as_deref().unwrap_or_default();
+    let declared = items
+        .iter()
+        .filter(|item| item.name() == "ip_family")
+        .find_map(|item| match item.args.first().map(|a| a.text.as_str()) {
+            Some("inet") => Some(false),
+            Some("inet6") => Some(true),
+            _ => None,
+        });
+    let servers = items
+        .iter()
+        .filter(|item| matches!(item.name(), "real_server" | "sorry_server"))
+        .filter_map(|item| item.args.first()?.text.parse::<IpAddr>().ok())
+        .map(|addr| addr.is_ipv6());
+    let ipv6 = declared.unwrap_or_else(|| {
+        let families: HashSet<bool> = servers.collect();
+        families.len() == 1 && families.contains(&true)
+    });
+    if ipv6 {
+        IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// The service of a `virtual_server` block for `target` (its own address and port, a
+/// group member's, or its firewall mark).
 pub fn virtual_server(
     statement: &Statement,
-    (addr, port): (IpAddr, u16),
+    target: Target,
     local_groups: &BTreeMap<String, LocalAddressGroup>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<VirtualServer> {
     let location = statement.location();
+    let (addr, port, fwmark) = match target {
+        Target::Address(addr, port) => (addr, port, None),
+        Target::Fwmark(mark) => (fwmark_family(statement), 0, Some(mark)),
+    };
     let mut protocol = None;
     let mut scheduler = (DEFAULT_SCHEDULER.to_owned(), location.clone());
     let mut forward = (DEFAULT_FORWARD.to_owned(), location.clone());
@@ -149,8 +202,13 @@ pub fn virtual_server(
             "sorry_server" => match item.args.as_slice() {
                 [addr, port] => {
                     let at = item.location();
+                    // 0 in a firewall-mark service: the packet's port.
+                    let port = match port.text.as_str() {
+                        "0" if fwmark.is_some() => Some(0),
+                        text => parse_port(text, at, diagnostics),
+                    };
                     extras.sorry_server = parse_addr(&addr.text, at, diagnostics)
-                        .zip(parse_port(&port.text, at, diagnostics))
+                        .zip(port)
                         .map(|(addr, port)| SorryServer { addr, port });
                 }
                 _ => diagnostics.push(Diagnostic::error(
@@ -175,6 +233,25 @@ pub fn virtual_server(
                 }
                 flag_items.push(item);
             }
+            // Read before the block (`fwmark_family`) for a firewall-mark service.
+            "ip_family" => match single_arg(item, diagnostics) {
+                Some(family @ ("inet" | "inet6")) => {
+                    if fwmark.is_none() && (family == "inet6") != addr.is_ipv6() {
+                        diagnostics.push(Diagnostic::warning(
+                            item.location(),
+                            format!("ip_family {family} does not match the virtual server's address {addr}; ignored"),
+                        ));
+                    }
+                }
+                Some(other) => {
+                    diagnostics.push(Diagnostic::error(
+                        item.location(),
+                        format!("ip_family `{other}` is not an address family (inet or inet6)"),
+                    ));
+                    ok = false;
+                }
+                None => ok = false,
+            },
             // keepalived 2.1+: the tunnel type of lb_kind TUN; IPIP is the default.
             "tun_type" => match single_arg(item, diagnostics) {
                 Some("ipip") => {}
@@ -256,7 +333,7 @@ pub fn virtual_server(
     }
 
     for item in real_items {
-        match real_server(item, timing, diagnostics) {
+        match real_server(item, timing, fwmark.is_some(), diagnostics) {
             Some(real) => reals.push((real, item.location().clone())),
             None => ok = false,
         }
@@ -304,6 +381,7 @@ pub fn virtual_server(
         }
     };
 
+    let name = fwmark.map_or_else(|| addr.to_string(), |mark| format!("fwmark {mark}"));
     let mut seen = HashSet::new();
     reals.retain_mut(|(real, real_location)| {
         // TUN may carry an IPv4 VIP's packets to an IPv6 real (4in6).
@@ -312,14 +390,32 @@ pub fn virtual_server(
             diagnostics.push(Diagnostic::warning(
                 &*real_location,
                 format!(
-                    "real_server {} and virtual_server {addr} are of different address families; real server skipped, as keepalived does",
+                    "real_server {} and virtual_server {name} are of different address families; real server skipped, as keepalived does",
                     real.addr
                 ),
             ));
             return false;
         }
+        // A firewall-mark service takes many ports, and DR and TUN keep the packet's:
+        // keepalived clears the real's port for IPVS; its checkers still connect to it.
+        if let (Some(mark), Some(ForwardMethod::Dr | ForwardMethod::Tun)) = (fwmark, forward)
+            && real.port != 0
+        {
+            diagnostics.push(Diagnostic::warning(
+                &*real_location,
+                format!(
+                    "virtual_server fwmark {mark}: real_server {} port {} is not used for forwarding (the packet keeps its port); checkers without connect_port connect to it, as keepalived does",
+                    real.addr, real.port
+                ),
+            ));
+            for checker in real.checkers.iter_mut().filter(|c| connects_to_port(&c.kind)) {
+                checker.connect_port.get_or_insert(real.port);
+            }
+            real.port = 0;
+        }
         // DR and TUN do not translate ports: keepalived resets the real's port.
         if let Some(method @ (ForwardMethod::Dr | ForwardMethod::Tun)) = forward
+            && fwmark.is_none()
             && real.port != port
         {
             diagnostics.push(Diagnostic::warning(
@@ -347,7 +443,18 @@ pub fn virtual_server(
     // keepalived's checks of a virtual server with reals, with its corrections (one
     // without is ignored, below, once every error in it is reported).
     let has_reals = !reals.is_empty();
+    // The kernel records a firewall-mark service as TCP, whatever `protocol` says.
+    if let (Some(mark), Some(_)) = (fwmark, protocol) {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("virtual_server fwmark {mark}: `protocol` is ignored (the mark decides which packets the service takes), as keepalived does"),
+        ));
+    }
+    let protocol = protocol.filter(|_| fwmark.is_none());
     let protocol = protocol.unwrap_or_else(|| {
+        if fwmark.is_some() {
+            return Protocol::Tcp;
+        }
         diagnostics.extend(has_reals.then(|| Diagnostic::warning(
             location,
             "no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
@@ -443,8 +550,34 @@ pub fn virtual_server(
         (_, None) => Vec::new(),
     };
 
-    // IPVS schedules one packet at a time for UDP only.
+    if let Some(mark) = fwmark.filter(|_| extras.ha_suspend) {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("virtual_server fwmark {mark}: ha_suspend needs a VIP to watch; cleared, as keepalived does"),
+        ));
+        extras.ha_suspend = false;
+    }
+    if let (Some(mark), Some(ForwardMethod::Dr | ForwardMethod::Tun), Some(sorry)) =
+        (fwmark, forward, extras.sorry_server.as_mut())
+        && sorry.port != 0
+    {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("virtual_server fwmark {mark}: sorry_server port {} is not used (the packet keeps its port), as keepalived does", sorry.port),
+        ));
+        sorry.port = 0;
+    }
+    if let (Some(mark), Some(ForwardMethod::FullNat)) = (fwmark, forward) {
+        diagnostics.push(Diagnostic::error(
+            location,
+            format!("virtual_server fwmark {mark}: lb_kind FNAT needs a VIP and port (FullNAT runs in XDP, which cannot see firewall marks; the kernel's IPVS has no FullNAT)"),
+        ));
+        ok = false;
+    }
+    // IPVS schedules one packet at a time for UDP only (a firewall-mark service's UDP
+    // packets).
     let one_packet = match (&ops, protocol) {
+        (Some(_), _) if fwmark.is_some() => true,
         (Some(at), Protocol::Udp) if forward == Some(ForwardMethod::FullNat) => {
             // A datagram's local port would be free again before its answer came back.
             diagnostics.push(Diagnostic::error(
@@ -487,6 +620,7 @@ pub fn virtual_server(
         addr,
         port,
         protocol,
+        fwmark,
         scheduler: scheduler?,
         sched_flags,
         persistence,
@@ -623,10 +757,21 @@ fn default_note(at: &Location, vs: &Location) -> &'static str {
     }
 }
 
-/// A `real_server` block; `outer` is its virtual server's timing for the checkers.
+/// Whether a checker of this kind connects to a port (the real's unless `connect_port`).
+fn connects_to_port(kind: &CheckKind) -> bool {
+    !matches!(
+        kind,
+        CheckKind::Misc(_) | CheckKind::Ping | CheckKind::File { .. }
+    )
+}
+
+/// A `real_server IP PORT` block; `outer` is its virtual server's timing for the
+/// checkers. In a firewall-mark service the port may be 0 (keep the packet's port, also
+/// for NAT), and then its checkers need a `connect_port`.
 fn real_server(
     statement: &Statement,
     outer: Timing,
+    in_fwmark_service: bool,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<RealServer> {
     let location = statement.location();
@@ -638,7 +783,10 @@ fn real_server(
         return None;
     };
     let addr = parse_addr(&addr.text, location, diagnostics)?;
-    let port = parse_port(&port.text, location, diagnostics)?;
+    let port = match port.text.as_str() {
+        "0" if in_fwmark_service => 0,
+        text => parse_port(text, location, diagnostics)?,
+    };
     if statement.block.is_none() {
         diagnostics.push(Diagnostic::error(
             location,
@@ -688,10 +836,21 @@ fn real_server(
         return None;
     }
     let timing = timing.or(outer);
-    let checkers = checker_items
+    let checkers: Vec<_> = checker_items
         .into_iter()
         .filter_map(|item| checker(item, timing, diagnostics))
         .collect();
+    if port == 0
+        && checkers
+            .iter()
+            .any(|c| connects_to_port(&c.kind) && c.connect_port.is_none())
+    {
+        diagnostics.push(Diagnostic::error(
+            location,
+            "real_server port 0 keeps the packet's port: its checkers need `connect_port`",
+        ));
+        return None;
+    }
     Some(RealServer {
         addr,
         port,
@@ -994,7 +1153,7 @@ virtual_server 192.0.2.3 80 {
 }
 virtual_server 192.0.2.4 0 {
 }
-virtual_server fwmark 1 {
+virtual_server fwmark 0 {
 }
 include /etc/keepalived/services/*.conf
 ",
@@ -1009,7 +1168,7 @@ include /etc/keepalived/services/*.conf
                 "10: weight `70000` is not an integer in 0..=65535",
                 "16: protocol `SCTP` is not supported (supported: TCP, UDP)",
                 "20: port 0 (all ports) is not supported yet",
-                "22: virtual_server fwmark is not supported by the XDP data plane (firewall marks are set after XDP runs); use `virtual_server IP PORT` or a virtual_server_group",
+                "22: virtual_server fwmark `0` is not a firewall mark (1..=4294967295)",
             ]
         );
         assert_eq!(
@@ -1072,6 +1231,121 @@ virtual_server 192.0.2.1 80 {
         assert_eq!(loaded.config.virtual_servers[0].reals.len(), 1);
         assert_eq!(loaded.config.virtual_servers[0].reals[0].port, 80);
     }
+    #[test]
+    fn fwmark_services_take_their_family_from_ip_family_or_their_reals() {
+        let loaded = ok("
+virtual_server fwmark 1 {
+    lb_algo rr
+    lb_kind DR
+    protocol UDP
+    ops
+    real_server 10.0.0.1 80 {
+        TCP_CHECK {}
+        MISC_CHECK { misc_path /bin/true }
+    }
+    real_server 10.0.0.2 80 {
+        TCP_CHECK { connect_port 8080 }
+    }
+}
+virtual_server fwmark 1 {
+    lb_algo rr
+    lb_kind NAT
+    real_server 2001:db8::1 8080 {}
+    real_server 2001:db8::2 0 {}
+}
+virtual_server fwmark 2 {
+    ip_family inet
+    lb_algo rr
+    lb_kind TUN
+    protocol TCP
+    real_server 2001:db8::1 80 {}
+}
+");
+        let [dr, nat, tun] = loaded.config.virtual_servers.as_slice() else {
+            panic!("{:?}", loaded.config.virtual_servers)
+        };
+        // The kernel's firewall-mark services are TCP; ops applies to their UDP packets.
+        assert_eq!(
+            (dr.addr, dr.port, dr.protocol, dr.fwmark, dr.one_packet),
+            ("0.0.0.0".parse().unwrap(), 0, Protocol::Tcp, Some(1), true)
+        );
+        // DR keeps the packet's port: the real's goes to its checkers.
+        assert_eq!(dr.reals[0].port, 0);
+        let ports: Vec<Option<u16>> = dr.reals[0]
+            .checkers
+            .iter()
+            .map(|c| c.connect_port)
+            .collect();
+        assert_eq!(ports, [Some(80), None]);
+        assert_eq!(dr.reals[1].checkers[0].connect_port, Some(8080));
+        // The same mark, another family: another service. NAT keeps the real's port
+        // (0: the packet's).
+        assert_eq!((nat.addr, nat.fwmark), ("::".parse().unwrap(), Some(1)));
+        let ports: Vec<u16> = nat.reals.iter().map(|r| r.port).collect();
+        assert_eq!(ports, [8080, 0]);
+        // ip_family decides over the reals: IPv4 packets tunnelled to an IPv6 real.
+        assert_eq!(
+            (tun.addr, tun.fwmark),
+            ("0.0.0.0".parse().unwrap(), Some(2))
+        );
+        assert_eq!(
+            (tun.reals[0].addr, tun.reals[0].port),
+            ("2001:db8::1".parse().unwrap(), 0)
+        );
+        let warnings = specific(&loaded.warnings);
+        assert!(
+            warnings.contains(&"7: virtual_server fwmark 1: real_server 10.0.0.1 port 80 is not used for forwarding (the packet keeps its port); checkers without connect_port connect to it, as keepalived does".to_owned()),
+            "{warnings:?}"
+        );
+
+        let errors = errors(
+            "
+virtual_server fwmark 3 {
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.1 0 {
+        TCP_CHECK { connect_port 80 }
+    }
+}
+virtual_server fwmark 3 {
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.1 0 {
+        TCP_CHECK {}
+    }
+    real_server 10.0.0.2 80 {}
+}
+virtual_server fwmark 3 {
+    lb_algo rr
+    lb_kind DR
+    real_server 10.0.0.1 80 {}
+}
+virtual_server fwmark 4 {
+    ip_family inet5
+    lb_algo rr
+    lb_kind FNAT
+    laddr_group_name pool
+    real_server 10.0.0.1 80 {}
+}
+local_address_group pool {
+    10.0.1.1
+}
+virtual_server 192.0.2.1 0 {
+}
+",
+        );
+        assert_eq!(
+            lines(&errors),
+            [
+                "12: real_server port 0 keeps the packet's port: its checkers need `connect_port`",
+                "17: duplicate virtual_server fwmark 3",
+                "22: virtual_server fwmark 4: lb_kind FNAT needs a VIP and port (FullNAT runs in XDP, which cannot see firewall marks; the kernel's IPVS has no FullNAT)",
+                "23: ip_family `inet5` is not an address family (inet or inet6)",
+                "32: port 0 (all ports) is not supported yet",
+            ]
+        );
+    }
+
     #[test]
     fn full_nat_takes_the_pool_of_its_family_from_the_named_group() {
         let loaded = ok("

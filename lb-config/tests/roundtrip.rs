@@ -215,10 +215,11 @@ prop_compose! {
         if extras.hysteresis >= extras.quorum {
             extras.hysteresis = extras.quorum.saturating_sub(1);
         }
-        VirtualServer {
+        let mut vs = VirtualServer {
             addr: addr(ipv6, 0, index + 1),
             port,
             protocol,
+            fwmark: None,
             scheduler,
             sched_flags: SchedFlags { fallback, port: hash_port },
             persistence: persistence.map(|(timeout_secs, prefix)| Persistence {
@@ -257,6 +258,43 @@ prop_compose! {
                     lower_threshold: thresholds.0.min(thresholds.1),
                 })
                 .collect(),
+        };
+        // Every fourth a firewall-mark service (not FullNAT, which needs a VIP).
+        if index % 4 == 3 && forward != ForwardMethod::FullNat {
+            as_fwmark_service(&mut vs, u32::from(index) + 1, ops);
+        }
+        vs
+    }
+}
+
+/// `vs` as `virtual_server fwmark MARK` reads back: no VIP or port, TCP, `ops` whatever
+/// the protocol, no ha_suspend; DR and TUN reals and sorry server with port 0, the reals'
+/// checkers connecting to the port they had.
+fn as_fwmark_service(vs: &mut VirtualServer, mark: u32, ops: bool) {
+    vs.addr = if vs.addr.is_ipv6() {
+        IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+    };
+    vs.port = 0;
+    vs.protocol = Protocol::Tcp;
+    vs.fwmark = Some(mark);
+    vs.one_packet = ops;
+    vs.extras.ha_suspend = false;
+    if matches!(vs.forward, ForwardMethod::Dr | ForwardMethod::Tun) {
+        if let Some(sorry) = &mut vs.extras.sorry_server {
+            sorry.port = 0;
+        }
+        for real in &mut vs.reals {
+            for checker in &mut real.checkers {
+                if !matches!(
+                    checker.kind,
+                    CheckKind::Misc(_) | CheckKind::File { .. } | CheckKind::Ping
+                ) {
+                    checker.connect_port.get_or_insert(real.port);
+                }
+            }
+            real.port = 0;
         }
     }
 }

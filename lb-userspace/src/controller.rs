@@ -128,6 +128,7 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
             addr: vs.addr,
             port: vs.port,
             protocol: vs.protocol,
+            fwmark: vs.fwmark,
             scheduler: vs.scheduler,
             sched_flags: vs.sched_flags,
             persistence: vs.persistence,

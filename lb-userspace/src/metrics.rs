@@ -160,11 +160,17 @@ fn data_plane(out: &mut Exposition, counters: &Counters) {
     }
     for service in &counters.services {
         let (vip, port) = (service.addr.to_string(), service.port.to_string());
-        let labels = vec![
+        let mark = service.fwmark.map(|m| m.to_string());
+        let mut labels = vec![
             ("protocol", service.protocol.name()),
             ("vip", vip.as_str()),
             ("port", port.as_str()),
         ];
+        // A firewall-mark service: its mark (its vip is the family's unspecified
+        // address, its port 0).
+        if let Some(mark) = &mark {
+            labels.push(("fwmark", mark));
+        }
         traffic(out, SERVICE, &labels, &service.traffic);
         for real in service.reals.iter().filter(|r| !r.retired) {
             let real_addr = real.addr.to_string();

@@ -226,3 +226,21 @@ fn thresholds_are_a_config_error_on_xdp() {
         assert_eq!(code, VALID, "{dataplane}: {stderr}");
     }
 }
+
+#[test]
+fn fwmark_services_are_a_config_error_on_xdp() {
+    let marked =
+        "virtual_server fwmark 7 {\n lb_algo rr\n lb_kind DR\n real_server 10.1.0.11 0 {}\n}\n";
+    let (code, _, stderr) = lbd_with(marked, &["-t", "--dataplane", "xdp"]);
+    assert_eq!(code, ERRORS, "{stderr}");
+    assert!(
+        stderr.contains(
+            "k.conf: virtual_server fwmark 7: firewall marks are set by netfilter after XDP has run, so only the kernel's IPVS can match them"
+        ),
+        "{stderr}"
+    );
+    for dataplane in ["ipvs", "auto"] {
+        let (code, _, stderr) = lbd_with(marked, &["-t", "--dataplane", dataplane]);
+        assert_eq!(code, VALID, "{dataplane}: {stderr}");
+    }
+}

@@ -1,8 +1,9 @@
 //! lbd on the kernel's IPVS, end to end in the DR lab: real TCP through DR, TUN and NAT
 //! services that lbd programs from a keepalived.conf, checked with ipvsadm (the reference)
 //! and lbctl (and the metrics, and `lbctl -Z`); a TCP_CHECK failure removes the dead real; `--dataplane auto` falls back to
-//! IPVS when XDP cannot attach, and takes it at once for connection thresholds (which
-//! only IPVS has); a graceful stop removes lbd's services. Needs IPVS, which
+//! IPVS when XDP cannot attach, and takes it at once for connection thresholds and
+//! firewall-mark services (which only IPVS has: the marks come from tc here); a graceful
+//! stop removes lbd's services. Needs IPVS, which
 //! the project's machines lack: `cargo xtask test` runs this in a VM with Debian's kernel.
 
 use std::{path::Path, time::Duration};
@@ -275,4 +276,105 @@ fn nat_service_and_runtime_changes() {
     let answers = lab.spread(4).expect("requests");
     assert_eq!(answers.get(&lab.reals[1].name), Some(&4), "{answers:?}");
     lbd.stop().expect("stop");
+}
+
+#[test]
+fn fwmark_service_takes_the_marked_packets() {
+    if !require_ipvs("fwmark_service_takes_the_marked_packets") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-ipvs-fwm", 2).expect("lab");
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    // The director marks the VIP's HTTP packets 7 as they come in (tc's skbedit, as an
+    // operator's `iptables -t mangle ... -j MARK --set-mark 7` would).
+    let tc = |args: &[&str]| {
+        let mut command = vec!["tc"];
+        command.extend_from_slice(args);
+        lab.director.exec(&command).expect("tc");
+    };
+    tc(&["qdisc", "add", "dev", "eth0", "clsact"]);
+    tc(&[
+        "filter",
+        "add",
+        "dev",
+        "eth0",
+        "ingress",
+        "protocol",
+        "ip",
+        "flower",
+        "dst_ip",
+        &VIP.to_string(),
+        "ip_proto",
+        "tcp",
+        "dst_port",
+        &HTTP_PORT.to_string(),
+        "action",
+        "skbedit",
+        "mark",
+        "7",
+    ]);
+    // DR keeps the packet's port: the reals' port is for their TCP_CHECKs only.
+    let reals: String = lab
+        .reals
+        .iter()
+        .map(|r| {
+            format!(
+                "    real_server {} {HTTP_PORT} {{\n        TCP_CHECK {{\n            connect_timeout 1\n            delay_loop 1\n        }}\n    }}\n",
+                r.addr
+            )
+        })
+        .collect();
+    let config = format!("virtual_server fwmark 7 {{\n    lb_algo rr\n    lb_kind DR\n{reals}}}\n");
+    let mut lbd = start(&lab, &config, &["--dataplane", "auto"]);
+    lbd.wait_for(
+        "only the kernel's IPVS can match them",
+        1,
+        Duration::from_secs(1),
+    )
+    .expect("IPVS chosen for the firewall mark");
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(listing.contains("FWM  7 rr"), "{listing}");
+    for real in &lab.reals {
+        assert!(
+            listing.contains(&format!("-> {}:0", real.addr)),
+            "{listing}"
+        );
+    }
+    spread_over_all(&lab, 10);
+    let listing = lbctl_ok(&lab, &["-Ln", "-f", "7"]);
+    assert!(listing.contains("FWM  7 rr"), "{listing}");
+    let connections = lbctl_ok(&lab, &["-Lnc", "-f", "7"]);
+    assert!(
+        connections.contains(&format!("{VIP}:{HTTP_PORT}")),
+        "{connections}"
+    );
+
+    // lbctl names the service by its mark, as ipvsadm.
+    let drained = lab.reals[0].addr;
+    lbctl_ok(
+        &lab,
+        &["-e", "-f", "7", "-r", &drained.to_string(), "-w", "0"],
+    );
+    wait_listing(&lab, "weight 0", |l| {
+        l.lines()
+            .any(|line| line.contains(&format!("-> {drained}:0")) && line.contains("Route   0"))
+    });
+    lbctl_ok(
+        &lab,
+        &["-e", "-f", "7", "-r", &drained.to_string(), "-w", "1"],
+    );
+
+    // The checkers connect to the port the configuration gave: a dead real goes.
+    let dead = lab.reals[1].name.clone();
+    let dead_addr = lab.reals[1].addr;
+    lab.stop_http_server(&dead);
+    wait_listing(&lab, "the dead real removed", |l| {
+        !l.contains(&format!("-> {dead_addr}:0"))
+    });
+    let answers = lab.spread(4).expect("requests");
+    assert_eq!(answers.get(&lab.reals[0].name), Some(&4), "{answers:?}");
+
+    lbd.stop().expect("stop");
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(!listing.contains("FWM"), "{listing}");
 }

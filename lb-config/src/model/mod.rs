@@ -45,12 +45,19 @@ pub struct LvsTimeouts {
     pub udp: Option<u32>,
 }
 
-/// keepalived `virtual_server IP PORT { ... }`.
+/// keepalived `virtual_server IP PORT { ... }` or `virtual_server fwmark N { ... }`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct VirtualServer {
+    /// The VIP; for a firewall-mark service, the unspecified address of its family.
     pub addr: IpAddr,
+    /// 0 for a firewall-mark service.
     pub port: u16,
+    /// TCP for a firewall-mark service (the kernel's IPVS records it so).
     pub protocol: Protocol,
+    /// `virtual_server fwmark N`: the service takes the packets of its family that
+    /// netfilter marked N, whatever their address and port. Only IPVS sees marks (they
+    /// are set after XDP runs).
+    pub fwmark: Option<u32>,
     /// `lb_algo` / `lvs_sched`.
     pub scheduler: Scheduler,
     /// `sh-fallback`/`mh-fallback`/`flag-1`, `sh-port`/`mh-port`/`flag-2`.

@@ -10,19 +10,24 @@ pub mod client;
 pub mod runtime;
 pub mod server;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-use crate::status::Status;
+use crate::{dataplane::diff::ServiceId, status::Status};
 
-/// A virtual service as ipvsadm names one: `-t` / `-u` and `VIP:port`.
+/// A virtual service as ipvsadm names one: `-t` / `-u` and `VIP:port`, or `-f MARK`
+/// (with `-6` for IPv6).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServiceRef {
-    /// `TCP` or `UDP`.
+    /// `TCP` or `UDP` (TCP for a firewall-mark service, as the kernel records it).
     pub protocol: ServiceProtocol,
+    /// The VIP; the family's unspecified address for a firewall-mark service.
     pub addr: IpAddr,
+    /// 0 for a firewall-mark service.
     pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fwmark: Option<u32>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,18 +39,51 @@ pub enum ServiceProtocol {
 }
 
 impl ServiceRef {
+    /// The address service `protocol` `addr`.
+    pub fn address(protocol: ServiceProtocol, addr: SocketAddr) -> Self {
+        Self {
+            protocol,
+            addr: addr.ip(),
+            port: addr.port(),
+            fwmark: None,
+        }
+    }
+
+    /// The firewall-mark service `mark` of IPv4, or of IPv6.
+    pub fn fwmark(mark: u32, ipv6: bool) -> Self {
+        let addr = if ipv6 {
+            IpAddr::from(Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::from(Ipv4Addr::UNSPECIFIED)
+        };
+        Self {
+            protocol: ServiceProtocol::Tcp,
+            addr,
+            port: 0,
+            fwmark: Some(mark),
+        }
+    }
+
     pub fn protocol(&self) -> crate::model::Protocol {
         match self.protocol {
             ServiceProtocol::Tcp => crate::model::Protocol::Tcp,
             ServiceProtocol::Udp => crate::model::Protocol::Udp,
         }
     }
+
+    pub fn id(&self) -> ServiceId {
+        ServiceId {
+            addr: self.addr,
+            port: self.port,
+            protocol: self.protocol(),
+            fwmark: self.fwmark,
+        }
+    }
 }
 
 impl std::fmt::Display for ServiceRef {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let proto = self.protocol().name();
-        write!(f, "{proto} {}", SocketAddr::new(self.addr, self.port))
+        self.id().fmt(f)
     }
 }
 
@@ -139,14 +177,13 @@ mod tests {
 
     #[test]
     fn requests_and_responses_round_trip_through_json() {
-        let service = ServiceRef {
-            protocol: ServiceProtocol::Tcp,
-            addr: "10.0.0.100".parse().unwrap(),
-            port: 80,
-        };
+        let service = ServiceRef::address(ServiceProtocol::Tcp, "10.0.0.100:80".parse().unwrap());
         for request in [
             Request::Status,
             Request::Zero { service: None },
+            Request::Zero {
+                service: Some(ServiceRef::fwmark(7, true)),
+            },
             Request::Change {
                 change: Change::EditReal {
                     service,
@@ -167,5 +204,9 @@ mod tests {
             }
         ));
         assert_eq!(service.to_string(), "TCP 10.0.0.100:80");
+        assert_eq!(ServiceRef::fwmark(7, false).to_string(), "FWM 7");
+        assert_eq!(ServiceRef::fwmark(7, true).to_string(), "FWM 7 IPv6");
+        // Address services are sent as before, without a fwmark.
+        assert!(!serde_json::to_string(&service).unwrap().contains("fwmark"));
     }
 }

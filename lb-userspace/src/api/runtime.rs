@@ -20,9 +20,7 @@ fn find<'a>(config: &'a mut Config, service: &ServiceRef) -> Result<&'a mut Virt
     config
         .virtual_servers
         .iter_mut()
-        .find(|vs| {
-            (vs.addr, vs.port, vs.protocol) == (service.addr, service.port, service.protocol())
-        })
+        .find(|vs| service.id().is(vs))
         .ok_or_else(|| format!("no virtual service {service}"))
 }
 
@@ -97,6 +95,7 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
                 addr: service.addr,
                 port: service.port,
                 protocol: service.protocol(),
+                fwmark: service.fwmark,
                 scheduler,
                 sched_flags: SchedFlags::default(),
                 persistence: persistence(persistent.unwrap_or(0), service.addr.is_ipv4()),
@@ -134,9 +133,7 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
         }
         Change::RemoveService { service } => {
             find(&mut config, service)?;
-            config.virtual_servers.retain(|vs| {
-                (vs.addr, vs.port, vs.protocol) != (service.addr, service.port, service.protocol())
-            });
+            config.virtual_servers.retain(|vs| !service.id().is(vs));
             format!("removed virtual service {service}")
         }
         Change::AddReal {
@@ -234,11 +231,7 @@ mod tests {
     }
 
     fn web() -> ServiceRef {
-        ServiceRef {
-            protocol: ServiceProtocol::Tcp,
-            addr: "10.0.0.100".parse().unwrap(),
-            port: 80,
-        }
+        ServiceRef::address(ServiceProtocol::Tcp, "10.0.0.100:80".parse().unwrap())
     }
 
     #[test]
@@ -335,11 +328,7 @@ mod tests {
 
     #[test]
     fn services_are_added_edited_and_removed() {
-        let dns = ServiceRef {
-            protocol: ServiceProtocol::Udp,
-            addr: "10.0.0.53".parse().unwrap(),
-            port: 53,
-        };
+        let dns = ServiceRef::address(ServiceProtocol::Udp, "10.0.0.53:53".parse().unwrap());
         let (config, done) = apply(
             &config(),
             &Change::AddService {
@@ -371,6 +360,49 @@ mod tests {
         .unwrap();
         assert_eq!(config.virtual_servers[1].persistence, None);
         let (config, _) = apply(&config, &Change::RemoveService { service: dns }).unwrap();
+        assert_eq!(config.virtual_servers.len(), 1);
+    }
+
+    #[test]
+    fn firewall_mark_services_are_their_mark_and_family() {
+        let marked = ServiceRef::fwmark(5, false);
+        let (config, done) = apply(
+            &config(),
+            &Change::AddService {
+                service: marked,
+                scheduler: Some("rr".into()),
+                forward: None,
+                persistent: None,
+            },
+        )
+        .unwrap();
+        assert_eq!(done, "added virtual service FWM 5 (rr, lb_kind Dr)");
+        let vs = &config.virtual_servers[1];
+        assert_eq!((vs.fwmark, vs.port), (Some(5), 0));
+        // DR keeps the packet's port: the real's is the service's, 0.
+        let (config, done) = apply(
+            &config,
+            &Change::AddReal {
+                service: marked,
+                real: "10.0.1.9:80".parse().unwrap(),
+                weight: Some(3),
+                forward: None,
+            },
+        )
+        .unwrap();
+        assert!(
+            done.starts_with("added real server 10.0.1.9 0 to FWM 5, weight 3"),
+            "{done}"
+        );
+        // The same mark for IPv6 is another service.
+        let v6 = Change::RemoveService {
+            service: ServiceRef::fwmark(5, true),
+        };
+        assert_eq!(
+            apply(&config, &v6).unwrap_err(),
+            "no virtual service FWM 5 IPv6"
+        );
+        let (config, _) = apply(&config, &Change::RemoveService { service: marked }).unwrap();
         assert_eq!(config.virtual_servers.len(), 1);
     }
 }

@@ -81,11 +81,7 @@ pub struct Health {
 }
 
 pub fn service_id(vs: &VirtualServer) -> ServiceId {
-    ServiceId {
-        addr: vs.addr,
-        port: vs.port,
-        protocol: vs.protocol,
-    }
+    ServiceId::of(vs)
 }
 
 impl Health {

@@ -2,8 +2,8 @@
 //! kernel's IPVS where they cannot run. `auto` (the default) takes XDP and falls back to
 //! IPVS, with a warning naming the reason, when loading or attaching the programs fails.
 //! What only one backend can do decides before that: FullNAT needs XDP (IPVS has none);
-//! connection thresholds (`uthreshold`, `lthreshold`) need IPVS, and `auto` takes IPVS
-//! at once for them.
+//! firewall-mark services (`virtual_server fwmark N`) and connection thresholds
+//! (`uthreshold`, `lthreshold`) need IPVS, and `auto` takes IPVS at once for them.
 
 use std::fmt;
 
@@ -69,6 +69,11 @@ pub fn ipvs_refusal(config: &Config) -> Option<String> {
 
 /// What in `config` only IPVS does (a configuration error for XDP; `auto` takes IPVS).
 pub fn xdp_refusal(config: &Config) -> Option<String> {
+    if let Some(mark) = config.virtual_servers.iter().find_map(|vs| vs.fwmark) {
+        return Some(format!(
+            "virtual_server fwmark {mark}: firewall marks are set by netfilter after XDP has run, so only the kernel's IPVS can match them (use --dataplane ipvs or auto)"
+        ));
+    }
     config.virtual_servers.iter().find_map(|vs| {
         let real = vs
             .reals

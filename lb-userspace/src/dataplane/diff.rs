@@ -7,23 +7,52 @@
 use std::{collections::BTreeMap, fmt, net::IpAddr};
 
 use super::{DesiredState, RealSpec, ServiceSpec};
-use crate::model::Protocol;
+use crate::model::{Protocol, VirtualServer};
 
-/// A virtual service's identity: address, port, protocol.
+/// A virtual service's identity: address, port, protocol; or, for a firewall-mark
+/// service, its mark and family (address unspecified, port 0, TCP).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ServiceId {
     pub addr: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
+    pub fwmark: Option<u32>,
+}
+
+impl ServiceId {
+    pub fn of(vs: &VirtualServer) -> Self {
+        Self {
+            addr: vs.addr,
+            port: vs.port,
+            protocol: vs.protocol,
+            fwmark: vs.fwmark,
+        }
+    }
+
+    pub fn of_spec(spec: &ServiceSpec) -> Self {
+        Self {
+            addr: spec.addr,
+            port: spec.port,
+            protocol: spec.protocol,
+            fwmark: spec.fwmark,
+        }
+    }
+
+    /// Whether `vs` is this service.
+    pub fn is(&self, vs: &VirtualServer) -> bool {
+        *self == Self::of(vs)
+    }
 }
 
 impl fmt::Display for ServiceId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let addr = match self.addr {
-            IpAddr::V4(a) => a.to_string(),
-            IpAddr::V6(a) => format!("[{a}]"),
-        };
-        write!(f, "{} {addr}:{}", self.protocol.name(), self.port)
+        // ipvsadm's names: `FWM 1`, `FWM 1 IPv6`, `TCP 10.0.0.1:80`, `UDP [::1]:53`.
+        match (self.fwmark, self.addr) {
+            (Some(mark), IpAddr::V4(_)) => write!(f, "FWM {mark}"),
+            (Some(mark), IpAddr::V6(_)) => write!(f, "FWM {mark} IPv6"),
+            (None, IpAddr::V4(a)) => write!(f, "{} {a}:{}", self.protocol.name(), self.port),
+            (None, IpAddr::V6(a)) => write!(f, "{} [{a}]:{}", self.protocol.name(), self.port),
+        }
     }
 }
 
@@ -104,14 +133,7 @@ pub fn changes(old: &DesiredState, new: &DesiredState) -> Vec<Change> {
 fn by_id(services: &[ServiceSpec]) -> BTreeMap<ServiceId, &ServiceSpec> {
     services
         .iter()
-        .map(|s| {
-            let id = ServiceId {
-                addr: s.addr,
-                port: s.port,
-                protocol: s.protocol,
-            };
-            (id, s)
-        })
+        .map(|s| (ServiceId::of_spec(s), s))
         .collect()
 }
 

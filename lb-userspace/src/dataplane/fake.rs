@@ -54,11 +54,7 @@ pub struct FakeDataplane {
 fn entries_of(services: &[ServiceSpec]) -> BTreeMap<EntryKey, EntryValue> {
     let mut entries = BTreeMap::new();
     for spec in services {
-        let id = ServiceId {
-            addr: spec.addr,
-            port: spec.port,
-            protocol: spec.protocol,
-        };
+        let id = ServiceId::of_spec(spec);
         let settings = ServiceSpec {
             reals: Vec::new(),
             ..spec.clone()
@@ -120,9 +116,7 @@ impl Dataplane for FakeDataplane {
             }
         }
         for s in &mut self.counters.services {
-            if service
-                .is_none_or(|id| (id.addr, id.port, id.protocol) == (s.addr, s.port, s.protocol))
-            {
+            if service.is_none_or(|id| id == s.id()) {
                 s.traffic = Default::default();
                 for real in &mut s.reals {
                     real.traffic = Default::default();

@@ -30,9 +30,13 @@ pub struct DesiredState {
 /// One virtual service as the data plane should carry it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServiceSpec {
+    /// The VIP (unspecified for a firewall-mark service).
     pub addr: IpAddr,
+    /// 0 for a firewall-mark service.
     pub port: u16,
     pub protocol: Protocol,
+    /// `virtual_server fwmark N`: only the IPVS backend carries these.
+    pub fwmark: Option<u32>,
     pub scheduler: Scheduler,
     pub sched_flags: SchedFlags,
     pub persistence: Option<Persistence>,
@@ -97,6 +101,10 @@ pub enum DataplaneError {
         backend: &'static str,
         forward: ForwardMethod,
     },
+    #[error(
+        "virtual_server fwmark {mark}: the {backend} data plane cannot see firewall marks (netfilter sets them after XDP has run); only the kernel's IPVS can"
+    )]
+    FirewallMark { backend: &'static str, mark: u32 },
     #[error(transparent)]
     Ipvs {
         #[from]
@@ -138,6 +146,8 @@ pub struct ServiceCounters {
     pub addr: IpAddr,
     pub port: u16,
     pub protocol: Protocol,
+    /// A firewall-mark service's mark (its address is unspecified, its port 0).
+    pub fwmark: Option<u32>,
     /// IPVS's name of the scheduler.
     pub scheduler: &'static str,
     /// ipvsadm's scheduler flags (`sh-fallback`, `mh-port`, ...).
@@ -148,6 +158,17 @@ pub struct ServiceCounters {
     pub ops: bool,
     pub traffic: Traffic,
     pub reals: Vec<RealCounters>,
+}
+
+impl ServiceCounters {
+    pub fn id(&self) -> diff::ServiceId {
+        diff::ServiceId {
+            addr: self.addr,
+            port: self.port,
+            protocol: self.protocol,
+            fwmark: self.fwmark,
+        }
+    }
 }
 
 /// A snapshot of all counters.

@@ -72,11 +72,15 @@ fn numbers(out: &mut String, t: &Traffic, exact: bool) {
 }
 
 fn service_line(out: &mut String, service: &ServiceCounters, columns: Columns, exact: bool) {
-    let name = format!(
-        "{}  {}",
-        service.protocol.name(),
-        endpoint(service.addr, service.port)
-    );
+    let name = match (service.fwmark, service.addr) {
+        (Some(mark), IpAddr::V4(_)) => format!("FWM  {mark}"),
+        (Some(mark), IpAddr::V6(_)) => format!("FWM  {mark} IPv6"),
+        (None, addr) => format!(
+            "{}  {}",
+            service.protocol.name(),
+            endpoint(addr, service.port)
+        ),
+    };
     match columns {
         Columns::Table => {
             let _ = write!(out, "{name} {}", service.scheduler);
@@ -177,9 +181,7 @@ pub fn rates(before: &Counters, after: &Counters, elapsed: Duration) -> Counters
     };
     let mut result = after.clone();
     for service in &mut result.services {
-        let old = before.services.iter().find(|s| {
-            (s.addr, s.port, s.protocol) == (service.addr, service.port, service.protocol)
-        });
+        let old = before.services.iter().find(|s| s.id() == service.id());
         service.traffic = per_second(&service.traffic, old.map(|s| &s.traffic));
         for real in &mut service.reals {
             let old_real = old.and_then(|s| {
@@ -265,6 +267,7 @@ mod tests {
             addr: "10.0.0.1".parse().unwrap(),
             port: 80,
             protocol: crate::model::Protocol::Tcp,
+            fwmark: None,
             scheduler: "rr",
             sched_flags: vec![],
             persistent: None,

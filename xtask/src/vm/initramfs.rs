@@ -13,8 +13,9 @@ use anyhow::{Context as _, bail};
 use super::{cpio::Archive, kernel::Kernel, shell_quote};
 
 /// What the guest loads, in this order (what worked, see ENVIRONMENT.md): IPVS with its
-/// schedulers, the tunnels, veth, macvlan, bridge, then the 9p and overlay stack for the
-/// host's root. Those missing from a kernel (or built in) are skipped.
+/// schedulers, tc's ingress hook, flower and skbedit (firewall marks for the IPVS tests),
+/// the tunnels, veth, macvlan, bridge, then the 9p and overlay stack for the host's root.
+/// Those missing from a kernel (or built in) are skipped.
 const MODULES: &[&str] = &[
     "nf_defrag_ipv4",
     "nf_defrag_ipv6",
@@ -32,6 +33,9 @@ const MODULES: &[&str] = &[
     "ip_vs_sed",
     "ip_vs_nq",
     "ip_vs_mh",
+    "sch_ingress",
+    "cls_flower",
+    "act_skbedit",
     "tunnel4",
     "ip_tunnel",
     "ipip",

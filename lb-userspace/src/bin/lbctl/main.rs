@@ -69,17 +69,8 @@ pub struct Args {
     #[arg(short = 'Z', long = "zero")]
     zero: bool,
 
-    /// A TCP virtual service, VIP:PORT ([VIP6]:PORT).
-    #[arg(
-        short = 't',
-        long = "tcp-service",
-        value_name = "SERVICE",
-        conflicts_with = "udp_service"
-    )]
-    tcp_service: Option<String>,
-    /// A UDP virtual service.
-    #[arg(short = 'u', long = "udp-service", value_name = "SERVICE")]
-    udp_service: Option<String>,
+    #[command(flatten)]
+    service: ServiceArgs,
     /// A real server, ADDR[:PORT].
     #[arg(short = 'r', long = "real-server", value_name = "SERVER")]
     real_server: Option<String>,
@@ -148,17 +139,8 @@ enum Command {
     },
     /// Set a real's weight to 0 and wait until its active connections reach 0.
     Drain {
-        /// A TCP virtual service, VIP:PORT.
-        #[arg(
-            short = 't',
-            long = "tcp-service",
-            value_name = "SERVICE",
-            conflicts_with = "udp_service"
-        )]
-        tcp_service: Option<String>,
-        /// A UDP virtual service.
-        #[arg(short = 'u', long = "udp-service", value_name = "SERVICE")]
-        udp_service: Option<String>,
+        #[command(flatten)]
+        service: ServiceArgs,
         /// The real server, ADDR[:PORT].
         #[arg(short = 'r', long = "real-server", value_name = "SERVER")]
         real_server: String,
@@ -166,6 +148,46 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         timeout: u64,
     },
+}
+
+/// ipvsadm's ways to name a virtual service.
+#[derive(Debug, clap::Args)]
+struct ServiceArgs {
+    /// A TCP virtual service, VIP:PORT ([VIP6]:PORT).
+    #[arg(
+        short = 't',
+        long = "tcp-service",
+        value_name = "SERVICE",
+        conflicts_with_all = ["udp_service", "fwmark_service"]
+    )]
+    tcp_service: Option<String>,
+    /// A UDP virtual service.
+    #[arg(
+        short = 'u',
+        long = "udp-service",
+        value_name = "SERVICE",
+        conflicts_with = "fwmark_service"
+    )]
+    udp_service: Option<String>,
+    /// A firewall-mark virtual service (`virtual_server fwmark MARK`).
+    #[arg(short = 'f', long = "fwmark-service", value_name = "MARK")]
+    fwmark_service: Option<u32>,
+    /// With -f: the IPv6 service of that mark.
+    #[arg(short = '6', long = "ipv6", requires = "fwmark_service")]
+    ipv6: bool,
+}
+
+impl ServiceArgs {
+    /// The service of -t, -u or -f, if given.
+    fn service(&self) -> Result<Option<ServiceRef>, Failure> {
+        let (protocol, text) = match (&self.tcp_service, &self.udp_service, self.fwmark_service) {
+            (Some(text), ..) => (ServiceProtocol::Tcp, text),
+            (None, Some(text), _) => (ServiceProtocol::Udp, text),
+            (None, None, Some(mark)) => return Ok(Some(ServiceRef::fwmark(mark, self.ipv6))),
+            (None, None, None) => return Ok(None),
+        };
+        Ok(Some(ServiceRef::address(protocol, endpoint(text)?)))
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -223,9 +245,9 @@ impl Args {
         lb_userspace::api::socket_path(&self.run_dir())
     }
 
-    /// The service of -t/-u, if given.
+    /// The service of -t, -u or -f, if given.
     pub fn service(&self) -> Result<Option<ServiceRef>, Failure> {
-        service_of(self.tcp_service.as_deref(), self.udp_service.as_deref())
+        self.service.service()
     }
 
     fn forward(&self) -> Option<String> {
@@ -239,21 +261,6 @@ impl Args {
             None
         }
     }
-}
-
-/// `-t`/`-u` SERVICE.
-fn service_of(tcp: Option<&str>, udp: Option<&str>) -> Result<Option<ServiceRef>, Failure> {
-    let (protocol, text) = match (tcp, udp) {
-        (Some(text), _) => (ServiceProtocol::Tcp, text),
-        (None, Some(text)) => (ServiceProtocol::Udp, text),
-        (None, None) => return Ok(None),
-    };
-    let addr = endpoint(text)?;
-    Ok(Some(ServiceRef {
-        protocol,
-        addr: addr.ip(),
-        port: addr.port(),
-    }))
 }
 
 /// `ADDR:PORT`, `[ADDR6]:PORT`, or an address alone (port 0).
@@ -291,20 +298,20 @@ fn run(args: &Args) -> Result<(), Failure> {
             };
         }
         Some(Command::Drain {
-            tcp_service,
-            udp_service,
+            service,
             real_server,
             timeout,
         }) => {
-            let service = service_of(tcp_service.as_deref(), udp_service.as_deref())?
-                .ok_or_else(|| usage("drain needs the service: -t or -u VIP:PORT"))?;
+            let service = service
+                .service()?
+                .ok_or_else(|| usage("drain needs the service: -t or -u VIP:PORT, or -f MARK"))?;
             return views::drain(args, service, endpoint(real_server)?, *timeout);
         }
         None => {}
     }
     let service = args.service()?;
     let needs_service =
-        || service.ok_or_else(|| usage("this needs the service: -t or -u VIP:PORT"));
+        || service.ok_or_else(|| usage("this needs the service: -t or -u VIP:PORT, or -f MARK"));
     let needs_real = || {
         args.real_server
             .as_deref()

@@ -26,9 +26,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<(), Failure> {
 /// an error, as in ipvsadm.
 fn filter(mut counters: Counters, service: Option<ServiceRef>) -> Result<Counters, Failure> {
     if let Some(s) = service {
-        counters
-            .services
-            .retain(|c| (c.addr, c.port, c.protocol) == (s.addr, s.port, s.protocol()));
+        counters.services.retain(|c| c.id() == s.id());
         if counters.services.is_empty() {
             return Err(Failure {
                 message: format!("no virtual service {s}"),
@@ -70,13 +68,22 @@ pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
     Ok(())
 }
 
-/// `-Lc`, for one service with -t/-u, one real with --real.
+/// `-Lc`, for one service with -t/-u/-f, one real with --real.
 pub fn connections(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
-    let mut all = Source::open(args)?.connections(args.limit)?;
-    if let Some(s) = service {
-        all.retain(|c| {
+    let source = Source::open(args)?;
+    let mut all = source.connections(args.limit)?;
+    match service {
+        // The connection table does not name the mark: a firewall-mark service's
+        // connections are those to its reals.
+        Some(s) if s.fwmark.is_some() => {
+            let counters = filter(source.counters()?, Some(s))?;
+            let reals: Vec<_> = counters.services[0].reals.iter().map(|r| r.addr).collect();
+            all.retain(|c| reals.contains(&c.real.ip()));
+        }
+        Some(s) => all.retain(|c| {
             c.vip.ip() == s.addr && c.vip.port() == s.port && c.protocol == s.protocol()
-        });
+        }),
+        None => {}
     }
     if let Some(real) = &args.real {
         let real = crate::endpoint(real)?;
@@ -168,9 +175,7 @@ pub fn map_dump(args: &Args, name: &str) -> Result<(), Failure> {
 
 /// The real `real` of `service` in `counters`: its active and inactive connections.
 fn real_conns(counters: &Counters, service: ServiceRef, real: SocketAddr) -> Option<(u32, u32)> {
-    let s = counters.services.iter().find(|c| {
-        (c.addr, c.port, c.protocol) == (service.addr, service.port, service.protocol())
-    })?;
+    let s = counters.services.iter().find(|c| c.id() == service.id())?;
     s.reals
         .iter()
         .filter(|r| {

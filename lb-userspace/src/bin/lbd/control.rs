@@ -8,7 +8,7 @@ use lb_userspace::{
     api::{Change, Request, Response, runtime, server::ControlSocket},
     check::supervisor::Checks,
     controller::Controller,
-    dataplane::{Dataplane, backend::DataplaneStatus, diff::ServiceId},
+    dataplane::{Dataplane, backend::DataplaneStatus},
     status::{self, CheckTable, Status, VrrpTable},
 };
 use tracing::{info, warn};
@@ -130,15 +130,13 @@ impl Control {
                 status: Box::new(self.status()),
             },
             Request::Zero { service } => {
-                let id = service.map(|s| ServiceId {
-                    addr: s.addr,
-                    port: s.port,
-                    protocol: s.protocol(),
-                });
+                let id = service.map(|s| s.id());
                 if let Some(id) = id
-                    && !controller.running().virtual_servers.iter().any(|vs| {
-                        (vs.addr, vs.port, vs.protocol) == (id.addr, id.port, id.protocol)
-                    })
+                    && !controller
+                        .running()
+                        .virtual_servers
+                        .iter()
+                        .any(|vs| id.is(vs))
                 {
                     return Response::Refused {
                         error: format!("no virtual service {id}"),

@@ -6,7 +6,7 @@
 //! `ipvsadm -Ln` shows them; firewall-mark and SCTP services have no place in the model
 //! and are left out. There are no outcome counters: those are the XDP program's.
 
-use super::messages::{KernelDest, KernelService, ServiceTarget, Stats, fwd, svc_flag};
+use super::messages::{KernelDest, KernelService, Stats, fwd, svc_flag};
 use crate::{
     dataplane::{RealCounters, ServiceCounters, Traffic},
     model::Protocol,
@@ -80,12 +80,10 @@ fn real_counters(dest: &KernelDest) -> RealCounters {
     }
 }
 
-/// The counters of a TCP or UDP address service and its destinations (reals in address
-/// order); `None` for the services the model cannot show.
+/// The counters of a TCP or UDP address service or of a firewall-mark service, and its
+/// destinations (reals in address order); `None` for the services the model cannot show.
 pub fn service_counters(service: &KernelService, dests: &[KernelDest]) -> Option<ServiceCounters> {
-    let ServiceTarget::Address(key) = service.target else {
-        return None;
-    };
+    let key = service.key;
     let protocol = match key.protocol {
         6 => Protocol::Tcp,
         17 => Protocol::Udp,
@@ -98,6 +96,7 @@ pub fn service_counters(service: &KernelService, dests: &[KernelDest]) -> Option
         addr: key.addr,
         port: key.port,
         protocol,
+        fwmark: key.fwmark,
         scheduler: scheduler_name(&settings.scheduler),
         sched_flags: sched_flag_names(&settings.scheduler, settings.flags),
         persistent: (settings.flags & svc_flag::PERSISTENT != 0)
@@ -108,9 +107,9 @@ pub fn service_counters(service: &KernelService, dests: &[KernelDest]) -> Option
     })
 }
 
-/// Services in the order the XDP backend lists them.
+/// Services in the order the XDP backend lists them, firewall-mark services after.
 pub fn sort_services(services: &mut [ServiceCounters]) {
-    services.sort_by_key(|s| (s.addr, s.port, s.protocol.ip_proto()));
+    services.sort_by_key(|s| (s.fwmark, s.addr, s.port, s.protocol.ip_proto()));
 }
 
 #[cfg(test)]
@@ -145,11 +144,12 @@ mod tests {
     #[test]
     fn a_persistent_service_shows_timeout_prefix_and_reals() {
         let service = KernelService {
-            target: ServiceTarget::Address(ServiceKey {
+            key: ServiceKey {
                 protocol: 6,
                 addr: "10.0.0.1".parse().unwrap(),
                 port: 443,
-            }),
+                fwmark: None,
+            },
             settings: ServiceSettings {
                 scheduler: "sh".into(),
                 flags: svc_flag::PERSISTENT | svc_flag::SCHED1,
@@ -198,10 +198,29 @@ mod tests {
         assert_eq!(counters.reals[0].forward, "Route");
         assert_eq!(counters.reals[0].weight, u16::MAX, "saturated");
 
+        // A firewall-mark service shows as its mark (and the kernel's TCP).
         let fwmark = KernelService {
-            target: ServiceTarget::Fwmark { family: 2, mark: 1 },
+            key: ServiceKey::fwmark(10, 7),
+            ..service.clone()
+        };
+        let counters = service_counters(&fwmark, &[]).unwrap();
+        assert_eq!(
+            (
+                counters.fwmark,
+                counters.addr,
+                counters.port,
+                counters.protocol
+            ),
+            (Some(7), "::".parse().unwrap(), 0, Protocol::Tcp)
+        );
+        // SCTP services are not lbd's to show.
+        let sctp = KernelService {
+            key: ServiceKey {
+                protocol: 132,
+                ..service.key
+            },
             ..service
         };
-        assert_eq!(service_counters(&fwmark, &[]), None);
+        assert_eq!(service_counters(&sctp, &[]), None);
     }
 }

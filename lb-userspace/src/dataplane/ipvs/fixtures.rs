@@ -14,10 +14,13 @@
 //!   acknowledged.
 //! - Every captured message, request or reply, decodes without error.
 //!
+//! Firewall-mark services have their own pair of captures (`ipvsadm-fwmark.txt`,
+//! `ours-fwmark.txt`), checked the same ways.
+//!
 //! DERIVED, NOT CAPTURED (no capture has them): a STATS nest whose 32-bit packet counter
-//! wrapped, PAD attributes (architectures without efficient unaligned access), a
-//! firewall-mark service; written by hand from `ip_vs_genl_fill_*` in `ip_vs_ctl.c`. The
-//! rest are malformed inputs made from the captured messages.
+//! wrapped, PAD attributes (architectures without efficient unaligned access); written by
+//! hand from `ip_vs_genl_fill_*` in `ip_vs_ctl.c`. The rest are malformed inputs made from
+//! the captured messages.
 
 mod vm_capture;
 
@@ -38,6 +41,10 @@ use super::{
 const IPVSADM: &str = include_str!("captured/ipvsadm.txt");
 /// The same steps through `IpvsDataplane` (`captured/capture.sh ours`).
 const OURS: &str = include_str!("captured/ours.txt");
+/// Firewall-mark services, by ipvsadm (`captured/capture.sh ipvsadm-fwmark`) and through
+/// `IpvsDataplane` (`captured/capture.sh ours-fwmark`).
+const IPVSADM_FWMARK: &str = include_str!("captured/ipvsadm-fwmark.txt");
+const OURS_FWMARK: &str = include_str!("captured/ours-fwmark.txt");
 
 /// A host service's netmask (no persistence granularity).
 const HOST_V4: Netmask = Netmask::V4(Ipv4Addr::BROADCAST);
@@ -58,6 +65,7 @@ fn key(protocol: u16, addr: &str, port: u16) -> ServiceKey {
         protocol,
         addr: addr.parse().unwrap(),
         port,
+        fwmark: None,
     }
 }
 
@@ -140,6 +148,16 @@ fn gue() -> DestSettings {
     }
 }
 
+/// FWM 7 (IPv4), rr, DR to 10.0.0.11 (port 0: the packet's).
+fn f4() -> ServiceKey {
+    ServiceKey::fwmark(AF_INET, 7)
+}
+
+/// FWM 7 IPv6, wlc, NAT to [2001:db8::11]:8080.
+fn f6() -> ServiceKey {
+    ServiceKey::fwmark(AF_INET6, 7)
+}
+
 /// The requests of each step other than the reads (`version` and `list` have only reads),
 /// as `Request`s: what ipvsadm's are compared with, and what the backend sent.
 fn step_requests(label: &str) -> Vec<Request> {
@@ -202,6 +220,21 @@ fn step_requests(label: &str) -> Vec<Request> {
         "del-dest" => vec![DelDest(s1(), dest("10.0.0.12", 80))],
         "del-dest-missing" => vec![DelDest(s1(), dest("10.0.0.99", 80))],
         "stop" => vec![DelService(s1()), DelService(s3()), DelService(s4())],
+        "fwmark-add-service" => vec![NewService(f4(), settings("rr", 0, 0, HOST_V4))],
+        "fwmark-add-service-ipv6" => vec![NewService(
+            f6(),
+            settings("wlc", 0, 0, Netmask::V6 { prefix_len: 128 }),
+        )],
+        "fwmark-add-dest" => vec![NewDest(f4(), dest("10.0.0.11", 0), forward(fwd::DROUTE, 2))],
+        "fwmark-add-dest-ipv6" => vec![NewDest(
+            f6(),
+            dest("2001:db8::11", 8080),
+            forward(fwd::MASQ, 1),
+        )],
+        "fwmark-list" => vec![GetServices, GetDests(f4()), GetDests(f6())],
+        "fwmark-zero" => vec![Zero(Some(f4()))],
+        "fwmark-del-service-ipv6" => vec![DelService(f6())],
+        "fwmark-stop" => vec![DelService(f4())],
         other => panic!("no requests known for step {other}"),
     }
 }
@@ -359,6 +392,7 @@ fn service_named_by(request: &[u8]) -> ServiceKey {
         protocol: 0,
         addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
         port: 0,
+        fwmark: None,
     };
     let mut addr = &[][..];
     for attr in genl::attrs(nest) {
@@ -368,8 +402,12 @@ fn service_named_by(request: &[u8]) -> ServiceKey {
             2 => key.protocol = attr.u16("PROTOCOL").unwrap(),
             3 => addr = attr.payload,
             4 => key.port = attr.be16("PORT").unwrap(),
+            5 => key.fwmark = Some(attr.u32("FWMARK").unwrap()),
             _ => {}
         }
+    }
+    if let Some(mark) = key.fwmark {
+        return ServiceKey::fwmark(af, mark);
     }
     key.addr = inet_addr_from(af, addr, "ADDR").unwrap();
     key
@@ -427,9 +465,17 @@ fn captured_config_answer_decodes() {
 
 /// The `list` step's dumps: every service, and the reals of each.
 fn listed(steps: &[Step]) -> (Vec<KernelService>, BTreeMap<ServiceKey, Vec<KernelDest>>) {
+    listed_in(steps, "list")
+}
+
+/// The services and reals the dumps of step `label` hold.
+fn listed_in(
+    steps: &[Step],
+    label: &str,
+) -> (Vec<KernelService>, BTreeMap<ServiceKey, Vec<KernelDest>>) {
     let mut services = Vec::new();
     let mut dests = BTreeMap::new();
-    for exchange in step(steps, "list").ipvs_exchanges(family(steps)) {
+    for exchange in step(steps, label).ipvs_exchanges(family(steps)) {
         let entries = exchange
             .replies
             .iter()
@@ -505,7 +551,7 @@ fn captured_service_dump_decodes_into_the_services_ipvsadm_made() {
     let expected: Vec<_> = expected
         .into_iter()
         .map(|(key, settings, stats)| KernelService {
-            target: ServiceTarget::Address(key),
+            key,
             settings,
             stats,
         })
@@ -576,10 +622,7 @@ fn captured_dumps_of_our_run_decode_into_what_the_backend_made() {
     let (services, dests) = listed(&steps(OURS));
     let settings: BTreeMap<_, _> = services
         .iter()
-        .map(|service| match service.target {
-            ServiceTarget::Address(key) => (key, service.settings.clone()),
-            ServiceTarget::Fwmark { .. } => panic!("a firewall-mark service"),
-        })
+        .map(|service| (service.key, service.settings.clone()))
         .collect();
     let expected = BTreeMap::from([
         (s1(), s1_settings("wlc")),
@@ -619,7 +662,7 @@ fn captured_dumps_of_our_run_decode_into_what_the_backend_made() {
     // The backend's own SYNs: three to s1, spread over its two reals.
     let s1_stats = services
         .iter()
-        .find(|service| service.target == ServiceTarget::Address(s1()))
+        .find(|service| service.key == s1())
         .unwrap()
         .stats;
     assert_eq!((s1_stats.conns, s1_stats.in_packets), (3, 3));
@@ -764,9 +807,9 @@ fn assert_nest_extends(label: &str, theirs: &[u8], mine: &[u8], extra: &[u16], z
     assert_eq!(kept, mine, "{label}");
 }
 
-#[test]
-fn our_requests_are_ipvsadms_but_for_the_documented_differences() {
-    let steps = steps(IPVSADM);
+/// Compare every IPVS request of ipvsadm's capture `text` with ours; how many there were.
+fn compare_with_ipvsadm(text: &str) -> usize {
+    let steps = steps(text);
     let family = family(&steps);
     let mut compared = 0;
     for step in &steps {
@@ -792,7 +835,13 @@ fn our_requests_are_ipvsadms_but_for_the_documented_differences() {
             compared += 1;
         }
     }
-    assert_eq!(compared, 29);
+    compared
+}
+
+#[test]
+fn our_requests_are_ipvsadms_but_for_the_documented_differences() {
+    assert_eq!(compare_with_ipvsadm(IPVSADM), 29);
+    assert_eq!(compare_with_ipvsadm(IPVSADM_FWMARK), 11);
 }
 
 #[test]
@@ -812,15 +861,17 @@ fn the_family_request_is_libnls() {
     }
 }
 
-#[test]
-fn what_the_backend_sent_is_encode_and_the_kernel_took_it() {
-    let steps = steps(OURS);
+/// Check that every request of our capture `text` is `Request::encode`'s bytes of a
+/// step's request (or one of `reads`, `apply`'s reads before its changes) and that the
+/// kernel took it; how many step requests there were.
+fn check_sent(text: &str, services: &[ServiceKey]) -> usize {
+    let steps = steps(text);
     let family = family(&steps);
     // The reads `apply` makes before it changes anything (kept in `edit-service`) and the
     // stop's check.
     let reads: Vec<Request> = [Request::GetConfig, Request::GetServices]
         .into_iter()
-        .chain([s1(), s2(), s3(), s4()].map(Request::GetDests))
+        .chain(services.iter().copied().map(Request::GetDests))
         .collect();
     let mut sent = 0;
     for step in &steps {
@@ -858,7 +909,39 @@ fn what_the_backend_sent_is_encode_and_the_kernel_took_it() {
             step.label
         );
     }
-    assert_eq!(sent, 29);
+    sent
+}
+
+#[test]
+fn what_the_backend_sent_is_encode_and_the_kernel_took_it() {
+    assert_eq!(check_sent(OURS, &[s1(), s2(), s3(), s4()]), 29);
+    assert_eq!(check_sent(OURS_FWMARK, &[f4(), f6()]), 11);
+}
+
+#[test]
+fn captured_fwmark_dumps_decode_into_the_services_made() {
+    // ipvsadm -Ln of the same moment (captured/ipvsadm-fwmark-listing.txt):
+    //   FWM  7 rr
+    //     -> 10.0.0.11:0                  Route   2      0          0
+    //   FWM  7 IPv6 wlc
+    //     -> [2001:db8::11]:8080          Masq    1      0          0
+    for text in [IPVSADM_FWMARK, OURS_FWMARK] {
+        let (mut services, dests) = listed_in(&steps(text), "fwmark-list");
+        // The kernel dumps in its hash table's order (IPv6 first here).
+        services.sort_by_key(|s| s.key);
+        let keys: Vec<ServiceKey> = services.iter().map(|s| s.key).collect();
+        assert_eq!(keys, [f4(), f6()]);
+        assert_eq!(services[0].settings.scheduler, "rr");
+        assert_eq!(services[1].settings.scheduler, "wlc");
+        let reals = |key| -> Vec<(DestKey, u32, u32)> {
+            dests[&key]
+                .iter()
+                .map(|d| (d.key, d.settings.forward, d.settings.weight))
+                .collect()
+        };
+        assert_eq!(reals(f4()), [(dest("10.0.0.11", 0), fwd::DROUTE, 2)]);
+        assert_eq!(reals(f6()), [(dest("2001:db8::11", 8080), fwd::MASQ, 1)]);
+    }
 }
 
 // (c) Everything decodes.
@@ -935,7 +1018,7 @@ fn walk_ipvs_attrs(command: u8, attrs: &[u8]) {
 #[test]
 fn every_captured_message_decodes() {
     let mut count = 0;
-    for text in [IPVSADM, OURS] {
+    for text in [IPVSADM, OURS, IPVSADM_FWMARK, OURS_FWMARK] {
         let steps = steps(text);
         let family = family(&steps);
         for step in &steps {
@@ -945,7 +1028,7 @@ fn every_captured_message_decodes() {
             }
         }
     }
-    assert!(count > 150, "{count} messages");
+    assert!(count > 200, "{count} messages");
 }
 
 #[test]
@@ -1094,11 +1177,12 @@ fn requests_read_back_as_what_they_carry() {
         protocol: 17,
         addr: "2001:db8::10".parse().unwrap(),
         port: 0,
+        fwmark: None,
     };
     let bytes = Request::NewService(key, settings.clone()).encode(0x20, 11);
     let (command, attrs) = data(&bytes);
     let service = decode_service(command, attrs).unwrap();
-    assert_eq!(service.target, ServiceTarget::Address(key));
+    assert_eq!(service.key, key);
     assert_eq!(service.settings, settings);
 
     // A v4 service with a v6 real (TUN only in IPVS): the dest carries its own family.
@@ -1184,7 +1268,7 @@ fn stats64_is_preferred_to_wrapped_32_bit_stats() {
     assert_eq!(bytes.len(), 320);
     let (command, attrs) = data(&bytes);
     let service = decode_service(command, attrs).unwrap();
-    assert_eq!(service.target, ServiceTarget::Address(s1()));
+    assert_eq!(service.key, s1());
     assert_eq!(
         service.settings,
         settings(
@@ -1236,26 +1320,4 @@ fn stats_padding_on_strict_alignment_architectures_is_skipped() {
     assert_eq!(decoded.stats.conns, 7);
     assert_eq!(decoded.stats.in_packets, 1);
     assert_eq!(decoded.settings.scheduler, "rr");
-}
-
-#[test]
-fn a_fwmark_service_decodes_as_such() {
-    // DERIVED: lbd makes no firewall-mark services, ipvsadm's capture has none.
-    let mut nest = genl::AttrWriter::new();
-    nest.u16(1, 2)
-        .u32(5, 42)
-        .string(6, "wrr")
-        .bytes(7, &[2, 0, 0, 0, 0xff, 0xff, 0xff, 0xff])
-        .u32(8, 0)
-        .bytes(9, &[0xff; 4]);
-    let mut attrs = genl::AttrWriter::new();
-    attrs.nested(1, &nest);
-    let service = decode_service(cmd::NEW_SERVICE, attrs.as_bytes()).unwrap();
-    assert_eq!(
-        service.target,
-        ServiceTarget::Fwmark {
-            family: 2,
-            mark: 42
-        }
-    );
 }

@@ -5,7 +5,7 @@
 //! Layouts, as the kernel reads them:
 //! - a service nest (`IPVS_CMD_ATTR_SERVICE`) is identified by AF (u16) and PROTOCOL (u16),
 //!   ADDR (16 bytes, `union nf_inet_addr`: IPv4 in the first 4) and PORT (network order),
-//!   or by FWMARK; NEW and SET also need SCHED_NAME (NUL-terminated), FLAGS
+//!   or by AF and FWMARK; NEW and SET also need SCHED_NAME (NUL-terminated), FLAGS
 //!   (`struct ip_vs_flags { u32 flags; u32 mask; }`, host order), TIMEOUT (seconds) and
 //!   NETMASK: for IPv4 the mask in network order, for IPv6 the prefix length as a host-order
 //!   u32 (`ip_vs_add_service` reads it as `plen` and wants 1..=128);
@@ -201,19 +201,42 @@ pub fn protocol_name(protocol: u16) -> Option<&'static str> {
     }
 }
 
-/// What IPVS looks an address service up by. (Firewall-mark services are never made by
-/// lbd; they decode as `ServiceTarget::Fwmark`.)
+/// What IPVS looks a service up by: protocol, address and port; or, for a firewall-mark
+/// service, its family and mark (its address is then the family's unspecified one, its
+/// port 0 and its protocol TCP, as the kernel records it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ServiceKey {
     /// IP protocol number.
     pub protocol: u16,
     pub addr: IpAddr,
     pub port: u16,
+    pub fwmark: Option<u32>,
+}
+
+impl ServiceKey {
+    /// The firewall-mark service `mark` of `family` (AF_INET or AF_INET6).
+    pub fn fwmark(family: u16, mark: u32) -> Self {
+        let addr = match family {
+            AF_INET6 => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
+            _ => IpAddr::from(Ipv4Addr::UNSPECIFIED),
+        };
+        Self {
+            protocol: u16::from(crate::model::Protocol::Tcp.ip_proto()),
+            addr,
+            port: 0,
+            fwmark: Some(mark),
+        }
+    }
 }
 
 impl fmt::Display for ServiceKey {
-    /// `TCP 10.0.0.1:80`, `UDP [2001:db8::1]:53`, as `diff::ServiceId` shows services.
+    /// `TCP 10.0.0.1:80`, `UDP [2001:db8::1]:53`, `FWM 1`, `FWM 1 IPv6`, as
+    /// `diff::ServiceId` shows services.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(mark) = self.fwmark {
+            let family = if self.addr.is_ipv6() { " IPv6" } else { "" };
+            return write!(f, "FWM {mark}{family}");
+        }
         match protocol_name(self.protocol) {
             Some(name) => write!(f, "{name} ")?,
             None => write!(f, "protocol {} ", self.protocol)?,
@@ -227,10 +250,14 @@ impl fmt::Display for ServiceKey {
 
 impl From<crate::dataplane::diff::ServiceId> for ServiceKey {
     fn from(id: crate::dataplane::diff::ServiceId) -> Self {
-        Self {
-            protocol: u16::from(id.protocol.ip_proto()),
-            addr: id.addr,
-            port: id.port,
+        match id.fwmark {
+            Some(mark) => Self::fwmark(family_of(id.addr), mark),
+            None => Self {
+                protocol: u16::from(id.protocol.ip_proto()),
+                addr: id.addr,
+                port: id.port,
+                fwmark: None,
+            },
         }
     }
 }
@@ -297,13 +324,6 @@ pub struct ServiceSettings {
     pub netmask: Netmask,
 }
 
-/// Which service a dump entry describes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ServiceTarget {
-    Address(ServiceKey),
-    Fwmark { family: u16, mark: u32 },
-}
-
 /// IPVS's counters of a service or a destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Stats {
@@ -323,7 +343,7 @@ pub struct Stats {
 /// A service as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KernelService {
-    pub target: ServiceTarget,
+    pub key: ServiceKey,
     pub settings: ServiceSettings,
     pub stats: Stats,
 }
@@ -517,11 +537,18 @@ impl Request {
 /// A service nest: the identity, and the settings for NEW and SET (in ipvsadm's order).
 fn service_attrs(key: &ServiceKey, settings: Option<&ServiceSettings>) -> AttrWriter {
     let mut attrs = AttrWriter::new();
-    attrs
-        .u16(svc_attr::AF, family_of(key.addr))
-        .u16(svc_attr::PROTOCOL, key.protocol)
-        .bytes(svc_attr::ADDR, &inet_addr_bytes(key.addr))
-        .be16(svc_attr::PORT, key.port);
+    attrs.u16(svc_attr::AF, family_of(key.addr));
+    match key.fwmark {
+        Some(mark) => {
+            attrs.u32(svc_attr::FWMARK, mark);
+        }
+        None => {
+            attrs
+                .u16(svc_attr::PROTOCOL, key.protocol)
+                .bytes(svc_attr::ADDR, &inet_addr_bytes(key.addr))
+                .be16(svc_attr::PORT, key.port);
+        }
+    }
     if let Some(settings) = settings {
         let mut flags = [0; 8];
         flags[..4].copy_from_slice(&(settings.flags & !svc_flag::HASHED).to_ne_bytes());

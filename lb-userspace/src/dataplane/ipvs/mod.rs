@@ -40,7 +40,6 @@ use std::{
 pub use error::{DecodeError, IpvsError};
 use messages::{
     IPVS_GENL_NAME, Info, KernelDest, KernelService, KernelTimeouts, Request, ServiceKey,
-    ServiceTarget,
 };
 use reconcile::{KernelEntry, KernelTable, Operation, WantedService};
 use socket::GenlSocket;
@@ -179,20 +178,17 @@ impl IpvsDataplane {
         Ok(dests)
     }
 
-    /// Every address service with its destinations.
+    /// Every service with its destinations.
     fn services_with_dests(&self) -> Result<Vec<(KernelService, Vec<KernelDest>)>, IpvsError> {
         let mut all = Vec::new();
         for service in self.services()? {
-            let dests = match service.target {
-                ServiceTarget::Address(key) => self.dests(&key)?,
-                ServiceTarget::Fwmark { .. } => Vec::new(),
-            };
+            let dests = self.dests(&service.key)?;
             all.push((service, dests));
         }
         Ok(all)
     }
 
-    /// The kernel's table: every address service, the destinations of the wanted ones.
+    /// The kernel's table: every service, the destinations of the wanted ones.
     fn kernel_table(
         &self,
         wanted: &BTreeMap<ServiceKey, WantedService>,
@@ -202,9 +198,7 @@ impl IpvsDataplane {
             timeouts: self.kernel_timeouts()?,
         };
         for service in self.services()? {
-            let ServiceTarget::Address(key) = service.target else {
-                continue;
-            };
+            let key = service.key;
             let dests = if wanted.contains_key(&key) {
                 self.dests(&key)?
                     .into_iter()
@@ -276,18 +270,20 @@ impl IpvsDataplane {
     pub fn connections(&self) -> Result<Vec<Connection>, DataplaneError> {
         let mut connections = conn_table::read(usize::MAX)?;
         let mut forwards: BTreeMap<(u8, IpAddr, u16, IpAddr), &'static str> = BTreeMap::new();
+        // The table does not say which connections came through a firewall-mark
+        // service: those go by the real alone.
+        let mut marked: BTreeMap<IpAddr, &'static str> = BTreeMap::new();
         for (service, dests) in self.services_with_dests()? {
-            let ServiceTarget::Address(key) = service.target else {
-                continue;
-            };
+            let key = service.key;
             let Ok(protocol) = u8::try_from(key.protocol) else {
                 continue;
             };
             for dest in dests {
-                forwards.insert(
-                    (protocol, key.addr, key.port, dest.key.addr),
-                    counters::forward_name(dest.settings.forward),
-                );
+                let forward = counters::forward_name(dest.settings.forward);
+                match key.fwmark {
+                    Some(_) => marked.insert(dest.key.addr, forward),
+                    None => forwards.insert((protocol, key.addr, key.port, dest.key.addr), forward),
+                };
             }
         }
         for connection in &mut connections {
@@ -297,6 +293,7 @@ impl IpvsDataplane {
             connection.forward = forwards
                 .get(&(protocol, vip.ip(), vip.port(), real))
                 .or_else(|| forwards.get(&(protocol, vip.ip(), 0, real)))
+                .or_else(|| marked.get(&real))
                 .copied()
                 .unwrap_or("?");
         }

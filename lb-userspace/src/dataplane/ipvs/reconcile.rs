@@ -116,11 +116,7 @@ fn forward_code(forward: ForwardMethod) -> Result<u32, DataplaneError> {
 
 /// The key of a service spec.
 pub fn service_key(spec: &ServiceSpec) -> ServiceKey {
-    ServiceKey {
-        protocol: u16::from(spec.protocol.ip_proto()),
-        addr: spec.addr,
-        port: spec.port,
-    }
+    ServiceKey::from(crate::dataplane::diff::ServiceId::of_spec(spec))
 }
 
 /// IPVS's settings for a service spec.
@@ -258,7 +254,10 @@ mod tests {
 
     use super::*;
     use crate::{
-        dataplane::RealSpec,
+        dataplane::{
+            RealSpec,
+            ipvs::{genl, messages::svc_attr},
+        },
         model::{Persistence, Protocol, SchedFlags, Scheduler},
     };
 
@@ -267,6 +266,7 @@ mod tests {
             addr: addr.parse().unwrap(),
             port: 80,
             protocol: Protocol::Tcp,
+            fwmark: None,
             scheduler: Scheduler::Wlc,
             sched_flags: SchedFlags::default(),
             persistence: None,
@@ -323,6 +323,7 @@ mod tests {
             protocol: 6,
             addr: addr.parse().unwrap(),
             port: 80,
+            fwmark: None,
         }
     }
 
@@ -369,6 +370,50 @@ mod tests {
         assert_eq!(
             ops[2].describe(),
             "adding real 10.0.1.2:80 to service TCP 10.0.0.1:80"
+        );
+    }
+
+    #[test]
+    fn a_firewall_mark_service_is_its_mark_and_family() {
+        let mut marked = spec("0.0.0.0", &[("10.0.1.1", 1)]);
+        (marked.port, marked.fwmark) = (0, Some(7));
+        marked.reals[0].port = 0;
+        let mut marked6 = spec("::", &[("2001:db8::1", 1)]);
+        (marked6.port, marked6.fwmark) = (0, Some(7));
+        let empty = kernel_of(&desired(vec![]));
+        let desired = desired(vec![marked, marked6]);
+        let ops = plan_for(&desired, &empty, &[]);
+        let added: Vec<String> = ops.iter().map(Operation::describe).collect();
+        assert_eq!(
+            added,
+            [
+                "adding service FWM 7",
+                "adding real 10.0.1.1:0 to service FWM 7",
+                "adding service FWM 7 IPv6",
+                "adding real [2001:db8::1]:80 to service FWM 7 IPv6",
+            ]
+        );
+        let Operation::AddService(k, _) = &ops[0] else {
+            panic!("{ops:?}")
+        };
+        assert_eq!(*k, ServiceKey::fwmark(2, 7));
+        // The request names the service by AF and FWMARK only.
+        let nest = Request::DelService(*k).attributes();
+        let kinds: Vec<u16> = genl::attrs(nest.as_bytes())
+            .flat_map(|nest| genl::attrs(nest.unwrap().payload).collect::<Vec<_>>())
+            .map(|attr| attr.unwrap().kind)
+            .collect();
+        assert_eq!(kinds, [svc_attr::AF, svc_attr::FWMARK]);
+        // Once there, nothing to do.
+        let owned = [ServiceKey::fwmark(2, 7), ServiceKey::fwmark(10, 7)].into();
+        assert_eq!(
+            plan(
+                &wanted(&desired).unwrap(),
+                &desired.timeouts,
+                &kernel_of(&desired),
+                &owned
+            ),
+            []
         );
     }
 

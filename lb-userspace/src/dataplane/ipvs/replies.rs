@@ -15,8 +15,8 @@ use super::{
     genl::{self, Attr},
     messages::{
         DestKey, DestSettings, Info, KernelDest, KernelService, KernelTimeouts, Netmask,
-        ServiceKey, ServiceSettings, ServiceTarget, Stats, Tunnel, cmd, cmd_attr, dest_attr,
-        family_of, fwd, inet_addr_from, info_attr, stats_attr, svc_attr, svc_flag,
+        ServiceKey, ServiceSettings, Stats, Tunnel, cmd, cmd_attr, dest_attr, family_of, fwd,
+        inet_addr_from, info_attr, stats_attr, svc_attr, svc_flag,
     },
 };
 
@@ -123,13 +123,14 @@ pub fn decode_service(command: u8, attrs: &[u8]) -> Result<KernelService, Decode
         }
     }
     let af = af.ok_or(missing("IPVS_SVC_ATTR_AF", WITHIN))?;
-    let target = match (fwmark, protocol, addr, port) {
-        (Some(mark), ..) => ServiceTarget::Fwmark { family: af, mark },
-        (None, Some(protocol), Some(addr), Some(port)) => ServiceTarget::Address(ServiceKey {
+    let key = match (fwmark, protocol, addr, port) {
+        (Some(mark), ..) => ServiceKey::fwmark(af, mark),
+        (None, Some(protocol), Some(addr), Some(port)) => ServiceKey {
             protocol,
             addr: inet_addr_from(af, addr, "IPVS_SVC_ATTR_ADDR")?,
             port,
-        }),
+            fwmark: None,
+        },
         (None, None, ..) => return Err(missing("IPVS_SVC_ATTR_PROTOCOL", WITHIN)),
         (None, _, None, _) => return Err(missing("IPVS_SVC_ATTR_ADDR", WITHIN)),
         (None, _, _, None) => return Err(missing("IPVS_SVC_ATTR_PORT", WITHIN)),
@@ -143,7 +144,7 @@ pub fn decode_service(command: u8, attrs: &[u8]) -> Result<KernelService, Decode
         netmask: Netmask::from_attr(af, netmask.ok_or(missing("IPVS_SVC_ATTR_NETMASK", WITHIN))?),
     };
     Ok(KernelService {
-        target,
+        key,
         settings,
         stats: preferred_stats(stats, stats64)?,
     })

@@ -175,6 +175,7 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
             addr,
             port: u16::from_be_bytes(key.port),
             protocol,
+            fwmark: None,
             scheduler: lb_common::sched::NAMES
                 .get(usize::from(info.scheduler))
                 .copied()

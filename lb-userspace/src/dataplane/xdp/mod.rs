@@ -607,6 +607,13 @@ impl<R: NextHopResolver> XdpDataplane<R> {
 impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         let services = &desired.services;
+        // Refused before anything changes: marks are set after XDP has run.
+        if let Some(mark) = services.iter().find_map(|spec| spec.fwmark) {
+            return Err(DataplaneError::FirewallMark {
+                backend: "XDP",
+                mark,
+            });
+        }
         self.write_timeouts(desired.timeouts)?;
         let mut report = ApplyReport::default();
         let next_hops = self.resolve_all(services);

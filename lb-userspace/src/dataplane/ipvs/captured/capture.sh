@@ -7,12 +7,14 @@
 #     cargo xtask vm --module nlmon -- sh lb-userspace/src/dataplane/ipvs/captured/capture.sh ours
 #
 # `ipvsadm` runs ipvsadm's commands, `ours` the ignored test
-# `dataplane::ipvs::fixtures::vm_capture::backend_requests` (IpvsDataplane), both under
+# `dataplane::ipvs::fixtures::vm_capture::backend_requests` (IpvsDataplane);
+# `ipvsadm-fwmark` and `ours-fwmark` (`backend_fwmark_requests`) the same for
+# firewall-mark services. All under
 # tcpdump on an nlmon device. Before each step a line `MARK <unix time> <label> <what>`
 # goes to stdout; at the end the pcap, base64, between `PCAP-BEGIN` and `PCAP-END`.
 # extract.py turns that output into the .txt fixtures.
 set -eu
-mode=${1:?usage: capture.sh ipvsadm|ours}
+mode=${1:?usage: capture.sh ipvsadm|ours|ipvsadm-fwmark|ours-fwmark}
 
 mark() {
     label=$1
@@ -93,6 +95,21 @@ ipvsadm)
 ours)
     "${LB_CAPTURE_TEST_BIN:?the lb-userspace unit test binary}" --ignored --exact \
         dataplane::ipvs::fixtures::vm_capture::backend_requests --nocapture --test-threads 1
+    ;;
+ipvsadm-fwmark)
+    step version --version
+    step fwmark-add-service -A -f 7 -s rr
+    step fwmark-add-service-ipv6 -A -f 7 -6 -s wlc
+    step fwmark-add-dest -a -f 7 -r 10.0.0.11 -g -w 2
+    step fwmark-add-dest-ipv6 -a -f 7 -6 -r '[2001:db8::11]:8080' -m -w 1
+    step fwmark-list -Ln
+    step fwmark-zero -Z -f 7
+    step fwmark-del-service-ipv6 -D -f 7 -6
+    step fwmark-stop -D -f 7
+    ;;
+ours-fwmark)
+    "${LB_CAPTURE_TEST_BIN:?the lb-userspace unit test binary}" --ignored --exact \
+        dataplane::ipvs::fixtures::vm_capture::backend_fwmark_requests --nocapture --test-threads 1
     ;;
 *)
     echo "capture.sh: unknown mode $mode" >&2

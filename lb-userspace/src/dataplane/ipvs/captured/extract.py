@@ -4,6 +4,8 @@ a fixture file: the generic netlink messages of each step, one message per line.
 
     python3 extract.py ipvsadm capture-output.txt > ipvsadm.txt
     python3 extract.py ours capture-output.txt > ours.txt
+    python3 extract.py ipvsadm-fwmark capture-output.txt > ipvsadm-fwmark.txt
+    python3 extract.py ours-fwmark capture-output.txt > ours-fwmark.txt
 
 Run once on the host, by hand; the tests only read the .txt files. The pcap's link type is
 LINKTYPE_NETLINK (253; nlmon): a 16-byte header like Linux cooked v1 (packet type, ARPHRD,
@@ -46,7 +48,7 @@ CTRL_CMDS = {1: "CTRL_CMD_NEWFAMILY", 3: "CTRL_CMD_GETFAMILY"}
 ERRNOS = {2: "ENOENT", 3: "ESRCH", 17: "EEXIST", 22: "EINVAL"}
 # Reads apply() makes before changing anything.
 READS = {4, 8, 13}
-KEEP_READS_IN = {"list", "get-timeouts"}
+KEEP_READS_IN = {"list", "get-timeouts", "fwmark-list"}
 # The step whose reads' requests (not their replies) are kept in `ours`.
 SHOW_READS_IN = "edit-service"
 
@@ -163,8 +165,8 @@ def main():
         None,
     )
     out = sys.stdout
-    source = "ipvsadm 1.31 (libnl 3.7)" if mode == "ipvsadm" else (
-        "IpvsDataplane (the ignored test fixtures::vm_capture::backend_requests)")
+    source = "ipvsadm 1.31 (libnl 3.7)" if mode.startswith("ipvsadm") else (
+        "IpvsDataplane (the ignored tests in fixtures/vm_capture.rs)")
     out.write(
         f"# IPVS generic netlink messages of {source}, captured with nlmon and tcpdump in\n"
         "# `cargo xtask vm` (Debian's 6.1 kernel, x86-64: host byte order is little-endian) by\n"
@@ -194,7 +196,7 @@ def main():
                     continue
                 seen_getinfo = True
             keep = group
-            if (mode == "ours" and is_request and kind == ipvs_family
+            if (mode.startswith("ours") and is_request and kind == ipvs_family
                     and command in READS and label not in KEEP_READS_IN):
                 if label == SHOW_READS_IN:
                     out.write(f"# {describe(request, ipvs_family)}; its {len(group) - 1} "
