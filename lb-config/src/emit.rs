@@ -7,7 +7,7 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use crate::model::{
-    Config, ForwardMethod, Persistence, Protocol, RealServer, Scheduler, VirtualServer,
+    Config, ForwardMethod, Persistence, Protocol, RealServer, Scheduler, TunnelType, VirtualServer,
     check::{CheckKind, Checker},
 };
 
@@ -105,7 +105,13 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
         }
     }
     let _ = writeln!(text, "    lb_algo {}", vs.scheduler.name());
-    let _ = writeln!(text, "    lb_kind {}", vs.forward.name());
+    let tunnel = match vs.forward {
+        ForwardMethod::Tun if vs.tunnel != TunnelType::Ipip => {
+            format!(" {}", vs.tunnel.keepalived_words())
+        }
+        _ => String::new(),
+    };
+    let _ = writeln!(text, "    lb_kind {}{tunnel}", vs.forward.name());
     let protocol = match vs.protocol {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",

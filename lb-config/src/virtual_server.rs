@@ -21,7 +21,7 @@ use super::{
 };
 use crate::model::{
     ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, ServiceExtras,
-    SorryServer, VirtualServer, check::CheckKind,
+    SorryServer, TunnelChecksum, TunnelType, VirtualServer, check::CheckKind,
 };
 
 /// keepalived's defaults.
@@ -157,6 +157,7 @@ pub fn virtual_server(
     let mut real_items = Vec::new();
     let mut laddr_group = None;
     let mut tun_source = None;
+    let mut tunnel = TunnelType::Ipip;
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -165,9 +166,31 @@ pub fn virtual_server(
                 Some(v) => scheduler = (v.to_owned(), item.location().clone()),
                 None => ok = false,
             },
-            "lb_kind" | "lvs_method" => match single_arg(item, diagnostics) {
-                Some(v) => forward = (v.to_owned(), item.location().clone()),
-                None => ok = false,
+            "lb_kind" | "lvs_method" => match item.args.as_slice() {
+                [] => {
+                    diagnostics.push(Diagnostic::error(
+                        item.location(),
+                        format!("`{}` needs a value", item.name()),
+                    ));
+                    ok = false;
+                }
+                [method, options @ ..] => {
+                    forward = (method.text.clone(), item.location().clone());
+                    let words: Vec<&str> = options.iter().map(|t| t.text.as_str()).collect();
+                    match tunnel_type(&words) {
+                        Ok(_) if !words.is_empty() && method.text != "TUN" => {
+                            diagnostics.push(Diagnostic::warning(
+                                item.location(),
+                                format!("tunnel options apply to lb_kind TUN only; ignored for {}", method.text),
+                            ));
+                        }
+                        Ok(parsed) => tunnel = parsed,
+                        Err(message) => {
+                            diagnostics.push(Diagnostic::error(item.location(), message));
+                            ok = false;
+                        }
+                    }
+                }
             },
             "protocol" => match single_arg(item, diagnostics) {
                 Some("TCP") => protocol = Some(Protocol::Tcp),
@@ -252,13 +275,13 @@ pub fn virtual_server(
                 }
                 None => ok = false,
             },
-            // keepalived 2.1+: the tunnel type of lb_kind TUN; IPIP is the default.
+            // An older spelling of the tunnel type; keepalived's is `lb_kind TUN type ...`.
             "tun_type" => match single_arg(item, diagnostics) {
                 Some("ipip") => {}
                 Some(other) => {
                     diagnostics.push(Diagnostic::error(
                         item.location(),
-                        format!("tun_type `{other}` is not supported (supported: ipip)"),
+                        format!("tun_type `{other}`: write keepalived's `lb_kind TUN type {other} ...` (type gue port N, type gre)"),
                     ));
                     ok = false;
                 }
@@ -628,10 +651,58 @@ pub fn virtual_server(
         forward: forward?,
         local_addresses,
         tun_sources,
+        tunnel: if forward == Some(ForwardMethod::Tun) {
+            tunnel
+        } else {
+            TunnelType::Ipip
+        },
         delay_loop,
         extras,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
     })
+}
+
+/// keepalived's tunnel options after `lb_kind TUN`: `type ipip|gue|gre`, `port N` (GUE
+/// only, and needed there), `nocsum|csum|remcsum` (not for IPIP; `remcsum` GUE only).
+fn tunnel_type(words: &[&str]) -> Result<TunnelType, String> {
+    let (mut kind, mut port, mut checksum) = ("ipip", None, TunnelChecksum::None);
+    let mut words = words.iter();
+    while let Some(word) = words.next() {
+        match *word {
+            "type" => match words.next() {
+                Some(&name @ ("ipip" | "gue" | "gre")) => kind = name,
+                Some(other) => {
+                    return Err(format!(
+                        "tunnel type `{other}` is not one of ipip, gue, gre"
+                    ));
+                }
+                None => return Err("`type` needs a tunnel type: ipip, gue or gre".to_owned()),
+            },
+            "port" => match words.next().map(|p| p.parse::<u16>()) {
+                Some(Ok(p @ 1..)) => port = Some(p),
+                _ => return Err("`port` needs the GUE port (1..=65535)".to_owned()),
+            },
+            "nocsum" => checksum = TunnelChecksum::None,
+            "csum" => checksum = TunnelChecksum::Checksum,
+            "remcsum" => checksum = TunnelChecksum::Remote,
+            other => {
+                return Err(format!(
+                    "`{other}` is not a tunnel option (type ipip|gue|gre, port N, nocsum|csum|remcsum)"
+                ));
+            }
+        }
+    }
+    match (kind, port, checksum) {
+        ("gue", Some(port), checksum) => Ok(TunnelType::Gue { port, checksum }),
+        ("gue", None, _) => Err("a GUE tunnel needs `port N`, the reals' GUE port".to_owned()),
+        (_, Some(_), _) => Err("`port` applies to GUE tunnels only".to_owned()),
+        ("gre", None, TunnelChecksum::Remote) => {
+            Err("GRE tunnels have no remote checksum offload (remcsum)".to_owned())
+        }
+        ("gre", None, checksum) => Ok(TunnelType::Gre { checksum }),
+        (_, None, TunnelChecksum::None) => Ok(TunnelType::Ipip),
+        (_, None, _) => Err("IPIP tunnels have no checksum option".to_owned()),
+    }
 }
 
 /// `tun_source ADDR [ADDR]` (virtual_server) and `lvs_tun_source ADDR [ADDR]`
@@ -870,7 +941,9 @@ mod tests {
 
     use crate::{
         ConfigError, Diagnostic, Loaded, Severity,
-        model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler},
+        model::{
+            ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler, TunnelChecksum, TunnelType,
+        },
         parse,
     };
 
@@ -1344,6 +1417,67 @@ virtual_server 192.0.2.1 0 {
                 "32: port 0 (all ports) is not supported yet",
             ]
         );
+    }
+
+    #[test]
+    fn tun_takes_keepalived_tunnel_options() {
+        let service = |kind: &str| {
+            format!(
+                "virtual_server 192.0.2.1 80 {{\n lb_algo rr\n {kind}\n protocol TCP\n real_server 10.0.0.1 80 {{}}\n}}\n"
+            )
+        };
+        let tunnel = |kind: &str| ok(&service(kind)).config.virtual_servers[0].tunnel;
+        assert_eq!(tunnel("lb_kind TUN"), TunnelType::Ipip);
+        assert_eq!(tunnel("lb_kind TUN type ipip"), TunnelType::Ipip);
+        assert_eq!(
+            tunnel("lvs_method TUN type gue port 6080 csum"),
+            TunnelType::Gue {
+                port: 6080,
+                checksum: TunnelChecksum::Checksum
+            }
+        );
+        assert_eq!(
+            tunnel("lb_kind TUN port 5555 type gue remcsum"),
+            TunnelType::Gue {
+                port: 5555,
+                checksum: TunnelChecksum::Remote
+            }
+        );
+        assert_eq!(
+            tunnel("lb_kind TUN type gre"),
+            TunnelType::Gre {
+                checksum: TunnelChecksum::None
+            }
+        );
+        for (kind, error) in [
+            (
+                "lb_kind TUN type gue",
+                "a GUE tunnel needs `port N`, the reals' GUE port",
+            ),
+            (
+                "lb_kind TUN type gre port 1",
+                "`port` applies to GUE tunnels only",
+            ),
+            (
+                "lb_kind TUN type gre remcsum",
+                "GRE tunnels have no remote checksum offload (remcsum)",
+            ),
+            ("lb_kind TUN csum", "IPIP tunnels have no checksum option"),
+            (
+                "lb_kind TUN type vxlan",
+                "tunnel type `vxlan` is not one of ipip, gue, gre",
+            ),
+            (
+                "lb_kind TUN type gue port 0",
+                "`port` needs the GUE port (1..=65535)",
+            ),
+        ] {
+            assert_eq!(
+                lines(&errors(&service(kind))),
+                [format!("3: {error}")],
+                "{kind}"
+            );
+        }
     }
 
     #[test]

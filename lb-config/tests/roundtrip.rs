@@ -15,7 +15,7 @@ use lb_config::{
     emit::to_keepalived,
     model::{
         Config, ForwardMethod, LvsTimeouts, Persistence, Protocol, RealServer, SchedFlags,
-        Scheduler, ServiceExtras, SorryServer, VirtualServer,
+        Scheduler, ServiceExtras, SorryServer, TunnelChecksum, TunnelType, VirtualServer,
         check::{CheckKind, Checker, HttpCheck, MiscCheck, TrackFile, UdpCheck, Url},
     },
     parse,
@@ -239,6 +239,20 @@ prop_compose! {
             } else {
                 Vec::new()
             },
+            // TUN: IPIP, GUE or GRE by the VIP's index, their checksum options by the port.
+            tunnel: match (forward, index % 3) {
+                (ForwardMethod::Tun, 1) => TunnelType::Gue {
+                    port: port.max(1),
+                    checksum: checksum(port),
+                },
+                (ForwardMethod::Tun, 2) => TunnelType::Gre {
+                    checksum: match checksum(port) {
+                        TunnelChecksum::Remote => TunnelChecksum::Checksum,
+                        other => other,
+                    },
+                },
+                _ => TunnelType::Ipip,
+            },
             delay_loop: Duration::from_secs(delay_loop),
             extras,
             reals: hosts
@@ -264,6 +278,14 @@ prop_compose! {
             as_fwmark_service(&mut vs, u32::from(index) + 1, ops);
         }
         vs
+    }
+}
+
+fn checksum(seed: u16) -> TunnelChecksum {
+    match seed % 3 {
+        0 => TunnelChecksum::None,
+        1 => TunnelChecksum::Checksum,
+        _ => TunnelChecksum::Remote,
     }
 }
 

@@ -129,6 +129,7 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
             port: vs.port,
             protocol: vs.protocol,
             fwmark: vs.fwmark,
+            tunnel: vs.tunnel,
             scheduler: vs.scheduler,
             sched_flags: vs.sched_flags,
             persistence: vs.persistence,

@@ -244,3 +244,20 @@ fn fwmark_services_are_a_config_error_on_xdp() {
         assert_eq!(code, VALID, "{dataplane}: {stderr}");
     }
 }
+
+#[test]
+fn gue_and_gre_tunnels_are_a_config_error_on_xdp() {
+    let gue = "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind TUN type gue port 6080\n protocol TCP\n real_server 10.1.0.11 80 {}\n}\n";
+    let (code, _, stderr) = lbd_with(gue, &["-t", "--dataplane", "xdp"]);
+    assert_eq!(code, ERRORS, "{stderr}");
+    assert!(
+        stderr.contains(
+            "k.conf: virtual_server TCP 192.0.2.1:80: lb_kind TUN type gue port 6080: the XDP data plane tunnels by IPIP only"
+        ),
+        "{stderr}"
+    );
+    for dataplane in ["ipvs", "auto"] {
+        let (code, _, stderr) = lbd_with(gue, &["-t", "--dataplane", dataplane]);
+        assert_eq!(code, VALID, "{dataplane}: {stderr}");
+    }
+}

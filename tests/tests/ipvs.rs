@@ -378,3 +378,49 @@ fn fwmark_service_takes_the_marked_packets() {
     let listing = ipvsadm(&lab, &["-Ln"]);
     assert!(!listing.contains("FWM"), "{listing}");
 }
+
+#[test]
+fn tun_service_through_gue_then_gre() {
+    if !require_ipvs("tun_service_through_gue_then_gre") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-ipvs-gue", 2).expect("lab");
+    // The reals take GUE on port 6080 (fou hands the inner IPIP packet to tunl0) and GRE
+    // on the kernel's own gre0 (the VIP is on lo).
+    for real in &lab.reals {
+        real.ns
+            .ip(&["fou", "add", "port", "6080", "gue"])
+            .expect("fou");
+        for device in ["tunl0", "gre0"] {
+            real.ns.ip(&["link", "set", device, "up"]).expect(device);
+        }
+        for scope in ["all", "tunl0", "gre0"] {
+            real.ns
+                .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
+                .expect("rp_filter");
+        }
+    }
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    let dir = lab.scratch_dir();
+    let gue = service(&lab, "    lb_kind TUN type gue port 6080 csum\n", false);
+    let mut lbd = start(&lab, &gue, &["--dataplane", "auto"]);
+    lbd.wait_for("tunnels by IPIP only", 1, Duration::from_secs(1))
+        .expect("IPVS chosen for GUE");
+    let tunnels = ipvsadm(&lab, &["-Ln", "--tun-info"]);
+    // ipvsadm's TunnelInfo: type, port, checksum (+c: csum).
+    assert_eq!(
+        tunnels.matches("Tunnel  gue:6080:+c").count(),
+        2,
+        "{tunnels}"
+    );
+    spread_over_all(&lab, 10);
+
+    // A reload changes the reals' tunnel in place.
+    let gre = service(&lab, "    lb_kind TUN type gre\n", false);
+    std::fs::write(dir.join("keepalived.conf"), gre).expect("config");
+    lbd.reload().expect("reload");
+    let tunnels = ipvsadm(&lab, &["-Ln", "--tun-info"]);
+    assert_eq!(tunnels.matches("Tunnel  gre:-c").count(), 2, "{tunnels}");
+    spread_over_all(&lab, 10);
+    lbd.stop().expect("stop");
+}

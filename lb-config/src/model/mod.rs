@@ -74,6 +74,8 @@ pub struct VirtualServer {
     /// TUN: `tun_source` (lbd's own), the outer source per family (empty: global_defs
     /// `lvs_tun_source`, else the route's preferred source towards the real).
     pub tun_sources: Vec<IpAddr>,
+    /// TUN: the tunnel (`lb_kind TUN type gue port N`, `type gre`; IPIP by default).
+    pub tunnel: TunnelType,
     /// `delay_loop`: interval between health checks.
     pub delay_loop: Duration,
     /// Quorum, sorry server and the other settings of the checkers' side.
@@ -256,6 +258,51 @@ pub struct SchedFlags {
     pub fallback: bool,
     /// `IP_VS_SVC_F_SCHED2`: hash the source port too.
     pub port: bool,
+}
+
+/// The tunnel of a TUN service, as keepalived reads it after `lb_kind TUN`: `type ipip`
+/// (the default), `type gue port PORT [nocsum|csum|remcsum]`, `type gre [nocsum|csum]`.
+/// Only IPVS has GUE and GRE (kernel 5.2 and 5.3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum TunnelType {
+    #[default]
+    Ipip,
+    Gue {
+        /// The UDP port the reals' `ip fou add port PORT gue` listens on.
+        port: u16,
+        checksum: TunnelChecksum,
+    },
+    Gre {
+        checksum: TunnelChecksum,
+    },
+}
+
+/// A GUE or GRE tunnel's checksum option.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum TunnelChecksum {
+    /// `nocsum`, the default.
+    #[default]
+    None,
+    /// `csum`.
+    Checksum,
+    /// `remcsum` (GUE only): remote checksum offload.
+    Remote,
+}
+
+impl TunnelType {
+    /// keepalived's words after `lb_kind TUN` (empty for IPIP).
+    pub fn keepalived_words(self) -> String {
+        let checksum = |c: TunnelChecksum| match c {
+            TunnelChecksum::None => "",
+            TunnelChecksum::Checksum => " csum",
+            TunnelChecksum::Remote => " remcsum",
+        };
+        match self {
+            TunnelType::Ipip => String::new(),
+            TunnelType::Gue { port, checksum: c } => format!("type gue port {port}{}", checksum(c)),
+            TunnelType::Gre { checksum: c } => format!("type gre{}", checksum(c)),
+        }
+    }
 }
 
 /// Forwarding methods, with keepalived's `lb_kind` names.

@@ -8,7 +8,7 @@ use std::{net::SocketAddr, time::Duration};
 use super::{Change, ServiceRef};
 use crate::model::{
     Config, ForwardMethod, Persistence, RealServer, SchedFlags, Scheduler, ServiceExtras,
-    VirtualServer,
+    TunnelType, VirtualServer,
 };
 
 /// keepalived's weight range (`real_server` `weight`).
@@ -103,6 +103,7 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
                 forward,
                 local_addresses: Vec::new(),
                 tun_sources: Vec::new(),
+                tunnel: TunnelType::Ipip,
                 delay_loop: DEFAULT_DELAY_LOOP,
                 extras: ServiceExtras::default(),
                 reals: Vec::new(),

@@ -15,7 +15,7 @@ use super::{
 };
 use crate::{
     check::health::service_id,
-    model::{Config, ForwardMethod},
+    model::{Config, ForwardMethod, TunnelType},
     nexthop::KernelNextHops,
 };
 
@@ -72,6 +72,17 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
     if let Some(mark) = config.virtual_servers.iter().find_map(|vs| vs.fwmark) {
         return Some(format!(
             "virtual_server fwmark {mark}: firewall marks are set by netfilter after XDP has run, so only the kernel's IPVS can match them (use --dataplane ipvs or auto)"
+        ));
+    }
+    if let Some(vs) = config
+        .virtual_servers
+        .iter()
+        .find(|vs| vs.forward == ForwardMethod::Tun && vs.tunnel != TunnelType::Ipip)
+    {
+        return Some(format!(
+            "virtual_server {}: lb_kind TUN {}: the XDP data plane tunnels by IPIP only; GUE and GRE are the kernel's IPVS's (use --dataplane ipvs or auto)",
+            service_id(vs),
+            vs.tunnel.keepalived_words()
         ));
     }
     config.virtual_servers.iter().find_map(|vs| {

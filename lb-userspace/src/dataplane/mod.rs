@@ -17,7 +17,7 @@ use std::net::IpAddr;
 use lb_common::{Outcome, conn::Timeouts};
 use serde::Serialize;
 
-use crate::model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler};
+use crate::model::{ForwardMethod, Persistence, Protocol, SchedFlags, Scheduler, TunnelType};
 
 /// Everything the data plane should carry.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +48,8 @@ pub struct ServiceSpec {
     /// TUN: the outer source per family (the virtual server's, then the global ones);
     /// for a family without one, the route's preferred source towards the real.
     pub tun_sources: Vec<IpAddr>,
+    /// TUN: IPIP, or GUE and GRE, which only the IPVS backend has.
+    pub tunnel: TunnelType,
     pub reals: Vec<RealSpec>,
 }
 
@@ -105,6 +107,11 @@ pub enum DataplaneError {
         "virtual_server fwmark {mark}: the {backend} data plane cannot see firewall marks (netfilter sets them after XDP has run); only the kernel's IPVS can"
     )]
     FirewallMark { backend: &'static str, mark: u32 },
+    #[error("lb_kind TUN {tunnel}: the {backend} data plane tunnels by IPIP only")]
+    TunnelType {
+        backend: &'static str,
+        tunnel: String,
+    },
     #[error(transparent)]
     Ipvs {
         #[from]

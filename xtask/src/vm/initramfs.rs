@@ -14,7 +14,7 @@ use super::{cpio::Archive, kernel::Kernel, shell_quote};
 
 /// What the guest loads, in this order (what worked, see ENVIRONMENT.md): IPVS with its
 /// schedulers, tc's ingress hook, flower and skbedit (firewall marks for the IPVS tests),
-/// the tunnels, veth, macvlan, bridge, then the 9p and overlay stack for the host's root.
+/// the tunnels (IPIP, GUE's fou, GRE), veth, macvlan, bridge, then the 9p and overlay stack for the host's root.
 /// Those missing from a kernel (or built in) are skipped.
 const MODULES: &[&str] = &[
     "nf_defrag_ipv4",
@@ -39,6 +39,9 @@ const MODULES: &[&str] = &[
     "tunnel4",
     "ip_tunnel",
     "ipip",
+    "fou",
+    "gre",
+    "ip_gre",
     "tunnel6",
     "ip6_tunnel",
     "veth",

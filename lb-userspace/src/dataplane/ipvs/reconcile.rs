@@ -20,7 +20,7 @@ use super::messages::{
 };
 use crate::{
     dataplane::{DataplaneError, DesiredState, ServiceSpec},
-    model::ForwardMethod,
+    model::{ForwardMethod, TunnelChecksum, TunnelType},
 };
 
 /// A service as the kernel holds it (destinations only for the services wanted).
@@ -114,6 +114,28 @@ fn forward_code(forward: ForwardMethod) -> Result<u32, DataplaneError> {
     }
 }
 
+/// IPVS's tunnel settings (`IP_VS_CONN_F_TUNNEL_TYPE_*`, `IP_VS_TUNNEL_ENCAP_FLAG_*`).
+fn tunnel(tunnel: TunnelType) -> Tunnel {
+    let flags = |checksum| match checksum {
+        TunnelChecksum::None => 0,
+        TunnelChecksum::Checksum => 1,
+        TunnelChecksum::Remote => 2,
+    };
+    match tunnel {
+        TunnelType::Ipip => Tunnel::default(),
+        TunnelType::Gue { port, checksum } => Tunnel {
+            kind: 1,
+            port,
+            flags: flags(checksum),
+        },
+        TunnelType::Gre { checksum } => Tunnel {
+            kind: 2,
+            port: 0,
+            flags: flags(checksum),
+        },
+    }
+}
+
 /// The key of a service spec.
 pub fn service_key(spec: &ServiceSpec) -> ServiceKey {
     ServiceKey::from(crate::dataplane::diff::ServiceId::of_spec(spec))
@@ -156,6 +178,10 @@ pub fn wanted(
     let mut services = BTreeMap::new();
     for spec in &desired.services {
         let forward = forward_code(spec.forward)?;
+        let tunnel = match spec.forward {
+            ForwardMethod::Tun => tunnel(spec.tunnel),
+            _ => Tunnel::default(),
+        };
         let dests = spec
             .reals
             .iter()
@@ -165,7 +191,7 @@ pub fn wanted(
                     weight: real.weight.min(i32::MAX as u32),
                     upper_threshold: real.upper_threshold,
                     lower_threshold: real.lower_threshold,
-                    tunnel: Tunnel::default(),
+                    tunnel,
                 };
                 (
                     DestKey {
@@ -267,6 +293,7 @@ mod tests {
             port: 80,
             protocol: Protocol::Tcp,
             fwmark: None,
+            tunnel: TunnelType::Ipip,
             scheduler: Scheduler::Wlc,
             sched_flags: SchedFlags::default(),
             persistence: None,
@@ -414,6 +441,55 @@ mod tests {
                 &owned
             ),
             []
+        );
+    }
+
+    #[test]
+    fn tun_reals_carry_the_tunnel_type() {
+        let mut gue = spec("10.0.0.1", &[("10.0.1.1", 1)]);
+        gue.forward = ForwardMethod::Tun;
+        gue.tunnel = TunnelType::Gue {
+            port: 6080,
+            checksum: TunnelChecksum::Remote,
+        };
+        let mut gre = spec("10.0.0.2", &[("10.0.1.1", 1)]);
+        gre.forward = ForwardMethod::Tun;
+        gre.tunnel = TunnelType::Gre {
+            checksum: TunnelChecksum::Checksum,
+        };
+        // A tunnel type on another method means nothing.
+        let mut dr = spec("10.0.0.3", &[("10.0.1.1", 1)]);
+        dr.tunnel = gre.tunnel;
+        let empty = kernel_of(&desired(vec![]));
+        let ops = plan_for(&desired(vec![gue, gre, dr]), &empty, &[]);
+        let tunnels: Vec<(u32, Tunnel)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Operation::AddDest(_, _, settings) => Some((settings.forward, settings.tunnel)),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            tunnels,
+            [
+                (
+                    fwd::TUNNEL,
+                    Tunnel {
+                        kind: 1,
+                        port: 6080,
+                        flags: 2
+                    }
+                ),
+                (
+                    fwd::TUNNEL,
+                    Tunnel {
+                        kind: 2,
+                        port: 0,
+                        flags: 1
+                    }
+                ),
+                (fwd::DROUTE, Tunnel::default()),
+            ]
         );
     }
 

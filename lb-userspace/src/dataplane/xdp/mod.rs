@@ -52,7 +52,7 @@ use super::{
     ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
 };
 use crate::{
-    model::ForwardMethod,
+    model::{ForwardMethod, TunnelType},
     nexthop::{NextHop, NextHopResolver},
     sched::{self, TableReal},
 };
@@ -612,6 +612,15 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             return Err(DataplaneError::FirewallMark {
                 backend: "XDP",
                 mark,
+            });
+        }
+        if let Some(spec) = services
+            .iter()
+            .find(|spec| spec.forward == ForwardMethod::Tun && spec.tunnel != TunnelType::Ipip)
+        {
+            return Err(DataplaneError::TunnelType {
+                backend: "XDP",
+                tunnel: spec.tunnel.keepalived_words(),
             });
         }
         self.write_timeouts(desired.timeouts)?;
