@@ -103,7 +103,7 @@ pub fn targets(
 
 /// The address family of a `virtual_server fwmark` block, as keepalived decides it:
 /// `ip_family inet|inet6`, else the family its real servers and sorry server share, else
-/// IPv4. Returned as the family's unspecified address.
+/// IPv4. Returned as the service's address (`VirtualServer::fwmark_addr`).
 fn fwmark_family(statement: &Statement) -> IpAddr {
     let items = statement.block.as_deref().unwrap_or_default();
     let declared = items
@@ -123,11 +123,7 @@ fn fwmark_family(statement: &Statement) -> IpAddr {
         let families: HashSet<bool> = servers.collect();
         families.len() == 1 && families.contains(&true)
     });
-    if ipv6 {
-        IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
-    }
+    VirtualServer::fwmark_addr(ipv6)
 }
 
 /// The service of a `virtual_server` block for `target` (its own address and port, a
@@ -225,13 +221,8 @@ pub fn virtual_server(
             "sorry_server" => match item.args.as_slice() {
                 [addr, port] => {
                     let at = item.location();
-                    // 0 in a firewall-mark service: the packet's port.
-                    let port = match port.text.as_str() {
-                        "0" if fwmark.is_some() => Some(0),
-                        text => parse_port(text, at, diagnostics),
-                    };
                     extras.sorry_server = parse_addr(&addr.text, at, diagnostics)
-                        .zip(port)
+                        .zip(server_port(&port.text, fwmark.is_some(), at, diagnostics))
                         .map(|(addr, port)| SorryServer { addr, port });
                 }
                 _ => diagnostics.push(Diagnostic::error(
@@ -473,17 +464,17 @@ pub fn virtual_server(
             format!("virtual_server fwmark {mark}: `protocol` is ignored (the mark decides which packets the service takes), as keepalived does"),
         ));
     }
-    let protocol = protocol.filter(|_| fwmark.is_none());
-    let protocol = protocol.unwrap_or_else(|| {
-        if fwmark.is_some() {
-            return Protocol::Tcp;
+    let protocol = match (fwmark, protocol) {
+        (Some(_), _) => Protocol::Tcp,
+        (None, Some(protocol)) => protocol,
+        (None, None) => {
+            diagnostics.extend(has_reals.then(|| Diagnostic::warning(
+                location,
+                "no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
+            )));
+            Protocol::Udp
         }
-        diagnostics.extend(has_reals.then(|| Diagnostic::warning(
-            location,
-            "no `protocol`: UDP, as keepalived and the kernel default to (write `protocol TCP` for TCP)",
-        )));
-        Protocol::Udp
-    });
+    };
     for (name, default) in defaulted.into_iter().filter(|_| has_reals) {
         diagnostics.push(Diagnostic::warning(
             location,
@@ -828,6 +819,20 @@ fn default_note(at: &Location, vs: &Location) -> &'static str {
     }
 }
 
+/// The port of a real or sorry server: 0 (the packet's port) only in a firewall-mark
+/// service.
+fn server_port(
+    text: &str,
+    in_fwmark_service: bool,
+    location: &Location,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Option<u16> {
+    match text {
+        "0" if in_fwmark_service => Some(0),
+        text => parse_port(text, location, diagnostics),
+    }
+}
+
 /// Whether a checker of this kind connects to a port (the real's unless `connect_port`).
 fn connects_to_port(kind: &CheckKind) -> bool {
     !matches!(
@@ -854,10 +859,7 @@ fn real_server(
         return None;
     };
     let addr = parse_addr(&addr.text, location, diagnostics)?;
-    let port = match port.text.as_str() {
-        "0" if in_fwmark_service => 0,
-        text => parse_port(text, location, diagnostics)?,
-    };
+    let port = server_port(&port.text, in_fwmark_service, location, diagnostics)?;
     if statement.block.is_none() {
         diagnostics.push(Diagnostic::error(
             location,

@@ -293,11 +293,7 @@ fn checksum(seed: u16) -> TunnelChecksum {
 /// the protocol, no ha_suspend; DR and TUN reals and sorry server with port 0, the reals'
 /// checkers connecting to the port they had.
 fn as_fwmark_service(vs: &mut VirtualServer, mark: u32, ops: bool) {
-    vs.addr = if vs.addr.is_ipv6() {
-        IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
-    } else {
-        IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
-    };
+    vs.addr = VirtualServer::fwmark_addr(vs.addr.is_ipv6());
     vs.port = 0;
     vs.protocol = Protocol::Tcp;
     vs.fwmark = Some(mark);

@@ -123,7 +123,7 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
     config
         .virtual_servers
         .iter()
-        .map(|vs| (vs, crate::check::health::service_id(vs)))
+        .map(|vs| (vs, diff::ServiceId::of(vs)))
         .map(|(vs, id)| ServiceSpec {
             addr: vs.addr,
             port: vs.port,

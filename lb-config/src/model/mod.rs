@@ -36,6 +36,18 @@ pub struct Config {
     pub script_security: bool,
 }
 
+impl VirtualServer {
+    /// The address a firewall-mark service of IPv6 (else IPv4) stands at: the family's
+    /// unspecified address.
+    pub fn fwmark_addr(ipv6: bool) -> IpAddr {
+        if ipv6 {
+            IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED)
+        } else {
+            IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
+        }
+    }
+}
+
 /// keepalived's global_defs `lvs_timeouts tcp N tcpfin N udp N` (`ipvsadm --set`), in
 /// seconds; `None` keeps IPVS's default (900, 120, 300).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]

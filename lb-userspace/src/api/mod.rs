@@ -10,7 +10,7 @@ pub mod client;
 pub mod runtime;
 pub mod server;
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
@@ -51,14 +51,9 @@ impl ServiceRef {
 
     /// The firewall-mark service `mark` of IPv4, or of IPv6.
     pub fn fwmark(mark: u32, ipv6: bool) -> Self {
-        let addr = if ipv6 {
-            IpAddr::from(Ipv6Addr::UNSPECIFIED)
-        } else {
-            IpAddr::from(Ipv4Addr::UNSPECIFIED)
-        };
         Self {
             protocol: ServiceProtocol::Tcp,
-            addr,
+            addr: crate::model::VirtualServer::fwmark_addr(ipv6),
             port: 0,
             fwmark: Some(mark),
         }

@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, net::IpAddr};
 use super::schedule::Verdict;
 use crate::{
     dataplane::diff::ServiceId,
-    model::{Config, RealServer, VirtualServer},
+    model::{Config, RealServer},
 };
 
 /// One real of one service.
@@ -80,10 +80,6 @@ pub struct Health {
     services: BTreeMap<ServiceId, ServiceHealth>,
 }
 
-pub fn service_id(vs: &VirtualServer) -> ServiceId {
-    ServiceId::of(vs)
-}
-
 impl Health {
     /// The health of `config`'s reals, keeping what `previous` knew of a real whose
     /// checkers did not change (a reload does not reset them). New checkers start passing,
@@ -91,11 +87,11 @@ impl Health {
     pub fn new(config: &Config, previous: Option<(&Health, &Config)>) -> Self {
         let mut health = Self::default();
         for vs in &config.virtual_servers {
-            let service = service_id(vs);
+            let service = ServiceId::of(vs);
             let old_vs = previous.and_then(|(_, old)| {
                 old.virtual_servers
                     .iter()
-                    .find(|old| service_id(old) == service)
+                    .find(|old| ServiceId::of(old) == service)
             });
             for real in &vs.reals {
                 let key = RealKey {
@@ -239,7 +235,7 @@ impl Health {
     pub fn shutdown_scripts(&self, config: &Config) -> Vec<Script> {
         let mut scripts = Vec::new();
         for vs in config.virtual_servers.iter().filter(|vs| vs.extras.omega) {
-            let service = service_id(vs);
+            let service = ServiceId::of(vs);
             for (key, real) in self.reals.range(range_of(service)) {
                 if let (true, Some(command)) = (real.alive(), &real.notify_down) {
                     scripts.push(Script {
@@ -350,7 +346,7 @@ virtual_server 192.0.2.1 80 {
 
     fn key(config: &Config, host: u8) -> RealKey {
         RealKey {
-            service: service_id(&config.virtual_servers[0]),
+            service: ServiceId::of(&config.virtual_servers[0]),
             addr: IpAddr::from([10, 0, 0, host]),
             port: 80,
         }

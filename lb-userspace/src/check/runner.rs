@@ -20,7 +20,7 @@ use tokio::{
 };
 
 use super::{
-    health::{Health, RealKey, service_id},
+    health::{Health, RealKey},
     probe::{RealContext, probe_with},
     schedule::{CheckerState, Outcome, Timing, Verdict},
     script::Policy,
@@ -103,7 +103,7 @@ impl Runner {
         for vs in &config.virtual_servers {
             for real in &vs.reals {
                 let key = RealKey {
-                    service: service_id(vs),
+                    service: ServiceId::of(vs),
                     addr: real.addr,
                     port: real.port,
                 };
@@ -316,7 +316,7 @@ mod tests {
             let config = crate::config::parse(&text, std::path::Path::new("t.conf"))
                 .unwrap()
                 .config;
-            let service = super::super::health::service_id(&config.virtual_servers[0]);
+            let service = ServiceId::of(&config.virtual_servers[0]);
             let (sender, mut reports) = mpsc::unbounded_channel();
             let mut runner = Runner::new(sender);
             runner.suspend([service].into());

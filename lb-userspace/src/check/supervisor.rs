@@ -169,7 +169,7 @@ pub fn suspended_services(
         .virtual_servers
         .iter()
         .filter(|vs| vs.extras.ha_suspend && !local.contains(&vs.addr))
-        .map(super::health::service_id)
+        .map(crate::dataplane::diff::ServiceId::of)
         .collect()
 }
 

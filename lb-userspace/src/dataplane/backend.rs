@@ -14,7 +14,6 @@ use super::{
     ipvs::IpvsDataplane, xdp::XdpDataplane,
 };
 use crate::{
-    check::health::service_id,
     model::{Config, ForwardMethod, TunnelType},
     nexthop::KernelNextHops,
 };
@@ -62,7 +61,7 @@ pub fn ipvs_refusal(config: &Config) -> Option<String> {
         .map(|vs| {
             format!(
                 "virtual_server {}: lb_kind FNAT needs the XDP data plane; IPVS has no FullNAT (use NAT, DR or TUN with --dataplane ipvs)",
-                service_id(vs)
+                ServiceId::of(vs)
             )
         })
 }
@@ -81,7 +80,7 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
     {
         return Some(format!(
             "virtual_server {}: lb_kind TUN {}: the XDP data plane tunnels by IPIP only; GUE and GRE are the kernel's IPVS's (use --dataplane ipvs or auto)",
-            service_id(vs),
+            ServiceId::of(vs),
             vs.tunnel.keepalived_words()
         ));
     }
@@ -92,7 +91,7 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
             .find(|r| r.upper_threshold > 0 || r.lower_threshold > 0)?;
         Some(format!(
             "virtual_server {}: real_server {} {} has uthreshold/lthreshold, connection limits that only the kernel's IPVS has (use --dataplane ipvs or auto)",
-            service_id(vs),
+            ServiceId::of(vs),
             real.addr,
             real.port
         ))

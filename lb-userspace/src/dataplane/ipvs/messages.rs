@@ -216,13 +216,9 @@ pub struct ServiceKey {
 impl ServiceKey {
     /// The firewall-mark service `mark` of `family` (AF_INET or AF_INET6).
     pub fn fwmark(family: u16, mark: u32) -> Self {
-        let addr = match family {
-            AF_INET6 => IpAddr::from(std::net::Ipv6Addr::UNSPECIFIED),
-            _ => IpAddr::from(Ipv4Addr::UNSPECIFIED),
-        };
         Self {
             protocol: u16::from(crate::model::Protocol::Tcp.ip_proto()),
-            addr,
+            addr: crate::model::VirtualServer::fwmark_addr(family == AF_INET6),
             port: 0,
             fwmark: Some(mark),
         }
