@@ -29,6 +29,9 @@ pub const PERSIST_TABLE_SIZE: u32 = 1 << 18;
 
 /// `BPF_F_NO_PREALLOC`: map flag of `LB_SERVICES`.
 pub const BPF_F_NO_PREALLOC: u32 = 1;
+/// `BPF_F_MMAPABLE`: map flag of `LB_REAL_CONNS`, which userspace maps into its memory to
+/// update the counts atomically, as the data plane does.
+pub const BPF_F_MMAPABLE: u32 = 1 << 10;
 
 /// `family` value of an IPv4 address stored in a 16-byte array (first 4 bytes used).
 pub const FAMILY_IPV4: u8 = 4;
@@ -385,13 +388,14 @@ pub struct FlowState {
     pub _pad2: [u8; 2],
 }
 
-/// Value of `LB_REAL_CONNS` (an array indexed by real id, shared by all CPUs and updated
-/// atomically): the real's connections as IPVS counts them for `ipvsadm -L`.
+/// Value of `LB_REAL_CONNS` (an array indexed by real id, shared by all CPUs, memory-mapped
+/// by userspace): the real's connections as IPVS counts them for `ipvsadm -L`.
 ///
-/// The data plane adds and subtracts without a compare-and-swap (BPF has none for every
-/// CPU version we support), so racing decrements can take a counter below zero, which
-/// wraps; readers use `active()`/`inactive()`, which read such a value as 0. Userspace
-/// recounts both from the flow table on every sweep.
+/// Every writer adds and subtracts atomically: the data plane when it opens a flow, moves
+/// it between active and inactive, or replaces a timed-out one; userspace when it removes
+/// a flow from the table (see `lb-userspace`'s `dataplane::xdp::conns`). A race of a
+/// decrement with a correction can take a counter below zero, which wraps; readers use
+/// `active()`/`inactive()`, which read such a value as 0.
 #[repr(C)]
 #[derive(Clone, Copy, PartialEq, Eq, Default)]
 #[cfg_attr(feature = "user", derive(Debug))]
@@ -400,9 +404,23 @@ pub struct ConnCounts {
     pub active: u32,
     /// Connections in any other state (including UDP "connections").
     pub inactive: u32,
+    /// How many times the data plane changed the two counts (wrapping): userspace reads it
+    /// before and after reading the flow table to know how far its recount can be off.
+    pub changes: u32,
+    pub _reserved: u32,
 }
 
 impl ConnCounts {
+    /// `active` and `inactive` connections, no changes recorded.
+    pub const fn new(active: u32, inactive: u32) -> Self {
+        Self {
+            active,
+            inactive,
+            changes: 0,
+            _reserved: 0,
+        }
+    }
+
     /// Active connections, with a wrapped (negative) counter read as 0.
     #[inline(always)]
     pub const fn active(&self) -> u32 {
@@ -504,7 +522,7 @@ const _: () = {
     assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 3 + 16);
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8 + 4 + 2 + 2);
-    assert!(size_of::<ConnCounts>() == 2 * 4);
+    assert!(size_of::<ConnCounts>() == 4 * 4);
     assert!(size_of::<TrafficStats>() == 5 * 8);
 };
 

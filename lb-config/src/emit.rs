@@ -59,6 +59,7 @@ fn global_defs(config: &Config, text: &mut String) {
         && config.router_id.is_none()
         && config.script_user.is_none()
         && !config.script_security
+        && config.vrrp_rt_priority.is_none()
     {
         return;
     }
@@ -77,6 +78,9 @@ fn global_defs(config: &Config, text: &mut String) {
     }
     if config.script_security {
         text.push_str("    enable_script_security\n");
+    }
+    if let Some(priority) = config.vrrp_rt_priority {
+        let _ = writeln!(text, "    vrrp_rt_priority {priority}");
     }
     if !timeouts.is_empty() {
         let _ = writeln!(text, "    lvs_timeouts {}", timeouts.join(" "));

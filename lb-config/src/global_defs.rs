@@ -1,6 +1,6 @@
 //! The `global_defs` block: what lbd uses of it (`router_id`, `lvs_timeouts`, the VRRP
-//! defaults `vrrp_version`, `vrrp_strict`, `dynamic_interfaces`, and lbd's own
-//! `lvs_tun_source`); its other keywords are reported as not supported yet.
+//! defaults `vrrp_version`, `vrrp_strict`, `dynamic_interfaces`, `vrrp_rt_priority`, and
+//! lbd's own `lvs_tun_source`); its other keywords are reported as not supported yet.
 
 use super::{
     Diagnostic,
@@ -44,6 +44,9 @@ pub fn global_defs(
             },
             "enable_script_security" => config.script_security = no_value(item, diagnostics),
             "lvs_timeouts" => lvs_timeouts(item, &mut config.lvs_timeouts, diagnostics),
+            "vrrp_rt_priority" => {
+                config.vrrp_rt_priority = parse_in_range(item, 1..=99u8, diagnostics)
+            }
             "lvs_tun_source" => {
                 if let Some(sources) = tun_sources(item, diagnostics) {
                     config.tun_sources = sources;

@@ -4,7 +4,7 @@
 //! their prefix, scope and label, unicast peers, preemption and its delay, the GARP
 //! settings, accept and strict mode, tracked interfaces and scripts with their weights,
 //! notify scripts, vmac, vrrp_scripts and sync groups; and static addresses and routes,
-//! router_id, script_user and script security.
+//! router_id, script_user, script security and vrrp_rt_priority.
 
 use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
@@ -208,10 +208,12 @@ fn config() -> impl Strategy<Value = Config> {
             any::<bool>(),
             prop::collection::vec((any::<bool>(), any::<bool>(), any::<bool>()), 0..3),
             prop::collection::vec((any::<bool>(), 1u32..100), 0..3),
+            prop::option::of(1u8..=99),
         ),
     )
         .prop_map(|(first, second, a, b, grouped, globals)| {
-            let (router_id, script_user, script_security, statics, routes) = globals;
+            let (router_id, script_user, script_security, statics, routes, vrrp_rt_priority) =
+                globals;
             let vrrp_instances: Vec<VrrpInstance> = first.into_iter().chain(second).collect();
             let names: Vec<String> = vrrp_instances.iter().map(|i| i.name.clone()).collect();
             Config {
@@ -232,6 +234,7 @@ fn config() -> impl Strategy<Value = Config> {
                 router_id,
                 script_user,
                 script_security,
+                vrrp_rt_priority,
                 static_ipaddress: statics
                     .iter()
                     .enumerate()

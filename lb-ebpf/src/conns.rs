@@ -1,8 +1,10 @@
 //! Connection counts per real (`LB_REAL_CONNS`), as IPVS keeps them: a flow counts as
 //! active or inactive by its state (`lb_common::conn::is_active`) and moves between the two
-//! as its state changes. The least-connection schedulers read them; userspace recounts
-//! them from the flow table on every sweep and corrects lasting differences (flows the LRU
-//! evicted or that expired unseen).
+//! as its state changes. The least-connection schedulers read them. The data plane counts
+//! what it does to flows (open, move, replace a timed-out one); userspace subtracts the
+//! flows it removes when they time out, and corrects the counts of flows the LRU evicted
+//! (`lb-userspace`'s `dataplane::xdp::conns`). Each change also bumps `changes`, which
+//! tells userspace how far a recount made while packets flow can be off.
 
 use core::intrinsics::{AtomicOrdering, atomic_xadd};
 
@@ -38,11 +40,9 @@ fn add(real_id: u32, active: bool, up: bool) {
         return;
     };
     // SAFETY: `counts` points to a live array element (arrays never free elements) and is
-    // aligned for u32. Every data-plane writer of these counters uses atomic operations
-    // (core has no atomic read-modify-write types for BPF, hence the intrinsic: it
-    // compiles to BPF's atomic add); userspace rewrites them whole on a sweep. A decrement
-    // that meets a count userspace just reset wraps below zero, which readers take as 0
-    // (`ConnCounts::active`) until the next sweep.
+    // aligned for u32. Every writer of these counters, here and in userspace (through its
+    // mapping of the array), uses atomic operations (core has no atomic read-modify-write
+    // types for BPF, hence the intrinsic: it compiles to BPF's atomic add).
     unsafe {
         let counter = if active {
             &raw mut (*counts).active
@@ -51,5 +51,6 @@ fn add(real_id: u32, active: bool, up: bool) {
         };
         let delta = if up { 1 } else { u32::MAX };
         atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(counter, delta);
+        atomic_xadd::<u32, u32, { AtomicOrdering::Relaxed }>(&raw mut (*counts).changes, 1);
     }
 }

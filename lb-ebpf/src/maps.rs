@@ -8,7 +8,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LruHashMap, PerCpuArray},
 };
 use lb_common::{
-    BPF_F_NO_PREALLOC, BenchFrame, ConnCounts, DEFAULT_FLOW_TABLE_SIZE,
+    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BenchFrame, ConnCounts, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_SCHED_TABLE_ENTRIES, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS,
     MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo,
     ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, decap_stats,
@@ -70,9 +70,10 @@ pub static TIMEOUTS: Array<Timeouts> = Array::pinned(1, 0);
 pub static PERSIST: LruHashMap<PersistKey, PersistState> =
     LruHashMap::pinned(PERSIST_TABLE_SIZE, 0);
 
-/// Active and inactive connections per real id, shared by all CPUs (atomic updates).
+/// Active and inactive connections per real id, shared by all CPUs (atomic updates);
+/// userspace maps it into its memory (`BPF_F_MMAPABLE`) to update it atomically too.
 #[map(name = "LB_REAL_CONNS")]
-pub static REAL_CONNS: Array<ConnCounts> = Array::pinned(MAX_REALS, 0);
+pub static REAL_CONNS: Array<ConnCounts> = Array::pinned(MAX_REALS, BPF_F_MMAPABLE);
 
 /// Per-CPU counters per service id.
 #[map(name = "LB_SERVICE_STATS")]

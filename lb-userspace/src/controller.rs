@@ -12,8 +12,7 @@ use lb_common::conn::Timeouts;
 use crate::{
     check::health::{Overlay, RealKey},
     dataplane::{
-        ApplyReport, Dataplane, DataplaneError, DesiredState, RealSpec, ServiceSpec, SweepReport,
-        diff,
+        ApplyReport, Dataplane, DataplaneError, DesiredState, RealSpec, ServiceSpec, diff,
     },
     model::Config,
 };
@@ -87,9 +86,12 @@ impl<D: Dataplane> Controller<D> {
             .apply(&desired_state_with(&self.running, &self.overlay))
     }
 
-    /// Remove timed-out flows and recount connections (see `Dataplane::sweep`).
-    pub fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
-        self.dataplane.sweep()
+    /// The data plane's upkeep that is due by `now` (see `Dataplane::upkeep`).
+    pub fn upkeep(
+        &mut self,
+        now: std::time::Instant,
+    ) -> Result<Option<std::time::Instant>, DataplaneError> {
+        self.dataplane.upkeep(now)
     }
 
     pub fn running(&self) -> &Config {

@@ -1,10 +1,12 @@
 //! Prometheus metrics (text exposition format 0.0.4) on `lbd --metrics-address`: traffic
 //! per virtual service and per real, packets per outcome (drops by reason), VRRP state
 //! and counters, checker results and probe latency. Names follow Prometheus conventions:
-//! `lbd_` prefix, base units, `_total` for counters.
+//! `lbd_` prefix, base units, `_total` for counters. Also the XDP flow table's upkeep:
+//! live flows, scans, expiries, count corrections, and the time and CPU of the last scan.
 //!
-//! Each scrape reads the pinned maps and the status tables anew; the server answers
-//! `GET /metrics` only.
+//! Each scrape reads the pinned maps and the status tables anew, on a blocking thread (a
+//! scrape reads thousands of map entries; the control plane's tasks must not wait behind
+//! it); the server answers `GET /metrics` only.
 
 use std::{fmt::Write as _, net::SocketAddr, path::PathBuf};
 
@@ -15,8 +17,8 @@ use tokio::{
 use tracing::{info, warn};
 
 use crate::{
-    dataplane::{Counters, Traffic},
-    status::{CheckStatus, CheckTable, LATENCY_BUCKETS, VrrpStatus, VrrpTable},
+    dataplane::{Counters, Traffic, UpkeepStats},
+    status::{CheckStatus, CheckTable, LATENCY_BUCKETS, UpkeepTable, VrrpStatus, VrrpTable},
 };
 
 /// A label value with `\`, `"` and newlines escaped.
@@ -372,6 +374,59 @@ pub fn render(
     out.text
 }
 
+/// The exposition of the XDP flow table's upkeep.
+pub fn render_upkeep(stats: &UpkeepStats) -> String {
+    let mut out = Exposition::new();
+    let rows: [(&'static str, &str, &str, f64); 7] = [
+        (
+            "lbd_flow_table_flows",
+            "gauge",
+            "Live flows in the XDP flow table at its last scan.",
+            stats.flows as f64,
+        ),
+        (
+            "lbd_flow_table_scans_total",
+            "counter",
+            "Full scans of the flow table.",
+            stats.scans as f64,
+        ),
+        (
+            "lbd_flow_table_expired_total",
+            "counter",
+            "Flows removed from the flow table because they timed out.",
+            stats.expired as f64,
+        ),
+        (
+            "lbd_conn_count_corrections_total",
+            "counter",
+            "Times a real's connection counts were corrected against a scan (flows the LRU evicted).",
+            stats.corrections as f64,
+        ),
+        (
+            "lbd_flow_table_queued_flows",
+            "gauge",
+            "Flows waiting to be removed at the moment they time out.",
+            stats.queued as f64,
+        ),
+        (
+            "lbd_flow_table_last_scan_seconds",
+            "gauge",
+            "Wall time of the last full scan of the flow table, from its first step to its last.",
+            stats.last_scan_seconds,
+        ),
+        (
+            "lbd_flow_table_last_scan_cpu_seconds",
+            "gauge",
+            "CPU time the last full scan of the flow table used.",
+            stats.last_scan_cpu_seconds,
+        ),
+    ];
+    for (name, kind, help, value) in rows {
+        out.sample(name, kind, help, &[], value);
+    }
+    out.text
+}
+
 /// Where a scrape reads the data plane's counters.
 #[derive(Clone, Debug)]
 pub enum CounterSource {
@@ -389,6 +444,7 @@ pub struct Sources {
     pub counters: CounterSource,
     pub vrrp: VrrpTable,
     pub checks: CheckTable,
+    pub upkeep: UpkeepTable,
 }
 
 impl Sources {
@@ -402,11 +458,16 @@ impl Sources {
             ),
         }
         .and_then(|counters| counters.map_err(|e| warn!("metrics: {e}")).ok());
-        render(
+        let mut text = render(
             counters.as_ref(),
             &crate::status::rows(&self.vrrp),
             &crate::status::rows(&self.checks),
-        )
+        );
+        let upkeep = *self.upkeep.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(stats) = upkeep {
+            text.push_str(&render_upkeep(&stats));
+        }
+        text
     }
 }
 
@@ -460,11 +521,13 @@ async fn answer(mut stream: TcpStream, sources: &Sources) -> std::io::Result<()>
     let request = String::from_utf8_lossy(&head);
     let target = request.split_whitespace().take(2).collect::<Vec<_>>();
     let (status, kind, body) = match target.as_slice() {
-        ["GET", path] if *path == "/metrics" || path.starts_with("/metrics?") => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            sources.scrape(),
-        ),
+        ["GET", path] if *path == "/metrics" || path.starts_with("/metrics?") => {
+            let sources = sources.clone();
+            let body = tokio::task::spawn_blocking(move || sources.scrape())
+                .await
+                .map_err(std::io::Error::other)?;
+            ("200 OK", "text/plain; version=0.0.4; charset=utf-8", body)
+        }
         ["GET", _] => ("404 Not Found", "text/plain", "see /metrics\n".to_owned()),
         _ => (
             "405 Method Not Allowed",

@@ -7,9 +7,10 @@
 //! device, its parent and VLAN id (frames leave through the parent, tagged), `RTM_GETNEIGH`
 //! for the real's MAC. Reals missing from the neighbour table are probed all at once, by
 //! sending one UDP datagram to each one's discard port (9) from its egress interface, which
-//! makes the kernel resolve them with ARP/NDP; the table is then polled, for one bounded
-//! time per call whatever the number of reals. A real is probed again only after
-//! `PROBE_BACKOFF`, so a dead one does not stall every refresh.
+//! makes the kernel resolve them with ARP/NDP. Nothing here waits: such a real is
+//! `Pending` with the time to ask again (every `POLL_INTERVAL`, for `probe_timeout` after
+//! the probe), then `Unresolved`. A real is probed again only after `PROBE_BACKOFF`, so a
+//! dead one is not probed at every refresh.
 
 use std::{
     collections::HashMap,
@@ -59,6 +60,8 @@ pub enum NextHopError {
         "{addr} is not on a directly connected network (route via {gateway}); reals must be on one of the director's networks (routed reals are not supported yet)"
     )]
     NotOnLink { addr: IpAddr, gateway: IpAddr },
+    #[error("{addr} is being resolved (ARP/NDP probe sent)")]
+    Pending { addr: IpAddr, retry_at: Instant },
     #[error("no ARP/NDP answer from {addr} on interface {ifindex} within {waited:?}")]
     Unresolved {
         addr: IpAddr,
@@ -80,7 +83,7 @@ pub trait NextHopResolver {
 /// The kernel's routing and neighbour tables, in the network namespace lbd runs in.
 pub struct KernelNextHops {
     rtnl: RouteSocket,
-    /// How long to wait for ARP/NDP answers after probing.
+    /// How long a probed address counts as being resolved.
     probe_timeout: Duration,
     /// When each address was last probed.
     probed: HashMap<IpAddr, Instant>,
@@ -238,56 +241,38 @@ impl NextHopResolver for KernelNextHops {
                 }
             }
         }
-        // Probe the missing ones not probed lately, all at once, then poll them together.
+        // Probe the missing ones not probed lately, all at once; the caller asks again
+        // (`Pending::retry_at`) until they answer or `probe_timeout` has passed.
         let now = Instant::now();
-        let mut probed_now = false;
-        for &i in &missing {
+        for i in missing {
             let addr = addrs[i];
-            if self
-                .probed
-                .get(&addr)
-                .is_some_and(|t| now.duration_since(*t) < PROBE_BACKOFF)
-            {
+            let Ok((oif, _)) = results[i] else {
                 continue;
-            }
-            self.probed.insert(addr, now);
-            probed_now = true;
-            if let Ok((oif, _)) = &results[i]
-                && let Err(error) = probe(addr, *oif)
-            {
-                // A failed send (e.g. after a failed resolution) still starts resolution.
-                tracing::debug!(%addr, %error, "neighbour probe send failed");
-            }
-        }
-        let deadline = now
-            + if probed_now {
-                self.probe_timeout
-            } else {
-                Duration::ZERO
             };
-        while !missing.is_empty() && Instant::now() < deadline {
-            std::thread::sleep(POLL_INTERVAL);
-            let mut still = Vec::new();
-            for i in missing {
-                let Ok((oif, next_hop)) = &mut results[i] else {
-                    continue;
-                };
-                match self.neighbour(addrs[i], *oif) {
-                    Ok(Some(mac)) => next_hop.mac = mac,
-                    Ok(None) => still.push(i),
-                    Err(e) => results[i] = Err(e),
-                }
-            }
-            missing = still;
-        }
-        for &i in &missing {
-            if let Ok((oif, _)) = results[i] {
-                results[i] = Err(NextHopError::Unresolved {
-                    addr: addrs[i],
+            let since = self.probed.get(&addr).map(|t| now.duration_since(*t));
+            results[i] = match since {
+                Some(since) if since < self.probe_timeout => Err(NextHopError::Pending {
+                    addr,
+                    retry_at: now + POLL_INTERVAL.min(self.probe_timeout - since),
+                }),
+                Some(since) if since < PROBE_BACKOFF => Err(NextHopError::Unresolved {
+                    addr,
                     ifindex: oif,
                     waited: self.probe_timeout,
-                });
-            }
+                }),
+                _ => {
+                    self.probed.insert(addr, now);
+                    if let Err(error) = probe(addr, oif) {
+                        // A failed send (e.g. after a failed resolution) still starts
+                        // resolution.
+                        tracing::debug!(%addr, %error, "neighbour probe send failed");
+                    }
+                    Err(NextHopError::Pending {
+                        addr,
+                        retry_at: now + POLL_INTERVAL,
+                    })
+                }
+            };
         }
         for (i, result) in results.iter().enumerate() {
             if result.is_ok() {

@@ -174,6 +174,9 @@ pub struct Status {
 pub type VrrpTable = Arc<Mutex<BTreeMap<String, VrrpStatus>>>;
 
 /// The checker table the checker tasks write (by service, real, port, index).
+/// The data plane's upkeep (the XDP flow table's scans), kept by the data-plane thread.
+pub type UpkeepTable = Arc<Mutex<Option<crate::dataplane::UpkeepStats>>>;
+
 pub type CheckTable = Arc<Mutex<BTreeMap<(String, IpAddr, u16, usize), CheckStatus>>>;
 
 /// The rows of a status table, in key order (a poisoned lock still gives its rows).

@@ -158,6 +158,17 @@ impl Machine {
         self.to(State::Master, commands);
     }
 
+    /// When the advert after the one due now goes out: one interval after this one was
+    /// due, so that a timer that fires late does not delay every advert after it; one
+    /// interval from `now` if this one is more than an interval late.
+    fn next_advert(&self, now: Instant) -> Instant {
+        let interval = self.advert_interval();
+        match self.deadline {
+            Some(due) if due + interval > now => due + interval,
+            _ => now + interval,
+        }
+    }
+
     /// Become backup, waiting Master_Down_Interval for the master.
     fn become_backup(&mut self, now: Instant, commands: &mut Vec<Command>) {
         self.master_interval_cs = self.settings.advert_interval_cs;
@@ -262,7 +273,7 @@ impl Machine {
                 commands.push(Command::Send {
                     priority: self.priority,
                 });
-                self.deadline = Some(now + self.advert_interval());
+                self.deadline = Some(self.next_advert(now));
             }
             (State::Master, Event::Shutdown) => {
                 commands.push(Command::Send { priority: 0 });
@@ -468,12 +479,19 @@ mod tests {
         machine.handle(Event::Startup, now);
         machine.handle(Event::Timer, now + Duration::from_secs(4));
         assert_eq!(machine.state(), State::Master);
-        // The advertisement timer.
+        // The advertisement timer, which keeps its cadence when it fires late, and starts
+        // anew when it fired more than an interval late.
         let tick = machine.deadline().unwrap();
+        let late = tick + Duration::from_millis(300);
         assert_eq!(
-            machine.handle(Event::Timer, tick),
+            machine.handle(Event::Timer, late),
             [Command::Send { priority: 254 }]
         );
+        assert_eq!(machine.deadline(), Some(tick + Duration::from_secs(1)));
+        let very_late = tick + Duration::from_secs(3);
+        machine.handle(Event::Timer, very_late);
+        assert_eq!(machine.deadline(), Some(very_late + Duration::from_secs(1)));
+        let tick = machine.deadline().unwrap();
         // A lower priority: discarded; priority 0: answered at once.
         assert!(machine.handle(advert(100), tick).is_empty());
         assert_eq!(

@@ -2,7 +2,9 @@
 //! fixtures and a harness to run them, network namespaces with Drop guards, the DR lab topology, a small HTTP
 //! server and client, a UDP echo service, and a handle on a running `lbd`.
 
+pub mod adverts;
 pub mod check_bench;
+pub mod control_plane_bench;
 pub mod echo;
 pub mod failover_bench;
 pub mod http;
@@ -13,3 +15,4 @@ pub mod packet;
 pub mod privilege;
 pub mod testrun;
 pub mod topology;
+pub mod traffic;

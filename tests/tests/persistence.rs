@@ -12,7 +12,6 @@ use lb_tests::{
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
 };
-use lb_userspace::dataplane::Dataplane;
 
 const VIP: [u8; 4] = [192, 0, 2, 60];
 const PLAIN_VIP: [u8; 4] = [192, 0, 2, 61];

@@ -34,6 +34,9 @@ pub struct Config {
     /// global_defs `enable_script_security`: no script runs as root from a path a
     /// non-root user could change.
     pub script_security: bool,
+    /// global_defs `vrrp_rt_priority` (1-99): the real-time priority (`SCHED_RR`) VRRP
+    /// runs at. lbd runs it at 1 when the file sets none (keepalived then uses none).
+    pub vrrp_rt_priority: Option<u8>,
 }
 
 impl VirtualServer {

@@ -117,10 +117,7 @@ pub extern "C" fn lb_sched_least_conn(
         let Some(weight) = available_weight(&service, id) else {
             continue;
         };
-        let counts = REAL_CONNS.get(id).copied().unwrap_or(ConnCounts {
-            active: 0,
-            inactive: 0,
-        });
+        let counts = REAL_CONNS.get(id).copied().unwrap_or(ConnCounts::new(0, 0));
         // Signed: a count a race took below zero reads as slightly negative (until the
         // next sweep) rather than huge, without a branch to clamp it.
         let active = i64::from(counts.active as i32);

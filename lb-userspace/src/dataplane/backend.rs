@@ -10,7 +10,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, SweepReport, diff::ServiceId,
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, diff::ServiceId,
     ipvs::IpvsDataplane, xdp::XdpDataplane,
 };
 use crate::{
@@ -126,15 +126,6 @@ impl Backend {
             Backend::Ipvs(_) => None,
         }
     }
-
-    /// Stop balancing: XDP detaches (its maps stay pinned, so a restart keeps the
-    /// flows); IPVS removes the services lbd added, as keepalived does when it stops.
-    pub fn stop(&mut self) -> Result<(), DataplaneError> {
-        match self {
-            Backend::Xdp(xdp) => xdp.detach_all(),
-            Backend::Ipvs(ipvs) => ipvs.remove_owned(),
-        }
-    }
 }
 
 impl Dataplane for Backend {
@@ -145,10 +136,27 @@ impl Dataplane for Backend {
         }
     }
 
-    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
+    fn upkeep(
+        &mut self,
+        now: std::time::Instant,
+    ) -> Result<Option<std::time::Instant>, DataplaneError> {
         match self {
-            Backend::Xdp(xdp) => xdp.sweep(),
-            Backend::Ipvs(ipvs) => ipvs.sweep(),
+            Backend::Xdp(xdp) => xdp.upkeep(now),
+            Backend::Ipvs(ipvs) => ipvs.upkeep(now),
+        }
+    }
+
+    fn stop(&mut self) -> Result<(), DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.stop(),
+            Backend::Ipvs(ipvs) => ipvs.stop(),
+        }
+    }
+
+    fn upkeep_stats(&self) -> Option<super::UpkeepStats> {
+        match self {
+            Backend::Xdp(xdp) => xdp.upkeep_stats(),
+            Backend::Ipvs(ipvs) => ipvs.upkeep_stats(),
         }
     }
 

@@ -1,16 +1,21 @@
 //! In-memory data plane for tests of the controller. It keeps its entries the way a map
 //! backend does (one per service, one per real with its weight), writes only the entries
 //! whose value differs and deletes those no longer wanted, and logs each write: what a
-//! reload test compares with the updates it expects. It counts applies and sweeps;
-//! counters are whatever the test sets. It has no flows, so a sweep finds none.
+//! reload test compares with the updates it expects. It counts applies; counters are
+//! whatever the test sets. It has no flows; its upkeep is a number of steps of a set
+//! duration, which tests of the data-plane thread give it.
 
-use std::{collections::BTreeMap, net::IpAddr};
+use std::{
+    collections::BTreeMap,
+    net::IpAddr,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use lb_common::conn::Timeouts;
 
 use super::{
-    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
-    diff::ServiceId,
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, diff::ServiceId,
 };
 
 /// The key of one entry.
@@ -44,7 +49,16 @@ pub struct FakeDataplane {
     /// The writes of the last apply, deletions first.
     pub writes: Vec<Write>,
     pub applies: usize,
-    pub sweeps: usize,
+    /// Steps of upkeep still to do, each taking `upkeep_step` (spent sleeping).
+    pub upkeep_steps: u32,
+    pub upkeep_step: Duration,
+    /// Steps of upkeep done.
+    pub upkeeps: usize,
+    /// What each apply reports (`retry_at` makes the caller refresh then).
+    pub report: ApplyReport,
+    /// What was done, in order: "apply", "upkeep", "zero", "stop" (shared, so that a test
+    /// can read it while the data plane runs on another thread).
+    pub journal: Arc<Mutex<Vec<&'static str>>>,
     pub counters: Counters,
     /// When set, the next `apply` fails with this error and changes nothing.
     pub fail_next_apply: Option<DataplaneError>,
@@ -73,6 +87,15 @@ fn entries_of(services: &[ServiceSpec]) -> BTreeMap<EntryKey, EntryValue> {
     entries
 }
 
+impl FakeDataplane {
+    fn note(&self, what: &'static str) {
+        self.journal
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(what);
+    }
+}
+
 impl Dataplane for FakeDataplane {
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError> {
         if let Some(error) = self.fail_next_apply.take() {
@@ -94,22 +117,35 @@ impl Dataplane for FakeDataplane {
         self.services = desired.services.clone();
         self.timeouts = Some(desired.timeouts);
         self.applies += 1;
-        Ok(ApplyReport::default())
+        self.note("apply");
+        Ok(self.report.clone())
     }
 
-    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
-        self.sweeps += 1;
-        Ok(SweepReport::default())
+    fn upkeep(&mut self, now: Instant) -> Result<Option<Instant>, DataplaneError> {
+        if self.upkeep_steps == 0 {
+            return Ok(None);
+        }
+        std::thread::sleep(self.upkeep_step);
+        self.upkeep_steps -= 1;
+        self.upkeeps += 1;
+        self.note("upkeep");
+        Ok((self.upkeep_steps > 0).then_some(now))
     }
 
     fn counters(&self) -> Result<Counters, DataplaneError> {
         Ok(self.counters.clone())
     }
 
+    fn stop(&mut self) -> Result<(), DataplaneError> {
+        self.note("stop");
+        Ok(())
+    }
+
     fn zero_counters(
         &mut self,
         service: Option<super::diff::ServiceId>,
     ) -> Result<(), DataplaneError> {
+        self.note("zero");
         if service.is_none() {
             for (_, n) in &mut self.counters.outcomes {
                 *n = 0;

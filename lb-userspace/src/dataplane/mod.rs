@@ -6,6 +6,7 @@
 //! Backends: `xdp` (the XDP programs in lb-ebpf), `ipvs` (the kernel's IPVS over generic
 //! netlink) and `fake` (in memory, for tests of the controller).
 
+pub mod actor;
 pub mod backend;
 pub mod diff;
 pub mod fake;
@@ -70,10 +71,30 @@ pub struct ApplyReport {
     /// Reals left out of scheduling because their next hop is unknown, with the reason.
     /// Retried on the next apply.
     pub unresolved: Vec<(IpAddr, String)>,
+    /// Reals left out of scheduling while their next hop is being resolved (ARP/NDP
+    /// probes sent): they join at an apply at or after `retry_at`.
+    pub pending: Vec<IpAddr>,
+    /// When to apply again to finish what this apply could not do yet (a next hop being
+    /// resolved, a table waiting for arena space): `None` if nothing waits.
+    pub retry_at: Option<std::time::Instant>,
     /// Services whose wrr weights had to be scaled down to fit the longest sequence.
     pub scaled: Vec<(IpAddr, u16)>,
     /// The updates from the previous desired state (set by the controller).
     pub changes: Vec<diff::Change>,
+}
+
+impl ApplyReport {
+    /// Real `addr` takes no new flows: `reason`.
+    pub fn unresolve(&mut self, addr: IpAddr, reason: String) {
+        if !self.unresolved.iter().any(|(a, _)| *a == addr) {
+            self.unresolved.push((addr, reason));
+        }
+    }
+
+    /// Apply again at `at` (or earlier, if something else asked for that).
+    pub fn retry_at(&mut self, at: std::time::Instant) {
+        self.retry_at = Some(self.retry_at.map_or(at, |earlier| earlier.min(at)));
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +115,13 @@ pub enum DataplaneError {
     Attach { interface: String, reason: String },
     #[error("pinned maps under {path}: {reason}")]
     Pins { path: String, reason: String },
+    #[error("{what}: {source}")]
+    Sys {
+        what: &'static str,
+        source: std::io::Error,
+    },
+    #[error("{reason}")]
+    Thread { reason: String },
     #[error("cannot read the number of CPUs for per-CPU maps: {source}")]
     Cpus { source: std::io::Error },
     #[error("too many {what}: the data plane holds at most {max}")]
@@ -208,9 +236,13 @@ pub trait Dataplane {
     /// Reconcile the data plane with `desired` (the complete desired state).
     fn apply(&mut self, desired: &DesiredState) -> Result<ApplyReport, DataplaneError>;
 
-    /// Remove timed-out flows and recount each real's active and inactive connections
-    /// from the flows that remain (the data plane keeps the counts between sweeps).
-    fn sweep(&mut self) -> Result<SweepReport, DataplaneError>;
+    /// Do the upkeep that is due by `now`, for a bounded time (the XDP flow table: timed-out
+    /// flows removed, connection counts corrected; see `xdp::sweep`); when to call again,
+    /// or `None` for a backend that needs none.
+    fn upkeep(
+        &mut self,
+        now: std::time::Instant,
+    ) -> Result<Option<std::time::Instant>, DataplaneError>;
 
     /// Current counters.
     fn counters(&self) -> Result<Counters, DataplaneError>;
@@ -218,4 +250,33 @@ pub trait Dataplane {
     /// Zero the traffic counters of `service` and its reals, or of everything (with the
     /// outcome counters) for `None` (`ipvsadm -Z`). Connection counts are not counters.
     fn zero_counters(&mut self, service: Option<diff::ServiceId>) -> Result<(), DataplaneError>;
+
+    /// Stop balancing: XDP detaches (its maps stay pinned, so a restart keeps the flows);
+    /// IPVS removes the services lbd added, as keepalived does when it stops.
+    fn stop(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
+    /// How the upkeep is going, for the metrics (`None`: this backend has none).
+    fn upkeep_stats(&self) -> Option<UpkeepStats> {
+        None
+    }
+}
+
+/// The XDP flow table's upkeep, as the metrics show it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+pub struct UpkeepStats {
+    /// Full scans done.
+    pub scans: u64,
+    /// Live flows at the last scan.
+    pub flows: u64,
+    /// Flows removed because they timed out, by scans and when due.
+    pub expired: u64,
+    /// Times a real's counts were corrected against a scan (evicted flows).
+    pub corrections: u64,
+    /// Flows waiting to be looked at when they are due.
+    pub queued: u64,
+    /// The last scan: from its first step to its last, and the CPU its steps used.
+    pub last_scan_seconds: f64,
+    pub last_scan_cpu_seconds: f64,
 }

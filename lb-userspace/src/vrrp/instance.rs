@@ -22,7 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::{
     addresses, announce, link,
+    published::Published,
     socket::{GROUP4, GROUP6, VrrpSocket},
+    timer::Timer,
     track::{self, Tracker},
     vmac,
 };
@@ -69,8 +71,10 @@ struct Running {
     version: Version,
     auth: Auth,
     policy: Policy,
-    /// Where the instance keeps its state and counters.
-    table: VrrpTable,
+    /// The instance's state and counters, as lbctl and the metrics see them.
+    status: Published,
+    /// The sockets its announcements go out of (kept: see `announce`).
+    announcer: std::sync::Arc<std::sync::Mutex<announce::Announcer>>,
 }
 
 /// What connects an instance to lbd.
@@ -99,8 +103,8 @@ pub async fn run(
         table,
     } = context;
     let name = config.name.clone();
-    table.lock().unwrap_or_else(|e| e.into_inner()).insert(
-        name.clone(),
+    let status = Published::new(
+        table,
         VrrpStatus {
             name: name.clone(),
             interface: config.interface.clone(),
@@ -193,7 +197,8 @@ pub async fn run(
         version,
         auth,
         policy,
-        table,
+        status,
+        announcer: Default::default(),
     };
     info!(
         "({}) VRRPv{} on {} from {source}, vrid {}, priority {}",
@@ -211,7 +216,10 @@ pub async fn run(
     running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
     // garp_master_refresh: announcements again every so often while master.
     let mut refresh_at: Option<Instant> = None;
+    let mut timer = Timer::new();
     loop {
+        // A copy that found the table locked is made again now.
+        running.status.flush();
         let deadline = machine.deadline();
         refresh_at = match (machine.state(), running.config.garp_master_refresh) {
             (State::Master, Some(every)) => refresh_at.or(Some(Instant::now() + every)),
@@ -273,7 +281,7 @@ pub async fn run(
                     });
                 }
             }
-            _ = sleep_until(deadline) => {
+            _ = timer.sleep_until(deadline) => {
                 let commands = machine.handle(Event::Timer, Instant::now());
                 running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
             }
@@ -315,10 +323,7 @@ impl Running {
 
     /// Update the instance's entry of the status table.
     fn with_status(&self, update: impl FnOnce(&mut VrrpStatus)) {
-        let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(status) = table.get_mut(self.name()) {
-            update(status);
-        }
+        self.status.update(update);
     }
 
     /// The event of a received packet, or why it is refused (logged).
@@ -529,7 +534,8 @@ impl Running {
     /// `repeat` announcements now.
     fn announce_now(&self, repeat: u32) {
         for _ in 0..repeat.max(1) {
-            if let Err(e) = announce::announce(self.addr_ifindex, self.mac, &self.vips) {
+            let mut announcer = self.announcer.lock().unwrap_or_else(|e| e.into_inner());
+            if let Err(e) = announcer.announce(self.addr_ifindex, self.mac, &self.vips) {
                 warn!("({}) announcing the addresses: {e}", self.name());
                 return;
             }
@@ -542,6 +548,7 @@ impl Running {
         let repeat = self.config.garp_master_repeat.max(1);
         let delay = self.config.garp_master_delay;
         let name = self.name().to_owned();
+        let announcer = self.announcer.clone();
         tokio::spawn(async move {
             for round in 0..2 {
                 if round == 1 {
@@ -551,7 +558,11 @@ impl Running {
                     tokio::time::sleep(delay).await;
                 }
                 for _ in 0..repeat {
-                    if let Err(e) = announce::announce(ifindex, mac, &vips) {
+                    let result = announcer
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .announce(ifindex, mac, &vips);
+                    if let Err(e) = result {
                         warn!("({name}) announcing the addresses: {e}");
                         return;
                     }

@@ -83,6 +83,12 @@ struct Args {
     /// Measure the failover rows only (no report written).
     #[arg(long)]
     failover_only: bool,
+    /// Measure the control-plane rows only (no report written).
+    #[arg(long)]
+    control_plane_only: bool,
+    /// Seconds each control-plane row is measured over.
+    #[arg(long, default_value_t = 20)]
+    control_plane_seconds: u64,
     /// Internal: be the health-check row's listener on this port.
     #[arg(long, hide = true)]
     listen: Option<u16>,
@@ -129,14 +135,18 @@ struct Report {
     macswap_repeated_ns: f64,
     modes: Vec<ModeRow>,
     /// Live frames with the MAC-swap program as the director: median time per packet.
-    macswap_live_ns: f64,
+    macswap_live_ns: Option<f64>,
     /// Established flows with live frames through a director in a namespace.
     live: Vec<LiveRow>,
+    /// Why there are no live-frame rows, if there are none.
+    live_unavailable: Option<String>,
     schedulers: Vec<SchedulerRow>,
     /// The health checkers' CPU time at a rate of TCP checks.
     checks: lb_tests::check_bench::ChecksRow,
     /// VRRP failovers: lbd and keepalived with advert_int 1, lbd VRRPv3 with 0.01.
     failover: Vec<lb_tests::failover_bench::FailoverRow>,
+    /// lbd's CPU, flow-table scans and advert timing with 0, 100k and 1M flows.
+    control_plane: Vec<lb_tests::control_plane_bench::ControlPlaneRow>,
 }
 
 /// The failover rows, printed: lbd and keepalived side by side at advert_int 1, and lbd
@@ -163,6 +173,59 @@ fn failover_rows() -> anyhow::Result<Vec<lb_tests::failover_bench::FailoverRow>>
             advert_int,
             row.to_vip_ms,
             row.to_http_ms
+        );
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
+/// The control-plane rows, printed: lbd's CPU and its last flow-table scan with 0, 100k
+/// and 1M idle flows, and the advert intervals at the peer, at advert_int 0.1 and 0.01.
+fn control_plane_rows_over(
+    window: Duration,
+) -> anyhow::Result<Vec<lb_tests::control_plane_bench::ControlPlaneRow>> {
+    use lb_tests::control_plane_bench::measure;
+    let mut rows = Vec::new();
+    println!();
+    println!(
+        "Control plane: lbd master (VRRPv3) with a keepalived backup, idle flows in the table, measured over {window:?}"
+    );
+    println!(
+        "{:>9} {:>10} {:>9} {:>14} {:>10} {:>14} {:>9} {:>9} {:>9} {:>9}",
+        "flows",
+        "advert_int",
+        "lbd CPU%",
+        "scanned flows",
+        "scan (ms)",
+        "scan CPU (ms)",
+        "p50 (ms)",
+        "p99 (ms)",
+        "max (ms)",
+        "takeovers"
+    );
+    for (flows, advert_int) in [
+        (0, "0.1"),
+        (100_000, "0.1"),
+        (1_000_000, "0.1"),
+        (0, "0.01"),
+        (1_000_000, "0.01"),
+    ] {
+        let row = measure(flows, advert_int, window)?;
+        let (p50, p99, max) = row.adverts.map_or((f64::NAN, f64::NAN, f64::NAN), |a| {
+            (a.p50_ms, a.p99_ms, a.max_ms)
+        });
+        println!(
+            "{:>9} {:>10} {:>9.2} {:>14.0} {:>10.1} {:>14.1} {:>9.2} {:>9.2} {:>9.2} {:>9}",
+            row.flows,
+            row.advert_int,
+            row.lbd_cpu_percent,
+            row.scanned_flows,
+            row.scan_ms,
+            row.scan_cpu_ms,
+            p50,
+            p99,
+            max,
+            row.takeovers
         );
         rows.push(row);
     }
@@ -198,6 +261,11 @@ fn main() -> anyhow::Result<()> {
     }
     if args.failover_only {
         let rows = failover_rows()?;
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    if args.control_plane_only {
+        let rows = control_plane_rows_over(Duration::from_secs(args.control_plane_seconds))?;
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
@@ -241,7 +309,12 @@ fn main() -> anyhow::Result<()> {
     })?);
     let swap_repeated = macswap.run(&syn, args.repeat)?.as_nanos() as f64;
     let modes = mode_rows(args.repeat, args.runs, swap_repeated)?;
-    let (swap_live, live) = live_rows(args.repeat, args.runs)?;
+    // Live frames need a capability some machines' root lacks (EPERM): the rows are then
+    // reported as unavailable, with the reason, and the rest is measured.
+    let (swap_live, live, live_unavailable) = match live_rows(args.repeat, args.runs) {
+        Ok((swap, rows)) => (Some(swap), rows, None),
+        Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+    };
 
     let mut rows = Vec::new();
     for (n, (scheduler, count, vip)) in services.iter().enumerate() {
@@ -309,14 +382,19 @@ fn main() -> anyhow::Result<()> {
         "Live frames through a director in a namespace, established flows: median of {} runs of {} packets; time per packet of generator + director + sink on one CPU",
         args.runs, args.repeat
     );
-    println!(
-        "MAC-swap program as the director: {swap_live:.1} ns per packet, {:.2} Mpps",
-        1e3 / swap_live
-    );
-    println!(
-        "{:<5} {:<5} {:>17} {:>8} {:>12}",
-        "mode", "ip", "established (ns)", "x swap", "Mpps (1 CPU)"
-    );
+    if let Some(reason) = &live_unavailable {
+        println!("unavailable on this machine: {reason}");
+    }
+    if let Some(swap_live) = swap_live {
+        println!(
+            "MAC-swap program as the director: {swap_live:.1} ns per packet, {:.2} Mpps",
+            1e3 / swap_live
+        );
+        println!(
+            "{:<5} {:<5} {:>17} {:>8} {:>12}",
+            "mode", "ip", "established (ns)", "x swap", "Mpps (1 CPU)"
+        );
+    }
     for row in &live {
         println!(
             "{:<5} {:<5} {:>17.1} {:>8.2} {:>12.2}",
@@ -340,6 +418,7 @@ fn main() -> anyhow::Result<()> {
     }
     let checks = checks_row(&args)?;
     let failover = failover_rows()?;
+    let control_plane = control_plane_rows_over(Duration::from_secs(args.control_plane_seconds))?;
     let report = Report {
         xdp_pass_single_run_ns: floor,
         xdp_pass_repeated_ns: pass_repeated,
@@ -348,9 +427,11 @@ fn main() -> anyhow::Result<()> {
         modes,
         macswap_live_ns: swap_live,
         live,
+        live_unavailable,
         schedulers: rows,
         checks,
         failover,
+        control_plane,
     };
     if let Some(dir) = args.report.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;

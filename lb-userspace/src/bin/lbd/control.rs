@@ -1,17 +1,33 @@
-//! lbd's side of lbctl: the control socket's requests carried out on the running
-//! controller, the status file lbctl reads while lbd is stopped, and the runtime changes
-//! not in the configuration file.
+//! lbd's side of lbctl: the control socket's requests turned into what the data plane must
+//! do (the main loop sends it and answers when the data plane has done it), the status
+//! file lbctl reads while lbd is stopped, and the runtime changes not in the
+//! configuration file.
 
 use std::path::{Path, PathBuf};
 
 use lb_userspace::{
-    api::{Change, Request, Response, runtime, server::ControlSocket},
-    check::supervisor::Checks,
-    controller::Controller,
-    dataplane::{Dataplane, backend::DataplaneStatus},
+    api::{Request, Response, runtime, server::ControlSocket},
+    check::{health::Health, supervisor::Checks},
+    dataplane::{backend::DataplaneStatus, diff::ServiceId},
+    model::Config,
     status::{self, CheckTable, Status, VrrpTable},
 };
 use tracing::{info, warn};
+
+/// What a request needs done.
+pub enum Prepared {
+    /// Nothing of the data plane: this is the answer.
+    Answer(Response),
+    /// Zero the counters of a service of the running configuration, or all of them.
+    Zero { service: Option<ServiceId> },
+    /// Run `config` (the running one with the change made), with the checkers' `health`
+    /// for it; `done` says what changed.
+    Change {
+        config: Box<Config>,
+        health: Health,
+        done: String,
+    },
+}
 
 pub struct Control {
     socket: Option<ControlSocket>,
@@ -118,79 +134,60 @@ impl Control {
         }
     }
 
-    /// Carry out `request` on the running `controller` (and its checkers).
-    pub fn handle<D: Dataplane>(
-        &mut self,
-        request: Request,
-        controller: &mut Controller<D>,
-        checks: &mut Checks,
-    ) -> Response {
+    /// What `request` needs done, given the `running` configuration and the `checks`.
+    pub fn prepare(&self, request: Request, running: &Config, checks: &Checks) -> Prepared {
         match request {
-            Request::Status => Response::Status {
+            Request::Status => Prepared::Answer(Response::Status {
                 status: Box::new(self.status()),
-            },
+            }),
             Request::Zero { service } => {
                 let id = service.map(|s| s.id());
-                if let Some(id) = id
-                    && !controller
-                        .running()
-                        .virtual_servers
-                        .iter()
-                        .any(|vs| id.is(vs))
-                {
-                    return Response::Refused {
-                        error: format!("no virtual service {id}"),
-                    };
-                }
-                match controller.dataplane_mut().zero_counters(id) {
-                    Ok(()) => {
-                        let what = id.map_or("all counters".to_owned(), |id| {
-                            format!("the counters of {id}")
-                        });
-                        info!("lbctl: zeroed {what}");
-                        Response::Done {
-                            message: format!("zeroed {what}"),
-                        }
+                match id {
+                    Some(id) if !running.virtual_servers.iter().any(|vs| id.is(vs)) => {
+                        Prepared::Answer(Response::Refused {
+                            error: format!("no virtual service {id}"),
+                        })
                     }
-                    Err(e) => Response::Refused {
-                        error: e.to_string(),
-                    },
+                    _ => Prepared::Zero { service: id },
                 }
             }
-            Request::Change { change } => self.change(&change, controller, checks),
+            Request::Change { change } => match runtime::apply(running, &change) {
+                Ok((config, done)) => Prepared::Change {
+                    health: checks.health_for(running, &config),
+                    config: Box::new(config),
+                    done,
+                },
+                Err(error) => Prepared::Answer(Response::Refused { error }),
+            },
         }
     }
 
-    fn change<D: Dataplane>(
-        &mut self,
-        change: &Change,
-        controller: &mut Controller<D>,
-        checks: &mut Checks,
-    ) -> Response {
-        let (config, done) = match runtime::apply(controller.running(), change) {
-            Ok(changed) => changed,
-            Err(error) => return Response::Refused { error },
-        };
-        let health = checks.health_for(controller.running(), &config);
-        match controller.apply_with(config, health.overlay()) {
-            Ok(report) => {
-                checks.adopt(controller.running(), health);
-                for change in &report.changes {
-                    info!("lbctl: {change}");
-                }
-                info!("lbctl: {done} (runtime only)");
-                self.unsaved.push(done.clone());
-                self.write_status();
+    /// The answer to a zeroing the data plane did (or refused).
+    pub fn zeroed(service: Option<ServiceId>, result: Result<(), String>) -> Response {
+        match result {
+            Ok(()) => {
+                let what = service.map_or("all counters".to_owned(), |id| {
+                    format!("the counters of {id}")
+                });
+                info!("lbctl: zeroed {what}");
                 Response::Done {
-                    message: format!(
-                        "{done}\nnot persisted: {} does not have this change; a reload (SIGHUP) or a restart of lbd drops it",
-                        self.config_file
-                    ),
+                    message: format!("zeroed {what}"),
                 }
             }
-            Err(e) => Response::Refused {
-                error: format!("the data plane refused the change, nothing changed: {e}"),
-            },
+            Err(error) => Response::Refused { error },
+        }
+    }
+
+    /// The data plane runs the change `done`: it is runtime-only until the next reload.
+    pub fn changed(&mut self, done: &str) -> Response {
+        info!("lbctl: {done} (runtime only)");
+        self.unsaved.push(done.to_owned());
+        self.write_status();
+        Response::Done {
+            message: format!(
+                "{done}\nnot persisted: {} does not have this change; a reload (SIGHUP) or a restart of lbd drops it",
+                self.config_file
+            ),
         }
     }
 }

@@ -8,38 +8,32 @@
 //! it strips the tunnel header of packets for the configuration's TUN VIPs.
 
 mod control;
+mod serve;
+mod start;
 
-use std::{net::SocketAddr, path::PathBuf, process::ExitCode, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser;
 use lb_userspace::{
-    check::supervisor::Checks,
     config,
-    controller::Controller,
     daemon::{self, PidFiles},
     dataplane::{
-        ApplyReport,
-        backend::{
-            Backend, DataplaneChoice, DataplaneKind, DataplaneStatus, ipvs_refusal, xdp_refusal,
-        },
-        ipvs::IpvsDataplane,
-        xdp::{AttachMode, Decap, XdpDataplane, XdpOptions, pin_dir},
+        backend::{DataplaneChoice, ipvs_refusal, xdp_refusal},
+        xdp::{AttachMode, Decap},
     },
     metrics,
     model::{Config, ForwardMethod},
-    neighbour_events::NeighbourEvents,
-    nexthop::KernelNextHops,
     status,
     vrrp::{self, Vrrp},
 };
 use tokio::signal::unix::{SignalKind, signal};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 /// The default instance name (`--name`).
 const DEFAULT_NAME: &str = "lbd";
 
-#[derive(Debug, Parser)]
+#[derive(Clone, Debug, Parser)]
 #[command(
     name = "lbd",
     version,
@@ -312,9 +306,9 @@ fn config_test(args: &Args) -> ExitCode {
 
 async fn run(args: Args) -> anyhow::Result<()> {
     // First, so that a signal during start-up (loading can take seconds) is not fatal.
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut hangup = signal(SignalKind::hangup())?;
+    let terminate = signal(SignalKind::terminate())?;
+    let interrupt = signal(SignalKind::interrupt())?;
+    let hangup = signal(SignalKind::hangup())?;
     let loaded = config::load_with(&args.config, &config_options(&args))?;
     log_diagnostics(&loaded.warnings);
     // keepalived always writes its main pid file; units and scripts read it.
@@ -333,328 +327,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     if !args.decap.is_empty() {
         return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
     }
-    let mut checks = Checks::start(&loaded.config);
-    let services = loaded.config.virtual_servers.len();
-    let reals: usize = loaded
-        .config
-        .virtual_servers
-        .iter()
-        .map(|vs| vs.reals.len())
-        .sum();
-    let Started {
-        mut controller,
-        report: mut last_report,
-        interfaces,
-        status: dataplane_status,
-    } = start_dataplane(&args, loaded.config, &checks)?;
-    for warning in nat_forwarding_warnings(controller.running(), dataplane_status.kind) {
-        warn!("{warning}");
-    }
-    let pins = pin_dir(&args.name);
-    match dataplane_status.kind {
-        DataplaneKind::Xdp => info!(
-            "ready: {services} virtual service(s), {reals} real server(s), maps pinned under {}",
-            pins.display()
-        ),
-        DataplaneKind::Ipvs => info!(
-            "ready: {services} virtual service(s), {reals} real server(s) in the kernel's IPVS"
-        ),
-    }
-    let mut vrrp = Vrrp::start(controller.running());
-    let mut control = control::Control::start(
-        &run_dir(&args),
-        &args.name,
-        &args.config,
-        Some(dataplane_status.clone()),
-        vrrp.table(),
-        checks.table(),
-    );
-    let counters = match dataplane_status.kind {
-        DataplaneKind::Xdp => metrics::CounterSource::Pinned(pins.clone()),
-        DataplaneKind::Ipvs => metrics::CounterSource::Ipvs,
-    };
-    let _metrics = start_metrics(&args, counters, vrrp.table(), checks.table()).await?;
-    if let Err(e) = daemon::notify("READY=1") {
-        warn!("cannot tell systemd lbd is ready: {e}");
-    }
-
-    let mut refresh = tokio::time::interval(Duration::from_secs(args.refresh_interval.max(1)));
-    // A slow refresh (ARP probes) must not be followed by a burst of catch-up refreshes.
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    refresh.tick().await;
-    let mut sweep = tokio::time::interval(Duration::from_secs(args.sweep_interval.max(1)));
-    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    sweep.tick().await;
-    // Next hops and the flow table are XDP's: IPVS resolves and expires on its own.
-    let xdp = dataplane_status.kind == DataplaneKind::Xdp;
-    // A change of a real's neighbour entry brings a refresh forward (`soon`; the delay
-    // gathers the changes of one moment into one refresh). Lost events (a full socket
-    // buffer) are taken as a change.
-    let mut neighbours = match xdp.then(NeighbourEvents::subscribe) {
-        None => None,
-        Some(Ok(events)) => Some(events),
-        Some(Err(e)) => {
-            warn!(
-                "cannot follow the neighbour table ({e}); next hops are refreshed every {} s only",
-                args.refresh_interval
-            );
-            None
-        }
-    };
-    let mut soon: Option<tokio::time::Instant> = None;
-    loop {
-        tokio::select! {
-            changed = next_change(&mut neighbours) => {
-                let relevant = match changed {
-                    Ok(addrs) => is_real(controller.running(), &addrs),
-                    Err(e) => {
-                        warn!("neighbour table changes were lost ({e}); refreshing");
-                        true
-                    }
-                };
-                if relevant && soon.is_none() {
-                    soon = Some(tokio::time::Instant::now() + NEIGHBOUR_CHANGE_DELAY);
-                }
-            }
-            _ = sleep_until(soon) => {
-                soon = None;
-                refresh_now(&mut controller, &mut last_report);
-            }
-            _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
-            _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
-            _ = hangup.recv() => {
-                if reload(&args, &mut controller, &mut checks, &mut last_report) {
-                    control.reloaded();
-                }
-                for name in vrrp.update(controller.running()).await {
-                    info!("reload: VRRP instance {name} (re)started or stopped");
-                }
-            }
-            (request, answer) = control.next() => {
-                let response = control.handle(request, &mut controller, &mut checks);
-                let _ = answer.send(response);
-            }
-            change = vrrp.next_change() => {
-                if change.own_fault.is_none() {
-                    info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
-                    checks.follow_addresses(controller.running());
-                }
-                control.write_status();
-            }
-            report = checks.next() => {
-                checks.record(report);
-                control.write_status();
-                match controller.set_overlay(checks.overlay()) {
-                    Ok(report) => {
-                        for change in &report.changes {
-                            info!("health: {change}");
-                        }
-                        log_report(&report, &last_report);
-                        last_report = report;
-                    }
-                    Err(e) => error!("applying a health change failed: {e}"),
-                }
-            }
-            _ = refresh.tick() => {
-                refresh_now(&mut controller, &mut last_report);
-                checks.follow_addresses(controller.running());
-                control.write_status();
-            }
-            _ = sweep.tick(), if xdp => match controller.sweep() {
-                Ok(report) if report.expired > 0 => debug!(
-                    "sweep: {} flows expired, {} remain", report.expired, report.flows
-                ),
-                Ok(_) => {}
-                Err(e) => error!("sweeping the flow table failed: {e}"),
-            },
-        }
-    }
-    let _ = daemon::notify("STOPPING=1");
-    // Hand the addresses over first (priority 0), then stop balancing.
-    vrrp.stop().await;
-    control.write_status();
-    checks.shutdown(controller.running()).await;
-    controller.dataplane_mut().stop()?;
-    match dataplane_status.kind {
-        DataplaneKind::Xdp => info!(
-            "detached from {}; maps stay pinned under {} (a restart keeps established flows)",
-            interfaces.join(", "),
-            pins.display()
-        ),
-        DataplaneKind::Ipvs => info!("removed lbd's virtual services from IPVS"),
-    }
-    Ok(())
-}
-
-/// A data plane programmed with the configuration.
-struct Started {
-    controller: Controller<Backend>,
-    report: ApplyReport,
-    /// The interfaces XDP is attached to (none for IPVS).
-    interfaces: Vec<String>,
-    status: DataplaneStatus,
-}
-
-/// The data plane `--dataplane` asks for, programmed with `config`: XDP attached to its
-/// interfaces, or IPVS; `auto` falls back from XDP to IPVS with a warning.
-fn start_dataplane(args: &Args, config: Config, checks: &Checks) -> anyhow::Result<Started> {
-    let refusal = ipvs_refusal(&config);
-    let only_ipvs = xdp_refusal(&config);
-    match args.dataplane {
-        DataplaneChoice::Xdp => match only_ipvs {
-            Some(only_ipvs) => anyhow::bail!("{}: {only_ipvs}", args.config.display()),
-            None => start_xdp(args, config, checks),
-        },
-        DataplaneChoice::Ipvs => match refusal {
-            Some(refusal) => anyhow::bail!("{}: {refusal}", args.config.display()),
-            None => start_ipvs(config, checks, None),
-        },
-        DataplaneChoice::Auto => {
-            if let Some(only_ipvs) = only_ipvs {
-                if let Some(refusal) = refusal {
-                    anyhow::bail!("{}: {only_ipvs}; {refusal}", args.config.display());
-                }
-                warn!("{only_ipvs}: using the kernel's IPVS");
-                return start_ipvs(config, checks, Some(only_ipvs));
-            }
-            let xdp_error = match start_xdp(args, config.clone(), checks) {
-                Ok(started) => return Ok(started),
-                Err(e) => format!("{e:#}"),
-            };
-            let reason = short_reason(&xdp_error);
-            if let Some(refusal) = refusal {
-                anyhow::bail!(
-                    "the XDP data plane cannot run ({xdp_error}), and IPVS cannot take over: {refusal}"
-                );
-            }
-            warn!("the XDP data plane cannot run ({xdp_error}); falling back to the kernel's IPVS");
-            start_ipvs(config, checks, Some(reason.clone())).with_context(|| {
-                format!("the XDP data plane cannot run ({reason}), and IPVS cannot either")
-            })
-        }
-    }
-}
-
-/// The gist of why XDP cannot run, for the status and lbctl: its first line, without
-/// the verifier's log (the warning in lbd's log has all of it).
-fn short_reason(error: &str) -> String {
-    let first = error.lines().next().unwrap_or(error);
-    first
-        .split_once(" Verifier output:")
-        .map_or(first, |(gist, _)| gist)
-        .to_owned()
-}
-
-/// IPVS, programmed with `config`; `fallback_reason`: why XDP did not run.
-fn start_ipvs(
-    config: Config,
-    checks: &Checks,
-    fallback_reason: Option<String>,
-) -> anyhow::Result<Started> {
-    let ipvs = IpvsDataplane::open()?;
-    let mut controller = Controller::new(Backend::Ipvs(ipvs));
-    let report = controller.apply_with(config, checks.overlay())?;
-    log_report(&report, &ApplyReport::default());
-    info!("data plane: the kernel's IPVS");
-    Ok(Started {
-        controller,
-        report,
-        interfaces: Vec::new(),
-        status: DataplaneStatus {
-            kind: DataplaneKind::Ipvs,
-            fallback_reason,
-        },
-    })
-}
-
-/// The XDP programs, loaded, programmed with `config` and attached (to `--interface`s,
-/// else to the VRRP instances' interfaces and those the reals are reached through).
-/// Nothing stays attached when this fails.
-fn start_xdp(args: &Args, config: Config, checks: &Checks) -> anyhow::Result<Started> {
-    let resolver = KernelNextHops::new(Duration::from_secs(1)).context("rtnetlink")?;
-    let options = XdpOptions {
-        pin_dir: Some(pin_dir(&args.name)),
-        flow_table_size: args.flow_table_size,
-        sched_table_entries: args.sched_table_entries,
-        persist_table_size: lb_common::PERSIST_TABLE_SIZE,
-        fnat_ports: args.fnat_ports,
-        answer_echo: args.answer_ping,
-    };
-    let dataplane = XdpDataplane::load(&options, resolver)?;
-    for warning in &dataplane.load_warnings {
-        warn!("{warning}");
-    }
-    let mut controller = Controller::new(Backend::Xdp(Box::new(dataplane)));
-    let report = controller.apply_with(config, checks.overlay())?;
-    log_report(&report, &ApplyReport::default());
-    let interfaces = match xdp_interfaces(args, &mut controller) {
-        Ok(interfaces) => interfaces,
-        Err(e) => {
-            let _ = controller.dataplane_mut().stop();
-            return Err(e);
-        }
-    };
-    Ok(Started {
-        controller,
-        report,
-        interfaces,
-        status: DataplaneStatus {
-            kind: DataplaneKind::Xdp,
-            fallback_reason: None,
-        },
-    })
-}
-
-/// Attach XDP to the interfaces asked for, else to those of the VRRP instances (where
-/// the VIPs are) and those the reals are reached through; the interfaces.
-fn xdp_interfaces(
-    args: &Args,
-    controller: &mut Controller<Backend>,
-) -> anyhow::Result<Vec<String>> {
-    let interfaces = if args.interfaces.is_empty() {
-        let mut found = match controller.dataplane().xdp() {
-            Some(xdp) => xdp.egress_interfaces()?,
-            None => Vec::new(),
-        };
-        found.extend(
-            controller
-                .running()
-                .vrrp_instances
-                .iter()
-                .map(|vrrp| vrrp.interface.clone())
-                .filter(|name| !name.is_empty()),
-        );
-        found.sort();
-        found.dedup();
-        if found.is_empty() {
-            anyhow::bail!(
-                "no --interface given, and no real server resolved to an interface to attach to"
-            );
-        }
-        info!(
-            "no --interface: attaching to the VRRP instances' interfaces and those the reals are reached through: {}",
-            found.join(", ")
-        );
-        found
-    } else {
-        args.interfaces.clone()
-    };
-    let Some(xdp) = controller.dataplane_mut().xdp_mut() else {
-        return Ok(Vec::new());
-    };
-    for interface in &interfaces {
-        let (native, fallback) = xdp.attach(interface, args.xdp_mode)?;
-        if let Some(reason) = fallback {
-            warn!(
-                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
-            );
-        }
-        info!(
-            "attached to {interface} in {} mode",
-            if native { "native" } else { "generic" }
-        );
-    }
-    Ok(interfaces)
+    serve::run(&args, loaded.config, [terminate, interrupt, hangup]).await
 }
 
 /// `--decap`: strip tunnels for the TUN VIPs until SIGINT/SIGTERM; SIGHUP reloads them.
@@ -705,103 +378,6 @@ async fn run_decap(
     Ok(())
 }
 
-/// What NAT needs of the kernel's settings on data plane `kind`. XDP hands translated
-/// replies to the kernel to route: it must forward IP, accept packets whose source (the
-/// VIP) is one of its own addresses, and not filter them by reverse path. IPVS translates
-/// replies on the forward path: it must forward IP.
-fn nat_forwarding_warnings(config: &Config, kind: DataplaneKind) -> Vec<String> {
-    let nat = |v4: bool| {
-        config
-            .virtual_servers
-            .iter()
-            .any(|vs| vs.forward.translates_replies() && vs.addr.is_ipv4() == v4)
-    };
-    let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
-    let (why, why6, settings): (&str, &str, &[(&str, &str)]) = match kind {
-        DataplaneKind::Xdp => (
-            "lb_kind NAT/FNAT: replies from the reals are routed by the kernel after translation",
-            "lb_kind NAT/FNAT (IPv6): replies from the reals are routed by the kernel after translation",
-            &[
-                ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
-                (
-                    "/proc/sys/net/ipv4/conf/all/accept_local",
-                    "net.ipv4.conf.all.accept_local=1",
-                ),
-            ],
-        ),
-        DataplaneKind::Ipvs => (
-            "lb_kind NAT on IPVS: the reals' replies are forwarded by the director",
-            "lb_kind NAT on IPVS: the reals' replies are forwarded by the director",
-            &[("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1")],
-        ),
-    };
-    let mut warnings = Vec::new();
-    if nat(true) {
-        for (path, setting) in settings {
-            if !enabled(path) {
-                warnings.push(format!("{why}; set sysctl {setting}"));
-            }
-        }
-    }
-    // Strict reverse-path filtering drops a reply whose source is the director's own VIP.
-    if kind == DataplaneKind::Xdp
-        && nat(true)
-        && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
-            .is_ok_and(|v| v.trim() == "1")
-    {
-        warnings.push(
-            "lb_kind NAT/FNAT: strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops translated replies; set it to 0 or 2 (and the interfaces' own rp_filter)".to_owned(),
-        );
-    }
-    if nat(false) && !enabled("/proc/sys/net/ipv6/conf/all/forwarding") {
-        warnings.push(format!("{why6}; set sysctl net.ipv6.conf.all.forwarding=1"));
-    }
-    warnings
-}
-
-/// Resolve the reals' next hops again and log what changed.
-fn refresh_now(controller: &mut Controller<Backend>, last_report: &mut ApplyReport) {
-    match controller.refresh() {
-        Ok(report) => {
-            log_report(&report, last_report);
-            *last_report = report;
-        }
-        Err(e) => error!("refreshing the data plane failed: {e}"),
-    }
-}
-
-/// The next neighbour table change, or never without a subscription.
-async fn next_change(
-    events: &mut Option<NeighbourEvents>,
-) -> std::io::Result<Vec<std::net::IpAddr>> {
-    match events {
-        Some(events) => events.changed().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// At `at`, or never.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
-/// How long after a change of a real's neighbour entry its next hop is resolved again.
-const NEIGHBOUR_CHANGE_DELAY: Duration = Duration::from_millis(50);
-
-/// Whether any of `addrs` is a real server's address.
-fn is_real(config: &Config, addrs: &[std::net::IpAddr]) -> bool {
-    config.virtual_servers.iter().any(|vs| {
-        vs.reals.iter().any(|real| addrs.contains(&real.addr))
-            || vs
-                .extras
-                .sorry_server
-                .is_some_and(|sorry| addrs.contains(&sorry.addr))
-    })
-}
-
 /// The VIPs of the TUN services.
 fn tun_vips(config: &Config) -> Vec<std::net::IpAddr> {
     let mut vips: Vec<_> = config
@@ -840,6 +416,7 @@ async fn run_vrrp_only(
         metrics::CounterSource::None,
         vrrp.table(),
         status::CheckTable::default(),
+        status::UpkeepTable::default(),
     )
     .await?;
     info!(
@@ -881,58 +458,6 @@ async fn run_vrrp_only(
     Ok(())
 }
 
-/// SIGHUP: load the file again; a bad file is reported and the running config stays.
-/// Whether the file's configuration now runs.
-fn reload(
-    args: &Args,
-    controller: &mut Controller<Backend>,
-    checks: &mut Checks,
-    last_report: &mut ApplyReport,
-) -> bool {
-    info!("SIGHUP: reloading {}", args.config.display());
-    let loaded = match config::load_with(&args.config, &config_options(args)) {
-        Ok(loaded) => loaded,
-        Err(e) => {
-            error!("reload rejected, the running configuration stays: {e}");
-            return false;
-        }
-    };
-    log_diagnostics(&loaded.warnings);
-    let refusal = match controller.dataplane().kind() {
-        DataplaneKind::Xdp => xdp_refusal(&loaded.config)
-            .map(|r| format!("{r}; lbd runs on XDP: a restart changes the data plane")),
-        DataplaneKind::Ipvs => ipvs_refusal(&loaded.config)
-            .map(|r| format!("{r}; lbd runs on IPVS: a restart changes the data plane")),
-    };
-    if let Some(refusal) = refusal {
-        error!("reload rejected, the running configuration stays: {refusal}");
-        return false;
-    }
-    for warning in nat_forwarding_warnings(&loaded.config, controller.dataplane().kind()) {
-        warn!("{warning}");
-    }
-    let health = checks.health_for(controller.running(), &loaded.config);
-    match controller.apply_with(loaded.config, health.overlay()) {
-        Ok(report) => {
-            checks.adopt(controller.running(), health);
-            for change in &report.changes {
-                info!("reload: {change}");
-            }
-            log_report(&report, &ApplyReport::default());
-            *last_report = report;
-            info!(
-                "reload applied: {} virtual services",
-                controller.running().virtual_servers.len()
-            );
-            true
-        }
-        Err(e) => {
-            error!("reload rejected by the data plane, the running configuration stays: {e}");
-            false
-        }
-    }
-}
-
 /// `--run-dir`, else /run/lbd/NAME.
 fn run_dir(args: &Args) -> PathBuf {
     args.run_dir
@@ -955,6 +480,7 @@ async fn start_metrics(
     counters: metrics::CounterSource,
     vrrp: status::VrrpTable,
     checks: status::CheckTable,
+    upkeep: status::UpkeepTable,
 ) -> anyhow::Result<Option<AbortOnDrop>> {
     let Some(addr) = args.metrics_address else {
         return Ok(None);
@@ -966,6 +492,7 @@ async fn start_metrics(
         counters,
         vrrp,
         checks,
+        upkeep,
     };
     Ok(Some(AbortOnDrop(tokio::spawn(metrics::serve(
         listener, sources,
@@ -978,31 +505,6 @@ fn log_diagnostics(diagnostics: &[config::Diagnostic]) {
         match diagnostic.severity {
             config::Severity::Note => info!("{diagnostic}"),
             _ => warn!("{diagnostic}"),
-        }
-    }
-}
-
-/// Log what `report` says that `previous` did not.
-fn log_report(report: &ApplyReport, previous: &ApplyReport) {
-    for (addr, reason) in &report.unresolved {
-        if !previous
-            .unresolved
-            .iter()
-            .any(|(a, r)| a == addr && r == reason)
-        {
-            warn!("real {addr} takes no new flows until its next hop resolves: {reason}");
-        }
-    }
-    for (addr, _) in &previous.unresolved {
-        if !report.unresolved.iter().any(|(a, _)| a == addr) {
-            info!("real {addr} resolved; it takes new flows");
-        }
-    }
-    for (addr, port) in &report.scaled {
-        if !previous.scaled.contains(&(*addr, *port)) {
-            warn!(
-                "virtual_server {addr} {port}: wrr weights scaled down to fit the longest sequence"
-            );
         }
     }
 }

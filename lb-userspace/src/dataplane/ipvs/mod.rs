@@ -9,8 +9,7 @@
 //!   before anything changes. TUN's outer source addresses (`tun_sources`) are not used:
 //!   IPVS routes the tunnel itself. Next hops are the kernel's business too, so nothing
 //!   is ever unresolved.
-//! - `sweep` expires nothing (IPVS expires its connections) and counts the connections
-//!   of every destination.
+//! - `upkeep` has nothing to do: IPVS expires its connections and keeps their counts.
 //! - `counters` lists every TCP and UDP service of the kernel, as `ipvsadm -Ln` does,
 //!   whoever made it; IPVS has no outcome counters.
 //! - `remove_owned` deletes the services this backend added or adopted: for a graceful
@@ -45,7 +44,7 @@ use reconcile::{KernelEntry, KernelTable, Operation, WantedService};
 use socket::GenlSocket;
 
 use super::{
-    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, SweepReport, diff::ServiceId,
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, diff::ServiceId,
     xdp::flows::Connection,
 };
 
@@ -320,14 +319,15 @@ impl Dataplane for IpvsDataplane {
         Ok(ApplyReport::default())
     }
 
-    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
-        let flows = self
-            .services_with_dests()?
-            .iter()
-            .flat_map(|(_, dests)| dests)
-            .map(|dest| u64::from(dest.active_conns) + u64::from(dest.inactive_conns))
-            .sum();
-        Ok(SweepReport { flows, expired: 0 })
+    fn upkeep(
+        &mut self,
+        _now: std::time::Instant,
+    ) -> Result<Option<std::time::Instant>, DataplaneError> {
+        Ok(None)
+    }
+
+    fn stop(&mut self) -> Result<(), DataplaneError> {
+        self.remove_owned()
     }
 
     fn counters(&self) -> Result<Counters, DataplaneError> {

@@ -1,9 +1,11 @@
 //! The flow table as `ipvsadm -Lnc` shows IPVS's connections: protocol, time left in the
-//! state, state, client, virtual service, real. Read from the maps (pinned or loaded).
+//! state, state, client, virtual service, real. Read from the maps (pinned or loaded),
+//! with batch reads: a walk key by key starts over from the first key whenever the key it
+//! stands on is removed meanwhile (lbd removes flows all the time), seeing entries twice.
 
 use std::net::SocketAddr;
 
-use aya::maps::{Array, HashMap};
+use aya::maps::Array;
 use lb_common::{
     FlowKey, FlowState, RealInfo,
     conn::{self, Timeouts},
@@ -14,6 +16,8 @@ use serde::Serialize;
 use super::{
     counters::{MapSource, forward_name},
     keys::{addr_from, protocol_from},
+    sweep::SLICE,
+    sys::{self, BatchCursor},
 };
 use crate::{dataplane::DataplaneError, model::Protocol};
 
@@ -72,6 +76,39 @@ fn map_error(what: &'static str) -> impl Fn(aya::maps::MapError) -> DataplaneErr
     }
 }
 
+/// The entries of the flow table (`LB_FLOWS`), at most `limit` of them, each once.
+pub fn entries(
+    source: &impl MapSource,
+    limit: usize,
+) -> Result<Vec<(FlowKey, FlowState)>, DataplaneError> {
+    let map = source.get_map(names::FLOWS)?;
+    let fd = sys::fd_of(map).ok_or_else(|| DataplaneError::Sys {
+        what: "reading the flow table",
+        source: std::io::Error::other("LB_FLOWS is not a hash map"),
+    })?;
+    let mut keys = vec![super::sweep::zeroed_key(); SLICE];
+    let mut values = vec![super::sweep::zeroed_state(); SLICE];
+    let mut cursor = BatchCursor::default();
+    let mut entries = Vec::new();
+    while !cursor.done() && entries.len() < limit {
+        let count =
+            sys::lookup_batch(fd, &mut cursor, &mut keys, &mut values).map_err(|source| {
+                DataplaneError::Sys {
+                    what: "reading the flow table",
+                    source,
+                }
+            })?;
+        entries.extend(
+            keys[..count]
+                .iter()
+                .copied()
+                .zip(values[..count].iter().copied()),
+        );
+    }
+    entries.truncate(limit);
+    Ok(entries)
+}
+
 /// The live connections at `now_ns`, in a stable order (virtual service, client). At most
 /// `limit` of them (the table may hold millions).
 pub fn read(
@@ -79,8 +116,6 @@ pub fn read(
     now_ns: u64,
     limit: usize,
 ) -> Result<Vec<Connection>, DataplaneError> {
-    let flows: HashMap<_, FlowKey, FlowState> =
-        HashMap::try_from(source.get_map(names::FLOWS)?).map_err(map_error(names::FLOWS))?;
     let reals: Array<_, RealInfo> =
         Array::try_from(source.get_map(names::REALS)?).map_err(map_error(names::REALS))?;
     let timeouts = match source.get_map(names::TIMEOUTS) {
@@ -90,8 +125,7 @@ pub fn read(
         Err(_) => Timeouts::IPVS,
     };
     let mut connections = Vec::new();
-    for entry in flows.iter() {
-        let (key, state) = entry.map_err(map_error(names::FLOWS))?;
+    for (key, state) in entries(source, usize::MAX)? {
         if timeouts.expired(state.state, state.last_seen_ns, now_ns) {
             continue;
         }

@@ -15,9 +15,9 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
-    BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS,
-    MAX_SERVICES, NatOrigin, Outcome, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
-    Settings, TrafficStats, VipKey, conn::Timeouts, map_names as names,
+    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS,
+    MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PersistKey, PersistState, RealInfo, ServiceInfo,
+    ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, map_names as names,
 };
 
 use super::XdpOptions;
@@ -58,7 +58,10 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 17] {
         layout::<u32, u32>(names::TABLES, MapType::Array, options.sched_table_entries),
         layout::<u32, u32>(names::RR_CURSORS, MapType::PerCpuArray, MAX_SERVICES),
         layout::<FlowKey, FlowState>(names::FLOWS, MapType::LruHash, options.flow_table_size),
-        layout::<u32, ConnCounts>(names::REAL_CONNS, MapType::Array, MAX_REALS),
+        MapLayout {
+            flags: BPF_F_MMAPABLE,
+            ..layout::<u32, ConnCounts>(names::REAL_CONNS, MapType::Array, MAX_REALS)
+        },
         layout::<FlowKey, NatOrigin>(
             names::NAT_REVERSE,
             MapType::LruHash,

@@ -9,20 +9,25 @@
 //! `arena`). `sweep` removes expired flows and recounts each real's connections.
 
 mod arena;
+mod conns;
 mod counters;
 mod decap;
 pub mod dump;
+mod expiry;
 pub mod flows;
 mod keys;
 mod layout;
 mod local_addrs;
 mod slots;
+pub mod sweep;
+mod sys;
 
 use std::{
-    collections::{BTreeMap, BTreeSet, HashMap as StdHashMap},
+    collections::{BTreeSet, HashMap as StdHashMap},
     net::IpAddr,
+    os::fd::{BorrowedFd, OwnedFd},
     path::PathBuf,
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use aya::{
@@ -31,14 +36,13 @@ use aya::{
     programs::{Xdp, XdpMode, xdp::XdpLinkId},
 };
 use lb_common::{
-    ConnCounts, FEATURE_NAT, FNAT_PORTS_DEFAULT, FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, FlowKey,
-    FlowState, LocalAddr, NatOrigin, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
-    Settings, TrafficStats, VipKey,
-    conn::{Timeouts, is_active},
-    map_names as names, mask_prefix, program_names,
+    FEATURE_NAT, FNAT_PORTS_DEFAULT, FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, LocalAddr, RealInfo,
+    ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, map_names as names,
+    program_names,
 };
 
 use arena::{Arena, Region};
+use conns::ConnTable;
 use counters::MapSource;
 pub use counters::{PinnedMaps, read as read_counters, read_pinned as read_pinned_counters};
 pub use decap::Decap;
@@ -47,13 +51,14 @@ pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
 use local_addrs::LocalAddrs;
 use slots::{RealKey, Slots};
+use sweep::{FlowMaps, FlowUpkeep, View};
 
 use super::{
     ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec, SweepReport,
 };
 use crate::{
     model::{ForwardMethod, TunnelType},
-    nexthop::{NextHop, NextHopResolver},
+    nexthop::{NextHop, NextHopError, NextHopResolver},
     sched::{self, TableReal},
 };
 
@@ -128,6 +133,8 @@ pub struct XdpOptions {
     pub fnat_ports: (u16, u16),
     /// Answer echo requests to VIPs in XDP (`FEATURE_ANSWER_ECHO`).
     pub answer_echo: bool,
+    /// The longest time between two scans of the flow table (`--sweep-interval`).
+    pub sweep_interval: Duration,
 }
 
 impl XdpOptions {
@@ -140,6 +147,7 @@ impl XdpOptions {
             persist_table_size: lb_common::PERSIST_TABLE_SIZE,
             fnat_ports: FNAT_PORTS_DEFAULT,
             answer_echo: false,
+            sweep_interval: Duration::from_secs(5),
         }
     }
 
@@ -177,13 +185,17 @@ pub struct XdpDataplane<R> {
     settings: Option<Settings>,
     /// FullNAT local ports (`XdpOptions::fnat_ports`).
     fnat_ports: (u16, u16),
+    /// `XdpOptions::sweep_interval`.
+    sweep_interval: Duration,
     /// `XdpOptions::answer_echo`.
     answer_echo: bool,
     /// The VIP addresses in `LB_VIPS`.
     vips: BTreeSet<IpAddr>,
     local_addrs: LocalAddrs,
-    /// Per real, how far its connection counts were from the flow table at the last sweep.
-    conn_drift: BTreeMap<u32, (i64, i64)>,
+    /// Each real's connection counts (`LB_REAL_CONNS`, mapped).
+    conns: ConnTable,
+    /// Expiry, recounts and pins (`sweep`).
+    upkeep: FlowUpkeep,
     /// Links of the interfaces the balancer is attached to.
     links: Vec<XdpLinkId>,
     /// Possible CPUs: the number of values of a per-CPU map slot.
@@ -219,6 +231,17 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             }
         }
         let cpus = aya::util::nr_cpus().map_err(|(_, source)| DataplaneError::Cpus { source })?;
+        let conns = ConnTable::open(map_fd(&ebpf, names::REAL_CONNS)?).map_err(|source| {
+            DataplaneError::Sys {
+                what: "mapping LB_REAL_CONNS",
+                source,
+            }
+        })?;
+        let flow_maps = FlowMaps {
+            flows: owned_map_fd(&ebpf, names::FLOWS)?,
+            nat_reverse: owned_map_fd(&ebpf, names::NAT_REVERSE)?,
+            persist: owned_map_fd(&ebpf, names::PERSIST)?,
+        };
         Ok(Self {
             ebpf,
             resolver,
@@ -227,10 +250,12 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             timeouts: None,
             settings: None,
             fnat_ports: options.fnat_ports,
+            sweep_interval: options.sweep_interval,
             answer_echo: options.answer_echo,
             vips,
             local_addrs,
-            conn_drift: BTreeMap::new(),
+            conns,
+            upkeep: FlowUpkeep::new(flow_maps),
             links: Vec::new(),
             cpus,
             load_warnings,
@@ -362,65 +387,6 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
-    /// Correct the data plane's connection counts towards `recount` (from the flow table).
-    /// Counts move while the table is scanned, so a difference is corrected only when it
-    /// is the same at two sweeps in a row (a lasting drift: flows the LRU evicted or that
-    /// expired unseen, a wrapped counter), by subtracting it from the current value; a
-    /// difference that comes and goes is connections changing state during the scan.
-    fn reconcile_conns(
-        &mut self,
-        recount: &BTreeMap<u32, ConnCounts>,
-    ) -> Result<(), DataplaneError> {
-        let ids: Vec<u32> = self.slots.entries.keys().copied().collect();
-        self.conn_drift.retain(|id, _| ids.contains(id));
-        for id in ids {
-            let current = self.read_conns(id)?;
-            let wanted = recount.get(&id).copied().unwrap_or_default();
-            let drift = (
-                i64::from(current.active as i32) - i64::from(wanted.active),
-                i64::from(current.inactive as i32) - i64::from(wanted.inactive),
-            );
-            let lasting = self.conn_drift.get(&id) == Some(&drift);
-            if drift != (0, 0) && lasting {
-                let now = self.read_conns(id)?;
-                let fix = |count: u32, by: i64| (i64::from(count as i32) - by).max(0) as u32;
-                self.write_conns(
-                    id,
-                    ConnCounts {
-                        active: fix(now.active, drift.0),
-                        inactive: fix(now.inactive, drift.1),
-                    },
-                )?;
-                self.conn_drift.remove(&id);
-            } else {
-                self.conn_drift.insert(id, drift);
-            }
-        }
-        Ok(())
-    }
-
-    fn read_conns(&self, id: u32) -> Result<ConnCounts, DataplaneError> {
-        let map = self
-            .ebpf
-            .map(names::REAL_CONNS)
-            .ok_or_else(|| counters::missing(names::REAL_CONNS))?;
-        let conns: Array<&MapData, ConnCounts> =
-            Array::try_from(map).map_err(map_error(names::REAL_CONNS))?;
-        conns
-            .get(&id, 0)
-            .map_err(map_error("reading connection counts"))
-    }
-
-    /// Set the connection counts of real `id`.
-    fn write_conns(&mut self, id: u32, counts: ConnCounts) -> Result<(), DataplaneError> {
-        let mut conns: Array<&mut MapData, ConnCounts> =
-            Array::try_from(map_mut(&mut self.ebpf, names::REAL_CONNS)?)
-                .map_err(map_error(names::REAL_CONNS))?;
-        conns
-            .set(id, counts, 0)
-            .map_err(map_error("writing connection counts"))
-    }
-
     /// `Dataplane::zero_counters`.
     fn zero(&mut self, service: Option<super::diff::ServiceId>) -> Result<(), DataplaneError> {
         let wanted = service.map(|id| service_key(id.addr, id.port, id.protocol));
@@ -448,6 +414,48 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             for outcome in lb_common::Outcome::ALL {
                 self.reset_per_cpu::<u64>(names::OUTCOMES, outcome as u32)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Time between scans of the flow table now (see `sweep::scan_interval`).
+    fn scan_interval(&self) -> Duration {
+        let persist = self
+            .slots
+            .services
+            .values()
+            .filter_map(|slot| slot.info)
+            .map(|info| info.persist_timeout)
+            .filter(|&secs| secs != 0)
+            .min()
+            .unwrap_or(0);
+        expiry::scan_interval(
+            self.sweep_interval,
+            &self.timeouts.unwrap_or(Timeouts::IPVS),
+            persist,
+        )
+    }
+
+    /// A whole scan of the flow table now: timed-out flows removed, counts recounted (the
+    /// data-plane thread does this in steps, `Dataplane::upkeep`).
+    pub fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
+        let interval = self.scan_interval();
+        let view = View {
+            timeouts: self.timeouts.unwrap_or(Timeouts::IPVS),
+            services: &self.slots.services,
+            reals: &self.slots.entries,
+            local_addrs: &self.local_addrs,
+            conns: &self.conns,
+        };
+        let (report, in_use) = self.upkeep.sweep_now(&view, interval)?;
+        self.release_local_addrs(&in_use)?;
+        Ok(report)
+    }
+
+    /// Local addresses no pool has and no flow uses (`in_use`) give their ids up.
+    fn release_local_addrs(&mut self, in_use: &BTreeSet<u32>) -> Result<(), DataplaneError> {
+        for id in self.local_addrs.release_unused(in_use) {
+            write_array(&mut self.ebpf, names::LOCAL_ADDRS, id, LocalAddr::default())?;
         }
         Ok(())
     }
@@ -481,24 +489,45 @@ impl<R: NextHopResolver> XdpDataplane<R> {
 
     /// Write the wanted table (real ids) into free space of the arena and point the
     /// service entry at it; the old range is released after the arena's grace period.
-    fn publish(&mut self, wanted: DesiredService) -> Result<(), DataplaneError> {
+    /// When the space is there only once released ranges come out of their grace period,
+    /// nothing changes and the time to try again is returned.
+    fn publish(&mut self, wanted: DesiredService) -> Result<Option<Instant>, DataplaneError> {
         if self.is_published(&wanted) {
-            return Ok(());
+            return Ok(None);
         }
         let old = self
             .slots
             .services
             .get(&wanted.key)
             .and_then(|slot| slot.info);
-        let region = self.allocate_table(wanted.table.len() as u32)?;
-        let mut tables: Array<&mut MapData, u32> =
-            Array::try_from(map_mut(&mut self.ebpf, names::TABLES)?)
-                .map_err(map_error(names::TABLES))?;
-        for (pos, &real_id) in wanted.table.iter().enumerate() {
-            tables
-                .set(region.offset + pos as u32, real_id, 0)
-                .map_err(map_error("writing a scheduling table"))?;
-        }
+        let region = match self
+            .arena
+            .allocate(wanted.table.len() as u32, Instant::now())
+        {
+            Some(region) => region,
+            None => {
+                return match self.arena.next_free_at() {
+                    Some(at) => Ok(Some(at)),
+                    None => Err(DataplaneError::Capacity {
+                        what: "scheduling table entries (--sched-table-entries)",
+                        max: self.arena.size(),
+                    }),
+                };
+            }
+        };
+        // One call for the whole table (a Maglev table has 65,537 entries).
+        let positions: Vec<u32> =
+            (region.offset..region.offset + wanted.table.len() as u32).collect();
+        sys::update_batch(
+            map_fd(&self.ebpf, names::TABLES)?,
+            &positions,
+            &wanted.table,
+            0,
+        )
+        .map_err(|source| DataplaneError::Sys {
+            what: "writing a scheduling table",
+            source,
+        })?;
         // The FullNAT pool follows the scheduling table in the same range.
         let info = ServiceInfo {
             table_offset: region.offset,
@@ -521,7 +550,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             .expect("service allocated before publish");
         slot.info = Some(info);
         slot.table = Some(wanted.table);
-        Ok(())
+        Ok(None)
     }
 
     /// Fail before anything is published if the changed tables cannot all fit in the
@@ -540,26 +569,6 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             });
         }
         Ok(())
-    }
-
-    /// Space for a table of `len` entries, waiting for released ranges to come out of
-    /// their grace period if that is what it takes.
-    fn allocate_table(&mut self, len: u32) -> Result<Region, DataplaneError> {
-        loop {
-            let now = Instant::now();
-            if let Some(region) = self.arena.allocate(len, now) {
-                return Ok(region);
-            }
-            match self.arena.next_free_at() {
-                Some(at) => std::thread::sleep(at.saturating_duration_since(now)),
-                None => {
-                    return Err(DataplaneError::Capacity {
-                        what: "scheduling table entries (--sched-table-entries)",
-                        max: self.arena.size(),
-                    });
-                }
-            }
-        }
     }
 
     /// Remove service `key` and free its reals: without the service no packet uses them.
@@ -589,7 +598,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     fn resolve_all(
         &mut self,
         services: &[ServiceSpec],
-    ) -> StdHashMap<IpAddr, Result<NextHop, String>> {
+    ) -> StdHashMap<IpAddr, Result<NextHop, NextHopError>> {
         let mut addrs: Vec<IpAddr> = services
             .iter()
             .flat_map(|spec| spec.reals.iter().map(|real| real.addr))
@@ -597,10 +606,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         addrs.sort();
         addrs.dedup();
         let results = self.resolver.resolve(&addrs);
-        addrs
-            .into_iter()
-            .zip(results.into_iter().map(|r| r.map_err(|e| e.to_string())))
-            .collect()
+        addrs.into_iter().zip(results).collect()
     }
 }
 
@@ -677,20 +683,30 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     }
                     _ => Ok([0; 16]),
                 };
-                let next_hop = match (&next_hops[&real.addr], tunnel_src.as_ref()) {
+                // Without a next hop, any existing entry stays as it is: its established
+                // flows go on.
+                let next_hop = match (&next_hops[&real.addr], &tunnel_src) {
                     (Ok(next_hop), Ok(_)) => *next_hop,
-                    (Err(reason), _) | (_, Err(reason)) => {
-                        // Any existing entry stays as it is: its established flows go on.
-                        if !report.unresolved.iter().any(|(a, _)| *a == real.addr) {
-                            report.unresolved.push((real.addr, reason.clone()));
+                    (Err(NextHopError::Pending { retry_at, .. }), _) => {
+                        if !report.pending.contains(&real.addr) {
+                            report.pending.push(real.addr);
                         }
+                        report.retry_at(*retry_at);
+                        continue;
+                    }
+                    (Err(error), _) => {
+                        report.unresolve(real.addr, error.to_string());
+                        continue;
+                    }
+                    (_, Err(reason)) => {
+                        report.unresolve(real.addr, reason.clone());
                         continue;
                     }
                 };
                 let (real_id, new) = self.slots.real(real_key)?;
                 if new {
                     self.reset_per_cpu::<TrafficStats>(names::REAL_STATS, real_id)?;
-                    self.write_conns(real_id, ConnCounts::default())?;
+                    self.conns.reset(real_id);
                 }
                 let last_weight = match (weight, self.slots.entries.get(&real_id)) {
                     (0, Some(entry)) if !new => u32::from(entry.last_weight),
@@ -769,8 +785,11 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 self.write_real(id, entry)?;
             }
         }
+        // Service by service: each swap is atomic on its own.
         for wanted in tables {
-            self.publish(wanted)?;
+            if let Some(at) = self.publish(wanted)? {
+                report.retry_at(at);
+            }
         }
         let nat = services.iter().any(|s| s.forward.translates_replies());
         self.write_settings(if nat { FEATURE_NAT } else { 0 })?;
@@ -790,154 +809,32 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         Ok(report)
     }
 
-    fn sweep(&mut self) -> Result<SweepReport, DataplaneError> {
-        let now = monotonic_coarse_ns();
-        let timeouts = self.timeouts.unwrap_or(Timeouts::IPVS);
-        let mut counts: BTreeMap<u32, ConnCounts> = BTreeMap::new();
-        let mut expired = Vec::new();
-        let mut flows = 0u64;
-        let services: BTreeMap<ServiceKey, (u32, Option<ServiceInfo>)> = self
-            .slots
-            .services
-            .iter()
-            .map(|(key, slot)| (*key, (slot.id, slot.info)))
-            .collect();
-        // Persistence pins with a live connection, and the real it is on.
-        let mut live_pins: BTreeMap<PersistKey, u32> = BTreeMap::new();
-        // Local address ids of the live FullNAT flows.
-        let mut local_ids_in_use = BTreeSet::new();
-        {
-            let table: HashMap<&MapData, FlowKey, FlowState> = HashMap::try_from(
-                self.ebpf
-                    .map(names::FLOWS)
-                    .ok_or_else(|| counters::missing(names::FLOWS))?,
-            )
-            .map_err(map_error(names::FLOWS))?;
-            for entry in table.iter() {
-                let (key, state) = match entry {
-                    Ok(entry) => entry,
-                    // Evicted between listing and reading: nothing to count.
-                    Err(MapError::KeyNotFound) => continue,
-                    Err(e) => return Err(map_error("reading the flow table")(e)),
-                };
-                if timeouts.expired(state.state, state.last_seen_ns, now) {
-                    expired.push((key, state));
-                    continue;
-                }
-                // A flow of a removed service whose real id was reused is not the new
-                // real's connection (the data plane ignores such entries too).
-                let service = services.get(&flow_service_key(&key)).copied();
-                let real_service = self.slots.entries.get(&state.real_id).map(|e| e.service_id);
-                let Some((service_id, info)) = service else {
-                    continue;
-                };
-                if Some(service_id) != real_service {
-                    continue;
-                }
-                if let Some(info) = info.filter(|i| i.persist_timeout != 0) {
-                    let pin = PersistKey {
-                        service_id,
-                        client: mask_prefix(key.src, info.persist_prefix),
-                    };
-                    live_pins.insert(pin, state.real_id);
-                }
-                flows += 1;
-                if self.slots.entries.get(&state.real_id).map(|r| r.fwd) == Some(FWD_FNAT) {
-                    local_ids_in_use.insert(state.local_addr);
-                }
-                let count = counts.entry(state.real_id).or_default();
-                if is_active(state.state) {
-                    count.active += 1;
-                } else {
-                    count.inactive += 1;
-                }
-            }
+    fn upkeep(&mut self, now: Instant) -> Result<Option<Instant>, DataplaneError> {
+        let now_ns = sweep::monotonic_coarse_ns();
+        let interval = self.scan_interval();
+        let view = View {
+            timeouts: self.timeouts.unwrap_or(Timeouts::IPVS),
+            services: &self.slots.services,
+            reals: &self.slots.entries,
+            local_addrs: &self.local_addrs,
+            conns: &self.conns,
+        };
+        let step = self.upkeep.step(&view, interval, now, now_ns)?;
+        if let Some((stats, in_use)) = step.finished {
+            tracing::debug!(
+                "scan of the flow table: {} live flows, {} timed out, {} reals recounted, {:.1?} ({:.1?} CPU)",
+                stats.flows,
+                stats.expired,
+                stats.corrected,
+                stats.wall,
+                stats.cpu
+            );
+            self.release_local_addrs(&in_use)?;
         }
-        let mut table: HashMap<&mut MapData, FlowKey, FlowState> =
-            HashMap::try_from(map_mut(&mut self.ebpf, names::FLOWS)?)
-                .map_err(map_error(names::FLOWS))?;
-        let mut expired_count = 0u64;
-        let mut reverse = Vec::new();
-        for (key, seen) in &expired {
-            // A packet may have brought the flow back (rescheduled) since the scan: only
-            // an entry that is still the one seen goes.
-            match table.get(key, 0) {
-                Ok(now_there) if now_there == *seen => {}
-                Ok(_) | Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_error("reading the flow table")(e)),
-            }
-            if removed(table.remove(key)).map_err(map_error("removing an expired flow"))? {
-                expired_count += 1;
-            }
-            let Some(real) = self.slots.entries.get(&seen.real_id) else {
-                continue;
-            };
-            // The reply's destination: the client (NAT) or the flow's local end (FullNAT).
-            let reply_to = match real.fwd {
-                FWD_NAT => Some((key.src, key.sport)),
-                FWD_FNAT => self
-                    .local_addrs
-                    .addr(seen.local_addr)
-                    .map(|addr| (addr_bytes(addr).0, seen.local_port)),
-                _ => None,
-            };
-            if let Some((dst, dport)) = reply_to {
-                let reply = FlowKey {
-                    src: real.addr,
-                    dst,
-                    sport: real.port,
-                    dport,
-                    proto: key.proto,
-                    family: key.family,
-                    _pad: [0; 2],
-                };
-                reverse.push((reply, *key));
-            }
-        }
-        // The reply translations of the removed flows (FullNAT: their local ports) go with
-        // them, unless a new flow holds one now (FullNAT reuses the local port of a flow
-        // that timed out). A pair taken over between the read and the removal loses its
-        // reservation; the new flow's next packet makes it again (`fnat::hold`).
-        let mut replies: HashMap<&mut MapData, FlowKey, NatOrigin> =
-            HashMap::try_from(map_mut(&mut self.ebpf, names::NAT_REVERSE)?)
-                .map_err(map_error(names::NAT_REVERSE))?;
-        for (reply, client) in &reverse {
-            match replies.get(reply, 0) {
-                Ok(origin) if origin.client_flow(client.proto, client.family) == *client => {}
-                Ok(_) | Err(MapError::KeyNotFound) => continue,
-                Err(e) => return Err(map_error("reading a NAT reply translation")(e)),
-            }
-            removed(replies.remove(reply))
-                .map_err(map_error("removing a NAT reply translation"))?;
-        }
-        self.reconcile_conns(&counts)?;
-        // Local addresses no pool has and no flow uses any more give their ids up.
-        for id in self.local_addrs.release_unused(&local_ids_in_use) {
-            write_array(&mut self.ebpf, names::LOCAL_ADDRS, id, LocalAddr::default())?;
-        }
-        // A pin lasts for its timeout after the last connection it directed ended (IPVS
-        // keeps a template while it controls connections).
-        let mut pins: HashMap<&mut MapData, PersistKey, PersistState> =
-            HashMap::try_from(map_mut(&mut self.ebpf, names::PERSIST)?)
-                .map_err(map_error(names::PERSIST))?;
-        for (key, real_id) in live_pins {
-            match pins.get(&key, 0) {
-                Ok(pin) if pin.real_id == real_id && pin.last_seen_ns < now => {
-                    let refreshed = PersistState {
-                        last_seen_ns: now,
-                        ..pin
-                    };
-                    pins.insert(key, refreshed, 0)
-                        .map_err(map_error("refreshing a persistence pin"))?;
-                }
-                Ok(_) | Err(MapError::KeyNotFound) => {}
-                Err(e) => return Err(map_error("reading a persistence pin")(e)),
-            }
-        }
-        Ok(SweepReport {
-            flows,
-            expired: expired_count,
-        })
+        Ok(Some(
+            self.upkeep
+                .next_at(Instant::now(), sweep::monotonic_coarse_ns()),
+        ))
     }
 
     fn counters(&self) -> Result<Counters, DataplaneError> {
@@ -949,6 +846,14 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         service: Option<super::diff::ServiceId>,
     ) -> Result<(), DataplaneError> {
         self.zero(service)
+    }
+
+    fn stop(&mut self) -> Result<(), DataplaneError> {
+        self.detach_all()
+    }
+
+    fn upkeep_stats(&self) -> Option<super::UpkeepStats> {
+        Some(self.upkeep.stats())
     }
 }
 
@@ -1057,6 +962,22 @@ fn attach_program(
     })
 }
 
+/// The descriptor of map `name`.
+fn map_fd<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<BorrowedFd<'a>, DataplaneError> {
+    let map = ebpf.map(name).ok_or_else(|| counters::missing(name))?;
+    sys::fd_of(map).ok_or(DataplaneError::Sys {
+        what: name,
+        source: std::io::Error::other("not a map kind the balancer uses"),
+    })
+}
+
+/// A descriptor of map `name` of our own.
+fn owned_map_fd(ebpf: &Ebpf, name: &'static str) -> Result<OwnedFd, DataplaneError> {
+    map_fd(ebpf, name)?
+        .try_clone_to_owned()
+        .map_err(|source| DataplaneError::Sys { what: name, source })
+}
+
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, DataplaneError> {
     let program = ebpf.program_mut(name).ok_or(DataplaneError::Program {
         program: name,
@@ -1098,34 +1019,12 @@ struct DesiredService {
     table: Vec<u32>,
 }
 
-/// The service a flow is for: its destination address, port and protocol.
-fn flow_service_key(flow: &FlowKey) -> ServiceKey {
-    ServiceKey {
-        addr: flow.dst,
-        port: flow.dport,
-        proto: flow.proto,
-        family: flow.family,
-    }
-}
-
 /// The arena range of a published table (with the FullNAT pool after it).
 fn table_region(info: &ServiceInfo) -> Region {
     Region {
         offset: info.table_offset,
         len: info.table_len + info.laddr_len,
     }
-}
-
-/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`, which
-/// stamps the flows.
-fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid pointer to a timespec; the clock id is a constant the kernel knows.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Rebuild the id state from the (possibly pinned, pre-existing) maps.

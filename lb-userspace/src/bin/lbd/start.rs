@@ -1,0 +1,268 @@
+//! Starting the data plane `--dataplane` asks for (on the data-plane thread): XDP loaded,
+//! programmed with the configuration and attached, or the kernel's IPVS; `auto` falls back
+//! from XDP to IPVS with a warning. Also what NAT needs of the kernel's settings.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use lb_userspace::{
+    check::health::Overlay,
+    controller::Controller,
+    dataplane::{
+        ApplyReport, Dataplane as _,
+        actor::log_report,
+        backend::{
+            Backend, DataplaneChoice, DataplaneKind, DataplaneStatus, ipvs_refusal, xdp_refusal,
+        },
+        ipvs::IpvsDataplane,
+        xdp::{XdpDataplane, XdpOptions, pin_dir},
+    },
+    model::Config,
+    nexthop::KernelNextHops,
+};
+use tracing::{info, warn};
+
+use crate::Args;
+
+/// How long a real's ARP/NDP probe may take.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// A data plane programmed with the configuration, besides its controller.
+pub struct Started {
+    /// The interfaces XDP is attached to (none for IPVS).
+    pub interfaces: Vec<String>,
+    pub status: DataplaneStatus,
+}
+
+/// What the data-plane thread starts with.
+pub type Start = (Controller<Backend>, ApplyReport, Started);
+
+/// The data plane `--dataplane` asks for, programmed with `config`: XDP attached to its
+/// interfaces, or IPVS; `auto` falls back from XDP to IPVS with a warning.
+pub fn start_dataplane(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<Start> {
+    let refusal = ipvs_refusal(&config);
+    let only_ipvs = xdp_refusal(&config);
+    match args.dataplane {
+        DataplaneChoice::Xdp => match only_ipvs {
+            Some(only_ipvs) => anyhow::bail!("{}: {only_ipvs}", args.config.display()),
+            None => start_xdp(args, config, overlay),
+        },
+        DataplaneChoice::Ipvs => match refusal {
+            Some(refusal) => anyhow::bail!("{}: {refusal}", args.config.display()),
+            None => start_ipvs(config, overlay, None),
+        },
+        DataplaneChoice::Auto => {
+            if let Some(only_ipvs) = only_ipvs {
+                if let Some(refusal) = refusal {
+                    anyhow::bail!("{}: {only_ipvs}; {refusal}", args.config.display());
+                }
+                warn!("{only_ipvs}: using the kernel's IPVS");
+                return start_ipvs(config, overlay, Some(only_ipvs));
+            }
+            let xdp_error = match start_xdp(args, config.clone(), overlay.clone()) {
+                Ok(started) => return Ok(started),
+                Err(e) => format!("{e:#}"),
+            };
+            let reason = short_reason(&xdp_error);
+            if let Some(refusal) = refusal {
+                anyhow::bail!(
+                    "the XDP data plane cannot run ({xdp_error}), and IPVS cannot take over: {refusal}"
+                );
+            }
+            warn!("the XDP data plane cannot run ({xdp_error}); falling back to the kernel's IPVS");
+            start_ipvs(config, overlay, Some(reason.clone())).with_context(|| {
+                format!("the XDP data plane cannot run ({reason}), and IPVS cannot either")
+            })
+        }
+    }
+}
+
+/// The gist of why XDP cannot run, for the status and lbctl: its first line, without
+/// the verifier's log (the warning in lbd's log has all of it).
+fn short_reason(error: &str) -> String {
+    let first = error.lines().next().unwrap_or(error);
+    first
+        .split_once(" Verifier output:")
+        .map_or(first, |(gist, _)| gist)
+        .to_owned()
+}
+
+/// IPVS, programmed with `config`; `fallback_reason`: why XDP did not run.
+fn start_ipvs(
+    config: Config,
+    overlay: Overlay,
+    fallback_reason: Option<String>,
+) -> anyhow::Result<Start> {
+    let ipvs = IpvsDataplane::open()?;
+    let mut controller = Controller::new(Backend::Ipvs(ipvs));
+    let report = controller.apply_with(config, overlay)?;
+    log_report(&report, &ApplyReport::default());
+    info!("data plane: the kernel's IPVS");
+    let started = Started {
+        interfaces: Vec::new(),
+        status: DataplaneStatus {
+            kind: DataplaneKind::Ipvs,
+            fallback_reason,
+        },
+    };
+    Ok((controller, report, started))
+}
+
+/// The XDP programs, loaded, programmed with `config` and attached (to `--interface`s,
+/// else to the VRRP instances' interfaces and those the reals are reached through).
+/// Nothing stays attached when this fails.
+fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<Start> {
+    let resolver = KernelNextHops::new(PROBE_TIMEOUT).context("rtnetlink")?;
+    let options = XdpOptions {
+        pin_dir: Some(pin_dir(&args.name)),
+        flow_table_size: args.flow_table_size,
+        sched_table_entries: args.sched_table_entries,
+        persist_table_size: lb_common::PERSIST_TABLE_SIZE,
+        fnat_ports: args.fnat_ports,
+        answer_echo: args.answer_ping,
+        sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
+    };
+    let dataplane = XdpDataplane::load(&options, resolver)?;
+    for warning in &dataplane.load_warnings {
+        warn!("{warning}");
+    }
+    let mut controller = Controller::new(Backend::Xdp(Box::new(dataplane)));
+    let report = controller.apply_with(config, overlay)?;
+    let report = settle(&mut controller, report)?;
+    log_report(&report, &ApplyReport::default());
+    let interfaces = match xdp_interfaces(args, &mut controller) {
+        Ok(interfaces) => interfaces,
+        Err(e) => {
+            let _ = controller.dataplane_mut().stop();
+            return Err(e);
+        }
+    };
+    let started = Started {
+        interfaces,
+        status: DataplaneStatus {
+            kind: DataplaneKind::Xdp,
+            fallback_reason: None,
+        },
+    };
+    Ok((controller, report, started))
+}
+
+/// At start, reals whose next hop is being resolved get the probe's time to answer
+/// before lbd says it is ready (this runs on the data-plane thread, before it serves).
+fn settle(
+    controller: &mut Controller<Backend>,
+    mut report: ApplyReport,
+) -> anyhow::Result<ApplyReport> {
+    let deadline = Instant::now() + PROBE_TIMEOUT + Duration::from_millis(100);
+    while let Some(at) = report.retry_at.filter(|at| *at <= deadline) {
+        std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        report = controller.refresh()?;
+    }
+    Ok(report)
+}
+
+/// Attach XDP to the interfaces asked for, else to those of the VRRP instances (where
+/// the VIPs are) and those the reals are reached through; the interfaces.
+fn xdp_interfaces(
+    args: &Args,
+    controller: &mut Controller<Backend>,
+) -> anyhow::Result<Vec<String>> {
+    let interfaces = if args.interfaces.is_empty() {
+        let mut found = match controller.dataplane().xdp() {
+            Some(xdp) => xdp.egress_interfaces()?,
+            None => Vec::new(),
+        };
+        found.extend(
+            controller
+                .running()
+                .vrrp_instances
+                .iter()
+                .map(|vrrp| vrrp.interface.clone())
+                .filter(|name| !name.is_empty()),
+        );
+        found.sort();
+        found.dedup();
+        if found.is_empty() {
+            anyhow::bail!(
+                "no --interface given, and no real server resolved to an interface to attach to"
+            );
+        }
+        info!(
+            "no --interface: attaching to the VRRP instances' interfaces and those the reals are reached through: {}",
+            found.join(", ")
+        );
+        found
+    } else {
+        args.interfaces.clone()
+    };
+    let Some(xdp) = controller.dataplane_mut().xdp_mut() else {
+        return Ok(Vec::new());
+    };
+    for interface in &interfaces {
+        let (native, fallback) = xdp.attach(interface, args.xdp_mode)?;
+        if let Some(reason) = fallback {
+            warn!(
+                "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
+            );
+        }
+        info!(
+            "attached to {interface} in {} mode",
+            if native { "native" } else { "generic" }
+        );
+    }
+    Ok(interfaces)
+}
+
+/// What NAT needs of the kernel's settings on data plane `kind`. XDP hands translated
+/// replies to the kernel to route: it must forward IP, accept packets whose source (the
+/// VIP) is one of its own addresses, and not filter them by reverse path. IPVS translates
+/// replies on the forward path: it must forward IP.
+pub fn nat_forwarding_warnings(config: &Config, kind: DataplaneKind) -> Vec<String> {
+    let nat = |v4: bool| {
+        config
+            .virtual_servers
+            .iter()
+            .any(|vs| vs.forward.translates_replies() && vs.addr.is_ipv4() == v4)
+    };
+    let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
+    let (why, why6, settings): (&str, &str, &[(&str, &str)]) = match kind {
+        DataplaneKind::Xdp => (
+            "lb_kind NAT/FNAT: replies from the reals are routed by the kernel after translation",
+            "lb_kind NAT/FNAT (IPv6): replies from the reals are routed by the kernel after translation",
+            &[
+                ("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1"),
+                (
+                    "/proc/sys/net/ipv4/conf/all/accept_local",
+                    "net.ipv4.conf.all.accept_local=1",
+                ),
+            ],
+        ),
+        DataplaneKind::Ipvs => (
+            "lb_kind NAT on IPVS: the reals' replies are forwarded by the director",
+            "lb_kind NAT on IPVS: the reals' replies are forwarded by the director",
+            &[("/proc/sys/net/ipv4/ip_forward", "net.ipv4.ip_forward=1")],
+        ),
+    };
+    let mut warnings = Vec::new();
+    if nat(true) {
+        for (path, setting) in settings {
+            if !enabled(path) {
+                warnings.push(format!("{why}; set sysctl {setting}"));
+            }
+        }
+    }
+    // Strict reverse-path filtering drops a reply whose source is the director's own VIP.
+    if kind == DataplaneKind::Xdp
+        && nat(true)
+        && std::fs::read_to_string("/proc/sys/net/ipv4/conf/all/rp_filter")
+            .is_ok_and(|v| v.trim() == "1")
+    {
+        warnings.push(
+            "lb_kind NAT/FNAT: strict reverse-path filtering (net.ipv4.conf.all.rp_filter=1) drops translated replies; set it to 0 or 2 (and the interfaces' own rp_filter)".to_owned(),
+        );
+    }
+    if nat(false) && !enabled("/proc/sys/net/ipv6/conf/all/forwarding") {
+        warnings.push(format!("{why6}; set sysctl net.ipv6.conf.all.forwarding=1"));
+    }
+    warnings
+}
