@@ -5,7 +5,9 @@
 //! table through the program lbd attached. Over the window that follows the row gives:
 //! - lbd's CPU time (every thread, from /proc), in percent of one core;
 //! - the last full scan of the flow table (wall and CPU time, from lbd's metrics);
-//! - the intervals between adverts as the peer's kernel timed them: p50, p99, max.
+//! - the intervals between adverts as the peer's kernel timed them: p50, p99, max;
+//! - how long lbd's control socket takes to answer lbctl's status request (the one every
+//!   `lbctl -L` view makes), asked every 200 ms: the longest answer.
 
 use std::{
     io::{Read as _, Write as _},
@@ -44,6 +46,9 @@ pub struct ControlPlaneRow {
     pub adverts: Option<IntervalStats>,
     /// keepalived's takeovers over the window (should be 0).
     pub takeovers: usize,
+    /// The longest and the median answer of the control socket over the window.
+    pub control_max_ms: f64,
+    pub control_p50_ms: f64,
 }
 
 fn vrrp_instance(priority: u8, advert_int: &str) -> String {
@@ -122,8 +127,19 @@ pub fn measure(flows: u32, advert_int: &str, window: Duration) -> anyhow::Result
     let capture = AdvertCapture::start(&lab.client, "eth0", DIRECTOR_ADDR)?;
     let cpu_before = cpu_time(lbd.pid())?;
     let window_started = Instant::now();
-    std::thread::sleep(window);
+    let socket = lb_userspace::api::socket_path(&lb_userspace::status::run_dir(&name));
+    let mut answers = Vec::new();
+    while window_started.elapsed() < window {
+        let asked = Instant::now();
+        match lb_userspace::api::client::call(&socket, &lb_userspace::api::Request::Status)? {
+            lb_userspace::api::Response::Status { .. } => {}
+            other => bail!("the control socket answered {other:?}"),
+        }
+        answers.push(asked.elapsed().as_secs_f64() * 1e3);
+        std::thread::sleep(Duration::from_millis(200));
+    }
     let cpu = cpu_time(lbd.pid())?.saturating_sub(cpu_before);
+    answers.sort_by(f64::total_cmp);
     let elapsed = window_started.elapsed();
     let times = capture.finish()?;
     let takeovers = backup.log().matches("Entering MASTER STATE").count() - masters_before;
@@ -141,6 +157,8 @@ pub fn measure(flows: u32, advert_int: &str, window: Duration) -> anyhow::Result
         scan_cpu_ms: metric(&lab.director, "lbd_flow_table_last_scan_cpu_seconds")? * 1e3,
         adverts: IntervalStats::of(&intervals(&times)),
         takeovers,
+        control_max_ms: answers.last().copied().unwrap_or(f64::NAN),
+        control_p50_ms: answers.get(answers.len() / 2).copied().unwrap_or(f64::NAN),
     };
     eprintln!("control plane: {flows} flows put in in {fill:.1?}");
     Ok(row)

@@ -180,7 +180,8 @@ fn failover_rows() -> anyhow::Result<Vec<lb_tests::failover_bench::FailoverRow>>
 }
 
 /// The control-plane rows, printed: lbd's CPU and its last flow-table scan with 0, 100k
-/// and 1M idle flows, and the advert intervals at the peer, at advert_int 0.1 and 0.01.
+/// and 1M idle flows, the advert intervals at the peer, at advert_int 0.1 and 0.01, and
+/// the control socket's answers (median/longest).
 fn control_plane_rows_over(
     window: Duration,
 ) -> anyhow::Result<Vec<lb_tests::control_plane_bench::ControlPlaneRow>> {
@@ -191,7 +192,7 @@ fn control_plane_rows_over(
         "Control plane: lbd master (VRRPv3) with a keepalived backup, idle flows in the table, measured over {window:?}"
     );
     println!(
-        "{:>9} {:>10} {:>9} {:>14} {:>10} {:>14} {:>9} {:>9} {:>9} {:>9}",
+        "{:>9} {:>10} {:>9} {:>14} {:>10} {:>14} {:>9} {:>9} {:>9} {:>9} {:>13}",
         "flows",
         "advert_int",
         "lbd CPU%",
@@ -201,7 +202,8 @@ fn control_plane_rows_over(
         "p50 (ms)",
         "p99 (ms)",
         "max (ms)",
-        "takeovers"
+        "takeovers",
+        "control (ms)"
     );
     for (flows, advert_int) in [
         (0, "0.1"),
@@ -215,7 +217,7 @@ fn control_plane_rows_over(
             (a.p50_ms, a.p99_ms, a.max_ms)
         });
         println!(
-            "{:>9} {:>10} {:>9.2} {:>14.0} {:>10.1} {:>14.1} {:>9.2} {:>9.2} {:>9.2} {:>9}",
+            "{:>9} {:>10} {:>9.2} {:>14.0} {:>10.1} {:>14.1} {:>9.2} {:>9.2} {:>9.2} {:>9} {:>13}",
             row.flows,
             row.advert_int,
             row.lbd_cpu_percent,
@@ -225,7 +227,8 @@ fn control_plane_rows_over(
             p50,
             p99,
             max,
-            row.takeovers
+            row.takeovers,
+            format!("{:.1}/{:.1}", row.control_p50_ms, row.control_max_ms)
         );
         rows.push(row);
     }

@@ -119,9 +119,10 @@ struct Args {
     /// an sh/dh table 256, rr/wrr one per real or per wrr step).
     #[arg(long, default_value_t = lb_common::DEFAULT_SCHED_TABLE_ENTRIES)]
     sched_table_entries: u32,
-    /// Seconds between sweeps of the flow table: timed-out flows are removed and the
-    /// reals' connection counts (lc, wlc, sed, nq) recounted.
-    #[arg(long, default_value_t = 5)]
+    /// The longest time, in seconds, between two full reads of the flow table (which
+    /// find the flows to remove when they time out, and correct the connection counts of
+    /// flows the LRU evicted); shorter when the timeouts in use are short.
+    #[arg(long, default_value_t = 10)]
     sweep_interval: u64,
     /// Seconds between refreshes of the reals' next hops (MAC addresses); a change in
     /// the neighbour table of a real's address brings the refresh forward.

@@ -43,10 +43,17 @@ pub fn fate(state: &FlowState, timeouts: &Timeouts, now_ns: u64, horizon_ns: u64
     }
 }
 
-/// Time between scans: `max`, and at most half of the shortest connection or persistence
-/// timeout (`persist_secs`, 0 without persistence), so that no flow or pin can time out
-/// unseen between two scans.
-pub fn scan_interval(max: Duration, timeouts: &Timeouts, persist_secs: u32) -> Duration {
+/// Time between scans: `max`, and short enough that no flow or pin can time out unseen
+/// between two scans: the shortest connection or persistence timeout (`persist_secs`, 0
+/// without persistence) less a margin of twice the last scan's duration (`scan`), at
+/// least a second. (A flow seen by a scan is removed when due; one whose state changed
+/// just after a scan saw it is seen by the next one, which comes before it can time out.)
+pub fn scan_interval(
+    max: Duration,
+    timeouts: &Timeouts,
+    persist_secs: u32,
+    scan: Duration,
+) -> Duration {
     let shortest_flow = (0..STATE_COUNT as u8)
         .filter(|&state| state != STATE_NONE)
         .map(|state| Duration::from_nanos(timeouts.timeout_ns(state)))
@@ -56,7 +63,8 @@ pub fn scan_interval(max: Duration, timeouts: &Timeouts, persist_secs: u32) -> D
         0 => shortest_flow,
         secs => shortest_flow.min(Duration::from_secs(u64::from(secs))),
     };
-    max.min(shortest / 2).max(MIN_INTERVAL)
+    let margin = (2 * scan).max(Duration::from_secs(1));
+    max.min(shortest.saturating_sub(margin)).max(MIN_INTERVAL)
 }
 
 /// Flows to look at when they are due, in rounds of `DUE_GRANULARITY`.
@@ -147,21 +155,33 @@ mod tests {
 
     #[test]
     fn scans_come_often_enough_for_the_shortest_timeout() {
-        let max = Duration::from_secs(5);
-        // IPVS's shortest default is CLOSE, 10 s.
-        assert_eq!(scan_interval(max, &Timeouts::IPVS, 0), max);
-        let short = Timeouts::with_set(Some(2), Some(2), None);
-        assert_eq!(scan_interval(max, &short, 0), Duration::from_secs(1));
+        let max = Duration::from_secs(30);
+        let quick = Duration::from_millis(10);
+        // IPVS's shortest default is CLOSE, 10 s: 9 s, or less after a long scan.
         assert_eq!(
-            scan_interval(max, &Timeouts::IPVS, 4),
-            Duration::from_secs(2)
+            scan_interval(max, &Timeouts::IPVS, 0, quick),
+            Duration::from_secs(9)
+        );
+        assert_eq!(
+            scan_interval(max, &Timeouts::IPVS, 0, Duration::from_secs(2)),
+            Duration::from_secs(6)
+        );
+        assert_eq!(
+            scan_interval(Duration::from_secs(5), &Timeouts::IPVS, 0, quick),
+            Duration::from_secs(5)
+        );
+        let short = Timeouts::with_set(Some(2), Some(2), None);
+        assert_eq!(scan_interval(max, &short, 0, quick), Duration::from_secs(1));
+        assert_eq!(
+            scan_interval(max, &Timeouts::IPVS, 4, quick),
+            Duration::from_secs(3)
         );
         let mut tiny = Timeouts::IPVS;
         tiny.secs[STATE_CLOSE as usize] = 1;
-        assert_eq!(scan_interval(max, &tiny, 0), Duration::from_millis(500));
+        assert_eq!(scan_interval(max, &tiny, 0, quick), MIN_INTERVAL);
         tiny.secs = [0; STATE_COUNT];
         tiny.secs[STATE_UDP as usize] = u32::MAX;
-        assert!(scan_interval(max, &tiny, 0) >= MIN_INTERVAL);
+        assert!(scan_interval(max, &tiny, 0, quick) >= MIN_INTERVAL);
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl XdpOptions {
             persist_table_size: lb_common::PERSIST_TABLE_SIZE,
             fnat_ports: FNAT_PORTS_DEFAULT,
             answer_echo: false,
-            sweep_interval: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(10),
         }
     }
 
@@ -418,7 +418,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
-    /// Time between scans of the flow table now (see `sweep::scan_interval`).
+    /// Time between scans of the flow table now (see `expiry::scan_interval`).
     fn scan_interval(&self) -> Duration {
         let persist = self
             .slots
@@ -433,6 +433,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             self.sweep_interval,
             &self.timeouts.unwrap_or(Timeouts::IPVS),
             persist,
+            self.upkeep.last_scan_duration(),
         )
     }
 

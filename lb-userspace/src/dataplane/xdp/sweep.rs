@@ -1,8 +1,8 @@
 //! Upkeep of the flow table, at a cost that follows the work, in steps of bounded time so
 //! that the data-plane thread serves commands between them.
 //!
-//! - **Scans.** Every `interval` (at most `--sweep-interval`, and at most half the shortest
-//!   timeout in use, so that every flow is seen at least once before it can time out) the
+//! - **Scans.** Every `interval` (at most `--sweep-interval`, and short enough that every
+//!   flow is seen at least once before it can time out: `expiry::scan_interval`) the
 //!   whole table is read with `BPF_MAP_LOOKUP_BATCH`, `SLICE` entries per step. A scan
 //!   removes the flows that have timed out, queues those that time out before the scan
 //!   after next can see them, recounts each real's live flows (corrections: see `conns`),
@@ -38,8 +38,9 @@ use super::{
 };
 use crate::dataplane::{DataplaneError, SweepReport, UpkeepStats};
 
-/// Entries read per step of a scan (a few milliseconds of work).
-pub const SLICE: usize = 8192;
+/// Entries read per step of a scan: under a millisecond of work in one system call, which
+/// the kernel (without preemption) does not interrupt for VRRP.
+pub const SLICE: usize = 2048;
 /// `BPF_NOEXIST`.
 const NOEXIST: u64 = 1;
 
@@ -137,6 +138,11 @@ impl FlowUpkeep {
             expired: 0,
             corrections: 0,
         }
+    }
+
+    /// How long the last scan took (zero before the first).
+    pub fn last_scan_duration(&self) -> Duration {
+        self.last_scan.map_or(Duration::ZERO, |scan| scan.wall)
     }
 
     /// The figures the metrics show.
