@@ -309,6 +309,38 @@ fn connections_are_counted_from_tcp_state_and_corrected_by_a_scan() {
 }
 
 #[test]
+fn evicted_flows_leave_the_counts_within_one_scan() {
+    if !require_root("evicted_flows_leave_the_counts_within_one_scan") {
+        return;
+    }
+    // A table of 1,024 flows gets 3,000: the LRU evicts the oldest to make room, which
+    // nobody counts; the next scan corrects the counts to what the table holds.
+    let mut balancer = TestBalancer::load(next_hops(), 1024).expect("load");
+    balancer
+        .apply_config(&service([192, 0, 2, 21], "lc", "", 0, &[1]))
+        .expect("apply");
+    let id = balancer
+        .real_ids()
+        .expect("ids")
+        .into_values()
+        .next()
+        .expect("one real");
+    for n in 0..3000u32 {
+        let client = (0xc612_0000 + n).to_be_bytes();
+        let syn = Frame::tcp(v4(client, [192, 0, 2, 21]), 6000, 80);
+        assert!(real_of(&balancer, &syn.bytes()).is_some());
+    }
+    assert_eq!(balancer.conns(id).expect("counts").active, 3000);
+    let report = balancer.dataplane.sweep().expect("sweep");
+    assert!(report.flows <= 1024, "{report:?}");
+    let counts = balancer.conns(id).expect("counts");
+    assert_eq!(
+        (u64::from(counts.active), counts.inactive),
+        (report.flows, 0)
+    );
+}
+
+#[test]
 fn weight_zero_takes_no_new_flows_unless_a_fallback_moves_them() {
     if !require_root("weight_zero_takes_no_new_flows_unless_a_fallback_moves_them") {
         return;
