@@ -210,6 +210,17 @@ impl Lbd {
         self.wait_for("ready:", ready + 1, Duration::from_secs(30))
     }
 
+    /// Start lbd again with the same arguments and pinned maps, once it has exited (killed,
+    /// or stopped with `stop`).
+    pub fn start_again(&mut self) -> anyhow::Result<()> {
+        if self.child.try_wait()?.is_none() {
+            bail!("lbd is still running");
+        }
+        let ready = self.count("ready:");
+        self.child = self.launch.spawn()?;
+        self.wait_for("ready:", ready + 1, Duration::from_secs(30))
+    }
+
     /// lbd's run directory (control socket, status file).
     pub fn run_dir(&self) -> PathBuf {
         lb_userspace::status::run_dir(&self.launch.name)

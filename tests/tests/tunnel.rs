@@ -129,7 +129,7 @@ fn tun_encapsulates_and_the_real_decapsulates() {
     }
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     balancer.apply_config(CONFIG).expect("apply");
-    let mut decap = Decap::load().expect("load decap");
+    let mut decap = Decap::load(None).expect("load decap");
     decap
         .set_vips(&[
             "192.0.2.80".parse().unwrap(),

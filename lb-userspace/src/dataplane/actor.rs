@@ -52,8 +52,12 @@ pub enum Command {
     },
     /// The counters now.
     Counters { reply: Reply<Counters> },
-    /// Stop balancing (`Dataplane::stop`) and end the thread.
-    Stop { reply: Reply<()> },
+    /// Stop balancing (`Dataplane::stop`), or with `leave_running` leave the data plane
+    /// running for the next lbd (`Dataplane::leave`), and end the thread.
+    Stop {
+        leave_running: bool,
+        reply: Reply<()>,
+    },
 }
 
 /// The control plane's end: every method returns at once.
@@ -162,10 +166,14 @@ impl DataplaneHandle {
         answer
     }
 
-    /// Stop balancing and wait for the thread to end.
-    pub async fn stop(mut self) -> Result<(), DataplaneError> {
+    /// Stop balancing (or, with `leave_running`, leave the data plane running) and wait
+    /// for the thread to end.
+    pub async fn stop(mut self, leave_running: bool) -> Result<(), DataplaneError> {
         let (reply, answer) = oneshot::channel();
-        self.send(Command::Stop { reply });
+        self.send(Command::Stop {
+            leave_running,
+            reply,
+        });
         let result = answer.await.unwrap_or_else(|_| Err(gone()));
         if let Some(thread) = self.thread.take() {
             // The thread has answered; it ends right after.
@@ -299,9 +307,18 @@ impl Worker {
             Command::Counters { reply } => {
                 let _ = reply.send(controller.dataplane().counters());
             }
-            Command::Stop { reply } => {
+            Command::Stop {
+                leave_running,
+                reply,
+            } => {
                 self.release();
-                let _ = reply.send(controller.dataplane_mut().stop());
+                let dataplane = controller.dataplane_mut();
+                let result = if leave_running {
+                    dataplane.leave()
+                } else {
+                    dataplane.stop()
+                };
+                let _ = reply.send(result);
                 return Flow::Stop;
             }
         }
@@ -445,7 +462,7 @@ mod tests {
         assert_eq!(commands, ["apply", "apply", "zero"], "{seen:?}");
         let upkeeps = seen.iter().filter(|e| **e == "upkeep").count();
         assert!((1..500).contains(&upkeeps), "{seen:?}");
-        handle.stop().await.expect("stopped");
+        handle.stop(false).await.expect("stopped");
         assert_eq!(entries(&journal).last(), Some(&"stop"));
     }
 
@@ -467,7 +484,7 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert!(Instant::now() >= retry_at);
-        handle.stop().await.expect("stopped");
+        handle.stop(false).await.expect("stopped");
     }
 
     #[tokio::test]
@@ -487,7 +504,7 @@ mod tests {
             .await
             .expect("answered")
             .expect("counters");
-        handle.stop().await.expect("stopped");
+        handle.stop(false).await.expect("stopped");
         assert_eq!(entries(&journal), ["apply", "stop"]);
     }
 }

@@ -153,6 +153,13 @@ impl Dataplane for Backend {
         }
     }
 
+    fn leave(&mut self) -> Result<(), DataplaneError> {
+        match self {
+            Backend::Xdp(xdp) => xdp.leave(),
+            Backend::Ipvs(ipvs) => ipvs.leave(),
+        }
+    }
+
     fn upkeep_stats(&self) -> Option<super::UpkeepStats> {
         match self {
             Backend::Xdp(xdp) => xdp.upkeep_stats(),

@@ -257,6 +257,13 @@ pub trait Dataplane {
         Ok(())
     }
 
+    /// Stop managing the data plane and leave it running as it is (keepalived's
+    /// `--dont-release-ipvs`): XDP stays attached through its pinned links, IPVS keeps its
+    /// services, for the next lbd to adopt.
+    fn leave(&mut self) -> Result<(), DataplaneError> {
+        Ok(())
+    }
+
     /// How the upkeep is going, for the metrics (`None`: this backend has none).
     fn upkeep_stats(&self) -> Option<UpkeepStats> {
         None

@@ -20,7 +20,7 @@ use lb_userspace::{
     daemon::{self, PidFiles},
     dataplane::{
         backend::{DataplaneChoice, ipvs_refusal, xdp_refusal},
-        xdp::{AttachMode, Decap},
+        xdp::{AttachMode, Decap, pin_dir},
     },
     metrics,
     model::{Config, ForwardMethod},
@@ -97,6 +97,12 @@ struct Args {
     /// keepalived compatibility: run only the checker (LVS) part, which is what lbd runs.
     #[arg(short = 'C', long = "check")]
     check_only: bool,
+    /// Leave the data plane running when lbd stops (keepalived's option): XDP stays
+    /// attached (through its pinned links) with its maps, IPVS keeps lbd's services, and
+    /// the next lbd adopts them. For upgrades without a gap; without it a stop detaches.
+    /// (A crash always leaves XDP running.)
+    #[arg(short = 'I', long = "dont-release-ipvs")]
+    dont_release: bool,
     /// Run on a real server instead: strip the IPIP/ip6ip6 header of packets for the
     /// configuration's `lb_kind TUN` VIPs arriving on IFACE (repeat for several).
     #[arg(long = "decap", value_name = "IFACE", conflicts_with = "interfaces")]
@@ -337,18 +343,23 @@ async fn run_decap(
     config: Config,
     [mut terminate, mut interrupt, mut hangup]: [tokio::signal::unix::Signal; 3],
 ) -> anyhow::Result<()> {
-    let mut decap = Decap::load()?;
+    let mut decap = Decap::load(Some(&pin_dir(&args.name)))?;
     let vips = tun_vips(&config);
     decap.set_vips(&vips)?;
     for interface in &args.decap {
-        let (native, fallback) = decap.attach(interface, args.xdp_mode)?;
-        if let Some(reason) = fallback {
+        let attached = decap.attach(interface, args.xdp_mode)?;
+        if let Some(reason) = &attached.fallback {
             warn!("native XDP failed on {interface} ({reason}); using generic mode");
         }
-        info!(
-            "decap attached to {interface} in {} mode",
-            if native { "native" } else { "generic" }
-        );
+        match attached.native {
+            None => info!(
+                "decap adopted the program running on {interface} (an earlier lbd's): this one replaced it atomically"
+            ),
+            Some(native) => info!(
+                "decap attached to {interface} in {} mode",
+                if native { "native" } else { "generic" }
+            ),
+        }
     }
     if vips.is_empty() {
         warn!("no lb_kind TUN virtual_server in the configuration: nothing to decapsulate");
@@ -374,8 +385,16 @@ async fn run_decap(
         }
     }
     info!("{} packet(s) decapsulated", decap.decapsulated()?);
-    decap.detach_all()?;
-    info!("detached from {}", args.decap.join(", "));
+    if args.dont_release {
+        decap.leave_all();
+        info!(
+            "left attached to {} (--dont-release-ipvs)",
+            args.decap.join(", ")
+        );
+    } else {
+        decap.detach_all()?;
+        info!("detached from {}", args.decap.join(", "));
+    }
     Ok(())
 }
 

@@ -199,14 +199,22 @@ pub async fn run(
     vrrp.stop().await;
     control.write_status();
     checks.shutdown(&running).await;
-    dataplane.stop().await?;
-    match status.kind {
-        DataplaneKind::Xdp => info!(
+    dataplane.stop(args.dont_release).await?;
+    match (status.kind, args.dont_release) {
+        (DataplaneKind::Xdp, false) => info!(
             "detached from {}; maps stay pinned under {} (a restart keeps established flows)",
             interfaces.join(", "),
             pins.display()
         ),
-        DataplaneKind::Ipvs => info!("removed lbd's virtual services from IPVS"),
+        (DataplaneKind::Xdp, true) => info!(
+            "left the balancer attached to {} (--dont-release-ipvs): it forwards with the maps under {} until the next lbd adopts it",
+            interfaces.join(", "),
+            pins.display()
+        ),
+        (DataplaneKind::Ipvs, false) => info!("removed lbd's virtual services from IPVS"),
+        (DataplaneKind::Ipvs, true) => {
+            info!("left lbd's virtual services in IPVS (--dont-release-ipvs)")
+        }
     }
     Ok(())
 }

@@ -199,16 +199,24 @@ fn xdp_interfaces(
         return Ok(Vec::new());
     };
     for interface in &interfaces {
-        let (native, fallback) = xdp.attach(interface, args.xdp_mode)?;
-        if let Some(reason) = fallback {
+        let attached = xdp.attach(interface, args.xdp_mode)?;
+        if let Some(reason) = &attached.fallback {
             warn!(
                 "native XDP failed on {interface} ({reason}); using generic mode, which is slower"
             );
         }
-        info!(
-            "attached to {interface} in {} mode",
-            if native { "native" } else { "generic" }
-        );
+        match attached.native {
+            None => info!(
+                "adopted the XDP program running on {interface} (its link was pinned by an earlier lbd): this lbd's program replaced it atomically"
+            ),
+            Some(native) => info!(
+                "attached to {interface} in {} mode",
+                if native { "native" } else { "generic" }
+            ),
+        }
+    }
+    for interface in xdp.detach_others()? {
+        info!("detached from {interface}, where an earlier lbd had attached");
     }
     Ok(interfaces)
 }

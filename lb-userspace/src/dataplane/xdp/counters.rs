@@ -46,6 +46,10 @@ impl PinnedMaps {
             let Some(name) = path.file_name().and_then(|n| n.to_str()).map(str::to_owned) else {
                 continue;
             };
+            // Maps only: the pinned links live in a directory of their own.
+            if !name.starts_with("LB_") || path.is_dir() {
+                continue;
+            }
             let map = MapData::from_pin(&path)
                 .and_then(Map::from_map_data)
                 .map_err(|source| DataplaneError::Map {

@@ -1,32 +1,37 @@
 //! `lb_decap` on a real server in TUN mode (`lbd --decap IFACE`): the program strips the
 //! IPIP/ip6ip6 header of packets for the VIPs it is given, so the real needs no ipip or
-//! ip6_tunnel device. Its maps are private to the process (nothing to keep across a
-//! restart); the balancer's maps in the same object are created at their smallest.
+//! ip6_tunnel device. Its maps are private to the process (the program keeps them while it
+//! runs); the balancer's maps in the same object are created at their smallest. Like the
+//! balancer, it is attached through pinned links (`links`): it goes on stripping tunnels
+//! if lbd crashes, and a new lbd swaps its own program in.
 
-use std::{collections::BTreeSet, net::IpAddr};
+use std::{
+    collections::BTreeSet,
+    net::IpAddr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf,
     maps::{MapData, PerCpuArray},
-    programs::xdp::XdpLinkId,
 };
 use lb_common::{decap_stats, map_names as names, program_names};
 
-use super::{
-    AttachMode, XdpOptions, attach_program, counters, detach_links, load_object, map_error,
-    program_mut,
-};
+use super::{AttachMode, XdpOptions, counters, links, load_object, map_error, program_mut};
 use crate::dataplane::DataplaneError;
 
 pub struct Decap {
     ebpf: Ebpf,
-    links: Vec<XdpLinkId>,
+    attachments: Vec<links::Attachment>,
+    /// Where the links are pinned (`None`: they go with the process).
+    links_dir: Option<PathBuf>,
     vips: BTreeSet<IpAddr>,
 }
 
 impl Decap {
-    /// Load the decap program (not attached yet).
-    pub fn load() -> Result<Self, DataplaneError> {
+    /// Load the decap program (not attached yet); its links are pinned under pin
+    /// directory `pins` when given.
+    pub fn load(pins: Option<&Path>) -> Result<Self, DataplaneError> {
         let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
         program_mut(&mut ebpf, program_names::DECAP)?
             .load()
@@ -36,7 +41,8 @@ impl Decap {
             })?;
         Ok(Self {
             ebpf,
-            links: Vec::new(),
+            attachments: Vec::new(),
+            links_dir: pins.map(|pins| links::links_dir(pins).join("decap")),
             vips: BTreeSet::new(),
         })
     }
@@ -46,11 +52,18 @@ impl Decap {
         &mut self,
         interface: &str,
         mode: AttachMode,
-    ) -> Result<(bool, Option<String>), DataplaneError> {
+    ) -> Result<links::Attached, DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
-        let (link, native, fallback) = attach_program(program, interface, mode)?;
-        self.links.push(link);
-        Ok((native, fallback))
+        let attachment = links::attach(
+            program,
+            program_names::DECAP,
+            interface,
+            mode,
+            self.links_dir.as_deref(),
+        )?;
+        let attached = attachment.attached.clone();
+        self.attachments.push(attachment);
+        Ok(attached)
     }
 
     /// Strip tunnels for exactly these VIPs.
@@ -80,7 +93,16 @@ impl Decap {
 
     /// Detach from every interface.
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
-        detach_links(program, program_names::DECAP, &mut self.links)
+        for attachment in self.attachments.drain(..) {
+            attachment.detach()?;
+        }
+        Ok(())
+    }
+
+    /// Let go of every interface, leaving the program attached (pinned links).
+    pub fn leave_all(&mut self) {
+        for attachment in self.attachments.drain(..) {
+            attachment.leave();
+        }
     }
 }

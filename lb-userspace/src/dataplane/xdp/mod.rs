@@ -17,6 +17,7 @@ mod expiry;
 pub mod flows;
 mod keys;
 mod layout;
+pub mod links;
 mod local_addrs;
 mod slots;
 pub mod sweep;
@@ -33,7 +34,7 @@ use std::{
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{Xdp, XdpMode, xdp::XdpLinkId},
+    programs::Xdp,
 };
 use lb_common::{
     FEATURE_NAT, FNAT_PORTS_DEFAULT, FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, LocalAddr, RealInfo,
@@ -197,7 +198,9 @@ pub struct XdpDataplane<R> {
     /// Expiry, recounts and pins (`sweep`).
     upkeep: FlowUpkeep,
     /// Links of the interfaces the balancer is attached to.
-    links: Vec<XdpLinkId>,
+    attachments: Vec<links::Attachment>,
+    /// Where the links are pinned (`None`: private maps, links go with the process).
+    links_dir: Option<PathBuf>,
     /// Possible CPUs: the number of values of a per-CPU map slot.
     cpus: usize,
     /// Warnings from loading (stale pins replaced), for the caller to log.
@@ -256,30 +259,63 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             local_addrs,
             conns,
             upkeep: FlowUpkeep::new(flow_maps),
-            links: Vec::new(),
+            attachments: Vec::new(),
+            links_dir: options.pin_dir.as_deref().map(links::links_dir),
             cpus,
             load_warnings,
         })
     }
 
-    /// Attach the balancer to `interface`. Returns whether native mode is in use; with
-    /// `AttachMode::Auto` a failed native attach falls back to generic mode and the
-    /// native error is returned alongside for the caller to warn about.
+    /// Attach the balancer to `interface` (see `links`): adopting the link an earlier lbd
+    /// pinned, else anew in `mode` (with `AttachMode::Auto` a failed native attach falls
+    /// back to generic mode, and the native error is returned for the caller to warn
+    /// about).
     pub fn attach(
         &mut self,
         interface: &str,
         mode: AttachMode,
-    ) -> Result<(bool, Option<String>), DataplaneError> {
+    ) -> Result<links::Attached, DataplaneError> {
         let program = program_mut(&mut self.ebpf, program_names::BALANCER)?;
-        let (link, native, fallback) = attach_program(program, interface, mode)?;
-        self.links.push(link);
-        Ok((native, fallback))
+        let attachment = links::attach(
+            program,
+            program_names::BALANCER,
+            interface,
+            mode,
+            self.links_dir.as_deref(),
+        )?;
+        let attached = attachment.attached.clone();
+        self.attachments.push(attachment);
+        Ok(attached)
     }
 
     /// Detach from every interface (the maps stay pinned).
     pub fn detach_all(&mut self) -> Result<(), DataplaneError> {
-        let program = program_mut(&mut self.ebpf, program_names::BALANCER)?;
-        detach_links(program, program_names::BALANCER, &mut self.links)
+        for attachment in self.attachments.drain(..) {
+            attachment.detach()?;
+        }
+        Ok(())
+    }
+
+    /// Detach what an earlier lbd left attached to interfaces this one is not attached
+    /// to; the interfaces.
+    pub fn detach_others(&self) -> Result<Vec<String>, DataplaneError> {
+        let Some(dir) = &self.links_dir else {
+            return Ok(Vec::new());
+        };
+        let keep: Vec<String> = self
+            .attachments
+            .iter()
+            .map(|a| a.interface.clone())
+            .collect();
+        links::detach_others(dir, &keep)
+    }
+
+    /// Let go of every interface, leaving the balancer attached (pinned links) to go on
+    /// forwarding until another lbd adopts it.
+    pub fn leave_all(&mut self) {
+        for attachment in self.attachments.drain(..) {
+            attachment.leave();
+        }
     }
 
     /// The names of the interfaces the configured reals are reached through (where the
@@ -853,6 +889,11 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         self.detach_all()
     }
 
+    fn leave(&mut self) -> Result<(), DataplaneError> {
+        self.leave_all();
+        Ok(())
+    }
+
     fn upkeep_stats(&self) -> Option<super::UpkeepStats> {
         Some(self.upkeep.stats())
     }
@@ -915,52 +956,6 @@ fn write_array<V: aya::Pod>(
     let mut map: Array<&mut MapData, V> =
         Array::try_from(map_mut(ebpf, name)?).map_err(map_error(name))?;
     map.set(index, value, 0).map_err(map_error(name))
-}
-
-/// Detach `program` (named `name`) from every link in `links`.
-fn detach_links(
-    program: &mut Xdp,
-    name: &'static str,
-    links: &mut Vec<XdpLinkId>,
-) -> Result<(), DataplaneError> {
-    for link in links.drain(..) {
-        program
-            .detach(link)
-            .map_err(|source| DataplaneError::Program {
-                program: name,
-                source,
-            })?;
-    }
-    Ok(())
-}
-
-/// Attach `program` to `interface` in `mode`: the link, whether native mode is in use,
-/// and with `AttachMode::Auto` the native error when it fell back to generic mode.
-fn attach_program(
-    program: &mut Xdp,
-    interface: &str,
-    mode: AttachMode,
-) -> Result<(XdpLinkId, bool, Option<String>), DataplaneError> {
-    let attach = |program: &mut Xdp, mode| {
-        program
-            .attach(interface, mode)
-            .map_err(|e| DataplaneError::Attach {
-                interface: interface.to_owned(),
-                reason: error_chain(&e),
-            })
-    };
-    Ok(match mode {
-        AttachMode::Native => (attach(program, XdpMode::Driver)?, true, None),
-        AttachMode::Generic => (attach(program, XdpMode::Skb)?, false, None),
-        AttachMode::Auto => match attach(program, XdpMode::Driver) {
-            Ok(link) => (link, true, None),
-            Err(native_error) => (
-                attach(program, XdpMode::Skb)?,
-                false,
-                Some(native_error.to_string()),
-            ),
-        },
-    })
 }
 
 /// The descriptor of map `name`.
