@@ -133,8 +133,9 @@ impl TestBalancer {
         Ok(conns.get(&id, 0)?)
     }
 
-    /// Set every flow's last packet to `last_seen_ns` (1: idle since boot, timed out).
-    pub fn age_flows(&mut self, last_seen_ns: u64) -> anyhow::Result<()> {
+    /// Make every flow's last packet `idle` old (relative to now: see `ago`).
+    pub fn age_flows(&mut self, idle: Duration) -> anyhow::Result<()> {
+        let last_seen_ns = ago(idle);
         let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowState> = BpfHashMap::try_from(
             self.dataplane
                 .ebpf_mut()
@@ -263,6 +264,26 @@ pub fn next_hop(mac: [u8; 6], src: Option<IpAddr>) -> NextHop {
         src,
         mtu: 1500,
     }
+}
+
+/// The data plane's clock (`CLOCK_MONOTONIC_COARSE`, ns) `idle` ago. Tests age entries
+/// relative to now, never to the clock's origin, so that they pass on a machine booted
+/// moments earlier; an `idle` longer than the machine has been up cannot be written, and
+/// says so.
+pub fn ago(idle: Duration) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid timespec pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
+    let idle = idle.as_nanos() as u64;
+    assert!(
+        now > idle,
+        "the machine has been up for {now} ns, less than the {idle} ns a test ages an entry by"
+    );
+    now - idle
 }
 
 /// Pin the calling thread to CPU 0.

@@ -5,7 +5,7 @@
 //! frames come from the packet builder, which computes every checksum from scratch, so
 //! equal bytes prove the incremental updates. Needs root.
 
-use std::{collections::HashSet, net::IpAddr};
+use std::{collections::HashSet, net::IpAddr, time::Duration};
 
 use lb_common::{FNAT_PORTS_DEFAULT, Outcome, xdp_action};
 use lb_tests::{
@@ -224,9 +224,13 @@ fn exhausted_ports_are_counted_and_come_back_when_flows_end() {
     if !require_root("exhausted_ports_are_counted_and_come_back_when_flows_end") {
         return;
     }
-    // One local address and 8 ports: 8 flows at most to the one real.
+    // One local address and 8 ports: 8 flows at most to the one real. ESTABLISHED flows
+    // time out after 1 s, so that the test ages them by a moment.
     let mut balancer = load((30000, 30007));
     let config = "
+global_defs {
+    lvs_timeouts tcp 1
+}
 local_address_group one {
     10.2.0.250
 }
@@ -238,7 +242,14 @@ virtual_server 192.0.2.95 80 {
 }
 ";
     balancer.apply_config(config).expect("apply");
-    let flow = |i: u16| Frame::tcp(v4([198, 51, 100, 9], [192, 0, 2, 95]), 42000 + i, 80).bytes();
+    let frame = |i: u16| Frame::tcp(v4([198, 51, 100, 9], [192, 0, 2, 95]), 42000 + i, 80);
+    let flow = |i: u16| frame(i).bytes();
+    let established = |balancer: &TestBalancer, i: u16| {
+        let run = balancer
+            .run(&frame(i).with_tcp_flags(TCP_ACK).bytes())
+            .expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "flow {i}'s ACK");
+    };
     let mut ports = HashSet::new();
     // 16 random draws per flow: 40 flows take all 8 ports (a free port is missed by one
     // flow with probability (7/8)^16, by all the later ones practically never).
@@ -249,6 +260,7 @@ virtual_server 192.0.2.95 80 {
                 let (_, port) = local_end(&run.output);
                 assert!((30000..=30007).contains(&port), "port {port}");
                 assert!(ports.insert(port), "port {port} given twice");
+                established(&balancer, i);
             }
             xdp_action::XDP_DROP => {}
             other => panic!("flow {i}: action {other}"),
@@ -259,7 +271,9 @@ virtual_server 192.0.2.95 80 {
     assert_eq!(counters.outcome(Outcome::FnatNoPort), 32);
 
     // Timed-out flows keep their ports while their reservations are young...
-    balancer.age_flows(1).expect("age flows");
+    balancer
+        .age_flows(Duration::from_secs(2))
+        .expect("age flows");
     let run = balancer.run(&flow(100)).expect("test run");
     assert_eq!(
         run.action,
@@ -276,6 +290,7 @@ virtual_server 192.0.2.95 80 {
     );
     let (_, reused) = local_end(&run.output);
     assert!(ports.contains(&reused), "port {reused}");
+    established(&balancer, 101);
 
     // The sweep removes the expired flows with their reservations, except the one
     // flow 101 took over.
@@ -286,7 +301,9 @@ virtual_server 192.0.2.95 80 {
     assert_eq!(left[0].1.client_port, 42101u16.to_be_bytes());
     assert_eq!(left[0].0.dport, reused.to_be_bytes());
     // Once flow 101 times out too, nothing is left.
-    balancer.age_flows(1).expect("age flows");
+    balancer
+        .age_flows(Duration::from_secs(2))
+        .expect("age flows");
     balancer.dataplane.sweep().expect("sweep");
     assert!(
         balancer

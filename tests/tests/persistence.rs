@@ -50,8 +50,9 @@ fn connect(balancer: &TestBalancer, client: [u8; 4], port: u16, vip: [u8; 4]) ->
     (run.action == xdp_action::XDP_TX).then(|| run.output[5])
 }
 
-/// Set every pin's last use to 1 ns after boot.
+/// Set every pin's last use to 6 s ago (past the tests' 5 s timeout).
 fn age_pins(balancer: &mut TestBalancer) {
+    let last_seen_ns = lb_tests::testrun::ago(std::time::Duration::from_secs(6));
     let mut pins: BpfHashMap<&mut MapData, PersistKey, PersistState> = BpfHashMap::try_from(
         balancer
             .dataplane
@@ -65,7 +66,7 @@ fn age_pins(balancer: &mut TestBalancer) {
         pins.insert(
             key,
             PersistState {
-                last_seen_ns: 1,
+                last_seen_ns,
                 ..pin
             },
             0,

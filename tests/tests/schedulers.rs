@@ -3,11 +3,11 @@
 //! TCP state, weight 0, and established flows across weight changes and table swaps.
 //! Needs root (BPF); see `lb_tests::privilege`.
 
-use std::{collections::HashMap, net::IpAddr};
+use std::{collections::HashMap, net::IpAddr, time::Duration};
 
 use lb_common::{ConnCounts, Outcome, hash, xdp_action};
 use lb_tests::{
-    packet::{Frame, TCP_ACK, TCP_FIN, TCP_RST, v4},
+    packet::{Frame, TCP_ACK, TCP_FIN, v4},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
 };
@@ -449,9 +449,17 @@ fn established_flows_survive_weight_changes_and_table_swaps() {
 }
 
 /// Make every flow look idle since boot (last packet at 1 ns).
+/// Past the 1 s of `SHORT_TCP`.
 fn age_all_flows(balancer: &mut TestBalancer) {
-    balancer.age_flows(1).expect("age flows");
+    balancer
+        .age_flows(Duration::from_secs(2))
+        .expect("age flows");
 }
+
+/// ESTABLISHED and FIN_WAIT flows time out after 1 s, so that tests age them by a
+/// moment and pass on a machine booted seconds earlier (`cargo xtask test` runs them so
+/// in its VM).
+const SHORT_TCP: &str = "global_defs {\n lvs_timeouts tcp 1 tcpfin 1\n}\n";
 
 #[test]
 fn timed_out_flows_are_scheduled_anew_and_swept() {
@@ -461,23 +469,25 @@ fn timed_out_flows_are_scheduled_anew_and_swept() {
     let vip = [192, 0, 2, 50];
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     balancer
-        .apply_config(&service(vip, "rr", "", 0, &[1, 1]))
+        .apply_config(&format!(
+            "{SHORT_TCP}{}",
+            service(vip, "rr", "", 0, &[1, 1])
+        ))
         .expect("apply");
     let flow = Frame::tcp(v4([198, 21, 0, 1], vip), 8000, 80);
     let first = real_of(&balancer, &flow.bytes()).expect("forwarded");
     let ack = flow.clone().with_tcp_flags(TCP_ACK).bytes();
     assert_eq!(real_of(&balancer, &ack), Some(first));
-    // A reset closes the flow: CLOSE times out after 10 s (ESTABLISHED would need the
-    // machine to be up for 900 s before an entry could look that old).
-    let rst = flow.clone().with_tcp_flags(TCP_RST).bytes();
-    assert_eq!(real_of(&balancer, &rst), Some(first));
+    // The client closes: FIN_WAIT, which times out after 1 s here.
+    let fin = flow.clone().with_tcp_flags(TCP_FIN | TCP_ACK).bytes();
+    assert_eq!(real_of(&balancer, &fin), Some(first));
     let new_flows = |b: &TestBalancer| {
         let counters = b.dataplane.counters().expect("counters");
         counters.services[0].traffic.new_flows
     };
     assert_eq!(new_flows(&balancer), 1);
-    // Idle for longer than CLOSE's 10 s: the next packet is a new flow, scheduled by rr to
-    // the other real.
+    // Idle for longer than that: the next packet is a new flow, scheduled by rr to the
+    // other real.
     age_all_flows(&mut balancer);
     assert_eq!(real_of(&balancer, &ack), Some(3 - first));
     assert_eq!(new_flows(&balancer), 2);
@@ -491,6 +501,7 @@ fn timed_out_flows_are_scheduled_anew_and_swept() {
     // The sweep removes flows that timed out.
     let other = Frame::tcp(v4([198, 21, 0, 2], vip), 8001, 80);
     real_of(&balancer, &other.bytes());
+    real_of(&balancer, &other.with_tcp_flags(TCP_ACK).bytes());
     age_all_flows(&mut balancer);
     let report = balancer.dataplane.sweep().expect("sweep");
     assert_eq!((report.flows, report.expired), (0, 2));
@@ -503,15 +514,8 @@ fn timed_out_flows_are_scheduled_anew_and_swept() {
 
 /// Make every flow's last packet `secs` seconds old.
 fn set_flow_age(balancer: &mut TestBalancer, secs: u64) {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    let now = ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64;
     balancer
-        .age_flows(now.saturating_sub(secs * 1_000_000_000))
+        .age_flows(Duration::from_secs(secs))
         .expect("age flows");
 }
 
@@ -525,17 +529,17 @@ fn lvs_timeouts_set_how_long_established_flows_last() {
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     let flow = Frame::tcp(v4([198, 21, 1, 1], vip), 9000, 80);
     let ack = flow.clone().with_tcp_flags(TCP_ACK).bytes();
-    for (tcp, survives) in [(900, true), (3, false)] {
+    for (tcp, survives) in [(900, true), (1, false)] {
         let config = format!("global_defs {{\n lvs_timeouts tcp {tcp}\n}}\n{service}");
         balancer.apply_config(&config).expect("apply");
         let first = real_of(&balancer, &flow.bytes()).expect("forwarded");
         assert_eq!(real_of(&balancer, &ack), Some(first));
-        // Idle for 10 s: within 900 s, past 3 s (then rr picks the other real).
-        set_flow_age(&mut balancer, 10);
+        // Idle for 2 s: within 900 s, past 1 s (then rr picks the other real).
+        set_flow_age(&mut balancer, 2);
         let now = real_of(&balancer, &ack).expect("forwarded");
         assert_eq!(now == first, survives, "tcp timeout {tcp}");
         // The sweep goes by the same timeouts.
-        set_flow_age(&mut balancer, 10);
+        set_flow_age(&mut balancer, 2);
         let report = balancer.dataplane.sweep().expect("sweep");
         assert_eq!(
             report.expired == 0,
