@@ -198,7 +198,9 @@ pub struct PersistKey {
 pub struct PersistState {
     /// The real this client (prefix) is pinned to.
     pub real_id: u32,
-    pub _pad: u32,
+    /// `RealInfo::generation` of that real when the client was pinned.
+    pub real_generation: u16,
+    pub _pad: u16,
     /// `CLOCK_MONOTONIC` of the last new connection it directed, or of the last sweep
     /// that found one of its connections alive.
     pub last_seen_ns: u64,
@@ -237,7 +239,11 @@ pub struct RealInfo {
     pub mtu: u16,
     /// `FWD_*`: how packets reach this real.
     pub fwd: u8,
-    pub _pad: [u8; 3],
+    pub _pad: u8,
+    /// Bumped each time the id is given to another real (wrapping). A flow records the
+    /// generation of its real; a flow whose real's id has since gone to another real is
+    /// not that real's connection.
+    pub generation: u16,
     /// TUN: the outer source address (the director's address towards the real), network
     /// order, same family as `addr`.
     pub tunnel_src: [u8; 16],
@@ -385,7 +391,8 @@ pub struct FlowState {
     /// 0 for other modes.
     pub local_addr: u32,
     pub local_port: [u8; 2],
-    pub _pad2: [u8; 2],
+    /// `RealInfo::generation` of its real when the flow was scheduled.
+    pub real_generation: u16,
 }
 
 /// Value of `LB_REAL_CONNS` (an array indexed by real id, shared by all CPUs, memory-mapped
@@ -512,14 +519,16 @@ const _: () = {
     assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
     assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4 + 4 + 1 + 3);
     assert!(size_of::<PersistKey>() == 4 + 16);
-    assert!(size_of::<PersistState>() == 4 + 4 + 8);
+    assert!(size_of::<PersistState>() == 4 + 2 + 2 + 8);
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
     assert!(size_of::<VipKey>() == 16 + 1 + 3);
     assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3 + 4);
     assert!(size_of::<Settings>() == 4 + 2 + 2);
     assert!(size_of::<LocalAddr>() == 16 + 1 + 3);
     assert!(size_of::<BenchFrame>() == 4 * 2 + BENCH_FRAME_LEN);
-    assert!(size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 3 + 16);
+    assert!(
+        size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 1 + 2 + 16
+    );
     assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
     assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8 + 4 + 2 + 2);
     assert!(size_of::<ConnCounts>() == 4 * 4);

@@ -4,7 +4,7 @@
 //! state's timeout (`lb_common::conn::Timeouts`) is scheduled anew.
 
 use lb_common::{
-    FlowKey, FlowState, PROTO_TCP,
+    FlowKey, FlowState, PROTO_TCP, RealInfo,
     conn::{STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
 };
 
@@ -72,18 +72,31 @@ pub fn first_state(flow: &Flow) -> u8 {
     next_state(STATE_NONE, flow)
 }
 
-/// Remember the real (and FullNAT local end) of a new flow. A failed insert (never expected with an LRU map) only
-/// means the next packet is scheduled again. (Not inlined, for the balancer's stack.)
-#[inline(never)]
-pub fn insert(flow: &FlowKey, real_id: u32, state: u8, now_ns: u64, local: LocalEnd) {
-    let entry = FlowState {
+/// The entry of a new flow to `real` (id `real_id`), in `state` at `now_ns`, with its
+/// FullNAT local end.
+#[inline(always)]
+pub fn entry(real_id: u32, real: &RealInfo, state: u8, now_ns: u64, local: LocalEnd) -> FlowState {
+    FlowState {
         real_id,
         state,
         _pad: [0; 3],
         last_seen_ns: now_ns,
         local_addr: local.addr_id,
         local_port: local.port,
-        _pad2: [0; 2],
-    };
-    let _ = FLOWS.insert(flow, entry, 0);
+        real_generation: real.generation,
+    }
+}
+
+/// Remember a new flow. A failed insert (never expected with an LRU map) only means the
+/// next packet is scheduled again. (Not inlined, for the balancer's stack.)
+#[inline(never)]
+pub fn insert(flow: &FlowKey, entry: &FlowState) {
+    let _ = FLOWS.insert(flow, *entry, 0);
+}
+
+/// Whether flow entry `entry` is a connection of `real` (whose id it names): the real's
+/// id has not gone to another real since the flow was scheduled.
+#[inline(always)]
+pub fn belongs(entry: &FlowState, real: &RealInfo) -> bool {
+    entry.real_generation == real.generation
 }

@@ -174,7 +174,12 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
             fwd::nat::remember(&flow.key, chosen.real);
         }
         if service.persist_timeout != 0 {
-            persist::remember(&persist::key(&service, &flow.key), chosen.real_id, now);
+            persist::remember(
+                &persist::key(&service, &flow.key),
+                chosen.real_id,
+                chosen.real.generation,
+                now,
+            );
         }
     }
     let bytes = ctx.data_end() - ctx.data();
@@ -190,9 +195,14 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
 fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Outcome, Outcome> {
     let entry = conntrack::lookup(&flow.key).ok_or(Outcome::NotService)?;
     // SAFETY: a live LRU element, read once.
-    let real_id = unsafe { (*entry).real_id };
+    let entry = unsafe { *entry };
+    let real_id = entry.real_id;
     let real = maps::real(real_id)
-        .filter(|real| real.service_id == service.id && (real.fwd == FWD_DR || real.fwd == FWD_TUN))
+        .filter(|real| {
+            real.service_id == service.id
+                && conntrack::belongs(&entry, real)
+                && (real.fwd == FWD_DR || real.fwd == FWD_TUN)
+        })
         .ok_or(Outcome::NotService)?;
     let outcome = if real.fwd == FWD_TUN {
         fwd::tun::forward::<false>(ctx, flow, real)?
@@ -234,9 +244,10 @@ const NO_FLOW: u32 = u32::MAX;
 
 /// The real of an established flow (its state and time updated), or for a new flow the
 /// real its client is pinned to (persistence) or a newly scheduled one.
-/// The flow table's answer stands only if its real is in use and belongs to this service
-/// (ids are reused), the flow has not timed out in its state, and no new TCP connection
-/// (SYN) reuses the 5-tuple of a flow on a retired real.
+/// The flow table's answer stands only if its real is in use, belongs to this service and
+/// is the real the flow was scheduled to (ids are reused: the generations match), the
+/// flow has not timed out in its state, and no new TCP connection (SYN) reuses the
+/// 5-tuple of a flow on a retired real.
 #[inline(always)]
 fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
     let (mut replaced_real, mut replaced_state) = (NO_FLOW, 0);
@@ -246,6 +257,7 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
         let old = unsafe { *entry };
         if let Some(real) = maps::real(old.real_id)
             && real.service_id == service.id
+            && conntrack::belongs(&old, real)
         {
             let expired = conntrack::expired(old.state, old.last_seen_ns, now);
             let reused = flow.opens_connection() && real.flags & REAL_FLAG_RETIRED != 0;
@@ -314,7 +326,8 @@ fn schedule_new(
 #[inline(always)]
 fn record_flow(flow: &Flow, chosen: &Chosen, now: u64) {
     let state = conntrack::first_state(flow);
-    conntrack::insert(&flow.key, chosen.real_id, state, now, chosen.local);
+    let entry = conntrack::entry(chosen.real_id, chosen.real, state, now, chosen.local);
+    conntrack::insert(&flow.key, &entry);
     conns::opened(chosen.real_id, state);
     if chosen.replaced_real != NO_FLOW {
         conns::closed(chosen.replaced_real, chosen.replaced_state);

@@ -3,7 +3,7 @@
 //! real its earlier connections went to, as long as the pin is younger than the timeout.
 //! The pin is IPVS's persistence template: refreshed by every new connection it directs
 //! (and by userspace's sweep while connections it directed are alive), kept for a real at
-//! weight 0 (IPVS's default, `expire_quiescent_template=0`), dropped for a removed real.
+//! weight 0 (IPVS's default, `expire_quiescent_template=0`), dropped for a removed real (and for a real whose id went to another one since).
 
 use lb_common::{FlowKey, PersistKey, PersistState, REAL_FLAG_RETIRED, ServiceInfo, mask_prefix};
 
@@ -30,14 +30,18 @@ pub fn pinned(service: &ServiceInfo, key: &PersistKey, now: u64) -> Option<u32> 
         return None;
     }
     let real = maps::real(pin.real_id)?;
-    (real.service_id == service.id && real.flags & REAL_FLAG_RETIRED == 0).then_some(pin.real_id)
+    (real.service_id == service.id
+        && real.generation == pin.real_generation
+        && real.flags & REAL_FLAG_RETIRED == 0)
+        .then_some(pin.real_id)
 }
 
-/// Pin (or re-pin) the client to `real_id`.
+/// Pin (or re-pin) the client to `real_id`, of generation `generation`.
 #[inline(never)]
-pub fn remember(key: &PersistKey, real_id: u32, now: u64) {
+pub fn remember(key: &PersistKey, real_id: u32, generation: u16, now: u64) {
     let pin = PersistState {
         real_id,
+        real_generation: generation,
         _pad: 0,
         last_seen_ns: now,
     };

@@ -97,6 +97,7 @@ fn real_info(v: &RealInfo) -> Value {
         "service_id": v.service_id, "mac": mac(v.mac), "src_mac": mac(v.src_mac),
         "flags": v.flags, "vlan": v.vlan, "weight": v.weight, "last_weight": v.last_weight,
         "mtu": v.mtu, "fwd": v.fwd, "tunnel_src": addr(v.tunnel_src, v.family),
+        "generation": v.generation,
     })
 }
 
@@ -109,9 +110,9 @@ fn flow_key(k: &FlowKey) -> Value {
 
 fn flow_state(v: &FlowState) -> Value {
     json!({
-        "real_id": v.real_id, "state": super::flows::state_name(v.state),
-        "last_seen_ns": v.last_seen_ns, "local_addr": v.local_addr,
-        "local_port": port(v.local_port),
+        "real_id": v.real_id, "real_generation": v.real_generation,
+        "state": super::flows::state_name(v.state), "last_seen_ns": v.last_seen_ns,
+        "local_addr": v.local_addr, "local_port": port(v.local_port),
     })
 }
 
@@ -228,7 +229,11 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
         names::PERSIST => hash_entries(typed!(HashMap, PersistKey, PersistState), name, |k, v| {
             Entry {
                 key: json!({"service_id": k.service_id, "client": k.client.to_vec()}),
-                value: json!({"real_id": v.real_id, "last_seen_ns": v.last_seen_ns}),
+                value: json!({
+                    "real_id": v.real_id,
+                    "real_generation": v.real_generation,
+                    "last_seen_ns": v.last_seen_ns,
+                }),
             }
         }),
         names::REALS => array_entries(typed!(Array, RealInfo), name, super::FREE_REAL, real_info),

@@ -129,7 +129,12 @@ pub fn read(
         if timeouts.expired(state.state, state.last_seen_ns, now_ns) {
             continue;
         }
-        let Ok(real) = reals.get(&state.real_id, 0) else {
+        // A flow whose real's id went to another real since is nobody's connection.
+        let Ok(real) = reals.get(&state.real_id, 0).map_err(drop).and_then(|real| {
+            (real.generation == state.real_generation)
+                .then_some(real)
+                .ok_or(())
+        }) else {
             continue;
         };
         let (Some(client), Some(vip), Some(real_addr), Some(protocol)) = (

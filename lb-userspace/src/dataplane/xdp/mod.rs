@@ -100,7 +100,7 @@ pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), Dataplan
     Ok((ebpf, warnings))
 }
 
-/// A free `LB_REALS` entry.
+/// A free `LB_REALS` entry (with the generation of its id, which a free entry keeps).
 const FREE_REAL: RealInfo = RealInfo {
     addr: [0; 16],
     ifindex: 0,
@@ -115,7 +115,8 @@ const FREE_REAL: RealInfo = RealInfo {
     last_weight: 0,
     mtu: 0,
     fwd: 0,
-    _pad: [0; 3],
+    _pad: 0,
+    generation: 0,
     tunnel_src: [0; 16],
 };
 
@@ -624,8 +625,13 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             Array::try_from(map_mut(&mut self.ebpf, names::REALS)?)
                 .map_err(map_error(names::REALS))?;
         for id in self.slots.release_service(slot.id) {
+            // The generation stays with the id, for its next real.
+            let free = RealInfo {
+                generation: self.slots.generation(id),
+                ..FREE_REAL
+            };
             reals
-                .set(id, FREE_REAL, 0)
+                .set(id, free, 0)
                 .map_err(map_error("freeing a real"))?;
         }
         Ok(())
@@ -740,7 +746,11 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         continue;
                     }
                 };
-                let (real_id, new) = self.slots.real(real_key)?;
+                let conns = &self.conns;
+                let (real_id, new) = self.slots.real(real_key, |id| {
+                    let counts = conns.load(id);
+                    counts.active() > 0 || counts.inactive() > 0
+                })?;
                 if new {
                     self.reset_per_cpu::<TrafficStats>(names::REAL_STATS, real_id)?;
                     self.conns.reset(real_id);
@@ -765,7 +775,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         last_weight: last_weight as u16,
                         mtu: next_hop.mtu,
                         fwd,
-                        _pad: [0; 3],
+                        _pad: 0,
+                        generation: self.slots.generation(real_id),
                         tunnel_src: tunnel_src.unwrap_or_default(),
                     },
                 )?;

@@ -3,9 +3,13 @@
 //! A service keeps its id while it exists; a real (one per service it belongs to) keeps
 //! its id while it is configured. A removed real's entry is *retired*, not cleared: flows
 //! already scheduled to it keep reaching it (IPVS keeps connections to a deleted
-//! destination the same way). New reals take never-used ids first, and only then the
-//! oldest retired one. On start the ids are rebuilt from the pinned maps, so a restarted
-//! lbd addresses the same entries and established flows keep their reals.
+//! destination the same way). New reals take never-used ids first, then the oldest
+//! retired one that no flow uses, and only then the oldest retired one. Each time an id
+//! goes to another real its generation goes up (`RealInfo::generation`; flows record the
+//! generation of their real), so that a flow of the id's earlier real is never taken for
+//! a connection of the new one: it is scheduled anew. On start the ids and generations are
+//! rebuilt from the pinned maps, so a restarted lbd addresses the same entries and
+//! established flows keep their reals.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
@@ -58,6 +62,8 @@ pub struct Slots {
     pub entries: BTreeMap<u32, RealInfo>,
     /// Retired ids, oldest first.
     retired: VecDeque<u32>,
+    /// The generation of each id that ever had a real (kept when it is freed).
+    generations: BTreeMap<u32, u16>,
 }
 
 impl Slots {
@@ -69,7 +75,13 @@ impl Slots {
             active: BTreeMap::new(),
             entries: BTreeMap::new(),
             retired: VecDeque::new(),
+            generations: BTreeMap::new(),
         }
+    }
+
+    /// The generation of id `id` (0 for one never used).
+    pub fn generation(&self, id: u32) -> u16 {
+        self.generations.get(&id).copied().unwrap_or(0)
     }
 
     /// Rebuild from what the maps hold.
@@ -91,6 +103,9 @@ impl Slots {
             );
         }
         for (id, info) in reals {
+            if info.generation != 0 {
+                slots.generations.insert(id, info.generation);
+            }
             if info.family == 0 {
                 continue;
             }
@@ -127,10 +142,15 @@ impl Slots {
         Ok((id, true))
     }
 
-    /// The id of configured real `key`, allocating one if it has none; `true` if new. A
-    /// real configured again while retired gets its old id (and its established flows)
-    /// back.
-    pub fn real(&mut self, key: RealKey) -> Result<(u32, bool), DataplaneError> {
+    /// The id of configured real `key`, allocating one if it has none; `true` if new (its
+    /// generation is then a new one). A real configured again while retired gets its old
+    /// id (and its established flows) back. `has_flows` says whether flows may still use
+    /// an id.
+    pub fn real(
+        &mut self,
+        key: RealKey,
+        has_flows: impl Fn(u32) -> bool,
+    ) -> Result<(u32, bool), DataplaneError> {
         if let Some(&id) = self.active.get(&key) {
             return Ok((id, false));
         }
@@ -152,14 +172,24 @@ impl Slots {
         let id = match (0..self.max_reals).find(|id| !in_use(id)) {
             Some(id) => id,
             None => {
-                let id = self.retired.pop_front().ok_or(DataplaneError::Capacity {
-                    what: "real servers",
-                    max: self.max_reals,
-                })?;
+                let position = self
+                    .retired
+                    .iter()
+                    .position(|&id| !has_flows(id))
+                    .unwrap_or(0);
+                let id = self
+                    .retired
+                    .remove(position)
+                    .ok_or(DataplaneError::Capacity {
+                        what: "real servers",
+                        max: self.max_reals,
+                    })?;
                 self.entries.remove(&id);
                 id
             }
         };
+        let generation = self.generation(id).wrapping_add(1).max(1);
+        self.generations.insert(id, generation);
         self.active.insert(key, id);
         Ok((id, true))
     }
@@ -245,7 +275,8 @@ mod tests {
             last_weight: 1,
             mtu: 1500,
             fwd: 0,
-            _pad: [0; 3],
+            _pad: 0,
+            generation: 1,
             tunnel_src: [0; 16],
         }
     }
@@ -269,7 +300,7 @@ mod tests {
         let mut slots = Slots::new(1, 3);
         for last in 1..=3 {
             let key = real_key(0, last);
-            let (id, new) = slots.real(key).unwrap();
+            let (id, new) = slots.real(key, |_| false).unwrap();
             assert!(new);
             slots.entries.insert(id, entry(key));
         }
@@ -277,7 +308,7 @@ mod tests {
         let (id2, retired) = slots.retire(&real_key(0, 2)).unwrap();
         assert_ne!(retired.unwrap().flags & REAL_FLAG_RETIRED, 0);
         slots.retire(&real_key(0, 1)).unwrap();
-        assert_eq!(slots.real(real_key(0, 9)).unwrap(), (id2, true));
+        assert_eq!(slots.real(real_key(0, 9), |_| false).unwrap(), (id2, true));
         let configured: Vec<RealKey> = slots
             .reals_not_in(&BTreeSet::new())
             .into_iter()
@@ -287,21 +318,46 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_id_prefers_no_flows_and_gets_a_new_generation() {
+        let mut slots = Slots::new(1, 3);
+        for last in 1..=3 {
+            let key = real_key(0, last);
+            let (id, _) = slots.real(key, |_| false).unwrap();
+            assert_eq!(slots.generation(id), 1);
+            slots.entries.insert(id, entry(key));
+        }
+        let (id1, _) = slots.retire(&real_key(0, 1)).unwrap();
+        let (id2, _) = slots.retire(&real_key(0, 2)).unwrap();
+        // 1 was retired first, but flows still use it: 2's id goes.
+        let (id, new) = slots.real(real_key(0, 9), |id| id == id1).unwrap();
+        assert_eq!((id, new), (id2, true));
+        assert_eq!(slots.generation(id2), 2);
+        // Every retired id has flows: the oldest goes all the same, with a new generation.
+        let (id, _) = slots.real(real_key(0, 8), |_| true).unwrap();
+        assert_eq!((id, slots.generation(id1)), (id1, 2));
+        // Freed ids keep their generation for their next real.
+        slots.entries.insert(id2, entry(real_key(0, 9)));
+        slots.release_service(0);
+        let (id, _) = slots.real(real_key(0, 7), |_| false).unwrap();
+        assert_eq!(slots.generation(id), 3, "id {id}");
+    }
+
+    #[test]
     fn a_retired_real_configured_again_gets_its_id_back() {
         let mut slots = Slots::new(1, 4);
         let key = real_key(0, 1);
-        let (id, _) = slots.real(key).unwrap();
+        let (id, _) = slots.real(key, |_| false).unwrap();
         slots.entries.insert(id, entry(key));
         slots.retire(&key).unwrap();
-        assert_eq!(slots.real(key).unwrap(), (id, false));
+        assert_eq!(slots.real(key, |_| false).unwrap(), (id, false));
         assert_eq!(slots.reals_not_in(&BTreeSet::new()), [(key, id)]);
     }
 
     #[test]
     fn an_allocated_id_without_an_entry_is_not_handed_out_again() {
         let mut slots = Slots::new(1, 4);
-        let (first, _) = slots.real(real_key(0, 1)).unwrap();
-        let (second, _) = slots.real(real_key(0, 2)).unwrap();
+        let (first, _) = slots.real(real_key(0, 1), |_| false).unwrap();
+        let (second, _) = slots.real(real_key(0, 2), |_| false).unwrap();
         assert_ne!(first, second);
     }
 
@@ -310,7 +366,7 @@ mod tests {
         let mut slots = Slots::new(2, 4);
         for (service, last) in [(0, 1), (0, 2), (1, 3)] {
             let key = real_key(service, last);
-            let (id, _) = slots.real(key).unwrap();
+            let (id, _) = slots.real(key, |_| false).unwrap();
             slots.entries.insert(id, entry(key));
         }
         slots.retire(&real_key(0, 2)).unwrap();
@@ -319,7 +375,7 @@ mod tests {
         assert_eq!(released, [0, 1]);
         assert_eq!(slots.reals_not_in(&BTreeSet::new()).len(), 1);
         // Freed ids are never-used ids again, taken lowest first.
-        assert_eq!(slots.real(real_key(1, 9)).unwrap(), (0, true));
+        assert_eq!(slots.real(real_key(1, 9), |_| false).unwrap(), (0, true));
     }
 
     #[test]
@@ -343,8 +399,8 @@ mod tests {
         );
         assert_eq!(slots.service(service_key(1)).unwrap(), (0, false));
         assert_eq!(slots.services[&service_key(1)].info, Some(info));
-        assert_eq!(slots.real(active).unwrap(), (3, false));
+        assert_eq!(slots.real(active, |_| false).unwrap(), (3, false));
         // Never-used ids (0, 2) come before the retired one (1).
-        assert_eq!(slots.real(real_key(0, 5)).unwrap(), (0, true));
+        assert_eq!(slots.real(real_key(0, 5), |_| false).unwrap(), (0, true));
     }
 }

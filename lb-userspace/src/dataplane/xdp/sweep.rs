@@ -54,12 +54,14 @@ pub struct View<'a> {
 }
 
 impl View<'_> {
-    /// The real of `state` if the flow counts on it: its real's entry belongs to the flow's
-    /// service (a flow of a removed service whose real id was reused does not).
+    /// The real of `state` if the flow counts on it: the real its id names now is the one
+    /// it was scheduled to (same generation) and belongs to the flow's service. A flow
+    /// whose real's id went to another real since is nobody's connection: the data plane
+    /// schedules it anew at its next packet.
     fn counted_real(&self, key: &FlowKey, state: &FlowState) -> Option<&RealInfo> {
         let service = self.services.get(&service_key(key))?;
         let real = self.reals.get(&state.real_id)?;
-        (real.service_id == service.id).then_some(real)
+        (real.service_id == service.id && real.generation == state.real_generation).then_some(real)
     }
 }
 
@@ -78,7 +80,8 @@ struct Scan {
     horizon_ns: u64,
     /// Per real id.
     recount: Vec<Recount>,
-    live_pins: BTreeMap<PersistKey, u32>,
+    /// Pins with a live connection, and its real (id, generation).
+    live_pins: BTreeMap<PersistKey, (u32, u16)>,
     local_ids_in_use: BTreeSet<u32>,
     flows: u64,
     expired: u64,
@@ -288,7 +291,8 @@ impl FlowUpkeep {
                     service_id: info.id,
                     client: mask_prefix(key.src, info.persist_prefix),
                 };
-                scan.live_pins.insert(pin, state.real_id);
+                scan.live_pins
+                    .insert(pin, (state.real_id, state.real_generation));
             }
         }
         for key in expired {
@@ -399,7 +403,7 @@ impl FlowUpkeep {
     /// refreshed within a scan interval are stamped now.
     fn refresh_pins(
         &mut self,
-        live: &BTreeMap<PersistKey, u32>,
+        live: &BTreeMap<PersistKey, (u32, u16)>,
         interval: Duration,
         now_ns: u64,
     ) -> Result<(), DataplaneError> {
@@ -413,6 +417,7 @@ impl FlowUpkeep {
         let mut values = vec![
             PersistState {
                 real_id: 0,
+                real_generation: 0,
                 _pad: 0,
                 last_seen_ns: 0,
             };
@@ -431,15 +436,18 @@ impl FlowUpkeep {
         let stale_before = now_ns.saturating_sub(interval.as_nanos() as u64);
         let (keys, values): (Vec<PersistKey>, Vec<PersistState>) = live
             .iter()
-            .filter_map(|(key, &real_id)| {
+            .filter_map(|(key, &(real_id, generation))| {
                 let pin = pins.get(key)?;
-                (pin.real_id == real_id && pin.last_seen_ns < stale_before).then_some((
-                    *key,
-                    PersistState {
-                        last_seen_ns: now_ns,
-                        ..*pin
-                    },
-                ))
+                (pin.real_id == real_id
+                    && pin.real_generation == generation
+                    && pin.last_seen_ns < stale_before)
+                    .then_some((
+                        *key,
+                        PersistState {
+                            last_seen_ns: now_ns,
+                            ..*pin
+                        },
+                    ))
             })
             .unzip();
         if !keys.is_empty() {
@@ -484,7 +492,7 @@ pub(super) const fn zeroed_state() -> FlowState {
         last_seen_ns: 0,
         local_addr: 0,
         local_port: [0; 2],
-        _pad2: [0; 2],
+        real_generation: 0,
     }
 }
 
