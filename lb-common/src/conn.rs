@@ -1,6 +1,7 @@
-//! Connection states and timeouts, as IPVS keeps them for a director that sees only the
-//! client's packets (DR, TUN: `IP_VS_CONN_F_NOOUTPUT`, the "input only" TCP state table of
-//! `ip_vs_proto_tcp.c`).
+//! Connection states and timeouts, as IPVS keeps them (`ip_vs_proto_tcp.c`): a TCP flow
+//! moves by the client's segments, and where the director sees the replies (NAT, FullNAT)
+//! by the real's too; where it does not (DR, TUN: IPVS's `IP_VS_CONN_F_NOOUTPUT`) the
+//! client's segments move it by IPVS's "input only" table.
 //!
 //! The data plane moves a flow between states on every packet (`tcp_next_state`), counts
 //! the real's connections as active or inactive the way `ipvsadm -L` shows them, and treats
@@ -95,59 +96,118 @@ pub const fn is_active(state: u8) -> bool {
     )
 }
 
-/// Next state of a TCP flow after a client packet with `flags`, by IPVS's input-only table.
-/// The flag that decides is, in order: RST, SYN, FIN, ACK; a segment with none of them
-/// closes the flow (as `tcp_state_idx` returning -1 does).
+/// Which of IPVS's three TCP state tables a segment moves its flow by.
+#[derive(Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub enum TcpDirection {
+    /// From the client, on a flow whose replies pass the director (NAT, FullNAT).
+    Input = 0,
+    /// From the real: a NAT or FullNAT reply.
+    Output = 1,
+    /// From the client, on a flow whose replies bypass the director (DR, TUN).
+    InputOnly = 2,
+}
+
+/// Next state of a TCP flow in `state` after a segment with `flags` going `direction`. The
+/// flag that decides is, in order: RST, SYN, FIN, ACK; a segment with none of them closes
+/// the flow (as `tcp_state_idx` returning -1 does in IPVS), as does a state out of range.
 #[inline(always)]
-pub const fn tcp_next_state(state: u8, flags: u8) -> u8 {
-    if flags & TCP_RST != 0 {
-        match state {
-            STATE_SYN_RECV => STATE_SYN_RECV,
-            STATE_LAST_ACK => STATE_LAST_ACK,
-            STATE_LISTEN => STATE_LISTEN,
-            _ => STATE_CLOSE,
-        }
+pub fn tcp_next_state(state: u8, flags: u8, direction: TcpDirection) -> u8 {
+    let segment = if flags & TCP_RST != 0 {
+        SEGMENT_RST
     } else if flags & TCP_SYN != 0 {
-        match state {
-            STATE_ESTABLISHED | STATE_SYN_SENT => STATE_ESTABLISHED,
-            _ => STATE_SYN_RECV,
-        }
+        SEGMENT_SYN
     } else if flags & TCP_FIN != 0 {
-        match state {
-            STATE_NONE | STATE_CLOSE => STATE_CLOSE,
-            STATE_ESTABLISHED | STATE_FIN_WAIT => STATE_FIN_WAIT,
-            STATE_SYN_SENT => STATE_SYN_SENT,
-            STATE_SYN_RECV | STATE_TIME_WAIT | STATE_SYNACK => STATE_TIME_WAIT,
-            other => other,
-        }
+        SEGMENT_FIN
     } else if flags & TCP_ACK != 0 {
-        match state {
-            STATE_NONE | STATE_ESTABLISHED | STATE_SYN_RECV | STATE_SYNACK => STATE_ESTABLISHED,
-            STATE_LAST_ACK => STATE_CLOSE,
-            other => other,
-        }
+        SEGMENT_ACK
+    } else {
+        return STATE_CLOSE;
+    };
+    let row = TCP_STATES[direction as usize][segment];
+    if (state as usize) < TCP_STATE_COUNT {
+        row[state as usize]
     } else {
         STATE_CLOSE
     }
 }
 
+/// Rows of a `TCP_STATES` table, by the segment's deciding flag.
+const SEGMENT_SYN: usize = 0;
+const SEGMENT_FIN: usize = 1;
+const SEGMENT_ACK: usize = 2;
+const SEGMENT_RST: usize = 3;
+
+/// TCP states (`STATE_NONE` to `STATE_SYNACK`): the columns of `TCP_STATES`.
+const TCP_STATE_COUNT: usize = 11;
+
+// Short names for the states in the tables below (no transition leads to NONE or SYNACK).
+const ES: u8 = STATE_ESTABLISHED;
+const SS: u8 = STATE_SYN_SENT;
+const SR: u8 = STATE_SYN_RECV;
+const FW: u8 = STATE_FIN_WAIT;
+const TW: u8 = STATE_TIME_WAIT;
+const CL: u8 = STATE_CLOSE;
+const CW: u8 = STATE_CLOSE_WAIT;
+const LA: u8 = STATE_LAST_ACK;
+const LI: u8 = STATE_LISTEN;
+
+/// IPVS's TCP state tables (the default ones, not `secure_tcp`'s), indexed by
+/// `TcpDirection`, then segment (`SEGMENT_*`), then the state before the segment.
+/// A segment that opens nothing (no SYN) on a flow in `NONE` leads to CLOSE in every
+/// table: a flow picked up mid-stream lives for CLOSE's short timeout until a SYN.
+#[rustfmt::skip]
+const TCP_STATES: [[[u8; TCP_STATE_COUNT]; 4]; 3] = [
+    // Input.      NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
+    [
+        /* syn */ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
+        /* fin */ [CL, CW, SS, TW, TW, TW, CL, CW, LA, LI, TW],
+        /* ack */ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+        /* rst */ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, SR],
+    ],
+    // Output.     NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
+    [
+        /* syn */ [SS, ES, SS, SR, SS, SS, SS, SS, SS, LI, SR],
+        /* fin */ [TW, FW, SS, TW, FW, TW, CL, TW, LA, LI, TW],
+        /* ack */ [ES, ES, SS, ES, FW, TW, CL, CW, LA, ES, ES],
+        /* rst */ [CL, CL, SS, CL, CL, TW, CL, CL, CL, CL, CL],
+    ],
+    // InputOnly.  NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
+    [
+        /* syn */ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
+        /* fin */ [CL, FW, SS, TW, FW, TW, CL, CW, LA, LI, TW],
+        /* ack */ [CL, ES, SS, ES, FW, TW, CL, CW, CL, LI, ES],
+        /* rst */ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
+    ],
+];
+
+/// Whether a SYN on a flow in `state` opens a new connection, to be scheduled anew rather
+/// than sent where the old one went: IPVS's `conn_reuse_mode` 1 (its default) does so for
+/// a connection in TIME_WAIT or CLOSE.
+#[inline(always)]
+pub const fn reopens(state: u8) -> bool {
+    matches!(state, STATE_TIME_WAIT | STATE_CLOSE)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use TcpDirection::{Input, InputOnly, Output};
+
+    /// The states a flow goes through from `NONE` by `segments` (flags, direction).
+    fn walk<const N: usize>(segments: [(u8, TcpDirection); N]) -> [u8; N] {
+        let mut state = STATE_NONE;
+        segments.map(|(flags, direction)| {
+            state = tcp_next_state(state, flags, direction);
+            state
+        })
+    }
 
     #[test]
-    fn a_dr_connection_walks_ipvs_states() {
-        let mut state = STATE_NONE;
-        let mut seen = [0u8; 5];
-        for (i, flags) in [TCP_SYN, TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_ACK]
-            .into_iter()
-            .enumerate()
-        {
-            state = tcp_next_state(state, flags);
-            seen[i] = state;
-        }
+    fn a_dr_connection_walks_ipvs_input_only_states() {
+        let steps = [TCP_SYN, TCP_ACK, TCP_ACK, TCP_FIN | TCP_ACK, TCP_ACK].map(|f| (f, InputOnly));
         assert_eq!(
-            seen,
+            walk(steps),
             [
                 STATE_SYN_RECV,
                 STATE_ESTABLISHED,
@@ -157,12 +217,70 @@ mod tests {
             ]
         );
         assert_eq!(
-            tcp_next_state(STATE_ESTABLISHED, TCP_RST | TCP_ACK),
+            tcp_next_state(STATE_ESTABLISHED, TCP_RST | TCP_ACK, InputOnly),
             STATE_CLOSE
         );
-        assert_eq!(tcp_next_state(STATE_ESTABLISHED, 0), STATE_CLOSE);
-        // A flow picked up mid-stream (after a restart) is established at once.
-        assert_eq!(tcp_next_state(STATE_NONE, TCP_ACK), STATE_ESTABLISHED);
+        assert_eq!(tcp_next_state(STATE_ESTABLISHED, 0, InputOnly), STATE_CLOSE);
+        assert_eq!(
+            tcp_next_state(STATE_SYNACK, TCP_RST, InputOnly),
+            STATE_CLOSE
+        );
+        assert_eq!(tcp_next_state(STATE_SYNACK, TCP_RST, Input), STATE_SYN_RECV);
+    }
+
+    #[test]
+    fn a_nat_connection_follows_both_directions() {
+        // The server closes first.
+        let server_closes = [
+            (TCP_SYN, Input),
+            (TCP_SYN | TCP_ACK, Output),
+            (TCP_ACK, Input),
+            (TCP_FIN | TCP_ACK, Output),
+            (TCP_FIN | TCP_ACK, Input),
+            (TCP_ACK, Output),
+        ];
+        assert_eq!(
+            walk(server_closes),
+            [
+                STATE_SYN_RECV,
+                STATE_SYN_RECV,
+                STATE_ESTABLISHED,
+                STATE_FIN_WAIT,
+                STATE_TIME_WAIT,
+                STATE_TIME_WAIT
+            ]
+        );
+        // The client closes first: CLOSE_WAIT until the server's FIN.
+        let client_closes = [
+            (TCP_SYN, Input),
+            (TCP_SYN | TCP_ACK, Output),
+            (TCP_ACK, Input),
+            (TCP_FIN | TCP_ACK, Input),
+            (TCP_ACK, Output),
+            (TCP_FIN | TCP_ACK, Output),
+        ];
+        assert_eq!(
+            walk(client_closes)[3..],
+            [STATE_CLOSE_WAIT, STATE_CLOSE_WAIT, STATE_TIME_WAIT]
+        );
+        // The server resets.
+        assert_eq!(
+            tcp_next_state(STATE_ESTABLISHED, TCP_RST, Output),
+            STATE_CLOSE
+        );
+    }
+
+    #[test]
+    fn segments_of_no_known_connection_close_and_syns_reopen_closed_ones() {
+        for direction in [Input, InputOnly] {
+            for flags in [TCP_ACK, TCP_FIN | TCP_ACK, TCP_RST, 0] {
+                assert_eq!(tcp_next_state(STATE_NONE, flags, direction), STATE_CLOSE);
+            }
+        }
+        assert_eq!(tcp_next_state(STATE_CLOSE, TCP_ACK, InputOnly), STATE_CLOSE);
+        assert!(reopens(STATE_TIME_WAIT) && reopens(STATE_CLOSE));
+        assert!(!reopens(STATE_ESTABLISHED) && !reopens(STATE_FIN_WAIT));
+        assert_eq!(tcp_next_state(STATE_UDP, TCP_ACK, Input), STATE_CLOSE);
     }
 
     #[test]

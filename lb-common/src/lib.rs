@@ -270,6 +270,10 @@ pub struct Settings {
     /// both 0 before userspace wrote them, which means `FNAT_PORTS_DEFAULT`).
     pub fnat_port_min: u16,
     pub fnat_port_max: u16,
+    /// Possible CPUs: FullNAT gives each CPU every `cpus`-th port of the range, so that
+    /// two CPUs never draw the same one (0 before userspace wrote it: one share).
+    pub cpus: u16,
+    pub _pad: u16,
 }
 
 /// FullNAT local ports when none are configured: above the well-known ports.
@@ -523,7 +527,7 @@ const _: () = {
     assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
     assert!(size_of::<VipKey>() == 16 + 1 + 3);
     assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3 + 4);
-    assert!(size_of::<Settings>() == 4 + 2 + 2);
+    assert!(size_of::<Settings>() == 4 + 2 + 2 + 2 + 2);
     assert!(size_of::<LocalAddr>() == 16 + 1 + 3);
     assert!(size_of::<BenchFrame>() == 4 * 2 + BENCH_FRAME_LEN);
     assert!(

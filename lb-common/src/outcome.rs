@@ -81,13 +81,18 @@ pub enum Outcome {
     /// back out (XDP_TX).
     EchoAnswered,
     /// FullNAT: an established flow found its local address and port held by another
-    /// flow (its reservation was evicted from the full reply table and taken): dropped.
+    /// flow (its reservation was evicted from the full reply table and taken): dropped,
+    /// and the flow removed (the client's next SYN starts afresh).
     FnatPortLost,
+    /// A TCP segment other than a SYN of no known connection, for a service whose
+    /// scheduler is not consistent (all but sh, dh, mh): passed to the kernel, as IPVS
+    /// (without `sloppy_tcp`) does.
+    TcpNotSyn,
 }
 
 impl Outcome {
     /// Number of outcomes (size of `LB_OUTCOMES`).
-    pub const COUNT: u32 = Outcome::FnatPortLost as u32 + 1;
+    pub const COUNT: u32 = Outcome::TcpNotSyn as u32 + 1;
 
     /// Every outcome in counter order.
     pub const ALL: [Outcome; Outcome::COUNT as usize] = [
@@ -113,6 +118,7 @@ impl Outcome {
         Outcome::FnatNoPort,
         Outcome::EchoAnswered,
         Outcome::FnatPortLost,
+        Outcome::TcpNotSyn,
     ];
 
     /// The XDP action for this outcome. This is the only place that decides it.
@@ -133,7 +139,8 @@ impl Outcome {
             | Outcome::Ipv4Fragment
             | Outcome::Ipv6ExtHeader
             | Outcome::VlanMismatch
-            | Outcome::NatReplyToKernel => XDP_PASS,
+            | Outcome::NatReplyToKernel
+            | Outcome::TcpNotSyn => XDP_PASS,
             Outcome::NoReal
             | Outcome::NextHopUnknown
             | Outcome::TunnelTooBig
@@ -168,6 +175,7 @@ impl Outcome {
             Outcome::FnatNoPort => "fnat_no_port",
             Outcome::EchoAnswered => "echo_answered",
             Outcome::FnatPortLost => "fnat_port_lost",
+            Outcome::TcpNotSyn => "tcp_not_syn",
         }
     }
 }

@@ -38,3 +38,14 @@ pub const LEAST_CONN_MAX_REALS: u32 = 256;
 pub const FALLBACK_PROBES: u32 = 256;
 /// Longest rr/wrr cycle; longer wrr cycles are scaled down.
 pub const MAX_SEQUENCE_LEN: u32 = 65536;
+
+/// Whether a scheduler of `kind` picks the same real for a packet whatever came before it
+/// (sh, dh, mh: a hash of the packet's addresses). Only these schedule a TCP segment of no
+/// known connection (not a SYN: begun on another director, or before this one lost the
+/// flow), as IPVS does with `sloppy_tcp`: they send it where its connection is. Others
+/// would pick a real at random for it, so the segment goes to the kernel unscheduled, as
+/// IPVS without `sloppy_tcp` does.
+#[inline(always)]
+pub const fn schedules_mid_stream(kind: u8) -> bool {
+    matches!(kind, KIND_SOURCE_HASH | KIND_DEST_HASH | KIND_MAGLEV)
+}

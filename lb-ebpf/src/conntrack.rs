@@ -1,16 +1,19 @@
 //! Flow table: an LRU hash from the client 5-tuple to the real it was scheduled to, with
 //! IPVS's connection state and the time of the last packet, so an established flow keeps
 //! its real when weights or the set of reals change, and a flow idle for longer than its
-//! state's timeout (`lb_common::conn::Timeouts`) is scheduled anew.
+//! state's timeout (`lb_common::conn::Timeouts`) is scheduled anew. The state moves by the
+//! client's packets and, for NAT and FullNAT, by the real's replies (`reply_seen`), with
+//! IPVS's tables (`lb_common::conn::tcp_next_state`).
 
 use lb_common::{
-    FlowKey, FlowState, PROTO_TCP, RealInfo,
-    conn::{STATE_NONE, STATE_UDP, Timeouts, tcp_next_state},
+    FWD_FNAT, FWD_NAT, FlowKey, FlowState, PROTO_TCP, RealInfo,
+    conn::{STATE_NONE, STATE_UDP, TcpDirection, Timeouts, tcp_next_state},
 };
 
 use crate::{
+    conns,
     fwd::fnat::LocalEnd,
-    maps::{FLOWS, TIMEOUTS},
+    maps::{self, FLOWS, TIMEOUTS},
     parse::Flow,
 };
 
@@ -39,37 +42,74 @@ pub fn lookup(flow: &FlowKey) -> Option<*mut FlowState> {
     FLOWS.get_ptr_mut(flow)
 }
 
-/// A packet of the flow went the other way (a NAT reply): it is alive now. The flow's
-/// real, or `NO_REAL` when the flow is not (or no longer) in the table.
+/// A real's reply to the client flow `flow` (NAT, FullNAT) went by, with TCP flags
+/// `tcp_flags`: the flow is alive now, and a TCP flow moves by IPVS's output table (a
+/// server's FIN or RST ends an established connection, as the client's would). Returns
+/// the flow's real, or `NO_REAL` when the flow is not (or no longer) in the table, has
+/// timed out, or its real id went to another real.
 #[inline(always)]
-pub fn touch(flow: &FlowKey) -> u32 {
-    match FLOWS.get_ptr_mut(flow) {
-        // SAFETY: a live LRU element; one 8-byte store and one 4-byte load.
-        Some(entry) => unsafe {
-            (*entry).last_seen_ns = now_ns();
-            (*entry).real_id
-        },
-        None => NO_REAL,
+pub fn reply_seen(flow: &FlowKey, tcp_flags: u8) -> u32 {
+    let Some(entry) = FLOWS.get_ptr_mut(flow) else {
+        return NO_REAL;
+    };
+    // SAFETY: a live LRU element; the reply and the client's packets of one flow may run
+    // on two CPUs at once, so a state change can be lost to the other's write, as a
+    // packet's can in IPVS without its lock. The counts follow what was written.
+    let old = unsafe { *entry };
+    let now = now_ns();
+    let owned = maps::real(old.real_id).is_some_and(|real| belongs(&old, real));
+    if !owned || expired(old.state, old.last_seen_ns, now) {
+        return NO_REAL;
+    }
+    let state = if flow.proto == PROTO_TCP {
+        tcp_next_state(old.state, tcp_flags, TcpDirection::Output)
+    } else {
+        old.state
+    };
+    if state != old.state {
+        conns::moved(old.real_id, old.state, state);
+    }
+    // SAFETY: as above.
+    unsafe {
+        (*entry).state = state;
+        (*entry).last_seen_ns = now;
+    }
+    old.real_id
+}
+
+/// `reply_seen`'s answer for a flow it did not find.
+pub const NO_REAL: u32 = u32::MAX;
+
+/// Forget the flow `flow` of `real_id`, in `state` (its reply translation is lost, see
+/// `fwd::fnat::hold`): it leaves its real's count, and its next packet is a new flow.
+#[inline(never)]
+pub fn forget(flow: &FlowKey, real_id: u32, state: u8) {
+    if FLOWS.remove(flow).is_ok() {
+        conns::closed(real_id, state);
     }
 }
 
-/// `touch`'s answer for a flow it did not find.
-pub const NO_REAL: u32 = u32::MAX;
-
-/// State of a flow after this packet, from `state` before it.
+/// State of a flow to `real` after this packet from the client, from `state` before it:
+/// where the director sees the replies (NAT, FullNAT) by IPVS's input table, and by its
+/// input-only table where it does not (DR, TUN).
 #[inline(always)]
-pub fn next_state(state: u8, flow: &Flow) -> u8 {
+pub fn next_state(state: u8, flow: &Flow, real: &RealInfo) -> u8 {
     if flow.key.proto == PROTO_TCP {
-        tcp_next_state(state, flow.tcp_flags)
+        let direction = if real.fwd == FWD_NAT || real.fwd == FWD_FNAT {
+            TcpDirection::Input
+        } else {
+            TcpDirection::InputOnly
+        };
+        tcp_next_state(state, flow.tcp_flags, direction)
     } else {
         STATE_UDP
     }
 }
 
-/// State of a new flow after its first packet.
+/// State of a new flow to `real` after its first packet.
 #[inline(always)]
-pub fn first_state(flow: &Flow) -> u8 {
-    next_state(STATE_NONE, flow)
+pub fn first_state(flow: &Flow, real: &RealInfo) -> u8 {
+    next_state(STATE_NONE, flow, real)
 }
 
 /// The entry of a new flow to `real` (id `real_id`), in `state` at `now_ns`, with its

@@ -31,8 +31,10 @@ mod vip;
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
 use fwd::fnat::{self, LocalEnd};
 use lb_common::{
-    FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, Outcome, REAL_FLAG_RETIRED, RealInfo, SERVICE_FLAG_OPS,
-    ServiceInfo,
+    FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, Outcome, PROTO_TCP, REAL_FLAG_RETIRED, RealInfo,
+    SERVICE_FLAG_OPS, ServiceInfo,
+    conn::{self, TCP_RST},
+    sched::schedules_mid_stream,
 };
 use parse::Flow;
 
@@ -125,8 +127,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         // Not for a virtual service: maybe a real's reply to a NAT client.
         return match fwd::nat::origin(&flow.key) {
             Some(origin) => {
-                // The reply keeps its flow alive, as in IPVS, which sees both directions.
-                let real_id = fwd::nat::touch_client_flow(&flow.key, origin);
+                // The reply keeps its flow alive and moves its state, as in IPVS, which
+                // sees both directions.
+                let real_id = fwd::nat::reply_seen(&flow.key, flow.tcp_flags, origin);
                 let outcome = fwd::nat::reply(ctx, &flow, origin)?;
                 stats::count_reply(real_id, ctx.data_end() - ctx.data());
                 Ok(outcome)
@@ -161,7 +164,15 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         }
         chosen.local = LocalEnd::unpack(packed);
     }
-    let outcome = fwd::forward(ctx, &flow, chosen.real, chosen.local, chosen.established())?;
+    let outcome = match fwd::forward(ctx, &flow, chosen.real, chosen.local, chosen.established()) {
+        Err(Outcome::FnatPortLost) if !chosen.new_flow => {
+            // Another flow holds its local end now: this flow is over (its next SYN
+            // starts afresh) rather than kept alive by its own retransmissions.
+            conntrack::forget(&flow.key, chosen.real_id, chosen.state);
+            return Err(Outcome::FnatPortLost);
+        }
+        result => result?,
+    };
     if outcome == Outcome::TunnelTooBigAnswered {
         // Answered, not forwarded: no flow to record, nothing reached the real.
         return Ok(outcome);
@@ -169,9 +180,6 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     if chosen.new_flow {
         if !ops {
             record_flow(&flow, &chosen, now);
-        }
-        if chosen.real.fwd == FWD_NAT {
-            fwd::nat::remember(&flow.key, chosen.real);
         }
         if service.persist_timeout != 0 {
             persist::remember(
@@ -181,6 +189,9 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
                 now,
             );
         }
+    }
+    if chosen.real.fwd == FWD_NAT {
+        fwd::nat::remember(&flow.key, chosen.real, chosen.new_flow);
     }
     let bytes = ctx.data_end() - ctx.data();
     stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
@@ -219,6 +230,8 @@ pub struct Chosen {
     pub real: &'static RealInfo,
     /// Scheduled now; the caller records the flow once the frame is on its way.
     pub new_flow: bool,
+    /// An established flow's state after this packet (a new flow's is recorded with it).
+    pub state: u8,
     /// FullNAT: the flow's local address and port (the caller reserves them for a new
     /// flow).
     pub local: LocalEnd,
@@ -247,7 +260,10 @@ const NO_FLOW: u32 = u32::MAX;
 /// The flow table's answer stands only if its real is in use, belongs to this service and
 /// is the real the flow was scheduled to (ids are reused: the generations match), the
 /// flow has not timed out in its state, and no new TCP connection (SYN) reuses the
-/// 5-tuple of a flow on a retired real.
+/// 5-tuple of a flow on a retired real or of one that ended (TIME_WAIT, CLOSE: IPVS's
+/// `conn_reuse_mode` 1). A TCP segment of no known connection other than a SYN is
+/// scheduled only by a scheduler that sends it where its connection is
+/// (`sched::schedules_mid_stream`), and never a RST; it goes to the kernel otherwise.
 #[inline(always)]
 fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
     let (mut replaced_real, mut replaced_state) = (NO_FLOW, 0);
@@ -260,9 +276,10 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
             && conntrack::belongs(&old, real)
         {
             let expired = conntrack::expired(old.state, old.last_seen_ns, now);
-            let reused = flow.opens_connection() && real.flags & REAL_FLAG_RETIRED != 0;
+            let reused = flow.opens_connection()
+                && (real.flags & REAL_FLAG_RETIRED != 0 || conn::reopens(old.state));
             if !expired && !reused {
-                let state = conntrack::next_state(old.state, flow);
+                let state = conntrack::next_state(old.state, flow, real);
                 if state != old.state {
                     conns::moved(old.real_id, old.state, state);
                 }
@@ -277,6 +294,7 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
                     real_id: old.real_id,
                     real,
                     new_flow: false,
+                    state,
                     local: LocalEnd {
                         addr_id: old.local_addr,
                         port: old.local_port,
@@ -287,6 +305,12 @@ fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, O
             }
             (replaced_real, replaced_state) = (old.real_id, old.state);
         }
+    }
+    if flow.key.proto == PROTO_TCP
+        && !flow.opens_connection()
+        && (flow.tcp_flags & TCP_RST != 0 || !schedules_mid_stream(service.sched))
+    {
+        return Err(Outcome::TcpNotSyn);
     }
     schedule_new(flow, service, now, replaced_real, replaced_state)
 }
@@ -315,6 +339,7 @@ fn schedule_new(
         real_id,
         real,
         new_flow: true,
+        state: 0,
         local: LocalEnd::NONE,
         replaced_real,
         replaced_state,
@@ -325,7 +350,7 @@ fn schedule_new(
 /// replaced, if any, leaves its real's count.
 #[inline(always)]
 fn record_flow(flow: &Flow, chosen: &Chosen, now: u64) {
-    let state = conntrack::first_state(flow);
+    let state = conntrack::first_state(flow, chosen.real);
     let entry = conntrack::entry(chosen.real_id, chosen.real, state, now, chosen.local);
     conntrack::insert(&flow.key, &entry);
     conns::opened(chosen.real_id, state);

@@ -224,9 +224,12 @@ fn exhausted_ports_are_counted_and_come_back_when_flows_end() {
     if !require_root("exhausted_ports_are_counted_and_come_back_when_flows_end") {
         return;
     }
-    // One local address and 8 ports: 8 flows at most to the one real. ESTABLISHED flows
-    // time out after 1 s, so that the test ages them by a moment.
-    let mut balancer = load((30000, 30007));
+    // One local address and 8 ports for this CPU (test runs happen on CPU 0, which has
+    // every N-th port of the range with N CPUs): 8 flows at most to the one real.
+    // ESTABLISHED flows time out after 1 s, so that the test ages them by a moment.
+    let cpus = aya::util::nr_cpus().expect("cpus") as u16;
+    let last = 30000 + 8 * cpus - 1;
+    let mut balancer = load((30000, last));
     let config = "
 global_defs {
     lvs_timeouts tcp 1
@@ -251,14 +254,15 @@ virtual_server 192.0.2.95 80 {
         assert_eq!(run.action, xdp_action::XDP_TX, "flow {i}'s ACK");
     };
     let mut ports = HashSet::new();
-    // 16 random draws per flow: 40 flows take all 8 ports (a free port is missed by one
-    // flow with probability (7/8)^16, by all the later ones practically never).
+    // A flow tries 16 pairs in a row from a random one: the first 8 flows take the 8
+    // ports, the others find them all taken.
     for i in 0..40 {
         let run = balancer.run(&flow(i)).expect("test run");
         match run.action {
             xdp_action::XDP_TX => {
                 let (_, port) = local_end(&run.output);
-                assert!((30000..=30007).contains(&port), "port {port}");
+                assert!((30000..=last).contains(&port), "port {port}");
+                assert_eq!((port - 30000) % cpus, 0, "port {port} of another CPU");
                 assert!(ports.insert(port), "port {port} given twice");
                 established(&balancer, i);
             }

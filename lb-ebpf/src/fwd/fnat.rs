@@ -4,24 +4,30 @@
 //! director whatever its routes; the reply gets the VIP as source and the client as
 //! destination again (`nat::reply`).
 //!
-//! Local ports are handed out here, in the data plane: a new flow draws random (address,
-//! port) pairs from the pool and the configured range, and reserves one by inserting its
-//! reply translation with `BPF_NOEXIST` into `LB_NAT_REVERSE` (the reply's 5-tuple is the
-//! key, so two flows never share one). A pair already taken is reclaimed when the flow
-//! that held it has ended (gone from the flow table, timed out, or moved to another pair)
-//! and its reservation is older than `RESERVATION_GRACE_MS` (so a flow between its
-//! reservation and its flow-table entry keeps it); after `FNAT_PORT_TRIES` draws the
-//! packet is dropped and counted (`FnatNoPort`). Every packet of an established flow
-//! checks its reservation (`hold`, which also keeps it recent in the LRU table): one the
-//! table evicted is made again, and one another flow took meanwhile makes the packet drop
-//! (`FnatPortLost`) rather than reach the other client's connection. The userspace sweep
-//! removes the reservations of expired flows as it removes the flows.
-//!
-//! Two CPUs that draw the same free pair within the same microsecond can still both take
-//! it; with tens of thousands of ports per address that is rare, and the later flow's
-//! `hold` then finds the pair taken and drops its packets.
+//! Local ports are handed out here, in the data plane. Each CPU has its own share of the
+//! configured range (every `Settings::cpus`-th port, from the CPU's number on), so two
+//! CPUs never draw the same pair. A new flow tries (address, port) pairs of the service's
+//! pool and its CPU's share, from a random one on, and reserves the first free one by
+//! inserting its reply translation into `LB_NAT_REVERSE` (the reply's 5-tuple is the key,
+//! so two flows never share one). A pair is looked up before it is inserted: an LRU
+//! insert takes (and if the table is full, evicts) a node before it finds the key taken,
+//! so inserting blindly would push a live translation out for every pair found taken. A
+//! pair already taken is reclaimed when the flow that held it has ended (gone from the
+//! flow table, timed out, or moved to another pair) and its reservation is older than
+//! `RESERVATION_GRACE_MS` (so a flow between its reservation and its flow-table entry
+//! keeps it); after `FNAT_PORT_TRIES` pairs the packet is dropped and counted
+//! (`FnatNoPort`). Every packet of an established flow checks its reservation (`hold`,
+//! which also keeps it recent in the LRU table): one the table evicted is made again, and
+//! one another flow took meanwhile makes the packet drop (`FnatPortLost`) and the flow end
+//! (the balancer forgets it), rather than reach the other client's connection; the
+//! client's next SYN starts afresh. The userspace sweep removes the reservations of
+//! expired flows as it removes the flows.
 
-use aya_ebpf::{bindings::BPF_NOEXIST, helpers::bpf_get_prandom_u32, programs::XdpContext};
+use aya_ebpf::{
+    bindings::BPF_NOEXIST,
+    helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id},
+    programs::XdpContext,
+};
 use lb_common::{FNAT_PORTS_DEFAULT, FlowKey, NatOrigin, Outcome, RealInfo, ServiceInfo};
 
 use super::{
@@ -40,10 +46,10 @@ pub struct FnatScratch {
     pub origin: NatOrigin,
 }
 
-/// Random draws of a local address and port before a new flow is refused.
+/// Local (address, port) pairs a new flow tries before it is refused.
 pub const FNAT_PORT_TRIES: u32 = 16;
 
-/// `allocate`'s answer when every draw was taken.
+/// `allocate`'s answer when every pair tried was taken.
 pub const NO_LOCAL_PORT: u64 = u64::MAX;
 
 /// The local end of a FullNAT flow: `LB_LOCAL_ADDRS` id and port (network order).
@@ -137,13 +143,9 @@ pub extern "C" fn lb_fnat_reserve(
     if pool_len == 0 {
         return NO_LOCAL_PORT;
     }
-    let (first, last) = match SETTINGS.get(0) {
-        Some(s) if s.fnat_port_max != 0 && s.fnat_port_min <= s.fnat_port_max => {
-            (s.fnat_port_min, s.fnat_port_max)
-        }
-        _ => FNAT_PORTS_DEFAULT,
+    let Some(share) = PortShare::of_this_cpu() else {
+        return NO_LOCAL_PORT;
     };
-    let span = u32::from(last - first) + 1;
     // The key and value of the reservation live in a per-CPU scratch entry: on the stack
     // they would not fit next to the balancer's frame.
     let Some(scratch) = FNAT_SCRATCH.get_ptr_mut(0) else {
@@ -162,11 +164,20 @@ pub extern "C" fn lb_fnat_reserve(
         _pad: [0; 2],
     };
     scratch.origin = origin_of(flow, now_ms);
-    for _ in 0..FNAT_PORT_TRIES {
-        // SAFETY: helper without arguments.
-        let draw = unsafe { bpf_get_prandom_u32() };
-        let port = first as u32 + draw % span;
-        let slot = (draw / span) % pool_len;
+    // Pairs are numbered address by address, each address's ports in a row; the tries go
+    // on from a random one.
+    let pairs = share.ports.wrapping_mul(pool_len);
+    // SAFETY: helper without arguments.
+    let start = unsafe { bpf_get_prandom_u32() };
+    for step in 0..FNAT_PORT_TRIES {
+        // Checked: a division that can panic makes code the verifier refuses.
+        let pair = start.wrapping_add(step).checked_rem(pairs).unwrap_or(0);
+        let (Some(slot), Some(index)) =
+            (pair.checked_div(share.ports), pair.checked_rem(share.ports))
+        else {
+            return NO_LOCAL_PORT;
+        };
+        let port = share.port(index);
         let Some(&addr_id) = TABLES.get(pool_at.wrapping_add(slot)) else {
             return NO_LOCAL_PORT;
         };
@@ -174,23 +185,64 @@ pub extern "C" fn lb_fnat_reserve(
             return NO_LOCAL_PORT;
         };
         scratch.reply.dst = local.addr;
-        scratch.reply.dport = (port as u16).to_be_bytes();
+        scratch.reply.dport = port.to_be_bytes();
         let packed = (u64::from(addr_id) << 16) | u64::from(port);
-        if NAT_REVERSE
-            .insert(&scratch.reply, &scratch.origin, u64::from(BPF_NOEXIST))
-            .is_ok()
-        {
-            return packed;
-        }
-        if let Some(held) = NAT_REVERSE.get_ptr(&scratch.reply)
+        let taken = match NAT_REVERSE.get_ptr(&scratch.reply) {
+            None => NAT_REVERSE
+                .insert(&scratch.reply, &scratch.origin, u64::from(BPF_NOEXIST))
+                .is_err(),
             // SAFETY: a live LRU element, read in place.
-            && ended(unsafe { &*held }, &scratch.reply, addr_id, now_ms)
-            && NAT_REVERSE.insert(&scratch.reply, &scratch.origin, 0).is_ok()
-        {
+            Some(held) => {
+                !ended(unsafe { &*held }, &scratch.reply, addr_id, now_ms)
+                    || NAT_REVERSE
+                        .insert(&scratch.reply, &scratch.origin, 0)
+                        .is_err()
+            }
+        };
+        if !taken {
             return packed;
         }
     }
     NO_LOCAL_PORT
+}
+
+/// The ports of the configured range that this CPU hands out: `first`, `first + stride`,
+/// ... (`ports` of them). With fewer ports than CPUs, CPUs share.
+struct PortShare {
+    first: u32,
+    stride: u32,
+    ports: u32,
+}
+
+impl PortShare {
+    #[inline(always)]
+    fn of_this_cpu() -> Option<PortShare> {
+        let settings = SETTINGS.get(0);
+        let (low, high) = match settings {
+            Some(s) if s.fnat_port_max != 0 && s.fnat_port_min <= s.fnat_port_max => {
+                (s.fnat_port_min, s.fnat_port_max)
+            }
+            _ => FNAT_PORTS_DEFAULT,
+        };
+        let span = u32::from(high - low) + 1;
+        // Checked, as below.
+        let cpus = settings.map_or(1, |s| u32::from(s.cpus)).min(span).max(1);
+        // SAFETY: helper without arguments.
+        let lane = unsafe { bpf_get_smp_processor_id() }.checked_rem(cpus)?;
+        // Ports `low + lane + k * cpus` within the range.
+        let ports = (span - lane + cpus - 1).checked_div(cpus)?;
+        (ports != 0).then_some(PortShare {
+            first: u32::from(low) + lane,
+            stride: cpus,
+            ports,
+        })
+    }
+
+    /// The `index`-th port of the share (`index < ports`).
+    #[inline(always)]
+    fn port(&self, index: u32) -> u16 {
+        (self.first + index * self.stride) as u16
+    }
 }
 
 /// Whether the flow that reserved `reply` (the translation `held`) no longer uses it: its

@@ -28,10 +28,15 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
     Ok(transmit(ctx, real))
 }
 
-/// Remember how to translate the replies of a new NAT flow. (Not inlined: its locals
-/// would add to the balancer's stack, which `reply` shares.)
+/// Make sure the replies of NAT flow `flow` to `real` are translated: a new flow's
+/// translation is written (over that of an older flow with the same reply 5-tuple); an
+/// established flow's is made again if it is gone (evicted from a full table, say), and
+/// kept recent in that LRU table otherwise. (Not inlined: its locals would add to the
+/// balancer's stack, which `reply` shares.)
 #[inline(never)]
-pub fn remember(flow: &FlowKey, real: &RealInfo) {
+// The key by reference: it is used twice, and a copy would take stack.
+#[allow(clippy::needless_borrows_for_generic_args)]
+pub fn remember(flow: &FlowKey, real: &RealInfo, new_flow: bool) {
     let reply = FlowKey {
         src: real.addr,
         dst: flow.src,
@@ -41,6 +46,9 @@ pub fn remember(flow: &FlowKey, real: &RealInfo) {
         family: flow.family,
         _pad: [0; 2],
     };
+    if !new_flow && NAT_REVERSE.get_ptr(&reply).is_some() {
+        return;
+    }
     let origin = NatOrigin {
         vip: flow.dst,
         client: flow.src,
@@ -53,11 +61,12 @@ pub fn remember(flow: &FlowKey, real: &RealInfo) {
     let _ = NAT_REVERSE.insert(reply, origin, 0);
 }
 
-/// Mark the client's flow (as it arrives at the director) that a real's reply answers as
-/// alive; its real, or `conntrack::NO_REAL`. (Not inlined, for the balancer's stack.)
+/// A real's reply `reply` (with TCP flags `tcp_flags`) to the client flow that `origin`
+/// names went by: that flow is alive and moves by it (`conntrack::reply_seen`). Its real,
+/// or `conntrack::NO_REAL`. (Not inlined, for the balancer's stack.)
 #[inline(never)]
-pub fn touch_client_flow(reply: &FlowKey, origin: &NatOrigin) -> u32 {
-    crate::conntrack::touch(&origin.client_flow(reply.proto, reply.family))
+pub fn reply_seen(reply: &FlowKey, tcp_flags: u8, origin: &NatOrigin) -> u32 {
+    crate::conntrack::reply_seen(&origin.client_flow(reply.proto, reply.family), tcp_flags)
 }
 
 /// The VIP and port a real's reply must come from, if `flow` is one (looked up only when

@@ -259,12 +259,14 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
                 features: 0,
                 fnat_port_min: 0,
                 fnat_port_max: 0,
+                cpus: 0,
+                _pad: 0,
             };
             array_entries(
                 typed!(Array, Settings),
                 name,
                 zero,
-                |v| json!({"features": v.features, "fnat_port_min": v.fnat_port_min, "fnat_port_max": v.fnat_port_max}),
+                |v| json!({"features": v.features, "fnat_port_min": v.fnat_port_min, "fnat_port_max": v.fnat_port_max, "cpus": v.cpus}),
             )
         }
         names::TIMEOUTS => array_entries(

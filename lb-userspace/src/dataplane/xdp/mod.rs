@@ -379,8 +379,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(())
     }
 
-    /// Write the `FEATURE_*` bits (with `FEATURE_ANSWER_ECHO` as loaded) and the FullNAT
-    /// port range if they changed.
+    /// Write the `FEATURE_*` bits (with `FEATURE_ANSWER_ECHO` as loaded), the FullNAT port
+    /// range and the number of CPUs that share it, if they changed.
     fn write_settings(&mut self, features: u32) -> Result<(), DataplaneError> {
         let echo = if self.answer_echo {
             lb_common::FEATURE_ANSWER_ECHO
@@ -391,6 +391,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             features: features | echo,
             fnat_port_min: self.fnat_ports.0,
             fnat_port_max: self.fnat_ports.1,
+            cpus: u16::try_from(self.cpus).unwrap_or(u16::MAX),
+            _pad: 0,
         };
         if self.settings != Some(settings) {
             write_single(&mut self.ebpf, names::SETTINGS, settings)?;
