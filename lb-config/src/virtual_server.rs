@@ -139,6 +139,8 @@ pub fn virtual_server(
         Target::Address(addr, port) => (addr, port, None),
         Target::Fwmark(mark) => (fwmark_family(statement), 0, Some(mark)),
     };
+    // What a real or sorry server without a port (or with 0) gets.
+    let service_port = fwmark.is_none().then_some(port);
     let mut protocol = None;
     let mut scheduler = (DEFAULT_SCHEDULER.to_owned(), location.clone());
     let mut forward = (DEFAULT_FORWARD.to_owned(), location.clone());
@@ -219,15 +221,16 @@ pub fn virtual_server(
             "quorum_up" => extras.quorum_up = rest_of_line(item, diagnostics),
             "quorum_down" => extras.quorum_down = rest_of_line(item, diagnostics),
             "sorry_server" => match item.args.as_slice() {
-                [addr, port] => {
+                [addr, port @ ..] if port.len() <= 1 => {
                     let at = item.location();
+                    let port = port.first().map(|p| p.text.as_str());
                     extras.sorry_server = parse_addr(&addr.text, at, diagnostics)
-                        .zip(server_port(&port.text, fwmark.is_some(), at, diagnostics))
+                        .zip(server_port(port, service_port, at, diagnostics))
                         .map(|(addr, port)| SorryServer { addr, port });
                 }
                 _ => diagnostics.push(Diagnostic::error(
                     item.location(),
-                    "sorry_server needs an address and a port",
+                    "sorry_server needs an address and may have a port: `sorry_server IP [PORT]`",
                 )),
             },
             "sorry_server_inhibit" => extras.sorry_server_inhibit = true,
@@ -347,7 +350,7 @@ pub fn virtual_server(
     }
 
     for item in real_items {
-        match real_server(item, timing, fwmark.is_some(), diagnostics) {
+        match real_server(item, timing, service_port, diagnostics) {
             Some(real) => reals.push((real, item.location().clone())),
             None => ok = false,
         }
@@ -819,17 +822,21 @@ fn default_note(at: &Location, vs: &Location) -> &'static str {
     }
 }
 
-/// The port of a real or sorry server: 0 (the packet's port) only in a firewall-mark
-/// service.
+/// The port of a real or sorry server, written as `text` (`None`: none written). None or
+/// 0 means IPVS's "the service's port": `service_port`, or in a firewall-mark service
+/// (`None`), which takes many ports, 0 (the packet's port), as keepalived sets it.
 fn server_port(
-    text: &str,
-    in_fwmark_service: bool,
+    text: Option<&str>,
+    service_port: Option<u16>,
     location: &Location,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<u16> {
     match text {
-        "0" if in_fwmark_service => Some(0),
-        text => parse_port(text, location, diagnostics),
+        None => Some(service_port.unwrap_or(0)),
+        Some(text) if !text.is_empty() && text.bytes().all(|b| b == b'0') => {
+            Some(service_port.unwrap_or(0))
+        }
+        Some(text) => parse_port(text, location, diagnostics),
     }
 }
 
@@ -841,25 +848,31 @@ fn connects_to_port(kind: &CheckKind) -> bool {
     )
 }
 
-/// A `real_server IP PORT` block; `outer` is its virtual server's timing for the
-/// checkers. In a firewall-mark service the port may be 0 (keep the packet's port, also
-/// for NAT), and then its checkers need a `connect_port`.
+/// A `real_server IP [PORT]` block; `outer` is its virtual server's timing for the
+/// checkers, `service_port` its port (`None` for a firewall-mark service). Without a port,
+/// or with 0, the real gets the service's port (`server_port`); in a firewall-mark service
+/// that is 0 (keep the packet's port, also for NAT), and then its checkers need a
+/// `connect_port`.
 fn real_server(
     statement: &Statement,
     outer: Timing,
-    in_fwmark_service: bool,
+    service_port: Option<u16>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Option<RealServer> {
     let location = statement.location();
-    let [addr, port] = statement.args.as_slice() else {
-        diagnostics.push(Diagnostic::error(
-            location,
-            "real_server needs an address and a port: `real_server IP PORT {`",
-        ));
-        return None;
+    let (addr, port) = match statement.args.as_slice() {
+        [addr] => (addr, None),
+        [addr, port] => (addr, Some(port.text.as_str())),
+        _ => {
+            diagnostics.push(Diagnostic::error(
+                location,
+                "real_server needs an address and may have a port: `real_server IP [PORT] {`",
+            ));
+            return None;
+        }
     };
     let addr = parse_addr(&addr.text, location, diagnostics)?;
-    let port = server_port(&port.text, in_fwmark_service, location, diagnostics)?;
+    let port = server_port(port, service_port, location, diagnostics)?;
     if statement.block.is_none() {
         diagnostics.push(Diagnostic::error(
             location,

@@ -207,3 +207,38 @@ fn nat_translates_both_directions_with_valid_checksums() {
         (xdp_action::XDP_PASS, hex(&stray))
     );
 }
+
+#[test]
+fn a_nat_real_without_a_port_gets_the_services_port() {
+    if !require_root("a_nat_real_without_a_port_gets_the_services_port") {
+        return;
+    }
+    // keepalived accepts both forms; IPVS's meaning: the virtual service's port.
+    let config = "
+virtual_server 192.0.2.93 8443 {
+    lb_kind NAT
+    protocol TCP
+    real_server 10.1.0.11 {}
+}
+virtual_server 192.0.2.94 8080 {
+    lb_kind NAT
+    protocol TCP
+    real_server 10.1.0.11 0 {}
+}
+";
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(config).expect("apply");
+    let client = [198, 51, 100, 8];
+    for (vip, port) in [([192, 0, 2, 93], 8443), ([192, 0, 2, 94], 8080)] {
+        let request = Frame::tcp(v4(client, vip), 40010, port);
+        let run = balancer.run(&request.bytes()).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{vip:?}");
+        let expected = translated(
+            &request,
+            v4(client, [10, 1, 0, 11]),
+            (40010, port),
+            (REAL_MAC, SRC_MAC),
+        );
+        assert_eq!(hex(&run.output), hex(&expected), "{vip:?}: to the real");
+    }
+}

@@ -701,10 +701,13 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                     ForwardMethod::Nat => FWD_NAT,
                     ForwardMethod::FullNat => FWD_FNAT,
                 };
+                // Port 0 is IPVS's "the service's port" (the configuration reader gives
+                // such reals the service's port already): never a destination port 0.
+                let port = if real.port == 0 { spec.port } else { real.port };
                 let real_key = RealKey {
                     service_id,
                     addr,
-                    port: real.port.to_be_bytes(),
+                    port: port.to_be_bytes(),
                     family,
                     fwd,
                 };
@@ -786,7 +789,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 table_reals.push(TableReal {
                     weight,
                     last_weight,
-                    key: sched::permutation_key(real.addr, real.port),
+                    key: sched::permutation_key(real.addr, port),
                 });
             }
             let table = sched::build(spec.scheduler, &table_reals);
