@@ -511,18 +511,6 @@ pub fn virtual_server(
     }
 
     if let Some(scheduler) = scheduler {
-        let max = lb_common::sched::LEAST_CONN_MAX_REALS as usize;
-        if scheduler.counts_connections() && reals.len() > max {
-            diagnostics.push(Diagnostic::error(
-                location,
-                format!(
-                    "lb_algo {} compares at most {max} real servers, this virtual_server has {}",
-                    scheduler.name(),
-                    reals.len()
-                ),
-            ));
-            ok = false;
-        }
         let buckets = lb_common::sched::SH_TABLE_SIZE as usize;
         if matches!(scheduler, Scheduler::Sh | Scheduler::Dh) && reals.len() > buckets {
             diagnostics.push(Diagnostic::warning(
@@ -1201,7 +1189,8 @@ virtual_server 192.0.2.1 80 {
     }
 
     #[test]
-    fn least_connection_schedulers_take_at_most_256_reals() {
+    fn least_connection_schedulers_take_any_number_of_reals() {
+        // IPVS has no limit; the XDP data plane's is its own refusal (lbd's backend).
         let mut text = String::from("virtual_server 192.0.2.1 80 {\n lb_algo wlc\n lb_kind DR\n");
         for i in 0..257 {
             text.push_str(&format!(
@@ -1211,10 +1200,7 @@ virtual_server 192.0.2.1 80 {
             ));
         }
         text.push_str("}\n");
-        assert_eq!(
-            lines(&errors(&text)),
-            ["1: lb_algo wlc compares at most 256 real servers, this virtual_server has 257"]
-        );
+        assert_eq!(ok(&text).config.virtual_servers[0].reals.len(), 257);
     }
 
     #[test]

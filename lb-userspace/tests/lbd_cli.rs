@@ -261,3 +261,29 @@ fn gue_and_gre_tunnels_are_a_config_error_on_xdp() {
         assert_eq!(code, VALID, "{dataplane}: {stderr}");
     }
 }
+
+#[test]
+fn more_than_256_least_connection_reals_are_a_config_error_on_xdp_only() {
+    let mut many =
+        String::from("virtual_server 192.0.2.1 80 {\n lb_algo wlc\n lb_kind DR\n protocol TCP\n");
+    for i in 0..257 {
+        many.push_str(&format!(
+            " real_server 10.1.{}.{} 80 {{}}\n",
+            i / 250,
+            i % 250 + 1
+        ));
+    }
+    many.push_str("}\n");
+    let (code, _, stderr) = lbd_with(&many, &["-t", "--dataplane", "xdp"]);
+    assert_eq!(code, ERRORS, "{stderr}");
+    assert!(
+        stderr.contains(
+            "k.conf: virtual_server TCP 192.0.2.1:80: lb_algo wlc with 257 real servers: the XDP data plane compares at most 256"
+        ),
+        "{stderr}"
+    );
+    for dataplane in ["ipvs", "auto"] {
+        let (code, _, stderr) = lbd_with(&many, &["-t", "--dataplane", dataplane]);
+        assert_eq!(code, VALID, "{dataplane}: {stderr}");
+    }
+}

@@ -245,8 +245,8 @@ impl Scheduler {
         }
     }
 
-    /// lc, wlc, sed, nq: choose by connection counts among at most
-    /// `lb_common::sched::LEAST_CONN_MAX_REALS` reals.
+    /// lc, wlc, sed, nq: choose by connection counts (the XDP data plane among at most
+    /// `lb_common::sched::LEAST_CONN_MAX_REALS` reals).
     pub const fn counts_connections(self) -> bool {
         matches!(
             self,

@@ -84,6 +84,19 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
             vs.tunnel.keepalived_words()
         ));
     }
+    let max = lb_common::sched::LEAST_CONN_MAX_REALS as usize;
+    if let Some(vs) = config
+        .virtual_servers
+        .iter()
+        .find(|vs| vs.scheduler.counts_connections() && vs.reals.len() > max)
+    {
+        return Some(format!(
+            "virtual_server {}: lb_algo {} with {} real servers: the XDP data plane compares at most {max} (the kernel's IPVS has no limit: use --dataplane ipvs or auto)",
+            ServiceId::of(vs),
+            vs.scheduler.name(),
+            vs.reals.len()
+        ));
+    }
     config.virtual_servers.iter().find_map(|vs| {
         let real = vs
             .reals

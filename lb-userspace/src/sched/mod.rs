@@ -16,7 +16,7 @@ mod sequence;
 
 use lb_common::sched::{
     FLAG_FALLBACK, FLAG_HASH_PORT, KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_SED,
-    KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_WLC, LEAST_CONN_MAX_REALS, MAX_SEQUENCE_LEN,
+    KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_WLC, MAX_SEQUENCE_LEN,
 };
 
 pub use maglev::permutation_key;
@@ -91,8 +91,9 @@ pub fn build(scheduler: Scheduler, reals: &[TableReal]) -> Table {
         Scheduler::Sh => plain(buckets::source_hash(&weights)),
         Scheduler::Dh => plain(buckets::dest_hash(reals.len())),
         Scheduler::Mh => plain(maglev::table(reals)),
+        // The XDP backend refuses more than `LEAST_CONN_MAX_REALS` (the data plane's loop).
         Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
-            plain((0..reals.len().min(LEAST_CONN_MAX_REALS as usize)).collect())
+            plain((0..reals.len()).collect())
         }
     }
 }

@@ -674,6 +674,17 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 tunnel: spec.tunnel.keepalived_words(),
             });
         }
+        // The least-connection loop compares so many reals; never a silent truncation.
+        let max = lb_common::sched::LEAST_CONN_MAX_REALS;
+        if services
+            .iter()
+            .any(|spec| spec.scheduler.counts_connections() && spec.reals.len() > max as usize)
+        {
+            return Err(DataplaneError::Capacity {
+                what: "reals in an lc/wlc/sed/nq service",
+                max,
+            });
+        }
         self.write_timeouts(desired.timeouts)?;
         let mut report = ApplyReport::default();
         let next_hops = self.resolve_all(services);
