@@ -53,6 +53,7 @@ pub mod map_names {
     pub const PERSIST: &str = "LB_PERSIST";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
+    pub const DECAP_SOURCES: &str = "LB_DECAP_SOURCES";
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
     pub const SETTINGS: &str = "LB_SETTINGS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
@@ -167,13 +168,39 @@ pub struct VipKey {
     pub _pad: [u8; 3],
 }
 
+/// Key data of `LB_DECAP_SOURCES` (an LPM trie, on a real server): the outer source
+/// addresses (directors) whose tunnelled packets `lb_decap` strips. The family byte comes
+/// first, then the address (network order, IPv4 in the first 4 bytes); a prefix of `len`
+/// address bits matches `8 + len` bits of it.
+pub type DecapSource = [u8; 17];
+
+/// The key data of `addr` (`FAMILY_*` `family`) in `LB_DECAP_SOURCES`.
+#[inline(always)]
+pub const fn decap_source(family: u8, addr: &[u8; 16]) -> DecapSource {
+    let mut data = [0; 17];
+    data[0] = family;
+    let mut i = 0;
+    while i < 16 {
+        data[1 + i] = addr[i];
+        i += 1;
+    }
+    data
+}
+
+/// Most `LB_DECAP_SOURCES` prefixes.
+pub const MAX_DECAP_SOURCES: u32 = 256;
+
 /// Counters of `lb_decap` (`LB_DECAP_STATS`, per CPU).
 pub mod decap_stats {
     /// Tunnelled packets for a configured VIP, stripped and passed on.
     pub const DECAPSULATED: u32 = 0;
     /// Tunnelled packets for another address: passed untouched.
     pub const OTHER_TUNNEL: u32 = 1;
-    pub const COUNT: u32 = 2;
+    /// Tunnelled packets for a VIP from an outer source that is not a director's
+    /// (`LB_DECAP_SOURCES`): passed untouched, not stripped (a remote host could otherwise
+    /// inject packets with any inner source).
+    pub const UNKNOWN_SOURCE: u32 = 2;
+    pub const COUNT: u32 = 3;
 }
 
 /// `ops` (IPVS one-packet scheduling, UDP only): every datagram is scheduled on its own and

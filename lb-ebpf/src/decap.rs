@@ -1,15 +1,20 @@
 //! `lb_decap`, for real servers in TUN mode: strips the outer IPv4/IPv6 header of a
 //! tunnelled packet (IPIP, ip6ip6, and 4in6/6in4) whose inner destination is one of the
-//! VIPs in `LB_DECAP_VIPS`, so that the real's stack sees the client's packet as if it had
-//! arrived directly, without an ipip or ip6_tunnel device. The Ethernet header (and VLAN
-//! tags) move forward over the removed bytes; everything else passes untouched.
+//! VIPs in `LB_DECAP_VIPS` and whose outer source is a director's (`LB_DECAP_SOURCES`), so
+//! that the real's stack sees the client's packet as if it had arrived directly, without
+//! an ipip or ip6_tunnel device. The Ethernet header (and VLAN tags) move forward over the
+//! removed bytes; everything else passes untouched (a tunnelled packet from another
+//! source is counted: stripping it would let any host inject packets with a spoofed inner
+//! source).
 
-use aya_ebpf::{bindings::xdp_action, helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{FAMILY_IPV4, FAMILY_IPV6, VipKey, decap_stats};
+use aya_ebpf::{
+    bindings::xdp_action, helpers::bpf_xdp_adjust_head, maps::lpm_trie::Key, programs::XdpContext,
+};
+use lb_common::{FAMILY_IPV4, FAMILY_IPV6, VipKey, decap_source, decap_stats};
 
 use crate::{
     headers::{ETH_P_IPV4, ETH_P_IPV6, EthHdr, Ipv4Hdr, Ipv6Hdr, VlanHdr},
-    maps::{DECAP_STATS, DECAP_VIPS},
+    maps::{DECAP_SOURCES, DECAP_STATS, DECAP_VIPS},
     packet::{ptr_at, ptr_at_mut},
     parse::parse_l2,
 };
@@ -35,7 +40,8 @@ pub fn decap(ctx: &XdpContext) -> u32 {
 #[inline(always)]
 fn strip(ctx: &XdpContext) -> Option<u32> {
     let (ether_type, l3_offset, _) = parse_l2(ctx).ok()?;
-    let (outer_len, inner_proto) = if ether_type == ETH_P_IPV4 {
+    let mut outer_src = [0u8; 16];
+    let (outer_len, inner_proto, outer_family) = if ether_type == ETH_P_IPV4 {
         let ip = ptr_at::<Ipv4Hdr>(ctx, l3_offset)?;
         // SAFETY: checked by ptr_at.
         let (version_ihl, proto, frag_off) =
@@ -45,11 +51,19 @@ fn strip(ctx: &XdpContext) -> Option<u32> {
         if version_ihl >> 4 != 4 || len < 20 || u16::from_be_bytes(frag_off) & 0x3FFF != 0 {
             return None;
         }
-        (len, proto)
+        // SAFETY: checked by ptr_at.
+        outer_src[..4].copy_from_slice(unsafe { &(*ip).src });
+        (len, proto, FAMILY_IPV4)
     } else if ether_type == ETH_P_IPV6 {
         let ip = ptr_at::<Ipv6Hdr>(ctx, l3_offset)?;
         // SAFETY: checked by ptr_at.
-        (core::mem::size_of::<Ipv6Hdr>(), unsafe { (*ip).next_hdr })
+        outer_src = unsafe { (*ip).src };
+        // SAFETY: as above.
+        (
+            core::mem::size_of::<Ipv6Hdr>(),
+            unsafe { (*ip).next_hdr },
+            FAMILY_IPV6,
+        )
     } else {
         return None;
     };
@@ -72,6 +86,11 @@ fn strip(ctx: &XdpContext) -> Option<u32> {
     // SAFETY: the value is not used, only its presence.
     if unsafe { DECAP_VIPS.get(key) }.is_none() {
         return Some(decap_stats::OTHER_TUNNEL);
+    }
+    // The longest prefix of the trie: the family byte and every address bit.
+    let source = Key::new(8 + 128, decap_source(outer_family, &outer_src));
+    if DECAP_SOURCES.get(&source).is_none() {
+        return Some(decap_stats::UNKNOWN_SOURCE);
     }
     // Keep the link-layer header: Ethernet and up to two tags.
     let eth = ptr_at::<EthHdr>(ctx, 0)?;

@@ -5,13 +5,14 @@
 use crate::fwd::fnat::FnatScratch;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BenchFrame, ConnCounts, DEFAULT_FLOW_TABLE_SIZE,
-    DEFAULT_SCHED_TABLE_ENTRIES, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS, MAX_REALS,
-    MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo,
-    ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, decap_stats,
+    DEFAULT_SCHED_TABLE_ENTRIES, DecapSource, FlowKey, FlowState, LocalAddr, MAX_DECAP_SOURCES,
+    MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey,
+    PersistState, RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey,
+    conn::Timeouts, decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -90,6 +91,11 @@ pub static OUTCOMES: PerCpuArray<u64> = PerCpuArray::pinned(Outcome::COUNT, 0);
 /// `lb_decap` (on a real server): the VIPs whose tunnelled packets it strips.
 #[map(name = "LB_DECAP_VIPS")]
 pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// `lb_decap`: the directors' tunnel source prefixes (`lb_common::DecapSource`); a
+/// tunnelled packet from any other source is not stripped.
+#[map(name = "LB_DECAP_SOURCES")]
+pub static DECAP_SOURCES: LpmTrie<DecapSource, u8> = LpmTrie::pinned(MAX_DECAP_SOURCES, 0);
 
 /// `lb_decap`: per-CPU counters (`lb_common::decap_stats`).
 #[map(name = "LB_DECAP_STATS")]

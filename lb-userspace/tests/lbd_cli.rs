@@ -287,3 +287,40 @@ fn more_than_256_least_connection_reals_are_a_config_error_on_xdp_only() {
         assert_eq!(code, VALID, "{dataplane}: {stderr}");
     }
 }
+
+#[test]
+fn decap_without_a_known_director_source_is_a_clear_error() {
+    // Checked before anything is loaded or attached (no privilege needed to see it).
+    let tun = "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind TUN\n protocol TCP\n real_server 10.0.0.1 80 {}\n}\n";
+    let pid = std::env::temp_dir().join(format!("lbd-cli-decap-{}.pid", std::process::id()));
+    let pid = pid.display().to_string();
+    let run_dir = std::env::temp_dir().join(format!("lbd-cli-decap-run-{}", std::process::id()));
+    let run_dir = run_dir.display().to_string();
+    let (code, _, stderr) = lbd_with(
+        tun,
+        &[
+            "--decap",
+            "lo",
+            "--name",
+            "lbd-cli-decap",
+            "-p",
+            &pid,
+            "--run-dir",
+            &run_dir,
+        ],
+    );
+    let _ = std::fs::remove_dir_all(&run_dir);
+    let _ = std::fs::remove_file(&pid);
+    assert_eq!(code, Some(1), "{stderr}");
+    assert!(
+        stderr.contains("k.conf: no director tunnel source is known"),
+        "{stderr}"
+    );
+    // A source that is not a prefix is refused by the command line.
+    let (code, _, stderr) = lbd_with(tun, &["--decap", "lo", "--decap-source", "10.0.0.0/40"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("a prefix length is 0..=32 for IPv4"),
+        "{stderr}"
+    );
+}

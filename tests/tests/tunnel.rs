@@ -14,7 +14,7 @@ use lb_tests::{
 use lb_userspace::{
     dataplane::{
         Dataplane,
-        xdp::{AttachMode, Decap},
+        xdp::{AttachMode, Decap, Prefix},
     },
     nexthop::NextHop,
 };
@@ -138,6 +138,12 @@ fn tun_encapsulates_and_the_real_decapsulates() {
             "2001:db8::80".parse().unwrap(),
         ])
         .expect("VIPs");
+    decap
+        .set_sources(&[
+            Prefix::host(IpAddr::from(TUNNEL_SRC)),
+            Prefix::host(TUNNEL_SRC6.parse().unwrap()),
+        ])
+        .expect("sources");
     let _ = AttachMode::Auto; // (the test runs the program without attaching it)
 
     let with_df = Frame::tcp(
@@ -408,4 +414,45 @@ virtual_server 192.0.2.82 80 {
         };
         assert_eq!(outer_src.to_string(), source, "{vip:?}");
     }
+}
+
+#[test]
+fn the_real_strips_tunnels_only_from_the_directors() {
+    if !require_root("the_real_strips_tunnels_only_from_the_directors") {
+        return;
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(CONFIG).expect("apply");
+    let tunnelled = balancer
+        .run(&Frame::tcp(v4(CLIENT, [192, 0, 2, 80]), 40030, 80).bytes())
+        .expect("test run")
+        .output;
+    assert_eq!(
+        &tunnelled[14 + 12..14 + 16],
+        &TUNNEL_SRC,
+        "the outer source"
+    );
+    let mut decap = Decap::load(None).expect("load decap");
+    decap
+        .set_vips(&["192.0.2.80".parse().unwrap()])
+        .expect("VIPs");
+    // Another host's tunnel to the VIP (its inner source could be anyone's): untouched,
+    // and counted.
+    decap
+        .set_sources(&["10.0.0.253".parse().unwrap()])
+        .expect("sources");
+    assert_eq!(
+        run_decap(&decap, &tunnelled),
+        (xdp_action::XDP_PASS, tunnelled.clone())
+    );
+    assert_eq!(decap.from_unknown_sources().expect("stats"), 1);
+    assert_eq!(decap.decapsulated().expect("stats"), 0);
+    // The director's subnet (--decap-source 10.0.0.0/24): stripped.
+    decap
+        .set_sources(&["10.0.0.0/24".parse().unwrap()])
+        .expect("sources");
+    let (action, stripped) = run_decap(&decap, &tunnelled);
+    assert_eq!(action, xdp_action::XDP_PASS);
+    assert_eq!(stripped.len(), tunnelled.len() - 20, "not decapsulated");
+    assert_eq!(decap.decapsulated().expect("stats"), 1);
 }

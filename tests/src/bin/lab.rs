@@ -156,7 +156,18 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     let reals: Vec<(&str, u32)> = ["r1", "r2", "r3"].into_iter().zip(weights).collect();
     let ipv6 = args.ipv6;
-    let config_text = lab.keepalived_conf_with_echo(ipv6, sched, kind, keywords, &reals);
+    // TUN: the director's address as the tunnels' outer source, which the reals' decap
+    // then accepts (it strips tunnels from the directors only).
+    let tun_source = match args.mode {
+        Mode::Tun if ipv6 => format!("tun_source {}", topology::DIRECTOR_ADDR6),
+        Mode::Tun => format!("tun_source {}", topology::DIRECTOR_ADDR),
+        _ => String::new(),
+    };
+    let mut keywords = keywords.to_vec();
+    if !tun_source.is_empty() {
+        keywords.push(&tun_source);
+    }
+    let config_text = lab.keepalived_conf_with_echo(ipv6, sched, kind, &keywords, &reals);
     let config_dir = lab.scratch_dir();
     let config_path = config_dir.join("keepalived.conf");
     std::fs::write(&config_path, &config_text)?;

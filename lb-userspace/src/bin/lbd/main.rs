@@ -20,7 +20,7 @@ use lb_userspace::{
     daemon::{self, PidFiles},
     dataplane::{
         backend::{DataplaneChoice, ipvs_refusal, xdp_refusal},
-        xdp::{AttachMode, Decap, pin_dir},
+        xdp::{AttachMode, Decap, Prefix, director_sources, pin_dir},
     },
     metrics,
     model::{Config, ForwardMethod},
@@ -104,9 +104,15 @@ struct Args {
     #[arg(short = 'I', long = "dont-release-ipvs")]
     dont_release: bool,
     /// Run on a real server instead: strip the IPIP/ip6ip6 header of packets for the
-    /// configuration's `lb_kind TUN` VIPs arriving on IFACE (repeat for several).
+    /// configuration's `lb_kind TUN` VIPs arriving on IFACE (repeat for several), sent by
+    /// the directors: from the tunnel sources the configuration names (`tun_source`,
+    /// `lvs_tun_source`, VRRP `unicast_src_ip` and `unicast_peer`) or `--decap-source`.
     #[arg(long = "decap", value_name = "IFACE", conflicts_with = "interfaces")]
     decap: Vec<String>,
+    /// With `--decap`: also accept tunnels from ADDR, or from every address of ADDR/LEN
+    /// (repeat for several), such as directors that tunnel from their route's source.
+    #[arg(long = "decap-source", value_name = "ADDR[/LEN]", requires = "decap")]
+    decap_sources: Vec<Prefix>,
     /// The data plane: XDP; IPVS (the kernel's, through generic netlink); or auto: XDP,
     /// falling back to IPVS with a warning that names the reason when the XDP programs
     /// cannot load or attach.
@@ -343,8 +349,10 @@ async fn run_decap(
     config: Config,
     [mut terminate, mut interrupt, mut hangup]: [tokio::signal::unix::Signal; 3],
 ) -> anyhow::Result<()> {
-    let mut decap = Decap::load(Some(&pin_dir(&args.name)))?;
     let vips = tun_vips(&config);
+    let sources = decap_sources(args, &config, &vips)?;
+    let mut decap = Decap::load(Some(&pin_dir(&args.name)))?;
+    decap.set_sources(&sources)?;
     decap.set_vips(&vips)?;
     for interface in &args.decap {
         let attached = decap.attach(interface, args.xdp_mode)?;
@@ -365,8 +373,9 @@ async fn run_decap(
         warn!("no lb_kind TUN virtual_server in the configuration: nothing to decapsulate");
     }
     info!(
-        "ready: decapsulating tunnelled packets for {} VIP(s)",
-        vips.len()
+        "ready: decapsulating tunnelled packets for {} VIP(s) from {}",
+        vips.len(),
+        list(&sources)
     );
     loop {
         tokio::select! {
@@ -375,16 +384,30 @@ async fn run_decap(
             _ = hangup.recv() => match config::load(&args.config) {
                 Ok(loaded) => {
                     let vips = tun_vips(&loaded.config);
-                    match decap.set_vips(&vips) {
-                        Ok(()) => info!("reload applied: {} VIP(s)", vips.len()),
-                        Err(e) => error!("reload rejected: {e}"),
+                    let applied = decap_sources(args, &loaded.config, &vips)
+                        .and_then(|sources| {
+                            decap.set_sources(&sources)?;
+                            decap.set_vips(&vips)?;
+                            Ok(sources)
+                        });
+                    match applied {
+                        Ok(sources) => info!(
+                            "reload applied: {} VIP(s) from {}",
+                            vips.len(),
+                            list(&sources)
+                        ),
+                        Err(e) => error!("reload rejected: {e:#}"),
                     }
                 }
                 Err(e) => error!("reload rejected, the running VIPs stay: {e}"),
             },
         }
     }
-    info!("{} packet(s) decapsulated", decap.decapsulated()?);
+    info!(
+        "{} packet(s) decapsulated; {} tunnelled to a VIP from another source, passed untouched",
+        decap.decapsulated()?,
+        decap.from_unknown_sources()?
+    );
     if args.dont_release {
         decap.leave_all();
         info!(
@@ -396,6 +419,35 @@ async fn run_decap(
         info!("detached from {}", args.decap.join(", "));
     }
     Ok(())
+}
+
+/// The directors' tunnel sources (`director_sources`): an error when there are VIPs to
+/// strip tunnels for but none is known, since every tunnelled packet would be refused.
+fn decap_sources(
+    args: &Args,
+    config: &Config,
+    vips: &[std::net::IpAddr],
+) -> anyhow::Result<Vec<Prefix>> {
+    let sources = director_sources(config, &args.decap_sources);
+    if sources.is_empty() && !vips.is_empty() {
+        anyhow::bail!(
+            "{}: no director tunnel source is known, so every tunnelled packet would be refused: set tun_source in the TUN virtual_servers (or lvs_tun_source in global_defs) as the directors use, or pass --decap-source ADDR[/LEN]",
+            args.config.display()
+        );
+    }
+    Ok(sources)
+}
+
+/// `items` as a comma-separated list ("none" when empty).
+fn list(items: &[Prefix]) -> String {
+    if items.is_empty() {
+        return "none".to_owned();
+    }
+    items
+        .iter()
+        .map(Prefix::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// The VIPs of the TUN services.

@@ -4,10 +4,11 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use aya::maps::{Array, HashMap, Map, MapData, MapInfo, PerCpuArray};
+use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
-    ConnCounts, FlowKey, FlowState, LocalAddr, NatOrigin, PersistKey, PersistState, RealInfo,
-    ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, map_names as names,
+    ConnCounts, DecapSource, FlowKey, FlowState, LocalAddr, NatOrigin, PersistKey, PersistState,
+    RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts,
+    map_names as names,
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -277,6 +278,25 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
         ),
         names::SERVICE_STATS | names::REAL_STATS => {
             per_cpu_entries(typed!(PerCpuArray, TrafficStats), name, traffic)
+        }
+        names::DECAP_SOURCES => {
+            let trie = typed!(LpmTrie, DecapSource, u8);
+            trie.iter()
+                .map(|entry| {
+                    let (key, value) = entry.map_err(read_error(name))?;
+                    let data = key.data();
+                    let mut bytes = [0; 16];
+                    bytes.copy_from_slice(&data[1..]);
+                    let len = key.prefix_len().saturating_sub(8);
+                    Ok(Entry {
+                        key: match addr_from(bytes, data[0]) {
+                            Some(addr) => json!(format!("{addr}/{len}")),
+                            None => json!(null),
+                        },
+                        value: json!(value),
+                    })
+                })
+                .collect()
         }
         names::OUTCOMES | names::DECAP_STATS => {
             per_cpu_entries(typed!(PerCpuArray, u64), name, |v| json!(v))

@@ -15,9 +15,10 @@ use std::{
 
 use aya::maps::{MapInfo, MapType};
 use lb_common::{
-    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, ConnCounts, FlowKey, FlowState, LocalAddr, MAX_LOCAL_ADDRS,
-    MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PersistKey, PersistState, RealInfo, ServiceInfo,
-    ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, map_names as names,
+    BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, ConnCounts, DecapSource, FlowKey, FlowState, LocalAddr,
+    MAX_DECAP_SOURCES, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PersistKey,
+    PersistState, RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey,
+    conn::Timeouts, map_names as names,
 };
 
 use super::XdpOptions;
@@ -38,7 +39,7 @@ pub struct MapLayout {
 }
 
 /// The maps of this build, with the flow table and the table arena sized as configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 17] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 18] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -76,6 +77,14 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 17] {
         layout::<u32, Settings>(names::SETTINGS, MapType::Array, 1),
         layout::<u32, LocalAddr>(names::LOCAL_ADDRS, MapType::Array, MAX_LOCAL_ADDRS),
         layout::<VipKey, u8>(names::DECAP_VIPS, MapType::Hash, MAX_SERVICES),
+        MapLayout {
+            flags: BPF_F_NO_PREALLOC,
+            ..layout::<aya::maps::lpm_trie::Key<DecapSource>, u8>(
+                names::DECAP_SOURCES,
+                MapType::LpmTrie,
+                MAX_DECAP_SOURCES,
+            )
+        },
         layout::<VipKey, u8>(names::VIPS, MapType::Hash, MAX_SERVICES),
         layout::<u32, u64>(
             names::DECAP_STATS,

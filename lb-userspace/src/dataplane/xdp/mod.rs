@@ -46,7 +46,7 @@ use arena::{Arena, Region};
 use conns::ConnTable;
 use counters::MapSource;
 pub use counters::{PinnedMaps, read as read_counters, read_pinned as read_pinned_counters};
-pub use decap::Decap;
+pub use decap::{Decap, Prefix, PrefixError, director_sources};
 use keys::vip_key;
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
