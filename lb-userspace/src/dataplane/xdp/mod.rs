@@ -593,20 +593,29 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         Ok(None)
     }
 
-    /// Fail before anything is published if the changed tables cannot all fit in the
-    /// arena, even once released ranges are free again (a partly applied configuration
-    /// would mix old and new tables).
+    /// Fail before anything is published if some changed table could never be placed.
+    /// Tables are published service by service, in order (`publish`): each new table
+    /// needs room next to every table in place, its own old one included, which is
+    /// released once the new one is in (and free after the arena's grace period, when a
+    /// later apply goes on: `ApplyReport::retry_at`). So the changes need not fit all at
+    /// once, only one after the other.
     fn check_table_room(&self, wanted: &[DesiredService]) -> Result<(), DataplaneError> {
-        let needed: u64 = wanted
-            .iter()
-            .filter(|w| !self.is_published(w))
-            .map(|w| w.table.len() as u64)
-            .sum();
-        if needed > self.arena.eventually_free() {
-            return Err(DataplaneError::Capacity {
-                what: "scheduling table entries (--sched-table-entries)",
-                max: self.arena.size(),
-            });
+        let mut room = self.arena.eventually_free();
+        for wanted in wanted.iter().filter(|w| !self.is_published(w)) {
+            let new = wanted.table.len() as u64;
+            if new > room {
+                return Err(DataplaneError::Capacity {
+                    what: "scheduling table entries (--sched-table-entries)",
+                    max: self.arena.size(),
+                });
+            }
+            let old = self
+                .slots
+                .services
+                .get(&wanted.key)
+                .and_then(|slot| slot.info)
+                .map_or(0, |info| u64::from(table_region(&info).len));
+            room = room - new + old;
         }
         Ok(())
     }
