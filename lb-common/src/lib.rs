@@ -54,6 +54,9 @@ pub mod map_names {
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
     pub const DECAP_SOURCES: &str = "LB_DECAP_SOURCES";
+    /// The layout versions of the pinned maps, stamped by the build that created them
+    /// (userspace only; see `lb-userspace`'s `dataplane::xdp::layout`).
+    pub const LAYOUT: &str = "LB_LAYOUT";
     pub const NAT_REVERSE: &str = "LB_NAT_REVERSE";
     pub const SETTINGS: &str = "LB_SETTINGS";
     pub const LOCAL_ADDRS: &str = "LB_LOCAL_ADDRS";
@@ -186,6 +189,9 @@ pub const fn decap_source(family: u8, addr: &[u8; 16]) -> DecapSource {
     }
     data
 }
+
+/// Entries of `LB_LAYOUT` (one per pinned map).
+pub const MAX_LAYOUT_STAMPS: u32 = 64;
 
 /// Most `LB_DECAP_SOURCES` prefixes.
 pub const MAX_DECAP_SOURCES: u32 = 256;

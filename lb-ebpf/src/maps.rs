@@ -10,9 +10,9 @@ use aya_ebpf::{
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BenchFrame, ConnCounts, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_SCHED_TABLE_ENTRIES, DecapSource, FlowKey, FlowState, LocalAddr, MAX_DECAP_SOURCES,
-    MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PERSIST_TABLE_SIZE, PersistKey,
-    PersistState, RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey,
-    conn::Timeouts, decap_stats,
+    MAX_LAYOUT_STAMPS, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
+    PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, Settings,
+    TrafficStats, VipKey, conn::Timeouts, decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -91,6 +91,11 @@ pub static OUTCOMES: PerCpuArray<u64> = PerCpuArray::pinned(Outcome::COUNT, 0);
 /// `lb_decap` (on a real server): the VIPs whose tunnelled packets it strips.
 #[map(name = "LB_DECAP_VIPS")]
 pub static DECAP_VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
+
+/// The layout version of each pinned map (map name, NUL-padded → version), stamped by
+/// userspace; the programs never read it.
+#[map(name = "LB_LAYOUT")]
+pub static LAYOUT: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_LAYOUT_STAMPS, 0);
 
 /// `lb_decap`: the directors' tunnel source prefixes (`lb_common::DecapSource`); a
 /// tunnelled packet from any other source is not stripped.

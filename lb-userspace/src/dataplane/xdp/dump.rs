@@ -279,6 +279,13 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
         names::SERVICE_STATS | names::REAL_STATS => {
             per_cpu_entries(typed!(PerCpuArray, TrafficStats), name, traffic)
         }
+        names::LAYOUT => hash_entries(typed!(HashMap, [u8; 16], u32), name, |k, v| {
+            let len = k.iter().position(|&b| b == 0).unwrap_or(k.len());
+            Entry {
+                key: json!(String::from_utf8_lossy(&k[..len])),
+                value: json!(v),
+            }
+        }),
         names::DECAP_SOURCES => {
             let trie = typed!(LpmTrie, DecapSource, u8);
             trie.iter()

@@ -1,10 +1,14 @@
 //! The pin directory and what is pinned in it.
 //!
 //! aya reuses a pinned map whatever its layout, so before loading we compare every pinned
-//! map with the layout this build expects (type, key and value size, entries, flags). The
-//! maps refer to each other by id (flows → reals → services → tables), so if any differs
-//! all pins are removed, with a warning, and recreated empty: an upgrade that changes a
-//! map, or a new `--flow-table-size` or `--sched-table-entries`, starts afresh instead of misreading old state.
+//! map with the layout this build expects: its shape (type, key and value size, entries,
+//! flags) and its version (`PinnedMap::version`, bumped when what a map's bytes mean
+//! changes without its sizes changing), stamped by the build that created it in
+//! `LB_LAYOUT`. A map that differs is removed and recreated empty, and so is every map
+//! that holds its ids (`PinnedMap::holds_ids_of`: flows name reals, reals name services,
+//! ...), transitively; the others keep their state. So an upgrade that changes a counter
+//! map, or a new `--flow-table-size`, keeps the established flows where it can, and never
+//! misreads old state.
 
 use std::{
     ffi::CString,
@@ -13,7 +17,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use aya::maps::{MapInfo, MapType};
+use aya::maps::{HashMap, Map, MapData, MapInfo, MapType};
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, ConnCounts, DecapSource, FlowKey, FlowState, LocalAddr,
     MAX_DECAP_SOURCES, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PersistKey,
@@ -38,7 +42,62 @@ pub struct MapLayout {
     pub flags: u32,
 }
 
-/// The maps of this build, with the flow table and the table arena sized as configured.
+/// A pinned map of this build: its shape, its version, and the maps whose ids (or table
+/// offsets) its entries hold, which it must be recreated with.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PinnedMap {
+    pub layout: MapLayout,
+    pub version: u32,
+    pub holds_ids_of: &'static [&'static str],
+}
+
+/// The version a map has when `LB_LAYOUT` does not say (pinned by a build before stamps).
+const UNSTAMPED_VERSION: u32 = 1;
+
+/// Where each build stamps the versions of its maps: map name (NUL-padded) → version. Its
+/// own layout never changes.
+const STAMPS: MapLayout = MapLayout {
+    name: names::LAYOUT,
+    kind: MapType::Hash,
+    key_size: STAMP_KEY_LEN as u32,
+    value_size: 4,
+    max_entries: lb_common::MAX_LAYOUT_STAMPS,
+    flags: 0,
+};
+const STAMP_KEY_LEN: usize = 16;
+
+/// The maps of this build, with their versions and what they depend on. Bump a map's
+/// version when the meaning of its key or value changes while its sizes stay the same.
+pub fn pinned_maps(options: &XdpOptions) -> Vec<PinnedMap> {
+    let depends = |name: &str| -> &'static [&'static str] {
+        match name {
+            // Flows name reals and FullNAT local addresses; pins and counts name reals.
+            names::FLOWS => &[names::REALS, names::LOCAL_ADDRS],
+            names::PERSIST | names::REAL_CONNS | names::REAL_STATS => &[names::REALS],
+            // Reals name their service; a service names its range of the arena; tables
+            // name reals and local addresses.
+            names::REALS => &[names::SERVICES],
+            names::SERVICES => &[names::TABLES],
+            names::TABLES => &[names::REALS, names::LOCAL_ADDRS],
+            names::RR_CURSORS | names::SERVICE_STATS => &[names::SERVICES],
+            _ => &[],
+        }
+    };
+    expected_layouts(options)
+        .into_iter()
+        .map(|layout| PinnedMap {
+            layout,
+            // Every map is at its first version (the generations that took the place of
+            // padding in reals, flows and pins read 0 in older entries, which matches).
+            // A map whose meaning changes gets its own version here.
+            version: UNSTAMPED_VERSION,
+            holds_ids_of: depends(layout.name),
+        })
+        .collect()
+}
+
+/// The shapes of the maps of this build, with the flow table and the table arena sized as
+/// configured.
 pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 18] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
@@ -111,35 +170,16 @@ pub fn prepare_pin_dir(dir: &Path, options: &XdpOptions) -> Result<Vec<String>, 
     if !is_bpffs(dir) {
         return Err(error("not on a bpf filesystem".into()));
     }
-    let mut differences = Vec::new();
-    let layouts = expected_layouts(options);
-    for expected in layouts {
-        let path = dir.join(expected.name);
-        if !path.exists() {
-            continue;
-        }
-        let info = MapInfo::from_pin(&path)
-            .map_err(|e| error(format!("cannot open pinned {}: {e}", expected.name)))?;
-        let found = MapLayout {
-            name: expected.name,
-            kind: info
-                .map_type()
-                .map_err(|e| error(format!("pinned {}: {e}", expected.name)))?,
-            key_size: info.key_size(),
-            value_size: info.value_size(),
-            max_entries: info.max_entries(),
-            flags: info.map_flags(),
-        };
-        if found != expected {
-            differences.push(format!("{found:?}, expected {expected:?}"));
-        }
-    }
+    let maps = pinned_maps(options);
     let mut warnings = Vec::new();
     // Maps an older build pinned and this one no longer has (such as LB_RINGS).
     let entries = std::fs::read_dir(dir).map_err(|e| error(format!("cannot list: {e}")))?;
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name.starts_with("LB_") && !layouts.iter().any(|l| l.name == name) {
+        if name.starts_with("LB_")
+            && name != STAMPS.name
+            && !maps.iter().any(|m| m.layout.name == name)
+        {
             std::fs::remove_file(entry.path())
                 .map_err(|e| error(format!("cannot remove {name}: {e}")))?;
             warnings.push(format!(
@@ -148,22 +188,171 @@ pub fn prepare_pin_dir(dir: &Path, options: &XdpOptions) -> Result<Vec<String>, 
             ));
         }
     }
-    if !differences.is_empty() {
-        for expected in layouts {
-            let path = dir.join(expected.name);
-            match std::fs::remove_file(&path) {
+    let stamps = read_stamps(dir).map_err(error)?;
+    let mut pinned = Vec::new();
+    for map in &maps {
+        let path = dir.join(map.layout.name);
+        if !path.exists() {
+            continue;
+        }
+        let found = pinned_layout(&path, map.layout.name).map_err(error)?;
+        let stamp = stamps
+            .as_ref()
+            .map_or(Some(UNSTAMPED_VERSION), |s| s.get(map.layout.name).copied());
+        pinned.push((map.layout.name, found, stamp));
+    }
+    let stale = stale_maps(&maps, &pinned);
+    if !stale.is_empty() {
+        for (name, _) in &stale {
+            match std::fs::remove_file(dir.join(name)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(error(format!("cannot remove {}: {e}", path.display()))),
+                Err(e) => return Err(error(format!("cannot remove {name}: {e}"))),
             }
         }
+        let flows = if stale.iter().any(|(name, _)| *name == names::FLOWS) {
+            "established flows are not kept"
+        } else {
+            "established flows are kept"
+        };
+        let list: Vec<String> = stale
+            .iter()
+            .map(|(name, why)| format!("{name} ({why})"))
+            .collect();
         warnings.push(format!(
-            "pinned maps under {} have another layout ({}); all recreated empty: established flows are not kept",
+            "pinned maps under {} recreated empty: {}; the others keep their state, and {flows}",
             dir.display(),
-            differences.join("; ")
+            list.join("; ")
         ));
     }
     Ok(warnings)
+}
+
+/// The pinned maps to recreate, with why: those whose shape or version differs from this
+/// build's, those missing while others are pinned (their state is gone), and every map
+/// that holds the ids of one of them, transitively. `pinned`: each pinned map's name,
+/// shape, and stamped version (`None`: not stamped although the build stamped others).
+fn stale_maps(
+    maps: &[PinnedMap],
+    pinned: &[(&'static str, MapLayout, Option<u32>)],
+) -> Vec<(&'static str, String)> {
+    let mut stale: Vec<(&'static str, String)> = Vec::new();
+    if pinned.is_empty() {
+        return stale;
+    }
+    for map in maps {
+        let name = map.layout.name;
+        let Some((_, found, stamp)) = pinned.iter().find(|(n, _, _)| *n == name) else {
+            stale.push((name, "not pinned".to_owned()));
+            continue;
+        };
+        if *found != map.layout {
+            stale.push((name, describe_difference(found, &map.layout)));
+        } else if *stamp != Some(map.version) {
+            let was = stamp.map_or("none".to_owned(), |v| v.to_string());
+            stale.push((name, format!("version {was}, this build's {}", map.version)));
+        }
+    }
+    loop {
+        let more: Vec<(&'static str, String)> = maps
+            .iter()
+            .filter(|m| !stale.iter().any(|(n, _)| *n == m.layout.name))
+            .filter_map(|m| {
+                let gone = m
+                    .holds_ids_of
+                    .iter()
+                    .find(|dep| stale.iter().any(|(n, _)| n == *dep))?;
+                Some((m.layout.name, format!("holds ids of {gone}")))
+            })
+            .collect();
+        if more.is_empty() {
+            break;
+        }
+        stale.extend(more);
+    }
+    // A map that is not pinned is simply created; it is worth a mention only when others
+    // depend on it (their entries were lost with it).
+    stale.retain(|(name, why)| {
+        why != "not pinned" || maps.iter().any(|m| m.holds_ids_of.contains(name))
+    });
+    stale
+}
+
+/// What differs between a pinned map's shape and this build's.
+fn describe_difference(found: &MapLayout, expected: &MapLayout) -> String {
+    let mut parts = Vec::new();
+    if found.kind != expected.kind {
+        parts.push(format!("type {:?}, now {:?}", found.kind, expected.kind));
+    }
+    for (what, was, now) in [
+        ("key size", found.key_size, expected.key_size),
+        ("value size", found.value_size, expected.value_size),
+        ("entries", found.max_entries, expected.max_entries),
+        ("flags", found.flags, expected.flags),
+    ] {
+        if was != now {
+            parts.push(format!("{what} {was}, now {now}"));
+        }
+    }
+    parts.join(", ")
+}
+
+/// The shape of the map pinned at `path`.
+fn pinned_layout(path: &Path, name: &'static str) -> Result<MapLayout, String> {
+    let info = MapInfo::from_pin(path).map_err(|e| format!("cannot open pinned {name}: {e}"))?;
+    Ok(MapLayout {
+        name,
+        kind: info.map_type().map_err(|e| format!("pinned {name}: {e}"))?,
+        key_size: info.key_size(),
+        value_size: info.value_size(),
+        max_entries: info.max_entries(),
+        flags: info.map_flags(),
+    })
+}
+
+/// The versions stamped in the pinned `LB_LAYOUT`, by map name; `None` when it is not
+/// pinned (an older build), or has another shape (then it is removed).
+fn read_stamps(dir: &Path) -> Result<Option<std::collections::HashMap<String, u32>>, String> {
+    let path = dir.join(STAMPS.name);
+    if !path.exists() {
+        return Ok(None);
+    }
+    if pinned_layout(&path, STAMPS.name)? != STAMPS {
+        std::fs::remove_file(&path).map_err(|e| format!("cannot remove {}: {e}", STAMPS.name))?;
+        return Ok(None);
+    }
+    let data = MapData::from_pin(&path).map_err(|e| format!("cannot open {}: {e}", STAMPS.name))?;
+    let map = Map::HashMap(data);
+    let stamps: HashMap<_, [u8; STAMP_KEY_LEN], u32> =
+        HashMap::try_from(map).map_err(|e| format!("{}: {e}", STAMPS.name))?;
+    let mut versions = std::collections::HashMap::new();
+    for entry in stamps.iter() {
+        let (key, version) = entry.map_err(|e| format!("reading {}: {e}", STAMPS.name))?;
+        let len = key.iter().position(|&b| b == 0).unwrap_or(STAMP_KEY_LEN);
+        versions.insert(String::from_utf8_lossy(&key[..len]).into_owned(), version);
+    }
+    Ok(Some(versions))
+}
+
+/// Stamp the versions of this build's maps into `LB_LAYOUT` (after loading).
+pub fn write_stamps(ebpf: &mut aya::Ebpf, options: &XdpOptions) -> Result<(), DataplaneError> {
+    let map = ebpf
+        .map_mut(STAMPS.name)
+        .ok_or_else(|| DataplaneError::Pins {
+            path: STAMPS.name.to_owned(),
+            reason: "not in the eBPF object".to_owned(),
+        })?;
+    let mut stamps: HashMap<&mut MapData, [u8; STAMP_KEY_LEN], u32> =
+        HashMap::try_from(map).map_err(super::map_error(STAMPS.name))?;
+    for map in pinned_maps(options) {
+        let mut key = [0; STAMP_KEY_LEN];
+        let name = map.layout.name.as_bytes();
+        key[..name.len()].copy_from_slice(name);
+        stamps
+            .insert(key, map.version, 0)
+            .map_err(super::map_error("stamping a map's version"))?;
+    }
+    Ok(())
 }
 
 /// Mount a bpf filesystem on `/sys/fs/bpf` unless one is there (systemd normally mounts

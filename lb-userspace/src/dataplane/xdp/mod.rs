@@ -96,7 +96,8 @@ pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), Dataplan
     }
     let warnings = prepared?;
     let loaded = loaded.expect("loaded when the pin directory was prepared");
-    let ebpf = loaded.map_err(|source| DataplaneError::Load { source })?;
+    let mut ebpf = loaded.map_err(|source| DataplaneError::Load { source })?;
+    layout::write_stamps(&mut ebpf, options)?;
     Ok((ebpf, warnings))
 }
 
