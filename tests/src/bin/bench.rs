@@ -14,7 +14,9 @@
 //! Live frames: packets per second through the balancer attached to a veth in a network
 //! namespace, for the established flow of every mode, as the median of several runs of
 //! `--repeat` live frames from a generator program (see `live_rows`), next to the MAC-swap
-//! program as the director, run the same way.
+//! program as the director, run the same way. Where live frames are refused, these rows
+//! say why; the packet-socket rows (`lb_tests::socket_bench`) measure the same director
+//! with frames from an `AF_PACKET` generator instead, next to that generator's ceiling.
 //!
 //! Scheduling: for every scheduler and 2, 16 and 256 reals, the kernel-timed cost of a
 //! new flow (a SYN from a client not seen before: parse, lookup, flow-table miss,
@@ -68,6 +70,9 @@ struct Args {
     /// Runs of `repeat` packets per mode benchmark; the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Frames per run of the packet-socket benchmark.
+    #[arg(long, default_value_t = 500_000)]
+    socket_packets: u32,
     /// Where to write the JSON report.
     #[arg(long, default_value = "target/bench/report.json")]
     report: PathBuf,
@@ -86,6 +91,9 @@ struct Args {
     /// Measure the control-plane rows only (no report written).
     #[arg(long)]
     control_plane_only: bool,
+    /// Measure the packet-socket rows only (no report written).
+    #[arg(long)]
+    socket_only: bool,
     /// Seconds each control-plane row is measured over.
     #[arg(long, default_value_t = 20)]
     control_plane_seconds: u64,
@@ -140,6 +148,10 @@ struct Report {
     live: Vec<LiveRow>,
     /// Why there are no live-frame rows, if there are none.
     live_unavailable: Option<String>,
+    /// Established flows through the same director, frames from a packet socket.
+    socket: Option<lb_tests::socket_bench::SocketReport>,
+    /// Why there are no packet-socket rows, if there are none.
+    socket_unavailable: Option<String>,
     schedulers: Vec<SchedulerRow>,
     /// The health checkers' CPU time at a rate of TCP checks.
     checks: lb_tests::check_bench::ChecksRow,
@@ -272,6 +284,11 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&rows)?);
         return Ok(());
     }
+    if args.socket_only {
+        let report = socket_rows(args.socket_packets, args.runs)?;
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
     if args.checks_only {
         let checks = checks_row(&args)?;
         println!("{}", serde_json::to_string_pretty(&checks)?);
@@ -317,6 +334,10 @@ fn main() -> anyhow::Result<()> {
     let (swap_live, live, live_unavailable) = match live_rows(args.repeat, args.runs) {
         Ok((swap, rows)) => (Some(swap), rows, None),
         Err(e) => (None, Vec::new(), Some(format!("{e:#}"))),
+    };
+    let (socket, socket_unavailable) = match socket_rows(args.socket_packets, args.runs) {
+        Ok(report) => (Some(report), None),
+        Err(e) => (None, Some(format!("{e:#}"))),
     };
 
     let mut rows = Vec::new();
@@ -410,6 +431,36 @@ fn main() -> anyhow::Result<()> {
     }
     println!();
     println!(
+        "Packet socket through the same director, established flows: median of {} runs of {} frames sent with sendmmsg (AF_PACKET) into the veth; generator + director + sink on one CPU",
+        args.runs, args.socket_packets
+    );
+    if let Some(reason) = &socket_unavailable {
+        println!("unavailable on this machine: {reason}");
+    }
+    if let Some(socket) = &socket {
+        println!(
+            "generator's ceiling (director drops): {:.2} Mpps; MAC-swap program as the director: {:.2} Mpps, {:.0} ns per frame above the ceiling",
+            socket.generator_pps / 1e6,
+            socket.macswap_pps / 1e6,
+            socket.macswap_ns_over_generator
+        );
+        println!(
+            "{:<5} {:<5} {:>8} {:>10} {:>22}",
+            "mode", "ip", "Mpps", "/ swap", "ns above the ceiling"
+        );
+        for row in &socket.rows {
+            println!(
+                "{:<5} {:<5} {:>8.2} {:>10.2} {:>22.0}",
+                row.mode,
+                row.family,
+                row.pps / 1e6,
+                row.ratio_to_swap,
+                row.ns_over_generator
+            );
+        }
+    }
+    println!();
+    println!(
         "{:<6} {:>6} {:>14} {:>18} {:>16}",
         "sched", "reals", "new flow (ns)", "new flow - floor", "established (ns)"
     );
@@ -431,6 +482,8 @@ fn main() -> anyhow::Result<()> {
         macswap_live_ns: swap_live,
         live,
         live_unavailable,
+        socket,
+        socket_unavailable,
         schedulers: rows,
         checks,
         failover,
@@ -548,8 +601,11 @@ fn mode_balancer(ifindex: u32) -> anyhow::Result<TestBalancer> {
         .collect(),
     );
     let mut balancer = TestBalancer::load(next_hops, 1 << 20)?;
+    // FullNAT: enough local pairs on the benchmark's CPU (its share of the ports of 254
+    // addresses per family, per real) for every new flow of the runs, which all stay
+    // in the flow table or age less than the reservation grace.
     let mut config =
-        "local_address_group pool {\n 10.20.0.240-255\n 2001:db8:20::240-24f\n}\n".to_owned();
+        "local_address_group pool {\n 10.20.1.1-254\n 2001:db8:20::1000-10ff\n}\n".to_owned();
     for (kind, n) in MODES {
         let pool = if kind == "FNAT" {
             " laddr_group_name pool\n"
@@ -793,20 +849,33 @@ fn live_rows(repeat: u32, runs: usize) -> anyhow::Result<(f64, Vec<LiveRow>)> {
 
 /// The live-frames benchmark's namespace.
 const LIVE_NETNS: &str = "lbbench";
+/// The packet-socket benchmark's namespace.
+const SOCKET_NETNS: &str = "lbbench-sock";
 
 /// Frames the sink dropped so far (the veth's XDP statistics of `gen`); call inside the
 /// benchmark's namespace.
 fn sink_drops() -> anyhow::Result<u64> {
-    let output = std::process::Command::new("ethtool")
-        .args(["-S", "gen"])
-        .output()
-        .context("ethtool -S gen")?;
-    let text = String::from_utf8_lossy(&output.stdout);
-    text.lines()
-        .filter_map(|line| line.trim().strip_prefix("rx_queue_"))
-        .filter_map(|rest| rest.split_once("_xdp_drops:"))
-        .map(|(_, n)| n.trim().parse::<u64>().context("xdp_drops value"))
-        .sum()
+    lb_tests::socket_bench::xdp_drops("gen")
+}
+
+/// The established flow of every mode and family through the balancer, with frames from a
+/// packet socket (`lb_tests::socket_bench`).
+fn socket_rows(packets: u32, runs: usize) -> anyhow::Result<lb_tests::socket_bench::SocketReport> {
+    let flows = MODES
+        .iter()
+        .flat_map(|&(mode, n)| {
+            [false, true].map(|ipv6| {
+                let syn = mode_frame(n, ipv6);
+                lb_tests::socket_bench::BenchFlow {
+                    mode,
+                    family: if ipv6 { "IPv6" } else { "IPv4" },
+                    first: syn.bytes(),
+                    established: syn.with_tcp_flags(TCP_ACK).bytes(),
+                }
+            })
+        })
+        .collect();
+    lb_tests::socket_bench::measure(SOCKET_NETNS, packets, runs, mode_balancer, flows)
 }
 
 /// One live-frames run of `repeat` copies of `frame` arriving on `ifindex`.
@@ -826,11 +895,7 @@ fn live_run(program: &Xdp, frame: &[u8], ifindex: u32, repeat: u32) -> anyhow::R
 }
 
 fn interface_index(name: &str) -> anyhow::Result<u32> {
-    let name = std::ffi::CString::new(name)?;
-    // SAFETY: a valid NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
-    anyhow::ensure!(index != 0, "no interface {name:?}");
-    Ok(index)
+    lb_tests::socket_bench::interface_index(name)
 }
 
 fn median_f64(mut values: Vec<f64>) -> f64 {
