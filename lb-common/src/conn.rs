@@ -124,12 +124,13 @@ pub fn tcp_next_state(state: u8, flags: u8, direction: TcpDirection) -> u8 {
     } else {
         return STATE_CLOSE;
     };
-    let row = TCP_STATES[direction as usize][segment];
-    if (state as usize) < TCP_STATE_COUNT {
-        row[state as usize]
-    } else {
-        STATE_CLOSE
-    }
+    // Rows of 16 columns, the state masked to 4 bits: the index is in range by its
+    // arithmetic alone, which any verifier can follow (6.1's lost a separate bounds check
+    // when the index was spilled to the stack and reloaded), and the table is read in
+    // place (a row copied to the stack and indexed by the state would be a variable-offset
+    // stack read, which 6.1 refuses). Columns past SYNACK hold CLOSE.
+    let row = direction as usize * 4 + segment;
+    TCP_STATES[row * TCP_COLUMNS + (state as usize & (TCP_COLUMNS - 1))]
 }
 
 /// Rows of a `TCP_STATES` table, by the segment's deciding flag.
@@ -138,8 +139,10 @@ const SEGMENT_FIN: usize = 1;
 const SEGMENT_ACK: usize = 2;
 const SEGMENT_RST: usize = 3;
 
-/// TCP states (`STATE_NONE` to `STATE_SYNACK`): the columns of `TCP_STATES`.
+/// TCP states (`STATE_NONE` to `STATE_SYNACK`): the first columns of `TCP_STATES`.
 const TCP_STATE_COUNT: usize = 11;
+/// Columns of a `TCP_STATES` row (a power of two; past `TCP_STATE_COUNT`, CLOSE).
+const TCP_COLUMNS: usize = 16;
 
 // Short names for the states in the tables below (no transition leads to NONE or SYNACK).
 const ES: u8 = STATE_ESTABLISHED;
@@ -152,12 +155,13 @@ const CW: u8 = STATE_CLOSE_WAIT;
 const LA: u8 = STATE_LAST_ACK;
 const LI: u8 = STATE_LISTEN;
 
-/// IPVS's TCP state tables (the default ones, not `secure_tcp`'s), indexed by
-/// `TcpDirection`, then segment (`SEGMENT_*`), then the state before the segment.
-/// A segment that opens nothing (no SYN) on a flow in `NONE` leads to CLOSE in every
-/// table: a flow picked up mid-stream lives for CLOSE's short timeout until a SYN.
+/// IPVS's TCP state tables (the default ones, not `secure_tcp`'s), by `TcpDirection`,
+/// then segment (`SEGMENT_*`), then the state before the segment; flattened into
+/// `TCP_STATES`. A segment that opens nothing (no SYN) on a flow in `NONE` leads to CLOSE
+/// in every table: a flow picked up mid-stream lives for CLOSE's short timeout until a
+/// SYN.
 #[rustfmt::skip]
-const TCP_STATES: [[[u8; TCP_STATE_COUNT]; 4]; 3] = [
+const IPVS_TCP_STATES: [[[u8; TCP_STATE_COUNT]; 4]; 3] = [
     // Input.      NO  ES  SS  SR  FW  TW  CL  CW  LA  LI  SA
     [
         /* syn */ [SR, ES, ES, SR, SR, SR, SR, SR, SR, SR, SR],
@@ -180,6 +184,21 @@ const TCP_STATES: [[[u8; TCP_STATE_COUNT]; 4]; 3] = [
         /* rst */ [CL, CL, CL, SR, CL, CL, CL, CL, LA, LI, CL],
     ],
 ];
+
+/// `IPVS_TCP_STATES` as the data plane reads it: 12 rows of `TCP_COLUMNS`.
+static TCP_STATES: [u8; 3 * 4 * TCP_COLUMNS] = {
+    let mut flat = [CL; 3 * 4 * TCP_COLUMNS];
+    let mut row = 0;
+    while row < 12 {
+        let mut state = 0;
+        while state < TCP_STATE_COUNT {
+            flat[row * TCP_COLUMNS + state] = IPVS_TCP_STATES[row / 4][row % 4][state];
+            state += 1;
+        }
+        row += 1;
+    }
+    flat
+};
 
 /// Whether a SYN on a flow in `state` opens a new connection, to be scheduled anew rather
 /// than sent where the old one went: IPVS's `conn_reuse_mode` 1 (its default) does so for

@@ -52,9 +52,13 @@ pub fn reply_seen(flow: &FlowKey, tcp_flags: u8) -> u32 {
     let Some(entry) = FLOWS.get_ptr_mut(flow) else {
         return NO_REAL;
     };
-    // SAFETY: a live LRU element; the reply and the client's packets of one flow may run
-    // on two CPUs at once, so a state change can be lost to the other's write, as a
-    // packet's can in IPVS without its lock. The counts follow what was written.
+    // SAFETY: a live LRU element, read by value. The reply and the client's packets of
+    // one flow may run on two CPUs at once (they hash differently), and IPVS's lock has no
+    // counterpart here: when both move the state in the same instant, one write is lost
+    // and both transitions are counted, which leaves the real's counts off by one until
+    // the next full scan corrects them (if the difference outlasts the changes made
+    // during that scan). An atomic compare-and-exchange of the state would close this; it
+    // needs BPF's v3 atomics.
     let old = unsafe { *entry };
     let now = now_ns();
     let owned = maps::real(old.real_id).is_some_and(|real| belongs(&old, real));

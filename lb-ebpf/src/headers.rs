@@ -57,6 +57,7 @@ pub struct TcpHdr {
 }
 
 pub const TCP_FLAG_SYN: u8 = 0x02;
+pub const TCP_FLAG_RST: u8 = 0x04;
 pub const TCP_FLAG_ACK: u8 = 0x10;
 
 /// VLAN id bits of a TCI.

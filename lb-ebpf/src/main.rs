@@ -268,8 +268,10 @@ const NO_FLOW: u32 = u32::MAX;
 fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
     let (mut replaced_real, mut replaced_state) = (NO_FLOW, 0);
     if let Some(entry) = conntrack::lookup(&flow.key) {
-        // SAFETY: a live LRU element; this CPU is its only writer for this flow (RSS), and
-        // a racing eviction can only hand us stale values, which are validated below.
+        // SAFETY: a live LRU element, read by value; a racing eviction can only hand us
+        // stale values, which are validated below. The client's packets of a flow come to
+        // one CPU (RSS), but a NAT/FullNAT reply may move the same entry from another CPU
+        // at the same moment (`conntrack::reply_seen`): see there for what that costs.
         let old = unsafe { *entry };
         if let Some(real) = maps::real(old.real_id)
             && real.service_id == service.id

@@ -29,10 +29,12 @@ pub struct Flow {
 }
 
 impl Flow {
-    /// TCP SYN without ACK: the first packet of a connection.
+    /// TCP SYN without ACK or RST: the first packet of a connection (IPVS schedules no
+    /// segment with RST; a client's SYN+ACK, which IPVS schedules for active FTP, is not
+    /// a new connection here).
     #[inline(always)]
     pub fn opens_connection(&self) -> bool {
-        self.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK) == TCP_FLAG_SYN
+        self.tcp_flags & (TCP_FLAG_SYN | TCP_FLAG_ACK | TCP_FLAG_RST) == TCP_FLAG_SYN
     }
 }
 

@@ -153,6 +153,22 @@ impl TestBalancer {
         Ok(())
     }
 
+    /// Split FullNAT's port range into `shares` CPU shares (`Settings::cpus`), whatever
+    /// the machine has: test runs happen on CPU 0, which then draws `first`, `first +
+    /// shares`, ... Call after the last apply (an apply writes the machine's number).
+    pub fn set_port_shares(&mut self, shares: u16) -> anyhow::Result<()> {
+        let map = self
+            .dataplane
+            .ebpf_mut()
+            .map_mut(map_names::SETTINGS)
+            .context("LB_SETTINGS")?;
+        let mut settings: Array<&mut MapData, lb_common::Settings> = Array::try_from(map)?;
+        let mut value = settings.get(&0, 0)?;
+        value.cpus = shares;
+        settings.set(0, value, 0)?;
+        Ok(())
+    }
+
     /// Make every FullNAT reservation 10 s old (past the grace in which it is never
     /// taken over).
     pub fn age_reservations(&mut self) -> anyhow::Result<()> {

@@ -44,6 +44,8 @@ use crate::{
 pub struct FnatScratch {
     pub reply: FlowKey,
     pub origin: NatOrigin,
+    /// The client flow of a reservation found taken (`ended`).
+    pub client: FlowKey,
 }
 
 /// Local (address, port) pairs a new flow tries before it is refused.
@@ -154,24 +156,38 @@ pub extern "C" fn lb_fnat_reserve(
     // SAFETY: this CPU's entry; nothing else runs on this CPU during the program.
     let scratch = unsafe { &mut *scratch };
     let now_ms = now_ms();
-    scratch.reply = FlowKey {
-        src: real.addr,
-        dst: [0; 16],
-        sport: real.port,
-        dport: [0; 2],
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    };
-    scratch.origin = origin_of(flow, now_ms);
-    // Pairs are numbered address by address, each address's ports in a row; the tries go
-    // on from a random one.
+    // Field by field, in place: whole structs built first would take the stack (the
+    // balancer's frame and this one's must fit in 512 bytes together).
+    let reply = &mut scratch.reply;
+    reply.src = real.addr;
+    reply.sport = real.port;
+    reply.proto = flow.proto;
+    reply.family = flow.family;
+    reply._pad = [0; 2];
+    let origin = &mut scratch.origin;
+    origin.vip = flow.dst;
+    origin.client = flow.src;
+    origin.vport = flow.dport;
+    origin.client_port = flow.sport;
+    origin.full_nat = 1;
+    origin._pad = [0; 3];
+    origin.reserved_ms = now_ms;
+    // Pairs are numbered address by address, each address's ports in a row. A share of
+    // no more pairs than tries is tried whole, in a row from a random one; a larger one at
+    // random (pairs in a row would fail together where taken pairs cluster).
     let pairs = share.ports.wrapping_mul(pool_len);
+    let in_a_row = pairs <= FNAT_PORT_TRIES;
     // SAFETY: helper without arguments.
     let start = unsafe { bpf_get_prandom_u32() };
     for step in 0..FNAT_PORT_TRIES {
+        let draw = if in_a_row || step == 0 {
+            start.wrapping_add(step)
+        } else {
+            // SAFETY: helper without arguments.
+            unsafe { bpf_get_prandom_u32() }
+        };
         // Checked: a division that can panic makes code the verifier refuses.
-        let pair = start.wrapping_add(step).checked_rem(pairs).unwrap_or(0);
+        let pair = draw.checked_rem(pairs).unwrap_or(0);
         let (Some(slot), Some(index)) =
             (pair.checked_div(share.ports), pair.checked_rem(share.ports))
         else {
@@ -192,10 +208,19 @@ pub extern "C" fn lb_fnat_reserve(
                 .insert(&scratch.reply, &scratch.origin, u64::from(BPF_NOEXIST))
                 .is_err(),
             // SAFETY: a live LRU element, read in place.
+            // Taken over by removing the old entry first: an LRU update of a key that is
+            // there still takes a new node first, which in a full table evicts another
+            // flow's live reservation.
             Some(held) => {
-                !ended(unsafe { &*held }, &scratch.reply, addr_id, now_ms)
+                !ended(
+                    unsafe { &*held },
+                    &scratch.reply,
+                    addr_id,
+                    now_ms,
+                    &mut scratch.client,
+                ) || NAT_REVERSE.remove(&scratch.reply).is_err()
                     || NAT_REVERSE
-                        .insert(&scratch.reply, &scratch.origin, 0)
+                        .insert(&scratch.reply, &scratch.origin, u64::from(BPF_NOEXIST))
                         .is_err()
             }
         };
@@ -247,13 +272,25 @@ impl PortShare {
 
 /// Whether the flow that reserved `reply` (the translation `held`) no longer uses it: its
 /// reservation is not young, and its client flow is gone, timed out, or holds another
-/// local end.
+/// local end. `client` is room for the client flow's key (in the scratch entry, off the stack).
 #[inline(always)]
-fn ended(held: &NatOrigin, reply: &FlowKey, addr_id: u32, now_ms: u32) -> bool {
+fn ended(
+    held: &NatOrigin,
+    reply: &FlowKey,
+    addr_id: u32,
+    now_ms: u32,
+    client: &mut FlowKey,
+) -> bool {
     if held.full_nat == 0 || now_ms.wrapping_sub(held.reserved_ms) < RESERVATION_GRACE_MS {
         return false;
     }
-    let client = held.client_flow(reply.proto, reply.family);
+    client.src = held.client;
+    client.dst = held.vip;
+    client.sport = held.client_port;
+    client.dport = held.vport;
+    client.proto = reply.proto;
+    client.family = reply.family;
+    client._pad = [0; 2];
     let Some(state) = FLOWS.get_ptr(client) else {
         return true;
     };

@@ -701,7 +701,7 @@ fn harness_runs(
         balanced.push(ns(harness)?);
         restored.push(ns(generator)?);
     }
-    // FullNAT may refuse a few new flows when random draws miss the free ports (counted
+    // FullNAT may refuse a few new flows when its tries miss the free ports (counted
     // as fnat_no_port); anything more is a broken set-up.
     let sent = forwarded(balancer)? - before;
     let expected = u64::from(repeat) * runs as u64;

@@ -377,10 +377,24 @@ async fn run_decap(
         vips.len(),
         list(&sources)
     );
+    // Tunnels to a VIP from sources not listed are passed untouched: say so while they
+    // come (a director whose source is missing from the list is an outage of TUN).
+    let mut watch = tokio::time::interval(std::time::Duration::from_secs(10));
+    let mut unknown_seen = decap.from_unknown_sources()?;
     loop {
         tokio::select! {
             _ = terminate.recv() => { info!("SIGTERM: stopping"); break; }
             _ = interrupt.recv() => { info!("SIGINT: stopping"); break; }
+            _ = watch.tick() => {
+                let unknown = decap.from_unknown_sources()?;
+                if unknown > unknown_seen {
+                    warn!(
+                        "{} tunnelled packet(s) to a VIP from a source that is not a known director's passed untouched in the last 10 s; if a director tunnels from it, add it (tun_source, or --decap-source)",
+                        unknown - unknown_seen
+                    );
+                }
+                unknown_seen = unknown;
+            }
             _ = hangup.recv() => match config::load(&args.config) {
                 Ok(loaded) => {
                     let vips = tun_vips(&loaded.config);

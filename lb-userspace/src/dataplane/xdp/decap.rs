@@ -99,15 +99,20 @@ impl Decap {
             .ok_or_else(|| counters::missing(name))?;
         let mut trie: LpmTrie<&mut MapData, DecapSource, u8> =
             LpmTrie::try_from(map).map_err(map_error(name))?;
-        for prefix in wanted.difference(&self.sources) {
+        // Removals first (room for the additions), each entry recorded as it is done, so
+        // that a failure halfway leaves `sources` true to the map for the next try.
+        let gone: Vec<Prefix> = self.sources.difference(&wanted).copied().collect();
+        for prefix in gone {
+            super::removed(trie.remove(&prefix.key()))
+                .map_err(map_error("removing a tunnel source"))?;
+            self.sources.remove(&prefix);
+        }
+        let new: Vec<Prefix> = wanted.difference(&self.sources).copied().collect();
+        for prefix in new {
             trie.insert(&prefix.key(), 1, 0)
                 .map_err(map_error("adding a tunnel source"))?;
+            self.sources.insert(prefix);
         }
-        for prefix in self.sources.difference(&wanted) {
-            trie.remove(&prefix.key())
-                .map_err(map_error("removing a tunnel source"))?;
-        }
-        self.sources = wanted;
         Ok(())
     }
 

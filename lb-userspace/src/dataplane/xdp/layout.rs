@@ -73,7 +73,9 @@ pub fn pinned_maps(options: &XdpOptions) -> Vec<PinnedMap> {
         match name {
             // Flows name reals and FullNAT local addresses; pins and counts name reals.
             names::FLOWS => &[names::REALS, names::LOCAL_ADDRS],
-            names::PERSIST | names::REAL_CONNS | names::REAL_STATS => &[names::REALS],
+            names::PERSIST | names::REAL_STATS => &[names::REALS],
+            // The connection counts count the flow table's flows, per real.
+            names::REAL_CONNS => &[names::REALS, names::FLOWS],
             // Reals name their service; a service names its range of the arena; tables
             // name reals and local addresses.
             names::REALS => &[names::SERVICES],

@@ -101,6 +101,20 @@ pub fn load_object(options: &XdpOptions) -> Result<(Ebpf, Vec<String>), Dataplan
     Ok((ebpf, warnings))
 }
 
+/// How many shares FullNAT splits its port range into (`Settings::cpus`): one per CPU
+/// that can run the program, numbered as the kernel numbers them (the highest online CPU
+/// number + 1), so that machines which list many possible but absent CPUs do not waste
+/// most of the range. `possible` is the fallback. (A CPU brought online later with a
+/// higher number shares a lane with another, which the reservation's insert still
+/// guards.)
+fn fnat_port_shares(possible: usize) -> u16 {
+    let shares = aya::util::online_cpus()
+        .ok()
+        .and_then(|cpus| cpus.into_iter().max())
+        .map_or(possible, |highest| highest as usize + 1);
+    u16::try_from(shares).unwrap_or(u16::MAX)
+}
+
 /// A free `LB_REALS` entry (with the generation of its id, which a free entry keeps).
 const FREE_REAL: RealInfo = RealInfo {
     addr: [0; 16],
@@ -392,7 +406,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             features: features | echo,
             fnat_port_min: self.fnat_ports.0,
             fnat_port_max: self.fnat_ports.1,
-            cpus: u16::try_from(self.cpus).unwrap_or(u16::MAX),
+            cpus: fnat_port_shares(self.cpus),
             _pad: 0,
         };
         if self.settings != Some(settings) {
@@ -859,10 +873,12 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 self.write_real(id, entry)?;
             }
         }
-        // Service by service: each swap is atomic on its own.
+        // Service by service: each swap is atomic on its own. Once one waits for room,
+        // the rest wait too: the room `check_table_room` counted is taken in this order.
         for wanted in tables {
             if let Some(at) = self.publish(wanted)? {
                 report.retry_at(at);
+                break;
             }
         }
         let nat = services.iter().any(|s| s.forward.translates_replies());
