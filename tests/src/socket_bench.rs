@@ -70,12 +70,7 @@ pub fn measure(
     balancer: impl FnOnce(u32) -> anyhow::Result<TestBalancer> + Send + 'static,
     flows: Vec<BenchFlow>,
 ) -> anyhow::Result<SocketReport> {
-    let ns = Netns::create(ns_name)?;
-    ns.ip(&[
-        "link", "add", "name", "gen", "type", "veth", "peer", "name", "dir",
-    ])?;
-    ns.ip(&["link", "set", "gen", "up"])?;
-    ns.ip(&["link", "set", "dir", "up"])?;
+    let ns = veth_netns(ns_name)?;
     ns.run(move || {
         crate::testrun::pin_to_cpu0()?;
         let generator = PacketSocket::bound_to("gen")?;
@@ -134,6 +129,18 @@ pub fn measure(
             rows,
         })
     })
+}
+
+/// Namespace `name` (replaced if left over) with a veth pair up: `gen`, the generator's
+/// end, and `dir`, the director's.
+pub fn veth_netns(name: &str) -> anyhow::Result<Netns> {
+    let ns = Netns::create(name)?;
+    ns.ip(&[
+        "link", "add", "name", "gen", "type", "veth", "peer", "name", "dir",
+    ])?;
+    ns.ip(&["link", "set", "gen", "up"])?;
+    ns.ip(&["link", "set", "dir", "up"])?;
+    Ok(ns)
 }
 
 /// An `AF_PACKET` raw socket that sends whole frames out of one interface.

@@ -332,38 +332,28 @@ fn a_nat_reply_translation_lost_is_made_again_by_the_flow() {
     assert_eq!(&run.output[26..30], &[192, 0, 2, 81], "source not the VIP");
 }
 
+/// The reply translations (`LB_NAT_REVERSE`), to change behind the data plane's back.
+fn translations(
+    balancer: &mut TestBalancer,
+) -> aya::maps::HashMap<&mut aya::maps::MapData, lb_common::FlowKey, lb_common::NatOrigin> {
+    let map = balancer
+        .dataplane
+        .ebpf_mut()
+        .map_mut(map_names::NAT_REVERSE)
+        .expect("LB_NAT_REVERSE");
+    aya::maps::HashMap::try_from(map).expect("map")
+}
+
 fn set_translation(
     balancer: &mut TestBalancer,
     reply: lb_common::FlowKey,
     origin: lb_common::NatOrigin,
 ) {
-    let mut map: aya::maps::HashMap<
-        &mut aya::maps::MapData,
-        lb_common::FlowKey,
-        lb_common::NatOrigin,
-    > = aya::maps::HashMap::try_from(
-        balancer
-            .dataplane
-            .ebpf_mut()
-            .map_mut(map_names::NAT_REVERSE)
-            .expect("LB_NAT_REVERSE"),
-    )
-    .expect("map");
-    map.insert(reply, origin, 0).expect("insert");
+    translations(balancer)
+        .insert(reply, origin, 0)
+        .expect("insert");
 }
 
 fn remove_translation(balancer: &mut TestBalancer, reply: lb_common::FlowKey) {
-    let mut map: aya::maps::HashMap<
-        &mut aya::maps::MapData,
-        lb_common::FlowKey,
-        lb_common::NatOrigin,
-    > = aya::maps::HashMap::try_from(
-        balancer
-            .dataplane
-            .ebpf_mut()
-            .map_mut(map_names::NAT_REVERSE)
-            .expect("LB_NAT_REVERSE"),
-    )
-    .expect("map");
-    map.remove(&reply).expect("remove");
+    translations(balancer).remove(&reply).expect("remove");
 }

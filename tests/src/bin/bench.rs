@@ -41,7 +41,6 @@ use aya::{
 use clap::Parser;
 use lb_common::{BENCH_FRAME_LEN, BenchFrame, Outcome, map_names, program_names, xdp_action};
 use lb_tests::{
-    netns::Netns,
     packet::{Frame, TCP_ACK, v4, v6},
     testrun::{INGRESS, StaticNextHops, TestBalancer, next_hop, pin_to_cpu0, run_program},
 };
@@ -782,12 +781,7 @@ struct LiveRow {
 /// program as the director, measured the same way, is the baseline. Returns the
 /// baseline's time per packet and the rows.
 fn live_rows(repeat: u32, runs: usize) -> anyhow::Result<(f64, Vec<LiveRow>)> {
-    let ns = Netns::create(LIVE_NETNS)?;
-    ns.ip(&[
-        "link", "add", "name", "gen", "type", "veth", "peer", "name", "dir",
-    ])?;
-    ns.ip(&["link", "set", "gen", "up"])?;
-    ns.ip(&["link", "set", "dir", "up"])?;
+    let ns = lb_tests::socket_bench::veth_netns(LIVE_NETNS)?;
     ns.run(move || {
         pin_to_cpu0()?;
         let gen_index = interface_index("gen")?;

@@ -64,17 +64,14 @@ impl Decap {
         interface: &str,
         mode: AttachMode,
     ) -> Result<links::Attached, DataplaneError> {
-        let program = program_mut(&mut self.ebpf, program_names::DECAP)?;
-        let attachment = links::attach(
-            program,
+        links::attach_kept(
+            &mut self.ebpf,
             program_names::DECAP,
             interface,
             mode,
             self.links_dir.as_deref(),
-        )?;
-        let attached = attachment.attached.clone();
-        self.attachments.push(attachment);
-        Ok(attached)
+            &mut self.attachments,
+        )
     }
 
     /// Strip tunnels for exactly these VIPs.

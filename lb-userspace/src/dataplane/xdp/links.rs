@@ -87,6 +87,23 @@ fn pinned_path(interface: &str) -> String {
 /// Attach `program` (named `name`) to `interface`: adopt the link pinned for it under
 /// `links` (an earlier lbd's), swapping `program` in, else attach anew in `mode` and pin
 /// the link there. Without `links`, attach without pinning.
+/// `attach` program `name` of `ebpf`, the attachment kept in `attachments` (for
+/// `detach`/`leave` later).
+pub fn attach_kept(
+    ebpf: &mut aya::Ebpf,
+    name: &'static str,
+    interface: &str,
+    mode: AttachMode,
+    links: Option<&Path>,
+    attachments: &mut Vec<Attachment>,
+) -> Result<Attached, DataplaneError> {
+    let program = super::program_mut(ebpf, name)?;
+    let attachment = attach(program, name, interface, mode, links)?;
+    let attached = attachment.attached.clone();
+    attachments.push(attachment);
+    Ok(attached)
+}
+
 pub fn attach(
     program: &mut Xdp,
     name: &'static str,

@@ -291,17 +291,14 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         interface: &str,
         mode: AttachMode,
     ) -> Result<links::Attached, DataplaneError> {
-        let program = program_mut(&mut self.ebpf, program_names::BALANCER)?;
-        let attachment = links::attach(
-            program,
+        links::attach_kept(
+            &mut self.ebpf,
             program_names::BALANCER,
             interface,
             mode,
             self.links_dir.as_deref(),
-        )?;
-        let attached = attachment.attached.clone();
-        self.attachments.push(attachment);
-        Ok(attached)
+            &mut self.attachments,
+        )
     }
 
     /// Detach from every interface (the maps stay pinned).
