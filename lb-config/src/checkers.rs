@@ -3,7 +3,7 @@
 //! `delay_loop`) a checker leaves out come from its real server, then its virtual server,
 //! then keepalived's defaults for the checker's kind.
 
-use std::time::Duration;
+use std::{net::IpAddr, time::Duration};
 
 use super::{
     Diagnostic,
@@ -79,12 +79,105 @@ impl Timing {
 const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const DEFAULT_DELAY_LOOP: Duration = Duration::from_secs(60);
 
-/// A checker block; `outer` is the timing of its real server and virtual server.
-pub fn checker(
+/// A checker block; `outer` is the timing of its real server and virtual server. One
+/// block is one checker, except SMTP_CHECK with keepalived's deprecated `host { ... }`
+/// blocks: each host is a checker of its own, with the block's settings and the host's
+/// connection; the block's own connection is checked too only when it sets any
+/// connection setting (else the first host takes its place), as keepalived does.
+pub fn checker(item: &Statement, outer: Timing, diagnostics: &mut Vec<Diagnostic>) -> Vec<Checker> {
+    let mut hosts = Vec::new();
+    let Some((main, own_connection)) = one_checker(item, outer, &mut hosts, diagnostics) else {
+        return Vec::new();
+    };
+    let mut checkers = Vec::new();
+    if own_connection || hosts.is_empty() {
+        checkers.push(main.clone());
+    }
+    for host in hosts {
+        let mut checker = main.clone();
+        host.apply(&mut checker);
+        checkers.push(checker);
+    }
+    checkers
+}
+
+/// The connection settings of an SMTP_CHECK `host { ... }` block (keepalived's
+/// deprecated form of several SMTP checkers in one); unset ones come from the real.
+#[derive(Clone, Debug, Default)]
+struct HostConnection {
+    connect_ip: Option<IpAddr>,
+    connect_port: Option<u16>,
+    bindto: Option<IpAddr>,
+    bind_port: Option<u16>,
+    bind_if: Option<String>,
+    fwmark: Option<u32>,
+    connect_timeout: Option<Duration>,
+}
+
+impl HostConnection {
+    /// A connection keyword into `self`; whether it was one.
+    fn read(&mut self, line: &Statement, diagnostics: &mut Vec<Diagnostic>) -> bool {
+        let at = line.location();
+        match line.name() {
+            "connect_ip" => {
+                self.connect_ip =
+                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            }
+            "connect_port" => {
+                self.connect_port =
+                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
+            }
+            "bindto" => {
+                self.bindto =
+                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            }
+            "bind_port" => {
+                self.bind_port =
+                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
+            }
+            "bind_if" => self.bind_if = single_arg(line, diagnostics).map(str::to_owned),
+            "fwmark" => self.fwmark = parse_in_range(line, 0..=u32::MAX, diagnostics),
+            "connect_timeout" => {
+                self.connect_timeout =
+                    single_arg(line, diagnostics).and_then(|v| parse_seconds(v, at, diagnostics))
+            }
+            _ => return false,
+        }
+        true
+    }
+
+    fn is_set(&self) -> bool {
+        self.connect_ip.is_some()
+            || self.connect_port.is_some()
+            || self.bindto.is_some()
+            || self.bind_port.is_some()
+            || self.bind_if.is_some()
+            || self.fwmark.is_some()
+            || self.connect_timeout.is_some()
+    }
+
+    /// This host's connection in place of the checker's.
+    fn apply(self, checker: &mut Checker) {
+        checker.connect_ip = self.connect_ip;
+        checker.connect_port = self.connect_port;
+        checker.bindto = self.bindto;
+        checker.bind_port = self.bind_port;
+        checker.bind_if = self.bind_if;
+        checker.fwmark = self.fwmark;
+        if let Some(timeout) = self.connect_timeout {
+            checker.connect_timeout = timeout;
+        }
+    }
+}
+
+/// One checker block, with the `host` blocks of an SMTP_CHECK put in `hosts`; and
+/// whether the block sets a connection setting of its own.
+fn one_checker(
     item: &Statement,
     outer: Timing,
+    hosts: &mut Vec<HostConnection>,
     diagnostics: &mut Vec<Diagnostic>,
-) -> Option<Checker> {
+) -> Option<(Checker, bool)> {
     let mut timing = Timing::default();
     let mut checker = Checker {
         kind: CheckKind::Tcp,
@@ -141,6 +234,7 @@ pub fn checker(
         _ => return None,
     };
     let mut ok = true;
+    let mut connection = HostConnection::default();
     // MISC_CHECK and FILE_CHECK open no connection: keepalived knows no connection
     // settings in them.
     let connectionless = matches!(kind, CheckKind::Misc(_) | CheckKind::File { .. });
@@ -157,28 +251,22 @@ pub fn checker(
             ));
             continue;
         }
+        if line.name() != "connect_timeout" && connection.read(line, diagnostics) {
+            continue;
+        }
         if timing.read(line, diagnostics) {
             continue;
         }
         match line.name() {
-            "connect_ip" => {
-                checker.connect_ip =
-                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+            "host" if matches!(kind, CheckKind::Smtp { .. }) => {
+                let mut host = HostConnection::default();
+                for setting in line.block.as_deref().unwrap_or_default() {
+                    if !host.read(setting, diagnostics) {
+                        not_used(setting, Block::Checker, diagnostics);
+                    }
+                }
+                hosts.push(host);
             }
-            "connect_port" => {
-                checker.connect_port =
-                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
-            }
-            "bindto" => {
-                checker.bindto =
-                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
-            }
-            "bind_port" => {
-                checker.bind_port =
-                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
-            }
-            "bind_if" => checker.bind_if = single_arg(line, diagnostics).map(str::to_owned),
-            "fwmark" => checker.fwmark = parse_in_range(line, 0..=u32::MAX, diagnostics),
             "log_all_failures" => checker.log_all_failures = true,
             "alpha" => checker.alpha = true,
             keyword => {
@@ -189,6 +277,7 @@ pub fn checker(
         }
     }
     ok &= check_kind(&kind, item, diagnostics);
+    let own_connection = connection.is_set() || timing.connect_timeout.is_some();
     // Timing: this block, else the real's and virtual server's, else the kind's default.
     let timing = timing.or(outer);
     checker.delay_loop = timing.delay_loop.unwrap_or(DEFAULT_DELAY_LOOP);
@@ -208,7 +297,9 @@ pub fn checker(
     });
     checker.warmup = timing.warmup;
     checker.kind = kind;
-    ok.then_some(checker)
+    connection.connect_timeout = Some(checker.connect_timeout);
+    connection.apply(&mut checker);
+    ok.then_some((checker, own_connection))
 }
 
 /// The settings of checkers that connect to the real (all but MISC_CHECK and FILE_CHECK).

@@ -8,6 +8,7 @@ use std::{fmt::Write as _, net::IpAddr};
 
 use crate::model::{
     Config, ForwardMethod, Persistence, Protocol, RealServer, Scheduler, TunnelType, VirtualServer,
+    alert::{DEFAULT_SMTP_CONNECT_TIMEOUT, SmtpAlerts},
     check::{CheckKind, Checker},
 };
 
@@ -48,6 +49,58 @@ pub fn to_keepalived(config: &Config) -> String {
     text
 }
 
+/// A block's `smtp_alert` setting, if it has one, indented by `indent`.
+pub(crate) fn smtp_alert(setting: Option<bool>, indent: &str, text: &mut String) {
+    match setting {
+        Some(true) => {
+            let _ = writeln!(text, "{indent}smtp_alert");
+        }
+        Some(false) => {
+            let _ = writeln!(text, "{indent}smtp_alert no");
+        }
+        None => {}
+    }
+}
+
+/// global_defs' SMTP alert settings.
+fn smtp_alerts(alerts: &SmtpAlerts, text: &mut String) {
+    if !alerts.notification_email.is_empty() {
+        text.push_str("    notification_email {\n");
+        for address in &alerts.notification_email {
+            let _ = writeln!(text, "        {address}");
+        }
+        text.push_str("    }\n");
+    }
+    if let Some(from) = &alerts.notification_email_from {
+        let _ = writeln!(text, "    notification_email_from {from}");
+    }
+    if let Some(server) = &alerts.smtp_server {
+        let _ = writeln!(text, "    smtp_server {} {}", server.host, server.port);
+    }
+    if let Some(helo) = &alerts.smtp_helo_name {
+        let _ = writeln!(text, "    smtp_helo_name {helo}");
+    }
+    if alerts.smtp_connect_timeout != DEFAULT_SMTP_CONNECT_TIMEOUT {
+        let _ = writeln!(
+            text,
+            "    smtp_connect_timeout {}",
+            alerts.smtp_connect_timeout.as_secs()
+        );
+    }
+    for (keyword, setting) in [
+        ("smtp_alert", alerts.smtp_alert),
+        ("smtp_alert_vrrp", alerts.smtp_alert_vrrp),
+        ("smtp_alert_checker", alerts.smtp_alert_checker),
+    ] {
+        if let Some(on) = setting {
+            let _ = writeln!(text, "    {keyword} {}", if on { "yes" } else { "no" });
+        }
+    }
+    if alerts.no_email_faults {
+        text.push_str("    no_email_faults\n");
+    }
+}
+
 fn global_defs(config: &Config, text: &mut String) {
     let t = config.lvs_timeouts;
     let timeouts: Vec<String> = [("tcp", t.tcp), ("tcpfin", t.tcpfin), ("udp", t.udp)]
@@ -60,6 +113,7 @@ fn global_defs(config: &Config, text: &mut String) {
         && config.script_user.is_none()
         && !config.script_security
         && config.vrrp_rt_priority.is_none()
+        && config.alerts == SmtpAlerts::default()
     {
         return;
     }
@@ -92,6 +146,7 @@ fn global_defs(config: &Config, text: &mut String) {
             addresses(&config.tun_sources)
         );
     }
+    smtp_alerts(&config.alerts, text);
     text.push_str("}\n");
 }
 
@@ -176,6 +231,7 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
     if let Some(host) = &extras.virtualhost {
         let _ = writeln!(text, "    virtualhost {host}");
     }
+    smtp_alert(extras.smtp_alert, "    ", text);
     for real in &vs.reals {
         real_server(real, text);
     }
@@ -202,6 +258,7 @@ fn real_server(real: &RealServer, text: &mut String) {
     if real.inhibit_on_failure {
         text.push_str("        inhibit_on_failure\n");
     }
+    smtp_alert(real.smtp_alert, "        ", text);
     for checker in &real.checkers {
         check(checker, text);
     }

@@ -229,9 +229,7 @@ pub fn vrrp_instance(vi: &VrrpInstance, text: &mut String) {
     if vi.dont_track_primary {
         text.push_str("    dont_track_primary\n");
     }
-    if vi.smtp_alert {
-        text.push_str("    smtp_alert\n");
-    }
+    crate::emit::smtp_alert(vi.smtp_alert, "    ", text);
     text.push_str("}\n");
 }
 
@@ -249,8 +247,6 @@ pub fn vrrp_sync_group(group: &VrrpSyncGroup, text: &mut String) {
         block(text, "track_script", group.track_script.iter().map(track));
     }
     notify(&group.notify, text);
-    if group.smtp_alert {
-        text.push_str("    smtp_alert\n");
-    }
+    crate::emit::smtp_alert(group.smtp_alert, "    ", text);
     text.push_str("}\n");
 }

@@ -52,6 +52,24 @@ impl Block {
     }
 }
 
+/// keepalived 2.2's keywords, block by block (by the name the block has in a file; the
+/// checkers' keywords are those of every checker kind together), for the inventory of
+/// what lbd implements.
+pub fn inventory() -> [(&'static str, &'static [&'static str]); 10] {
+    [
+        ("top level", TOP),
+        ("global_defs", GLOBAL_DEFS),
+        ("virtual_server", VIRTUAL_SERVER),
+        ("real_server", REAL_SERVER),
+        ("vrrp_instance", VRRP_INSTANCE),
+        ("vrrp_script", VRRP_SCRIPT),
+        ("vrrp_sync_group", VRRP_SYNC_GROUP),
+        ("authentication", AUTHENTICATION),
+        ("checkers", CHECKER),
+        ("url", URL),
+    ]
+}
+
 /// A keyword lbd does not use in `block`: a warning that it is not supported yet if
 /// keepalived knows it, else that it is unknown, with the nearest known keyword.
 pub fn not_used(item: &Statement, block: Block, diagnostics: &mut Vec<Diagnostic>) {
@@ -172,6 +190,14 @@ const GLOBAL_DEFS: &[&str] = &[
     "disable_local_igmp",
     "v3_checksum_as_v2",
     "lvs_timeouts",
+    "vrrp_rlimit_rtime",
+    "checker_rlimit_rtime",
+    "bfd_rlimit_rtime",
+    "vrrp_netlink_cmd_rcv_bufs_force",
+    "vrrp_netlink_monitor_rcv_bufs_force",
+    "lvs_netlink_cmd_rcv_bufs_force",
+    "lvs_netlink_monitor_rcv_bufs_force",
+    "process_monitor_rcv_bufs_force",
     "lvs_flush",
     "lvs_flush_on_stop",
     "lvs_flush_onstop",
@@ -319,8 +345,6 @@ const VIRTUAL_SERVER: &[&str] = &[
     "real_server",
     "laddr_group_name",
     "tun_type",
-    "tun_port",
-    "tun_flags",
     "tun_source",
 ];
 

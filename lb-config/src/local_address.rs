@@ -1,6 +1,7 @@
 //! The address groups: `local_address_group NAME { ... }`, the FullNAT local address pools
 //! of keepalived's FullNAT fork, named by a virtual_server's `laddr_group_name`, and
-//! `virtual_server_group NAME { ADDR PORT ... }`, named by `virtual_server group NAME`.
+//! `virtual_server_group NAME { ADDR PORT ... fwmark N ... }`, named by `virtual_server
+//! group NAME`.
 //! An address may be a range that varies the last part: `192.0.2.10-20` (last byte,
 //! decimal) or `2001:db8::10-1f` (last 16-bit group, hexadecimal), as keepalived reads
 //! `virtual_server_group`.
@@ -10,7 +11,7 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use super::{Diagnostic, Location, tree::Statement};
+use super::{Diagnostic, Location, tree::Statement, virtual_server::Target};
 
 /// Most addresses one range may expand to.
 const MAX_RANGE: u32 = 256;
@@ -86,12 +87,13 @@ pub fn groups(
 /// The most members one virtual_server_group may have (each becomes a service).
 pub const MAX_GROUP_MEMBERS: usize = 65_536;
 
-/// Every `virtual_server_group` among the top-level statements: its (address, port)
-/// members, by name. `fwmark` members are not supported yet (`virtual_server fwmark N` is).
+/// Every `virtual_server_group` among the top-level statements: its members, by name.
+/// A member is `ADDRESS[-LAST] PORT` or `fwmark N`; each becomes a service of the
+/// `virtual_server group NAME` block.
 pub fn server_groups(
     statements: &[Statement],
     diagnostics: &mut Vec<Diagnostic>,
-) -> BTreeMap<String, Vec<(IpAddr, u16)>> {
+) -> BTreeMap<String, Vec<Target>> {
     let mut groups = BTreeMap::new();
     for statement in statements
         .iter()
@@ -109,10 +111,19 @@ pub fn server_groups(
         for item in statement.block.as_deref().unwrap_or_default() {
             let at = item.location();
             match (item.name(), item.args.as_slice()) {
-                ("fwmark", _) => diagnostics.push(Diagnostic::error(
-                    at,
-                    "fwmark members of a virtual_server_group are not supported yet; use `virtual_server fwmark N`",
-                )),
+                ("fwmark", [mark]) => match mark.text.parse::<u32>() {
+                    // IPVS has no service for mark 0 (unmarked packets).
+                    Ok(mark @ 1..) => members.push(Target::Fwmark(mark)),
+                    _ => diagnostics.push(Diagnostic::error(
+                        at,
+                        format!(
+                            "virtual_server_group {}: fwmark `{}` is not a firewall mark (1..={})",
+                            name.text,
+                            mark.text,
+                            u32::MAX
+                        ),
+                    )),
+                },
                 (range, [port]) => {
                     let port = super::values::parse_port(&port.text, at, diagnostics);
                     match (expand(range), port) {
@@ -124,7 +135,7 @@ pub fn server_groups(
                             break;
                         }
                         (Ok(addrs), Some(port)) => {
-                            members.extend(addrs.into_iter().map(|a| (a, port)))
+                            members.extend(addrs.into_iter().map(|a| Target::Address(a, port)))
                         }
                         (Err(message), _) => diagnostics.push(Diagnostic::error(at, message)),
                         _ => {}

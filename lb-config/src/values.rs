@@ -137,6 +137,36 @@ pub fn no_value(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> boo
     false
 }
 
+/// keepalived's optional boolean (`smtp_alert`, `smtp_alert no`): no value is true;
+/// `yes`/`true`/`on` and `no`/`false`/`off`. Anything else is ignored with a warning, as
+/// keepalived ignores it.
+pub fn optional_bool(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<bool> {
+    match statement.args.as_slice() {
+        [] => Some(true),
+        [word] => match word.text.to_ascii_lowercase().as_str() {
+            "yes" | "true" | "on" => Some(true),
+            "no" | "false" | "off" => Some(false),
+            other => {
+                diagnostics.push(Diagnostic::warning(
+                    statement.location(),
+                    format!(
+                        "`{}` takes yes or no, not `{other}`; ignored",
+                        statement.name()
+                    ),
+                ));
+                None
+            }
+        },
+        _ => {
+            diagnostics.push(Diagnostic::warning(
+                statement.location(),
+                format!("`{}` takes at most yes or no; ignored", statement.name()),
+            ));
+            None
+        }
+    }
+}
+
 /// The rest of the line as one text (a script's command line).
 pub fn rest_of_line(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<String> {
     if statement.args.is_empty() {

@@ -15,8 +15,8 @@ use super::{
     local_address::LocalAddressGroup,
     tree::Statement,
     values::{
-        parse_addr, parse_granularity, parse_in_range, parse_port, parse_seconds, rest_of_line,
-        single_arg,
+        optional_bool, parse_addr, parse_granularity, parse_in_range, parse_port, parse_seconds,
+        rest_of_line, single_arg,
     },
 };
 use crate::model::{
@@ -47,17 +47,14 @@ pub enum Target {
 /// The services a `virtual_server` block stands for.
 pub fn targets(
     statement: &Statement,
-    server_groups: &BTreeMap<String, Vec<(IpAddr, u16)>>,
+    server_groups: &BTreeMap<String, Vec<Target>>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Vec<Target> {
     let location = statement.location();
     let args: Vec<&str> = statement.args.iter().map(|t| t.text.as_str()).collect();
     match args.as_slice() {
         ["group", name] => match server_groups.get(*name) {
-            Some(members) => members
-                .iter()
-                .map(|(addr, port)| Target::Address(*addr, *port))
-                .collect(),
+            Some(members) => members.clone(),
             None => {
                 diagnostics.push(Diagnostic::error(
                     location,
@@ -239,6 +236,7 @@ pub fn virtual_server(
             "ha_suspend" => extras.ha_suspend = true,
             "inhibit_on_failure" => extras.inhibit_on_failure = true,
             "virtualhost" => extras.virtualhost = single_arg(item, diagnostics).map(str::to_owned),
+            "smtp_alert" => extras.smtp_alert = optional_bool(item, diagnostics),
             "flag-1" | "flag-2" | "flag-3" | "sh-fallback" | "sh-port" | "mh-fallback"
             | "mh-port" => {
                 if !item.args.is_empty() || item.block.is_some() {
@@ -460,8 +458,10 @@ pub fn virtual_server(
     // keepalived's checks of a virtual server with reals, with its corrections (one
     // without is ignored, below, once every error in it is reported).
     let has_reals = !reals.is_empty();
-    // The kernel records a firewall-mark service as TCP, whatever `protocol` says.
-    if let (Some(mark), Some(_)) = (fwmark, protocol) {
+    // The kernel records a firewall-mark service as TCP, whatever `protocol` says (a
+    // group's `protocol` is for its address members).
+    let own_mark = statement.args.first().is_some_and(|a| a.text == "fwmark");
+    if let (Some(mark), Some(_), true) = (fwmark, protocol, own_mark) {
         diagnostics.push(Diagnostic::warning(
             location,
             format!("virtual_server fwmark {mark}: `protocol` is ignored (the mark decides which packets the service takes), as keepalived does"),
@@ -872,6 +872,7 @@ fn real_server(
     let mut timing = Timing::default();
     let mut checker_items = Vec::new();
     let (mut notify_up, mut notify_down, mut inhibit_on_failure) = (None, None, false);
+    let mut smtp_alert = None;
     let (mut upper_threshold, mut lower_threshold) = (0, 0);
     for item in statement.block.as_deref().unwrap_or_default() {
         if timing.read(item, diagnostics) {
@@ -882,6 +883,7 @@ fn real_server(
             "notify_up" => notify_up = rest_of_line(item, diagnostics),
             "notify_down" => notify_down = rest_of_line(item, diagnostics),
             "inhibit_on_failure" => inhibit_on_failure = true,
+            "smtp_alert" => smtp_alert = optional_bool(item, diagnostics),
             "uthreshold" => upper_threshold = parse_in_range(item, 0..=u32::MAX, diagnostics)?,
             "lthreshold" => lower_threshold = parse_in_range(item, 0..=u32::MAX, diagnostics)?,
             "weight" => {
@@ -912,7 +914,7 @@ fn real_server(
     let timing = timing.or(outer);
     let checkers: Vec<_> = checker_items
         .into_iter()
-        .filter_map(|item| checker(item, timing, diagnostics))
+        .flat_map(|item| checker(item, timing, diagnostics))
         .collect();
     if port == 0
         && checkers
@@ -935,6 +937,7 @@ fn real_server(
         inhibit_on_failure,
         upper_threshold,
         lower_threshold,
+        smtp_alert,
     })
 }
 

@@ -11,8 +11,8 @@ use super::{
     keywords::{Block, not_used},
     tree::Statement,
     values::{
-        no_value, parse_addr, parse_in_range, parse_seconds, parse_seconds_or_zero, rest_of_line,
-        single_arg, weight_args,
+        no_value, optional_bool, parse_addr, parse_in_range, parse_seconds, parse_seconds_or_zero,
+        rest_of_line, single_arg, weight_args,
     },
 };
 use crate::model::vrrp::{
@@ -33,7 +33,7 @@ pub struct VrrpContext<'a> {
     pub version: Option<u8>,
     /// global `vrrp_strict`.
     pub strict: bool,
-    /// global `dynamic_interfaces`: a missing interface is a warning, not an error.
+    /// global `dynamic_interfaces`: a missing interface is expected (no warning).
     pub dynamic_interfaces: bool,
     /// Whether an interface exists here (`None`: not checked).
     pub interface_exists: &'a dyn Fn(&str) -> Option<bool>,
@@ -80,9 +80,10 @@ pub fn vrrp_script(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> 
         }
     }
     let Some(script) = script else {
-        diagnostics.push(Diagnostic::error(
+        // keepalived removes it, and the instances tracking it ignore it.
+        diagnostics.push(Diagnostic::warning(
             statement.location(),
-            format!("vrrp_script {name} needs `script`"),
+            format!("vrrp_script {name} has no `script`; removed, as keepalived does"),
         ));
         return None;
     };
@@ -112,22 +113,26 @@ pub fn vrrp_sync_group(
         track_interface: Vec::new(),
         track_script: Vec::new(),
         notify: Notify::default(),
-        smtp_alert: false,
+        smtp_alert: None,
     };
     for item in statement.block.as_deref().unwrap_or_default() {
         match item.name() {
             "group" => group.group = lines(item).map(|line| line.name().to_owned()).collect(),
             "track_interface" => group.track_interface = tracks(item, diagnostics),
             "track_script" => group.track_script = tracks(item, diagnostics),
-            "smtp_alert" => group.smtp_alert = true,
+            "smtp_alert" => group.smtp_alert = optional_bool(item, diagnostics),
             keyword if notify(&mut group.notify, keyword, item, diagnostics) => {}
             _ => not_used(item, Block::VrrpSyncGroup, diagnostics),
         }
     }
     if group.group.is_empty() {
-        diagnostics.push(Diagnostic::error(
+        // keepalived drops a group without members and runs its instances on their own.
+        diagnostics.push(Diagnostic::warning(
             statement.location(),
-            format!("vrrp_sync_group {} has no `group` of instances", group.name),
+            format!(
+                "vrrp_sync_group {} has no `group {{ ... }}` of instances; ignored, as keepalived does",
+                group.name
+            ),
         ));
         return None;
     }
@@ -170,7 +175,7 @@ pub fn vrrp_instance(
         vmac_xmit_base: false,
         accept: !context.strict,
         dont_track_primary: false,
-        smtp_alert: false,
+        smtp_alert: None,
         strict_mode: context.strict,
     };
     let (mut interface, mut vrid, mut priority, mut version) = (None, None, None, None);
@@ -272,7 +277,7 @@ pub fn vrrp_instance(
             "accept" => accept = Some(no_value(item, diagnostics)),
             "no_accept" => accept = Some(!no_value(item, diagnostics)),
             "dont_track_primary" => instance.dont_track_primary = no_value(item, diagnostics),
-            "smtp_alert" => instance.smtp_alert = true,
+            "smtp_alert" => instance.smtp_alert = optional_bool(item, diagnostics),
             "strict_mode" => match item.args.first().map(|t| t.text.as_str()) {
                 None | Some("on" | "true" | "yes") => instance.strict_mode = true,
                 Some("off" | "false" | "no") => instance.strict_mode = false,
@@ -302,8 +307,8 @@ pub fn vrrp_instance(
     };
     instance.interface = interface;
     // Every check runs, so that one -t lists every problem of the instance.
-    ok &= check_interfaces(&instance, &interface_at, context, diagnostics);
-    ok &= check_addresses(&mut instance, location, diagnostics);
+    check_interfaces(&instance, &interface_at, context, diagnostics);
+    check_addresses(&mut instance, location, diagnostics);
     match vrid {
         Some(vrid) => instance.vrid = vrid,
         None if ok => {
@@ -366,6 +371,24 @@ pub fn vrrp_instance(
     instance.accept =
         accept.unwrap_or(instance.priority == OWNER_PRIORITY || !instance.strict_mode);
     drop_unusable_authentication(&mut instance, ipv6, location, diagnostics);
+    // keepalived: AH needs an advert's sequence number before taking over, so a
+    // non-owner starts as BACKUP.
+    if instance
+        .authentication
+        .as_ref()
+        .is_some_and(|a| a.auth_type == AuthType::Ah)
+        && instance.initial_state == InitialState::Master
+        && instance.priority != OWNER_PRIORITY
+    {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!(
+                "vrrp_instance {}: initial state MASTER does not go with AH authentication; it starts as BACKUP, as keepalived does",
+                instance.name
+            ),
+        ));
+        instance.initial_state = InitialState::Backup;
+    }
     ok &= check_vips(&instance, location, diagnostics);
     // Adverts to unicast peers cannot leave through the macvlan; keepalived sends them
     // from the base interface, and says so.
@@ -435,48 +458,65 @@ fn check_vips(
     }
 }
 
-/// VIPs: at least one, all of one family, and so the unicast addresses.
+/// VIPs and unicast addresses of one family (the first VIP's); the others are ignored
+/// with a warning, as keepalived does.
 fn check_addresses(
     instance: &mut VrrpInstance,
     location: &Location,
     diagnostics: &mut Vec<Diagnostic>,
-) -> bool {
-    let name = &instance.name;
+) {
+    let name = instance.name.clone();
     let Some(first) = instance.virtual_ipaddress.first() else {
-        return true;
+        return;
     };
     let ipv4 = first.addr.is_ipv4();
     let family = |v4: bool| if v4 { "IPv4" } else { "IPv6" };
-    let mut ok = true;
-    let mismatched: Vec<IpAddr> = instance
-        .virtual_ipaddress
-        .iter()
-        .map(|a| a.addr)
-        .chain(instance.unicast_peer.iter().copied())
-        .chain(instance.unicast_src_ip)
-        .filter(|a| a.is_ipv4() != ipv4)
-        .collect();
-    for addr in mismatched {
-        diagnostics.push(Diagnostic::error(
+    instance.virtual_ipaddress.retain(|vip| {
+        let kept = vip.addr.is_ipv4() == ipv4;
+        if !kept {
+            diagnostics.push(Diagnostic::warning(
+                location,
+                format!(
+                    "vrrp_instance {name}: VIP {} is not {} like the first VIP; ignored, as keepalived does (put it in virtual_ipaddress_excluded or another instance)",
+                    vip.addr,
+                    family(ipv4)
+                ),
+            ));
+        }
+        kept
+    });
+    let mut ignore = |what: &str, addr: IpAddr| {
+        diagnostics.push(Diagnostic::warning(
             location,
             format!(
-                "vrrp_instance {name}: {addr} is not {} like its first VIP (put the other family in virtual_ipaddress_excluded or another instance)",
+                "vrrp_instance {name}: {what} {addr} is not {} like the VIPs; ignored, as keepalived does",
                 family(ipv4)
             ),
         ));
-        ok = false;
+    };
+    instance.unicast_peer.retain(|peer| {
+        let kept = peer.is_ipv4() == ipv4;
+        if !kept {
+            ignore("unicast_peer", *peer);
+        }
+        kept
+    });
+    if let Some(source) = instance.unicast_src_ip
+        && source.is_ipv4() != ipv4
+    {
+        ignore("unicast_src_ip", source);
+        instance.unicast_src_ip = None;
     }
-    ok
 }
 
-/// The interface, the tracked interfaces and the VIPs' devices exist here (unless
-/// `dynamic_interfaces`, or when nobody can tell).
+/// The interface, the tracked interfaces and the VIPs' devices: a warning for each that
+/// does not exist here (unless `dynamic_interfaces`, or when nobody can tell).
 fn check_interfaces(
     instance: &VrrpInstance,
     at: &Location,
     context: &VrrpContext,
     diagnostics: &mut Vec<Diagnostic>,
-) -> bool {
+) {
     let names: BTreeSet<&str> = std::iter::once(instance.interface.as_str())
         .chain(instance.track_interface.iter().map(|t| t.name.as_str()))
         .chain(
@@ -487,25 +527,27 @@ fn check_interfaces(
                 .filter_map(|a| a.dev.as_deref()),
         )
         .collect();
-    let mut ok = true;
     for name in names {
         if (context.interface_exists)(name) == Some(false) {
-            let message = format!(
-                "vrrp_instance {}: interface {name} does not exist on this machine",
-                instance.name
-            );
+            // keepalived starts anyway; the instance is in FAULT until the interface
+            // comes. With dynamic_interfaces that is expected, and nothing is said.
             if context.dynamic_interfaces {
-                diagnostics.push(Diagnostic::warning(
-                    at,
-                    format!("{message} (dynamic_interfaces: waiting for it)"),
-                ));
-            } else {
-                diagnostics.push(Diagnostic::error(at, message));
-                ok = false;
+                continue;
             }
+            diagnostics.push(Diagnostic::warning(
+                at,
+                format!(
+                    "vrrp_instance {}: interface {name} does not exist on this machine; {}",
+                    instance.name,
+                    if name == instance.interface {
+                        "the instance waits in FAULT until it appears"
+                    } else {
+                        "it counts as down until it appears"
+                    }
+                ),
+            ));
         }
     }
-    ok
 }
 
 /// Cross-block checks once everything is read: tracked scripts and grouped instances

@@ -93,7 +93,9 @@ fn keepalived_verdicts() -> Vec<(String, i32, Option<String>)> {
     let text = std::fs::read_to_string(corpus_dir().join("keepalived-verdicts.txt"))
         .expect("keepalived-verdicts.txt");
     text.lines()
-        .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        // keepalived's own samples are checked by lb-tests, where keepalived is installed.
+        .filter(|line| !line.starts_with('#') && !line.starts_with("sample:"))
+        .filter(|line| !line.trim().is_empty())
         .map(|line| {
             let mut words = line.splitn(3, ' ');
             let file = words.next().expect("file").to_owned();

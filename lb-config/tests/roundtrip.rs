@@ -16,6 +16,7 @@ use lb_config::{
     model::{
         Config, ForwardMethod, LvsTimeouts, Persistence, Protocol, RealServer, SchedFlags,
         Scheduler, ServiceExtras, SorryServer, TunnelChecksum, TunnelType, VirtualServer,
+        alert::{SmtpAlerts, SmtpServer},
         check::{CheckKind, Checker, HttpCheck, MiscCheck, TrackFile, UdpCheck, Url},
     },
     parse,
@@ -164,6 +165,7 @@ prop_compose! {
         sorry in prop::option::of(1u16..),
         flags in prop::array::uniform5(any::<bool>()),
         virtualhost in prop::option::of(word()),
+        smtp_alert in prop::option::of(any::<bool>()),
     ) -> ServiceExtras {
         ServiceExtras {
             quorum,
@@ -177,6 +179,7 @@ prop_compose! {
             ha_suspend: flags[3],
             inhibit_on_failure: flags[4],
             virtualhost,
+            smtp_alert,
         }
     }
 }
@@ -270,6 +273,7 @@ prop_compose! {
                     // As the reader takes them: lthreshold no higher than uthreshold.
                     upper_threshold: thresholds.0.max(thresholds.1),
                     lower_threshold: thresholds.0.min(thresholds.1),
+                    smtp_alert: (weight % 3 != 0).then_some(weight % 3 == 1),
                 })
                 .collect(),
         };
@@ -317,6 +321,30 @@ fn as_fwmark_service(vs: &mut VirtualServer, mark: u32, ops: bool) {
     }
 }
 
+prop_compose! {
+    fn alerts()(
+        emails in prop::collection::vec("[a-z]{1,8}@[a-z]{1,8}\\.example", 0..3),
+        from in prop::option::of("[a-z]{1,8}@[a-z]{1,8}\\.example"),
+        server in prop::option::of((word(), 1u16..)),
+        helo in prop::option::of(word()),
+        timeout in 1u64..120,
+        defaults in prop::array::uniform3(prop::option::of(any::<bool>())),
+        no_email_faults in any::<bool>(),
+    ) -> SmtpAlerts {
+        SmtpAlerts {
+            notification_email: emails,
+            notification_email_from: from,
+            smtp_server: server.map(|(host, port)| SmtpServer { host, port }),
+            smtp_helo_name: helo,
+            smtp_connect_timeout: Duration::from_secs(timeout),
+            smtp_alert: defaults[0],
+            smtp_alert_vrrp: defaults[1],
+            smtp_alert_checker: defaults[2],
+            no_email_faults,
+        }
+    }
+}
+
 fn config() -> impl Strategy<Value = Config> {
     (
         prop::collection::vec(0u16..200, 0..5),
@@ -324,41 +352,45 @@ fn config() -> impl Strategy<Value = Config> {
         prop::option::of(1u32..86_400),
         prop::option::of(1u32..86_400),
         any::<bool>(),
+        alerts(),
     )
-        .prop_flat_map(|(indexes, tcp, tcpfin, udp, sources)| {
+        .prop_flat_map(|(indexes, tcp, tcpfin, udp, sources, alerts)| {
             // Distinct VIPs, so services never collide.
             let indexes: BTreeSet<u16> = indexes.into_iter().collect();
             let servers: Vec<_> = indexes.into_iter().map(virtual_server).collect();
-            (servers, Just((tcp, tcpfin, udp, sources)))
+            (servers, Just((tcp, tcpfin, udp, sources, alerts)))
         })
-        .prop_map(|(virtual_servers, (tcp, tcpfin, udp, sources))| Config {
-            // A track_file block for every name a FILE_CHECK uses.
-            track_files: virtual_servers
-                .iter()
-                .flat_map(|vs| &vs.reals)
-                .flat_map(|real| &real.checkers)
-                .filter_map(|checker| match &checker.kind {
-                    CheckKind::File { track_file, .. } => Some(track_file.clone()),
-                    _ => None,
-                })
-                .collect::<BTreeSet<String>>()
-                .into_iter()
-                .map(|name| TrackFile {
-                    file: format!("/run/lbd-{name}"),
-                    weight: 2,
-                    reverse: name.len() % 2 == 0,
-                    name,
-                })
-                .collect(),
-            lvs_timeouts: LvsTimeouts { tcp, tcpfin, udp },
-            tun_sources: if sources {
-                vec![addr(false, 4, 1), addr(true, 4, 1)]
-            } else {
-                Vec::new()
+        .prop_map(
+            |(virtual_servers, (tcp, tcpfin, udp, sources, alerts))| Config {
+                alerts,
+                // A track_file block for every name a FILE_CHECK uses.
+                track_files: virtual_servers
+                    .iter()
+                    .flat_map(|vs| &vs.reals)
+                    .flat_map(|real| &real.checkers)
+                    .filter_map(|checker| match &checker.kind {
+                        CheckKind::File { track_file, .. } => Some(track_file.clone()),
+                        _ => None,
+                    })
+                    .collect::<BTreeSet<String>>()
+                    .into_iter()
+                    .map(|name| TrackFile {
+                        file: format!("/run/lbd-{name}"),
+                        weight: 2,
+                        reverse: name.len() % 2 == 0,
+                        name,
+                    })
+                    .collect(),
+                lvs_timeouts: LvsTimeouts { tcp, tcpfin, udp },
+                tun_sources: if sources {
+                    vec![addr(false, 4, 1), addr(true, 4, 1)]
+                } else {
+                    Vec::new()
+                },
+                virtual_servers,
+                ..Config::default()
             },
-            virtual_servers,
-            ..Config::default()
-        })
+        )
 }
 
 proptest! {

@@ -189,7 +189,7 @@ prop_compose! {
             vmac_xmit_base: vmac && unicast,
             accept,
             dont_track_primary: false,
-            smtp_alert: false,
+            smtp_alert: None,
             strict_mode: strict,
         }
     }
@@ -224,7 +224,7 @@ fn config() -> impl Strategy<Value = Config> {
                         track_interface: Vec::new(),
                         track_script: Vec::new(),
                         notify: Notify::default(),
-                        smtp_alert: false,
+                        smtp_alert: None,
                     }]
                 } else {
                     Vec::new()

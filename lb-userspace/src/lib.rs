@@ -6,6 +6,7 @@
 pub use lb_config as config;
 pub use lb_config::model;
 
+pub mod alert;
 pub mod api;
 pub mod check;
 pub mod controller;

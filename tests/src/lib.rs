@@ -13,6 +13,7 @@ pub mod lbd;
 pub mod netns;
 pub mod packet;
 pub mod privilege;
+pub mod smtp;
 pub mod socket_bench;
 pub mod testrun;
 pub mod topology;

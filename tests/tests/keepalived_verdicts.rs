@@ -5,6 +5,10 @@
 //! unprivileged corpus test uses, is current), and lbd must pass exactly the files
 //! keepalived passes, except those the record says lbd differs on. Needs root and
 //! keepalived (`cargo xtask setup` installs it).
+//!
+//! keepalived's own sample configurations, read where the package installs them, are
+//! held to more: lbd's exit status must be keepalived's, and `lbd --dump-config` must
+//! take each.
 
 use std::{
     os::unix::process::ExitStatusExt,
@@ -21,12 +25,21 @@ fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../lb-config/tests/corpus")
 }
 
-/// The record: file, keepalived's exit status, whether lbd is recorded as differing.
-fn record() -> Vec<(String, i32, bool)> {
+/// Where Debian's keepalived package puts keepalived's own sample configurations.
+const SAMPLES: &str = "/usr/share/doc/keepalived/samples";
+
+/// The record of the corpus (`sample` false) or of keepalived's samples (`sample` true):
+/// file, keepalived's exit status, whether lbd is recorded as differing.
+fn record(sample: bool) -> Vec<(String, i32, bool)> {
     std::fs::read_to_string(corpus_dir().join("keepalived-verdicts.txt"))
         .expect("keepalived-verdicts.txt")
         .lines()
         .filter(|line| !line.starts_with('#') && !line.trim().is_empty())
+        .filter_map(|line| match line.strip_prefix("sample:") {
+            Some(rest) if sample => Some(rest),
+            None if !sample => Some(line),
+            _ => None,
+        })
         .map(|line| {
             let words: Vec<&str> = line.splitn(3, ' ').collect();
             let code = words[1].parse().expect("exit status");
@@ -81,7 +94,7 @@ fn lbd_and_keepalived_give_the_recorded_verdicts() {
     }
     let lbd = lbd::binary().expect("lbd");
     let mut wrong = Vec::new();
-    for (file, recorded, differs) in record() {
+    for (file, recorded, differs) in record(false) {
         let path = corpus_dir().join(&file);
         let run = |program: &Path| {
             let mut command = ns.command(program).expect("command");
@@ -111,5 +124,85 @@ fn lbd_and_keepalived_give_the_recorded_verdicts() {
             ));
         }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+#[test]
+fn lbd_gives_keepalived_exit_status_on_keepalived_own_samples() {
+    let test = "lbd_gives_keepalived_exit_status_on_keepalived_own_samples";
+    if !require_root(test) {
+        return;
+    }
+    if !Path::new(KEEPALIVED).exists() || !Path::new(SAMPLES).exists() {
+        let reason =
+            "keepalived and its samples are not installed (`cargo xtask setup` installs them)";
+        assert!(std::env::var_os("CI").is_none(), "{reason}");
+        eprintln!("SKIPPED {test}: {reason}");
+        return;
+    }
+    // lo and eth0, as on a typical director; the samples name eth1-eth3 too.
+    let ns = Netns::create("lbt-kas").expect("netns");
+    ns.ip(&[
+        "link", "add", "eth0", "type", "veth", "peer", "name", "lbt-peer",
+    ])
+    .expect("veth");
+    for interface in ["lo", "eth0"] {
+        ns.ip(&["link", "set", interface, "up"]).expect("up");
+    }
+    let record = record(true);
+    let mut installed: Vec<String> = std::fs::read_dir(SAMPLES)
+        .expect("samples")
+        .map(|entry| {
+            entry
+                .expect("entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("keepalived.conf"))
+        .collect();
+    installed.sort();
+    let mut recorded: Vec<String> = record.iter().map(|(f, _, _)| f.clone()).collect();
+    recorded.sort();
+    assert_eq!(
+        installed, recorded,
+        "keepalived-verdicts.txt must list every sample"
+    );
+    let lbd = lbd::binary().expect("lbd");
+    let mut wrong = Vec::new();
+    let mut equal = 0;
+    for (file, status, differs) in &record {
+        let path = Path::new(SAMPLES).join(file);
+        let run = |program: &Path, args: &[&str]| {
+            let mut command = ns.command(program).expect("command");
+            command.args(args).arg("-f").arg(&path);
+            exit_code(command)
+        };
+        let keepalived = run(Path::new(KEEPALIVED), &["-t"]);
+        let ours = run(&lbd, &["-t"]);
+        if keepalived != *status {
+            wrong.push(format!(
+                "{file}: keepalived exits {keepalived}, the record says {status}"
+            ));
+        }
+        match (ours == keepalived, differs) {
+            (true, false) => equal += 1,
+            (false, false) => wrong.push(format!(
+                "{file}: keepalived exits {keepalived}, lbd -t exits {ours}"
+            )),
+            (true, true) => wrong.push(format!(
+                "{file}: recorded as differing, but lbd -t exits {ours} as keepalived does"
+            )),
+            (false, true) => {}
+        }
+        let dumped = run(&lbd, &["--dump-config"]);
+        if dumped != 0 {
+            wrong.push(format!("{file}: lbd --dump-config exits {dumped}"));
+        }
+    }
+    eprintln!(
+        "{equal} of {} samples: lbd -t exits as keepalived -t does",
+        record.len()
+    );
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }

@@ -13,7 +13,8 @@ use crate::cmd;
 /// keepalived: the reference the configuration tests compare `lbd -t` with, and (later) the
 /// VRRP peer of the interop tests; its own service is not left running.
 /// qemu-system-x86 and busybox-static for `cargo xtask vm` (a guest with Debian's kernel),
-/// ipvsadm, the reference for the IPVS tests in that guest.
+/// ipvsadm, the reference for the IPVS tests in that guest. python3-aiosmtpd: the SMTP
+/// server the alert tests deliver to.
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -24,6 +25,7 @@ const APT_PACKAGES: &[&str] = &[
     "qemu-system-x86",
     "busybox-static",
     "ipvsadm",
+    "python3-aiosmtpd",
 ];
 const BPF_LINKER_VERSION: &str = "0.13.0";
 /// cargo-fuzz, for the fuzz smoke run of `cargo xtask test`.

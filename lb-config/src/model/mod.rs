@@ -1,6 +1,7 @@
 //! The typed configuration model: what the operator asked for, independent of the file
 //! syntax it came from and of the data plane that will carry it out.
 
+pub mod alert;
 pub mod check;
 pub mod vrrp;
 
@@ -20,6 +21,8 @@ pub struct Config {
     pub tun_sources: Vec<IpAddr>,
     /// global_defs `router_id` (default: the host name).
     pub router_id: Option<String>,
+    /// global_defs' SMTP alert settings.
+    pub alerts: alert::SmtpAlerts,
     pub static_ipaddress: Vec<IpAddress>,
     pub static_routes: Vec<Route>,
     pub vrrp_scripts: Vec<VrrpScript>,
@@ -120,6 +123,8 @@ pub struct ServiceExtras {
     /// `inhibit_on_failure`: failed reals get weight 0 instead of leaving.
     pub inhibit_on_failure: bool,
     pub virtualhost: Option<String>,
+    /// `smtp_alert [BOOL]` (see `alert::SmtpAlerts::virtual_server`).
+    pub smtp_alert: Option<bool>,
 }
 
 impl Default for ServiceExtras {
@@ -136,6 +141,7 @@ impl Default for ServiceExtras {
             ha_suspend: false,
             inhibit_on_failure: false,
             virtualhost: None,
+            smtp_alert: None,
         }
     }
 }
@@ -165,6 +171,8 @@ pub struct RealServer {
     pub upper_threshold: u32,
     /// `lthreshold` (0: IPVS's default, three quarters of `uthreshold`).
     pub lower_threshold: u32,
+    /// `smtp_alert [BOOL]` (see `alert::SmtpAlerts::real_server`).
+    pub smtp_alert: Option<bool>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

@@ -48,7 +48,8 @@ pub struct VrrpInstance {
     /// `accept` / `no_accept` (keepalived accepts by default outside strict mode).
     pub accept: bool,
     pub dont_track_primary: bool,
-    pub smtp_alert: bool,
+    /// `smtp_alert [BOOL]` (see `alert::SmtpAlerts::vrrp`).
+    pub smtp_alert: Option<bool>,
     /// `strict_mode` (or global `vrrp_strict`).
     pub strict_mode: bool,
 }
@@ -151,5 +152,6 @@ pub struct VrrpSyncGroup {
     pub track_interface: Vec<Track>,
     pub track_script: Vec<Track>,
     pub notify: Notify,
-    pub smtp_alert: bool,
+    /// `smtp_alert [BOOL]` (see `alert::SmtpAlerts::vrrp`).
+    pub smtp_alert: Option<bool>,
 }

@@ -177,6 +177,7 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
                 inhibit_on_failure: false,
                 upper_threshold: 0,
                 lower_threshold: 0,
+                smtp_alert: None,
             });
             let mut done = format!(
                 "added real server {} {port} to {service}, weight {weight}",

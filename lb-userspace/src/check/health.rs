@@ -204,14 +204,18 @@ impl Health {
         scripts
     }
 
-    /// Update the service's quorum state from its alive reals; the script of a change.
-    fn evaluate_quorum(&mut self, service: ServiceId) -> Option<Script> {
-        let weight: u64 = self
-            .reals
+    /// What the service's alive reals weigh together (what its quorum is measured by).
+    pub fn alive_weight(&self, service: ServiceId) -> u64 {
+        self.reals
             .range(range_of(service))
             .filter(|(_, real)| real.alive())
             .map(|(_, real)| u64::from(real.weight()))
-            .sum();
+            .sum()
+    }
+
+    /// Update the service's quorum state from its alive reals; the script of a change.
+    fn evaluate_quorum(&mut self, service: ServiceId) -> Option<Script> {
+        let weight = self.alive_weight(service);
         let state = self.services.get_mut(&service)?;
         let quorum = u64::from(state.quorum);
         let hysteresis = u64::from(state.hysteresis);

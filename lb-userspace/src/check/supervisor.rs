@@ -1,7 +1,8 @@
 //! The checkers as lbd runs them: the health state, the tasks, and the channel between
-//! them. lbd waits on `next`, hands each report to `record` and applies the new overlay;
-//! on reload it asks for the health of the new configuration (`health_for`) and, once the
-//! data plane took it, `adopt`s it.
+//! them. lbd waits on `next`, hands each report to `record` (which logs it, starts its
+//! scripts and queues its SMTP alerts) and applies the new overlay; on reload it asks for
+//! the health of the new configuration (`health_for`) and, once the data plane took it,
+//! `adopt`s it.
 
 use std::time::Duration;
 
@@ -14,7 +15,10 @@ use super::{
     schedule::Verdict,
     script::Policy,
 };
-use crate::model::Config;
+use crate::{
+    alert::{Mailer, check::CheckAlerts},
+    model::Config,
+};
 
 /// How long a notify or quorum script may run.
 pub const SCRIPT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -24,11 +28,14 @@ pub struct Checks {
     policy: Policy,
     runner: Runner,
     reports: mpsc::UnboundedReceiver<Report>,
+    alerts: CheckAlerts,
+    mailer: Mailer,
 }
 
 impl Checks {
-    /// The checkers of `config`, started (inside a tokio runtime).
-    pub fn start(config: &Config) -> Self {
+    /// The checkers of `config`, started (inside a tokio runtime); their alerts go to
+    /// `mailer`.
+    pub fn start(config: &Config, mailer: Mailer) -> Self {
         let (sender, reports) = mpsc::unbounded_channel();
         let health = Health::new(config, None);
         let mut runner = Runner::new(sender);
@@ -44,6 +51,8 @@ impl Checks {
             policy: Policy::of(config),
             runner,
             reports,
+            alerts: CheckAlerts::of(config),
+            mailer,
         }
     }
 
@@ -74,7 +83,12 @@ impl Checks {
             verdict,
         } = report;
         let before = self.health.alive(&real);
+        let checker_before = self.health.checker_up(&real, index);
         let quorum_before = self.health.quorum_up(&real.service);
+        let reason = match &verdict {
+            Verdict::Down { reason } => reason.clone(),
+            _ => String::new(),
+        };
         match &verdict {
             Verdict::Down { reason } => info!(
                 "check {index} of real {} {} of {} failed: {reason}",
@@ -91,6 +105,15 @@ impl Checks {
         }
         let scripts = self.health.record(real, index, verdict);
         let after = self.health.alive(&real);
+        let checker_after = self.health.checker_up(&real, index);
+        if let (Some(was), Some(up)) = (checker_before, checker_after)
+            && was != up
+            && let Some(mail) = self
+                .alerts
+                .checker(&real, index, up, &reason, after == Some(true))
+        {
+            self.mailer.send(mail);
+        }
         if before != after {
             let state = if after == Some(true) { "UP" } else { "DOWN" };
             info!(
@@ -98,13 +121,22 @@ impl Checks {
                 real.addr, real.port, real.service
             );
         }
-        match (quorum_before, self.health.quorum_up(&real.service)) {
+        let quorum_after = self.health.quorum_up(&real.service);
+        match (quorum_before, quorum_after) {
             (Some(true), Some(false)) => info!(
                 "{} lost its quorum: its reals leave, a sorry server serves if it has one",
                 real.service
             ),
             (Some(false), Some(true)) => info!("{} regained its quorum", real.service),
             _ => {}
+        }
+        if let (Some(was), Some(up)) = (quorum_before, quorum_after)
+            && was != up
+            && let Some(mail) =
+                self.alerts
+                    .quorum(&real.service, up, self.health.alive_weight(real.service))
+        {
+            self.mailer.send(mail);
         }
         run_scripts(scripts, &self.policy);
     }
@@ -132,6 +164,7 @@ impl Checks {
     /// `config` (with `health`) is now running: restart the checkers that changed.
     pub fn adopt(&mut self, config: &Config, health: Health) {
         self.health = health;
+        self.alerts = CheckAlerts::of(config);
         self.policy = Policy::of(config);
         self.runner.update(config, &self.health);
     }

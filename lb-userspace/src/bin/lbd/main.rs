@@ -16,6 +16,7 @@ use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 use anyhow::Context as _;
 use clap::Parser;
 use lb_userspace::{
+    alert::Alerts,
     config,
     daemon::{self, PidFiles},
     dataplane::{
@@ -488,6 +489,7 @@ async fn run_vrrp_only(
         anyhow::bail!("-P/--vrrp: the configuration has no vrrp_instance");
     }
     let mut running = config;
+    let mut alerts = Alerts::start(&running);
     let mut vrrp = Vrrp::start(&running);
     let mut control = control::Control::start(
         &run_dir(args),
@@ -520,6 +522,7 @@ async fn run_vrrp_only(
                 Ok(loaded) => {
                     log_diagnostics(&loaded.warnings);
                     running = loaded.config;
+                    alerts.reconfigure(&running);
                     for name in vrrp.update(&running).await {
                         info!("reload: VRRP instance {name} (re)started or stopped");
                     }
@@ -534,6 +537,7 @@ async fn run_vrrp_only(
                 if change.own_fault.is_none() {
                     info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
                 }
+                alerts.vrrp_change(&change);
                 control.write_status();
             }
         }
@@ -541,6 +545,7 @@ async fn run_vrrp_only(
     let _ = daemon::notify("STOPPING=1");
     vrrp.stop().await;
     control.write_status();
+    alerts.stop().await;
     Ok(())
 }
 

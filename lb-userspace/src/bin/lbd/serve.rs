@@ -11,6 +11,7 @@
 use std::{collections::VecDeque, time::Duration};
 
 use lb_userspace::{
+    alert::Alerts,
     api::{Request, Response, server::Call},
     check::{health::Health, supervisor::Checks},
     config,
@@ -63,7 +64,8 @@ pub async fn run(
     config: Config,
     [mut terminate, mut interrupt, mut hangup]: [Signal; 3],
 ) -> anyhow::Result<()> {
-    let mut checks = Checks::start(&config);
+    let mut alerts = Alerts::start(&config);
+    let mut checks = Checks::start(&config, alerts.mailer());
     let services = config.virtual_servers.len();
     let reals: usize = config.virtual_servers.iter().map(|vs| vs.reals.len()).sum();
     let upkeep = UpkeepTable::default();
@@ -166,6 +168,7 @@ pub async fn run(
             result = answer_of(&mut in_flight) => {
                 let flight = in_flight.take().expect("an answer comes for a change in flight");
                 finish(flight, result, &mut running, &mut checks, &mut control, &mut vrrp).await;
+                alerts.reconfigure(&running);
             }
             (request, answer) = control.next() => {
                 if in_flight.is_some() && matches!(request, Request::Change { .. }) {
@@ -181,6 +184,7 @@ pub async fn run(
                     info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
                     checks.follow_addresses(&running);
                 }
+                alerts.vrrp_change(&change);
                 control.write_status();
             }
             report = checks.next(), if in_flight.is_none() => {
@@ -199,6 +203,7 @@ pub async fn run(
     vrrp.stop().await;
     control.write_status();
     checks.shutdown(&running).await;
+    alerts.stop().await;
     dataplane.stop(args.dont_release).await?;
     match (status.kind, args.dont_release) {
         (DataplaneKind::Xdp, false) => info!(
