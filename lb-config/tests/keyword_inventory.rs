@@ -33,9 +33,7 @@ fn files_with(block: &str, keyword: &str) -> Vec<String> {
             "{}vrrp_sync_group G {{\n group {{\n  V\n }}\n {keyword}\n}}\n",
             instance("")
         )],
-        "authentication" => vec![instance(&format!(
-            " authentication {{\n  {keyword}\n }}"
-        ))],
+        "authentication" => vec![instance(&format!(" authentication {{\n  {keyword}\n }}"))],
         "checkers" => [
             "TCP_CHECK",
             "HTTP_GET",
@@ -100,7 +98,8 @@ fn not_yet() -> BTreeMap<&'static str, Vec<&'static str>> {
 
 /// The README's table, as it must read.
 fn table(not_yet: &BTreeMap<&'static str, Vec<&'static str>>) -> String {
-    let mut text = String::from("| block | keywords lbd reports as not supported yet |\n| --- | --- |\n");
+    let mut text =
+        String::from("| block | keywords lbd reports as not supported yet |\n| --- | --- |\n");
     for (block, _) in keyword_inventory() {
         if let Some(keywords) = not_yet.get(block) {
             let words: Vec<String> = keywords.iter().map(|k| format!("`{k}`")).collect();
@@ -113,8 +112,9 @@ fn table(not_yet: &BTreeMap<&'static str, Vec<&'static str>>) -> String {
 #[test]
 fn every_keepalived_keyword_is_read_or_a_not_yet_warning_listed_in_the_readme() {
     let want = table(&not_yet());
-    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-        .expect("README.md");
+    let readme =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .expect("README.md");
     let begin = "<!-- not-yet keywords: begin -->\n";
     let end = "<!-- not-yet keywords: end -->";
     let got = readme
@@ -123,7 +123,8 @@ fn every_keepalived_keyword_is_read_or_a_not_yet_warning_listed_in_the_readme() 
         .map(|(table, _)| table)
         .unwrap_or_default();
     assert_eq!(
-        got, want,
+        got,
+        want,
         "README.md's not-yet table (between `{}` and `{end}`) must read:\n{want}",
         begin.trim()
     );

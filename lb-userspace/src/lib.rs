@@ -8,11 +8,13 @@ pub use lb_config::model;
 
 pub mod alert;
 pub mod api;
+pub mod calendar;
 pub mod check;
 pub mod controller;
 pub mod daemon;
 pub mod dataplane;
 pub mod docs;
+pub mod dump;
 pub mod metrics;
 pub mod neighbour_events;
 pub mod nexthop;

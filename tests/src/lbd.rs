@@ -99,6 +99,14 @@ struct Launch {
 }
 
 impl Launch {
+    /// Where lbd writes keepalived's dump files: the log's directory.
+    fn dump_dir(&self) -> PathBuf {
+        match self.log_file.parent() {
+            Some(dir) if dir.is_absolute() => dir.to_owned(),
+            _ => std::env::temp_dir(),
+        }
+    }
+
     fn spawn(&self) -> anyhow::Result<Child> {
         let binary = binary()?;
         let log = File::options()
@@ -113,6 +121,8 @@ impl Launch {
             .args(["--name", &self.name])
             .args(&self.extra_args)
             .env("RUST_LOG", "info")
+            // keepalived's dump files (SIGUSR1, SIGUSR2, SIGRTMIN+2) go next to the log.
+            .env("TMPDIR", self.dump_dir())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -230,6 +240,11 @@ impl Lbd {
         pin_dir(&self.launch.name)
     }
 
+    /// Where it writes keepalived's dump files (its `TMPDIR`).
+    pub fn dump_dir(&self) -> PathBuf {
+        self.launch.dump_dir()
+    }
+
     /// Lines logged so far.
     pub fn log(&self) -> Vec<String> {
         self.log.0.lock().expect("log lock").clone()
@@ -315,7 +330,8 @@ impl Lbd {
         Ok(())
     }
 
-    fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
+    /// Send lbd `signal`.
+    pub fn signal(&self, signal: libc::c_int) -> anyhow::Result<()> {
         // SAFETY: plain syscall on our own child's pid.
         if unsafe { libc::kill(self.child.id() as libc::pid_t, signal) } != 0 {
             return Err(std::io::Error::last_os_error()).context("signal lbd");

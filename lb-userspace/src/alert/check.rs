@@ -176,7 +176,7 @@ impl CheckAlerts {
 }
 
 /// keepalived's `[ADDRESS]:PROTO:PORT`.
-fn address_text(addr: IpAddr, protocol: Protocol, port: u16) -> String {
+pub fn address_text(addr: IpAddr, protocol: Protocol, port: u16) -> String {
     let protocol = match protocol {
         Protocol::Tcp => "tcp",
         Protocol::Udp => "udp",
@@ -185,7 +185,7 @@ fn address_text(addr: IpAddr, protocol: Protocol, port: u16) -> String {
 }
 
 /// keepalived's name of a virtual server in mails: `FWM N`, else its address.
-fn service_text(vs: &VirtualServer) -> String {
+pub fn service_text(vs: &VirtualServer) -> String {
     match vs.fwmark {
         Some(mark) => format!("FWM {mark}"),
         None => address_text(vs.addr, vs.protocol, vs.port),

@@ -23,7 +23,7 @@ use lb_userspace::{
         backend::{DataplaneChoice, ipvs_refusal, xdp_refusal},
         xdp::{AttachMode, Decap, Prefix, director_sources, pin_dir},
     },
-    metrics,
+    dump, metrics,
     model::{Config, ForwardMethod},
     status,
     vrrp::{self, Vrrp},
@@ -154,6 +154,12 @@ struct Args {
     /// Serve Prometheus metrics on ADDR:PORT (`GET /metrics`).
     #[arg(long, value_name = "ADDR:PORT")]
     metrics_address: Option<SocketAddr>,
+    /// keepalived compatibility: print the number of the signal that asks lbd for NAME
+    /// (STOP, RELOAD, DATA, STATS, JSON), then exit. SIGUSR1 (DATA) writes
+    /// keepalived.data, keepalived_check.data and keepalived_parent.data, SIGUSR2 (STATS)
+    /// keepalived.stats, SIGRTMIN+2 (JSON) keepalived.json, in $TMPDIR or /tmp.
+    #[arg(long, value_name = "NAME")]
+    signum: Option<String>,
     /// Write lbd's man page and shell completions into DIR, then exit.
     #[arg(long, value_name = "DIR", hide = true)]
     write_docs: Option<PathBuf>,
@@ -199,6 +205,18 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("lbd: writing the docs into {}: {e}", dir.display());
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(name) = &args.signum {
+        return match lb_userspace::dump::signum(name) {
+            Some(number) => {
+                println!("{number}");
+                ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("Unknown sigfunc {name}");
                 ExitCode::FAILURE
             }
         };
@@ -323,6 +341,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let terminate = signal(SignalKind::terminate())?;
     let interrupt = signal(SignalKind::interrupt())?;
     let hangup = signal(SignalKind::hangup())?;
+    // keepalived's dump signals (SIGUSR1 would otherwise end lbd).
+    let dumps = dump::Signals::new()?;
     let loaded = config::load_with(&args.config, &config_options(&args))?;
     log_diagnostics(&loaded.warnings);
     // keepalived always writes its main pid file; units and scripts read it.
@@ -336,12 +356,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .cloned();
     let _pid_files = PidFiles::write(pid_files)?;
     if args.vrrp_only {
-        return run_vrrp_only(&args, loaded.config, [terminate, interrupt, hangup]).await;
+        return run_vrrp_only(&args, loaded.config, [terminate, interrupt, hangup], dumps).await;
     }
     if !args.decap.is_empty() {
         return run_decap(&args, loaded.config, [terminate, interrupt, hangup]).await;
     }
-    serve::run(&args, loaded.config, [terminate, interrupt, hangup]).await
+    serve::run(&args, loaded.config, [terminate, interrupt, hangup], dumps).await
 }
 
 /// `--decap`: strip tunnels for the TUN VIPs until SIGINT/SIGTERM; SIGHUP reloads them.
@@ -484,6 +504,7 @@ async fn run_vrrp_only(
     args: &Args,
     config: Config,
     [mut terminate, mut interrupt, mut hangup]: [tokio::signal::unix::Signal; 3],
+    mut dumps: dump::Signals,
 ) -> anyhow::Result<()> {
     if config.vrrp_instances.is_empty() {
         anyhow::bail!("-P/--vrrp: the configuration has no vrrp_instance");
@@ -539,6 +560,10 @@ async fn run_vrrp_only(
                 }
                 alerts.vrrp_change(&change);
                 control.write_status();
+            }
+            asked = dumps.next() => {
+                let checks = status::CheckTable::default();
+                dump::answer(asked, dump::Snapshot::take(&running, &vrrp.table(), &checks, None));
             }
         }
     }

@@ -21,7 +21,7 @@ use lb_userspace::{
         backend::{DataplaneKind, ipvs_refusal, xdp_refusal},
         xdp::pin_dir,
     },
-    metrics,
+    dump, metrics,
     model::Config,
     neighbour_events::NeighbourEvents,
     status::UpkeepTable,
@@ -63,6 +63,7 @@ pub async fn run(
     args: &Args,
     config: Config,
     [mut terminate, mut interrupt, mut hangup]: [Signal; 3],
+    mut dumps: dump::Signals,
 ) -> anyhow::Result<()> {
     let mut alerts = Alerts::start(&config);
     let mut checks = Checks::start(&config, alerts.mailer());
@@ -186,6 +187,15 @@ pub async fn run(
                 }
                 alerts.vrrp_change(&change);
                 control.write_status();
+            }
+            asked = dumps.next() => {
+                let dataplane = match status.kind {
+                    DataplaneKind::Xdp => "XDP",
+                    DataplaneKind::Ipvs => "IPVS",
+                };
+                let snapshot =
+                    dump::Snapshot::take(&running, &vrrp.table(), &checks.table(), Some(dataplane));
+                dump::answer(asked, snapshot);
             }
             report = checks.next(), if in_flight.is_none() => {
                 checks.record(report);
