@@ -18,6 +18,10 @@
 //! say why; the packet-socket rows (`lb_tests::socket_bench`) measure the same director
 //! with frames from an `AF_PACKET` generator instead, next to that generator's ceiling.
 //!
+//! Against Katran: Katran's own balancer and ours on the same paths, timed the same way
+//! in this process (repeat=1 test runs, mean, net of XDP_PASS), with the ratio
+//! (`lb_tests::side_by_side`).
+//!
 //! Scheduling: for every scheduler and 2, 16 and 256 reals, the kernel-timed cost of a
 //! new flow (a SYN from a client not seen before: parse, lookup, flow-table miss,
 //! scheduling, rewrite, flow insert), as the median of single runs over distinct flows,
@@ -96,6 +100,16 @@ struct Args {
     /// Seconds each control-plane row is measured over.
     #[arg(long, default_value_t = 20)]
     control_plane_seconds: u64,
+    /// Katran's balancer object, timed next to ours (default: the anchor in
+    /// ../shared/anchors/katran/ when present).
+    #[arg(long, env = "LB_KATRAN_OBJECT")]
+    katran: Option<PathBuf>,
+    /// Test runs per row of the table against Katran.
+    #[arg(long, default_value_t = 300_000)]
+    katran_calls: usize,
+    /// Measure the table against Katran only (no report written).
+    #[arg(long)]
+    katran_only: bool,
     /// Internal: be the health-check row's listener on this port.
     #[arg(long, hide = true)]
     listen: Option<u16>,
@@ -158,6 +172,8 @@ struct Report {
     failover: Vec<lb_tests::failover_bench::FailoverRow>,
     /// lbd's CPU, flow-table scans and advert timing with 0, 100k and 1M flows.
     control_plane: Vec<lb_tests::control_plane_bench::ControlPlaneRow>,
+    /// Katran's balancer and ours, the same paths timed the same way.
+    katran: lb_tests::side_by_side::SideBySide,
 }
 
 /// The failover rows, printed: lbd and keepalived side by side at advert_int 1, and lbd
@@ -288,11 +304,25 @@ fn main() -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
     }
+    let katran = args.katran.clone().or_else(|| {
+        let anchor = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/anchors/katran/balancer.bpf.o");
+        anchor.exists().then_some(anchor)
+    });
+    if args.katran_only {
+        let report = lb_tests::side_by_side::measure(katran.as_deref(), args.katran_calls)?;
+        lb_tests::side_by_side::print(&report);
+        return Ok(());
+    }
     if args.checks_only {
         let checks = checks_row(&args)?;
         println!("{}", serde_json::to_string_pretty(&checks)?);
         return Ok(());
     }
+    // First, on a quiet process: the table against Katran.
+    let katran = lb_tests::side_by_side::measure(katran.as_deref(), args.katran_calls)?;
+    lb_tests::side_by_side::print(&katran);
+    println!();
     let (reals, next_hops) = reals(REAL_COUNTS.iter().sum::<usize>() * Scheduler::ALL.len());
     let mut balancer = TestBalancer::load(next_hops, 1 << 20)?;
     let mut config = String::new();
@@ -487,6 +517,7 @@ fn main() -> anyhow::Result<()> {
         checks,
         failover,
         control_plane,
+        katran,
     };
     if let Some(dir) = args.report.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("create {}", dir.display()))?;
