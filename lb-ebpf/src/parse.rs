@@ -102,6 +102,19 @@ pub fn parse_l2(ctx: &XdpContext) -> Result<([u8; 2], usize, u16), Outcome> {
     Ok((ether_type, offset, outer_vlan))
 }
 
+/// An IPv4 address as a flow key holds it: its 4 bytes, then 12 zeros, written as four
+/// 32-bit words. (Copied into the zeroed key, the zeros became a call to a byte-loop
+/// `memset` per address and packet, some 130 instructions.)
+#[inline(always)]
+fn put_ipv4(slot: &mut [u8; 16], addr: &[u8; 4]) {
+    let words = [u32::from_ne_bytes(*addr), 0, 0, 0];
+    let slot = slot.as_mut_ptr().cast::<u32>();
+    for (i, word) in words.into_iter().enumerate() {
+        // SAFETY: four words within the exclusively borrowed 16 bytes.
+        unsafe { slot.add(i).write_unaligned(word) };
+    }
+}
+
 /// Fill the addresses and protocol from an IPv4 header; returns the L4 offset.
 #[inline(always)]
 fn parse_ipv4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usize, Outcome> {
@@ -122,8 +135,8 @@ fn parse_ipv4(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<usi
     if ip.proto != PROTO_TCP && ip.proto != PROTO_UDP && ip.proto != PROTO_ICMP {
         return Err(Outcome::NotTcpUdp);
     }
-    flow.src[..4].copy_from_slice(&ip.src);
-    flow.dst[..4].copy_from_slice(&ip.dst);
+    put_ipv4(&mut flow.src, &ip.src);
+    put_ipv4(&mut flow.dst, &ip.dst);
     flow.proto = ip.proto;
     flow.family = FAMILY_IPV4;
     Ok(offset + core::mem::size_of::<Ipv4Hdr>())
@@ -213,8 +226,8 @@ fn parse_icmp(ctx: &XdpContext, offset: usize, flow: &mut FlowKey) -> Result<boo
         if ip.version_ihl != 0x45 || (ip.proto != PROTO_TCP && ip.proto != PROTO_UDP) {
             return Err(Outcome::NotTcpUdp);
         }
-        flow.src[..4].copy_from_slice(&ip.dst);
-        flow.dst[..4].copy_from_slice(&ip.src);
+        put_ipv4(&mut flow.src, &ip.dst);
+        put_ipv4(&mut flow.dst, &ip.src);
         flow.proto = ip.proto;
         quoted + core::mem::size_of::<Ipv4Hdr>()
     };

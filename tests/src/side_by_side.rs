@@ -4,6 +4,8 @@
 //! and with a NAT service configured too); our DR, NAT and FullNAT established; and the
 //! established paths again with 1,000,000 flows in the table visited in random order
 //! (cache-cold), next to Katran with as many in its LRU. Net of XDP_PASS, with the ratio.
+//! The hot rows are measured in rounds, the programs taking turns, so that both see the
+//! same moments of a noisy machine.
 
 use std::{
     collections::HashMap,
@@ -180,6 +182,30 @@ fn program_fd(balancer: &TestBalancer) -> anyhow::Result<std::os::fd::RawFd> {
     Ok(balancer.dataplane.balancer()?.fd()?.as_fd().as_raw_fd())
 }
 
+/// Rounds the hot rows are measured in, the two programs taking turns, so that both
+/// see the same moments of a noisy machine.
+const ROUNDS: usize = 10;
+
+/// Sums of the hot rows over the rounds (gross ns, before the floor is taken off).
+#[derive(Default)]
+struct Hot {
+    established: f64,
+    new_flow: f64,
+    not_vip: f64,
+}
+
+impl Hot {
+    /// One round of `paths`; new flows from client `first` on.
+    fn add(&mut self, paths: &Paths, first: usize, not_vip: bool) -> anyhow::Result<()> {
+        self.established += paths.established()?;
+        self.new_flow += paths.new_flows(first)?;
+        if not_vip {
+            self.not_vip += paths.not_vip()?;
+        }
+        Ok(())
+    }
+}
+
 /// Every row, `calls` test runs each; Katran's from the object at `katran` if it loads.
 pub fn measure(katran: Option<&Path>, calls: usize) -> anyhow::Result<SideBySide> {
     crate::testrun::pin_to_cpu0()?;
@@ -189,142 +215,129 @@ pub fn measure(katran: Option<&Path>, calls: usize) -> anyhow::Result<SideBySide
         Some(path) => Err(format!("no Katran object at {}", path.display())),
         None => Err("no Katran object given (--katran PATH or LB_KATRAN_OBJECT)".into()),
     };
-    // The floor: XDP_PASS, timed the same way, before and after.
+    let katran_unavailable = loaded.as_ref().err().cloned();
+    if let Some(reason) = &katran_unavailable {
+        eprintln!("Katran unavailable: {reason}");
+    }
+    let katran_program = match &loaded {
+        Ok(katran) => Some(program_size(katran.program())?),
+        Err(_) => None,
+    };
     let pass = crate::katran_bench::xdp_pass_program()?;
-    let floor_of = || -> anyhow::Result<f64> {
-        mean_ns(pass.as_raw_fd(), calls, Some(&ctx), XDP_PASS, |_, out| {
+    let chunk = (calls / ROUNDS).max(1);
+    let paths = |program| Paths {
+        program,
+        ctx: Some(&ctx),
+        calls: chunk,
+        floor: 0.0,
+    };
+    // Hot rows: every program loaded at once, taking turns round by round.
+    let kinds = ["TUN", "TUN+NAT", "DR", "NAT", "FNAT"];
+    let balancers = kinds
+        .iter()
+        .map(|kind| ours(kind))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let our_program = program_size(program_fd(&balancers[0])?)?;
+    let mut floor = 0.0;
+    let mut katran_hot = Hot::default();
+    let mut our_hot: Vec<Hot> = kinds.iter().map(|_| Hot::default()).collect();
+    for round in 0..ROUNDS {
+        let first = 1 + round * chunk;
+        floor += mean_ns(pass.as_raw_fd(), chunk, Some(&ctx), XDP_PASS, |_, out| {
             client_frame(0, VIP, TCP_ACK, out)
-        })
-    };
-    let floor_before = floor_of()?;
-    let mut katran_rows: HashMap<&str, f64> = HashMap::new();
-    let mut katran_program = None;
-    let katran_unavailable = match &loaded {
-        Ok(katran) => {
-            katran_program = Some(program_size(katran.program())?);
-            let paths = Paths {
-                program: katran.program(),
-                ctx: Some(&ctx),
-                calls,
-                floor: floor_before,
-            };
-            katran_rows.insert("established", paths.established().context("Katran")?);
-            katran_rows.insert("new", paths.new_flows(1).context("Katran")?);
-            katran_rows.insert("not_vip", paths.not_vip().context("Katran")?);
-            None
+        })?;
+        if let Ok(katran) = &loaded {
+            katran_hot
+                .add(&paths(katran.program()), first, true)
+                .context("Katran")?;
         }
-        Err(reason) => {
-            eprintln!("Katran unavailable: {reason}");
-            Some(reason.clone())
+        for ((kind, balancer), hot) in kinds.iter().zip(&balancers).zip(&mut our_hot) {
+            let not_vip = kind.starts_with("TUN");
+            hot.add(&paths(program_fd(balancer)?), first, not_vip)
+                .with_context(|| format!("ours, {kind}"))?;
         }
-    };
+    }
+    drop(balancers);
     drop(loaded);
-    // Cache-cold: a Katran loaded afresh, its LRU filled with COLD_FLOWS flows only.
-    if let (Some(path), None) = (katran, &katran_unavailable) {
-        let fresh = Katran::load(path)?;
-        let paths = Paths {
-            program: fresh.program(),
-            ctx: Some(&ctx),
-            calls,
-            floor: floor_before,
-        };
-        katran_rows.insert("cold", paths.cold(0).context("Katran, cold")?);
-    }
-    let floor_after = floor_of()?;
-    let floor = (floor_before + floor_after) / 2.0;
-    let mut rows = Vec::new();
-    let mut row =
-        |path: &str, katran: Option<f64>, ours: anyhow::Result<f64>| -> anyhow::Result<()> {
-            let ours = ours.with_context(|| format!("ours, {path}"))?;
-            rows.push(SideRow {
-                path: path.to_owned(),
-                katran_ns: katran,
-                ours_ns: ours,
-                ratio: katran.filter(|k| *k > 0.0).map(|k| ours / k),
-            });
-            Ok(())
-        };
-    let katran_of = |name: &str| katran_rows.get(name).copied();
-    let our_program;
-    {
-        let tun = ours("TUN")?;
-        our_program = program_size(program_fd(&tun)?)?;
-        let paths = Paths {
-            program: program_fd(&tun)?,
-            ctx: Some(&ctx),
-            calls,
-            floor,
-        };
-        row(
-            "established IPv4 TCP, IPIP (TUN), one hot flow",
-            katran_of("established"),
-            paths.established(),
-        )?;
-        row(
-            "new flow (table miss, schedule, insert), IPIP",
-            katran_of("new"),
-            paths.new_flows(1),
-        )?;
-        row(
-            "not a VIP (passed to the kernel), TUN service only",
-            katran_of("not_vip"),
-            paths.not_vip(),
-        )?;
-    }
-    {
-        // Cache-cold rows on a balancer afresh: its table holds the COLD_FLOWS flows only.
-        let tun = ours("TUN")?;
-        let paths = Paths {
-            program: program_fd(&tun)?,
-            ctx: Some(&ctx),
-            calls,
-            floor,
-        };
-        row(
-            "established IPIP, 1,000,000 flows visited at random (cold)",
-            katran_of("cold"),
-            paths.cold(0),
-        )?;
-    }
-    {
-        let with_nat = ours("TUN+NAT")?;
-        let paths = Paths {
-            program: program_fd(&with_nat)?,
-            ctx: Some(&ctx),
-            calls,
-            floor,
-        };
-        row(
-            "not a VIP, with a NAT service configured too",
-            katran_of("not_vip"),
-            paths.not_vip(),
-        )?;
-    }
-    for kind in ["DR", "NAT", "FNAT"] {
+    let floor = floor / ROUNDS as f64;
+    let net = |sum: f64| sum / ROUNDS as f64 - floor;
+    let katran_of =
+        |pick: fn(&Hot) -> f64| katran_unavailable.is_none().then(|| net(pick(&katran_hot)));
+    // Cache-cold rows, one program at a time, each afresh (its table holds the
+    // COLD_FLOWS flows only).
+    let cold_paths = |program| Paths {
+        program,
+        ctx: Some(&ctx),
+        calls,
+        floor,
+    };
+    let katran_cold = match (katran, &katran_unavailable) {
+        (Some(path), None) => {
+            let fresh = Katran::load(path)?;
+            Some(
+                cold_paths(fresh.program())
+                    .cold(0)
+                    .context("Katran, cold")?,
+            )
+        }
+        _ => None,
+    };
+    let mut our_cold = Vec::new();
+    for kind in ["TUN", "DR", "NAT", "FNAT"] {
         let balancer = ours(kind)?;
-        let paths = Paths {
-            program: program_fd(&balancer)?,
-            ctx: Some(&ctx),
-            calls,
-            floor,
-        };
+        let cold = cold_paths(program_fd(&balancer)?)
+            .cold(0)
+            .with_context(|| format!("ours, {kind}, cold"))?;
+        our_cold.push(cold);
+    }
+    let mut rows = Vec::new();
+    let mut row = |path: &str, katran: Option<f64>, ours: f64| {
+        rows.push(SideRow {
+            path: path.to_owned(),
+            katran_ns: katran,
+            ours_ns: ours,
+            ratio: katran.filter(|k| *k > 0.0).map(|k| ours / k),
+        });
+    };
+    let established = katran_of(|h| h.established);
+    row(
+        "established IPv4 TCP, IPIP (TUN), one hot flow",
+        established,
+        net(our_hot[0].established),
+    );
+    row(
+        "new flow (table miss, schedule, insert), IPIP",
+        katran_of(|h| h.new_flow),
+        net(our_hot[0].new_flow),
+    );
+    row(
+        "not a VIP (passed to the kernel), TUN service only",
+        katran_of(|h| h.not_vip),
+        net(our_hot[0].not_vip),
+    );
+    row(
+        "not a VIP, with a NAT service configured too",
+        katran_of(|h| h.not_vip),
+        net(our_hot[1].not_vip),
+    );
+    for (i, kind) in ["DR", "NAT", "FNAT"].iter().enumerate() {
         row(
             &format!("established {kind}, one hot flow (÷ Katran's IPIP)"),
-            katran_of("established"),
-            paths.established(),
-        )?;
-        // Afresh for the cold row, as above.
-        drop(balancer);
-        let balancer = ours(kind)?;
-        let paths = Paths {
-            program: program_fd(&balancer)?,
-            ..paths
-        };
+            established,
+            net(our_hot[2 + i].established),
+        );
+    }
+    row(
+        "established IPIP, 1,000,000 flows visited at random (cold)",
+        katran_cold,
+        our_cold[0],
+    );
+    for (i, kind) in ["DR", "NAT", "FNAT"].iter().enumerate() {
         row(
             &format!("established {kind}, 1,000,000 flows at random (÷ Katran's cold IPIP)"),
-            katran_of("cold"),
-            paths.cold(0),
-        )?;
+            katran_cold,
+            our_cold[1 + i],
+        );
     }
     Ok(SideBySide {
         floor_ns: floor,

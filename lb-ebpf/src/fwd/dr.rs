@@ -17,9 +17,6 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
     }
     let eth = ptr_at_mut::<EthHdr>(ctx, 0).ok_or(Outcome::TruncatedL2)?;
     // SAFETY: ptr_at_mut checked the bounds; no other reference to these bytes is live.
-    unsafe {
-        (*eth).dst = real.mac;
-        (*eth).src = real.src_mac;
-    }
+    unsafe { super::set_macs(eth, real) };
     Ok(transmit(ctx, real))
 }
