@@ -34,7 +34,7 @@ pub const TCP_ACK: u8 = 0x10;
 /// Seconds a flow may stay idle in each state before it is gone (the value of
 /// `LB_TIMEOUTS`, one entry).
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct Timeouts {
     pub secs: [u32; STATE_COUNT],

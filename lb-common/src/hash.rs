@@ -1,5 +1,5 @@
-//! Hashes of the hashing schedulers, shared so that userspace and tests compute exactly
-//! what the data plane computes.
+//! Hashes of the hashing schedulers and of the tunnels' flow label, shared so that
+//! userspace and tests compute exactly what the data plane computes.
 
 /// IPVS's fold of an address to 32 bits (`ip_vs_sh_hashkey`): the IPv4 address, or the
 /// XOR of the four words of an IPv6 address; in host order.
@@ -46,9 +46,44 @@ pub const fn maglev_slot(folded: u32, port: u16) -> u32 {
     h % crate::sched::MAGLEV_TABLE_SIZE
 }
 
+/// The IPv6 flow label of a tunnelled flow (ip6ip6, 4in6): a 20-bit mix of the client's
+/// address and both ports, never 0 (no label), so that a real's NIC spreads its
+/// director's tunnels over its receive queues by flow (RSS hashes the outer header), as
+/// Katran does, and every packet of a flow takes the same one.
+#[inline(always)]
+pub const fn tunnel_flow_label(src: &[u8; 16], ipv6: bool, sport: [u8; 2], dport: [u8; 2]) -> u32 {
+    let ports = u32::from_be_bytes([sport[0], sport[1], dport[0], dport[1]]);
+    let mut h = fold(src, ipv6) ^ ports.rotate_left(11);
+    h ^= h >> 16;
+    h = h.wrapping_mul(0x7FEB_352D);
+    h ^= h >> 15;
+    h = h.wrapping_mul(0x846C_A68B);
+    h ^= h >> 16;
+    match h & 0x000F_FFFF {
+        0 => 1,
+        label => label,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flow_labels_are_20_bits_never_zero_and_differ_by_flow() {
+        let mut src = [0; 16];
+        src[..4].copy_from_slice(&[198, 51, 100, 7]);
+        let label = |port: u16| tunnel_flow_label(&src, false, port.to_be_bytes(), [0, 80]);
+        let mut labels = [0u32; 1024];
+        for (slot, port) in labels.iter_mut().zip(1024..) {
+            *slot = label(port);
+        }
+        assert!(labels.iter().all(|l| *l != 0 && *l < 1 << 20));
+        labels.sort_unstable();
+        let distinct = 1 + labels.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(distinct > 1000, "{distinct} distinct labels of 1024 flows");
+        assert_eq!(label(1024), label(1024));
+    }
 
     #[test]
     fn ipv4_folds_to_itself_and_ipv6_xors_its_words() {

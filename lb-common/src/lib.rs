@@ -90,7 +90,7 @@ pub mod program_names {
 
 /// Key of `LB_SERVICES`: what identifies a virtual service.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct ServiceKey {
     /// VIP, network order; IPv4 uses the first 4 bytes, the rest is zero.
@@ -109,7 +109,7 @@ pub struct ServiceKey {
 /// The service's scheduling table is `LB_TABLES[table_offset .. table_offset + table_len]`;
 /// what its entries mean depends on `sched` (see `sched`).
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct ServiceInfo {
     /// Index into the per-service arrays (stats, rr cursors); `< MAX_SERVICES`.
@@ -162,7 +162,7 @@ impl ServiceInfo {
 /// Key of `LB_DECAP_VIPS` (on a real server): a VIP whose tunnelled packets `lb_decap`
 /// strips.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct VipKey {
     /// Network order, IPv4 in the first 4 bytes.
@@ -216,7 +216,7 @@ pub const SERVICE_FLAG_OPS: u8 = 1;
 /// Key of `LB_PERSIST`: a service and a client address masked to the service's
 /// `persistence_granularity` (IPVS's persistence template).
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct PersistKey {
     pub service_id: u32,
@@ -226,7 +226,7 @@ pub struct PersistKey {
 
 /// Value of `LB_PERSIST`.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct PersistState {
     /// The real this client (prefix) is pinned to.
@@ -241,7 +241,7 @@ pub struct PersistState {
 
 /// Value of `LB_REALS` (an array indexed by real id). `family == 0` marks a free entry.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct RealInfo {
     /// Real server address, network order (IPv4 in the first 4 bytes).
@@ -294,7 +294,7 @@ pub const FEATURE_ANSWER_ECHO: u32 = 2;
 
 /// Value of `LB_SETTINGS` (one entry): what the configuration uses and load-time limits.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct Settings {
     /// `FEATURE_*` bits.
@@ -315,7 +315,7 @@ pub const FNAT_PORTS_DEFAULT: (u16, u16) = (1024, 65535);
 /// Value of `LB_LOCAL_ADDRS` (an array indexed by local address id): a FullNAT local
 /// address. `family == 0` marks a free entry.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct LocalAddr {
     /// Network order, IPv4 in the first 4 bytes.
@@ -328,7 +328,7 @@ pub struct LocalAddr {
 /// before each run, so that a repeated test run (which feeds a program its own output) or
 /// a veth (which hands the same page to its other end) sees it anew every time.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct BenchFrame {
     /// Length of the frame; its first `BENCH_FRAME_LEN` bytes are `bytes`.
@@ -356,7 +356,7 @@ pub const FWD_FNAT: u8 = 3;
 /// with the real as source; as destination the client for NAT, the local address and port
 /// for FullNAT): what to put back, and which client flow it answers.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct NatOrigin {
     /// The VIP the client talked to (network order, IPv4 in the first 4 bytes): the
@@ -400,7 +400,7 @@ pub const REAL_FLAG_RETIRED: u8 = 1;
 
 /// Key of `LB_FLOWS`: the 5-tuple of a client flow as it arrives at the director.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct FlowKey {
     pub src: [u8; 16],
@@ -414,7 +414,7 @@ pub struct FlowKey {
 
 /// Value of `LB_FLOWS`.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct FlowState {
     /// The real this flow was scheduled to (index into `LB_REALS`).
@@ -441,7 +441,7 @@ pub struct FlowState {
 /// decrement with a correction can take a counter below zero, which wraps; readers use
 /// `active()`/`inactive()`, which read such a value as 0.
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct ConnCounts {
     /// Connections in an active state (`conn::is_active`: ESTABLISHED, SYN_RECV, ...).
@@ -485,7 +485,7 @@ const fn clamp_wrapped(count: u32) -> u32 {
 
 /// Per-CPU traffic counters of one service or one real (`LB_SERVICE_STATS`, `LB_REAL_STATS`).
 #[repr(C)]
-#[derive(Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct TrafficStats {
     pub packets: u64,
@@ -529,48 +529,41 @@ const fn word_mask(bits: u32) -> u64 {
     }
 }
 
+/// aya's `Pod` for types that are `bytemuck::Pod` (derived above: `repr(C)`, integers and
+/// arrays only, no padding, checked by the compiler).
 #[cfg(feature = "user")]
-mod pod {
-    // SAFETY: every type is repr(C), made only of integers and byte arrays, with no implicit
-    // padding (checked by the size assertions below), so any bit pattern is valid.
-    unsafe impl aya::Pod for super::ServiceKey {}
-    unsafe impl aya::Pod for super::ServiceInfo {}
-    unsafe impl aya::Pod for super::RealInfo {}
-    unsafe impl aya::Pod for super::FlowKey {}
-    unsafe impl aya::Pod for super::FlowState {}
-    unsafe impl aya::Pod for super::TrafficStats {}
-    unsafe impl aya::Pod for super::ConnCounts {}
-    unsafe impl aya::Pod for super::PersistKey {}
-    unsafe impl aya::Pod for super::PersistState {}
-    unsafe impl aya::Pod for super::conn::Timeouts {}
-    unsafe impl aya::Pod for super::VipKey {}
-    unsafe impl aya::Pod for super::NatOrigin {}
-    unsafe impl aya::Pod for super::Settings {}
-    unsafe impl aya::Pod for super::LocalAddr {}
-    unsafe impl aya::Pod for super::BenchFrame {}
+macro_rules! aya_pod {
+    ($($ty:ty),* $(,)?) => {
+        $(
+            const _: fn() = || {
+                fn is_pod<T: bytemuck::Pod>() {}
+                is_pod::<$ty>();
+            };
+            // SAFETY: a bytemuck::Pod type (asserted above): any bit pattern is valid and
+            // it has no padding.
+            unsafe impl aya::Pod for $ty {}
+        )*
+    };
 }
 
-// No implicit padding: each size is the sum of the field sizes.
-const _: () = {
-    use core::mem::size_of;
-    assert!(size_of::<ServiceKey>() == 16 + 2 + 1 + 1);
-    assert!(size_of::<ServiceInfo>() == 3 * 4 + 1 + 1 + 1 + 1 + 4 + 4 + 1 + 3);
-    assert!(size_of::<PersistKey>() == 4 + 16);
-    assert!(size_of::<PersistState>() == 4 + 2 + 2 + 8);
-    assert!(size_of::<conn::Timeouts>() == conn::STATE_COUNT * 4);
-    assert!(size_of::<VipKey>() == 16 + 1 + 3);
-    assert!(size_of::<NatOrigin>() == 16 + 16 + 2 + 2 + 1 + 3 + 4);
-    assert!(size_of::<Settings>() == 4 + 2 + 2 + 2 + 2);
-    assert!(size_of::<LocalAddr>() == 16 + 1 + 3);
-    assert!(size_of::<BenchFrame>() == 4 * 2 + BENCH_FRAME_LEN);
-    assert!(
-        size_of::<RealInfo>() == 16 + 4 + 4 + 6 + 6 + 2 + 1 + 1 + 2 + 2 + 2 + 2 + 1 + 1 + 2 + 16
-    );
-    assert!(size_of::<FlowKey>() == 16 + 16 + 2 + 2 + 1 + 1 + 2);
-    assert!(size_of::<FlowState>() == 4 + 1 + 3 + 8 + 4 + 2 + 2);
-    assert!(size_of::<ConnCounts>() == 4 * 4);
-    assert!(size_of::<TrafficStats>() == 5 * 8);
-};
+#[cfg(feature = "user")]
+aya_pod!(
+    ServiceKey,
+    ServiceInfo,
+    RealInfo,
+    FlowKey,
+    FlowState,
+    TrafficStats,
+    ConnCounts,
+    PersistKey,
+    PersistState,
+    conn::Timeouts,
+    VipKey,
+    NatOrigin,
+    Settings,
+    LocalAddr,
+    BenchFrame,
+);
 
 #[cfg(test)]
 mod tests {

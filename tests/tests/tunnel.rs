@@ -1,11 +1,11 @@
 //! TUN through BPF_PROG_TEST_RUN: the balancer's IPIP and ip6ip6 output, byte for byte
-//! (outer header from the director's address, inner TOS/TTL/DF copied, VLAN tag of the
-//! real), the MTU limit, and the real server's `lb_decap` giving back the client's packet.
+//! (outer header from the director's address, inner TOS/TTL/DF copied, an IPv6 outer
+//! header's flow label from the client's address and ports, VLAN tag of the real), the MTU limit, and the real server's `lb_decap` giving back the client's packet.
 //! Needs root (BPF); see `lb_tests::privilege`.
 
 use std::net::IpAddr;
 
-use lb_common::{Outcome, xdp_action};
+use lb_common::{Outcome, hash::tunnel_flow_label, xdp_action};
 use lb_tests::{
     packet::{DIRECTOR_MAC, Frame, Network, checksum, hex, sum_words, v4, v6},
     privilege::require_root,
@@ -105,7 +105,23 @@ fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> V
             } else {
                 ((inner[0] << 4) | (inner[1] >> 4), inner[7], 41)
             };
-            frame.extend_from_slice(&[0x60 | (class >> 4), class << 4, 0, 0]);
+            // The flow label: the client's address and ports mixed (never 0).
+            let (src, ports) = if inner_v4 {
+                let mut src = [0; 16];
+                src[..4].copy_from_slice(&inner[12..16]);
+                (src, &inner[20..24])
+            } else {
+                (inner[8..24].try_into().expect("16 bytes"), &inner[40..44])
+            };
+            let label =
+                tunnel_flow_label(&src, !inner_v4, [ports[0], ports[1]], [ports[2], ports[3]]);
+            assert_ne!(label, 0);
+            frame.extend_from_slice(&[
+                0x60 | (class >> 4),
+                (class << 4) | (label >> 16) as u8,
+                (label >> 8) as u8,
+                label as u8,
+            ]);
             frame.extend_from_slice(&(inner.len() as u16).to_be_bytes());
             frame.extend_from_slice(&[next, hop]);
             let src: std::net::Ipv6Addr = TUNNEL_SRC6.parse().expect("literal");

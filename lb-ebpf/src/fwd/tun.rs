@@ -4,7 +4,9 @@
 //! and a new Ethernet header to the real's next hop, tagged with the real's VLAN if it has
 //! one. The real strips the outer header (its ipip/ip6_tunnel device, or `lb_decap`) and
 //! answers the client directly. The outer header copies the inner TOS/traffic class, TTL/hop
-//! limit, DF bit and (IPv4) identification. A packet that would exceed the egress MTU once
+//! limit, DF bit and (IPv4) identification; an IPv6 outer header carries a flow label
+//! from the client's address and ports (`lb_common::hash::tunnel_flow_label`), so that the
+//! real's NIC spreads the tunnels over its queues. A packet that would exceed the egress MTU once
 //! encapsulated is answered with ICMP "fragmentation needed" / "packet too big" (`icmp`)
 //! when it may not be fragmented, and dropped and counted (`tunnel_too_big`) otherwise.
 
@@ -73,7 +75,13 @@ pub fn forward<const ANSWER_TOO_BIG: bool>(
     let ether_type = if ipv6 { ETH_P_IPV6 } else { ETH_P_IPV4 };
     write_l2(ctx, real, ether_type)?;
     if ipv6 {
-        write_ipv6(ctx, l2_len, real, &inner, packet_len)?;
+        let label = lb_common::hash::tunnel_flow_label(
+            &flow.key.src,
+            inner_v6,
+            flow.key.sport,
+            flow.key.dport,
+        );
+        write_ipv6(ctx, l2_len, real, &inner, packet_len, label)?;
     } else {
         write_ipv4(ctx, l2_len, real, &inner, packet_len)?;
     }
@@ -164,10 +172,16 @@ fn write_ipv6(
     real: &RealInfo,
     inner: &Inner,
     packet_len: usize,
+    label: u32,
 ) -> Result<(), Outcome> {
     let ip = ptr_at_mut::<Ipv6Hdr>(ctx, offset).ok_or(Outcome::TruncatedL3)?;
-    // Version 6, the inner traffic class (or TOS), no flow label.
-    let class = [0x60 | (inner.class >> 4), inner.class << 4, 0, 0];
+    // Version 6, the inner traffic class (or TOS), the flow's label.
+    let class = [
+        0x60 | (inner.class >> 4),
+        (inner.class << 4) | (label >> 16) as u8,
+        (label >> 8) as u8,
+        label as u8,
+    ];
     let header = Ipv6Hdr {
         version_class_flow: class,
         payload_len: (packet_len as u16).to_be_bytes(),
