@@ -27,6 +27,7 @@ mod vrrp;
 
 use std::path::{Path, PathBuf};
 
+pub use checkers::CHECKERS;
 pub use diagnostic::{Diagnostic, Location, Severity};
 pub use keywords::inventory as keyword_inventory;
 pub use source::{Interfaces, Options};

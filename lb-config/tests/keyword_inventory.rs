@@ -5,7 +5,7 @@
 
 use std::{collections::BTreeMap, path::Path};
 
-use lb_config::{ConfigError, Diagnostic, Severity, keyword_inventory, parse};
+use lb_config::{CHECKERS, ConfigError, Diagnostic, Severity, keyword_inventory, parse};
 
 /// A small file with `keyword` in `block` (the checkers: in each checker kind, and in a
 /// url for `url`).
@@ -34,20 +34,10 @@ fn files_with(block: &str, keyword: &str) -> Vec<String> {
             instance("")
         )],
         "authentication" => vec![instance(&format!(" authentication {{\n  {keyword}\n }}"))],
-        "checkers" => [
-            "TCP_CHECK",
-            "HTTP_GET",
-            "SSL_GET",
-            "MISC_CHECK",
-            "SMTP_CHECK",
-            "DNS_CHECK",
-            "UDP_CHECK",
-            "PING_CHECK",
-            "FILE_CHECK",
-        ]
-        .iter()
-        .map(|kind| service("", &format!("  {kind} {{\n   {keyword}\n  }}")))
-        .collect(),
+        "checkers" => CHECKERS
+            .iter()
+            .map(|kind| service("", &format!("  {kind} {{\n   {keyword}\n  }}")))
+            .collect(),
         "url" => vec![service(
             "",
             &format!("  HTTP_GET {{\n   url {{\n    path /\n    {keyword}\n   }}\n  }}"),

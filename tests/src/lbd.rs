@@ -164,6 +164,25 @@ impl Lbd {
         Self::launch(ns, config, &[], name, log_file, args)
     }
 
+    /// Start `lbd -P` (VRRP only) in `ns` running `config`, in a directory of its own
+    /// (emptied first) under the temporary directory, named after the namespace, with
+    /// the configuration, the log and the pid file; the instance is `NS-lbd`.
+    pub fn start_vrrp_only(ns: &Netns, config: &str) -> anyhow::Result<Self> {
+        let dir = std::env::temp_dir().join(ns.name());
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("lbd.conf");
+        std::fs::write(&path, config)?;
+        let pid = dir.join("lbd.pid").display().to_string();
+        Self::start_like_keepalived(
+            ns,
+            &path,
+            &format!("{}-lbd", ns.name()),
+            &dir.join("lbd.log"),
+            &["-P", "-p", &pid],
+        )
+    }
+
     /// Start `lbd --decap interface` (a real server of TUN services) in `ns`.
     pub fn start_decap(
         ns: &Netns,

@@ -409,6 +409,22 @@ impl Topology {
         text
     }
 
+    /// lbd on the director's eth0 running `config` (written as keepalived.conf in the
+    /// scratch directory, with lbd.log beside it), once it reports ready.
+    pub fn start_lbd(&self, config: &str) -> anyhow::Result<crate::lbd::Lbd> {
+        let dir = self.scratch_dir();
+        let path = dir.join("keepalived.conf");
+        std::fs::write(&path, config)?;
+        crate::lbd::Lbd::start(
+            &self.director,
+            &path,
+            "eth0",
+            self.prefix(),
+            &dir.join("lbd.log"),
+            &["--flow-table-size", "65536"],
+        )
+    }
+
     /// Leave everything running (`lab --keep`): nothing of this guard is dropped, so no
     /// server is killed and no namespace deleted.
     pub fn keep(self) {

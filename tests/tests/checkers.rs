@@ -54,7 +54,6 @@ fn start_with_extra(
     lab.start_http_servers(Path::new(LAB))
         .expect("HTTP servers");
     let weighted: Vec<(&str, u32)> = reals.iter().map(|n| (n.as_str(), 1)).collect();
-    let prefix = lab.prefix().to_owned();
     let config = lab
         .keepalived_conf_with("rr", "DR", keywords, &weighted)
         .replace(
@@ -62,19 +61,7 @@ fn start_with_extra(
             &format!("        weight 1\n        {in_real}    }}"),
         )
         + extra;
-    let prefix = prefix.as_str();
-    let dir = lab.scratch_dir();
-    let path = dir.join("keepalived.conf");
-    std::fs::write(&path, config).expect("write config");
-    let mut lbd = Lbd::start(
-        &lab.director,
-        &path,
-        "eth0",
-        prefix,
-        &dir.join("lbd.log"),
-        &["--flow-table-size", "65536"],
-    )
-    .expect("lbd");
+    let mut lbd = lab.start_lbd(&config).expect("lbd");
     lbd.wait_for("checker(s) running", 1, Duration::from_secs(10))
         .expect("checkers started");
     (lab, lbd)

@@ -10,7 +10,7 @@ use std::{
 };
 
 use lb_tests::{
-    lbd::{self, Lbd},
+    lbd,
     privilege::require_root,
     topology::{Topology, VIP},
 };
@@ -63,7 +63,6 @@ fn dump_signals_write_keepalived_files() {
     let mut lab = Topology::create("lbt-dump", 1).expect("topology");
     lab.start_http_servers(Path::new(LAB))
         .expect("HTTP servers");
-    let dir = lab.scratch_dir();
     let real = lab.reals[0].addr;
     let config = format!(
         "global_defs {{\n    router_id LBT\n}}\n{}vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 91\n    priority 150\n    advert_int 1\n    virtual_ipaddress {{\n        10.0.0.191/32\n    }}\n}}\n",
@@ -73,17 +72,7 @@ fn dump_signals_write_keepalived_files() {
                 "        weight 1\n        TCP_CHECK {\n            connect_timeout 1\n            delay_loop 0.5\n        }\n    }"
             )
     );
-    let path = dir.join("keepalived.conf");
-    std::fs::write(&path, config).expect("config");
-    let mut lbd = Lbd::start(
-        &lab.director,
-        &path,
-        "eth0",
-        lab.prefix(),
-        &dir.join("lbd.log"),
-        &["--flow-table-size", "65536"],
-    )
-    .expect("lbd");
+    let mut lbd = lab.start_lbd(&config).expect("lbd");
     lbd.wait_for("(VI_1) Entering MASTER STATE", 1, Duration::from_secs(10))
         .expect("master");
     let dumps: PathBuf = lbd.dump_dir();

@@ -45,17 +45,7 @@ fn vrrp_and_checker_alerts_arrive_in_keepalived_words() {
             &format!("        weight 1\n        {TCP_CHECK}    }}")
         )
     );
-    let path = dir.join("keepalived.conf");
-    std::fs::write(&path, config).expect("config");
-    let mut lbd = Lbd::start(
-        &lab.director,
-        &path,
-        "eth0",
-        lab.prefix(),
-        &dir.join("lbd.log"),
-        &["--flow-table-size", "65536"],
-    )
-    .expect("lbd");
+    let mut lbd = lab.start_lbd(&config).expect("lbd");
 
     // VRRP: BACKUP first, MASTER once no other master speaks.
     let backup = sink
@@ -127,9 +117,6 @@ fn a_server_that_never_answers_delays_neither_vrrp_nor_lbctl() {
         .expect("address");
     let server: SocketAddr = "127.0.0.1:2526".parse().unwrap();
     let stalled = StalledSmtp::start(&ns, server).expect("stalled server");
-    let dir = std::env::temp_dir().join("lbt-mailstall");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
     // Every transition of two instances mails; the first mail waits 30 s for a reply.
     let instance = |name: &str, vrid: u8, vip: &str| {
         format!(
@@ -141,18 +128,9 @@ fn a_server_that_never_answers_delays_neither_vrrp_nor_lbctl() {
         instance("VI_1", 71, "10.9.5.100/24"),
         instance("VI_2", 72, "10.9.5.101/24")
     );
-    let path = dir.join("lbd.conf");
-    std::fs::write(&path, config).expect("config");
     let name = "lbt-mailstall-lbd";
     let started = Instant::now();
-    let mut lbd = Lbd::start_like_keepalived(
-        &ns,
-        &path,
-        name,
-        &dir.join("lbd.log"),
-        &["-P", "-p", &dir.join("lbd.pid").display().to_string()],
-    )
-    .expect("lbd");
+    let mut lbd = Lbd::start_vrrp_only(&ns, &config).expect("lbd");
     // Both become master at VRRP's pace (about 0.4 s here), not the mail's.
     lbd.wait_for("Entering MASTER STATE", 2, Duration::from_secs(5))
         .expect("both instances master while the first mail waits");

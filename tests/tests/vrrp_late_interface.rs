@@ -17,21 +17,9 @@ fn an_instance_waits_in_fault_until_its_interface_appears() {
     }
     let ns = Netns::create("lbt-late").expect("netns");
     ns.ip(&["link", "set", "lo", "up"]).expect("lo up");
-    let dir = std::env::temp_dir().join("lbt-late");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("dir");
     let config = "global_defs {\n    vrrp_version 3\n}\nvrrp_instance VI_1 {\n    state BACKUP\n    interface late0\n    virtual_router_id 81\n    priority 150\n    advert_int 0.1\n    virtual_ipaddress {\n        10.9.6.100/24\n    }\n}\n";
-    let path = dir.join("lbd.conf");
-    std::fs::write(&path, config).expect("config");
+    let mut lbd = Lbd::start_vrrp_only(&ns, config).expect("lbd starts without the interface");
     let name = "lbt-late-lbd";
-    let mut lbd = Lbd::start_like_keepalived(
-        &ns,
-        &path,
-        name,
-        &dir.join("lbd.log"),
-        &["-P", "-p", &dir.join("lbd.pid").display().to_string()],
-    )
-    .expect("lbd starts without the interface");
     lbd.wait_for(
         "(VI_1) interface late0 does not exist: FAULT until it appears",
         1,
