@@ -10,7 +10,7 @@ use super::{
     keywords::{Block, not_used},
     tree::Statement,
     values::{
-        no_value, parse_addr, parse_in_range, parse_port, parse_seconds, parse_seconds_or_zero,
+        addr_arg, no_value, parse_in_range, parse_seconds, parse_seconds_or_zero, port_arg,
         rest_of_line, single_arg, weight_args,
     },
 };
@@ -119,22 +119,10 @@ impl HostConnection {
     fn read(&mut self, line: &Statement, diagnostics: &mut Vec<Diagnostic>) -> bool {
         let at = line.location();
         match line.name() {
-            "connect_ip" => {
-                self.connect_ip =
-                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
-            }
-            "connect_port" => {
-                self.connect_port =
-                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
-            }
-            "bindto" => {
-                self.bindto =
-                    single_arg(line, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
-            }
-            "bind_port" => {
-                self.bind_port =
-                    single_arg(line, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
-            }
+            "connect_ip" => self.connect_ip = addr_arg(line, diagnostics),
+            "connect_port" => self.connect_port = port_arg(line, diagnostics),
+            "bindto" => self.bindto = addr_arg(line, diagnostics),
+            "bind_port" => self.bind_port = port_arg(line, diagnostics),
             "bind_if" => self.bind_if = single_arg(line, diagnostics).map(str::to_owned),
             "fwmark" => self.fwmark = parse_in_range(line, 0..=u32::MAX, diagnostics),
             "connect_timeout" => {

@@ -137,6 +137,18 @@ pub fn no_value(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> boo
     false
 }
 
+/// The keyword's one value as an address.
+pub fn addr_arg(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<IpAddr> {
+    let at = statement.location();
+    single_arg(statement, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
+}
+
+/// The keyword's one value as a port.
+pub fn port_arg(statement: &Statement, diagnostics: &mut Vec<Diagnostic>) -> Option<u16> {
+    let at = statement.location();
+    single_arg(statement, diagnostics).and_then(|v| parse_port(v, at, diagnostics))
+}
+
 /// keepalived's optional boolean (`smtp_alert`, `smtp_alert no`): no value is true;
 /// `yes`/`true`/`on` and `no`/`false`/`off`. Anything else is ignored with a warning, as
 /// keepalived ignores it.

@@ -11,8 +11,8 @@ use super::{
     keywords::{Block, not_used},
     tree::Statement,
     values::{
-        no_value, optional_bool, parse_addr, parse_in_range, parse_seconds, parse_seconds_or_zero,
-        rest_of_line, single_arg, weight_args,
+        addr_arg, no_value, optional_bool, parse_addr, parse_in_range, parse_seconds,
+        parse_seconds_or_zero, rest_of_line, single_arg, weight_args,
     },
 };
 use crate::model::vrrp::{
@@ -232,14 +232,8 @@ pub fn vrrp_instance(
             "virtual_routes" => instance.virtual_routes = route_block(item, diagnostics),
             "track_interface" => instance.track_interface = tracks(item, diagnostics),
             "track_script" => instance.track_script = tracks(item, diagnostics),
-            "unicast_src_ip" => {
-                instance.unicast_src_ip =
-                    single_arg(item, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
-            }
-            "mcast_src_ip" => {
-                instance.mcast_src_ip =
-                    single_arg(item, diagnostics).and_then(|v| parse_addr(v, at, diagnostics))
-            }
+            "unicast_src_ip" => instance.unicast_src_ip = addr_arg(item, diagnostics),
+            "mcast_src_ip" => instance.mcast_src_ip = addr_arg(item, diagnostics),
             "unicast_peer" => {
                 instance.unicast_peer = lines(item)
                     .filter_map(|line| parse_addr(line.name(), line.location(), diagnostics))
