@@ -399,7 +399,9 @@ impl NatOrigin {
 pub const REAL_FLAG_RETIRED: u8 = 1;
 
 /// Key of `LB_FLOWS`: the 5-tuple of a client flow as it arrives at the director.
-#[repr(C)]
+/// Aligned to 4 bytes (the size is a multiple, so no padding): the data plane zeroes and
+/// fills it in 32-bit words rather than byte by byte.
+#[repr(C, align(4))]
 #[derive(Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
 #[cfg_attr(feature = "user", derive(Debug))]
 pub struct FlowKey {
