@@ -46,6 +46,12 @@ pub const fn maglev_slot(folded: u32, port: u16) -> u32 {
     h % crate::sched::MAGLEV_TABLE_SIZE
 }
 
+/// The bit of an address in `Settings::nat_sources` (0..512): its fold, mixed.
+#[inline(always)]
+pub const fn nat_source_bit(addr: &[u8; 16], ipv6: bool) -> u32 {
+    fold(addr, ipv6).wrapping_mul(0x9E37_79B1) >> (32 - 9)
+}
+
 /// The IPv6 flow label of a tunnelled flow (ip6ip6, 4in6): a 20-bit mix of the client's
 /// address and both ports, never 0 (no label), so that a real's NIC spreads its
 /// director's tunnels over its receive queues by flow (RSS hashes the outer header), as

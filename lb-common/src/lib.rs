@@ -306,8 +306,15 @@ pub struct Settings {
     /// Possible CPUs: FullNAT gives each CPU every `cpus`-th port of the range, so that
     /// two CPUs never draw the same one (0 before userspace wrote it: one share).
     pub cpus: u16,
-    pub _pad: u16,
+    pub _pad: [u16; 3],
+    /// The sources a NAT or FullNAT reply may come from: bit `hash::nat_source_bit` of
+    /// every such real's address (configured or retired) is set. A packet for no service
+    /// whose source's bit is clear is no reply, and skips the reply-table lookup.
+    pub nat_sources: [u64; NAT_SOURCE_WORDS],
 }
+
+/// 64-bit words of `Settings::nat_sources` (512 bits).
+pub const NAT_SOURCE_WORDS: usize = 8;
 
 /// FullNAT local ports when none are configured: above the well-known ports.
 pub const FNAT_PORTS_DEFAULT: (u16, u16) = (1024, 65535);

@@ -242,3 +242,60 @@ virtual_server 192.0.2.94 8080 {
         assert_eq!(hex(&run.output), hex(&expected), "{vip:?}: to the real");
     }
 }
+
+/// Replies come from a real whose address lbd marked as a reply source
+/// (`Settings::nat_sources`); one taken out of the configuration keeps its flows, so
+/// their replies are still translated, and a new real's first reply is too.
+#[test]
+fn replies_of_a_removed_real_and_of_a_new_one_are_translated() {
+    if !require_root("replies_of_a_removed_real_and_of_a_new_one_are_translated") {
+        return;
+    }
+    let hops = StaticNextHops::of([
+        ("10.1.0.11", next_hop(REAL_MAC, None)),
+        ("10.1.0.12", next_hop([0x02, 0xaa, 0, 0, 0, 2], None)),
+    ]);
+    let mut balancer = TestBalancer::load(hops, 1 << 12).expect("load");
+    let config = |real: &str| {
+        format!(
+            "virtual_server 192.0.2.90 80 {{\n lb_kind NAT\n protocol TCP\n real_server {real} 8080 {{}}\n}}\n"
+        )
+    };
+    let client = [198, 51, 100, 7];
+    let reply_from = |real: [u8; 4], port: u16| {
+        Frame {
+            dst_mac: SRC_MAC,
+            src_mac: REAL_MAC,
+            ..Frame::tcp(v4(real, client), 8080, port).with_tcp_flags(TCP_SYN | TCP_ACK)
+        }
+        .bytes()
+    };
+    let vip_source = |output: &[u8]| output[14 + 12..14 + 16].to_vec();
+    balancer.apply_config(&config("10.1.0.11")).expect("apply");
+    let syn = Frame::tcp(v4(client, [192, 0, 2, 90]), 41000, 80);
+    assert_eq!(
+        balancer.run(&syn.bytes()).expect("run").action,
+        xdp_action::XDP_TX
+    );
+    // 10.1.0.11 leaves the service, 10.1.0.12 comes: a new client goes to the new real.
+    balancer.apply_config(&config("10.1.0.12")).expect("apply");
+    let run = balancer
+        .run(&reply_from([10, 1, 0, 11], 41000))
+        .expect("run");
+    assert_eq!(
+        vip_source(&run.output),
+        [192, 0, 2, 90],
+        "the removed real's reply"
+    );
+    let syn = Frame::tcp(v4(client, [192, 0, 2, 90]), 41001, 80);
+    let run = balancer.run(&syn.bytes()).expect("run");
+    assert_eq!(&run.output[14 + 16..14 + 20], &[10, 1, 0, 12]);
+    let run = balancer
+        .run(&reply_from([10, 1, 0, 12], 41001))
+        .expect("run");
+    assert_eq!(
+        vip_source(&run.output),
+        [192, 0, 2, 90],
+        "the new real's reply"
+    );
+}

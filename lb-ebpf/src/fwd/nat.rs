@@ -74,8 +74,14 @@ pub fn reply_seen(reply: &FlowKey, tcp_flags: u8, origin: &NatOrigin) -> u32 {
 /// balancer's stack.
 #[inline(always)]
 pub fn origin(flow: &FlowKey) -> Option<&'static NatOrigin> {
-    let features = SETTINGS.get(0).map_or(0, |s| s.features);
-    if features & FEATURE_NAT == 0 {
+    let settings = SETTINGS.get(0)?;
+    if settings.features & FEATURE_NAT == 0 {
+        return None;
+    }
+    // Not from a NAT or FullNAT real: no reply, no lookup.
+    let bit = lb_common::hash::nat_source_bit(&flow.src, flow.family == FAMILY_IPV6);
+    let word = settings.nat_sources.get((bit / 64) as usize)?;
+    if (word >> (bit % 64)) & 1 == 0 {
         return None;
     }
     // SAFETY: a live LRU element; an entry replaced meanwhile gives another flow's values,

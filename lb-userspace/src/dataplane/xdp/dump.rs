@@ -261,7 +261,8 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
                 fnat_port_min: 0,
                 fnat_port_max: 0,
                 cpus: 0,
-                _pad: 0,
+                _pad: [0; 3],
+                nat_sources: [0; lb_common::NAT_SOURCE_WORDS],
             };
             array_entries(
                 typed!(Array, Settings),

@@ -394,6 +394,18 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     /// Write the `FEATURE_*` bits (with `FEATURE_ANSWER_ECHO` as loaded), the FullNAT port
     /// range and the number of CPUs that share it, if they changed.
     fn write_settings(&mut self, features: u32) -> Result<(), DataplaneError> {
+        // The reply sources: every NAT and FullNAT real in use, retired ones too (their
+        // flows still get replies).
+        let mut nat_sources = [0u64; lb_common::NAT_SOURCE_WORDS];
+        for real in self.slots.entries.values() {
+            if real.fwd == FWD_NAT || real.fwd == FWD_FNAT {
+                let bit = lb_common::hash::nat_source_bit(
+                    &real.addr,
+                    real.family == lb_common::FAMILY_IPV6,
+                );
+                nat_sources[(bit / 64) as usize] |= 1 << (bit % 64);
+            }
+        }
         let echo = if self.answer_echo {
             lb_common::FEATURE_ANSWER_ECHO
         } else {
@@ -404,7 +416,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             fnat_port_min: self.fnat_ports.0,
             fnat_port_max: self.fnat_ports.1,
             cpus: fnat_port_shares(self.cpus),
-            _pad: 0,
+            _pad: [0; 3],
+            nat_sources,
         };
         if self.settings != Some(settings) {
             write_single(&mut self.ebpf, names::SETTINGS, settings)?;
@@ -870,6 +883,10 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 self.write_real(id, entry)?;
             }
         }
+        // The reply sources before the tables: a new real's replies may come as soon as a
+        // table sends it a flow.
+        let nat = services.iter().any(|s| s.forward.translates_replies());
+        self.write_settings(if nat { FEATURE_NAT } else { 0 })?;
         // Service by service: each swap is atomic on its own. Once one waits for room,
         // the rest wait too: the room `check_table_room` counted is taken in this order.
         for wanted in tables {
@@ -878,8 +895,6 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 break;
             }
         }
-        let nat = services.iter().any(|s| s.forward.translates_replies());
-        self.write_settings(if nat { FEATURE_NAT } else { 0 })?;
         self.local_addrs.retain(&wanted_local_addrs);
         let vips = services.iter().map(|s| s.addr).collect();
         sync_vip_set(&mut self.ebpf, names::VIPS, &mut self.vips, vips)?;
