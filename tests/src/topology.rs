@@ -412,6 +412,11 @@ impl Topology {
     /// lbd on the director's eth0 running `config` (written as keepalived.conf in the
     /// scratch directory, with lbd.log beside it), once it reports ready.
     pub fn start_lbd(&self, config: &str) -> anyhow::Result<crate::lbd::Lbd> {
+        self.start_lbd_with(config, &[])
+    }
+
+    /// As `start_lbd`, with more arguments.
+    pub fn start_lbd_with(&self, config: &str, args: &[&str]) -> anyhow::Result<crate::lbd::Lbd> {
         let dir = self.scratch_dir();
         let path = dir.join("keepalived.conf");
         std::fs::write(&path, config)?;
@@ -421,7 +426,7 @@ impl Topology {
             "eth0",
             self.prefix(),
             &dir.join("lbd.log"),
-            &["--flow-table-size", "65536"],
+            &[&["--flow-table-size", "65536"], args].concat(),
         )
     }
 

@@ -308,3 +308,36 @@ fn ha_suspend_pauses_checks_until_vrrp_brings_the_vip() {
         .expect("checks resumed");
     drop(lab);
 }
+
+/// keepalived's `-C`: the checker process alone. lbd balances and checks, and runs no
+/// VRRP instance of the file (its VIP is never added).
+#[test]
+fn dash_c_checks_and_balances_without_vrrp() {
+    if !require_root("dash_c_checks_and_balances_without_vrrp") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-dashc", 2).expect("topology");
+    lab.start_http_servers(Path::new(LAB))
+        .expect("HTTP servers");
+    let reals: Vec<(&str, u32)> = lab.reals.iter().map(|r| (r.name.as_str(), 1)).collect();
+    let config = lab.keepalived_conf("rr", &reals).replace(
+        "        weight 1\n    }",
+        &format!(
+            "        weight 1\n        TCP_CHECK {{\n            {TIMING}\n        }}\n    }}"
+        ),
+    ) + "vrrp_instance VI_1 {\n    state MASTER\n    interface eth0\n    virtual_router_id 77\n    priority 150\n    virtual_ipaddress {\n        10.0.0.177/32\n    }\n}\n";
+    let mut lbd = lab.start_lbd_with(&config, &["-C"]).expect("lbd -C");
+    lbd.wait_for("checker(s) running", 1, Duration::from_secs(10))
+        .expect("checkers started");
+    assert_eq!(lab.spread(8).expect("requests").len(), 2);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        !lbd.log().iter().any(|line| line.contains("VRRPv")),
+        "lbd -C started VRRP"
+    );
+    let addresses = lab
+        .director
+        .ip(&["addr", "show", "dev", "eth0"])
+        .expect("addr");
+    assert!(!addresses.contains("10.0.0.177"), "{addresses}");
+}

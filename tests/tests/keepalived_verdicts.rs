@@ -17,9 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_tests::{lbd, netns::Netns, privilege::require_root};
-
-const KEEPALIVED: &str = "/usr/sbin/keepalived";
+use lb_tests::{keepalived, lbd, netns::Netns, privilege::require_root};
 
 fn corpus_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../lb-config/tests/corpus")
@@ -78,10 +76,7 @@ fn lbd_and_keepalived_give_the_recorded_verdicts() {
     if !require_root("lbd_and_keepalived_give_the_recorded_verdicts") {
         return;
     }
-    if !Path::new(KEEPALIVED).exists() {
-        let reason = "keepalived is not installed (`cargo xtask setup` installs it)";
-        assert!(std::env::var_os("CI").is_none(), "{reason}");
-        eprintln!("SKIPPED lbd_and_keepalived_give_the_recorded_verdicts: {reason}");
+    if !keepalived::available("lbd_and_keepalived_give_the_recorded_verdicts") {
         return;
     }
     let ns = Netns::create("lbt-kav").expect("netns");
@@ -106,7 +101,7 @@ fn lbd_and_keepalived_give_the_recorded_verdicts() {
                 .args(["-i", "corpus"]);
             exit_code(command)
         };
-        let keepalived = run(Path::new(KEEPALIVED));
+        let keepalived = run(Path::new(keepalived::BINARY));
         let lbd = run(&lbd);
         if keepalived != recorded {
             wrong.push(format!(
@@ -133,13 +128,14 @@ fn lbd_gives_keepalived_exit_status_on_keepalived_own_samples() {
     if !require_root(test) {
         return;
     }
-    if !Path::new(KEEPALIVED).exists() || !Path::new(SAMPLES).exists() {
-        let reason =
-            "keepalived and its samples are not installed (`cargo xtask setup` installs them)";
-        assert!(std::env::var_os("CI").is_none(), "{reason}");
-        eprintln!("SKIPPED {test}: {reason}");
+    // The samples come with the package.
+    if !keepalived::available(test) {
         return;
     }
+    assert!(
+        Path::new(SAMPLES).exists(),
+        "keepalived is installed without {SAMPLES}"
+    );
     // lo and eth0, as on a typical director; the samples name eth1-eth3 too.
     let ns = Netns::create("lbt-kas").expect("netns");
     ns.ip(&[
@@ -178,7 +174,7 @@ fn lbd_gives_keepalived_exit_status_on_keepalived_own_samples() {
             command.args(args).arg("-f").arg(&path);
             exit_code(command)
         };
-        let keepalived = run(Path::new(KEEPALIVED), &["-t"]);
+        let keepalived = run(Path::new(keepalived::BINARY), &["-t"]);
         let ours = run(&lbd, &["-t"]);
         if keepalived != *status {
             wrong.push(format!(

@@ -14,8 +14,6 @@ use std::{
 use lb_tests::{netns::Netns, privilege::require_root};
 use lb_vrrp::packet::{Advertisement, Auth, IPPROTO_VRRP, Version};
 
-const KEEPALIVED: &str = "/usr/sbin/keepalived";
-
 /// keepalived running in `ns` with `config`; killed on drop.
 struct Keepalived(Child);
 
@@ -41,7 +39,7 @@ impl Drop for Keepalived {
 fn keepalived(ns: &Netns, dir: &Path, config: &str) -> Keepalived {
     let path = dir.join("keepalived.conf");
     std::fs::write(&path, config).expect("config");
-    let mut command = ns.command(KEEPALIVED).expect("command");
+    let mut command = ns.command(lb_tests::keepalived::BINARY).expect("command");
     command
         .args(["-n", "-l", "-D", "-P", "-f"])
         .arg(&path)
@@ -145,10 +143,7 @@ fn keepalived_adverts_decode_as_configured() {
     if !require_root("keepalived_adverts_decode_as_configured") {
         return;
     }
-    if !Path::new(KEEPALIVED).exists() {
-        let reason = "keepalived is not installed (`cargo xtask setup` installs it)";
-        assert!(std::env::var_os("CI").is_none(), "{reason}");
-        eprintln!("SKIPPED keepalived_adverts_decode_as_configured: {reason}");
+    if !lb_tests::keepalived::available("keepalived_adverts_decode_as_configured") {
         return;
     }
     // keepalived in one namespace, the peer that catches its packets in another.

@@ -130,14 +130,9 @@ impl Session {
         text: &str,
         expected: u16,
     ) -> Result<(), SmtpError> {
+        let limit = self.limit;
         let write = self.stream.get_mut().write_all(text.as_bytes());
-        timeout(self.limit, write)
-            .await
-            .map_err(|_| SmtpError::Timeout {
-                step,
-                limit: self.limit,
-            })?
-            .map_err(|source| SmtpError::Io { step, source })?;
+        bounded(limit, step, write).await?;
         self.expect(step, expected).await
     }
 
@@ -145,14 +140,9 @@ impl Session {
     async fn expect(&mut self, step: &'static str, expected: u16) -> Result<(), SmtpError> {
         for _ in 0..MAX_REPLY_LINES {
             let mut line = String::new();
+            let limit = self.limit;
             let mut limited = (&mut self.stream).take(MAX_REPLY_LINE as u64);
-            let n = timeout(self.limit, limited.read_line(&mut line))
-                .await
-                .map_err(|_| SmtpError::Timeout {
-                    step,
-                    limit: self.limit,
-                })?
-                .map_err(|source| SmtpError::Io { step, source })?;
+            let n = bounded(limit, step, limited.read_line(&mut line)).await?;
             if n == 0 {
                 return Err(SmtpError::Io {
                     step,
@@ -178,6 +168,18 @@ impl Session {
             reply: format!("more than {MAX_REPLY_LINES} lines"),
         })
     }
+}
+
+/// `io` within `limit`: a step of the dialogue, its failure named.
+async fn bounded<T>(
+    limit: Duration,
+    step: &'static str,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, SmtpError> {
+    timeout(limit, io)
+        .await
+        .map_err(|_| SmtpError::Timeout { step, limit })?
+        .map_err(|source| SmtpError::Io { step, source })
 }
 
 /// Now, as a mail's Date header: `Mon, 07 Dec 2026 17:08:32 +0000` (UTC).

@@ -95,7 +95,8 @@ struct Args {
     /// keepalived compatibility: run only the VRRP part (no load balancing, no XDP).
     #[arg(short = 'P', long = "vrrp")]
     vrrp_only: bool,
-    /// keepalived compatibility: run only the checker (LVS) part, which is what lbd runs.
+    /// keepalived compatibility: run only the checker (LVS) part: the data plane and the
+    /// health checks, no VRRP (with `-P` too, both, as keepalived runs both).
     #[arg(short = 'C', long = "check")]
     check_only: bool,
     /// Leave the data plane running when lbd stops (keepalived's option): XDP stays
@@ -255,6 +256,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The configuration as this lbd runs it: with `-C` alone (keepalived's checker process),
+/// without its VRRP part. For start and every reload.
+fn load_config(args: &Args) -> Result<config::Loaded, config::ConfigError> {
+    let mut loaded = config::load_with(&args.config, &config_options(args))?;
+    if args.check_only && !args.vrrp_only {
+        let config = &mut loaded.config;
+        config.vrrp_instances.clear();
+        config.vrrp_sync_groups.clear();
+        config.vrrp_scripts.clear();
+    }
+    Ok(loaded)
+}
+
 /// How `args` asks the configuration to be read.
 fn config_options(args: &Args) -> config::Options {
     let mut options = config::Options::default();
@@ -343,7 +357,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let hangup = signal(SignalKind::hangup())?;
     // keepalived's dump signals (SIGUSR1 would otherwise end lbd).
     let dumps = dump::Signals::new()?;
-    let loaded = config::load_with(&args.config, &config_options(&args))?;
+    let loaded = load_config(&args)?;
     log_diagnostics(&loaded.warnings);
     // keepalived always writes its main pid file; units and scripts read it.
     let main_pid = args
@@ -355,7 +369,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .flatten()
         .cloned();
     let _pid_files = PidFiles::write(pid_files)?;
-    if args.vrrp_only {
+    // -P alone: VRRP only; with -C too, both (keepalived's two processes).
+    if args.vrrp_only && !args.check_only {
         return run_vrrp_only(&args, loaded.config, [terminate, interrupt, hangup], dumps).await;
     }
     if !args.decap.is_empty() {

@@ -14,7 +14,6 @@ use lb_userspace::{
     alert::Alerts,
     api::{Request, Response, server::Call},
     check::{health::Health, supervisor::Checks},
-    config,
     dataplane::{
         ApplyReport, DataplaneError,
         actor::{DataplaneHandle, Pacing},
@@ -31,9 +30,9 @@ use tokio::{signal::unix::Signal, sync::oneshot};
 use tracing::{error, info, warn};
 
 use crate::{
-    Args, config_options,
+    Args,
     control::{Control, Prepared},
-    log_diagnostics, run_dir,
+    load_config, log_diagnostics, run_dir,
     start::{Started, nat_forwarding_warnings, start_dataplane},
     start_metrics,
 };
@@ -284,7 +283,7 @@ fn start_reload(
     dataplane: &DataplaneHandle,
     kind: DataplaneKind,
 ) -> Option<InFlight> {
-    let loaded = match config::load_with(&args.config, &config_options(args)) {
+    let loaded = match load_config(args) {
         Ok(loaded) => loaded,
         Err(e) => {
             error!("reload rejected, the running configuration stays: {e}");
