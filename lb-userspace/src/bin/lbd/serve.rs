@@ -73,6 +73,9 @@ pub async fn run(
         refresh_interval: Duration::from_secs(args.refresh_interval.max(1)),
         upkeep: upkeep.clone(),
     };
+    // Following the neighbour table starts before the data plane reads it, so that no
+    // change between its reading and lbd saying ready is missed.
+    let neighbour_events = NeighbourEvents::subscribe();
     let (start_args, start_config, overlay) = (args.clone(), config.clone(), checks.overlay());
     let (dataplane, Started { interfaces, status }) = DataplaneHandle::spawn(pacing, move || {
         start_dataplane(&start_args, start_config, overlay)
@@ -82,6 +85,20 @@ pub async fn run(
     for warning in nat_forwarding_warnings(&running, status.kind) {
         warn!("{warning}");
     }
+    // A change of a real's neighbour entry has its next hop resolved again soon (the delay
+    // gathers the changes of one moment into one refresh). Lost events (a full socket
+    // buffer) are taken as a change. Next hops are XDP's: IPVS resolves on its own.
+    let mut neighbours = match (status.kind == DataplaneKind::Xdp, neighbour_events) {
+        (false, _) => None,
+        (true, Ok(events)) => Some(events),
+        (true, Err(e)) => {
+            warn!(
+                "cannot follow the neighbour table ({e}); next hops are refreshed every {} s only",
+                args.refresh_interval
+            );
+            None
+        }
+    };
     let pins = pin_dir(&args.name);
     match status.kind {
         DataplaneKind::Xdp => info!(
@@ -113,21 +130,6 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(args.refresh_interval.max(1)));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    // A change of a real's neighbour entry has its next hop resolved again soon (the delay
-    // gathers the changes of one moment into one refresh). Lost events (a full socket
-    // buffer) are taken as a change. Next hops are XDP's: IPVS resolves on its own.
-    let mut neighbours = match (status.kind == DataplaneKind::Xdp).then(NeighbourEvents::subscribe)
-    {
-        None => None,
-        Some(Ok(events)) => Some(events),
-        Some(Err(e)) => {
-            warn!(
-                "cannot follow the neighbour table ({e}); next hops are refreshed every {} s only",
-                args.refresh_interval
-            );
-            None
-        }
-    };
     let mut soon: Option<tokio::time::Instant> = None;
     let mut in_flight: Option<InFlight> = None;
     let mut reload_wanted = false;
