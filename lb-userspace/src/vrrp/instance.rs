@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
 use super::{
-    addresses, announce, link,
+    absent, addresses, announce, link,
     published::Published,
     socket::{GROUP4, GROUP6, VrrpSocket},
     timer::Timer,
@@ -37,8 +37,6 @@ use crate::{
 
 /// How long a notify script may run.
 const NOTIFY_TIMEOUT: Duration = Duration::from_secs(30);
-/// How often a missing interface is looked for.
-const INTERFACE_WAIT: Duration = Duration::from_millis(250);
 
 /// A state change, for lbd (ha_suspend, logs, metrics) and the sync groups.
 #[derive(Clone, Debug)]
@@ -121,7 +119,7 @@ pub async fn run(
             counters: VrrpCounters::default(),
         },
     );
-    if !wait_for_interface(&config.interface, &name, &status, &changes, &mut stop).await {
+    if !absent::wait_for_interface(&config.interface, &name, &status, &changes, &mut stop).await {
         return Ok(());
     }
     let setup = |reason: String| InstanceError::Setup {
@@ -292,48 +290,6 @@ pub async fn run(
             }
         }
     }
-}
-
-/// keepalived's way with an interface that does not exist (yet): the instance is in
-/// FAULT, and its sync group with it, until the interface appears. Whether it appeared
-/// (false: the instance was stopped first).
-async fn wait_for_interface(
-    interface: &str,
-    name: &str,
-    status: &Published,
-    changes: &mpsc::UnboundedSender<StateChange>,
-    stop: &mut watch::Receiver<bool>,
-) -> bool {
-    // Unicast instances without an interface take the route's.
-    if interface.is_empty() || link::index(interface).is_ok() {
-        return true;
-    }
-    warn!("({name}) interface {interface} does not exist: FAULT until it appears");
-    status.update(|s| {
-        s.state = state_name(State::Fault).to_owned();
-        s.since_unix_ms = now_unix_ms();
-    });
-    let change = |state, own_fault| StateChange {
-        instance: name.to_owned(),
-        state,
-        synced: false,
-        own_fault,
-    };
-    let _ = changes.send(change(State::Fault, None));
-    let _ = changes.send(change(State::Fault, Some(true)));
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return false,
-            _ = tokio::time::sleep(INTERFACE_WAIT) => {
-                if link::index(interface).is_ok() {
-                    break;
-                }
-            }
-        }
-    }
-    info!("({name}) interface {interface} appeared");
-    let _ = changes.send(change(State::Fault, Some(false)));
-    true
 }
 
 /// Aborts the watcher tasks when the instance ends.

@@ -10,6 +10,7 @@
 //! CPUs do not delay it either; scripts it starts run at normal priority. lbd's main loop
 //! only hears of the state changes, after the sync groups have followed them.
 
+mod absent;
 pub mod addresses;
 pub mod announce;
 pub mod instance;
