@@ -148,11 +148,7 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
                 .reals
                 .iter()
                 .filter_map(|real| {
-                    let key = RealKey {
-                        service: id,
-                        addr: real.addr,
-                        port: real.port,
-                    };
+                    let key = RealKey::of(id, real);
                     let weight = overlay
                         .reals
                         .get(&key)

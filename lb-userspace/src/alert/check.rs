@@ -107,11 +107,7 @@ impl CheckAlerts {
                 );
             }
             for real in vs.reals.iter().filter(|r| alerts.real_server(r.smtp_alert)) {
-                let key = RealKey {
-                    service: id,
-                    addr: real.addr,
-                    port: real.port,
-                };
+                let key = RealKey::of(id, real);
                 let alert = RealAlert {
                     real: address_text(real.addr, vs.protocol, real.port),
                     service: service.clone(),
@@ -207,11 +203,7 @@ mod tests {
             .config;
         let alerts = CheckAlerts::of(&config);
         let vs = &config.virtual_servers[0];
-        let key = |n: usize| RealKey {
-            service: ServiceId::of(vs),
-            addr: vs.reals[n].addr,
-            port: 80,
-        };
+        let key = |n: usize| RealKey::of(ServiceId::of(vs), &vs.reals[n]);
         let mail = alerts.checker(&key(0), 0, false, "refused", false).unwrap();
         assert_eq!(
             mail.subject,

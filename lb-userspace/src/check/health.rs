@@ -22,6 +22,17 @@ pub struct RealKey {
     pub port: u16,
 }
 
+impl RealKey {
+    /// Real `real` of service `service`.
+    pub fn of(service: ServiceId, real: &RealServer) -> Self {
+        Self {
+            service,
+            addr: real.addr,
+            port: real.port,
+        }
+    }
+}
+
 /// How the health of the reals changes what the configuration says.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Overlay {
@@ -94,11 +105,7 @@ impl Health {
                     .find(|old| ServiceId::of(old) == service)
             });
             for real in &vs.reals {
-                let key = RealKey {
-                    service,
-                    addr: real.addr,
-                    port: real.port,
-                };
+                let key = RealKey::of(service, real);
                 let unchanged = |old_real: &&RealServer| {
                     old_real.addr == real.addr
                         && old_real.port == real.port

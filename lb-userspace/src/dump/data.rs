@@ -6,7 +6,7 @@
 
 use std::fmt::Write as _;
 
-use super::Snapshot;
+use super::{Checks, Snapshot};
 use crate::{
     alert::check::{address_text, service_text},
     calendar::Utc,
@@ -367,7 +367,7 @@ fn tracks(text: &mut String, title: &str, tracks: &[Track]) {
     }
 }
 
-fn virtual_server(config: &Config, vs: &VirtualServer, checks: &[CheckStatus], text: &mut String) {
+fn virtual_server(config: &Config, vs: &VirtualServer, checks: &Checks, text: &mut String) {
     text.push_str(" ------< Virtual server >------\n");
     match vs.fwmark {
         Some(mark) => {
@@ -449,15 +449,13 @@ fn method(forward: ForwardMethod) -> &'static str {
 
 /// The status of checker `index` of `real` in `vs`.
 fn check_of<'a>(
-    checks: &'a [CheckStatus],
+    checks: &'a Checks,
     vs: &VirtualServer,
     real: &RealServer,
     index: usize,
 ) -> Option<&'a CheckStatus> {
     let service = crate::dataplane::diff::ServiceId::of(vs).to_string();
-    checks.iter().find(|c| {
-        c.service == service && c.real == real.addr && c.port == real.port && c.index == index
-    })
+    checks.get(&(service, real.addr, real.port, index))
 }
 
 fn yes_no(yes: bool) -> &'static str {
@@ -498,18 +496,26 @@ mod tests {
                 since_unix_ms: 1_796_663_312_250,
                 ..Default::default()
             }],
-            checks: vec![CheckStatus {
-                service: "TCP 10.0.0.100:80".into(),
-                real: "10.0.0.11".parse().unwrap(),
-                port: 80,
-                index: 0,
-                kind: "TCP_CHECK".into(),
-                up: false,
-                probes: 3,
-                ..Default::default()
-            }],
+            checks: [(
+                (
+                    "TCP 10.0.0.100:80".to_owned(),
+                    "10.0.0.11".parse().unwrap(),
+                    80,
+                    0,
+                ),
+                CheckStatus {
+                    service: "TCP 10.0.0.100:80".into(),
+                    real: "10.0.0.11".parse().unwrap(),
+                    port: 80,
+                    index: 0,
+                    kind: "TCP_CHECK".into(),
+                    up: false,
+                    probes: 3,
+                    ..Default::default()
+                },
+            )]
+            .into(),
             dataplane: Some("XDP".into()),
-            now_unix: 0,
             config,
         };
         let data = vrrp(&snapshot);

@@ -12,7 +12,9 @@ pub mod data;
 pub mod stats;
 
 use std::{
+    collections::BTreeMap,
     io::Write as _,
+    net::IpAddr,
     os::unix::fs::OpenOptionsExt as _,
     path::{Path, PathBuf},
 };
@@ -86,12 +88,14 @@ pub fn signum(name: &str) -> Option<i32> {
 pub struct Snapshot {
     pub config: Config,
     pub vrrp: Vec<VrrpStatus>,
-    pub checks: Vec<CheckStatus>,
+    /// The checker table's rows, by its key (service, real, port, checker index).
+    pub checks: Checks,
     /// `XDP`, `IPVS`, or none (`-P`).
     pub dataplane: Option<String>,
-    /// When the snapshot was taken (seconds since the epoch).
-    pub now_unix: u64,
 }
+
+/// The rows of a `CheckTable`.
+pub type Checks = BTreeMap<(String, IpAddr, u16, usize), CheckStatus>;
 
 impl Snapshot {
     /// The running `config` with the tables' state now.
@@ -105,16 +109,12 @@ impl Snapshot {
             .lock()
             .map(|table| table.values().cloned().collect())
             .unwrap_or_default();
-        let checks = checks
-            .lock()
-            .map(|table| table.values().cloned().collect())
-            .unwrap_or_default();
+        let checks = checks.lock().map(|table| table.clone()).unwrap_or_default();
         Self {
             config: config.clone(),
             vrrp,
             checks,
             dataplane: dataplane.map(str::to_owned),
-            now_unix: crate::status::now_unix_ms() / 1000,
         }
     }
 }

@@ -199,9 +199,8 @@ mod tests {
                 },
                 ..Default::default()
             }],
-            checks: Vec::new(),
+            checks: Default::default(),
             dataplane: None,
-            now_unix: 0,
         }
     }
 
