@@ -118,7 +118,7 @@ pub struct Katran {
     lib: Libbpf,
     object: *mut c_void,
     program: RawFd,
-    _lru: OwnedFd,
+    lru: OwnedFd,
 }
 
 impl Katran {
@@ -139,7 +139,7 @@ impl Katran {
         }
         let mut katran = Self {
             program: -1,
-            _lru: create_lru(&lib)?,
+            lru: create_lru(&lib)?,
             lib,
             object,
         };
@@ -165,7 +165,7 @@ impl Katran {
             bail!("Katran's object has no lru_mapping");
         }
         // SAFETY: as above; the LRU's fd is valid.
-        if unsafe { (lib.set_inner_map_fd)(outer, self._lru.as_raw_fd()) } != 0 {
+        if unsafe { (lib.set_inner_map_fd)(outer, self.lru.as_raw_fd()) } != 0 {
             bail!("setting lru_mapping's inner map");
         }
         // SAFETY: loading the opened object.
@@ -184,7 +184,7 @@ impl Katran {
         // SAFETY: a program of the loaded object.
         self.program = unsafe { (lib.program_fd)(program) };
         let zero = 0u32.to_ne_bytes();
-        let lru = (self._lru.as_raw_fd() as u32).to_ne_bytes();
+        let lru = (self.lru.as_raw_fd() as u32).to_ne_bytes();
         lib.update(self.map_fd("lru_mapping")?, &zero, &lru, "lru_mapping")?;
         let mut mac = [0u8; 8];
         mac[..6].copy_from_slice(&[2, 0, 0, 0, 0, 0x99]);

@@ -241,16 +241,21 @@ struct Program {
     link: Option<aya::programs::xdp::XdpLinkId>,
 }
 
+/// The balancer's object with program `name` loaded (and nothing attached).
+pub fn load_alone(name: &str) -> anyhow::Result<aya::Ebpf> {
+    let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .with_context(|| format!("{name} missing"))?
+        .try_into()?;
+    program.load()?;
+    Ok(ebpf)
+}
+
 impl Program {
     fn load(name: &'static str) -> anyhow::Result<Self> {
-        let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("{name} missing"))?
-            .try_into()?;
-        program.load()?;
         Ok(Self {
-            ebpf,
+            ebpf: load_alone(name)?,
             name,
             link: None,
         })

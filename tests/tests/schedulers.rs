@@ -264,6 +264,12 @@ fn least_connection_schedulers_pick_by_weighted_counts() {
     }
 }
 
+/// The id of the balancer's one real.
+fn only_real(balancer: &mut TestBalancer) -> u32 {
+    let ids = balancer.real_ids().expect("ids");
+    ids.into_values().next().expect("one real")
+}
+
 #[test]
 fn connections_are_counted_from_tcp_state_and_corrected_by_a_scan() {
     if !require_root("connections_are_counted_from_tcp_state_and_corrected_by_a_scan") {
@@ -273,12 +279,7 @@ fn connections_are_counted_from_tcp_state_and_corrected_by_a_scan() {
     balancer
         .apply_config(&service([192, 0, 2, 20], "lc", "", 0, &[1]))
         .expect("apply");
-    let id = balancer
-        .real_ids()
-        .expect("ids")
-        .into_values()
-        .next()
-        .expect("one real");
+    let id = only_real(&mut balancer);
     let counts = |balancer: &mut TestBalancer| {
         let c = balancer.conns(id).expect("counts");
         (c.active, c.inactive)
@@ -319,12 +320,7 @@ fn evicted_flows_leave_the_counts_within_one_scan() {
     balancer
         .apply_config(&service([192, 0, 2, 21], "lc", "", 0, &[1]))
         .expect("apply");
-    let id = balancer
-        .real_ids()
-        .expect("ids")
-        .into_values()
-        .next()
-        .expect("one real");
+    let id = only_real(&mut balancer);
     for n in 0..3000u32 {
         let client = (0xc612_0000 + n).to_be_bytes();
         let syn = Frame::tcp(v4(client, [192, 0, 2, 21]), 6000, 80);

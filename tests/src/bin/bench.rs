@@ -49,10 +49,7 @@ use lb_tests::{
     testrun::{INGRESS, StaticNextHops, TestBalancer, next_hop, pin_to_cpu0, run_program},
 };
 use lb_userspace::{
-    dataplane::{
-        Dataplane,
-        xdp::{AttachMode, XdpOptions, load_object},
-    },
+    dataplane::{Dataplane, xdp::AttachMode},
     model::Scheduler,
     nexthop::NextHop,
 };
@@ -570,12 +567,7 @@ struct Baseline {
 
 impl Baseline {
     fn load(name: &'static str, action: u32) -> anyhow::Result<Self> {
-        let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
-        let program: &mut Xdp = ebpf
-            .program_mut(name)
-            .with_context(|| format!("{name} missing"))?
-            .try_into()?;
-        program.load()?;
+        let ebpf = lb_tests::socket_bench::load_alone(name)?;
         Ok(Self { ebpf, name, action })
     }
 
