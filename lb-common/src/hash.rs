@@ -52,6 +52,14 @@ pub const fn nat_source_bit(addr: &[u8; 16], ipv6: bool) -> u32 {
     fold(addr, ipv6).wrapping_mul(0x9E37_79B1) >> (32 - 9)
 }
 
+/// The bit of a virtual service in `Settings::services` (0..1024): its address's fold,
+/// port (network order, as in the packet) and protocol, mixed.
+#[inline(always)]
+pub const fn service_bit(addr: &[u8; 16], ipv6: bool, port: [u8; 2], proto: u8) -> u32 {
+    let ports = u32::from_be_bytes([port[0], port[1], proto, 0]);
+    (fold(addr, ipv6) ^ ports.rotate_left(13)).wrapping_mul(0x9E37_79B1) >> (32 - 10)
+}
+
 /// The IPv6 flow label of a tunnelled flow (ip6ip6, 4in6): a 20-bit mix of the client's
 /// address and both ports, never 0 (no label), so that a real's NIC spreads its
 /// director's tunnels over its receive queues by flow (RSS hashes the outer header), as
@@ -89,6 +97,21 @@ mod tests {
         let distinct = 1 + labels.windows(2).filter(|w| w[0] != w[1]).count();
         assert!(distinct > 1000, "{distinct} distinct labels of 1024 flows");
         assert_eq!(label(1024), label(1024));
+    }
+
+    #[test]
+    fn services_on_one_address_take_different_bits() {
+        let mut vip = [0; 16];
+        vip[..4].copy_from_slice(&[192, 0, 2, 10]);
+        let mut bits = [0u32; 128];
+        for (slot, n) in bits.iter_mut().zip(0u16..) {
+            let proto = if n % 2 == 0 { 6 } else { 17 };
+            *slot = service_bit(&vip, false, (1 + n / 2).to_be_bytes(), proto);
+        }
+        assert!(bits.iter().all(|bit| *bit < 1024));
+        bits.sort_unstable();
+        let distinct = 1 + bits.windows(2).filter(|w| w[0] != w[1]).count();
+        assert!(distinct > 110, "{distinct} bits for 128 services");
     }
 
     #[test]

@@ -291,6 +291,9 @@ pub const FWD_TUN: u8 = 1;
 pub const FEATURE_NAT: u32 = 1;
 /// `Settings::features` bit: answer echo requests to VIPs in XDP (`lbd --answer-ping`).
 pub const FEATURE_ANSWER_ECHO: u32 = 2;
+/// `Settings::features` bit: `Settings::services` is written; without it (before userspace
+/// wrote the settings) every packet may be for a service.
+pub const FEATURE_SERVICE_FILTER: u32 = 4;
 
 /// Value of `LB_SETTINGS` (one entry): what the configuration uses and load-time limits.
 #[repr(C)]
@@ -311,10 +314,16 @@ pub struct Settings {
     /// every such real's address (configured or retired) is set. A packet for no service
     /// whose source's bit is clear is no reply, and skips the reply-table lookup.
     pub nat_sources: [u64; NAT_SOURCE_WORDS],
+    /// The virtual services: bit `hash::service_bit` of every service's (address, port,
+    /// protocol) is set, kept a superset while services come and go. A packet whose bit is
+    /// clear is for no service and skips the flow and service lookups.
+    pub services: [u64; SERVICE_FILTER_WORDS],
 }
 
 /// 64-bit words of `Settings::nat_sources` (512 bits).
 pub const NAT_SOURCE_WORDS: usize = 8;
+/// 64-bit words of `Settings::services` (1024 bits).
+pub const SERVICE_FILTER_WORDS: usize = 16;
 
 /// FullNAT local ports when none are configured: above the well-known ports.
 pub const FNAT_PORTS_DEFAULT: (u16, u16) = (1024, 65535);

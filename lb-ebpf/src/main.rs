@@ -120,51 +120,67 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
     if flow.echo_request {
         return echo::reply(ctx, &flow);
     }
-    let Some(service) = vip::lookup(&flow.key) else {
-        if flow.icmp_error {
-            return Err(Outcome::NotService);
-        }
-        // Not for a virtual service: maybe a real's reply to a NAT client.
-        return match fwd::nat::origin(&flow.key) {
-            Some(origin) => {
-                // The reply keeps its flow alive and moves its state, as in IPVS, which
-                // sees both directions.
-                let real_id = fwd::nat::reply_seen(&flow.key, flow.tcp_flags, origin);
-                let outcome = fwd::nat::reply(ctx, &flow, origin)?;
-                stats::count_reply(real_id, ctx.data_end() - ctx.data());
-                Ok(outcome)
-            }
-            None => Err(Outcome::NotService),
-        };
-    };
+    if vip::may_serve(&flow.key)
+        && let Some(served) = serve(ctx, &flow)
+    {
+        return served;
+    }
     if flow.icmp_error {
+        return Err(Outcome::NotService);
+    }
+    // Not for a virtual service: maybe a real's reply to a NAT client.
+    match fwd::nat::origin(&flow.key) {
+        Some(origin) => {
+            // The reply keeps its flow alive and moves its state, as in IPVS, which sees
+            // both directions.
+            let real_id = fwd::nat::reply_seen(&flow.key, flow.tcp_flags, origin);
+            let outcome = fwd::nat::reply(ctx, &flow, origin)?;
+            stats::count_reply(real_id, ctx.data_end() - ctx.data());
+            Ok(outcome)
+        }
+        None => Err(Outcome::NotService),
+    }
+}
+
+/// A packet that may be for a virtual service: `None` if it is for none. The flow table
+/// comes first, as in IPVS (which looks connections up before services): an established
+/// flow's real names its service, so its packets need no service lookup.
+#[inline(always)]
+fn serve(ctx: &XdpContext, flow: &Flow) -> Option<Result<Outcome, Outcome>> {
+    if flow.icmp_error {
+        let service = vip::lookup(&flow.key)?;
         // NAT and FullNAT flows: translated here, not in `icmp_error`, so that the
         // translation's frames stack on the balancer's alone.
         let found = fwd::nat_icmp::lookup(&flow.key, service.id);
         if found != fwd::nat_icmp::NOT_NAT {
-            let (real_id, outcome) = fwd::nat_icmp::to_real(ctx, &flow, found)?;
-            stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), false);
-            return Ok(outcome);
+            return Some(
+                fwd::nat_icmp::to_real(ctx, flow, found).map(|(real_id, outcome)| {
+                    stats::count_forwarded(service.id, real_id, ctx.data_end() - ctx.data(), false);
+                    outcome
+                }),
+            );
         }
-        return icmp_error(ctx, &flow, &service);
+        return Some(icmp_error(ctx, flow, &service));
     }
     let now = conntrack::now_ns();
-    // ops: every datagram is scheduled on its own and no flow is recorded (so none is
-    // counted); persistence still applies and NAT still records the reply translation.
-    let ops = service.flags & SERVICE_FLAG_OPS != 0;
-    let mut chosen = if ops {
-        schedule_new(&flow, &service, now, NO_FLOW, 0)?
-    } else {
-        choose_real(&flow, &service, now)?
-    };
-    if chosen.new_flow && chosen.real.fwd == FWD_FNAT {
-        let packed = fnat::allocate(&flow.key, &service, chosen.real_id);
-        if packed == fnat::NO_LOCAL_PORT {
-            return Err(Outcome::FnatNoPort);
+    let chosen = match known_flow(flow, now) {
+        Known::Established(chosen) => chosen,
+        known => {
+            let service = vip::lookup(&flow.key)?;
+            match schedule(flow, &service, now, known) {
+                Ok(chosen) => chosen,
+                Err(outcome) => return Some(Err(outcome)),
+            }
         }
-        chosen.local = LocalEnd::unpack(packed);
-    }
-    let outcome = match fwd::forward(ctx, &flow, chosen.real, chosen.local, chosen.established()) {
+    };
+    Some(send(ctx, flow, &chosen, now))
+}
+
+/// Rewrite and send the packet to the chosen real; record a new flow (and its client's
+/// persistence pin) once its frame is on its way.
+#[inline(always)]
+fn send(ctx: &XdpContext, flow: &Flow, chosen: &Chosen, now: u64) -> Result<Outcome, Outcome> {
+    let outcome = match fwd::forward(ctx, flow, chosen.real, chosen.local, chosen.established()) {
         Err(Outcome::FnatPortLost) if !chosen.new_flow => {
             // Another flow holds its local end now: this flow is over (its next SYN
             // starts afresh) rather than kept alive by its own retransmissions.
@@ -178,12 +194,12 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         return Ok(outcome);
     }
     if chosen.new_flow {
-        if !ops {
-            record_flow(&flow, &chosen, now);
+        if chosen.records_flow {
+            record_flow(flow, chosen, now);
         }
-        if service.persist_timeout != 0 {
+        if chosen.pins_client {
             persist::remember(
-                &persist::key(&service, &flow.key),
+                &persist::key(chosen.real.service_id, chosen.persist_prefix, &flow.key),
                 chosen.real_id,
                 chosen.real.generation,
                 now,
@@ -194,7 +210,12 @@ fn balance(ctx: &XdpContext) -> Result<Outcome, Outcome> {
         fwd::nat::remember(&flow.key, chosen.real, chosen.new_flow);
     }
     let bytes = ctx.data_end() - ctx.data();
-    stats::count_forwarded(service.id, chosen.real_id, bytes, chosen.new_flow);
+    stats::count_forwarded(
+        chosen.real.service_id,
+        chosen.real_id,
+        bytes,
+        chosen.new_flow,
+    );
     Ok(outcome)
 }
 
@@ -227,9 +248,16 @@ fn icmp_error(ctx: &XdpContext, flow: &Flow, service: &ServiceInfo) -> Result<Ou
 /// The real a packet goes to, and how it was chosen.
 pub struct Chosen {
     pub real_id: u32,
+    /// Its entry, which names its service.
     pub real: &'static RealInfo,
     /// Scheduled now; the caller records the flow once the frame is on its way.
     pub new_flow: bool,
+    /// A new flow goes into the flow table (not for `ops` services).
+    records_flow: bool,
+    /// A new flow pins its client (the service is persistent), by the client's address
+    /// masked to `persist_prefix` bits.
+    pins_client: bool,
+    persist_prefix: u8,
     /// An established flow's state after this packet (a new flow's is recorded with it).
     pub state: u8,
     /// FullNAT: the flow's local address and port (the caller reserves them for a new
@@ -255,80 +283,97 @@ impl Chosen {
 /// `Chosen::replaced_real` when no flow was replaced.
 const NO_FLOW: u32 = u32::MAX;
 
-/// The real of an established flow (its state and time updated), or for a new flow the
-/// real its client is pinned to (persistence) or a newly scheduled one.
-/// The flow table's answer stands only if its real is in use, belongs to this service and
-/// is the real the flow was scheduled to (ids are reused: the generations match), the
-/// flow has not timed out in its state, and no new TCP connection (SYN) reuses the
-/// 5-tuple of a flow on a retired real or of one that ended (TIME_WAIT, CLOSE: IPVS's
-/// `conn_reuse_mode` 1). A TCP segment of no known connection other than a SYN is
-/// scheduled only by a scheduler that sends it where its connection is
-/// (`sched::schedules_mid_stream`), and never a RST; it goes to the kernel otherwise.
+/// What the flow table says about a packet's flow.
+enum Known {
+    /// It goes on to its real (its state and time updated).
+    Established(Chosen),
+    /// Its entry has timed out, or a new connection reuses its 5-tuple: the new flow
+    /// replaces this one, which leaves its real's count.
+    Replaced { real_id: u32, state: u8 },
+    /// No entry, or one whose real is gone or whose id went to another real.
+    Unknown,
+}
+
+/// The flow table's answer. It stands only if the entry's real is in use and is the real
+/// the flow was scheduled to (ids are reused: the generations match; a real's entry names
+/// its service, so it is still a real of the flow's service), the flow has not timed out
+/// in its state, and no new TCP connection (SYN) reuses the 5-tuple of a flow on a
+/// retired real or of one that ended (TIME_WAIT, CLOSE: IPVS's `conn_reuse_mode` 1).
 #[inline(always)]
-fn choose_real(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
-    let (mut replaced_real, mut replaced_state) = (NO_FLOW, 0);
-    if let Some(entry) = conntrack::lookup(&flow.key) {
-        // SAFETY: a live LRU element, read by value; a racing eviction can only hand us
-        // stale values, which are validated below. The client's packets of a flow come to
-        // one CPU (RSS), but a NAT/FullNAT reply may move the same entry from another CPU
-        // at the same moment (`conntrack::reply_seen`): see there for what that costs.
-        let old = unsafe { *entry };
-        if let Some(real) = maps::real(old.real_id)
-            && real.service_id == service.id
-            && conntrack::belongs(&old, real)
-        {
-            let expired = conntrack::expired(old.state, old.last_seen_ns, now);
-            let reused = flow.opens_connection()
-                && (real.flags & REAL_FLAG_RETIRED != 0 || conn::reopens(old.state));
-            if !expired && !reused {
-                let state = conntrack::next_state(old.state, flow, real);
-                if state != old.state {
-                    conns::moved(old.real_id, old.state, state);
-                }
-                if state != old.state || now != old.last_seen_ns {
-                    // SAFETY: as above.
-                    unsafe {
-                        (*entry).state = state;
-                        (*entry).last_seen_ns = now;
-                    }
-                }
-                return Ok(Chosen {
-                    real_id: old.real_id,
-                    real,
-                    new_flow: false,
-                    state,
-                    local: LocalEnd {
-                        addr_id: old.local_addr,
-                        port: old.local_port,
-                    },
-                    replaced_real: NO_FLOW,
-                    replaced_state: 0,
-                });
-            }
-            (replaced_real, replaced_state) = (old.real_id, old.state);
+fn known_flow(flow: &Flow, now: u64) -> Known {
+    let Some(entry) = conntrack::lookup(&flow.key) else {
+        return Known::Unknown;
+    };
+    // SAFETY: a live LRU element, read by value; a racing eviction can only hand us stale
+    // values, which are validated below. The client's packets of a flow come to one CPU
+    // (RSS), but a NAT/FullNAT reply may move the same entry from another CPU at the same
+    // moment (`conntrack::reply_seen`): see there for what that costs.
+    let old = unsafe { *entry };
+    let Some(real) = maps::real(old.real_id).filter(|real| conntrack::belongs(&old, real)) else {
+        return Known::Unknown;
+    };
+    let expired = conntrack::expired(old.state, old.last_seen_ns, now);
+    let reused = flow.opens_connection()
+        && (real.flags & REAL_FLAG_RETIRED != 0 || conn::reopens(old.state));
+    if expired || reused {
+        return Known::Replaced {
+            real_id: old.real_id,
+            state: old.state,
+        };
+    }
+    let state = conntrack::next_state(old.state, flow, real);
+    if state != old.state {
+        conns::moved(old.real_id, old.state, state);
+    }
+    if state != old.state || now != old.last_seen_ns {
+        // SAFETY: as above.
+        unsafe {
+            (*entry).state = state;
+            (*entry).last_seen_ns = now;
         }
     }
-    if flow.key.proto == PROTO_TCP
+    Known::Established(Chosen {
+        real_id: old.real_id,
+        real,
+        new_flow: false,
+        records_flow: false,
+        pins_client: false,
+        persist_prefix: 0,
+        state,
+        local: LocalEnd {
+            addr_id: old.local_addr,
+            port: old.local_port,
+        },
+        replaced_real: NO_FLOW,
+        replaced_state: 0,
+    })
+}
+
+/// The real for a packet of `service` that no established flow takes: the one its client
+/// is pinned to (persistence), or the scheduler's choice; a FullNAT flow gets its local
+/// end. `ops`: every datagram is scheduled on its own and no flow is recorded (so none is
+/// counted); persistence still applies and NAT still records the reply translation. A TCP
+/// segment of no known connection other than a SYN is scheduled only by a scheduler that
+/// sends it where its connection is (`sched::schedules_mid_stream`), and never a RST; it
+/// goes to the kernel otherwise.
+#[inline(always)]
+fn schedule(flow: &Flow, service: &ServiceInfo, now: u64, known: Known) -> Result<Chosen, Outcome> {
+    let ops = service.flags & SERVICE_FLAG_OPS != 0;
+    let (replaced_real, replaced_state) = match known {
+        Known::Replaced { real_id, state } if !ops => (real_id, state),
+        _ => (NO_FLOW, 0),
+    };
+    if !ops
+        && flow.key.proto == PROTO_TCP
         && !flow.opens_connection()
         && (flow.tcp_flags & TCP_RST != 0 || !schedules_mid_stream(service.sched))
     {
         return Err(Outcome::TcpNotSyn);
     }
-    schedule_new(flow, service, now, replaced_real, replaced_state)
-}
-
-/// The real for a new flow: the one its client is pinned to (persistence), or the
-/// scheduler's choice. `replaced_*` is the flow it overwrites, if any.
-#[inline(always)]
-fn schedule_new(
-    flow: &Flow,
-    service: &ServiceInfo,
-    now: u64,
-    replaced_real: u32,
-    replaced_state: u8,
-) -> Result<Chosen, Outcome> {
-    let pinned = if service.persist_timeout != 0 {
-        persist::pinned(service, &persist::key(service, &flow.key), now)
+    let persists = service.persist_timeout != 0;
+    let pinned = if persists {
+        let key = persist::key(service.id, service.persist_prefix, &flow.key);
+        persist::pinned(service, &key, now)
     } else {
         None
     };
@@ -337,12 +382,23 @@ fn schedule_new(
         None => sched::pick(service, flow).ok_or(Outcome::NoReal)?,
     };
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
+    let mut local = LocalEnd::NONE;
+    if real.fwd == FWD_FNAT {
+        let packed = fnat::allocate(&flow.key, service, real_id);
+        if packed == fnat::NO_LOCAL_PORT {
+            return Err(Outcome::FnatNoPort);
+        }
+        local = LocalEnd::unpack(packed);
+    }
     Ok(Chosen {
         real_id,
         real,
         new_flow: true,
+        records_flow: !ops,
+        pins_client: persists,
+        persist_prefix: service.persist_prefix,
         state: 0,
-        local: LocalEnd::NONE,
+        local,
         replaced_real,
         replaced_state,
     })

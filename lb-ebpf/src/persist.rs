@@ -9,12 +9,13 @@ use lb_common::{FlowKey, PersistKey, PersistState, REAL_FLAG_RETIRED, ServiceInf
 
 use crate::maps::{self, PERSIST};
 
-/// The persistence key of `flow`'s client for `service`.
+/// The persistence key of `flow`'s client for service `service_id`, whose
+/// `persistence_granularity` is `prefix` bits.
 #[inline(always)]
-pub fn key(service: &ServiceInfo, flow: &FlowKey) -> PersistKey {
+pub fn key(service_id: u32, prefix: u8, flow: &FlowKey) -> PersistKey {
     PersistKey {
-        service_id: service.id,
-        client: mask_prefix(flow.src, service.persist_prefix),
+        service_id,
+        client: mask_prefix(flow.src, prefix),
     }
 }
 

@@ -255,22 +255,12 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
                 addr(v.addr, v.family)
             })
         }
-        names::SETTINGS => {
-            let zero = Settings {
-                features: 0,
-                fnat_port_min: 0,
-                fnat_port_max: 0,
-                cpus: 0,
-                _pad: [0; 3],
-                nat_sources: [0; lb_common::NAT_SOURCE_WORDS],
-            };
-            array_entries(
-                typed!(Array, Settings),
-                name,
-                zero,
-                |v| json!({"features": v.features, "fnat_port_min": v.fnat_port_min, "fnat_port_max": v.fnat_port_max, "cpus": v.cpus}),
-            )
-        }
+        names::SETTINGS => array_entries(
+            typed!(Array, Settings),
+            name,
+            Settings::default(),
+            |v| json!({"features": v.features, "fnat_port_min": v.fnat_port_min, "fnat_port_max": v.fnat_port_max, "cpus": v.cpus}),
+        ),
         names::TIMEOUTS => array_entries(
             typed!(Array, Timeouts),
             name,

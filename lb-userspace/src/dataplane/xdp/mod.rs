@@ -392,7 +392,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     }
 
     /// Write the `FEATURE_*` bits (with `FEATURE_ANSWER_ECHO` as loaded), the FullNAT port
-    /// range and the number of CPUs that share it, if they changed.
+    /// range and the number of CPUs that share it, the reply sources and the service
+    /// filter, if they changed.
     fn write_settings(&mut self, features: u32) -> Result<(), DataplaneError> {
         // The reply sources: every NAT and FullNAT real in use, retired ones too (their
         // flows still get replies).
@@ -406,18 +407,30 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 nat_sources[(bit / 64) as usize] |= 1 << (bit % 64);
             }
         }
+        // Every service with an id: those being published and those not yet removed.
+        let mut service_bits = [0u64; lb_common::SERVICE_FILTER_WORDS];
+        for key in self.slots.services.keys() {
+            let bit = lb_common::hash::service_bit(
+                &key.addr,
+                key.family == lb_common::FAMILY_IPV6,
+                key.port,
+                key.proto,
+            );
+            service_bits[(bit / 64) as usize] |= 1 << (bit % 64);
+        }
         let echo = if self.answer_echo {
             lb_common::FEATURE_ANSWER_ECHO
         } else {
             0
         };
         let settings = Settings {
-            features: features | echo,
+            features: features | echo | lb_common::FEATURE_SERVICE_FILTER,
             fnat_port_min: self.fnat_ports.0,
             fnat_port_max: self.fnat_ports.1,
             cpus: fnat_port_shares(self.cpus),
             _pad: [0; 3],
             nat_sources,
+            services: service_bits,
         };
         if self.settings != Some(settings) {
             write_single(&mut self.ebpf, names::SETTINGS, settings)?;
@@ -883,10 +896,12 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 self.write_real(id, entry)?;
             }
         }
-        // The reply sources before the tables: a new real's replies may come as soon as a
-        // table sends it a flow.
+        // The reply sources and the service filter before the tables: a new real's replies
+        // may come as soon as a table sends it a flow, and a new service's packets as soon
+        // as it is published.
         let nat = services.iter().any(|s| s.forward.translates_replies());
-        self.write_settings(if nat { FEATURE_NAT } else { 0 })?;
+        let features = if nat { FEATURE_NAT } else { 0 };
+        self.write_settings(features)?;
         // Service by service: each swap is atomic on its own. Once one waits for room,
         // the rest wait too: the room `check_table_room` counted is taken in this order.
         for wanted in tables {
@@ -908,6 +923,8 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         for key in stale {
             self.remove_service(key)?;
         }
+        // Without the services and reals removed.
+        self.write_settings(features)?;
         Ok(report)
     }
 
