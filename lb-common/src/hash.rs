@@ -53,11 +53,13 @@ pub const fn nat_source_bit(addr: &[u8; 16], ipv6: bool) -> u32 {
 }
 
 /// The bit of a virtual service in `Settings::services` (0..1024): its address's fold,
-/// port (network order, as in the packet) and protocol, mixed.
+/// port (network order, as in the packet) and protocol, mixed. The address is folded
+/// without asking its family (an IPv4 address's other words are zero), so that the
+/// balancer takes no branch on it here.
 #[inline(always)]
-pub const fn service_bit(addr: &[u8; 16], ipv6: bool, port: [u8; 2], proto: u8) -> u32 {
+pub const fn service_bit(addr: &[u8; 16], port: [u8; 2], proto: u8) -> u32 {
     let ports = u32::from_be_bytes([port[0], port[1], proto, 0]);
-    (fold(addr, ipv6) ^ ports.rotate_left(13)).wrapping_mul(0x9E37_79B1) >> (32 - 10)
+    (fold(addr, true) ^ ports.rotate_left(13)).wrapping_mul(0x9E37_79B1) >> (32 - 10)
 }
 
 /// The IPv6 flow label of a tunnelled flow (ip6ip6, 4in6): a 20-bit mix of the client's
@@ -106,7 +108,7 @@ mod tests {
         let mut bits = [0u32; 128];
         for (slot, n) in bits.iter_mut().zip(0u16..) {
             let proto = if n % 2 == 0 { 6 } else { 17 };
-            *slot = service_bit(&vip, false, (1 + n / 2).to_be_bytes(), proto);
+            *slot = service_bit(&vip, (1 + n / 2).to_be_bytes(), proto);
         }
         assert!(bits.iter().all(|bit| *bit < 1024));
         bits.sort_unstable();

@@ -2,7 +2,7 @@
 //! protocol), behind a filter that answers "no service" for most other packets without a
 //! hash lookup.
 
-use lb_common::{FAMILY_IPV6, FEATURE_SERVICE_FILTER, FlowKey, ServiceInfo, ServiceKey};
+use lb_common::{FEATURE_SERVICE_FILTER, FlowKey, ServiceInfo, ServiceKey};
 
 use crate::maps::{SERVICES, SETTINGS};
 
@@ -17,12 +17,7 @@ pub fn may_serve(flow: &FlowKey) -> bool {
     if settings.features & FEATURE_SERVICE_FILTER == 0 {
         return true;
     }
-    let bit = lb_common::hash::service_bit(
-        &flow.dst,
-        flow.family == FAMILY_IPV6,
-        flow.dport,
-        flow.proto,
-    );
+    let bit = lb_common::hash::service_bit(&flow.dst, flow.dport, flow.proto);
     match settings.services.get((bit / 64) as usize) {
         Some(word) => (word >> (bit % 64)) & 1 != 0,
         None => true,

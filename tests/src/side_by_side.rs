@@ -206,6 +206,27 @@ impl Hot {
     }
 }
 
+/// One established path alone for `calls` test runs, for a profiler to sample (`perf
+/// record -e cpu-clock -C 0 -g`): Katran's IPIP (`kind` "katran", from the object at
+/// `katran`) or ours with `lb_kind` `kind` (TUN, DR, NAT, FNAT). The mean gross ns.
+pub fn profile_established(katran: Option<&Path>, kind: &str, calls: usize) -> anyhow::Result<f64> {
+    crate::testrun::pin_to_cpu0()?;
+    let ctx = context();
+    let paths = |program| Paths {
+        program,
+        ctx: Some(&ctx),
+        calls,
+        floor: 0.0,
+    };
+    if kind == "katran" {
+        let path = katran.context("no Katran object given (--katran PATH or LB_KATRAN_OBJECT)")?;
+        let katran = Katran::load(path)?;
+        return paths(katran.program()).established();
+    }
+    let balancer = ours(kind)?;
+    paths(program_fd(&balancer)?).established()
+}
+
 /// Every row, `calls` test runs each; Katran's from the object at `katran` if it loads.
 pub fn measure(katran: Option<&Path>, calls: usize) -> anyhow::Result<SideBySide> {
     crate::testrun::pin_to_cpu0()?;

@@ -52,7 +52,7 @@ fn settings(balancer: &TestBalancer) -> Settings {
 fn filter_has(settings: &Settings, port: u16) -> bool {
     let mut addr = [0; 16];
     addr[..4].copy_from_slice(&VIP);
-    let bit = lb_common::hash::service_bit(&addr, false, port.to_be_bytes(), lb_common::PROTO_TCP);
+    let bit = lb_common::hash::service_bit(&addr, port.to_be_bytes(), lb_common::PROTO_TCP);
     settings.services[(bit / 64) as usize] >> (bit % 64) & 1 == 1
 }
 

@@ -107,6 +107,10 @@ struct Args {
     /// Measure the table against Katran only (no report written).
     #[arg(long)]
     katran_only: bool,
+    /// Run one established path alone (`katran`, or our TUN, DR, NAT, FNAT) for
+    /// --katran-calls test runs and print its mean, for a profiler to sample.
+    #[arg(long)]
+    profile_path: Option<String>,
     /// Internal: be the health-check row's listener on this port.
     #[arg(long, hide = true)]
     listen: Option<u16>,
@@ -306,6 +310,15 @@ fn main() -> anyhow::Result<()> {
             .join("../../shared/anchors/katran/balancer.bpf.o");
         anchor.exists().then_some(anchor)
     });
+    if let Some(kind) = &args.profile_path {
+        let mean = lb_tests::side_by_side::profile_established(
+            katran.as_deref(),
+            kind,
+            args.katran_calls,
+        )?;
+        println!("{kind}: {mean:.1} ns per call (gross, XDP_PASS not taken off)");
+        return Ok(());
+    }
     if args.katran_only {
         let report = lb_tests::side_by_side::measure(katran.as_deref(), args.katran_calls)?;
         lb_tests::side_by_side::print(&report);

@@ -410,12 +410,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         // Every service with an id: those being published and those not yet removed.
         let mut service_bits = [0u64; lb_common::SERVICE_FILTER_WORDS];
         for key in self.slots.services.keys() {
-            let bit = lb_common::hash::service_bit(
-                &key.addr,
-                key.family == lb_common::FAMILY_IPV6,
-                key.port,
-                key.proto,
-            );
+            let bit = lb_common::hash::service_bit(&key.addr, key.port, key.proto);
             service_bits[(bit / 64) as usize] |= 1 << (bit % 64);
         }
         let echo = if self.answer_echo {
