@@ -1,9 +1,11 @@
 //! XDP programs of the load balancer.
 //!
-//! `lb_xdp` balances: parse the frame, look up the virtual service, find the flow's real in
-//! the flow table (or schedule one), track the connection's state, rewrite and send. Everything that is not for a virtual
-//! service passes to the kernel untouched. Each concern has its own module; every outcome is
-//! counted and mapped to an XDP action in one place (`lb_common::Outcome::xdp_action`).
+//! `lb_xdp` balances: parse the frame; skip every lookup for most packets of no virtual
+//! service (`vip::may_serve`); find the flow's real in the flow table, or on a miss look
+//! the virtual service up and schedule one; track the connection's state, rewrite and
+//! send. Everything that is not for a virtual service passes to the kernel untouched
+//! (except NAT replies, translated back). Each concern has its own module; every outcome
+//! is counted and mapped to an XDP action in one place (`lb_common::Outcome::xdp_action`).
 #![no_std]
 #![no_main]
 // Atomic add on map values (`conns`): core has no atomic read-modify-write types for BPF.
@@ -206,7 +208,7 @@ fn send(ctx: &XdpContext, flow: &Flow, chosen: &Chosen, now: u64) -> Result<Outc
             );
         }
     }
-    if chosen.real.fwd == FWD_NAT {
+    if chosen.real.fwd == FWD_NAT && chosen.first_in_tick {
         fwd::nat::remember(&flow.key, chosen.real, chosen.new_flow);
     }
     let bytes = ctx.data_end() - ctx.data();
@@ -260,6 +262,10 @@ pub struct Chosen {
     persist_prefix: u8,
     /// An established flow's state after this packet (a new flow's is recorded with it).
     pub state: u8,
+    /// The flow's first packet since the flow table's clock (`conntrack::now_ns`, a
+    /// coarse one) last ticked, or a new flow: the time to make sure of a NAT flow's
+    /// reply translation (`fwd::nat::remember`), not at every packet.
+    first_in_tick: bool,
     /// FullNAT: the flow's local address and port (the caller reserves them for a new
     /// flow).
     pub local: LocalEnd,
@@ -325,7 +331,8 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
     if state != old.state {
         conns::moved(old.real_id, old.state, state);
     }
-    if state != old.state || now != old.last_seen_ns {
+    let first_in_tick = now != old.last_seen_ns;
+    if state != old.state || first_in_tick {
         // SAFETY: as above.
         unsafe {
             (*entry).state = state;
@@ -340,6 +347,7 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
         pins_client: false,
         persist_prefix: 0,
         state,
+        first_in_tick,
         local: LocalEnd {
             addr_id: old.local_addr,
             port: old.local_port,
@@ -398,6 +406,7 @@ fn schedule(flow: &Flow, service: &ServiceInfo, now: u64, known: Known) -> Resul
         pins_client: persists,
         persist_prefix: service.persist_prefix,
         state: 0,
+        first_in_tick: true,
         local,
         replaced_real,
         replaced_state,
