@@ -269,12 +269,6 @@ pub struct Chosen {
     /// FullNAT: the flow's local address and port (the caller reserves them for a new
     /// flow).
     pub local: LocalEnd,
-    /// The real id and state of the timed-out or replaced flow the new one overwrites
-    /// (`NO_FLOW` if none): it leaves its real's connection count when the new flow is
-    /// recorded. (Two plain fields: an `Option` of a tuple here made LLVM pack a pointer
-    /// with shifts, which the verifier rejects.)
-    replaced_real: u32,
-    replaced_state: u8,
 }
 
 impl Chosen {
@@ -285,9 +279,6 @@ impl Chosen {
         (!self.new_flow).then_some(self.real_id)
     }
 }
-
-/// `Chosen::replaced_real` when no flow was replaced.
-const NO_FLOW: u32 = u32::MAX;
 
 /// What the flow table says about a packet's flow.
 enum Known {
@@ -352,8 +343,6 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
             addr_id: old.local_addr,
             port: old.local_port,
         },
-        replaced_real: NO_FLOW,
-        replaced_state: 0,
     })
 }
 
@@ -367,10 +356,10 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
 #[inline(always)]
 fn schedule(flow: &Flow, service: &ServiceInfo, now: u64, known: Known) -> Result<Chosen, Outcome> {
     let ops = service.flags & SERVICE_FLAG_OPS != 0;
-    let (replaced_real, replaced_state) = match known {
-        Known::Replaced { real_id, state } if !ops => (real_id, state),
-        _ => (NO_FLOW, 0),
-    };
+    match known {
+        Known::Replaced { real_id, state } if !ops => conntrack::set_replaced(real_id, state),
+        _ => conntrack::set_replaced(conntrack::NO_REAL, 0),
+    }
     if !ops
         && flow.key.proto == PROTO_TCP
         && !flow.opens_connection()
@@ -408,8 +397,6 @@ fn schedule(flow: &Flow, service: &ServiceInfo, now: u64, known: Known) -> Resul
         state: 0,
         first_in_tick: true,
         local,
-        replaced_real,
-        replaced_state,
     })
 }
 
@@ -421,9 +408,7 @@ fn record_flow(flow: &Flow, chosen: &Chosen, now: u64) {
     let entry = conntrack::entry(chosen.real_id, chosen.real, state, now, chosen.local);
     conntrack::insert(&flow.key, &entry);
     conns::opened(chosen.real_id, state);
-    if chosen.replaced_real != NO_FLOW {
-        conns::closed(chosen.replaced_real, chosen.replaced_state);
-    }
+    conntrack::close_replaced();
 }
 
 #[cfg(not(test))]

@@ -53,6 +53,11 @@ pub static SETTINGS: Array<Settings> = Array::pinned(1, 0);
 #[map(name = "LB_VIPS")]
 pub static VIPS: HashMap<VipKey, u8> = HashMap::pinned(MAX_SERVICES, 0);
 
+/// Per-CPU: the flow a new flow overwrites, between scheduling and recording it
+/// (`conntrack::set_replaced`; not pinned).
+#[map(name = "LB_REPLACED")]
+pub static REPLACED: PerCpuArray<u64> = PerCpuArray::with_max_entries(1, 0);
+
 /// FullNAT: per-CPU room for the reservation being drawn (not pinned).
 #[map(name = "LB_FNAT_SCRATCH")]
 pub static FNAT_SCRATCH: PerCpuArray<FnatScratch> = PerCpuArray::with_max_entries(1, 0);

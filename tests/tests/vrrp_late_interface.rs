@@ -26,8 +26,17 @@ fn an_instance_waits_in_fault_until_its_interface_appears() {
         Duration::from_secs(5),
     )
     .expect("waiting for the interface");
-    let listing = lbctl_ok_in(Some(&ns), name, &["vrrp"]);
-    assert!(listing.contains("FAULT"), "{listing}");
+    // The status lbctl reads is published just after that line is logged: ask until it
+    // says FAULT (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listing = lbctl_ok_in(Some(&ns), name, &["vrrp"]);
+        if listing.contains("FAULT") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{listing}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
 
     ns.ip(&[
         "link", "add", "late0", "type", "veth", "peer", "name", "late1",
