@@ -87,7 +87,7 @@ pub const NO_REAL: u32 = u32::MAX;
 /// Note, for this packet, the flow of real `real_id` in `state` that the new flow is
 /// about to overwrite (a timed-out one, or a 5-tuple reused by a new connection; `NO_REAL`
 /// for none): it leaves its real's count when the new flow is recorded
-/// (`close_replaced`). Kept in a per-CPU slot, not carried in registers to the record:
+/// (`close_replaced`; an `ops` service records none, so it closes none either). Kept in a per-CPU slot, not carried in registers to the record:
 /// the verifier, which does not track what a map holds, then checks the new flow's whole
 /// path once rather than once for "replaces a flow" and once for "replaces none" (which
 /// doubled its work on 6.1).
@@ -103,7 +103,6 @@ pub fn set_replaced(real_id: u32, state: u8) {
 /// packet), if any, leaves its real's count.
 #[inline(always)]
 pub fn close_replaced() {
-    // SAFETY: per-CPU slot, read once.
     let Some(packed) = REPLACED.get(0).copied() else {
         return;
     };

@@ -166,10 +166,10 @@ fn serve(ctx: &XdpContext, flow: &Flow) -> Option<Result<Outcome, Outcome>> {
     }
     let now = conntrack::now_ns();
     let chosen = match known_flow(flow, now) {
-        Known::Established(chosen) => chosen,
-        known => {
+        Some(chosen) => chosen,
+        None => {
             let service = vip::lookup(&flow.key)?;
-            match schedule(flow, &service, now, known) {
+            match schedule(flow, &service, now) {
                 Ok(chosen) => chosen,
                 Err(outcome) => return Some(Err(outcome)),
             }
@@ -280,26 +280,19 @@ impl Chosen {
     }
 }
 
-/// What the flow table says about a packet's flow.
-enum Known {
-    /// It goes on to its real (its state and time updated).
-    Established(Chosen),
-    /// Its entry has timed out, or a new connection reuses its 5-tuple: the new flow
-    /// replaces this one, which leaves its real's count.
-    Replaced { real_id: u32, state: u8 },
-    /// No entry, or one whose real is gone or whose id went to another real.
-    Unknown,
-}
-
-/// The flow table's answer. It stands only if the entry's real is in use and is the real
+/// The established flow's real (its state and time updated), or `None` for a new flow,
+/// with the flow it replaces noted (`conntrack::set_replaced`): a timed-out entry, or one
+/// whose 5-tuple a new connection reuses; none for no entry, or one whose real is gone
+/// or whose id went to another real. The flow table's answer stands only if the entry's real is in use and is the real
 /// the flow was scheduled to (ids are reused: the generations match; a real's entry names
 /// its service, so it is still a real of the flow's service), the flow has not timed out
 /// in its state, and no new TCP connection (SYN) reuses the 5-tuple of a flow on a
 /// retired real or of one that ended (TIME_WAIT, CLOSE: IPVS's `conn_reuse_mode` 1).
 #[inline(always)]
-fn known_flow(flow: &Flow, now: u64) -> Known {
+fn known_flow(flow: &Flow, now: u64) -> Option<Chosen> {
     let Some(entry) = conntrack::lookup(&flow.key) else {
-        return Known::Unknown;
+        conntrack::set_replaced(conntrack::NO_REAL, 0);
+        return None;
     };
     // SAFETY: a live LRU element, read by value; a racing eviction can only hand us stale
     // values, which are validated below. The client's packets of a flow come to one CPU
@@ -307,16 +300,15 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
     // moment (`conntrack::reply_seen`): see there for what that costs.
     let old = unsafe { *entry };
     let Some(real) = maps::real(old.real_id).filter(|real| conntrack::belongs(&old, real)) else {
-        return Known::Unknown;
+        conntrack::set_replaced(conntrack::NO_REAL, 0);
+        return None;
     };
     let expired = conntrack::expired(old.state, old.last_seen_ns, now);
     let reused = flow.opens_connection()
         && (real.flags & REAL_FLAG_RETIRED != 0 || conn::reopens(old.state));
     if expired || reused {
-        return Known::Replaced {
-            real_id: old.real_id,
-            state: old.state,
-        };
+        conntrack::set_replaced(old.real_id, old.state);
+        return None;
     }
     let state = conntrack::next_state(old.state, flow, real);
     if state != old.state {
@@ -330,7 +322,7 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
             (*entry).last_seen_ns = now;
         }
     }
-    Known::Established(Chosen {
+    Some(Chosen {
         real_id: old.real_id,
         real,
         new_flow: false,
@@ -354,12 +346,8 @@ fn known_flow(flow: &Flow, now: u64) -> Known {
 /// sends it where its connection is (`sched::schedules_mid_stream`), and never a RST; it
 /// goes to the kernel otherwise.
 #[inline(always)]
-fn schedule(flow: &Flow, service: &ServiceInfo, now: u64, known: Known) -> Result<Chosen, Outcome> {
+fn schedule(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outcome> {
     let ops = service.flags & SERVICE_FLAG_OPS != 0;
-    match known {
-        Known::Replaced { real_id, state } if !ops => conntrack::set_replaced(real_id, state),
-        _ => conntrack::set_replaced(conntrack::NO_REAL, 0),
-    }
     if !ops
         && flow.key.proto == PROTO_TCP
         && !flow.opens_connection()

@@ -32,8 +32,8 @@ pub fn forward(ctx: &XdpContext, flow: &Flow, real: &RealInfo) -> Result<Outcome
 /// translation is written (over that of an older flow with the same reply 5-tuple); an
 /// established flow's is made again if it is gone (evicted from a full table, say), and
 /// kept recent in that LRU table otherwise. The balancer asks for an established flow at
-/// its first packet in each tick of the flow table's clock, not at every packet. (Not inlined: its locals would add to the
-/// balancer's stack, which `reply` shares.)
+/// its first packet in each tick of the flow table's clock, not at every packet. (Not
+/// inlined: its locals would add to the balancer's stack, which `reply` shares.)
 #[inline(never)]
 // The key by reference: it is used twice, and a copy would take stack.
 #[allow(clippy::needless_borrows_for_generic_args)]
