@@ -86,6 +86,9 @@ pub mod program_names {
     pub const BENCH_GENERATOR: &str = "lb_bench_generator";
     /// Benchmark harness: puts the frame of `LB_BENCH_FRAME` back, then balances it.
     pub const BENCH_BALANCER: &str = "lb_bench_balancer";
+    /// Clock calibration (run by userspace with BPF_PROG_TEST_RUN, never attached): writes
+    /// `ClockSample` over the start of its frame.
+    pub const CLOCK: &str = "lb_clock";
 }
 
 /// Key of `LB_SERVICES`: what identifies a virtual service.
@@ -318,6 +321,13 @@ pub struct Settings {
     /// protocol) is set, kept a superset while services come and go. A packet whose bit is
     /// clear is for no service and skips the flow and service lookups.
     pub services: [u64; SERVICE_FILTER_WORDS],
+    /// The flow table's clock, `CLOCK_MONOTONIC` at jiffy resolution, from the kernel's
+    /// jiffies (a plain load; the coarse-clock helper costs ~10 ns a packet): nanoseconds
+    /// = jiffies × `clock_tick_ns` + `clock_offset_ns` (wrapping). `clock_tick_ns` is 0
+    /// until userspace has calibrated it against the coarse clock; the program then reads
+    /// the coarse clock itself.
+    pub clock_tick_ns: u64,
+    pub clock_offset_ns: u64,
 }
 
 /// 64-bit words of `Settings::nat_sources` (512 bits).
@@ -338,6 +348,18 @@ pub struct LocalAddr {
     pub addr: [u8; 16],
     pub family: u8,
     pub _pad: [u8; 3],
+}
+
+/// What `lb_clock` writes over the start of its frame: the kernel's jiffies between two
+/// readings of the coarse monotonic clock (nanoseconds), in host order. Equal readings
+/// mean no tick came in between.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, Default, bytemuck::Pod, bytemuck::Zeroable)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct ClockSample {
+    pub coarse_before_ns: u64,
+    pub jiffies: u64,
+    pub coarse_after_ns: u64,
 }
 
 /// Value of `LB_BENCH_FRAME` (benchmarks only): the frame the bench programs put back

@@ -28,14 +28,6 @@ pub fn expired(state: u8, last_seen_ns: u64, now_ns: u64) -> bool {
     }
 }
 
-/// `CLOCK_MONOTONIC` in nanoseconds, at jiffy resolution (enough for timeouts in seconds,
-/// and cheaper than the precise clock).
-#[inline(always)]
-pub fn now_ns() -> u64 {
-    // SAFETY: helper without arguments.
-    unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() }
-}
-
 /// The flow's entry, to read and update in place.
 #[inline(always)]
 pub fn lookup(flow: &FlowKey) -> Option<*mut FlowState> {
@@ -60,7 +52,7 @@ pub fn reply_seen(flow: &FlowKey, tcp_flags: u8) -> u32 {
     // during that scan). An atomic compare-and-exchange of the state would close this; it
     // needs BPF's v3 atomics.
     let old = unsafe { *entry };
-    let now = now_ns();
+    let now = crate::clock::now_ns();
     let owned = maps::real(old.real_id).is_some_and(|real| belongs(&old, real));
     if !owned || expired(old.state, old.last_seen_ns, now) {
         return NO_REAL;

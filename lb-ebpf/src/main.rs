@@ -13,6 +13,7 @@
 #![allow(internal_features)]
 
 mod bench;
+mod clock;
 mod conns;
 mod conntrack;
 mod csum;
@@ -55,6 +56,12 @@ fn balance_counted(ctx: &XdpContext) -> u32 {
     };
     stats::count_outcome(outcome);
     outcome.xdp_action()
+}
+
+/// Clock calibration for userspace (BPF_PROG_TEST_RUN only): see `clock`.
+#[xdp]
+pub fn lb_clock(ctx: XdpContext) -> u32 {
+    clock::sample(&ctx)
 }
 
 /// On a real server in TUN mode: strips the tunnel header of packets for a VIP.
@@ -164,7 +171,7 @@ fn serve(ctx: &XdpContext, flow: &Flow) -> Option<Result<Outcome, Outcome>> {
         }
         return Some(icmp_error(ctx, flow, &service));
     }
-    let now = conntrack::now_ns();
+    let now = clock::now_ns();
     let chosen = match known_flow(flow, now) {
         Some(chosen) => chosen,
         None => {
@@ -262,7 +269,7 @@ pub struct Chosen {
     persist_prefix: u8,
     /// An established flow's state after this packet (a new flow's is recorded with it).
     pub state: u8,
-    /// The flow's first packet since the flow table's clock (`conntrack::now_ns`, a
+    /// The flow's first packet since the flow table's clock (`clock::now_ns`, a
     /// coarse one) last ticked, or a new flow: the time to make sure of a NAT flow's
     /// reply translation (`fwd::nat::remember`), not at every packet.
     first_in_tick: bool,

@@ -296,7 +296,7 @@ fn ended(
     };
     // SAFETY: a live LRU element, read in place.
     let state = unsafe { &*state };
-    conntrack::expired(state.state, state.last_seen_ns, conntrack::now_ns())
+    conntrack::expired(state.state, state.last_seen_ns, crate::clock::now_ns())
         || state.local_addr != addr_id
         || state.local_port != reply.dport
 }
@@ -306,7 +306,7 @@ const RESERVATION_GRACE_MS: u32 = 1000;
 
 #[inline(always)]
 fn now_ms() -> u32 {
-    (conntrack::now_ns() / 1_000_000) as u32
+    (crate::clock::now_ns() / 1_000_000) as u32
 }
 
 /// The reply translation of FullNAT flow `flow`, reserved at `now_ms`.

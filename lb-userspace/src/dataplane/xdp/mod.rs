@@ -9,6 +9,7 @@
 //! `arena`). `sweep` removes expired flows and recounts each real's connections.
 
 mod arena;
+mod clock;
 mod conns;
 mod counters;
 mod decap;
@@ -200,6 +201,9 @@ pub struct XdpDataplane<R> {
     timeouts: Option<Timeouts>,
     /// The settings last written.
     settings: Option<Settings>,
+    /// How the program turns jiffies into nanoseconds (`None`: not calibrated, it reads
+    /// the coarse clock).
+    clock: Option<clock::JiffyClock>,
     /// FullNAT local ports (`XdpOptions::fnat_ports`).
     fnat_ports: (u16, u16),
     /// `XdpOptions::sweep_interval`.
@@ -231,13 +235,24 @@ fn map_error(what: impl Into<String>) -> impl FnOnce(MapError) -> DataplaneError
 impl<R: NextHopResolver> XdpDataplane<R> {
     /// Load the programs and maps (reusing pinned maps) and rebuild the id state from them.
     pub fn load(options: &XdpOptions, resolver: R) -> Result<Self, DataplaneError> {
-        let (mut ebpf, load_warnings) = load_object(options)?;
-        program_mut(&mut ebpf, program_names::BALANCER)?
-            .load()
-            .map_err(|source| DataplaneError::Program {
-                program: program_names::BALANCER,
-                source,
-            })?;
+        let (mut ebpf, mut load_warnings) = load_object(options)?;
+        for name in [program_names::BALANCER, program_names::CLOCK] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .map_err(|source| DataplaneError::Program {
+                    program: name,
+                    source,
+                })?;
+        }
+        let clock = match clock::calibrate(program(&ebpf, program_names::CLOCK)?) {
+            Ok(clock) => Some(clock),
+            Err(e) => {
+                load_warnings.push(format!(
+                    "the data plane reads the coarse clock (about 10 ns a packet more): {e}"
+                ));
+                None
+            }
+        };
         let mut slots = rebuild_slots(&ebpf)?;
         let local_addrs = rebuild_local_addrs(&ebpf)?;
         let vips = rebuild_vips(&ebpf)?;
@@ -268,6 +283,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             arena,
             timeouts: None,
             settings: None,
+            clock,
             fnat_ports: options.fnat_ports,
             sweep_interval: options.sweep_interval,
             answer_echo: options.answer_echo,
@@ -426,6 +442,8 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             _pad: [0; 3],
             nat_sources,
             services: service_bits,
+            clock_tick_ns: self.clock.map_or(0, |c| c.tick_ns),
+            clock_offset_ns: self.clock.map_or(0, |c| c.offset_ns),
         };
         if self.settings != Some(settings) {
             write_single(&mut self.ebpf, names::SETTINGS, settings)?;
