@@ -462,7 +462,8 @@ pub struct FlowState {
     /// `conn::STATE_*`: IPVS's connection state, from the packets seen so far.
     pub state: u8,
     pub _pad: [u8; 3],
-    /// `CLOCK_MONOTONIC` (`bpf_ktime_get_coarse_ns`) of the last packet, in nanoseconds.
+    /// `CLOCK_MONOTONIC` of the last packet, in nanoseconds, at tick resolution (the data
+    /// plane's clock, `lb-ebpf/src/clock.rs`).
     pub last_seen_ns: u64,
     /// FullNAT: the flow's local address (`LB_LOCAL_ADDRS` id) and port (network order);
     /// 0 for other modes.

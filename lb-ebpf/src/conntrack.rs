@@ -105,7 +105,7 @@ pub fn close_replaced() {
 }
 
 /// Forget the flow `flow` of `real_id`, in `state` (its reply translation is lost, see
-/// `fwd::fnat::hold`): it leaves its real's count, and its next packet is a new flow.
+/// `fwd::fnat::lb_fnat_forward`): it leaves its real's count, and its next packet is a new flow.
 #[inline(never)]
 pub fn forget(flow: &FlowKey, real_id: u32, state: u8) {
     if FLOWS.remove(flow).is_ok() {

@@ -189,7 +189,14 @@ fn serve(ctx: &XdpContext, flow: &Flow) -> Option<Result<Outcome, Outcome>> {
 /// persistence pin) once its frame is on its way.
 #[inline(always)]
 fn send(ctx: &XdpContext, flow: &Flow, chosen: &Chosen, now: u64) -> Result<Outcome, Outcome> {
-    let outcome = match fwd::forward(ctx, flow, chosen.real, chosen.local, chosen.established()) {
+    let outcome = match fwd::forward(
+        ctx,
+        flow,
+        chosen.real_id,
+        chosen.real,
+        chosen.local,
+        !chosen.new_flow && chosen.first_in_tick,
+    ) {
         Err(Outcome::FnatPortLost) if !chosen.new_flow => {
             // Another flow holds its local end now: this flow is over (its next SYN
             // starts afresh) rather than kept alive by its own retransmissions.
@@ -271,20 +278,12 @@ pub struct Chosen {
     pub state: u8,
     /// The flow's first packet since the flow table's clock (`clock::now_ns`, a
     /// coarse one) last ticked, or a new flow: the time to make sure of a NAT flow's
-    /// reply translation (`fwd::nat::remember`), not at every packet.
+    /// reply translation (`fwd::nat::remember`) and that a FullNAT flow still holds its
+    /// local end (`fwd::fnat::forward`), not at every packet.
     first_in_tick: bool,
     /// FullNAT: the flow's local address and port (the caller reserves them for a new
     /// flow).
     pub local: LocalEnd,
-}
-
-impl Chosen {
-    /// FullNAT: the real id of an established flow, whose local end must still be its
-    /// own (`fnat::hold`); `None` for a new flow.
-    #[inline(always)]
-    fn established(&self) -> Option<u32> {
-        (!self.new_flow).then_some(self.real_id)
-    }
 }
 
 /// The established flow's real (its state and time updated), or `None` for a new flow,

@@ -206,10 +206,11 @@ impl Hot {
     }
 }
 
-/// One established path alone for `calls` test runs, for a profiler to sample (`perf
-/// record -e cpu-clock -C 0 -g`): Katran's IPIP (`kind` "katran", from the object at
-/// `katran`) or ours with `lb_kind` `kind` (TUN, DR, NAT, FNAT). The mean gross ns.
-pub fn profile_established(katran: Option<&Path>, kind: &str, calls: usize) -> anyhow::Result<f64> {
+/// One path alone for `calls` test runs, for a profiler to sample (`perf record -e
+/// cpu-clock -C 0 -g`): Katran's IPIP (`kind` "katran", from the object at `katran`) or
+/// ours with `lb_kind` `kind` (TUN, DR, NAT, FNAT); established, or with `kind` prefixed
+/// "new:" a new flow every call. The mean gross ns.
+pub fn profile_path(katran: Option<&Path>, kind: &str, calls: usize) -> anyhow::Result<f64> {
     crate::testrun::pin_to_cpu0()?;
     let ctx = context();
     let paths = |program| Paths {
@@ -218,13 +219,24 @@ pub fn profile_established(katran: Option<&Path>, kind: &str, calls: usize) -> a
         calls,
         floor: 0.0,
     };
+    let (new_flows, kind) = match kind.strip_prefix("new:") {
+        Some(kind) => (true, kind),
+        None => (false, kind),
+    };
+    let run = |paths: Paths| {
+        if new_flows {
+            paths.new_flows(0)
+        } else {
+            paths.established()
+        }
+    };
     if kind == "katran" {
         let path = katran.context("no Katran object given (--katran PATH or LB_KATRAN_OBJECT)")?;
         let katran = Katran::load(path)?;
-        return paths(katran.program()).established();
+        return run(paths(katran.program()));
     }
     let balancer = ours(kind)?;
-    paths(program_fd(&balancer)?).established()
+    run(paths(program_fd(&balancer)?))
 }
 
 /// Every row, `calls` test runs each; Katran's from the object at `katran` if it loads.

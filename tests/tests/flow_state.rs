@@ -275,6 +275,11 @@ fn a_fullnat_flow_that_lost_its_port_is_dropped_and_a_syn_starts_afresh() {
     let (reply, mut origin) = translations.remove(0);
     origin.client[..4].copy_from_slice(&[198, 18, 11, 99]);
     set_translation(&mut balancer, reply, origin);
+    // The flow checks its local end at its first packet in a tick of the flow table's
+    // clock: its last packet was a while ago.
+    balancer
+        .age_flows(Duration::from_secs(2))
+        .expect("age flows");
     let ack = flow.clone().with_tcp_flags(TCP_ACK).bytes();
     assert_eq!(
         balancer.run(&ack).expect("run").action,

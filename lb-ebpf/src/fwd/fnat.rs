@@ -16,26 +16,30 @@
 //! flow table, timed out, or moved to another pair) and its reservation is older than
 //! `RESERVATION_GRACE_MS` (so a flow between its reservation and its flow-table entry
 //! keeps it); after `FNAT_PORT_TRIES` pairs the packet is dropped and counted
-//! (`FnatNoPort`). Every packet of an established flow checks its reservation (`hold`,
-//! which also keeps it recent in the LRU table): one the table evicted is made again, and
-//! one another flow took meanwhile makes the packet drop (`FnatPortLost`) and the flow end
-//! (the balancer forgets it), rather than reach the other client's connection; the
-//! client's next SYN starts afresh. The userspace sweep removes the reservations of
+//! (`FnatNoPort`). An established flow checks its reservation (`holds`, which also keeps
+//! it recent in the LRU table) at its first packet in each tick of the flow table's clock,
+//! as NAT flows check theirs: one the table evicted is made again, and one another flow
+//! took meanwhile makes the packet drop (`FnatPortLost`) and the flow end (the balancer
+//! forgets it), rather than reach the other client's connection; the client's next SYN
+//! starts afresh. A take-over needs the reservation evicted first (a table full of live
+//! flows), and the real still holds the first flow's connection on that 4-tuple, so the
+//! check limits the damage rather than prevents it; once a tick (a few milliseconds)
+//! limits it as well as every packet did, at a hash lookup less per packet. The userspace sweep removes the reservations of
 //! expired flows as it removes the flows.
 
 use aya_ebpf::{
-    bindings::BPF_NOEXIST,
+    bindings::{BPF_NOEXIST, xdp_md},
     helpers::{bpf_get_prandom_u32, bpf_get_smp_processor_id},
     programs::XdpContext,
 };
 use lb_common::{FNAT_PORTS_DEFAULT, FlowKey, NatOrigin, Outcome, RealInfo, ServiceInfo};
 
 use super::{
-    nat::{Side, rewrite},
+    nat::{REWRITTEN, Side, fix_checksums, set_side},
     rebuild_l2, transmit,
 };
 use crate::{
-    conntrack,
+    conntrack, edit,
     maps::{FLOWS, FNAT_SCRATCH, LOCAL_ADDRS, NAT_REVERSE, REALS, SETTINGS, TABLES},
     parse::Flow,
 };
@@ -68,6 +72,12 @@ impl LocalEnd {
         port: [0; 2],
     };
 
+    /// `(address id << 16) | port` (host order), as `allocate` answers.
+    #[inline(always)]
+    pub fn packed(&self) -> u32 {
+        (self.addr_id << 16) | u32::from(u16::from_be_bytes(self.port))
+    }
+
     /// From `allocate`'s packed answer (not `NO_LOCAL_PORT`).
     #[inline(always)]
     pub fn unpack(packed: u64) -> LocalEnd {
@@ -79,33 +89,83 @@ impl LocalEnd {
 }
 
 /// Client → real: source becomes the flow's local end (reserved just now for a new flow;
-/// for an `established` one, with that real id, checked to be still its own), destination
-/// the real; then sent to the real's next hop.
+/// for an established one, with `check_local_end`, checked to be still its own),
+/// destination the real (id `real_id`); then sent to the real's next hop.
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
     flow: &Flow,
+    real_id: u32,
     real: &RealInfo,
     local: LocalEnd,
-    established: Option<u32>,
+    check_local_end: bool,
 ) -> Result<Outcome, Outcome> {
     if real.family != flow.key.family {
         return Err(Outcome::NextHopUnknown);
     }
-    if let Some(real_id) = established
-        && !hold(&flow.key, real_id, local)
-    {
-        return Err(Outcome::FnatPortLost);
+    let mut how = edit::shape(flow);
+    if check_local_end {
+        how |= CHECK_LOCAL_END;
     }
-    // A flow scheduled before its service became FullNAT has no local end.
-    let local_addr = LOCAL_ADDRS
-        .get(local.addr_id)
-        .filter(|l| l.family == real.family && local.port != [0, 0])
-        .ok_or(Outcome::FnatPortLost)?;
-    rewrite(ctx, flow, Side::Source, &local_addr.addr, local.port)?;
-    rewrite(ctx, flow, Side::Destination, &real.addr, real.port)?;
+    match lb_fnat_forward(ctx.ctx, &flow.key, real_id, local.packed(), how) {
+        REWRITTEN => {}
+        code if code == Outcome::TruncatedL3 as u32 => return Err(Outcome::TruncatedL3),
+        code if code == Outcome::TruncatedL4 as u32 => return Err(Outcome::TruncatedL4),
+        _ => return Err(Outcome::FnatPortLost),
+    }
     rebuild_l2(ctx, flow.l3_offset, real)?;
     Ok(transmit(ctx, real))
+}
+
+/// `lb_fnat_forward`'s flag (with the packet's `edit::shape`): the flow is established,
+/// and its local end must still be its own.
+const CHECK_LOCAL_END: u32 = edit::SHAPE_FREE_BIT;
+
+/// `forward`'s rewrite, as one global BPF function: the verifier checks it once, and the
+/// packet pays one call (each costs some 20 ns where the CPU's return-stack mitigation is
+/// on) for the reservation check and both sides' rewrite. `local` is the packed local end
+/// (`LocalEnd::packed`). Returns `nat::REWRITTEN`, the `Outcome` of a frame too short, or
+/// another value when the flow has no local end or lost it. `flow` may be null to the
+/// verifier's eyes, so it is checked.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn lb_fnat_forward(
+    ctx: *mut xdp_md,
+    flow: *const FlowKey,
+    real_id: u32,
+    local: u32,
+    how: u32,
+) -> u32 {
+    // SAFETY: the caller passes a pointer to a flow key on its stack (or null).
+    let Some(flow) = (unsafe { flow.as_ref() }) else {
+        return LOST;
+    };
+    let Some(real) = REALS.get(real_id) else {
+        return LOST;
+    };
+    let port = (local as u16).to_be_bytes();
+    // A flow scheduled before its service became FullNAT has no local end.
+    let Some(local_addr) = LOCAL_ADDRS
+        .get(local >> 16)
+        .filter(|l| l.family == real.family && port != [0, 0])
+    else {
+        return LOST;
+    };
+    if how & CHECK_LOCAL_END != 0 && !holds(flow, real, &local_addr.addr, port) {
+        return LOST;
+    }
+    let ctx = XdpContext::new(ctx);
+    let done = set_side::<false>(&ctx, how, Side::Source, &local_addr.addr, port)
+        .and_then(|source| {
+            let destination =
+                set_side::<false>(&ctx, how, Side::Destination, &real.addr, real.port)?;
+            Ok(source.plus(destination))
+        })
+        .and_then(|changed| fix_checksums(&ctx, how, changed));
+    match done {
+        Ok(()) => REWRITTEN,
+        Err(outcome) => outcome as u32,
+    }
 }
 
 /// Reserve a local address and port of `service`'s pool for the new client flow `flow`
@@ -323,56 +383,41 @@ fn origin_of(flow: &FlowKey, now_ms: u32) -> NatOrigin {
     }
 }
 
-/// Whether the established flow `flow` to `real_id` still holds its local end `local`:
-/// its reservation is there and its own (made again if the LRU table evicted it). The
-/// lookup also keeps the reservation recent in that table.
+/// Whether the established flow `flow` to `real` still holds its local end
+/// (`local_addr`, `port`): its reservation is there and its own (made again if the LRU
+/// table evicted it). The lookup also keeps the reservation recent in that table. The key
+/// and value are built in the per-CPU scratch entry, off the stack (this function's frame
+/// and the balancer's must fit in 512 bytes together).
 #[inline(always)]
-pub fn hold(flow: &FlowKey, real_id: u32, local: LocalEnd) -> bool {
-    let packed = (local.addr_id << 16) | u32::from(u16::from_be_bytes(local.port));
-    lb_fnat_hold(flow, real_id, packed) == HELD
-}
-
-const HELD: u32 = 0;
-const LOST: u32 = 1;
-
-/// `hold` as a global BPF function (checked once by the verifier, off the balancer's
-/// stack).
-#[unsafe(no_mangle)]
-#[inline(never)]
+// Keys by reference: a copy would take the stack the scratch entry saves.
 #[allow(clippy::needless_borrows_for_generic_args)]
-pub extern "C" fn lb_fnat_hold(flow: *const FlowKey, real_id: u32, local: u32) -> u32 {
-    // SAFETY: the caller passes a pointer to a flow key on its stack (or null).
-    let Some(flow) = (unsafe { flow.as_ref() }) else {
-        return LOST;
+fn holds(flow: &FlowKey, real: &RealInfo, local_addr: &[u8; 16], port: [u8; 2]) -> bool {
+    let Some(scratch) = FNAT_SCRATCH.get_ptr_mut(0) else {
+        return false;
     };
-    let (Some(real), Some(local_addr)) = (REALS.get(real_id), LOCAL_ADDRS.get(local >> 16)) else {
-        return LOST;
-    };
-    let reply = FlowKey {
-        src: real.addr,
-        dst: local_addr.addr,
-        sport: real.port,
-        dport: (local as u16).to_be_bytes(),
-        proto: flow.proto,
-        family: flow.family,
-        _pad: [0; 2],
-    };
-    if let Some(held) = NAT_REVERSE.get_ptr(&reply) {
+    // SAFETY: this CPU's entry; nothing else runs on this CPU during the program.
+    let scratch = unsafe { &mut *scratch };
+    let reply = &mut scratch.reply;
+    reply.src = real.addr;
+    reply.dst = *local_addr;
+    reply.sport = real.port;
+    reply.dport = port;
+    reply.proto = flow.proto;
+    reply.family = flow.family;
+    reply._pad = [0; 2];
+    if let Some(held) = NAT_REVERSE.get_ptr(&scratch.reply) {
         // SAFETY: a live LRU element, read in place.
         let held = unsafe { &*held };
-        let ours = held.client == flow.src
+        return held.client == flow.src
             && held.client_port == flow.sport
             && held.vip == flow.dst
             && held.vport == flow.dport;
-        return if ours { HELD } else { LOST };
     }
-    let origin = origin_of(flow, now_ms());
-    if NAT_REVERSE
-        .insert(&reply, &origin, u64::from(BPF_NOEXIST))
+    scratch.origin = origin_of(flow, now_ms());
+    NAT_REVERSE
+        .insert(&scratch.reply, &scratch.origin, u64::from(BPF_NOEXIST))
         .is_ok()
-    {
-        HELD
-    } else {
-        LOST
-    }
 }
+
+/// `lb_fnat_forward`'s answer when the flow has no local end or lost it.
+const LOST: u32 = 1;

@@ -22,22 +22,24 @@ use crate::{
 const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 
-/// Rewrite the frame for `real` by its forwarding mode and send it. FullNAT: `local` is
-/// the flow's local end, and `established` the real id of an established flow.
+/// Rewrite the frame for `real` (id `real_id`) by its forwarding mode and send it.
+/// FullNAT: `local` is the flow's local end, which an established flow must still hold
+/// (checked with `check_local_end`).
 #[inline(always)]
 pub fn forward(
     ctx: &XdpContext,
     flow: &Flow,
+    real_id: u32,
     real: &RealInfo,
     local: fnat::LocalEnd,
-    established: Option<u32>,
+    check_local_end: bool,
 ) -> Result<Outcome, Outcome> {
     if real.fwd == FWD_TUN {
         tun::forward::<true>(ctx, flow, real)
     } else if real.fwd == FWD_NAT {
         nat::forward(ctx, flow, real)
     } else if real.fwd == FWD_FNAT {
-        fnat::forward(ctx, flow, real, local, established)
+        fnat::forward(ctx, flow, real_id, real, local, check_local_end)
     } else {
         dr::forward(ctx, flow, real)
     }

@@ -11,6 +11,7 @@ use lb_common::{FAMILY_IPV6, FEATURE_NAT, FlowKey, NatOrigin, Outcome, RealInfo}
 
 use super::{rebuild_l2, transmit};
 use crate::{
+    csum::Delta,
     edit,
     maps::{NAT_REVERSE, SETTINGS},
     parse::Flow,
@@ -136,14 +137,12 @@ pub fn rewrite(
 }
 
 /// `lb_nat_rewrite`'s answer when it is done.
-const REWRITTEN: u32 = u32::MAX;
+pub const REWRITTEN: u32 = u32::MAX;
 /// `lb_nat_rewrite`'s flag (with the packet's `edit::shape`): the source side.
 const REWRITE_SOURCE: u32 = edit::SHAPE_FREE_BIT;
 
 /// `rewrite` as a global BPF function: the verifier checks it once, instead of once per
-/// path of the balancer that leads to one of its five calls. The TCP/UDP header follows
-/// the IP header directly (the parser accepts neither IPv4 options nor IPv6 extension
-/// headers, and made sure the whole TCP/UDP header is there). `addr` may be null to the
+/// path of the balancer that leads to one of its calls. `addr` may be null to the
 /// verifier's eyes, so it is checked. Returns `REWRITTEN` or the `Outcome` of a frame too
 /// short.
 #[unsafe(no_mangle)]
@@ -159,31 +158,81 @@ pub extern "C" fn lb_nat_rewrite(
         return Outcome::TruncatedL3 as u32;
     };
     let ctx = XdpContext::new(ctx);
+    let side = if how & REWRITE_SOURCE != 0 {
+        Side::Source
+    } else {
+        Side::Destination
+    };
+    let done = set_side::<false>(&ctx, how, side, addr, (port as u16).to_be_bytes())
+        .and_then(|changed| fix_checksums(&ctx, how, changed));
+    match done {
+        Ok(()) => REWRITTEN,
+        Err(outcome) => outcome as u32,
+    }
+}
+
+/// What setting a side of a packet changed: in its addresses (which the IPv4 header
+/// checksum covers, and the TCP/UDP one through its pseudo-header) and in its ports (which
+/// only the TCP/UDP checksum covers).
+#[derive(Clone, Copy)]
+pub struct Changed {
+    pub addresses: Delta,
+    pub ports: Delta,
+}
+
+impl Changed {
+    #[inline(always)]
+    pub fn plus(self, other: Changed) -> Changed {
+        Changed {
+            addresses: self.addresses.plus(other.addresses),
+            ports: self.ports.plus(other.ports),
+        }
+    }
+}
+
+/// Set the address and port of one side of a packet of shape `how`, leaving the checksums
+/// to `fix_checksums`. The TCP/UDP header follows the IP header directly (the parser
+/// accepts neither IPv4 options nor IPv6 extension headers, and made sure the whole
+/// TCP/UDP header is there).
+#[inline(always)]
+pub fn set_side<const APART: bool>(
+    ctx: &XdpContext,
+    how: u32,
+    side: Side,
+    addr: &[u8; 16],
+    port: [u8; 2],
+) -> Result<Changed, Outcome> {
     let l3 = edit::l3_offset(how);
     let (ip_len, words) = edit::ip_layout(how);
     let (src_at, dst_at) = edit::address_offsets(how);
-    let source = how & REWRITE_SOURCE != 0;
-    let l4 = l3 + ip_len;
-    // The address is in the IPv4 header checksum and in the L4 pseudo-header.
+    let source = side == Side::Source;
     let addr_at = l3 + if source { src_at } else { dst_at };
-    let Some(address) = edit::set_addr(&ctx, addr_at, words, addr) else {
-        return Outcome::TruncatedL3 as u32;
-    };
-    if how & edit::SHAPE_IPV6 == 0 && edit::update_check(&ctx, l3 + 10, address).is_none() {
-        return Outcome::TruncatedL3 as u32;
-    }
-    let port_at = l4 + if source { 0 } else { 2 };
-    let Some(port) = edit::set_word(&ctx, port_at, (port as u16).to_be_bytes()) else {
-        return Outcome::TruncatedL4 as u32;
-    };
-    let changed = address.plus(port);
-    let updated = if how & edit::SHAPE_TCP != 0 {
-        edit::update_check(&ctx, l4 + 16, changed)
+    let addresses = if APART {
+        edit::set_addr_apart(ctx, addr_at, words, addr)
     } else {
-        edit::update_udp_check(&ctx, l4 + 6, changed)
-    };
-    if updated.is_none() {
-        return Outcome::TruncatedL4 as u32;
+        edit::set_addr(ctx, addr_at, words, addr)
     }
-    REWRITTEN
+    .ok_or(Outcome::TruncatedL3)?;
+    let port_at = l3 + ip_len + if source { 0 } else { 2 };
+    let ports = edit::set_word(ctx, port_at, port).ok_or(Outcome::TruncatedL4)?;
+    Ok(Changed { addresses, ports })
+}
+
+/// Adjust the checksums of a packet of shape `how` for what `set_side` changed.
+#[inline(always)]
+pub fn fix_checksums(ctx: &XdpContext, how: u32, changed: Changed) -> Result<(), Outcome> {
+    let l3 = edit::l3_offset(how);
+    let (ip_len, _) = edit::ip_layout(how);
+    if how & edit::SHAPE_IPV6 == 0 && edit::update_check(ctx, l3 + 10, changed.addresses).is_none()
+    {
+        return Err(Outcome::TruncatedL3);
+    }
+    let l4 = l3 + ip_len;
+    let l4_change = changed.addresses.plus(changed.ports);
+    let updated = if how & edit::SHAPE_TCP != 0 {
+        edit::update_check(ctx, l4 + 16, l4_change)
+    } else {
+        edit::update_udp_check(ctx, l4 + 6, l4_change)
+    };
+    updated.map(|_| ()).ok_or(Outcome::TruncatedL4)
 }

@@ -113,11 +113,11 @@ pub extern "C" fn lb_nat_icmp_outer(ctx: *mut xdp_md, how: u32, real_id: u32, lo
         return FAILED;
     }
     let (src_at, dst_at) = edit::address_offsets(how);
-    let Some(mut outer) = edit::set_addr(&ctx, l3 + dst_at, words, &real.addr) else {
+    let Some(mut outer) = edit::set_addr_apart(&ctx, l3 + dst_at, words, &real.addr) else {
         return FAILED;
     };
     if how & FULL_NAT != 0 {
-        let Some(delta) = edit::set_addr(&ctx, l3 + src_at, words, local_addr) else {
+        let Some(delta) = edit::set_addr_apart(&ctx, l3 + src_at, words, local_addr) else {
             return FAILED;
         };
         outer = outer.plus(delta);
@@ -148,7 +148,7 @@ pub extern "C" fn lb_nat_icmp_quoted(
     let icmp = edit::l3_offset(how) + ip_len;
     let quoted = icmp + ICMP_HEADER_LEN;
     let quoted_l4 = quoted + ip_len;
-    let Some(mut addresses) = edit::set_addr(&ctx, quoted + src_at, words, &real.addr) else {
+    let Some(mut addresses) = edit::set_addr_apart(&ctx, quoted + src_at, words, &real.addr) else {
         return FAILED;
     };
     let Some(mut ports) = edit::set_word(&ctx, quoted_l4, real.port) else {
@@ -157,7 +157,7 @@ pub extern "C" fn lb_nat_icmp_quoted(
     if how & FULL_NAT != 0 {
         let local_port = (local as u16).to_be_bytes();
         let (Some(addr), Some(port)) = (
-            edit::set_addr(&ctx, quoted + dst_at, words, local_addr),
+            edit::set_addr_apart(&ctx, quoted + dst_at, words, local_addr),
             edit::set_word(&ctx, quoted_l4 + 2, local_port),
         ) else {
             return FAILED;

@@ -107,8 +107,9 @@ struct Args {
     /// Measure the table against Katran only (no report written).
     #[arg(long)]
     katran_only: bool,
-    /// Run one established path alone (`katran`, or our TUN, DR, NAT, FNAT) for
-    /// --katran-calls test runs and print its mean, for a profiler to sample.
+    /// Run one path alone (`katran`, or our TUN, DR, NAT, FNAT; established, or a new flow
+    /// every call with the prefix `new:`) for --katran-calls test runs and print its mean,
+    /// for a profiler to sample.
     #[arg(long)]
     profile_path: Option<String>,
     /// Internal: be the health-check row's listener on this port.
@@ -311,11 +312,8 @@ fn main() -> anyhow::Result<()> {
         anchor.exists().then_some(anchor)
     });
     if let Some(kind) = &args.profile_path {
-        let mean = lb_tests::side_by_side::profile_established(
-            katran.as_deref(),
-            kind,
-            args.katran_calls,
-        )?;
+        let mean =
+            lb_tests::side_by_side::profile_path(katran.as_deref(), kind, args.katran_calls)?;
         println!("{kind}: {mean:.1} ns per call (gross, XDP_PASS not taken off)");
         return Ok(());
     }
