@@ -52,6 +52,7 @@ fn every_program_of_the_object_loads() {
         names::BENCH_DROP,
         names::BENCH_GENERATOR,
         names::BENCH_BALANCER,
+        names::CLOCK,
     ] {
         let program: &mut aya::programs::Xdp = ebpf
             .program_mut(name)
@@ -63,5 +64,5 @@ fn every_program_of_the_object_loads() {
             .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
     }
     let programs = ebpf.programs().count();
-    assert_eq!(programs, 7, "a program of the object is not in this list");
+    assert_eq!(programs, 8, "a program of the object is not in this list");
 }

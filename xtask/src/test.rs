@@ -2,8 +2,8 @@
 //! the host crates and the eBPF crate, the binaries, every test (unit tests, the
 //! configuration corpus and property test, the BPF test-run fixtures, the netns tests),
 //! then in the `cargo xtask vm` guest on Debian's stock kernel (6.1) the IPVS backend end
-//! to end and the fixtures and the verifier test again, and short fuzz runs of the configuration reader and the VRRP
-//! decoder. The privileged tests need root; with `CI` set they fail instead of skipping.
+//! to end and the fixtures and the verifier test again, and short fuzz runs of the
+//! configuration reader and the VRRP and sync message decoders. The privileged tests need root; with `CI` set they fail instead of skipping.
 
 use std::{
     ffi::OsString, os::unix::ffi::OsStringExt, path::PathBuf, process::Stdio, time::Instant,
@@ -105,12 +105,14 @@ pub fn run() -> anyhow::Result<()> {
             status => bail!("tests failed in the VM (exit status {status})"),
         }
     })?;
-    stage("fuzz smoke (20 s + 10 s)", &mut || {
-        // The configuration reader, seeded from the golden corpus, then the VRRP decoder;
+    stage("fuzz smoke (20 s + 10 s + 10 s)", &mut || {
+        // The configuration reader, seeded from the golden corpus, then the VRRP and the
+        // sync message decoders;
         // what the fuzzer finds goes to each crate's fuzz/corpus (not tracked).
         for (crate_name, target, seeds, seconds) in [
             ("lb-config", "parse", Some("tests/corpus"), 20),
             ("lb-vrrp", "decode", None, 10),
+            ("lb-sync", "decode", None, 10),
         ] {
             let crate_dir = cmd::root().join(crate_name);
             let corpus = format!("fuzz/corpus/{target}");
