@@ -1,13 +1,14 @@
 //! The `global_defs` block: what lbd uses of it (`router_id`, `lvs_timeouts`, the VRRP
 //! defaults `vrrp_version`, `vrrp_strict`, `dynamic_interfaces`, `vrrp_rt_priority`, the
-//! SMTP alert settings, and lbd's own `lvs_tun_source`); its other keywords are reported
-//! as not supported yet.
+//! SMTP alert settings, `lvs_sync_daemon` (read and checked by `sync_daemon`), and lbd's
+//! own `lvs_tun_source`); its other keywords are reported as not supported yet.
 
 use std::time::Duration;
 
 use super::{
     Diagnostic,
     keywords::{Block, not_used},
+    sync_daemon,
     tree::Statement,
     values::{no_value, optional_bool, parse_in_range, parse_port, single_arg},
     virtual_server::tun_sources,
@@ -23,6 +24,8 @@ pub struct Globals {
     pub vrrp_version: Option<u8>,
     pub vrrp_strict: bool,
     pub dynamic_interfaces: bool,
+    /// `lvs_sync_daemon`, until the VRRP instances are read.
+    pub sync_daemon: Option<sync_daemon::Pending>,
 }
 
 /// Read a `global_defs` block into `config` and `globals`.
@@ -50,6 +53,9 @@ pub fn global_defs(
             },
             "enable_script_security" => config.script_security = no_value(item, diagnostics),
             "lvs_timeouts" => lvs_timeouts(item, &mut config.lvs_timeouts, diagnostics),
+            "lvs_sync_daemon" => {
+                sync_daemon::lvs_sync_daemon(item, &mut globals.sync_daemon, diagnostics)
+            }
             "vrrp_rt_priority" => {
                 config.vrrp_rt_priority = parse_in_range(item, 1..=99u8, diagnostics)
             }

@@ -19,6 +19,7 @@ mod lexer;
 mod local_address;
 pub mod model;
 mod source;
+mod sync_daemon;
 mod top;
 mod tree;
 mod values;

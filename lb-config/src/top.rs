@@ -11,7 +11,7 @@ use super::{
     checkers::track_file,
     global_defs::global_defs,
     keywords::{Block, not_used},
-    local_address,
+    local_address, sync_daemon,
     tree::Statement,
     virtual_server::{targets, virtual_server},
     vrrp::{VrrpContext, check_references, vrrp_instance, vrrp_script, vrrp_sync_group},
@@ -81,6 +81,17 @@ pub fn build_config(
                 }
             }
             "vrrp_instance" => {
+                let name = statement.args.first().map_or("", |t| t.text.as_str());
+                for item in statement.block.as_deref().unwrap_or_default() {
+                    if item.name() == "lvs_sync_daemon_interface" {
+                        sync_daemon::instance_interface(
+                            item,
+                            name,
+                            &mut globals.sync_daemon,
+                            diagnostics,
+                        );
+                    }
+                }
                 if let Some(instance) = vrrp_instance(statement, &context, diagnostics) {
                     instances.push((instance, statement.location().clone()));
                 }
@@ -131,6 +142,8 @@ pub fn build_config(
     }
     check_references(&instances, &config.vrrp_scripts, &groups, diagnostics);
     config.vrrp_instances = instances.into_iter().map(|(i, _)| i).collect();
+    config.lvs_sync_daemon =
+        sync_daemon::resolve(globals.sync_daemon, &config.vrrp_instances, diagnostics);
     config.vrrp_sync_groups = groups.into_iter().map(|(g, _)| g).collect();
     config
 }

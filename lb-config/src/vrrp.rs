@@ -281,6 +281,8 @@ pub fn vrrp_instance(
                 )),
             },
             keyword if notify(&mut instance.notify, keyword, item, diagnostics) => {}
+            // Read with the global sync settings (`sync_daemon::instance_interface`).
+            "lvs_sync_daemon_interface" => {}
             _ => not_used(item, Block::VrrpInstance, diagnostics),
         }
     }

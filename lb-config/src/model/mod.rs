@@ -37,6 +37,10 @@ pub struct Config {
     /// global_defs `enable_script_security`: no script runs as root from a path a
     /// non-root user could change.
     pub script_security: bool,
+    /// global_defs `lvs_sync_daemon` (or a vrrp_instance's `lvs_sync_daemon_interface`):
+    /// connection sync between the directors.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lvs_sync_daemon: Option<SyncDaemon>,
     /// global_defs `vrrp_rt_priority` (1-99): the real-time priority (`SCHED_RR`) VRRP
     /// runs at. lbd runs it at 1 when the file sets none (keepalived then uses none).
     pub vrrp_rt_priority: Option<u8>,
@@ -52,6 +56,23 @@ impl VirtualServer {
             IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
         }
     }
+}
+
+/// keepalived's connection sync daemon (`lvs_sync_daemon`), with the defaults filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct SyncDaemon {
+    /// The interface sync messages go out of and come in on.
+    pub interface: String,
+    /// The VRRP instance the daemon follows: MASTER sends, BACKUP receives.
+    pub vrrp_instance: Option<String>,
+    /// `id`: default the instance's vrid (0 without an instance).
+    pub syncid: u8,
+    /// `maxlen`: the largest message (None: the kernel's, from the MTU).
+    pub maxlen: Option<u16>,
+    /// `port` (default 8848), `ttl` (default 1), `group` (default 224.0.0.81).
+    pub port: u16,
+    pub ttl: u8,
+    pub group: IpAddr,
 }
 
 /// keepalived's global_defs `lvs_timeouts tcp N tcpfin N udp N` (`ipvsadm --set`), in
