@@ -4,4 +4,8 @@
 //! (version 1 of `net/netfilter/ipvs/ip_vs_sync.c`), so that lbd and the kernel's daemon
 //! can be each other's peer.
 
+pub mod daemon;
 pub mod wire;
+
+#[cfg(test)]
+mod test_conns;

@@ -509,36 +509,60 @@ fn decode_record(kind: u8, record: &[u8]) -> Result<Result<SyncConn, SkipReason>
     Ok(Ok(conn))
 }
 
-/// `conns` in as few messages as fit: each at most `maxlen` bytes (the sync daemon's
-/// `maxlen`, the datagram's payload; at least one record goes into each message) and
-/// `MAX_CONNS` records.
-pub fn pack(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Message> {
-    let mut messages = Vec::new();
-    let mut current = Message {
-        syncid,
-        conns: Vec::new(),
-    };
-    let mut len = HEADER_LEN;
-    for conn in conns {
-        let padded = (len + 3) & !3;
-        let needed = padded + conn.encoded_len();
-        if !current.conns.is_empty() && (needed > maxlen || current.conns.len() == MAX_CONNS) {
-            messages.push(std::mem::replace(
-                &mut current,
-                Message {
-                    syncid,
-                    conns: Vec::new(),
-                },
-            ));
-            len = HEADER_LEN + conn.encoded_len();
-        } else {
-            len = needed;
+/// Records gathered into messages of at most `maxlen` bytes (the datagram's payload; a
+/// message holds at least one record whatever its size) and `MAX_CONNS` records.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    syncid: u8,
+    maxlen: usize,
+    conns: Vec<SyncConn>,
+    /// The bytes `conns` take as one message.
+    len: usize,
+}
+
+impl Batch {
+    pub fn new(syncid: u8, maxlen: usize) -> Self {
+        Batch {
+            syncid,
+            maxlen,
+            conns: Vec::new(),
+            len: HEADER_LEN,
         }
-        current.conns.push(conn.clone());
     }
-    if !current.conns.is_empty() {
-        messages.push(current);
+
+    pub fn is_empty(&self) -> bool {
+        self.conns.is_empty()
     }
+
+    /// Add `conn`: the message gathered before it, when `conn` did not fit in it.
+    pub fn push(&mut self, conn: SyncConn) -> Option<Message> {
+        let needed = ((self.len + 3) & !3) + conn.encoded_len();
+        let full =
+            !self.conns.is_empty() && (needed > self.maxlen || self.conns.len() == MAX_CONNS);
+        let closed = if full { self.take() } else { None };
+        self.len = ((self.len + 3) & !3) + conn.encoded_len();
+        self.conns.push(conn);
+        closed
+    }
+
+    /// The message gathered so far, if any; the batch starts again empty.
+    pub fn take(&mut self) -> Option<Message> {
+        self.len = HEADER_LEN;
+        if self.conns.is_empty() {
+            return None;
+        }
+        Some(Message {
+            syncid: self.syncid,
+            conns: std::mem::take(&mut self.conns),
+        })
+    }
+}
+
+/// `conns` in as few messages as `Batch` makes of them.
+pub fn pack(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Message> {
+    let mut batch = Batch::new(syncid, maxlen);
+    let mut messages: Vec<Message> = conns.iter().filter_map(|c| batch.push(c.clone())).collect();
+    messages.extend(batch.take());
     messages
 }
 

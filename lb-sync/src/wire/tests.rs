@@ -1,27 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-
-fn tcp_conn(client: [u8; 4], port: u16) -> SyncConn {
-    SyncConn {
-        protocol: PROTO_TCP,
-        flags: flags::DROUTE,
-        state: 1,
-        ends: Ends::V4 {
-            client: client.into(),
-            vip: [192, 0, 2, 10].into(),
-            real: [10, 0, 0, 2].into(),
-        },
-        client_port: port,
-        vip_port: 80,
-        real_port: 80,
-        fwmark: 0,
-        timeout_secs: 900,
-        seq: None,
-        pe_data: Vec::new(),
-        pe_name: Vec::new(),
-    }
-}
+use crate::test_conns::tcp_conn;
 
 /// A message laid out by hand as the kernel's `ip_vs_sync_conn` writes it: header, then
 /// one IPv4 TCP record, ESTABLISHED, direct routing, 900 s left.
