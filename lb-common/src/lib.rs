@@ -67,6 +67,7 @@ pub mod map_names {
     pub const SERVICE_STATS: &str = "LB_SERVICE_STATS";
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const OUTCOMES: &str = "LB_OUTCOMES";
+    pub const SYNC_EVENTS: &str = "LB_SYNC_EVENTS";
 }
 
 /// Names of the XDP programs in the eBPF object.
@@ -297,6 +298,9 @@ pub const FEATURE_ANSWER_ECHO: u32 = 2;
 /// `Settings::features` bit: `Settings::services` is written; without it (before userspace
 /// wrote the settings) every packet may be for a service.
 pub const FEATURE_SERVICE_FILTER: u32 = 4;
+/// `Settings::features` bit: connection sync runs (`lvs_sync_daemon`), so new flows and
+/// state changes are written to `LB_SYNC_EVENTS` for it.
+pub const FEATURE_SYNC_EVENTS: u32 = 8;
 
 /// Value of `LB_SETTINGS` (one entry): what the configuration uses and load-time limits.
 #[repr(C)]
@@ -361,6 +365,24 @@ pub struct ClockSample {
     pub jiffies: u64,
     pub coarse_after_ns: u64,
 }
+
+/// A record of `LB_SYNC_EVENTS` (a ring buffer): a flow was recorded, or moved to another
+/// state, as its packets or its real's replies went by; the sync daemon sends it to the
+/// backups.
+#[repr(C)]
+#[derive(Clone, Copy, PartialEq, Eq, bytemuck::Pod, bytemuck::Zeroable)]
+#[cfg_attr(feature = "user", derive(Debug))]
+pub struct SyncEvent {
+    pub key: FlowKey,
+    /// The flow's real (`LB_REALS` id) and its state after the change (`conn::STATE_*`).
+    pub real_id: u32,
+    pub state: u8,
+    pub _pad: [u8; 3],
+}
+
+/// Bytes of `LB_SYNC_EVENTS`: room for some 70,000 events (56 bytes each with the ring
+/// buffer's header), a second of new flows at 70,000 a second while the reader is late.
+pub const SYNC_EVENTS_BYTES: u32 = 4 << 20;
 
 /// Value of `LB_BENCH_FRAME` (benchmarks only): the frame the bench programs put back
 /// before each run, so that a repeated test run (which feeds a program its own output) or

@@ -64,6 +64,7 @@ pub fn reply_seen(flow: &FlowKey, tcp_flags: u8) -> u32 {
     };
     if state != old.state {
         conns::moved(old.real_id, old.state, state);
+        crate::sync::flow_changed(flow, old.real_id, state);
     }
     // SAFETY: as above.
     unsafe {

@@ -29,6 +29,7 @@ mod parse;
 mod persist;
 mod sched;
 mod stats;
+mod sync;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
@@ -319,6 +320,7 @@ fn known_flow(flow: &Flow, now: u64) -> Option<Chosen> {
     let state = conntrack::next_state(old.state, flow, real);
     if state != old.state {
         conns::moved(old.real_id, old.state, state);
+        sync::flow_changed(&flow.key, old.real_id, state);
     }
     let first_in_tick = now != old.last_seen_ns;
     if state != old.state || first_in_tick {
@@ -403,6 +405,7 @@ fn record_flow(flow: &Flow, chosen: &Chosen, now: u64) {
     conntrack::insert(&flow.key, &entry);
     conns::opened(chosen.real_id, state);
     conntrack::close_replaced();
+    sync::flow_changed(&flow.key, chosen.real_id, state);
 }
 
 #[cfg(not(test))]

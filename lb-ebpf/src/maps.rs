@@ -5,14 +5,14 @@
 use crate::fwd::fnat::FnatScratch;
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},
 };
 use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, BenchFrame, ConnCounts, DEFAULT_FLOW_TABLE_SIZE,
     DEFAULT_SCHED_TABLE_ENTRIES, DecapSource, FlowKey, FlowState, LocalAddr, MAX_DECAP_SOURCES,
     MAX_LAYOUT_STAMPS, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
-    PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey, Settings,
-    TrafficStats, VipKey, conn::Timeouts, decap_stats,
+    PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, SYNC_EVENTS_BYTES, ServiceInfo,
+    ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, decap_stats,
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -124,3 +124,8 @@ pub static BENCH_COUNTER: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0)
 pub fn real(id: u32) -> Option<&'static RealInfo> {
     REALS.get(id).filter(|real| real.family != 0)
 }
+
+/// Connection sync: flows recorded and state changes, for userspace's sync daemon
+/// (`sync`), written only while it runs (`FEATURE_SYNC_EVENTS`).
+#[map(name = "LB_SYNC_EVENTS")]
+pub static SYNC_EVENTS: RingBuf = RingBuf::pinned(SYNC_EVENTS_BYTES, 0);

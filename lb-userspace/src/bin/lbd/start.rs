@@ -121,6 +121,9 @@ fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<St
         fnat_ports: args.fnat_ports,
         answer_echo: args.answer_ping,
         sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
+        // Connection sync does not run yet (lvs_sync_daemon is reported as not
+        // supported), so no events are written.
+        sync_events: false,
     };
     let dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {

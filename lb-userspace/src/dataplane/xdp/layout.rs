@@ -100,7 +100,7 @@ pub fn pinned_maps(options: &XdpOptions) -> Vec<PinnedMap> {
 
 /// The shapes of the maps of this build, with the flow table and the table arena sized as
 /// configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 18] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 19] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -155,6 +155,15 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 18] {
         layout::<u32, TrafficStats>(names::SERVICE_STATS, MapType::PerCpuArray, MAX_SERVICES),
         layout::<u32, TrafficStats>(names::REAL_STATS, MapType::PerCpuArray, MAX_REALS),
         layout::<u32, u64>(names::OUTCOMES, MapType::PerCpuArray, Outcome::COUNT),
+        MapLayout {
+            key_size: 0,
+            value_size: 0,
+            ..layout::<(), ()>(
+                names::SYNC_EVENTS,
+                MapType::RingBuf,
+                lb_common::SYNC_EVENTS_BYTES,
+            )
+        },
     ]
 }
 

@@ -153,6 +153,9 @@ pub struct XdpOptions {
     pub answer_echo: bool,
     /// The longest time between two scans of the flow table (`--sweep-interval`).
     pub sweep_interval: Duration,
+    /// Write flows recorded and their state changes to `LB_SYNC_EVENTS`
+    /// (`FEATURE_SYNC_EVENTS`), for connection sync.
+    pub sync_events: bool,
 }
 
 impl XdpOptions {
@@ -166,6 +169,7 @@ impl XdpOptions {
             fnat_ports: FNAT_PORTS_DEFAULT,
             answer_echo: false,
             sweep_interval: Duration::from_secs(10),
+            sync_events: false,
         }
     }
 
@@ -210,6 +214,8 @@ pub struct XdpDataplane<R> {
     sweep_interval: Duration,
     /// `XdpOptions::answer_echo`.
     answer_echo: bool,
+    /// `XdpOptions::sync_events`.
+    sync_events: bool,
     /// The VIP addresses in `LB_VIPS`.
     vips: BTreeSet<IpAddr>,
     local_addrs: LocalAddrs,
@@ -287,6 +293,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             fnat_ports: options.fnat_ports,
             sweep_interval: options.sweep_interval,
             answer_echo: options.answer_echo,
+            sync_events: options.sync_events,
             vips,
             local_addrs,
             conns,
@@ -376,6 +383,23 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             .collect()
     }
 
+    /// `LB_SYNC_EVENTS`, for the sync daemon's reader (once: it is taken out of the
+    /// object).
+    pub fn take_sync_events(
+        &mut self,
+    ) -> Result<aya::maps::RingBuf<aya::maps::MapData>, DataplaneError> {
+        let map = self
+            .ebpf
+            .take_map(names::SYNC_EVENTS)
+            .ok_or_else(|| DataplaneError::Map {
+                what: format!("{} (already taken)", names::SYNC_EVENTS),
+                source: aya::maps::MapError::InvalidName {
+                    name: names::SYNC_EVENTS.into(),
+                },
+            })?;
+        aya::maps::RingBuf::try_from(map).map_err(map_error(names::SYNC_EVENTS))
+    }
+
     /// The loaded balancer program (for BPF_PROG_TEST_RUN).
     pub fn balancer(&self) -> Result<&Xdp, DataplaneError> {
         program(&self.ebpf, program_names::BALANCER)
@@ -434,8 +458,13 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         } else {
             0
         };
+        let sync = if self.sync_events {
+            lb_common::FEATURE_SYNC_EVENTS
+        } else {
+            0
+        };
         let settings = Settings {
-            features: features | echo | lb_common::FEATURE_SERVICE_FILTER,
+            features: features | echo | sync | lb_common::FEATURE_SERVICE_FILTER,
             fnat_port_min: self.fnat_ports.0,
             fnat_port_max: self.fnat_ports.1,
             cpus: fnat_port_shares(self.cpus),
