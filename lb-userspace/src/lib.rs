@@ -21,5 +21,6 @@ pub mod nexthop;
 pub mod rtnl;
 pub mod sched;
 pub mod status;
+pub mod sync;
 pub mod view;
 pub mod vrrp;

@@ -94,6 +94,17 @@ impl TestBalancer {
         Ok(report)
     }
 
+    /// The real a frame went to (the last byte of its new destination MAC, which the
+    /// tests' next hops make the real's number), or `None` if it went to the kernel.
+    pub fn real_of(&self, frame: &[u8]) -> Option<u8> {
+        let run = self.run(frame).expect("test run");
+        match run.action {
+            lb_common::xdp_action::XDP_TX => Some(run.output[5]),
+            lb_common::xdp_action::XDP_PASS => None,
+            other => panic!("action {other}"),
+        }
+    }
+
     /// Run `input` once, arriving on `INGRESS`.
     pub fn run(&self, input: &[u8]) -> anyhow::Result<Run> {
         self.run_repeat(input, 1)

@@ -8,9 +8,7 @@
 use std::{collections::HashMap, net::IpAddr};
 
 use aya::maps::{Array, HashMap as BpfHashMap, MapData};
-use lb_common::{
-    FEATURE_SERVICE_FILTER, Outcome, ServiceInfo, ServiceKey, Settings, map_names, xdp_action,
-};
+use lb_common::{FEATURE_SERVICE_FILTER, Outcome, ServiceInfo, ServiceKey, Settings, map_names};
 use lb_tests::{
     packet::{Frame, TCP_ACK, v4},
     privilege::require_root,
@@ -56,16 +54,6 @@ fn filter_has(settings: &Settings, port: u16) -> bool {
     settings.services[(bit / 64) as usize] >> (bit % 64) & 1 == 1
 }
 
-/// The real (last byte of its MAC) a frame went to, or `None` if it went to the kernel.
-fn real_of(balancer: &TestBalancer, frame: &[u8]) -> Option<u8> {
-    let run = balancer.run(frame).expect("test run");
-    match run.action {
-        xdp_action::XDP_TX => Some(run.output[5]),
-        xdp_action::XDP_PASS => None,
-        other => panic!("action {other}"),
-    }
-}
-
 fn not_service(balancer: &TestBalancer) -> u64 {
     let counters = balancer.dataplane.counters().expect("counters");
     counters.outcome(Outcome::NotService)
@@ -86,8 +74,8 @@ fn the_service_filter_follows_the_published_services() {
 
     let to_80 = Frame::tcp(v4([198, 18, 7, 1], VIP), 4000, 80).bytes();
     let to_8080 = Frame::tcp(v4([198, 18, 7, 1], VIP), 4000, 8080).bytes();
-    assert_eq!(real_of(&balancer, &to_80), Some(1));
-    assert_eq!(real_of(&balancer, &to_8080), None);
+    assert_eq!(balancer.real_of(&to_80), Some(1));
+    assert_eq!(balancer.real_of(&to_8080), None);
     assert_eq!(not_service(&balancer), 1);
 
     // A second service is served at once; the first, removed, is filtered out.
@@ -98,9 +86,9 @@ fn the_service_filter_follows_the_published_services() {
         !filter_has(&written, 80),
         "a removed service's bit stays set"
     );
-    assert_eq!(real_of(&balancer, &to_8080), Some(2));
+    assert_eq!(balancer.real_of(&to_8080), Some(2));
     let new_client = Frame::tcp(v4([198, 18, 7, 2], VIP), 4000, 80).bytes();
-    assert_eq!(real_of(&balancer, &new_client), None);
+    assert_eq!(balancer.real_of(&new_client), None);
     assert_eq!(not_service(&balancer), 2);
 }
 
@@ -120,7 +108,7 @@ fn a_filter_not_yet_written_filters_nothing() {
     let mut array: Array<&mut MapData, Settings> = Array::try_from(map).expect("array");
     array.set(0, Settings::default(), 0).expect("zero settings");
     let to_80 = Frame::tcp(v4([198, 18, 7, 3], VIP), 4000, 80).bytes();
-    assert_eq!(real_of(&balancer, &to_80), Some(1));
+    assert_eq!(balancer.real_of(&to_80), Some(1));
 }
 
 #[test]
@@ -131,7 +119,7 @@ fn an_established_flow_needs_no_service_lookup_and_a_new_one_does() {
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     balancer.apply_config(&service(80, 1)).expect("apply");
     let syn = Frame::tcp(v4([198, 18, 7, 4], VIP), 4000, 80);
-    assert_eq!(real_of(&balancer, &syn.bytes()), Some(1));
+    assert_eq!(balancer.real_of(&syn.bytes()), Some(1));
     // The service entry goes (its reals stay, as for a moment while lbd removes a
     // service): the established flow goes on to its real, by the flow table alone; a new
     // client's SYN finds no service.
@@ -145,8 +133,8 @@ fn an_established_flow_needs_no_service_lookup_and_a_new_one_does() {
     let key = services.keys().next().expect("one service").expect("key");
     services.remove(&key).expect("remove the service");
     let ack = syn.with_tcp_flags(TCP_ACK).bytes();
-    assert_eq!(real_of(&balancer, &ack), Some(1));
+    assert_eq!(balancer.real_of(&ack), Some(1));
     let other = Frame::tcp(v4([198, 18, 7, 5], VIP), 4000, 80).bytes();
-    assert_eq!(real_of(&balancer, &other), None);
+    assert_eq!(balancer.real_of(&other), None);
     assert_eq!(not_service(&balancer), 1);
 }

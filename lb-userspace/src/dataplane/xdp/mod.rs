@@ -22,6 +22,7 @@ pub mod links;
 mod local_addrs;
 mod slots;
 pub mod sweep;
+pub mod sync_table;
 mod sys;
 
 use std::{
@@ -381,6 +382,27 @@ impl<R: NextHopResolver> XdpDataplane<R> {
                 Ok(name.to_string_lossy().into_owned())
             })
             .collect()
+    }
+
+    /// The maps a sync backup writes into, on descriptors of its own (see `sync_table`).
+    pub fn sync_table(&self) -> Result<sync_table::SyncTable, DataplaneError> {
+        let conns = ConnTable::open(map_fd(&self.ebpf, names::REAL_CONNS)?).map_err(|source| {
+            DataplaneError::Sys {
+                what: "mapping LB_REAL_CONNS",
+                source,
+            }
+        })?;
+        let maps = sync_table::SyncMaps {
+            flows: owned_map_fd(&self.ebpf, names::FLOWS)?,
+            nat_reverse: owned_map_fd(&self.ebpf, names::NAT_REVERSE)?,
+            services: owned_map_fd(&self.ebpf, names::SERVICES)?,
+            reals: owned_map_fd(&self.ebpf, names::REALS)?,
+            conns,
+        };
+        sync_table::SyncTable::open(maps).map_err(|e| DataplaneError::Sys {
+            what: "opening the maps for connection sync",
+            source: std::io::Error::other(e.to_string()),
+        })
     }
 
     /// `LB_SYNC_EVENTS`, for the sync daemon's reader (once: it is taken out of the

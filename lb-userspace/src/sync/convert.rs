@@ -1,0 +1,285 @@
+//! Between the flow table and IPVS's sync records. A flow of this director (an
+//! `LB_SYNC_EVENTS` event with its real's entry) becomes the record the backups take; a
+//! received record becomes a flow for this director's table, with the state and the time
+//! left that the master gave it.
+//!
+//! What IPVS's records cannot carry is left out: FullNAT flows (no room for the local
+//! address and port; such a flow is scheduled anew after a failover), protocols other
+//! than TCP and UDP, and persistence templates (not yet: the backup reschedules the
+//! client's next connection).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use lb_common::{
+    FAMILY_IPV4, FAMILY_IPV6, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, PROTO_TCP, PROTO_UDP, RealInfo,
+    SyncEvent,
+    conn::{STATE_ESTABLISHED, STATE_SYNACK, STATE_UDP, Timeouts},
+};
+use lb_sync::wire::{Ends, SyncConn, flags};
+
+/// IPVS's one UDP state (`IP_VS_UDP_S_NORMAL`).
+const IPVS_UDP_NORMAL: u16 = 0;
+
+/// The record of flow `event` on `real` (its `LB_REALS` entry), with the timeout of its
+/// state (`timeouts`) as IPVS sends it; `None` for what IPVS's records cannot carry.
+pub fn record(event: &SyncEvent, real: &RealInfo, timeouts: &Timeouts) -> Option<SyncConn> {
+    let forward = match real.fwd {
+        FWD_DR => flags::DROUTE,
+        FWD_TUN => flags::TUNNEL,
+        FWD_NAT => flags::MASQ,
+        _ => return None,
+    };
+    let key = &event.key;
+    let state = match key.proto {
+        PROTO_TCP if event.state <= STATE_SYNACK => u16::from(event.state),
+        PROTO_UDP => IPVS_UDP_NORMAL,
+        _ => return None,
+    };
+    // IPVS counts a TCP connection active only while ESTABLISHED, and UDP never.
+    let inactive = if key.proto == PROTO_TCP && event.state == STATE_ESTABLISHED {
+        0
+    } else {
+        flags::INACTIVE
+    };
+    if real.family != key.family {
+        return None;
+    }
+    let ends = match key.family {
+        FAMILY_IPV4 => Ends::V4 {
+            client: v4(&key.src),
+            vip: v4(&key.dst),
+            real: v4(&real.addr),
+        },
+        FAMILY_IPV6 => Ends::V6 {
+            client: Ipv6Addr::from(key.src),
+            vip: Ipv6Addr::from(key.dst),
+            real: Ipv6Addr::from(real.addr),
+        },
+        _ => return None,
+    };
+    Some(SyncConn {
+        protocol: key.proto,
+        flags: forward | inactive,
+        state,
+        ends,
+        client_port: u16::from_be_bytes(key.sport),
+        vip_port: u16::from_be_bytes(key.dport),
+        real_port: u16::from_be_bytes(real.port),
+        fwmark: 0,
+        timeout_secs: timeouts
+            .secs
+            .get(usize::from(event.state))
+            .copied()
+            .unwrap_or(0),
+        seq: None,
+        pe_data: Vec::new(),
+        pe_name: Vec::new(),
+    })
+}
+
+/// A received connection, as a flow of this director's table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Incoming {
+    pub key: FlowKey,
+    /// The real it is on: the caller finds the real's id among the reals of the service
+    /// (`key`'s destination, port and protocol).
+    pub real: IpAddr,
+    pub real_port: u16,
+    /// `conn::STATE_*`.
+    pub state: u8,
+    /// How long ago its last packet is to count as seen: so that it times out when the
+    /// master's copy would (the master's timeout for the state, when shorter than ours).
+    pub idle_secs: u32,
+}
+
+/// The flow of a received record; `None` for what this director does not take (see the
+/// module's comment).
+pub fn incoming(conn: &SyncConn, timeouts: &Timeouts) -> Option<Incoming> {
+    if conn.flags & flags::TEMPLATE != 0 {
+        return None;
+    }
+    let state = match conn.protocol {
+        PROTO_TCP => u8::try_from(conn.state)
+            .ok()
+            .filter(|&s| s <= STATE_SYNACK)?,
+        PROTO_UDP => STATE_UDP,
+        _ => return None,
+    };
+    let (family, client, vip, real) = match conn.ends {
+        Ends::V4 { client, vip, real } => {
+            (FAMILY_IPV4, mapped(client), mapped(vip), IpAddr::V4(real))
+        }
+        Ends::V6 { client, vip, real } => {
+            (FAMILY_IPV6, client.octets(), vip.octets(), IpAddr::V6(real))
+        }
+    };
+    let ours = timeouts.secs[usize::from(state)];
+    let idle_secs = match conn.timeout_secs {
+        0 => 0,
+        theirs => ours.saturating_sub(theirs),
+    };
+    Some(Incoming {
+        key: FlowKey {
+            src: client,
+            dst: vip,
+            sport: conn.client_port.to_be_bytes(),
+            dport: conn.vip_port.to_be_bytes(),
+            proto: conn.protocol,
+            family,
+            _pad: [0; 2],
+        },
+        real,
+        real_port: conn.real_port,
+        state,
+        idle_secs,
+    })
+}
+
+/// An IPv4 address in the first 4 bytes of 16, as the flow key holds it.
+fn mapped(addr: Ipv4Addr) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    bytes[..4].copy_from_slice(&addr.octets());
+    bytes
+}
+
+fn v4(bytes: &[u8; 16]) -> Ipv4Addr {
+    Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
+}
+
+#[cfg(test)]
+mod tests {
+    use lb_common::{
+        FWD_FNAT,
+        conn::{STATE_FIN_WAIT, STATE_SYN_RECV},
+    };
+
+    use super::*;
+
+    fn real(fwd: u8, addr: IpAddr) -> RealInfo {
+        let mut info: RealInfo = bytemuck::Zeroable::zeroed();
+        match addr {
+            IpAddr::V4(v4) => {
+                info.addr[..4].copy_from_slice(&v4.octets());
+                info.family = FAMILY_IPV4;
+            }
+            IpAddr::V6(v6) => {
+                info.addr = v6.octets();
+                info.family = FAMILY_IPV6;
+            }
+        }
+        info.port = 8080u16.to_be_bytes();
+        info.fwd = fwd;
+        info
+    }
+
+    fn event(proto: u8, client: IpAddr, vip: IpAddr, state: u8) -> SyncEvent {
+        let (family, src, dst) = match (client, vip) {
+            (IpAddr::V4(c), IpAddr::V4(v)) => (FAMILY_IPV4, mapped(c), mapped(v)),
+            (IpAddr::V6(c), IpAddr::V6(v)) => (FAMILY_IPV6, c.octets(), v.octets()),
+            _ => panic!("one family"),
+        };
+        SyncEvent {
+            key: FlowKey {
+                src,
+                dst,
+                sport: 40000u16.to_be_bytes(),
+                dport: 80u16.to_be_bytes(),
+                proto,
+                family,
+                _pad: [0; 2],
+            },
+            real_id: 3,
+            state,
+            _pad: [0; 3],
+        }
+    }
+
+    const CLIENT: IpAddr = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 7));
+    const VIP: IpAddr = IpAddr::V4(Ipv4Addr::new(192, 0, 2, 10));
+    const REAL: IpAddr = IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2));
+
+    #[test]
+    fn a_flow_becomes_the_record_ipvs_sends() {
+        let dr = record(
+            &event(PROTO_TCP, CLIENT, VIP, STATE_ESTABLISHED),
+            &real(FWD_DR, REAL),
+            &Timeouts::IPVS,
+        )
+        .expect("a record");
+        assert_eq!(dr.flags, flags::DROUTE);
+        assert_eq!(
+            (dr.protocol, dr.state, dr.timeout_secs),
+            (PROTO_TCP, 1, 900)
+        );
+        assert_eq!(
+            (dr.ends.client(), dr.ends.vip(), dr.ends.real()),
+            (CLIENT, VIP, REAL)
+        );
+        assert_eq!(
+            (dr.client_port, dr.vip_port, dr.real_port),
+            (40000, 80, 8080)
+        );
+        // Not established: inactive, with its state's timeout.
+        let nat = record(
+            &event(PROTO_TCP, CLIENT, VIP, STATE_SYN_RECV),
+            &real(FWD_NAT, REAL),
+            &Timeouts::IPVS,
+        )
+        .expect("a record");
+        assert_eq!(nat.flags, flags::MASQ | flags::INACTIVE);
+        assert_eq!((nat.state, nat.timeout_secs), (3, 60));
+        let udp = record(
+            &event(PROTO_UDP, CLIENT, VIP, STATE_UDP),
+            &real(FWD_TUN, REAL),
+            &Timeouts::IPVS,
+        )
+        .expect("a record");
+        assert_eq!(udp.flags, flags::TUNNEL | flags::INACTIVE);
+        assert_eq!((udp.state, udp.timeout_secs), (0, 300));
+        // FullNAT's local end has no room in the record.
+        let fnat = event(PROTO_TCP, CLIENT, VIP, STATE_ESTABLISHED);
+        assert_eq!(record(&fnat, &real(FWD_FNAT, REAL), &Timeouts::IPVS), None);
+    }
+
+    #[test]
+    fn a_record_becomes_the_same_flow_with_the_masters_time_left() {
+        let client: IpAddr = "2001:db8::7".parse().expect("address");
+        let vip: IpAddr = "2001:db8::10".parse().expect("address");
+        let real_addr: IpAddr = "2001:db8:1::2".parse().expect("address");
+        for (proto, state, client, vip, real_addr) in [
+            (PROTO_TCP, STATE_ESTABLISHED, CLIENT, VIP, REAL),
+            (PROTO_TCP, STATE_FIN_WAIT, client, vip, real_addr),
+            (PROTO_UDP, STATE_UDP, CLIENT, VIP, REAL),
+        ] {
+            let flow = event(proto, client, vip, state);
+            let sent = record(&flow, &real(FWD_DR, real_addr), &Timeouts::IPVS).expect("record");
+            let got = incoming(&sent, &Timeouts::IPVS).expect("a flow");
+            assert_eq!(got.key, flow.key);
+            assert_eq!((got.real, got.real_port), (real_addr, 8080));
+            assert_eq!((got.state, got.idle_secs), (state, 0));
+        }
+        // The master's ESTABLISHED timeout is 600 s, ours 900 s: 300 s count as gone.
+        let mut shorter = record(
+            &event(PROTO_TCP, CLIENT, VIP, STATE_ESTABLISHED),
+            &real(FWD_DR, REAL),
+            &Timeouts::IPVS,
+        )
+        .expect("record");
+        shorter.timeout_secs = 600;
+        assert_eq!(
+            incoming(&shorter, &Timeouts::IPVS).map(|f| f.idle_secs),
+            Some(300)
+        );
+        // Templates and other protocols are not flows here.
+        let template = SyncConn {
+            flags: flags::TEMPLATE,
+            ..shorter.clone()
+        };
+        assert_eq!(incoming(&template, &Timeouts::IPVS), None);
+        let sctp = SyncConn {
+            protocol: 132,
+            ..shorter
+        };
+        assert_eq!(incoming(&sctp, &Timeouts::IPVS), None);
+    }
+}
