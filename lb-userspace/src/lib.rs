@@ -20,6 +20,7 @@ pub mod neighbour_events;
 pub mod nexthop;
 pub mod rtnl;
 pub mod sched;
+pub mod sockopt;
 pub mod status;
 pub mod sync;
 pub mod view;

@@ -1,7 +1,9 @@
 //! Connection sync (`lvs_sync_daemon`) in lbd. `convert` turns the XDP data plane's flows
-//! into IPVS's sync records and back; the backup writes what it receives with
+//! into IPVS's sync records and back; `socket` opens the multicast sockets as the
+//! kernel's daemon does; `runner` is the daemon's thread: as master it sends the data
+//! plane's events, as backup it writes what it receives with
 //! `dataplane::xdp::sync_table`. The codec and the daemon's logic are in `lb-sync`.
-//! (The thread that runs the daemon on its socket, following the VRRP instance, is to
-//! come; until then lbd reports `lvs_sync_daemon` as not supported.)
 
 pub mod convert;
+pub mod runner;
+pub mod socket;

@@ -7,10 +7,12 @@
 use std::{
     io,
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
 use lb_vrrp::packet::IPPROTO_VRRP;
+
+use crate::sockopt::{bind_to_device, check, ip_mreqn, ipv6_mreq, set};
 use tokio::io::unix::AsyncFd;
 
 /// VRRP's IPv4 multicast group.
@@ -34,28 +36,6 @@ pub struct VrrpSocket {
     /// The source of sent packets, given with each (a bound raw socket would receive
     /// only packets to that address, not the group's).
     source: IpAddr,
-}
-
-fn check(rc: libc::c_int) -> io::Result<()> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(())
-    }
-}
-
-/// `setsockopt(fd, level, name, value)`.
-fn set<T>(fd: RawFd, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-    // SAFETY: `value` is a live reference and its size is passed with it.
-    check(unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (value as *const T).cast(),
-            std::mem::size_of::<T>() as libc::socklen_t,
-        )
-    })
 }
 
 fn sockaddr(addr: IpAddr, scope: u32) -> (libc::sockaddr_storage, libc::socklen_t) {
@@ -109,16 +89,7 @@ impl VrrpSocket {
         // SAFETY: a new descriptor nothing else owns.
         let fd = unsafe { OwnedFd::from_raw_fd(raw) };
         let raw = fd.as_raw_fd();
-        // SAFETY: the interface name's bytes with their length.
-        check(unsafe {
-            libc::setsockopt(
-                raw,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                interface.as_ptr().cast(),
-                interface.len() as libc::socklen_t,
-            )
-        })?;
+        bind_to_device(raw, interface)?;
         let hops: libc::c_int = 255;
         let off: libc::c_int = 0;
         let on: libc::c_int = 1;
@@ -135,23 +106,14 @@ impl VrrpSocket {
             set(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVHOPLIMIT, &on)?;
             set(raw, libc::IPPROTO_IPV6, libc::IPV6_RECVPKTINFO, &on)?;
             if let Some(IpAddr::V6(group)) = group {
-                let request = libc::ipv6_mreq {
-                    ipv6mr_multiaddr: libc::in6_addr {
-                        s6_addr: group.octets(),
-                    },
-                    ipv6mr_interface: ifindex,
-                };
+                let request = ipv6_mreq(group, ifindex);
                 set(raw, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &request)?;
             }
         } else {
             set(raw, libc::IPPROTO_IP, libc::IP_TTL, &hops)?;
             set(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_TTL, &hops)?;
             set(raw, libc::IPPROTO_IP, libc::IP_MULTICAST_LOOP, &off)?;
-            let interface_request = libc::ip_mreqn {
-                imr_multiaddr: libc::in_addr { s_addr: 0 },
-                imr_address: libc::in_addr { s_addr: 0 },
-                imr_ifindex: ifindex as libc::c_int,
-            };
+            let interface_request = ip_mreqn(Ipv4Addr::UNSPECIFIED, ifindex);
             set(
                 raw,
                 libc::IPPROTO_IP,
@@ -159,13 +121,7 @@ impl VrrpSocket {
                 &interface_request,
             )?;
             if let Some(IpAddr::V4(group)) = group {
-                let request = libc::ip_mreqn {
-                    imr_multiaddr: libc::in_addr {
-                        s_addr: u32::from_ne_bytes(group.octets()),
-                    },
-                    imr_address: libc::in_addr { s_addr: 0 },
-                    imr_ifindex: ifindex as libc::c_int,
-                };
+                let request = ip_mreqn(group, ifindex);
                 set(raw, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &request)?;
             }
         }

@@ -191,6 +191,11 @@ impl SyncTable {
         Ok(())
     }
 
+    /// The entry of real `id`, if it is in use (for the master's records).
+    pub fn real(&self, id: u32) -> Option<RealInfo> {
+        self.reals.get(&id, 0).ok().filter(|real| real.family != 0)
+    }
+
     /// Whether flow entry `old` is in its real's counts: its real still has the
     /// generation it was scheduled at (a reused id starts its counts afresh).
     fn counted(&self, old: &FlowState) -> bool {

@@ -1,0 +1,245 @@
+//! The sync daemon's thread: `lb_sync::daemon::Daemon` on its sockets. As master it
+//! turns the data plane's events (`LB_SYNC_EVENTS`) into records and sends them; as
+//! backup it installs what it receives into the flow table (`sync_table`). It has its own
+//! map descriptors and sockets and waits on nothing but them (poll(2)), so the control
+//! plane and the data-plane thread never wait for it, nor it for them. Its role comes
+//! from the VRRP instance it follows (`set_role`); its counters are read with `status`.
+
+use std::{
+    io::{self, ErrorKind},
+    os::{
+        fd::{AsFd, AsRawFd},
+        unix::net::UnixDatagram,
+    },
+    sync::{
+        Arc, Mutex,
+        mpsc::{self, Receiver, Sender},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use aya::maps::{MapData, RingBuf};
+use lb_common::{SyncEvent, conn::Timeouts};
+use lb_sync::daemon::{Counters, Daemon, Role, Settings};
+
+use super::{
+    convert::{incoming, record},
+    socket::SyncSockets,
+};
+use crate::dataplane::xdp::{flows::monotonic_now_ns, sync_table::SyncTable};
+
+/// The longest the thread sleeps without looking at its commands.
+const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// What the daemon has done, for `lbctl sync` and the metrics.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SyncStatus {
+    pub role: Role,
+    pub counters: Counters,
+    /// Received connections written into the flow table, and those refused (no such
+    /// service or real here), with the last reason.
+    pub installed: u64,
+    pub install_errors: u64,
+    pub last_install_error: Option<String>,
+    /// Events of flows a record cannot carry (FullNAT), not sent.
+    pub not_synced: u64,
+    /// Datagrams the socket would not take (a full send buffer), lost.
+    pub send_errors: u64,
+}
+
+impl Default for SyncStatus {
+    fn default() -> Self {
+        Self {
+            role: Role::Idle,
+            counters: Counters::default(),
+            installed: 0,
+            install_errors: 0,
+            last_install_error: None,
+            not_synced: 0,
+            send_errors: 0,
+        }
+    }
+}
+
+/// What the daemon works with.
+pub struct SyncParts {
+    pub settings: Settings,
+    pub sockets: SyncSockets,
+    pub events: RingBuf<MapData>,
+    pub table: SyncTable,
+    /// The timeouts of the running configuration (`lvs_timeouts`).
+    pub timeouts: Timeouts,
+}
+
+enum Command {
+    Role(Role),
+    Stop,
+}
+
+pub struct SyncRunner {
+    commands: Sender<Command>,
+    wake: UnixDatagram,
+    status: Arc<Mutex<SyncStatus>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SyncRunner {
+    /// Start the thread, in no role until `set_role`.
+    pub fn spawn(parts: SyncParts) -> io::Result<Self> {
+        let (commands, inbox) = mpsc::channel();
+        let (wake, woken) = UnixDatagram::pair()?;
+        woken.set_nonblocking(true)?;
+        let status = Arc::new(Mutex::new(SyncStatus::default()));
+        let shared = Arc::clone(&status);
+        let thread = std::thread::Builder::new()
+            .name("sync".into())
+            .spawn(move || run(parts, inbox, woken, shared))?;
+        Ok(Self {
+            commands,
+            wake,
+            status,
+            thread: Some(thread),
+        })
+    }
+
+    /// Follow the VRRP instance: master sends, backup receives.
+    pub fn set_role(&self, role: Role) {
+        self.command(Command::Role(role));
+    }
+
+    pub fn status(&self) -> SyncStatus {
+        self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    fn command(&self, command: Command) {
+        // The thread gone (it stops only when told) leaves nothing to tell.
+        if self.commands.send(command).is_ok() {
+            let _ = self.wake.send(&[1]);
+        }
+    }
+}
+
+impl Drop for SyncRunner {
+    /// Stop the thread; a master first sends what it holds.
+    fn drop(&mut self) {
+        self.command(Command::Stop);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(
+    mut parts: SyncParts,
+    inbox: Receiver<Command>,
+    woken: UnixDatagram,
+    shared: Arc<Mutex<SyncStatus>>,
+) {
+    let mut daemon = Daemon::new(parts.settings);
+    let mut status = SyncStatus::default();
+    let mut buffer = vec![0u8; 65536];
+    loop {
+        let now = Instant::now();
+        let timeout = daemon.deadline().map_or(IDLE_WAKE, |at| {
+            at.saturating_duration_since(now).min(IDLE_WAKE)
+        });
+        wait(&parts, &woken, timeout);
+        let mut stop = false;
+        while let Ok(command) = inbox.try_recv() {
+            let role = match command {
+                Command::Role(role) => role,
+                Command::Stop => {
+                    stop = true;
+                    Role::Idle
+                }
+            };
+            let out = daemon.set_role(role);
+            send_all(&parts.sockets, out, &mut status);
+        }
+        while woken.recv(&mut [0u8; 16]).is_ok() {}
+        let now = Instant::now();
+        // Events: sent as master, dropped otherwise (they are this director's own flows).
+        while let Some(item) = parts.events.next() {
+            if daemon.role() != Role::Master || item.len() < size_of::<SyncEvent>() {
+                continue;
+            }
+            let event: SyncEvent = bytemuck::pod_read_unaligned(&item[..size_of::<SyncEvent>()]);
+            drop(item);
+            match parts
+                .table
+                .real(event.real_id)
+                .and_then(|real| record(&event, &real, &parts.timeouts))
+            {
+                Some(conn) => {
+                    let out = daemon.send(conn, now);
+                    send_all(&parts.sockets, out, &mut status);
+                }
+                None => status.not_synced += 1,
+            }
+        }
+        loop {
+            match parts.sockets.receive.recv(&mut buffer) {
+                Ok(len) => {
+                    let now_ns = monotonic_now_ns();
+                    for conn in daemon.receive(&buffer[..len]) {
+                        let Some(flow) = incoming(&conn, &parts.timeouts) else {
+                            status.not_synced += 1;
+                            continue;
+                        };
+                        match parts.table.install(&flow, now_ns, now) {
+                            Ok(()) => status.installed += 1,
+                            Err(error) => {
+                                status.install_errors += 1;
+                                status.last_install_error = Some(error.to_string());
+                            }
+                        }
+                    }
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                // Another error (ICMP-induced, say) loses that datagram only.
+                Err(_) => break,
+            }
+        }
+        let out = daemon.poll(Instant::now());
+        send_all(&parts.sockets, out, &mut status);
+        status.role = daemon.role();
+        status.counters = daemon.counters().clone();
+        if let Ok(mut shared) = shared.lock() {
+            *shared = status.clone();
+        }
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Sleep until the events, the socket or a command want attention, or `timeout`.
+fn wait(parts: &SyncParts, woken: &UnixDatagram, timeout: Duration) {
+    let mut fds = [
+        parts.events.as_fd().as_raw_fd(),
+        parts.sockets.receive.as_raw_fd(),
+        woken.as_raw_fd(),
+    ]
+    .map(|fd| libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    });
+    // SAFETY: an array of pollfd with its length; an error or EINTR just ends the wait.
+    unsafe {
+        libc::poll(
+            fds.as_mut_ptr(),
+            fds.len() as libc::nfds_t,
+            timeout.as_millis().min(i32::MAX as u128) as libc::c_int,
+        )
+    };
+}
+
+fn send_all(sockets: &SyncSockets, datagrams: Vec<Vec<u8>>, status: &mut SyncStatus) {
+    for datagram in datagrams {
+        if sockets.send.send(&datagram).is_err() {
+            status.send_errors += 1;
+        }
+    }
+}

@@ -1,0 +1,172 @@
+//! Connection sync end to end between two data planes: two balancers (the test's private
+//! maps, run with BPF_PROG_TEST_RUN) with the same service, each with a sync daemon on
+//! one end of a veth pair in a namespace of the test's own. The master's flows reach the
+//! backup over IPVS's sync protocol: before, the backup sends a mid-stream segment of the
+//! connection to the kernel (nothing to schedule it by); after, to the master's real,
+//! counted. A backup with another sync id takes nothing. Needs root (BPF, namespaces);
+//! see `lb_tests::privilege`.
+
+use std::{
+    collections::HashMap,
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use lb_sync::daemon::{Role, Settings};
+use lb_tests::{
+    netns::{Netns, remove_leftovers},
+    packet::{Frame, TCP_ACK, v4},
+    privilege::require_root,
+    testrun::{StaticNextHops, TestBalancer, next_hop},
+};
+use lb_userspace::{
+    dataplane::xdp::XdpOptions,
+    sync::{
+        runner::{SyncParts, SyncRunner},
+        socket::SyncSockets,
+    },
+};
+
+const PREFIX: &str = "lbt-syr";
+const VIP: [u8; 4] = [192, 0, 2, 94];
+const CLIENT: [u8; 4] = [198, 18, 22, 1];
+const GROUP: [u8; 4] = [224, 0, 0, 81];
+
+fn balancer() -> TestBalancer {
+    let mut table = HashMap::new();
+    for last in 1..=2u8 {
+        table.insert(
+            IpAddr::from([10, 9, 4, last]),
+            next_hop([0x02, 0xef, 0, 0, 4, last], None),
+        );
+    }
+    let mut balancer = TestBalancer::load_with(
+        StaticNextHops(table),
+        XdpOptions {
+            flow_table_size: 1 << 12,
+            sync_events: true,
+            ..XdpOptions::private()
+        },
+    )
+    .expect("load");
+    balancer
+        .apply_config(
+            "virtual_server 192.0.2.94 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.9.4.1 80 { }\n real_server 10.9.4.2 80 { }\n}\n",
+        )
+        .expect("apply");
+    balancer
+}
+
+/// The sync link: `sa` in one namespace, `sb` in another, the two ends of a veth pair
+/// (in one namespace, a datagram from the other end's address would be a martian).
+fn sync_link() -> (Netns, Netns) {
+    remove_leftovers(PREFIX).expect("leftovers");
+    let a = Netns::create(&format!("{PREFIX}-a")).expect("netns");
+    let b = Netns::create(&format!("{PREFIX}-b")).expect("netns");
+    a.ip(&[
+        "link",
+        "add",
+        "sa",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "sb",
+        "netns",
+        b.name(),
+    ])
+    .expect("veth");
+    for (ns, interface, addr) in [(&a, "sa", "192.168.77.1/24"), (&b, "sb", "192.168.77.2/24")] {
+        ns.ip(&["addr", "add", addr, "dev", interface])
+            .expect("addr");
+        ns.ip(&["link", "set", interface, "up"]).expect("up");
+    }
+    (a, b)
+}
+
+/// A daemon for `balancer` on `interface` of `ns`, in `role`, with sync id `syncid`.
+fn runner(
+    ns: &Netns,
+    interface: &'static str,
+    balancer: &mut TestBalancer,
+    syncid: u8,
+    role: Role,
+) -> SyncRunner {
+    let sockets = ns
+        .run(move || Ok(SyncSockets::open(interface, IpAddr::from(GROUP), 8848, 1)?))
+        .expect("sockets");
+    let runner = SyncRunner::spawn(SyncParts {
+        settings: Settings {
+            syncid,
+            maxlen: 1472,
+            flush_after: Duration::from_millis(100),
+        },
+        sockets,
+        events: balancer.dataplane.take_sync_events().expect("events"),
+        table: balancer.dataplane.sync_table().expect("maps"),
+        timeouts: lb_common::conn::Timeouts::IPVS,
+    })
+    .expect("spawn");
+    runner.set_role(role);
+    runner
+}
+
+/// Poll `check` every 20 ms for up to 5 s.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within 5 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn the_masters_connections_reach_the_backup_on_the_same_real() {
+    if !require_root("the_masters_connections_reach_the_backup_on_the_same_real") {
+        return;
+    }
+    let (a, b) = sync_link();
+    let mut master = balancer();
+    let mut backup = balancer();
+    let master_sync = runner(&a, "sa", &mut master, 5, Role::Master);
+    let backup_sync = runner(&b, "sb", &mut backup, 5, Role::Backup);
+    let other_id = {
+        let mut other = balancer();
+        runner(&b, "sb", &mut other, 6, Role::Backup)
+    };
+    let flow = |port| Frame::tcp(v4(CLIENT, VIP), port, 80);
+    let ack = |port| flow(port).with_tcp_flags(TCP_ACK).bytes();
+    // Ten connections through the master, spread by rr over both reals.
+    let mut reals = HashMap::new();
+    for port in 10_000..10_010u16 {
+        assert_eq!(
+            backup.real_of(&ack(port)),
+            None,
+            "the backup knows nothing yet"
+        );
+        let real = master.real_of(&flow(port).bytes()).expect("scheduled");
+        assert_eq!(master.real_of(&ack(port)), Some(real));
+        reals.insert(port, real);
+    }
+    eventually("the backup installs the ten connections", || {
+        backup_sync.status().installed >= 10
+    });
+    for (&port, &real) in &reals {
+        assert_eq!(backup.real_of(&ack(port)), Some(real), "port {port}");
+    }
+    let sent = master_sync.status();
+    assert_eq!(sent.role, Role::Master);
+    assert!(sent.counters.conns_sent >= 10, "{sent:?}");
+    let got = backup_sync.status();
+    assert_eq!(got.install_errors, 0, "{got:?}");
+    // Each connection is one ESTABLISHED connection on the backup's real.
+    let mut active = 0;
+    for id in backup.real_ids().expect("ids").into_values() {
+        active += backup.conns(id).expect("counts").active;
+    }
+    assert_eq!(active, 10);
+    // A daemon with another sync id took none, and counted them.
+    let other = other_id.status();
+    assert_eq!(other.installed, 0);
+    assert!(other.counters.other_syncid >= 1, "{other:?}");
+}
