@@ -168,40 +168,12 @@ async fn connected_udp(
 /// A checker's `fwmark` (SO_MARK) and `bind_if` (SO_BINDTODEVICE) on socket `fd`.
 fn mark_and_bind(fd: std::os::fd::RawFd, checker: &Checker) -> Result<(), String> {
     if let Some(mark) = checker.fwmark {
-        // SAFETY: setsockopt on a live descriptor with a u32 of the size given.
-        let result = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_MARK,
-                (&mark as *const u32).cast(),
-                std::mem::size_of::<u32>() as libc::socklen_t,
-            )
-        };
-        if result != 0 {
-            return Err(format!(
-                "fwmark {mark}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        crate::sockopt::set(fd, libc::SOL_SOCKET, libc::SO_MARK, &mark)
+            .map_err(|e| format!("fwmark {mark}: {e}"))?;
     }
     if let Some(interface) = &checker.bind_if {
-        // SAFETY: setsockopt on a live descriptor with the name's bytes and length.
-        let result = unsafe {
-            libc::setsockopt(
-                fd,
-                libc::SOL_SOCKET,
-                libc::SO_BINDTODEVICE,
-                interface.as_ptr().cast(),
-                interface.len() as libc::socklen_t,
-            )
-        };
-        if result != 0 {
-            return Err(format!(
-                "bind_if {interface}: {}",
-                std::io::Error::last_os_error()
-            ));
-        }
+        crate::sockopt::bind_to_device(fd, interface)
+            .map_err(|e| format!("bind_if {interface}: {e}"))?;
     }
     Ok(())
 }
