@@ -6,8 +6,7 @@
 //! multicast settings default to the kernel's (224.0.0.81, port 8848, TTL 1, `maxlen` from
 //! the MTU).
 //!
-//! lbd does not sync connections yet: both keywords are read and checked, and reported as
-//! not supported yet.
+//! lbd runs the daemon on the XDP data plane (`lb-userspace`'s `sync`).
 
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -48,14 +47,6 @@ impl Pending {
     }
 }
 
-/// The warning that goes with either keyword until lbd syncs connections.
-fn not_yet(keyword: &str) -> String {
-    format!(
-        "`{keyword}` is not supported yet; read and checked, but lbd does not sync \
-         connections: after a failover they are scheduled anew"
-    )
-}
-
 /// global_defs `lvs_sync_daemon`.
 pub fn lvs_sync_daemon(
     item: &Statement,
@@ -66,7 +57,6 @@ pub fn lvs_sync_daemon(
     let error = |diagnostics: &mut Vec<Diagnostic>, message: String| {
         diagnostics.push(Diagnostic::error(location, message));
     };
-    diagnostics.push(Diagnostic::warning(location, not_yet("lvs_sync_daemon")));
     if let Some(set) = pending {
         let instance = set.instance.as_deref().unwrap_or_default();
         error(
@@ -190,10 +180,6 @@ pub fn instance_interface(
     diagnostics: &mut Vec<Diagnostic>,
 ) {
     let location = item.location();
-    diagnostics.push(Diagnostic::warning(
-        location,
-        not_yet("lvs_sync_daemon_interface"),
-    ));
     diagnostics.push(Diagnostic::warning(
         location,
         format!(

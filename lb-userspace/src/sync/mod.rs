@@ -7,3 +7,89 @@
 pub mod convert;
 pub mod runner;
 pub mod socket;
+
+use std::time::Duration;
+
+use lb_common::conn::Timeouts;
+
+use crate::{
+    dataplane::{DataplaneError, xdp::XdpDataplane},
+    model::{LvsTimeouts, SyncDaemon},
+    nexthop::NextHopResolver,
+};
+
+/// How long a record waits for its message to fill (IPVS waits up to 2 s; a shorter wait
+/// leaves a failover less to lose).
+const FLUSH_AFTER: Duration = Duration::from_secs(1);
+
+/// The largest message by default: what a 1500-byte MTU carries in one UDP datagram, as
+/// the kernel's master sends (`sync_maxlen` from the MTU).
+fn default_maxlen(group: std::net::IpAddr) -> usize {
+    if group.is_ipv6() {
+        1500 - 48
+    } else {
+        1500 - 28
+    }
+}
+
+/// Why the sync daemon did not start.
+#[derive(Debug, thiserror::Error)]
+pub enum SyncStartError {
+    #[error("sync sockets on {interface} for {group} port {port}: {source}")]
+    Sockets {
+        interface: String,
+        group: std::net::IpAddr,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("{source}")]
+    Dataplane { source: DataplaneError },
+    #[error("starting the sync thread: {source}")]
+    Thread { source: std::io::Error },
+}
+
+/// Start the sync daemon `settings` for `dataplane` (which must write sync events,
+/// `XdpOptions::sync_events`), in no role until the VRRP instance gives it one. Called in
+/// the network namespace of the sync interface.
+pub fn start<R: NextHopResolver>(
+    settings: &SyncDaemon,
+    lvs_timeouts: LvsTimeouts,
+    dataplane: &mut XdpDataplane<R>,
+) -> Result<runner::SyncRunner, SyncStartError> {
+    let sockets = socket::SyncSockets::open(
+        &settings.interface,
+        settings.group,
+        settings.port,
+        settings.ttl,
+    )
+    .map_err(|source| SyncStartError::Sockets {
+        interface: settings.interface.clone(),
+        group: settings.group,
+        port: settings.port,
+        source,
+    })?;
+    let dataplane_error = |source| SyncStartError::Dataplane { source };
+    let parts = runner::SyncParts {
+        settings: lb_sync::daemon::Settings {
+            syncid: settings.syncid,
+            maxlen: settings
+                .maxlen
+                .map_or_else(|| default_maxlen(settings.group), usize::from),
+            flush_after: FLUSH_AFTER,
+        },
+        sockets,
+        events: dataplane.take_sync_events().map_err(dataplane_error)?,
+        table: dataplane.sync_table().map_err(dataplane_error)?,
+        timeouts: Timeouts::with_set(lvs_timeouts.tcp, lvs_timeouts.tcpfin, lvs_timeouts.udp),
+    };
+    runner::SyncRunner::spawn(parts).map_err(|source| SyncStartError::Thread { source })
+}
+
+/// The daemon's role for VRRP state `state` of the instance it follows.
+pub fn role_of(state: lb_vrrp::machine::State) -> lb_sync::daemon::Role {
+    match state {
+        lb_vrrp::machine::State::Master => lb_sync::daemon::Role::Master,
+        lb_vrrp::machine::State::Backup => lb_sync::daemon::Role::Backup,
+        _ => lb_sync::daemon::Role::Idle,
+    }
+}

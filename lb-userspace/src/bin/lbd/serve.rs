@@ -77,7 +77,14 @@ pub async fn run(
     // change between its reading and lbd saying ready is missed.
     let neighbour_events = NeighbourEvents::subscribe();
     let (start_args, start_config, overlay) = (args.clone(), config.clone(), checks.overlay());
-    let (dataplane, Started { interfaces, status }) = DataplaneHandle::spawn(pacing, move || {
+    let (
+        dataplane,
+        Started {
+            interfaces,
+            status,
+            sync,
+        },
+    ) = DataplaneHandle::spawn(pacing, move || {
         start_dataplane(&start_args, start_config, overlay)
     })
     .await?;
@@ -185,6 +192,11 @@ pub async fn run(
                 if change.own_fault.is_none() {
                     info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
                     checks.follow_addresses(&running);
+                    if let Some(sync) = &sync
+                        && sync_follows(&running, &change.instance)
+                    {
+                        sync.set_role(lb_userspace::sync::role_of(change.state));
+                    }
                 }
                 alerts.vrrp_change(&change);
                 control.write_status();
@@ -389,6 +401,15 @@ async fn next_change(
 }
 
 /// At `at`, or never.
+/// Whether the sync daemon follows VRRP instance `instance` (`lvs_sync_daemon`'s).
+fn sync_follows(config: &Config, instance: &str) -> bool {
+    config
+        .lvs_sync_daemon
+        .as_ref()
+        .and_then(|settings| settings.vrrp_instance.as_deref())
+        == Some(instance)
+}
+
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,

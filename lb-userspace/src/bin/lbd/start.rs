@@ -19,6 +19,7 @@ use lb_userspace::{
     },
     model::Config,
     nexthop::KernelNextHops,
+    sync::{self, runner::SyncRunner},
 };
 use tracing::{info, warn};
 
@@ -32,6 +33,8 @@ pub struct Started {
     /// The interfaces XDP is attached to (none for IPVS).
     pub interfaces: Vec<String>,
     pub status: DataplaneStatus,
+    /// The connection sync daemon (`lvs_sync_daemon`, XDP only), in no role yet.
+    pub sync: Option<SyncRunner>,
 }
 
 /// What the data-plane thread starts with.
@@ -93,6 +96,11 @@ fn start_ipvs(
     overlay: Overlay,
     fallback_reason: Option<String>,
 ) -> anyhow::Result<Start> {
+    if config.lvs_sync_daemon.is_some() {
+        warn!(
+            "lvs_sync_daemon: lbd syncs connections on the XDP data plane only for now; with IPVS they are not synced"
+        );
+    }
     let ipvs = IpvsDataplane::open()?;
     let mut controller = Controller::new(Backend::Ipvs(ipvs));
     let report = controller.apply_with(config, overlay)?;
@@ -104,6 +112,7 @@ fn start_ipvs(
             kind: DataplaneKind::Ipvs,
             fallback_reason,
         },
+        sync: None,
     };
     Ok((controller, report, started))
 }
@@ -121,14 +130,36 @@ fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<St
         fnat_ports: args.fnat_ports,
         answer_echo: args.answer_ping,
         sweep_interval: Duration::from_secs(args.sweep_interval.max(1)),
-        // Connection sync does not run yet (lvs_sync_daemon is reported as not
-        // supported), so no events are written.
-        sync_events: false,
+        sync_events: config.lvs_sync_daemon.is_some(),
     };
-    let dataplane = XdpDataplane::load(&options, resolver)?;
+    let mut dataplane = XdpDataplane::load(&options, resolver)?;
     for warning in &dataplane.load_warnings {
         warn!("{warning}");
     }
+    // A sync daemon that cannot start leaves lbd balancing, as keepalived does when the
+    // kernel refuses its daemon; failovers then reschedule connections.
+    let sync = config.lvs_sync_daemon.as_ref().and_then(|settings| {
+        match sync::start(settings, config.lvs_timeouts, &mut dataplane) {
+            Ok(runner) => {
+                info!(
+                    "connection sync on {} ({} port {}, sync id {}), following {}",
+                    settings.interface,
+                    settings.group,
+                    settings.port,
+                    settings.syncid,
+                    settings
+                        .vrrp_instance
+                        .as_deref()
+                        .unwrap_or("no VRRP instance")
+                );
+                Some(runner)
+            }
+            Err(e) => {
+                warn!("lvs_sync_daemon: {e:#}; connections are not synced");
+                None
+            }
+        }
+    });
     let mut controller = Controller::new(Backend::Xdp(Box::new(dataplane)));
     let report = controller.apply_with(config, overlay)?;
     let report = settle(&mut controller, report)?;
@@ -146,6 +177,7 @@ fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<St
             kind: DataplaneKind::Xdp,
             fallback_reason: None,
         },
+        sync,
     };
     Ok((controller, report, started))
 }
