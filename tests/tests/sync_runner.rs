@@ -27,7 +27,6 @@ use lb_userspace::{
     },
 };
 
-const PREFIX: &str = "lbt-syr";
 const VIP: [u8; 4] = [192, 0, 2, 94];
 const CLIENT: [u8; 4] = [198, 18, 22, 1];
 const GROUP: [u8; 4] = [224, 0, 0, 81];
@@ -57,12 +56,12 @@ fn balancer() -> TestBalancer {
     balancer
 }
 
-/// The sync link: `sa` in one namespace, `sb` in another, the two ends of a veth pair
+/// The sync link (namespaces named from `prefix`): `sa` in one namespace, `sb` in another, the two ends of a veth pair
 /// (in one namespace, a datagram from the other end's address would be a martian).
-fn sync_link() -> (Netns, Netns) {
-    remove_leftovers(PREFIX).expect("leftovers");
-    let a = Netns::create(&format!("{PREFIX}-a")).expect("netns");
-    let b = Netns::create(&format!("{PREFIX}-b")).expect("netns");
+fn sync_link(prefix: &str) -> (Netns, Netns) {
+    remove_leftovers(prefix).expect("leftovers");
+    let a = Netns::create(&format!("{prefix}-a")).expect("netns");
+    let b = Netns::create(&format!("{prefix}-b")).expect("netns");
     a.ip(&[
         "link",
         "add",
@@ -84,13 +83,33 @@ fn sync_link() -> (Netns, Netns) {
     (a, b)
 }
 
-/// A daemon for `balancer` on `interface` of `ns`, in `role`, with sync id `syncid`.
+/// A daemon for `balancer` on `interface` of `ns`, in `role`, with sync id `syncid`,
+/// walking the table every 60 s (as lbd does).
 fn runner(
     ns: &Netns,
     interface: &'static str,
     balancer: &mut TestBalancer,
     syncid: u8,
     role: Role,
+) -> SyncRunner {
+    runner_walking(
+        ns,
+        interface,
+        balancer,
+        syncid,
+        role,
+        Duration::from_secs(60),
+    )
+}
+
+/// As `runner`, walking the table every `refresh_interval`.
+fn runner_walking(
+    ns: &Netns,
+    interface: &'static str,
+    balancer: &mut TestBalancer,
+    syncid: u8,
+    role: Role,
+    refresh_interval: Duration,
 ) -> SyncRunner {
     let sockets = ns
         .run(move || Ok(SyncSockets::open(interface, IpAddr::from(GROUP), 8848, 1)?))
@@ -105,6 +124,7 @@ fn runner(
         events: balancer.dataplane.take_sync_events().expect("events"),
         table: balancer.dataplane.sync_table().expect("maps"),
         timeouts: lb_common::conn::Timeouts::IPVS,
+        refresh_interval,
     })
     .expect("spawn");
     runner.set_role(role);
@@ -125,7 +145,7 @@ fn the_masters_connections_reach_the_backup_on_the_same_real() {
     if !require_root("the_masters_connections_reach_the_backup_on_the_same_real") {
         return;
     }
-    let (a, b) = sync_link();
+    let (a, b) = sync_link("lbt-syr");
     let mut master = balancer();
     let mut backup = balancer();
     let master_sync = runner(&a, "sa", &mut master, 5, Role::Master);
@@ -154,9 +174,11 @@ fn the_masters_connections_reach_the_backup_on_the_same_real() {
     for (&port, &real) in &reals {
         assert_eq!(backup.real_of(&ack(port)), Some(real), "port {port}");
     }
-    let sent = master_sync.status();
-    assert_eq!(sent.role, Role::Master);
-    assert!(sent.counters.conns_sent >= 10, "{sent:?}");
+    // The master counts what it sent just after sending it.
+    eventually("the master counts the records it sent", || {
+        master_sync.status().counters.conns_sent >= 10
+    });
+    assert_eq!(master_sync.status().role, Role::Master);
     let got = backup_sync.status();
     assert_eq!(got.install_errors, 0, "{got:?}");
     // Each connection is one ESTABLISHED connection on the backup's real.
@@ -166,7 +188,50 @@ fn the_masters_connections_reach_the_backup_on_the_same_real() {
     }
     assert_eq!(active, 10);
     // A daemon with another sync id took none, and counted them.
-    let other = other_id.status();
-    assert_eq!(other.installed, 0);
-    assert!(other.counters.other_syncid >= 1, "{other:?}");
+    eventually("the other daemon counts the messages of another id", || {
+        other_id.status().counters.other_syncid >= 1
+    });
+    assert_eq!(other_id.status().installed, 0);
+}
+
+#[test]
+fn a_backup_that_starts_late_learns_the_masters_flows_from_its_walks() {
+    if !require_root("a_backup_that_starts_late_learns_the_masters_flows_from_its_walks") {
+        return;
+    }
+    let (a, b) = sync_link("lbt-syw");
+    let mut master = balancer();
+    let mut backup = balancer();
+    let master_sync = runner_walking(
+        &a,
+        "sa",
+        &mut master,
+        5,
+        Role::Master,
+        Duration::from_millis(300),
+    );
+    let flow = |port| Frame::tcp(v4(CLIENT, VIP), port, 80);
+    let ack = |port| flow(port).with_tcp_flags(TCP_ACK).bytes();
+    let mut reals = HashMap::new();
+    for port in 11_000..11_005u16 {
+        let real = master.real_of(&flow(port).bytes()).expect("scheduled");
+        assert_eq!(master.real_of(&ack(port)), Some(real));
+        reals.insert(port, real);
+    }
+    // The messages for these flows are sent and gone before the backup starts.
+    eventually("the master sends its events", || {
+        master_sync.status().counters.conns_sent >= 10
+    });
+    let backup_sync = runner(&b, "sb", &mut backup, 5, Role::Backup);
+    // The master's next walk resends the flows active since its last one.
+    eventually("the backup learns the five flows", || {
+        backup_sync.status().installed >= 5
+    });
+    for (&port, &real) in &reals {
+        assert_eq!(backup.real_of(&ack(port)), Some(real), "port {port}");
+    }
+    eventually("the master counts the flows its walks resent", || {
+        master_sync.status().refreshed >= 5
+    });
+    assert_eq!(master_sync.status().last_walk_error, None);
 }

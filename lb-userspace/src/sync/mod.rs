@@ -22,6 +22,11 @@ use crate::{
 /// leaves a failover less to lose).
 const FLUSH_AFTER: Duration = Duration::from_secs(1);
 
+/// How often a master resends the flows active since its last walk of the table: well
+/// within the shortest timeout that matters (ESTABLISHED, 900 s by default), so that a
+/// backup's copy of a live flow never times out.
+const REFRESH_INTERVAL: Duration = Duration::from_secs(60);
+
 /// The largest message by default: what a 1500-byte MTU carries in one UDP datagram, as
 /// the kernel's master sends (`sync_maxlen` from the MTU).
 fn default_maxlen(group: std::net::IpAddr) -> usize {
@@ -81,6 +86,7 @@ pub fn start<R: NextHopResolver>(
         events: dataplane.take_sync_events().map_err(dataplane_error)?,
         table: dataplane.sync_table().map_err(dataplane_error)?,
         timeouts: Timeouts::with_set(lvs_timeouts.tcp, lvs_timeouts.tcpfin, lvs_timeouts.udp),
+        refresh_interval: REFRESH_INTERVAL,
     };
     runner::SyncRunner::spawn(parts).map_err(|source| SyncStartError::Thread { source })
 }

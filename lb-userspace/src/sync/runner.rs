@@ -1,6 +1,10 @@
 //! The sync daemon's thread: `lb_sync::daemon::Daemon` on its sockets. As master it
-//! turns the data plane's events (`LB_SYNC_EVENTS`) into records and sends them; as
-//! backup it installs what it receives into the flow table (`sync_table`). It has its own
+//! turns the data plane's events (`LB_SYNC_EVENTS`) into records and sends them, and
+//! walks its flow table now and then (at once on becoming master, then every
+//! `refresh_interval`, one slice at a time) to resend the flows active since the last
+//! walk, whole at first, so that backups that started late learn them and the backups'
+//! copies of long-lived flows do not time out; as backup it installs what it receives
+//! into the flow table (`sync_table`). It has its own
 //! map descriptors and sockets and waits on nothing but them (poll(2)), so the control
 //! plane and the data-plane thread never wait for it, nor it for them. Its role comes
 //! from the VRRP instance it follows (`set_role`); its counters are read with `status`.
@@ -27,7 +31,13 @@ use super::{
     convert::{incoming, record},
     socket::SyncSockets,
 };
-use crate::dataplane::xdp::{flows::monotonic_now_ns, sync_table::SyncTable};
+use crate::dataplane::xdp::{
+    flows::monotonic_now_ns,
+    sync_table::{FlowWalk, SyncTable},
+};
+
+/// How far the data plane's clock may lag this thread's (a tick at the lowest rate).
+const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// The longest the thread sleeps without looking at its commands.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
@@ -46,6 +56,9 @@ pub struct SyncStatus {
     pub not_synced: u64,
     /// Datagrams the socket would not take (a full send buffer), lost.
     pub send_errors: u64,
+    /// Flows resent by the master's walks of its table, and the last walk's error.
+    pub refreshed: u64,
+    pub last_walk_error: Option<String>,
 }
 
 impl Default for SyncStatus {
@@ -58,6 +71,8 @@ impl Default for SyncStatus {
             last_install_error: None,
             not_synced: 0,
             send_errors: 0,
+            refreshed: 0,
+            last_walk_error: None,
         }
     }
 }
@@ -70,6 +85,14 @@ pub struct SyncParts {
     pub table: SyncTable,
     /// The timeouts of the running configuration (`lvs_timeouts`).
     pub timeouts: Timeouts,
+    /// How often a master resends the flows active since its last walk.
+    pub refresh_interval: Duration,
+}
+
+/// A master's walk of its flow table under way: the flows seen since `since_ns`.
+struct Walk {
+    walk: FlowWalk,
+    since_ns: u64,
 }
 
 enum Command {
@@ -139,11 +162,25 @@ fn run(
     let mut daemon = Daemon::new(parts.settings);
     let mut status = SyncStatus::default();
     let mut buffer = vec![0u8; 65536];
+    let mut walking: Option<Walk> = None;
+    // The next walk, and where it starts (0: the whole table).
+    let mut next_walk = Instant::now();
+    let mut walked_ns = 0;
     loop {
         let now = Instant::now();
-        let timeout = daemon.deadline().map_or(IDLE_WAKE, |at| {
-            at.saturating_duration_since(now).min(IDLE_WAKE)
-        });
+        let mut wake = [daemon.deadline(), Some(now + IDLE_WAKE)];
+        if daemon.role() == Role::Master {
+            wake[1] = wake[1].min(Some(next_walk));
+        }
+        let timeout = match walking {
+            // A walk goes on slice by slice, between looks at everything else.
+            Some(_) => Duration::ZERO,
+            None => wake
+                .into_iter()
+                .flatten()
+                .min()
+                .map_or(IDLE_WAKE, |at| at.saturating_duration_since(now)),
+        };
         wait(&parts, &woken, timeout);
         let mut stop = false;
         while let Ok(command) = inbox.try_recv() {
@@ -154,6 +191,12 @@ fn run(
                     Role::Idle
                 }
             };
+            if role == Role::Master && daemon.role() != Role::Master {
+                // A new master sends its whole table first.
+                walking = None;
+                next_walk = Instant::now();
+                walked_ns = 0;
+            }
             let out = daemon.set_role(role);
             send_all(&parts.sockets, out, &mut status);
         }
@@ -199,6 +242,43 @@ fn run(
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 // Another error (ICMP-induced, say) loses that datagram only.
                 Err(_) => break,
+            }
+        }
+        if daemon.role() != Role::Master {
+            walking = None;
+        } else if walking.is_none() && now >= next_walk {
+            walking = Some(Walk {
+                walk: FlowWalk::default(),
+                since_ns: walked_ns,
+            });
+            // The data plane's clock stands at its last tick: flows seen from a tick
+            // before this walk on are the next walk's.
+            walked_ns = monotonic_now_ns().saturating_sub(CLOCK_SLACK.as_nanos() as u64);
+        }
+        if let Some(walk) = &mut walking {
+            let failed = match parts.table.walk_slice(&mut walk.walk, walk.since_ns) {
+                Ok(flows) => {
+                    for event in flows {
+                        if let Some(conn) = parts
+                            .table
+                            .real(event.real_id)
+                            .and_then(|real| record(&event, &real, &parts.timeouts))
+                        {
+                            status.refreshed += 1;
+                            let out = daemon.send(conn, now);
+                            send_all(&parts.sockets, out, &mut status);
+                        }
+                    }
+                    false
+                }
+                Err(error) => {
+                    status.last_walk_error = Some(error.to_string());
+                    true
+                }
+            };
+            if walk.walk.done() || failed {
+                walking = None;
+                next_walk = now + parts.refresh_interval;
             }
         }
         let out = daemon.poll(Instant::now());

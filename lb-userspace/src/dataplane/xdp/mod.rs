@@ -394,6 +394,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         })?;
         let maps = sync_table::SyncMaps {
             flows: owned_map_fd(&self.ebpf, names::FLOWS)?,
+            flows_walk: owned_map_fd(&self.ebpf, names::FLOWS)?,
             nat_reverse: owned_map_fd(&self.ebpf, names::NAT_REVERSE)?,
             services: owned_map_fd(&self.ebpf, names::SERVICES)?,
             reals: owned_map_fd(&self.ebpf, names::REALS)?,

@@ -13,17 +13,17 @@
 use std::{
     collections::HashMap,
     net::IpAddr,
-    os::fd::OwnedFd,
+    os::fd::{AsFd, OwnedFd},
     time::{Duration, Instant},
 };
 
 use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError};
 use lb_common::{
     FAMILY_IPV6, FWD_NAT, FlowKey, FlowState, MAX_REALS, NatOrigin, RealInfo, ServiceInfo,
-    ServiceKey, conn::is_active,
+    ServiceKey, SyncEvent, conn::is_active,
 };
 
-use super::conns::ConnTable;
+use super::{conns::ConnTable, sys};
 use crate::sync::convert::Incoming;
 
 /// How often the real ids may be read again for a connection that names an unknown real.
@@ -46,11 +46,15 @@ pub enum InstallError {
         what: &'static str,
         source: MapError,
     },
+    #[error("reading the flow table: {source}")]
+    Walk { source: std::io::Error },
 }
 
 /// The maps the backup writes and reads, on descriptors of its own.
 pub struct SyncTable {
     flows: BpfHashMap<MapData, FlowKey, FlowState>,
+    /// The flow table again, for the master's walks in batches.
+    flows_walk: OwnedFd,
     nat_reverse: BpfHashMap<MapData, FlowKey, NatOrigin>,
     services: BpfHashMap<MapData, ServiceKey, ServiceInfo>,
     reals: Array<MapData, RealInfo>,
@@ -60,12 +64,40 @@ pub struct SyncTable {
     indexed_at: Option<Instant>,
 }
 
+/// Flows read per slice of a walk.
+const WALK_SLICE: usize = 4096;
+
+/// Where a walk of the flow table stands.
+pub struct FlowWalk {
+    cursor: sys::BatchCursor,
+    keys: Vec<FlowKey>,
+    values: Vec<FlowState>,
+}
+
+impl Default for FlowWalk {
+    fn default() -> Self {
+        Self {
+            cursor: sys::BatchCursor::default(),
+            keys: vec![bytemuck::Zeroable::zeroed(); WALK_SLICE],
+            values: vec![bytemuck::Zeroable::zeroed(); WALK_SLICE],
+        }
+    }
+}
+
+impl FlowWalk {
+    /// Whether the whole table has been read.
+    pub fn done(&self) -> bool {
+        self.cursor.done()
+    }
+}
+
 /// Where a real is: its service's id, its address and port (as `LB_REALS` holds them).
 type RealAt = (u32, [u8; 16], [u8; 2]);
 
 /// Descriptors of the loaded object's maps, for `SyncTable::open`.
 pub struct SyncMaps {
     pub flows: OwnedFd,
+    pub flows_walk: OwnedFd,
     pub nat_reverse: OwnedFd,
     pub services: OwnedFd,
     pub reals: OwnedFd,
@@ -82,6 +114,7 @@ impl SyncTable {
         Ok(Self {
             flows: BpfHashMap::try_from(Map::LruHashMap(data(maps.flows, "LB_FLOWS")?))
                 .map_err(map_error("LB_FLOWS"))?,
+            flows_walk: maps.flows_walk,
             nat_reverse: BpfHashMap::try_from(Map::LruHashMap(data(
                 maps.nat_reverse,
                 "LB_NAT_REVERSE",
@@ -189,6 +222,34 @@ impl SyncTable {
                 .map_err(map_error("LB_NAT_REVERSE"))?;
         }
         Ok(())
+    }
+
+    /// The next slice of a walk of the flow table: its flows last seen at `since_ns` or
+    /// later, as events (the master resends them so that the backups' copies do not time
+    /// out while the flows live).
+    pub fn walk_slice(
+        &self,
+        walk: &mut FlowWalk,
+        since_ns: u64,
+    ) -> Result<Vec<SyncEvent>, InstallError> {
+        let count = sys::lookup_batch(
+            self.flows_walk.as_fd(),
+            &mut walk.cursor,
+            &mut walk.keys,
+            &mut walk.values,
+        )
+        .map_err(|source| InstallError::Walk { source })?;
+        Ok(walk.keys[..count]
+            .iter()
+            .zip(&walk.values[..count])
+            .filter(|(_, state)| state.last_seen_ns >= since_ns)
+            .map(|(key, state)| SyncEvent {
+                key: *key,
+                real_id: state.real_id,
+                state: state.state,
+                _pad: [0; 3],
+            })
+            .collect())
     }
 
     /// The entry of real `id`, if it is in use (for the master's records).
