@@ -41,6 +41,9 @@ pub const ECHO_PORT: u16 = 7;
 const PREFIX_LEN: &str = "24";
 /// The same hosts over IPv6 (every host is dual stack).
 pub const DIRECTOR_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 1);
+/// A second director (`Topology::add_director`), for failover.
+pub const DIRECTOR2_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 3);
+pub const DIRECTOR2_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 3);
 pub const CLIENT_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 2);
 pub const VIP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xab, 0, 0, 0, 0, 0x100);
 pub const NAT_GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xac, 0, 0, 0, 0, 1);
@@ -205,6 +208,18 @@ impl Topology {
 
     pub fn scratch_dir(&self) -> PathBuf {
         scratch_dir(&self.prefix)
+    }
+
+    /// A second director on the segment (`<prefix>-dir2`, `DIRECTOR2_ADDR`), set up as the
+    /// first for XDP but without the VIP, and the VIP taken off the first: VRRP is to
+    /// give it to one of them.
+    pub fn add_director(&mut self) -> anyhow::Result<Netns> {
+        let name = format!("{}-dir2", self.prefix);
+        let second = host(&self.switch, &name, "dir2", DIRECTOR2_ADDR, DIRECTOR2_ADDR6)?;
+        pin_pass_program(&self.prefix, &self.switch, "dir2")?;
+        self.director
+            .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
+        Ok(second)
     }
 
     /// One more real server, set up for DR.
