@@ -374,6 +374,75 @@ pub fn render(
     out.text
 }
 
+/// The exposition of connection sync's counters.
+pub fn render_sync(view: &crate::status::SyncView) -> String {
+    let mut out = Exposition::new();
+    for role in ["MASTER", "BACKUP", "IDLE"] {
+        out.sample(
+            "lbd_sync_role",
+            "gauge",
+            "1 for the role the sync daemon has (master sends, backup receives), 0 for the others.",
+            &[("role", &role.to_lowercase())],
+            u8::from(view.role == role),
+        );
+    }
+    for (name, help, value) in [
+        (
+            "lbd_sync_messages_sent_total",
+            "Sync messages sent.",
+            view.messages_sent,
+        ),
+        (
+            "lbd_sync_connections_sent_total",
+            "Connection records sent.",
+            view.conns_sent,
+        ),
+        (
+            "lbd_sync_messages_received_total",
+            "Sync messages taken.",
+            view.messages_received,
+        ),
+        (
+            "lbd_sync_connections_received_total",
+            "Connection records taken.",
+            view.conns_received,
+        ),
+        (
+            "lbd_sync_connections_installed_total",
+            "Received connections written into the flow table.",
+            view.installed,
+        ),
+        (
+            "lbd_sync_connections_refused_total",
+            "Received connections for a service or real this director lacks.",
+            view.install_errors,
+        ),
+        (
+            "lbd_sync_messages_other_syncid_total",
+            "Messages of another sync id, dropped.",
+            view.other_syncid,
+        ),
+        (
+            "lbd_sync_messages_malformed_total",
+            "Malformed messages, dropped.",
+            view.malformed,
+        ),
+        (
+            "lbd_sync_connections_resent_total",
+            "Flows resent by the master's walks of its table.",
+            view.refreshed,
+        ),
+        (
+            "lbd_sync_send_errors_total",
+            "Messages the socket would not take.",
+            view.send_errors,
+        ),
+    ] {
+        out.sample(name, "counter", help, &[], value);
+    }
+    out.text
+}
+
 /// The exposition of the XDP flow table's upkeep.
 pub fn render_upkeep(stats: &UpkeepStats) -> String {
     let mut out = Exposition::new();
@@ -445,6 +514,8 @@ pub struct Sources {
     pub vrrp: VrrpTable,
     pub checks: CheckTable,
     pub upkeep: UpkeepTable,
+    /// Connection sync, when it runs.
+    pub sync: Option<crate::sync::SyncSource>,
 }
 
 impl Sources {
@@ -466,6 +537,9 @@ impl Sources {
         let upkeep = *self.upkeep.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(stats) = upkeep {
             text.push_str(&render_upkeep(&stats));
+        }
+        if let Some(sync) = &self.sync {
+            text.push_str(&render_sync(&sync.view()));
         }
         text
     }
@@ -574,5 +648,25 @@ mod tests {
         assert!(text.contains("lbd_check_duration_seconds_bucket{service=\"TCP 10.0.0.100:80\",real=\"10.0.1.2\",real_port=\"80\",check=\"TCP_CHECK\",index=\"0\",le=\"0.0025\"} 2\n"));
         assert!(text.contains(",le=\"+Inf\"} 3\n"));
         assert!(text.contains("lbd_check_duration_seconds_count{service=\"TCP 10.0.0.100:80\",real=\"10.0.1.2\",real_port=\"80\",check=\"TCP_CHECK\",index=\"0\"} 3\n"));
+    }
+
+    #[test]
+    fn sync_shows_its_role_and_counters() {
+        let view = crate::status::SyncView {
+            role: "BACKUP".into(),
+            conns_received: 40,
+            installed: 38,
+            install_errors: 2,
+            ..Default::default()
+        };
+        let text = render_sync(&view);
+        assert!(
+            text.contains("lbd_sync_role{role=\"backup\"} 1\n"),
+            "{text}"
+        );
+        assert!(text.contains("lbd_sync_role{role=\"master\"} 0\n"));
+        assert!(text.contains("lbd_sync_connections_received_total 40\n"));
+        assert!(text.contains("lbd_sync_connections_installed_total 38\n"));
+        assert!(text.contains("lbd_sync_connections_refused_total 2\n"));
     }
 }

@@ -166,8 +166,45 @@ pub struct Status {
     pub unsaved_changes: Vec<String>,
     pub vrrp: Vec<VrrpStatus>,
     pub checks: Vec<CheckStatus>,
+    /// Connection sync (`lvs_sync_daemon`), when it runs.
+    #[serde(default)]
+    pub sync: Option<SyncView>,
     /// When this was taken (ms since the epoch).
     pub taken_unix_ms: u64,
+}
+
+/// Connection sync (`lvs_sync_daemon`): its settings, role and counters, for `lbctl sync`,
+/// the JSON view and the metrics.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncView {
+    pub interface: String,
+    pub group: String,
+    pub port: u16,
+    pub syncid: u8,
+    pub vrrp_instance: Option<String>,
+    /// MASTER (sending), BACKUP (receiving) or IDLE.
+    pub role: String,
+    pub messages_sent: u64,
+    pub conns_sent: u64,
+    pub messages_received: u64,
+    pub conns_received: u64,
+    /// Received connections written into the flow table, and those refused.
+    pub installed: u64,
+    pub install_errors: u64,
+    pub last_install_error: Option<String>,
+    /// Messages dropped: another sync id, received while not backup, malformed.
+    pub other_syncid: u64,
+    pub not_backup: u64,
+    pub malformed: u64,
+    pub last_malformed: Option<String>,
+    /// Records skipped alone (as the kernel skips them).
+    pub skipped_conns: u64,
+    /// Flows a record cannot carry (FullNAT), not sent.
+    pub not_synced: u64,
+    pub send_errors: u64,
+    /// Flows resent by the master's walks of its table, and the last walk's error.
+    pub refreshed: u64,
+    pub last_walk_error: Option<String>,
 }
 
 /// The VRRP table the instances write (by name).

@@ -13,7 +13,7 @@ use std::{
 
 use lb_sync::wire::{Message, flags};
 use lb_tests::{
-    lbd::Lbd,
+    lbd::{Lbd, lbctl_ok_in},
     privilege::require_root,
     topology::{CLIENT_ADDR, Topology, VIP, real_addr},
 };
@@ -108,4 +108,22 @@ fn lbd_as_master_sends_its_connections() {
             }
         }
     }
+    // lbctl sync shows the daemon as master with what it sent.
+    let text = lbctl_ok_in(Some(&lab.director), prefix, &["sync"]);
+    assert!(
+        text.contains("following VI_1: MASTER"),
+        "lbctl sync:\n{text}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&lbctl_ok_in(
+        Some(&lab.director),
+        prefix,
+        &["--json", "sync"],
+    ))
+    .expect("JSON");
+    assert_eq!(json["role"], "MASTER");
+    assert_eq!(json["syncid"], 9);
+    assert!(
+        json["conns_sent"].as_u64().is_some_and(|n| n >= 8),
+        "{json}"
+    );
 }

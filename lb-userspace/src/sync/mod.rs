@@ -99,3 +99,47 @@ pub fn role_of(state: lb_vrrp::machine::State) -> lb_sync::daemon::Role {
         _ => lb_sync::daemon::Role::Idle,
     }
 }
+
+/// A running daemon's status, for lbctl, the JSON view and the metrics: its settings and
+/// where its thread keeps its counters.
+#[derive(Clone)]
+pub struct SyncSource {
+    pub settings: SyncDaemon,
+    pub status: std::sync::Arc<std::sync::Mutex<runner::SyncStatus>>,
+}
+
+impl SyncSource {
+    pub fn view(&self) -> crate::status::SyncView {
+        let status = self.status.lock().map(|s| s.clone()).unwrap_or_default();
+        let c = &status.counters;
+        crate::status::SyncView {
+            interface: self.settings.interface.clone(),
+            group: self.settings.group.to_string(),
+            port: self.settings.port,
+            syncid: self.settings.syncid,
+            vrrp_instance: self.settings.vrrp_instance.clone(),
+            role: match status.role {
+                lb_sync::daemon::Role::Master => "MASTER",
+                lb_sync::daemon::Role::Backup => "BACKUP",
+                lb_sync::daemon::Role::Idle => "IDLE",
+            }
+            .to_owned(),
+            messages_sent: c.messages_sent,
+            conns_sent: c.conns_sent,
+            messages_received: c.messages_received,
+            conns_received: c.conns_received,
+            installed: status.installed,
+            install_errors: status.install_errors,
+            last_install_error: status.last_install_error.clone(),
+            other_syncid: c.other_syncid,
+            not_backup: c.not_backup,
+            malformed: c.malformed,
+            last_malformed: c.last_malformed.map(|e| e.to_string()),
+            skipped_conns: c.skipped_conns,
+            not_synced: status.not_synced,
+            send_errors: status.send_errors,
+            refreshed: status.refreshed,
+            last_walk_error: status.last_walk_error.clone(),
+        }
+    }
+}

@@ -135,6 +135,11 @@ impl SyncRunner {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
     }
 
+    /// Where the thread keeps its status, for readers on other threads.
+    pub fn status_source(&self) -> Arc<Mutex<SyncStatus>> {
+        Arc::clone(&self.status)
+    }
+
     fn command(&self, command: Command) {
         // The thread gone (it stops only when told) leaves nothing to tell.
         if self.commands.send(command).is_ok() {

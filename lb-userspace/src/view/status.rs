@@ -1,12 +1,13 @@
 //! Text views of what lbd reports about itself: the VRRP instances (state, priority,
-//! master, VIPs, counters) and the checkers of each real (verdict, since when, last
-//! result, failures). Times are shown relative to `now_ms`, so a view is reproducible.
+//! master, VIPs, counters), the checkers of each real (verdict, since when, last result,
+//! failures) and connection sync (role, messages and connections each way, errors).
+//! Times are shown relative to `now_ms`, so a view is reproducible.
 
 use std::fmt::Write as _;
 
 use crate::{
     dataplane::xdp::dump::MapSummary,
-    status::{CheckStatus, VrrpStatus},
+    status::{CheckStatus, SyncView, VrrpStatus},
 };
 
 /// `5s`, `3m12s`, `2h05m`, `4d03h`: how long ago `then_ms` was at `now_ms`.
@@ -139,9 +140,89 @@ pub fn map_list(maps: &[MapSummary]) -> String {
     out
 }
 
+/// `lbctl sync`: the sync daemon's settings, role and counters.
+pub fn sync(view: Option<&SyncView>) -> String {
+    let Some(v) = view else {
+        return "no connection sync (lvs_sync_daemon) in this configuration\n".to_owned();
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "Sync daemon on {} ({} port {}, sync id {}), following {}: {}",
+        v.interface,
+        v.group,
+        v.port,
+        v.syncid,
+        v.vrrp_instance.as_deref().unwrap_or("no VRRP instance"),
+        v.role
+    );
+    let _ = writeln!(out, "{:<10} {:>10} {:>12}", "", "Messages", "Connections");
+    let _ = writeln!(
+        out,
+        "{:<10} {:>10} {:>12}",
+        "sent", v.messages_sent, v.conns_sent
+    );
+    let _ = writeln!(
+        out,
+        "{:<10} {:>10} {:>12}",
+        "received", v.messages_received, v.conns_received
+    );
+    let _ = writeln!(
+        out,
+        "installed {}, refused {}, resent by table walks {}",
+        v.installed, v.install_errors, v.refreshed
+    );
+    let _ = writeln!(
+        out,
+        "dropped: other sync id {}, while not backup {}, malformed {}; records skipped {}, not synced (FullNAT) {}, send errors {}",
+        v.other_syncid, v.not_backup, v.malformed, v.skipped_conns, v.not_synced, v.send_errors
+    );
+    for (what, error) in [
+        ("last refusal", &v.last_install_error),
+        ("last malformed message", &v.last_malformed),
+        ("last table walk error", &v.last_walk_error),
+    ] {
+        if let Some(error) = error {
+            let _ = writeln!(out, "{what}: {error}");
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::ago;
+    use super::{SyncView, ago, sync};
+
+    #[test]
+    fn sync_shows_role_counters_and_errors() {
+        let view = SyncView {
+            interface: "eth0".into(),
+            group: "224.0.0.81".into(),
+            port: 8848,
+            syncid: 9,
+            vrrp_instance: Some("VI_1".into()),
+            role: "BACKUP".into(),
+            messages_received: 3,
+            conns_received: 16,
+            installed: 15,
+            install_errors: 1,
+            last_install_error: Some(
+                "no virtual service 192.0.2.1 port 443 protocol 6 here".into(),
+            ),
+            ..SyncView::default()
+        };
+        assert_eq!(
+            sync(Some(&view)),
+            "Sync daemon on eth0 (224.0.0.81 port 8848, sync id 9), following VI_1: BACKUP\n\
+             \x20            Messages  Connections\n\
+             sent                0            0\n\
+             received            3           16\n\
+             installed 15, refused 1, resent by table walks 0\n\
+             dropped: other sync id 0, while not backup 0, malformed 0; records skipped 0, not synced (FullNAT) 0, send errors 0\n\
+             last refusal: no virtual service 192.0.2.1 port 443 protocol 6 here\n"
+        );
+        assert!(sync(None).starts_with("no connection sync"));
+    }
 
     #[test]
     fn ages_pick_two_units() {

@@ -132,6 +132,9 @@ enum Command {
     Vrrp,
     /// Health checkers of each real: verdict, since when, last result, failures.
     Checks,
+    /// Connection sync (lvs_sync_daemon): role, messages and connections sent and
+    /// received, connections installed and refused, errors.
+    Sync,
     /// The pinned maps, raw (for debugging).
     Map {
         #[command(subcommand)]
@@ -291,6 +294,7 @@ fn run(args: &Args) -> Result<(), Failure> {
     match &args.command {
         Some(Command::Vrrp) => return views::vrrp(args),
         Some(Command::Checks) => return views::checks(args),
+        Some(Command::Sync) => return views::sync(args),
         Some(Command::Map { command }) => {
             return match command {
                 MapCommand::List => views::map_list(args),

@@ -151,6 +151,15 @@ pub fn checks(args: &Args) -> Result<(), Failure> {
     Ok(())
 }
 
+pub fn sync(args: &Args) -> Result<(), Failure> {
+    let status = status(args)?;
+    if args.json {
+        return print_json(&status.sync);
+    }
+    print!("{}", status_view::sync(status.sync.as_ref()));
+    Ok(())
+}
+
 pub fn map_list(args: &Args) -> Result<(), Failure> {
     let maps = Source::maps(args)?;
     let list = dump::list(&args.pin_dir(), maps.maps())?;

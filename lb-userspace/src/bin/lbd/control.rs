@@ -11,6 +11,7 @@ use lb_userspace::{
     dataplane::{backend::DataplaneStatus, diff::ServiceId},
     model::Config,
     status::{self, CheckTable, Status, VrrpTable},
+    sync::SyncSource,
 };
 use tracing::{info, warn};
 
@@ -40,6 +41,8 @@ pub struct Control {
     unsaved: Vec<String>,
     vrrp: VrrpTable,
     checks: CheckTable,
+    /// Connection sync, when it runs.
+    sync: Option<SyncSource>,
 }
 
 impl Control {
@@ -76,6 +79,7 @@ impl Control {
             unsaved: Vec::new(),
             vrrp,
             checks,
+            sync: None,
         };
         control.write_status();
         control
@@ -98,8 +102,15 @@ impl Control {
             unsaved_changes: self.unsaved.clone(),
             vrrp: status::rows(&self.vrrp),
             checks: status::rows(&self.checks),
+            sync: self.sync.as_ref().map(SyncSource::view),
             taken_unix_ms: status::now_unix_ms(),
         }
+    }
+
+    /// Report connection sync's status from now on.
+    pub fn follow_sync(&mut self, sync: SyncSource) {
+        self.sync = Some(sync);
+        self.write_status();
     }
 
     /// Write the status file (for lbctl while lbd is stopped).

@@ -541,6 +541,7 @@ async fn run_vrrp_only(
         vrrp.table(),
         status::CheckTable::default(),
         status::UpkeepTable::default(),
+        None,
     )
     .await?;
     info!(
@@ -612,6 +613,7 @@ async fn start_metrics(
     vrrp: status::VrrpTable,
     checks: status::CheckTable,
     upkeep: status::UpkeepTable,
+    sync: Option<lb_userspace::sync::SyncSource>,
 ) -> anyhow::Result<Option<AbortOnDrop>> {
     let Some(addr) = args.metrics_address else {
         return Ok(None);
@@ -624,6 +626,7 @@ async fn start_metrics(
         vrrp,
         checks,
         upkeep,
+        sync,
     };
     Ok(Some(AbortOnDrop(tokio::spawn(metrics::serve(
         listener, sources,

@@ -129,7 +129,25 @@ pub async fn run(
         DataplaneKind::Xdp => metrics::CounterSource::Pinned(pins.clone()),
         DataplaneKind::Ipvs => metrics::CounterSource::Ipvs,
     };
-    let _metrics = start_metrics(args, counters, vrrp.table(), checks.table(), upkeep).await?;
+    let sync_source =
+        sync.as_ref()
+            .zip(running.lvs_sync_daemon.as_ref())
+            .map(|(runner, settings)| lb_userspace::sync::SyncSource {
+                settings: settings.clone(),
+                status: runner.status_source(),
+            });
+    if let Some(source) = &sync_source {
+        control.follow_sync(source.clone());
+    }
+    let _metrics = start_metrics(
+        args,
+        counters,
+        vrrp.table(),
+        checks.table(),
+        upkeep,
+        sync_source,
+    )
+    .await?;
     if let Err(e) = lb_userspace::daemon::notify("READY=1") {
         warn!("cannot tell systemd lbd is ready: {e}");
     }
