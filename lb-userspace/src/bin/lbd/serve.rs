@@ -145,7 +145,7 @@ pub async fn run(
         vrrp.table(),
         checks.table(),
         upkeep,
-        sync_source,
+        sync_source.clone(),
     )
     .await?;
     if let Err(e) = lb_userspace::daemon::notify("READY=1") {
@@ -210,8 +210,8 @@ pub async fn run(
                 if change.own_fault.is_none() {
                     info!("VRRP: {} is {}", change.instance, vrrp::state_name(change.state));
                     checks.follow_addresses(&running);
-                    if let Some(sync) = &sync
-                        && sync_follows(&running, &change.instance)
+                    if let (Some(sync), Some(source)) = (&sync, &sync_source)
+                        && source.settings.vrrp_instance.as_deref() == Some(&change.instance)
                     {
                         sync.set_role(lb_userspace::sync::role_of(change.state));
                     }
@@ -367,6 +367,11 @@ async fn finish(
             for change in &report.changes {
                 info!("reload: {change}");
             }
+            if config.lvs_sync_daemon != running.lvs_sync_daemon {
+                warn!(
+                    "reload: lvs_sync_daemon changed; the sync daemon keeps its settings until lbd restarts"
+                );
+            }
             *running = config;
             control.reloaded();
             info!(
@@ -419,15 +424,6 @@ async fn next_change(
 }
 
 /// At `at`, or never.
-/// Whether the sync daemon follows VRRP instance `instance` (`lvs_sync_daemon`'s).
-fn sync_follows(config: &Config, instance: &str) -> bool {
-    config
-        .lvs_sync_daemon
-        .as_ref()
-        .and_then(|settings| settings.vrrp_instance.as_deref())
-        == Some(instance)
-}
-
 async fn sleep_until(at: Option<tokio::time::Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
