@@ -17,6 +17,7 @@ pub mod privilege;
 pub mod side_by_side;
 pub mod smtp;
 pub mod socket_bench;
+pub mod sync_bench;
 pub mod testrun;
 pub mod topology;
 pub mod traffic;

@@ -94,6 +94,9 @@ struct Args {
     /// Measure the packet-socket rows only (no report written).
     #[arg(long)]
     socket_only: bool,
+    /// Measure the connection-sync row only (no report written).
+    #[arg(long)]
+    sync_only: bool,
     /// Seconds each control-plane row is measured over.
     #[arg(long, default_value_t = 20)]
     control_plane_seconds: u64,
@@ -172,6 +175,8 @@ struct Report {
     checks: lb_tests::check_bench::ChecksRow,
     /// VRRP failovers: lbd and keepalived with advert_int 1, lbd VRRPv3 with 0.01.
     failover: Vec<lb_tests::failover_bench::FailoverRow>,
+    /// Connection sync: connections and messages per second, each way, on one core.
+    sync: lb_tests::sync_bench::SyncRow,
     /// lbd's CPU, flow-table scans and advert timing with 0, 100k and 1M flows.
     control_plane: Vec<lb_tests::control_plane_bench::ControlPlaneRow>,
     /// Katran's balancer and ours, the same paths timed the same way.
@@ -265,6 +270,21 @@ fn control_plane_rows_over(
 }
 
 /// The health-check row, printed.
+/// The connection-sync row, printed.
+fn sync_row() -> anyhow::Result<lb_tests::sync_bench::SyncRow> {
+    let row = lb_tests::sync_bench::measure()?;
+    println!(
+        "\nConnection sync on one core ({} connections in {} messages of up to 1472 bytes): sending {:.0} connections/s ({:.0} messages/s), receiving and installing {:.0} connections/s ({:.0} messages/s)",
+        row.connections,
+        row.messages,
+        row.send_connections_per_s,
+        row.send_messages_per_s,
+        row.receive_connections_per_s,
+        row.receive_messages_per_s
+    );
+    Ok(row)
+}
+
 fn checks_row(args: &Args) -> anyhow::Result<lb_tests::check_bench::ChecksRow> {
     let checks = lb_tests::check_bench::measure(
         &std::env::current_exe()?,
@@ -320,6 +340,10 @@ fn main() -> anyhow::Result<()> {
     if args.katran_only {
         let report = lb_tests::side_by_side::measure(katran.as_deref(), args.katran_calls)?;
         lb_tests::side_by_side::print(&report);
+        return Ok(());
+    }
+    if args.sync_only {
+        sync_row()?;
         return Ok(());
     }
     if args.checks_only {
@@ -509,6 +533,7 @@ fn main() -> anyhow::Result<()> {
     }
     let checks = checks_row(&args)?;
     let failover = failover_rows()?;
+    let sync = sync_row()?;
     let control_plane = control_plane_rows_over(Duration::from_secs(args.control_plane_seconds))?;
     let report = Report {
         xdp_pass_single_run_ns: floor,
@@ -524,6 +549,7 @@ fn main() -> anyhow::Result<()> {
         schedulers: rows,
         checks,
         failover,
+        sync,
         control_plane,
         katran,
     };
