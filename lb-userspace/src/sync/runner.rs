@@ -33,6 +33,7 @@ use super::{
 };
 use crate::dataplane::xdp::{
     flows::monotonic_now_ns,
+    sweep::monotonic_coarse_ns,
     sync_table::{FlowWalk, SyncTable},
 };
 
@@ -229,7 +230,8 @@ fn run(
         loop {
             match parts.sockets.receive.recv(&mut buffer) {
                 Ok(len) => {
-                    let now_ns = monotonic_now_ns();
+                    // The clock the data plane stamps flows with.
+                    let now_ns = monotonic_coarse_ns();
                     for conn in daemon.receive(&buffer[..len]) {
                         let Some(flow) = incoming(&conn, &parts.timeouts) else {
                             status.not_synced += 1;

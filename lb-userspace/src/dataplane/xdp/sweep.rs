@@ -503,8 +503,8 @@ const fn zeroed_pin() -> PersistKey {
     }
 }
 
-/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock of `bpf_ktime_get_coarse_ns`, which
-/// stamps the flows.
+/// `CLOCK_MONOTONIC_COARSE` in nanoseconds: the clock that stamps the flows (the data
+/// plane reads it as jiffies, calibrated to it; see `clock`).
 pub fn monotonic_coarse_ns() -> u64 {
     clock_ns(libc::CLOCK_MONOTONIC_COARSE)
 }
