@@ -10,10 +10,6 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-/// The kernel's default sync group and port.
-pub const SYNC_GROUP_V4: Ipv4Addr = Ipv4Addr::new(224, 0, 0, 81);
-pub const SYNC_PORT: u16 = 8848;
-
 /// The message header.
 pub const HEADER_LEN: usize = 8;
 /// A record's fixed part with IPv4 and with IPv6 addresses.
@@ -297,7 +293,7 @@ pub struct Decoded {
 }
 
 impl Message {
-    /// The datagram of this message. At most `MAX_CONNS` records; `pack` splits longer
+    /// The datagram of this message. At most `MAX_CONNS` records; `Batch` splits longer
     /// lists.
     pub fn encode(&self) -> Vec<u8> {
         let conns = &self.conns[..self.conns.len().min(MAX_CONNS)];
@@ -556,14 +552,6 @@ impl Batch {
             conns: std::mem::take(&mut self.conns),
         })
     }
-}
-
-/// `conns` in as few messages as `Batch` makes of them.
-pub fn pack(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Message> {
-    let mut batch = Batch::new(syncid, maxlen);
-    let mut messages: Vec<Message> = conns.iter().filter_map(|c| batch.push(c.clone())).collect();
-    messages.extend(batch.take());
-    messages
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
-//! Socket options std does not offer, for the VRRP and sync sockets: one home for the
-//! `setsockopt` calls and the multicast requests by interface index.
+//! Socket options std does not offer, for the VRRP, sync and checker sockets: one home
+//! for the `setsockopt` calls, the multicast requests by interface index, and socket
+//! addresses for raw `bind`/`sendmsg`.
 
 use std::{
     io,
-    net::{Ipv4Addr, Ipv6Addr},
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
     os::fd::RawFd,
 };
 
@@ -64,4 +65,35 @@ pub fn ipv6_mreq(group: Ipv6Addr, ifindex: u32) -> libc::ipv6_mreq {
         },
         ipv6mr_interface: ifindex,
     }
+}
+
+/// `addr`:`port` as a socket address (`scope`: an IPv6 address's interface index), with
+/// its length.
+pub fn sockaddr(addr: IpAddr, port: u16, scope: u32) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: an all-zero sockaddr_storage is valid; filled as one of its variants.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let len = match addr {
+        IpAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
+            let sin = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
+            };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = port.to_be();
+            sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        IpAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
+            let sin6 = unsafe {
+                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
+            };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = port.to_be();
+            sin6.sin6_addr.s6_addr = a.octets();
+            sin6.sin6_scope_id = scope;
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, len as libc::socklen_t)
 }

@@ -3,6 +3,14 @@ use proptest::prelude::*;
 use super::*;
 use crate::test_conns::tcp_conn;
 
+/// `conns` in as few messages as `Batch` makes of them.
+fn pack(syncid: u8, conns: &[SyncConn], maxlen: usize) -> Vec<Message> {
+    let mut batch = Batch::new(syncid, maxlen);
+    let mut messages: Vec<Message> = conns.iter().filter_map(|c| batch.push(c.clone())).collect();
+    messages.extend(batch.take());
+    messages
+}
+
 /// A message laid out by hand as the kernel's `ip_vs_sync_conn` writes it: header, then
 /// one IPv4 TCP record, ESTABLISHED, direct routing, 900 s left.
 const KERNEL_LAYOUT: [u8; 44] = [

@@ -8,14 +8,15 @@
 //! than TCP and UDP, and persistence templates (not yet: the backup reschedules the
 //! client's next connection).
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::IpAddr;
 
 use lb_common::{
-    FAMILY_IPV4, FAMILY_IPV6, FWD_DR, FWD_NAT, FWD_TUN, FlowKey, PROTO_TCP, PROTO_UDP, RealInfo,
-    SyncEvent,
+    FWD_DR, FWD_NAT, FWD_TUN, FlowKey, PROTO_TCP, PROTO_UDP, RealInfo, SyncEvent,
     conn::{STATE_ESTABLISHED, STATE_SYNACK, STATE_UDP, Timeouts},
 };
 use lb_sync::wire::{Ends, SyncConn, flags};
+
+use crate::dataplane::xdp::keys::{addr_bytes, addr_from};
 
 /// IPVS's one UDP state (`IP_VS_UDP_S_NORMAL`).
 const IPVS_UDP_NORMAL: u16 = 0;
@@ -41,20 +42,14 @@ pub fn record(event: &SyncEvent, real: &RealInfo, timeouts: &Timeouts) -> Option
     } else {
         flags::INACTIVE
     };
-    if real.family != key.family {
-        return None;
-    }
-    let ends = match key.family {
-        FAMILY_IPV4 => Ends::V4 {
-            client: v4(&key.src),
-            vip: v4(&key.dst),
-            real: v4(&real.addr),
-        },
-        FAMILY_IPV6 => Ends::V6 {
-            client: Ipv6Addr::from(key.src),
-            vip: Ipv6Addr::from(key.dst),
-            real: Ipv6Addr::from(real.addr),
-        },
+    let ends = match (
+        addr_from(key.src, key.family)?,
+        addr_from(key.dst, key.family)?,
+        addr_from(real.addr, real.family)?,
+    ) {
+        (IpAddr::V4(client), IpAddr::V4(vip), IpAddr::V4(real)) => Ends::V4 { client, vip, real },
+        (IpAddr::V6(client), IpAddr::V6(vip), IpAddr::V6(real)) => Ends::V6 { client, vip, real },
+        // A real of another family than the flow's.
         _ => return None,
     };
     Some(SyncConn {
@@ -105,14 +100,8 @@ pub fn incoming(conn: &SyncConn, timeouts: &Timeouts) -> Option<Incoming> {
         PROTO_UDP => STATE_UDP,
         _ => return None,
     };
-    let (family, client, vip, real) = match conn.ends {
-        Ends::V4 { client, vip, real } => {
-            (FAMILY_IPV4, mapped(client), mapped(vip), IpAddr::V4(real))
-        }
-        Ends::V6 { client, vip, real } => {
-            (FAMILY_IPV6, client.octets(), vip.octets(), IpAddr::V6(real))
-        }
-    };
+    let (client, family) = addr_bytes(conn.ends.client());
+    let (vip, _) = addr_bytes(conn.ends.vip());
     let ours = timeouts.secs[usize::from(state)];
     let idle_secs = match conn.timeout_secs {
         0 => 0,
@@ -128,22 +117,11 @@ pub fn incoming(conn: &SyncConn, timeouts: &Timeouts) -> Option<Incoming> {
             family,
             _pad: [0; 2],
         },
-        real,
+        real: conn.ends.real(),
         real_port: conn.real_port,
         state,
         idle_secs,
     })
-}
-
-/// An IPv4 address in the first 4 bytes of 16, as the flow key holds it.
-fn mapped(addr: Ipv4Addr) -> [u8; 16] {
-    let mut bytes = [0; 16];
-    bytes[..4].copy_from_slice(&addr.octets());
-    bytes
-}
-
-fn v4(bytes: &[u8; 16]) -> Ipv4Addr {
-    Ipv4Addr::new(bytes[0], bytes[1], bytes[2], bytes[3])
 }
 
 #[cfg(test)]
@@ -153,31 +131,21 @@ mod tests {
         conn::{STATE_FIN_WAIT, STATE_SYN_RECV},
     };
 
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn real(fwd: u8, addr: IpAddr) -> RealInfo {
         let mut info: RealInfo = bytemuck::Zeroable::zeroed();
-        match addr {
-            IpAddr::V4(v4) => {
-                info.addr[..4].copy_from_slice(&v4.octets());
-                info.family = FAMILY_IPV4;
-            }
-            IpAddr::V6(v6) => {
-                info.addr = v6.octets();
-                info.family = FAMILY_IPV6;
-            }
-        }
+        (info.addr, info.family) = addr_bytes(addr);
         info.port = 8080u16.to_be_bytes();
         info.fwd = fwd;
         info
     }
 
     fn event(proto: u8, client: IpAddr, vip: IpAddr, state: u8) -> SyncEvent {
-        let (family, src, dst) = match (client, vip) {
-            (IpAddr::V4(c), IpAddr::V4(v)) => (FAMILY_IPV4, mapped(c), mapped(v)),
-            (IpAddr::V6(c), IpAddr::V6(v)) => (FAMILY_IPV6, c.octets(), v.octets()),
-            _ => panic!("one family"),
-        };
+        let (src, family) = addr_bytes(client);
+        let (dst, _) = addr_bytes(vip);
         SyncEvent {
             key: FlowKey {
                 src,

@@ -174,18 +174,17 @@ fn run(
     let mut walked_ns = 0;
     loop {
         let now = Instant::now();
-        let mut wake = [daemon.deadline(), Some(now + IDLE_WAKE)];
+        let mut wake_at = now + IDLE_WAKE;
+        if let Some(deadline) = daemon.deadline() {
+            wake_at = wake_at.min(deadline);
+        }
         if daemon.role() == Role::Master {
-            wake[1] = wake[1].min(Some(next_walk));
+            wake_at = wake_at.min(next_walk);
         }
         let timeout = match walking {
             // A walk goes on slice by slice, between looks at everything else.
             Some(_) => Duration::ZERO,
-            None => wake
-                .into_iter()
-                .flatten()
-                .min()
-                .map_or(IDLE_WAKE, |at| at.saturating_duration_since(now)),
+            None => wake_at.saturating_duration_since(now),
         };
         wait(&parts, &woken, timeout);
         let mut stop = false;

@@ -10,7 +10,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
 };
 
-use crate::sockopt::{bind_to_device, check, ip_mreqn, ipv6_mreq, set};
+use crate::sockopt::{bind_to_device, check, ip_mreqn, ipv6_mreq, set, sockaddr};
 
 pub struct SyncSockets {
     pub send: UdpSocket,
@@ -71,39 +71,15 @@ fn receiving(interface: &str, ifindex: u32, group: IpAddr, port: u16) -> io::Res
     let on: libc::c_int = 1;
     set(raw, libc::SOL_SOCKET, libc::SO_REUSEADDR, &on)?;
     bind_to_device(raw, interface)?;
+    let (addr, len) = sockaddr(group, port, ifindex);
+    // SAFETY: a valid socket address with its length.
+    check(unsafe { libc::bind(raw, (&addr as *const libc::sockaddr_storage).cast(), len) })?;
     match group {
         IpAddr::V4(group) => {
-            // SAFETY: an all-zero sockaddr_in is valid; filled below.
-            let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
-            addr.sin_family = libc::AF_INET as libc::sa_family_t;
-            addr.sin_port = port.to_be();
-            addr.sin_addr.s_addr = u32::from_ne_bytes(group.octets());
-            // SAFETY: a valid sockaddr_in with its size.
-            check(unsafe {
-                libc::bind(
-                    raw,
-                    (&addr as *const libc::sockaddr_in).cast(),
-                    size_of::<libc::sockaddr_in>() as libc::socklen_t,
-                )
-            })?;
             let request = ip_mreqn(group, ifindex);
             set(raw, libc::IPPROTO_IP, libc::IP_ADD_MEMBERSHIP, &request)?;
         }
         IpAddr::V6(group) => {
-            // SAFETY: an all-zero sockaddr_in6 is valid; filled below.
-            let mut addr: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
-            addr.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            addr.sin6_port = port.to_be();
-            addr.sin6_addr.s6_addr = group.octets();
-            addr.sin6_scope_id = ifindex;
-            // SAFETY: a valid sockaddr_in6 with its size.
-            check(unsafe {
-                libc::bind(
-                    raw,
-                    (&addr as *const libc::sockaddr_in6).cast(),
-                    size_of::<libc::sockaddr_in6>() as libc::socklen_t,
-                )
-            })?;
             let request = ipv6_mreq(group, ifindex);
             set(raw, libc::IPPROTO_IPV6, libc::IPV6_ADD_MEMBERSHIP, &request)?;
         }

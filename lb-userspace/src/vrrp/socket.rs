@@ -12,7 +12,7 @@ use std::{
 
 use lb_vrrp::packet::IPPROTO_VRRP;
 
-use crate::sockopt::{bind_to_device, check, ip_mreqn, ipv6_mreq, set};
+use crate::sockopt::{bind_to_device, check, ip_mreqn, ipv6_mreq, set, sockaddr};
 use tokio::io::unix::AsyncFd;
 
 /// VRRP's IPv4 multicast group.
@@ -36,33 +36,6 @@ pub struct VrrpSocket {
     /// The source of sent packets, given with each (a bound raw socket would receive
     /// only packets to that address, not the group's).
     source: IpAddr,
-}
-
-fn sockaddr(addr: IpAddr, scope: u32) -> (libc::sockaddr_storage, libc::socklen_t) {
-    // SAFETY: an all-zero sockaddr_storage is valid; filled as one of its variants.
-    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
-    let len = match addr {
-        IpAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in.
-            let sin = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in>()
-            };
-            sin.sin_family = libc::AF_INET as libc::sa_family_t;
-            sin.sin_addr.s_addr = u32::from_ne_bytes(a.octets());
-            std::mem::size_of::<libc::sockaddr_in>()
-        }
-        IpAddr::V6(a) => {
-            // SAFETY: sockaddr_storage is large and aligned enough for sockaddr_in6.
-            let sin6 = unsafe {
-                &mut *(&mut storage as *mut libc::sockaddr_storage).cast::<libc::sockaddr_in6>()
-            };
-            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
-            sin6.sin6_addr.s6_addr = a.octets();
-            sin6.sin6_scope_id = scope;
-            std::mem::size_of::<libc::sockaddr_in6>()
-        }
-    };
-    (storage, len as libc::socklen_t)
 }
 
 impl VrrpSocket {
@@ -132,7 +105,7 @@ impl VrrpSocket {
 
     /// Send `packet` to `dst` (the group or a unicast peer), from the socket's source.
     pub fn send(&self, packet: &[u8], dst: IpAddr, ifindex: u32) -> io::Result<()> {
-        let (mut to, len) = sockaddr(dst, ifindex);
+        let (mut to, len) = sockaddr(dst, 0, ifindex);
         let mut iov = libc::iovec {
             iov_base: packet.as_ptr().cast_mut().cast(),
             iov_len: packet.len(),

@@ -16,7 +16,7 @@ mod decap;
 pub mod dump;
 mod expiry;
 pub mod flows;
-mod keys;
+pub(crate) mod keys;
 mod layout;
 pub mod links;
 mod local_addrs;
@@ -394,16 +394,12 @@ impl<R: NextHopResolver> XdpDataplane<R> {
         })?;
         let maps = sync_table::SyncMaps {
             flows: owned_map_fd(&self.ebpf, names::FLOWS)?,
-            flows_walk: owned_map_fd(&self.ebpf, names::FLOWS)?,
             nat_reverse: owned_map_fd(&self.ebpf, names::NAT_REVERSE)?,
             services: owned_map_fd(&self.ebpf, names::SERVICES)?,
             reals: owned_map_fd(&self.ebpf, names::REALS)?,
             conns,
         };
-        sync_table::SyncTable::open(maps).map_err(|e| DataplaneError::Sys {
-            what: "opening the maps for connection sync",
-            source: std::io::Error::other(e.to_string()),
-        })
+        Ok(sync_table::SyncTable::open(maps))
     }
 
     /// `LB_SYNC_EVENTS`, for the sync daemon's reader (once: it is taken out of the

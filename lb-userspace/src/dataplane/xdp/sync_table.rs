@@ -12,18 +12,22 @@
 
 use std::{
     collections::HashMap,
+    io,
     net::IpAddr,
     os::fd::{AsFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use aya::maps::{Array, HashMap as BpfHashMap, Map, MapData, MapError};
 use lb_common::{
-    FAMILY_IPV6, FWD_NAT, FlowKey, FlowState, MAX_REALS, NatOrigin, RealInfo, ServiceInfo,
-    ServiceKey, SyncEvent, conn::is_active,
+    FWD_NAT, FlowKey, FlowState, MAX_REALS, NatOrigin, RealInfo, ServiceInfo, ServiceKey,
+    SyncEvent, conn::is_active,
 };
 
-use super::{conns::ConnTable, sys};
+use super::{
+    conns::ConnTable,
+    keys::{addr_bytes, addr_from},
+    sys,
+};
 use crate::sync::convert::Incoming;
 
 /// How often the real ids may be read again for a connection that names an unknown real.
@@ -44,21 +48,13 @@ pub enum InstallError {
     #[error("{what}: {source}")]
     Map {
         what: &'static str,
-        source: MapError,
+        source: io::Error,
     },
-    #[error("reading the flow table: {source}")]
-    Walk { source: std::io::Error },
 }
 
 /// The maps the backup writes and reads, on descriptors of its own.
 pub struct SyncTable {
-    flows: BpfHashMap<MapData, FlowKey, FlowState>,
-    /// The flow table again, for the master's walks in batches.
-    flows_walk: OwnedFd,
-    nat_reverse: BpfHashMap<MapData, FlowKey, NatOrigin>,
-    services: BpfHashMap<MapData, ServiceKey, ServiceInfo>,
-    reals: Array<MapData, RealInfo>,
-    conns: ConnTable,
+    maps: SyncMaps,
     /// Each real's id and entry, by `RealAt`.
     index: HashMap<RealAt, (u32, RealInfo)>,
     indexed_at: Option<Instant>,
@@ -97,37 +93,23 @@ type RealAt = (u32, [u8; 16], [u8; 2]);
 /// Descriptors of the loaded object's maps, for `SyncTable::open`.
 pub struct SyncMaps {
     pub flows: OwnedFd,
-    pub flows_walk: OwnedFd,
     pub nat_reverse: OwnedFd,
     pub services: OwnedFd,
     pub reals: OwnedFd,
     pub conns: ConnTable,
 }
 
-fn map_error(what: &'static str) -> impl Fn(MapError) -> InstallError {
+fn map_error(what: &'static str) -> impl Fn(io::Error) -> InstallError {
     move |source| InstallError::Map { what, source }
 }
 
 impl SyncTable {
-    pub fn open(maps: SyncMaps) -> Result<Self, InstallError> {
-        let data = |fd, what| MapData::from_fd(fd).map_err(map_error(what));
-        Ok(Self {
-            flows: BpfHashMap::try_from(Map::LruHashMap(data(maps.flows, "LB_FLOWS")?))
-                .map_err(map_error("LB_FLOWS"))?,
-            flows_walk: maps.flows_walk,
-            nat_reverse: BpfHashMap::try_from(Map::LruHashMap(data(
-                maps.nat_reverse,
-                "LB_NAT_REVERSE",
-            )?))
-            .map_err(map_error("LB_NAT_REVERSE"))?,
-            services: BpfHashMap::try_from(Map::HashMap(data(maps.services, "LB_SERVICES")?))
-                .map_err(map_error("LB_SERVICES"))?,
-            reals: Array::try_from(Map::Array(data(maps.reals, "LB_REALS")?))
-                .map_err(map_error("LB_REALS"))?,
-            conns: maps.conns,
+    pub fn open(maps: SyncMaps) -> Self {
+        Self {
+            maps,
             index: HashMap::new(),
             indexed_at: None,
-        })
+        }
     }
 
     /// Write `incoming` into the flow table as of `now_ns` (the data plane's clock), on
@@ -146,21 +128,18 @@ impl SyncTable {
             proto: key.proto,
             family: key.family,
         };
-        let vip = address(&key.dst, key.family);
-        let service = match self.services.get(&service_key, 0) {
-            Ok(service) => service,
-            Err(MapError::KeyNotFound) => {
-                return Err(InstallError::NoService {
-                    addr: vip,
-                    port: u16::from_be_bytes(key.dport),
-                    proto: key.proto,
-                });
-            }
-            Err(source) => return Err(map_error("LB_SERVICES")(source)),
-        };
+        // Keys come from `convert::incoming`, of a known family.
+        let vip = addr_from(key.dst, key.family).unwrap_or(IpAddr::from([0u8; 4]));
+        let service: ServiceInfo = sys::lookup(self.maps.services.as_fd(), &service_key)
+            .map_err(map_error("LB_SERVICES"))?
+            .ok_or(InstallError::NoService {
+                addr: vip,
+                port: u16::from_be_bytes(key.dport),
+                proto: key.proto,
+            })?;
         let real_key = (
             service.id,
-            address_bytes(incoming.real),
+            addr_bytes(incoming.real).0,
             incoming.real_port.to_be_bytes(),
         );
         if !self.index.contains_key(&real_key)
@@ -176,10 +155,11 @@ impl SyncTable {
             real: incoming.real,
             real_port: incoming.real_port,
         })?;
-        if let Ok(old) = self.flows.get(key, 0)
+        let flows = self.maps.flows.as_fd();
+        if let Some(old) = sys::lookup::<_, FlowState>(flows, key).map_err(map_error("LB_FLOWS"))?
             && self.counted(&old)
         {
-            self.conns.flow_removed(old.real_id, old.state);
+            self.maps.conns.flow_removed(old.real_id, old.state);
         }
         let entry = FlowState {
             real_id,
@@ -190,13 +170,11 @@ impl SyncTable {
             local_port: [0; 2],
             real_generation: real.generation,
         };
-        self.flows
-            .insert(key, entry, 0)
-            .map_err(map_error("LB_FLOWS"))?;
+        sys::update(flows, key, &entry, 0).map_err(map_error("LB_FLOWS"))?;
         if is_active(incoming.state) {
-            self.conns.add(real_id, 1, 0);
+            self.maps.conns.add(real_id, 1, 0);
         } else {
-            self.conns.add(real_id, 0, 1);
+            self.maps.conns.add(real_id, 0, 1);
         }
         if real.fwd == FWD_NAT {
             let reply = FlowKey {
@@ -217,8 +195,7 @@ impl SyncTable {
                 _pad: [0; 3],
                 reserved_ms: 0,
             };
-            self.nat_reverse
-                .insert(reply, origin, 0)
+            sys::update(self.maps.nat_reverse.as_fd(), &reply, &origin, 0)
                 .map_err(map_error("LB_NAT_REVERSE"))?;
         }
         Ok(())
@@ -233,12 +210,12 @@ impl SyncTable {
         since_ns: u64,
     ) -> Result<Vec<SyncEvent>, InstallError> {
         let count = sys::lookup_batch(
-            self.flows_walk.as_fd(),
+            self.maps.flows.as_fd(),
             &mut walk.cursor,
             &mut walk.keys,
             &mut walk.values,
         )
-        .map_err(|source| InstallError::Walk { source })?;
+        .map_err(map_error("reading LB_FLOWS"))?;
         Ok(walk.keys[..count]
             .iter()
             .zip(&walk.values[..count])
@@ -254,15 +231,17 @@ impl SyncTable {
 
     /// The entry of real `id`, if it is in use (for the master's records).
     pub fn real(&self, id: u32) -> Option<RealInfo> {
-        self.reals.get(&id, 0).ok().filter(|real| real.family != 0)
+        sys::lookup::<_, RealInfo>(self.maps.reals.as_fd(), &id)
+            .ok()
+            .flatten()
+            .filter(|real| real.family != 0)
     }
 
     /// Whether flow entry `old` is in its real's counts: its real still has the
     /// generation it was scheduled at (a reused id starts its counts afresh).
     fn counted(&self, old: &FlowState) -> bool {
-        self.reals
-            .get(&old.real_id, 0)
-            .is_ok_and(|real| real.family != 0 && real.generation == old.real_generation)
+        self.real(old.real_id)
+            .is_some_and(|real| real.generation == old.real_generation)
     }
 
     /// Read which id each real of each service has.
@@ -270,33 +249,13 @@ impl SyncTable {
         self.indexed_at = Some(now);
         self.index.clear();
         for id in 0..MAX_REALS {
-            let real = self.reals.get(&id, 0).map_err(map_error("LB_REALS"))?;
-            if real.family != 0 {
+            let real: Option<RealInfo> =
+                sys::lookup(self.maps.reals.as_fd(), &id).map_err(map_error("LB_REALS"))?;
+            if let Some(real) = real.filter(|real| real.family != 0) {
                 self.index
                     .insert((real.service_id, real.addr, real.port), (id, real));
             }
         }
         Ok(())
-    }
-}
-
-/// An address as the maps hold it: IPv4 in the first 4 bytes.
-fn address_bytes(addr: IpAddr) -> [u8; 16] {
-    match addr {
-        IpAddr::V4(v4) => {
-            let mut bytes = [0; 16];
-            bytes[..4].copy_from_slice(&v4.octets());
-            bytes
-        }
-        IpAddr::V6(v6) => v6.octets(),
-    }
-}
-
-/// The address of a map key of `family`.
-fn address(bytes: &[u8; 16], family: u8) -> IpAddr {
-    if family == FAMILY_IPV6 {
-        IpAddr::from(*bytes)
-    } else {
-        IpAddr::from([bytes[0], bytes[1], bytes[2], bytes[3]])
     }
 }
