@@ -9,6 +9,7 @@
 //! into model types and reports problems with file:line.
 
 mod addresses;
+mod advert_int;
 mod checkers;
 mod diagnostic;
 pub mod emit;

@@ -363,6 +363,14 @@ pub fn vrrp_instance(
     } else {
         version.or(context.version).unwrap_or(2)
     };
+    let (advert_int, fitted) = crate::advert_int::fit(instance.version, instance.advert_int);
+    if let Some(warning) = fitted {
+        diagnostics.push(Diagnostic::warning(
+            location,
+            format!("vrrp_instance {name}: {warning}"),
+        ));
+    }
+    instance.advert_int = advert_int;
     // keepalived: accept mode for the owner, else unless strict.
     instance.accept =
         accept.unwrap_or(instance.priority == OWNER_PRIORITY || !instance.strict_mode);

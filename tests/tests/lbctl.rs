@@ -46,7 +46,7 @@ fn config(lab: &Topology) -> String {
     };
     format!(
         "global_defs {{\n    vrrp_version 3\n}}\n\
-         vrrp_instance VI_LB {{\n    interface eth0\n    virtual_router_id 61\n    priority 100\n    advert_int 0.1\n    virtual_ipaddress {{\n        10.0.0.200/24\n    }}\n}}\n\
+         vrrp_instance VI_LB {{\n    interface eth0\n    virtual_router_id 61\n    priority 100\n    version 3\n    advert_int 0.1\n    virtual_ipaddress {{\n        10.0.0.200/24\n    }}\n}}\n\
          virtual_server {VIP} 80 {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n{}}}\n\
          virtual_server {VIP} {ECHO_PORT} {{\n    lb_algo rr\n    lb_kind DR\n    protocol UDP\n{}}}\n",
         reals(80, true),

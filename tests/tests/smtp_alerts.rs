@@ -120,7 +120,7 @@ fn a_server_that_never_answers_delays_neither_vrrp_nor_lbctl() {
     // Every transition of two instances mails; the first mail waits 30 s for a reply.
     let instance = |name: &str, vrid: u8, vip: &str| {
         format!(
-            "vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority 150\n    advert_int 0.1\n    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n"
+            "vrrp_instance {name} {{\n    state BACKUP\n    interface eth0\n    virtual_router_id {vrid}\n    priority 150\n    version 3\n    advert_int 0.1\n    virtual_ipaddress {{\n        {vip}\n    }}\n}}\n"
         )
     };
     let config = format!(
