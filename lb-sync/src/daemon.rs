@@ -123,7 +123,7 @@ impl Daemon {
     }
 
     /// The records waiting, as one message (none if there are none).
-    fn flush(&mut self) -> Vec<Vec<u8>> {
+    pub fn flush(&mut self) -> Vec<Vec<u8>> {
         self.queued_since = None;
         self.batch
             .take()

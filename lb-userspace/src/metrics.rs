@@ -3,10 +3,13 @@
 //! and counters, checker results and probe latency. Names follow Prometheus conventions:
 //! `lbd_` prefix, base units, `_total` for counters. Also the XDP flow table's upkeep:
 //! live flows, scans, expiries, count corrections, and the time and CPU of the last scan.
+//! The connection sync's are in `sync`.
 //!
 //! Each scrape reads the pinned maps and the status tables anew, on a blocking thread (a
 //! scrape reads thousands of map entries; the control plane's tasks must not wait behind
 //! it); the server answers `GET /metrics` only.
+
+mod sync;
 
 use std::{fmt::Write as _, net::SocketAddr, path::PathBuf};
 
@@ -15,6 +18,8 @@ use tokio::{
     net::{TcpListener, TcpStream},
 };
 use tracing::{info, warn};
+
+pub use sync::render_sync;
 
 use crate::{
     dataplane::{Counters, Traffic, UpkeepStats},
@@ -374,75 +379,6 @@ pub fn render(
     out.text
 }
 
-/// The exposition of connection sync's counters.
-pub fn render_sync(view: &crate::status::SyncView) -> String {
-    let mut out = Exposition::new();
-    for role in ["MASTER", "BACKUP", "IDLE"] {
-        out.sample(
-            "lbd_sync_role",
-            "gauge",
-            "1 for the role the sync daemon has (master sends, backup receives), 0 for the others.",
-            &[("role", &role.to_lowercase())],
-            u8::from(view.role == role),
-        );
-    }
-    for (name, help, value) in [
-        (
-            "lbd_sync_messages_sent_total",
-            "Sync messages sent.",
-            view.messages_sent,
-        ),
-        (
-            "lbd_sync_connections_sent_total",
-            "Connection records sent.",
-            view.conns_sent,
-        ),
-        (
-            "lbd_sync_messages_received_total",
-            "Sync messages taken.",
-            view.messages_received,
-        ),
-        (
-            "lbd_sync_connections_received_total",
-            "Connection records taken.",
-            view.conns_received,
-        ),
-        (
-            "lbd_sync_connections_installed_total",
-            "Received connections written into the flow table.",
-            view.installed,
-        ),
-        (
-            "lbd_sync_connections_refused_total",
-            "Received connections for a service or real this director lacks.",
-            view.install_errors,
-        ),
-        (
-            "lbd_sync_messages_other_syncid_total",
-            "Messages of another sync id, dropped.",
-            view.other_syncid,
-        ),
-        (
-            "lbd_sync_messages_malformed_total",
-            "Malformed messages, dropped.",
-            view.malformed,
-        ),
-        (
-            "lbd_sync_connections_resent_total",
-            "Flows resent by the master's walks of its table.",
-            view.refreshed,
-        ),
-        (
-            "lbd_sync_send_errors_total",
-            "Messages the socket would not take.",
-            view.send_errors,
-        ),
-    ] {
-        out.sample(name, "counter", help, &[], value);
-    }
-    out.text
-}
-
 /// The exposition of the XDP flow table's upkeep.
 pub fn render_upkeep(stats: &UpkeepStats) -> String {
     let mut out = Exposition::new();
@@ -648,25 +584,5 @@ mod tests {
         assert!(text.contains("lbd_check_duration_seconds_bucket{service=\"TCP 10.0.0.100:80\",real=\"10.0.1.2\",real_port=\"80\",check=\"TCP_CHECK\",index=\"0\",le=\"0.0025\"} 2\n"));
         assert!(text.contains(",le=\"+Inf\"} 3\n"));
         assert!(text.contains("lbd_check_duration_seconds_count{service=\"TCP 10.0.0.100:80\",real=\"10.0.1.2\",real_port=\"80\",check=\"TCP_CHECK\",index=\"0\"} 3\n"));
-    }
-
-    #[test]
-    fn sync_shows_its_role_and_counters() {
-        let view = crate::status::SyncView {
-            role: "BACKUP".into(),
-            conns_received: 40,
-            installed: 38,
-            install_errors: 2,
-            ..Default::default()
-        };
-        let text = render_sync(&view);
-        assert!(
-            text.contains("lbd_sync_role{role=\"backup\"} 1\n"),
-            "{text}"
-        );
-        assert!(text.contains("lbd_sync_role{role=\"master\"} 0\n"));
-        assert!(text.contains("lbd_sync_connections_received_total 40\n"));
-        assert!(text.contains("lbd_sync_connections_installed_total 38\n"));
-        assert!(text.contains("lbd_sync_connections_refused_total 2\n"));
     }
 }

@@ -205,6 +205,50 @@ pub struct SyncView {
     /// Flows resent by the master's walks of its table, and the last walk's error.
     pub refreshed: u64,
     pub last_walk_error: Option<String>,
+    /// The directors heard from (sync and resync messages).
+    #[serde(default)]
+    pub peers: Vec<SyncPeerView>,
+    /// The failback: whether VRRP's preemption is held now (this director waits for the
+    /// master's connections); the resync requests sent and how they ended; the requests
+    /// this director answered as master and the connections it sent for them; resync
+    /// messages dropped (malformed, another sync id, not for this director).
+    #[serde(default)]
+    pub holds_preemption: bool,
+    #[serde(default)]
+    pub resync_requests_sent: u64,
+    #[serde(default)]
+    pub resyncs_completed: u64,
+    #[serde(default)]
+    pub resyncs_timed_out: u64,
+    #[serde(default)]
+    pub resync_requests_served: u64,
+    #[serde(default)]
+    pub resync_conns_served: u64,
+    #[serde(default)]
+    pub resync_dropped: u64,
+    #[serde(default)]
+    pub last_resync_malformed: Option<String>,
+    #[serde(default)]
+    pub last_resync: Option<LastResyncView>,
+}
+
+/// A director the sync daemon heard from.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SyncPeerView {
+    pub address: String,
+    pub datagrams: u64,
+    pub last_unix_ms: u64,
+}
+
+/// How the last resync this director asked for ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastResyncView {
+    /// "complete", "timed out" or "became master".
+    pub outcome: String,
+    /// The connections the master said it sent (complete only).
+    pub conns: Option<u32>,
+    pub took_ms: u64,
+    pub ended_unix_ms: u64,
 }
 
 /// The VRRP table the instances write (by name).

@@ -2,7 +2,8 @@
 //! for VRRPv2's timers): events and the time in, commands out, and the time of the next
 //! timer for the caller to wait for. keepalived's additions: `nopreempt`,
 //! `preempt_delay`, the FAULT state (tracked interfaces), and priority changes from
-//! tracked scripts.
+//! tracked scripts. lbd's: preemption held while the connection sync has not yet taken
+//! the master's connections (`hold_preemption`).
 
 use std::{
     net::IpAddr,
@@ -90,6 +91,8 @@ pub struct Machine {
     /// leaves FAULT only when neither does.
     own_fault: bool,
     group_fault: bool,
+    /// Preemption held by the caller (a director not yet resynced).
+    preemption_held: bool,
 }
 
 impl Machine {
@@ -103,6 +106,7 @@ impl Machine {
             started: None,
             own_fault: false,
             group_fault: false,
+            preemption_held: false,
         }
     }
 
@@ -176,9 +180,17 @@ impl Machine {
         self.to(State::Backup, commands);
     }
 
-    /// Whether this router may preempt now (preempt and past `preempt_delay`).
+    /// Hold preemption (a lower-priority master is accepted as with `nopreempt`) while
+    /// `held`. Released, the next advert of a lower-priority master is discarded and the
+    /// Master_Down_Timer runs out as usual.
+    pub fn hold_preemption(&mut self, held: bool) {
+        self.preemption_held = held;
+    }
+
+    /// Whether this router may preempt now (preempt, past `preempt_delay`, not held).
     fn may_preempt(&self, now: Instant) -> bool {
         self.settings.preempt
+            && !self.preemption_held
             && self
                 .started
                 .is_none_or(|started| now >= started + self.settings.preempt_delay)
@@ -470,6 +482,38 @@ mod tests {
         let before = delayed.deadline();
         delayed.handle(advert(50), past);
         assert_eq!(delayed.deadline(), before);
+    }
+
+    #[test]
+    fn held_preemption_accepts_the_lower_master_until_released() {
+        let now = Instant::now();
+        let mut returning = Machine::new(settings(100));
+        returning.hold_preemption(true);
+        returning.handle(Event::Startup, now);
+        // Held: the lower-priority master's adverts restart the Master_Down_Timer.
+        let mut at = now;
+        for _ in 0..10 {
+            at += Duration::from_secs(1);
+            assert!(returning.handle(advert(50), at).is_empty());
+            assert_eq!(
+                returning.deadline(),
+                Some(at + Duration::from_micros(3_609_375))
+            );
+        }
+        assert_eq!(returning.state(), State::Backup);
+        // Released: the next advert is discarded and the timer runs out.
+        returning.hold_preemption(false);
+        let due = returning.deadline();
+        returning.handle(advert(50), at + Duration::from_secs(1));
+        assert_eq!(returning.deadline(), due);
+        returning.handle(Event::Timer, due.unwrap());
+        assert_eq!(returning.state(), State::Master);
+        // A hold does not keep a backup from taking over from a master that is gone.
+        let mut alone = Machine::new(settings(100));
+        alone.hold_preemption(true);
+        alone.handle(Event::Startup, now);
+        alone.handle(Event::Timer, alone.deadline().unwrap());
+        assert_eq!(alone.state(), State::Master);
     }
 
     #[test]

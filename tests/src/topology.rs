@@ -72,6 +72,12 @@ pub fn nat_real_addr(index: usize) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, 11 + index as u8)
 }
 pub const NAT_GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+
+/// NAT with two directors (`Topology::add_director`): director `index`'s own address in
+/// the reals' subnet (the gateway floats between them).
+pub fn nat_director_addr(index: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 1, 0, 2 + index as u8)
+}
 /// FullNAT: the director's local addresses in the reals' subnet (the reals reply to them).
 pub const FNAT_LOCAL_ADDR: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 250);
 pub const FNAT_LOCAL_ADDR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xac, 0, 0, 0, 0, 0x250);
@@ -153,8 +159,6 @@ impl Topology {
         director.ip(&["addr", "add", &format!("{VIP}/32"), "dev", "eth0"])?;
         if setup != RealSetup::Direct {
             // NAT: the reals' gateway; FullNAT: the local addresses the reals reply to.
-            // Replies come back with the VIP (a local address) as source after
-            // translation, and leave through the interface they came in on.
             let (addr, addr6) = if setup == RealSetup::Nat {
                 (NAT_GATEWAY, NAT_GATEWAY6)
             } else {
@@ -167,7 +171,6 @@ impl Topology {
                 "dev",
                 "eth0",
             ])?;
-            director.sysctl("net.ipv4.ip_forward", "1")?;
             director.ip(&[
                 "-6",
                 "addr",
@@ -177,12 +180,7 @@ impl Topology {
                 "eth0",
                 "nodad",
             ])?;
-            director.sysctl("net.ipv6.conf.all.forwarding", "1")?;
-            for scope in ["all", "eth0"] {
-                director.sysctl(&format!("net.ipv4.conf.{scope}.accept_local"), "1")?;
-                director.sysctl(&format!("net.ipv4.conf.{scope}.send_redirects"), "0")?;
-                director.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
-            }
+            forward_for_reals(&director)?;
         }
         pin_pass_program(prefix, &switch, "dir")?;
         let mut topology = Self {
@@ -212,13 +210,39 @@ impl Topology {
 
     /// A second director on the segment (`<prefix>-dir2`, `DIRECTOR2_ADDR`), set up as the
     /// first for XDP but without the VIP, and the VIP taken off the first: VRRP is to
-    /// give it to one of them.
+    /// give it to one of them. With NAT the reals' IPv4 gateway (`NAT_GATEWAY`) moves the
+    /// same way, and each director has an address of its own in the reals' subnet
+    /// (`nat_director_addr`), through which it reaches them as backup; FullNAT's local
+    /// addresses are each director's own, which this lab does not set up.
     pub fn add_director(&mut self) -> anyhow::Result<Netns> {
+        if self.setup == RealSetup::FullNat {
+            bail!("a second FullNAT director needs local addresses of its own");
+        }
         let name = format!("{}-dir2", self.prefix);
         let second = host(&self.switch, &name, "dir2", DIRECTOR2_ADDR, DIRECTOR2_ADDR6)?;
         pin_pass_program(&self.prefix, &self.switch, "dir2")?;
         self.director
             .ip(&["addr", "del", &format!("{VIP}/32"), "dev", "eth0"])?;
+        if self.setup == RealSetup::Nat {
+            forward_for_reals(&second)?;
+            // The gateway first: removing a primary address removes its secondaries.
+            self.director.ip(&[
+                "addr",
+                "del",
+                &format!("{NAT_GATEWAY}/{PREFIX_LEN}"),
+                "dev",
+                "eth0",
+            ])?;
+            for (ns, index) in [(&self.director, 0), (&second, 1)] {
+                ns.ip(&[
+                    "addr",
+                    "add",
+                    &format!("{}/{PREFIX_LEN}", nat_director_addr(index)),
+                    "dev",
+                    "eth0",
+                ])?;
+            }
+        }
         Ok(second)
     }
 
@@ -494,6 +518,19 @@ fn links_dir(prefix: &str) -> PathBuf {
 
 /// A host namespace `name` with `eth0` (addresses `addr` and `addr6`) plugged into the
 /// bridge as `port`.
+/// A NAT or FullNAT director: it forwards, and replies come back with the VIP (a local
+/// address) as source after translation, leaving through the interface they came in on.
+fn forward_for_reals(director: &Netns) -> anyhow::Result<()> {
+    director.sysctl("net.ipv4.ip_forward", "1")?;
+    director.sysctl("net.ipv6.conf.all.forwarding", "1")?;
+    for scope in ["all", "eth0"] {
+        director.sysctl(&format!("net.ipv4.conf.{scope}.accept_local"), "1")?;
+        director.sysctl(&format!("net.ipv4.conf.{scope}.send_redirects"), "0")?;
+        director.sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
+    }
+    Ok(())
+}
+
 fn host(
     switch: &Netns,
     name: &str,

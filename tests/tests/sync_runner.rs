@@ -3,8 +3,9 @@
 //! one end of a veth pair in a namespace of the test's own. The master's flows reach the
 //! backup over IPVS's sync protocol: before, the backup sends a mid-stream segment of the
 //! connection to the kernel (nothing to schedule it by); after, to the master's real,
-//! counted. A backup with another sync id takes nothing. Needs root (BPF, namespaces);
-//! see `lb_tests::privilege`.
+//! counted. A backup with another sync id takes nothing. A returning backup holds
+//! preemption until the master's resync brought it every connection, or until its wait
+//! is over. Needs root (BPF, namespaces); see `lb_tests::privilege`.
 
 use std::{
     collections::HashMap,
@@ -12,7 +13,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use lb_sync::daemon::{Role, Settings};
+use lb_sync::{
+    daemon::{Role, Settings},
+    handover::Outcome,
+};
 use lb_tests::{
     netns::{Netns, remove_leftovers},
     packet::{Frame, TCP_ACK, v4},
@@ -25,6 +29,7 @@ use lb_userspace::{
         runner::{SyncParts, SyncRunner},
         socket::SyncSockets,
     },
+    vrrp::PreemptionHold,
 };
 
 const VIP: [u8; 4] = [192, 0, 2, 94];
@@ -92,14 +97,16 @@ fn runner(
     syncid: u8,
     role: Role,
 ) -> SyncRunner {
-    runner_walking(
+    let runner = spawn(
         ns,
         interface,
         balancer,
         syncid,
-        role,
         Duration::from_secs(60),
-    )
+        None,
+    );
+    runner.set_role(role);
+    runner
 }
 
 /// As `runner`, walking the table every `refresh_interval`.
@@ -111,24 +118,40 @@ fn runner_walking(
     role: Role,
     refresh_interval: Duration,
 ) -> SyncRunner {
-    let sockets = ns
-        .run(move || Ok(SyncSockets::open(interface, IpAddr::from(GROUP), 8848, 1)?))
-        .expect("sockets");
-    let runner = SyncRunner::spawn(SyncParts {
+    let runner = spawn(ns, interface, balancer, syncid, refresh_interval, None);
+    runner.set_role(role);
+    runner
+}
+
+/// A daemon in no role yet; holding preemption for up to `resync_wait` when given.
+fn spawn(
+    ns: &Netns,
+    interface: &'static str,
+    balancer: &mut TestBalancer,
+    syncid: u8,
+    refresh_interval: Duration,
+    resync_wait: Option<Duration>,
+) -> SyncRunner {
+    let open = move |port| {
+        ns.run(move || Ok(SyncSockets::open(interface, IpAddr::from(GROUP), port, 1)?))
+            .expect("sockets")
+    };
+    SyncRunner::spawn(SyncParts {
         settings: Settings {
             syncid,
             maxlen: 1472,
             flush_after: Duration::from_millis(100),
         },
-        sockets,
+        sockets: open(8848),
+        resync: open(8849),
+        hold: PreemptionHold::new(resync_wait.is_some()),
+        resync_wait: resync_wait.unwrap_or_default(),
         events: balancer.dataplane.take_sync_events().expect("events"),
         table: balancer.dataplane.sync_table().expect("maps"),
         timeouts: lb_common::conn::Timeouts::IPVS,
         refresh_interval,
     })
-    .expect("spawn");
-    runner.set_role(role);
-    runner
+    .expect("spawn")
 }
 
 /// Poll `check` every 20 ms for up to 5 s.
@@ -234,4 +257,90 @@ fn a_backup_that_starts_late_learns_the_masters_flows_from_its_walks() {
         master_sync.status().refreshed >= 5
     });
     assert_eq!(master_sync.status().last_walk_error, None);
+}
+
+#[test]
+fn a_returning_backup_holds_preemption_until_the_masters_resync() {
+    if !require_root("a_returning_backup_holds_preemption_until_the_masters_resync") {
+        return;
+    }
+    let (a, b) = sync_link("lbt-syh");
+    let mut master = balancer();
+    let mut backup = balancer();
+    let master_sync = runner(&a, "sa", &mut master, 5, Role::Master);
+    let flow = |port| Frame::tcp(v4(CLIENT, VIP), port, 80);
+    let ack = |port| flow(port).with_tcp_flags(TCP_ACK).bytes();
+    let mut reals = HashMap::new();
+    for port in 12_000..12_005u16 {
+        let real = master.real_of(&flow(port).bytes()).expect("scheduled");
+        assert_eq!(master.real_of(&ack(port)), Some(real));
+        reals.insert(port, real);
+    }
+    // Sent while the backup was away; the master's next walk is a minute off.
+    eventually("the master sends its events", || {
+        master_sync.status().counters.conns_sent >= 10
+    });
+    let backup_sync = spawn(
+        &b,
+        "sb",
+        &mut backup,
+        5,
+        Duration::from_secs(60),
+        Some(Duration::from_secs(10)),
+    );
+    let hold = backup_sync.preemption_hold();
+    assert!(hold.is_held(), "held from the start");
+    backup_sync.set_role(Role::Backup);
+    eventually("the resync ends", || {
+        backup_sync.status().last_resync.is_some()
+    });
+    assert!(!hold.is_held(), "free once the resync is complete");
+    let got = backup_sync.status();
+    // Complete, with the five flows (each flow is resent once by the walk).
+    assert_eq!(
+        got.last_resync.map(|last| last.outcome),
+        Some(Outcome::Complete { conns: 5 }),
+        "{got:?}"
+    );
+    assert!(got.installed >= 5, "{got:?}");
+    for (&port, &real) in &reals {
+        assert_eq!(backup.real_of(&ack(port)), Some(real), "port {port}");
+    }
+    let served = master_sync.status();
+    assert_eq!(served.handover.requests_served, 1, "{served:?}");
+    assert_eq!(served.resync_conns_served, 5);
+    assert!(got.peers.contains_key(&IpAddr::from([192, 168, 77, 1])));
+}
+
+#[test]
+fn a_resync_nobody_answers_ends_after_the_wait() {
+    if !require_root("a_resync_nobody_answers_ends_after_the_wait") {
+        return;
+    }
+    let (_a, b) = sync_link("lbt-syt");
+    let mut backup = balancer();
+    let wait = Duration::from_millis(600);
+    let backup_sync = spawn(
+        &b,
+        "sb",
+        &mut backup,
+        5,
+        Duration::from_secs(60),
+        Some(wait),
+    );
+    let hold = backup_sync.preemption_hold();
+    let asked = Instant::now();
+    backup_sync.set_role(Role::Backup);
+    eventually("the wait ends", || {
+        backup_sync.status().last_resync.is_some()
+    });
+    assert!(asked.elapsed() >= wait, "not before the wait is over");
+    assert!(!hold.is_held());
+    let got = backup_sync.status();
+    assert_eq!(
+        got.last_resync.map(|last| last.outcome),
+        Some(Outcome::TimedOut)
+    );
+    assert_eq!(got.handover.requests_sent, 1);
+    assert_eq!(got.handover.resyncs_timed_out, 1);
 }

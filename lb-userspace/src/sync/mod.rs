@@ -16,6 +16,7 @@ use crate::{
     dataplane::{DataplaneError, xdp::XdpDataplane},
     model::{LvsTimeouts, SyncDaemon},
     nexthop::NextHopResolver,
+    vrrp::PreemptionHold,
 };
 
 /// How long a record waits for its message to fill (IPVS waits up to 2 s; a shorter wait
@@ -55,24 +56,28 @@ pub enum SyncStartError {
 
 /// Start the sync daemon `settings` for `dataplane` (which must write sync events,
 /// `XdpOptions::sync_events`), in no role until the VRRP instance gives it one. Called in
-/// the network namespace of the sync interface.
+/// the network namespace of the sync interface. Following a VRRP instance, it holds
+/// preemption (`SyncRunner::preemption_hold`) for up to `resync_wait` each time this
+/// director comes back as backup, until the master sent its connections (zero: never).
 pub fn start<R: NextHopResolver>(
     settings: &SyncDaemon,
     lvs_timeouts: LvsTimeouts,
+    resync_wait: Duration,
     dataplane: &mut XdpDataplane<R>,
 ) -> Result<runner::SyncRunner, SyncStartError> {
-    let sockets = socket::SyncSockets::open(
-        &settings.interface,
-        settings.group,
-        settings.port,
-        settings.ttl,
-    )
-    .map_err(|source| SyncStartError::Sockets {
-        interface: settings.interface.clone(),
-        group: settings.group,
-        port: settings.port,
-        source,
-    })?;
+    let open = |port: u16| {
+        socket::SyncSockets::open(&settings.interface, settings.group, port, settings.ttl).map_err(
+            |source| SyncStartError::Sockets {
+                interface: settings.interface.clone(),
+                group: settings.group,
+                port,
+                source,
+            },
+        )
+    };
+    let sockets = open(settings.port)?;
+    let resync = open(lb_sync::resync::resync_port(settings.port))?;
+    let holds = settings.vrrp_instance.is_some() && !resync_wait.is_zero();
     let dataplane_error = |source| SyncStartError::Dataplane { source };
     let parts = runner::SyncParts {
         settings: lb_sync::daemon::Settings {
@@ -83,6 +88,9 @@ pub fn start<R: NextHopResolver>(
             flush_after: FLUSH_AFTER,
         },
         sockets,
+        resync,
+        hold: PreemptionHold::new(holds),
+        resync_wait,
         events: dataplane.take_sync_events().map_err(dataplane_error)?,
         table: dataplane.sync_table().map_err(dataplane_error)?,
         timeouts: Timeouts::with_set(lvs_timeouts.tcp, lvs_timeouts.tcpfin, lvs_timeouts.udp),
@@ -140,6 +148,38 @@ impl SyncSource {
             send_errors: status.send_errors,
             refreshed: status.refreshed,
             last_walk_error: status.last_walk_error.clone(),
+            peers: status
+                .peers
+                .iter()
+                .map(|(address, seen)| crate::status::SyncPeerView {
+                    address: address.to_string(),
+                    datagrams: seen.datagrams,
+                    last_unix_ms: seen.last_unix_ms,
+                })
+                .collect(),
+            holds_preemption: status.holds_preemption,
+            resync_requests_sent: status.handover.requests_sent,
+            resyncs_completed: status.handover.resyncs_completed,
+            resyncs_timed_out: status.handover.resyncs_timed_out,
+            resync_requests_served: status.handover.requests_served,
+            resync_conns_served: status.resync_conns_served,
+            resync_dropped: status.handover.malformed
+                + status.handover.other_syncid
+                + status.handover.ignored,
+            last_resync_malformed: status.handover.last_malformed.map(|e| e.to_string()),
+            last_resync: status.last_resync.map(|last| {
+                let (outcome, conns) = match last.outcome {
+                    lb_sync::handover::Outcome::Complete { conns } => ("complete", Some(conns)),
+                    lb_sync::handover::Outcome::TimedOut => ("timed out", None),
+                    lb_sync::handover::Outcome::BecameMaster => ("became master", None),
+                };
+                crate::status::LastResyncView {
+                    outcome: outcome.to_owned(),
+                    conns,
+                    took_ms: last.took.as_millis() as u64,
+                    ended_unix_ms: last.ended_unix_ms,
+                }
+            }),
         }
     }
 }

@@ -8,6 +8,11 @@
 //! map descriptors and sockets and waits on nothing but them (poll(2)), so the control
 //! plane and the data-plane thread never wait for it, nor it for them. Its role comes
 //! from the VRRP instance it follows (`set_role`); its counters are read with `status`.
+//!
+//! The failback (`lb_sync::handover`), on the resync port: a director that becomes backup
+//! from no role asks the master for all its connections and holds VRRP's preemption
+//! (`PreemptionHold`) until the master's `Done`, or `resync_wait`; a master asked walks
+//! its whole table and then sends `Done`.
 
 use std::{
     io::{self, ErrorKind},
@@ -25,16 +30,24 @@ use std::{
 
 use aya::maps::{MapData, RingBuf};
 use lb_common::{SyncEvent, conn::Timeouts};
-use lb_sync::daemon::{Counters, Daemon, Role, Settings};
+use lb_sync::{
+    daemon::{Counters, Daemon, Role, Settings},
+    handover::{Handover, HandoverCounters, LastResync, Outcome, Received},
+};
+use tracing::{info, warn};
 
 use super::{
     convert::{incoming, record},
     socket::SyncSockets,
 };
-use crate::dataplane::xdp::{
-    flows::monotonic_now_ns,
-    sweep::monotonic_coarse_ns,
-    sync_table::{FlowWalk, SyncTable},
+use crate::{
+    dataplane::xdp::{
+        flows::monotonic_now_ns,
+        sweep::monotonic_coarse_ns,
+        sync_table::{FlowWalk, SyncTable},
+    },
+    status::now_unix_ms,
+    vrrp::PreemptionHold,
 };
 
 /// How far the data plane's clock may lag this thread's (a tick at the lowest rate).
@@ -42,6 +55,29 @@ const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// The longest the thread sleeps without looking at its commands.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How often a returning director asks again while no `Done` came.
+const RESYNC_RETRY: Duration = Duration::from_secs(1);
+
+/// The most peers `lbctl sync` lists (sources are not authenticated; the rest are
+/// counted in the last entry's stead, not kept).
+const MAX_PEERS: usize = 16;
+
+/// A director the daemon heard from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerSeen {
+    /// Datagrams from it (sync and resync messages), and when the last came.
+    pub datagrams: u64,
+    pub last_unix_ms: u64,
+}
+
+/// The last resync this director asked for, for `lbctl sync`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ResyncReport {
+    pub outcome: Outcome,
+    pub took: Duration,
+    pub ended_unix_ms: u64,
+}
 
 /// What the daemon has done, for `lbctl sync` and the metrics.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -60,6 +96,15 @@ pub struct SyncStatus {
     /// Flows resent by the master's walks of its table, and the last walk's error.
     pub refreshed: u64,
     pub last_walk_error: Option<String>,
+    /// The failback: whether VRRP's preemption is held now, the resync messages, and
+    /// the last resync this director asked for.
+    pub holds_preemption: bool,
+    pub handover: HandoverCounters,
+    pub last_resync: Option<ResyncReport>,
+    /// Connections sent in answer to returning directors' requests.
+    pub resync_conns_served: u64,
+    /// The directors heard from, by address.
+    pub peers: std::collections::BTreeMap<std::net::IpAddr, PeerSeen>,
 }
 
 impl Default for SyncStatus {
@@ -74,6 +119,11 @@ impl Default for SyncStatus {
             send_errors: 0,
             refreshed: 0,
             last_walk_error: None,
+            holds_preemption: false,
+            handover: HandoverCounters::default(),
+            last_resync: None,
+            resync_conns_served: 0,
+            peers: Default::default(),
         }
     }
 }
@@ -82,6 +132,13 @@ impl Default for SyncStatus {
 pub struct SyncParts {
     pub settings: Settings,
     pub sockets: SyncSockets,
+    /// The sockets of the resync port.
+    pub resync: SyncSockets,
+    /// Held while this director waits for the master's connections; set at start when
+    /// the daemon follows a VRRP instance and the wait is not zero.
+    pub hold: PreemptionHold,
+    /// The longest a returning director holds its preemption.
+    pub resync_wait: Duration,
     pub events: RingBuf<MapData>,
     pub table: SyncTable,
     /// The timeouts of the running configuration (`lvs_timeouts`).
@@ -90,10 +147,13 @@ pub struct SyncParts {
     pub refresh_interval: Duration,
 }
 
-/// A master's walk of its flow table under way: the flows seen since `since_ns`.
+/// A master's walk of its flow table under way: the flows seen since `since_ns`; when
+/// it answers a returning director's request, the request's nonce and the connections
+/// sent so far.
 struct Walk {
     walk: FlowWalk,
     since_ns: u64,
+    serving: Option<(u32, u32)>,
 }
 
 enum Command {
@@ -105,6 +165,7 @@ pub struct SyncRunner {
     commands: Sender<Command>,
     wake: UnixDatagram,
     status: Arc<Mutex<SyncStatus>>,
+    hold: PreemptionHold,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -116,6 +177,7 @@ impl SyncRunner {
         woken.set_nonblocking(true)?;
         let status = Arc::new(Mutex::new(SyncStatus::default()));
         let shared = Arc::clone(&status);
+        let hold = parts.hold.clone();
         let thread = std::thread::Builder::new()
             .name("sync".into())
             .spawn(move || run(parts, inbox, woken, shared))?;
@@ -123,6 +185,7 @@ impl SyncRunner {
             commands,
             wake,
             status,
+            hold,
             thread: Some(thread),
         })
     }
@@ -134,6 +197,11 @@ impl SyncRunner {
 
     pub fn status(&self) -> SyncStatus {
         self.status.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The hold on VRRP's preemption this daemon sets, for the VRRP instances to read.
+    pub fn preemption_hold(&self) -> PreemptionHold {
+        self.hold.clone()
     }
 
     /// Where the thread keeps its status, for readers on other threads.
@@ -166,7 +234,15 @@ fn run(
     shared: Arc<Mutex<SyncStatus>>,
 ) {
     let mut daemon = Daemon::new(parts.settings);
+    let mut handover = Handover::new(
+        parts.settings.syncid,
+        parts.hold.is_held(),
+        RESYNC_RETRY,
+        parts.resync_wait,
+        nonce_seed(),
+    );
     let mut status = SyncStatus::default();
+    let mut resync_reported = None;
     let mut buffer = vec![0u8; 65536];
     let mut walking: Option<Walk> = None;
     // The next walk, and where it starts (0: the whole table).
@@ -175,7 +251,10 @@ fn run(
     loop {
         let now = Instant::now();
         let mut wake_at = now + IDLE_WAKE;
-        if let Some(deadline) = daemon.deadline() {
+        for deadline in [daemon.deadline(), handover.deadline()]
+            .into_iter()
+            .flatten()
+        {
             wake_at = wake_at.min(deadline);
         }
         if daemon.role() == Role::Master {
@@ -204,6 +283,10 @@ fn run(
             }
             let out = daemon.set_role(role);
             send_all(&parts.sockets, out, &mut status);
+            if let Some(request) = handover.set_role(role, Instant::now()) {
+                info!("connection sync: asking the master for its connections before preempting");
+                send_all(&parts.resync, vec![request.to_vec()], &mut status);
+            }
         }
         while woken.recv(&mut [0u8; 16]).is_ok() {}
         let now = Instant::now();
@@ -226,29 +309,41 @@ fn run(
                 None => status.not_synced += 1,
             }
         }
+        receive_sync(&mut parts, &mut daemon, &mut status, &mut buffer, now);
+        // Resync messages, after the sync messages: a `Done` comes after the records it
+        // counts, which are installed by now.
         loop {
-            match parts.sockets.receive.recv(&mut buffer) {
-                Ok(len) => {
-                    // The clock the data plane stamps flows with.
-                    let now_ns = monotonic_coarse_ns();
-                    for conn in daemon.receive(&buffer[..len]) {
-                        let Some(flow) = incoming(&conn, &parts.timeouts) else {
-                            status.not_synced += 1;
-                            continue;
-                        };
-                        match parts.table.install(&flow, now_ns, now) {
-                            Ok(()) => status.installed += 1,
-                            Err(error) => {
-                                status.install_errors += 1;
-                                status.last_install_error = Some(error.to_string());
-                            }
-                        }
+            let (len, from) = match parts.resync.receive.recv_from(&mut buffer) {
+                Ok(received) => received,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            };
+            heard_from(&mut status, from.ip());
+            match handover.receive(&buffer[..len], daemon.role(), now) {
+                Received::Serve { nonce } => {
+                    let serving_it = walking
+                        .as_ref()
+                        .is_some_and(|walk| walk.serving.is_some_and(|(n, _)| n == nonce));
+                    if !serving_it {
+                        info!(
+                            "connection sync: {} asks for all connections; sending them",
+                            from.ip()
+                        );
+                        walking = Some(Walk {
+                            walk: FlowWalk::default(),
+                            since_ns: 0,
+                            serving: Some((nonce, 0)),
+                        });
                     }
                 }
-                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
-                // Another error (ICMP-induced, say) loses that datagram only.
-                Err(_) => break,
+                Received::Complete { .. } => {
+                    receive_sync(&mut parts, &mut daemon, &mut status, &mut buffer, now)
+                }
+                Received::Nothing => {}
             }
+        }
+        if let Some(request) = handover.poll(now) {
+            send_all(&parts.resync, vec![request.to_vec()], &mut status);
         }
         if daemon.role() != Role::Master {
             walking = None;
@@ -256,6 +351,7 @@ fn run(
             walking = Some(Walk {
                 walk: FlowWalk::default(),
                 since_ns: walked_ns,
+                serving: None,
             });
             // The data plane's clock stands at its last tick: flows seen from a tick
             // before this walk on are the next walk's.
@@ -271,6 +367,9 @@ fn run(
                             .and_then(|real| record(&event, &real, &parts.timeouts))
                         {
                             status.refreshed += 1;
+                            if let Some((_, sent)) = &mut walk.serving {
+                                *sent = sent.saturating_add(1);
+                            }
                             let out = daemon.send(conn, now);
                             send_all(&parts.sockets, out, &mut status);
                         }
@@ -283,14 +382,31 @@ fn run(
                 }
             };
             if walk.walk.done() || failed {
+                if let Some((nonce, sent)) = walk.serving {
+                    // The records first, then the `Done` that counts them.
+                    let out = daemon.flush();
+                    send_all(&parts.sockets, out, &mut status);
+                    send_all(
+                        &parts.resync,
+                        vec![handover.done(nonce, sent).to_vec()],
+                        &mut status,
+                    );
+                    status.resync_conns_served += u64::from(sent);
+                    info!("connection sync: sent all {sent} connections to a returning director");
+                } else {
+                    next_walk = now + parts.refresh_interval;
+                }
                 walking = None;
-                next_walk = now + parts.refresh_interval;
             }
         }
         let out = daemon.poll(Instant::now());
         send_all(&parts.sockets, out, &mut status);
+        parts.hold.set(handover.holds_preemption());
+        report_resync(&handover, &mut resync_reported, &mut status);
         status.role = daemon.role();
         status.counters = daemon.counters().clone();
+        status.holds_preemption = handover.holds_preemption();
+        status.handover = handover.counters().clone();
         if let Ok(mut shared) = shared.lock() {
             *shared = status.clone();
         }
@@ -300,11 +416,104 @@ fn run(
     }
 }
 
+/// Take the sync messages waiting: as backup, install their connections.
+fn receive_sync(
+    parts: &mut SyncParts,
+    daemon: &mut Daemon,
+    status: &mut SyncStatus,
+    buffer: &mut [u8],
+    now: Instant,
+) {
+    loop {
+        let (len, from) = match parts.sockets.receive.recv_from(buffer) {
+            Ok(received) => received,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+            // Another error (ICMP-induced, say) loses that datagram only.
+            Err(_) => break,
+        };
+        heard_from(status, from.ip());
+        // The clock the data plane stamps flows with.
+        let now_ns = monotonic_coarse_ns();
+        for conn in daemon.receive(&buffer[..len]) {
+            let Some(flow) = incoming(&conn, &parts.timeouts) else {
+                status.not_synced += 1;
+                continue;
+            };
+            match parts.table.install(&flow, now_ns, now) {
+                Ok(()) => status.installed += 1,
+                Err(error) => {
+                    status.install_errors += 1;
+                    status.last_install_error = Some(error.to_string());
+                }
+            }
+        }
+    }
+}
+
+/// Count a datagram from `peer`.
+fn heard_from(status: &mut SyncStatus, peer: std::net::IpAddr) {
+    if status.peers.len() >= MAX_PEERS && !status.peers.contains_key(&peer) {
+        return;
+    }
+    let seen = status.peers.entry(peer).or_insert(PeerSeen {
+        datagrams: 0,
+        last_unix_ms: 0,
+    });
+    seen.datagrams += 1;
+    seen.last_unix_ms = now_unix_ms();
+}
+
+/// Log the end of a resync this director asked for, once (`reported`: when the last one
+/// reported ended), and keep it for lbctl.
+fn report_resync(handover: &Handover, reported: &mut Option<Instant>, status: &mut SyncStatus) {
+    let Some(LastResync {
+        outcome,
+        took,
+        ended,
+    }) = handover.last()
+    else {
+        return;
+    };
+    if *reported == Some(ended) {
+        return;
+    }
+    *reported = Some(ended);
+    let ended_unix_ms = now_unix_ms().saturating_sub(ended.elapsed().as_millis() as u64);
+    match outcome {
+        Outcome::Complete { conns } => info!(
+            "connection sync: resync complete, the master sent {conns} connections in {} ms; preemption allowed",
+            took.as_millis()
+        ),
+        Outcome::TimedOut => warn!(
+            "connection sync: no resync from the master within {} s; preemption allowed without it",
+            took.as_secs()
+        ),
+        Outcome::BecameMaster => {
+            info!("connection sync: became master before a resync (no master answered)")
+        }
+    }
+    status.last_resync = Some(ResyncReport {
+        outcome,
+        took,
+        ended_unix_ms,
+    });
+}
+
+/// Differs from one run of lbd to the next, so that a master does not take a new
+/// request for one it is already answering.
+fn nonce_seed() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |t| t.subsec_nanos());
+    nanos ^ std::process::id().rotate_left(16)
+}
+
 /// Sleep until the events, the socket or a command want attention, or `timeout`.
 fn wait(parts: &SyncParts, woken: &UnixDatagram, timeout: Duration) {
     let mut fds = [
         parts.events.as_fd().as_raw_fd(),
         parts.sockets.receive.as_raw_fd(),
+        parts.resync.receive.as_raw_fd(),
         woken.as_raw_fd(),
     ]
     .map(|fd| libc::pollfd {

@@ -140,8 +140,9 @@ pub fn map_list(maps: &[MapSummary]) -> String {
     out
 }
 
-/// `lbctl sync`: the sync daemon's settings, role and counters.
-pub fn sync(view: Option<&SyncView>) -> String {
+/// `lbctl sync`: the sync daemon's settings, role, peers and counters, and the failback's
+/// resync; ages as of `now_ms`.
+pub fn sync(view: Option<&SyncView>, now_ms: u64) -> String {
     let Some(v) = view else {
         return "no connection sync (lvs_sync_daemon) in this configuration\n".to_owned();
     };
@@ -177,9 +178,59 @@ pub fn sync(view: Option<&SyncView>) -> String {
         "dropped: other sync id {}, while not backup {}, malformed {}; records skipped {}, not synced (FullNAT) {}, send errors {}",
         v.other_syncid, v.not_backup, v.malformed, v.skipped_conns, v.not_synced, v.send_errors
     );
+    let peers: Vec<String> = v
+        .peers
+        .iter()
+        .map(|p| {
+            format!(
+                "{} ({} datagrams, last {} ago)",
+                p.address,
+                p.datagrams,
+                ago(p.last_unix_ms, now_ms)
+            )
+        })
+        .collect();
+    let _ = writeln!(
+        out,
+        "peers: {}",
+        if peers.is_empty() {
+            "none heard".to_owned()
+        } else {
+            peers.join(", ")
+        }
+    );
+    let _ = writeln!(
+        out,
+        "failback: preemption {}; resync requests sent {}, complete {}, timed out {}; requests answered {} ({} connections); resync messages dropped {}",
+        if v.holds_preemption {
+            "held until the master's connections are in"
+        } else {
+            "free"
+        },
+        v.resync_requests_sent,
+        v.resyncs_completed,
+        v.resyncs_timed_out,
+        v.resync_requests_served,
+        v.resync_conns_served,
+        v.resync_dropped
+    );
+    if let Some(last) = &v.last_resync {
+        let conns = last
+            .conns
+            .map(|n| format!(", {n} connections"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "last resync: {}{conns} after {} ms, {} ago",
+            last.outcome,
+            last.took_ms,
+            ago(last.ended_unix_ms, now_ms)
+        );
+    }
     for (what, error) in [
         ("last refusal", &v.last_install_error),
         ("last malformed message", &v.last_malformed),
+        ("last malformed resync message", &v.last_resync_malformed),
         ("last table walk error", &v.last_walk_error),
     ] {
         if let Some(error) = error {
@@ -192,6 +243,7 @@ pub fn sync(view: Option<&SyncView>) -> String {
 #[cfg(test)]
 mod tests {
     use super::{SyncView, ago, sync};
+    use crate::status::{LastResyncView, SyncPeerView};
 
     #[test]
     fn sync_shows_role_counters_and_errors() {
@@ -209,19 +261,42 @@ mod tests {
             last_install_error: Some(
                 "no virtual service 192.0.2.1 port 443 protocol 6 here".into(),
             ),
+            peers: vec![SyncPeerView {
+                address: "10.0.0.3".into(),
+                datagrams: 5,
+                last_unix_ms: 9_000,
+            }],
+            resync_requests_sent: 2,
+            resyncs_completed: 1,
+            last_resync: Some(LastResyncView {
+                outcome: "complete".into(),
+                conns: Some(16),
+                took_ms: 12,
+                ended_unix_ms: 8_000,
+            }),
             ..SyncView::default()
         };
         assert_eq!(
-            sync(Some(&view)),
+            sync(Some(&view), 10_000),
             "Sync daemon on eth0 (224.0.0.81 port 8848, sync id 9), following VI_1: BACKUP\n\
              \x20            Messages  Connections\n\
              sent                0            0\n\
              received            3           16\n\
              installed 15, refused 1, resent by table walks 0\n\
              dropped: other sync id 0, while not backup 0, malformed 0; records skipped 0, not synced (FullNAT) 0, send errors 0\n\
+             peers: 10.0.0.3 (5 datagrams, last 1s ago)\n\
+             failback: preemption free; resync requests sent 2, complete 1, timed out 0; requests answered 0 (0 connections); resync messages dropped 0\n\
+             last resync: complete, 16 connections after 12 ms, 2s ago\n\
              last refusal: no virtual service 192.0.2.1 port 443 protocol 6 here\n"
         );
-        assert!(sync(None).starts_with("no connection sync"));
+        let held = SyncView {
+            holds_preemption: true,
+            ..SyncView::default()
+        };
+        assert!(sync(Some(&held), 0).contains(
+            "peers: none heard\nfailback: preemption held until the master's connections are in;"
+        ));
+        assert!(sync(None, 0).starts_with("no connection sync"));
     }
 
     #[test]

@@ -87,6 +87,8 @@ pub struct Context {
     pub changes: mpsc::UnboundedSender<StateChange>,
     /// Where it keeps its state and counters.
     pub table: VrrpTable,
+    /// Preemption held (by the connection sync) while set.
+    pub hold: super::PreemptionHold,
 }
 
 /// Run `config` until `stop` turns true; then hand over (priority 0) and return.
@@ -101,6 +103,7 @@ pub async fn run(
         mut sync,
         changes,
         table,
+        hold,
     } = context;
     let name = config.name.clone();
     let status = Published::new(
@@ -252,6 +255,7 @@ pub async fn run(
             received = socket.recv() => match received {
                 Ok(packet) => {
                     if let Some(event) = running.check(packet) {
+                        machine.hold_preemption(hold.is_held());
                         let commands = machine.handle(event, Instant::now());
                         running.carry_out(commands, &machine, &socket, &mut rtnl, &changes, false);
                     }

@@ -9,10 +9,14 @@
 //! priority (`SCHED_RR`, keepalived's `vrrp_rt_priority`, 1 by default), so that busy
 //! CPUs do not delay it either; scripts it starts run at normal priority. lbd's main loop
 //! only hears of the state changes, after the sync groups have followed them.
+//!
+//! Every instance reads the connection sync's `hold::PreemptionHold` before it handles an
+//! advert: a director that is not yet resynced accepts a lower-priority master.
 
 mod absent;
 pub mod addresses;
 pub mod announce;
+pub mod hold;
 pub mod instance;
 pub mod link;
 mod published;
@@ -41,6 +45,7 @@ use crate::{
     },
     status::VrrpTable,
 };
+pub use hold::PreemptionHold;
 pub use instance::{StateChange, state_name};
 
 /// How long stopping waits for the instances' last adverts and scripts.
@@ -91,6 +96,8 @@ pub struct Vrrp {
     table: VrrpTable,
     /// State changes of every instance, once the sync groups followed them.
     changes: mpsc::UnboundedReceiver<StateChange>,
+    /// Read by every instance before it handles an advert.
+    hold: PreemptionHold,
 }
 
 /// A thread running a current-thread tokio runtime until dropped.
@@ -215,8 +222,8 @@ fn specs(config: &Config) -> BTreeMap<String, Spec> {
 
 impl Vrrp {
     /// Start every instance of `config` on the VRRP thread (called inside a tokio
-    /// runtime).
-    pub fn start(config: &Config) -> Self {
+    /// runtime), preempting only while `hold` is not held.
+    pub fn start(config: &Config, hold: PreemptionHold) -> Self {
         let thread = VrrpThread::start(config.vrrp_rt_priority.unwrap_or(DEFAULT_RT_PRIORITY));
         let (sender, from_instances) = mpsc::unbounded_channel();
         let (to_lbd, changes) = mpsc::unbounded_channel();
@@ -232,6 +239,7 @@ impl Vrrp {
             sender,
             table: VrrpTable::default(),
             changes,
+            hold,
         };
         for (name, spec) in specs(config) {
             vrrp.launch(name, spec);
@@ -244,6 +252,7 @@ impl Vrrp {
         let (sync, synced) = mpsc::unbounded_channel();
         let sender = self.sender.clone();
         let table = self.table.clone();
+        let hold = self.hold.clone();
         let Spec {
             instance,
             scripts,
@@ -256,6 +265,7 @@ impl Vrrp {
                 sync: synced,
                 changes: sender,
                 table: table.clone(),
+                hold,
             };
             if let Err(e) = instance::run(instance, scripts, policy, context).await {
                 error!("{e}");

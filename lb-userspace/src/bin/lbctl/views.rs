@@ -156,7 +156,7 @@ pub fn sync(args: &Args) -> Result<(), Failure> {
     if args.json {
         return print_json(&status.sync);
     }
-    print!("{}", status_view::sync(status.sync.as_ref()));
+    print!("{}", status_view::sync(status.sync.as_ref(), now_unix_ms()));
     Ok(())
 }
 

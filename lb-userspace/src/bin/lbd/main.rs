@@ -138,6 +138,11 @@ struct Args {
     /// flows the LRU evicted); shorter when the timeouts in use are short.
     #[arg(long, default_value_t = 10)]
     sweep_interval: u64,
+    /// Connection sync (`lvs_sync_daemon`): the longest time, in seconds, a director that
+    /// comes back as backup waits for the master's connections before it lets VRRP
+    /// preempt; it preempts as soon as they are in. 0: preempt without waiting.
+    #[arg(long, value_name = "SECS", default_value_t = 30)]
+    resync_wait: u64,
     /// Seconds between refreshes of the reals' next hops (MAC addresses); a change in
     /// the neighbour table of a real's address brings the refresh forward.
     #[arg(long, default_value_t = 5)]
@@ -526,7 +531,7 @@ async fn run_vrrp_only(
     }
     let mut running = config;
     let mut alerts = Alerts::start(&running);
-    let mut vrrp = Vrrp::start(&running);
+    let mut vrrp = Vrrp::start(&running, Default::default());
     let mut control = control::Control::start(
         &run_dir(args),
         &args.name,

@@ -116,7 +116,13 @@ pub async fn run(
             "ready: {services} virtual service(s), {reals} real server(s) in the kernel's IPVS"
         ),
     }
-    let mut vrrp = Vrrp::start(&running);
+    // A returning director preempts only once the connection sync has the master's
+    // connections.
+    let hold = sync
+        .as_ref()
+        .map(|runner| runner.preemption_hold())
+        .unwrap_or_default();
+    let mut vrrp = Vrrp::start(&running, hold);
     let mut control = Control::start(
         &run_dir(args),
         &args.name,

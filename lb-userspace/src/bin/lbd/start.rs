@@ -139,7 +139,8 @@ fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<St
     // A sync daemon that cannot start leaves lbd balancing, as keepalived does when the
     // kernel refuses its daemon; failovers then reschedule connections.
     let sync = config.lvs_sync_daemon.as_ref().and_then(|settings| {
-        match sync::start(settings, config.lvs_timeouts, &mut dataplane) {
+        let resync_wait = Duration::from_secs(args.resync_wait);
+        match sync::start(settings, config.lvs_timeouts, resync_wait, &mut dataplane) {
             Ok(runner) => {
                 info!(
                     "connection sync on {} ({} port {}, sync id {}), following {}",
