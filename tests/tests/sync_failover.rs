@@ -194,7 +194,8 @@ fn run(scenario: &Scenario) -> Outcome {
     wait_until("the backup takes the VIP", Duration::from_secs(10), || {
         holds_vip(&second)
     });
-    let mut returned_log = Vec::new();
+    // Where the returning director's log starts.
+    let mut returned_from = None;
     if scenario.failback.is_some() {
         // The first director reboots: the addresses VRRP gave it and its maps are gone.
         let mut vrrp_addresses = vec![format!("{VIP}/32")];
@@ -223,9 +224,12 @@ fn run(scenario: &Scenario) -> Outcome {
             Duration::from_secs(40),
             || holds_vip(&lab.director) && !holds_vip(&second),
         );
-        returned_log = directors[0].log().split_off(before);
+        returned_from = Some(before);
     }
     std::thread::sleep(Duration::from_secs(3));
+    let returned_log = returned_from
+        .map(|before| directors[0].log().split_off(before))
+        .unwrap_or_default();
     stop.store(true, Ordering::Relaxed);
     let seen = client
         .join()

@@ -27,6 +27,8 @@ const VM_TESTS: &[(&str, &[&str])] = &[
         ],
     ),
     ("ipvs", &["--test-threads=1"]),
+    // Connection sync against the kernel's sync daemon, both ways.
+    ("sync_ipvs", &["--test-threads=1", "--show-output"]),
     ("fixtures", &[]),
     ("verifier", &["--show-output"]),
 ];

@@ -389,3 +389,45 @@ proptest! {
         prop_assert_eq!(again, conns);
     }
 }
+
+/// Bytes from a hex dump (whitespace ignored).
+fn from_hex(text: &str) -> Vec<u8> {
+    let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    digits
+        .chunks(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).expect("ascii"), 16).expect("hex"))
+        .collect()
+}
+
+#[test]
+fn a_message_of_the_kernels_master_reads_and_encodes_back_byte_for_byte() {
+    let captured = from_hex(include_str!("captured/kernel-6.1-master-dr.hex"));
+    let decoded = Message::decode(&captured).expect("decodes");
+    assert!(decoded.skipped.is_empty());
+    assert_eq!(decoded.message.syncid, 51);
+    assert_eq!(decoded.message.conns.len(), 6);
+    let mut reals = std::collections::BTreeSet::new();
+    for conn in &decoded.message.conns {
+        // ESTABLISHED TCP through direct routing, the kernel's NOOUTPUT flag (a DR
+        // connection's replies do not pass the director), 900 s left.
+        assert_eq!(conn.protocol, 6);
+        assert_eq!(conn.flags, flags::DROUTE | flags::NOOUTPUT);
+        assert_eq!(conn.state, 1);
+        assert_eq!((conn.vip_port, conn.real_port), (80, 80));
+        assert_eq!((conn.fwmark, conn.timeout_secs), (0, 900));
+        assert_eq!((conn.seq, conn.pe_name.len()), (None, 0));
+        let Ends::V4 { client, vip, real } = conn.ends else {
+            panic!("IPv4: {conn:?}");
+        };
+        assert_eq!(
+            (client, vip),
+            ([10, 0, 0, 2].into(), [10, 0, 0, 100].into())
+        );
+        reals.insert(real);
+    }
+    assert_eq!(
+        reals.into_iter().collect::<Vec<_>>(),
+        [Ipv4Addr::new(10, 0, 0, 11), Ipv4Addr::new(10, 0, 0, 12)]
+    );
+    assert_eq!(decoded.message.encode(), captured);
+}
