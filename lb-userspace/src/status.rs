@@ -230,6 +230,15 @@ pub struct SyncView {
     pub last_resync_malformed: Option<String>,
     #[serde(default)]
     pub last_resync: Option<LastResyncView>,
+    /// Whose daemon syncs: "lbd" (lbd's own, on XDP) or "kernel" (the kernel's, on
+    /// IPVS); for the kernel's, the daemons it runs ("master on eth0, sync id 51") and
+    /// the last failure to start or stop one.
+    #[serde(default)]
+    pub engine: String,
+    #[serde(default)]
+    pub kernel_daemons: Vec<String>,
+    #[serde(default)]
+    pub kernel_error: Option<String>,
 }
 
 /// A director the sync daemon heard from.

@@ -8,6 +8,9 @@
 //!   `ipvsadm -Lnc` lists on the master, on the same reals.
 //! - An lbd master on XDP with the kernel's IPVS backup: `ipvsadm -Lnc` on the backup lists
 //!   the connections `lbctl -Lnc` lists on the master.
+//! - Two lbd directors on IPVS: lbd drives the kernel's own daemons as keepalived does,
+//!   master on the VRRP master and backup on the backup; the kernels sync the
+//!   connections, and after a failover the new master runs the master daemon.
 //!
 //! Needs IPVS, which the project's machines lack: `cargo xtask test` runs this in a VM with
 //! Debian's kernel.
@@ -263,6 +266,83 @@ fn the_kernels_backup_takes_an_lbd_masters_connections() {
     assert!(reals.len() > 1, "rr spread them: {reals:?}");
     drop(stop);
     client.join().expect("client").expect("connections");
+}
+
+#[test]
+fn lbd_on_ipvs_drives_the_kernels_daemons_as_keepalived_does() {
+    if !require_ipvs("lbd_on_ipvs_drives_the_kernels_daemons_as_keepalived_does") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-sid", 2).expect("lab");
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    let second = lab.add_director().expect("second director");
+    let dir = lab.scratch_dir();
+    let mut directors = Vec::new();
+    for (index, (ns, priority)) in [(&lab.director, 150), (&second, 100)]
+        .into_iter()
+        .enumerate()
+    {
+        let config = dir.join(format!("director{index}.conf"));
+        std::fs::write(&config, lbd_config(&lab, priority)).expect("config");
+        directors.push(
+            Lbd::start_like_keepalived(
+                ns,
+                &config,
+                &format!("lbt-sid-{index}"),
+                &dir.join(format!("lbd{index}.log")),
+                &["--dataplane", "ipvs"],
+            )
+            .expect("lbd"),
+        );
+    }
+    let daemons = |ns: &Netns| run(ns, &["ipvsadm", "-L", "--daemon"]);
+    let runs_only = |ns: &Netns, state: &str| {
+        let listing = daemons(ns);
+        let other = if state == "master" {
+            "backup"
+        } else {
+            "master"
+        };
+        listing.contains(&format!("{state} sync daemon (mcast=eth0, syncid={SYNCID}"))
+            && !listing.contains(&format!("{other} sync daemon"))
+    };
+    wait_until("master and backup daemons", Duration::from_secs(15), || {
+        holds_vip(&lab.director)
+            && runs_only(&lab.director, "master")
+            && runs_only(&second, "backup")
+    });
+    eprintln!("{}{}", daemons(&lab.director), daemons(&second));
+    let view = lbctl_ok_in(Some(&lab.director), "lbt-sid-0", &["sync"]);
+    assert!(
+        view.contains("the kernel's IPVS sync daemons: master on eth0, sync id 51"),
+        "{view}"
+    );
+
+    // The kernels sync the connections between them.
+    let (stop, client) = client_connections(&lab);
+    let mut master_conns = BTreeSet::new();
+    wait_until(
+        "the connections reach the backup's kernel",
+        Duration::from_secs(15),
+        || {
+            master_conns = established(&run(&lab.director, &["ipvsadm", "-Lnc"]));
+            let backup = established(&run(&second, &["ipvsadm", "-Lnc"]));
+            master_conns.len() == CONNECTIONS && backup == master_conns
+        },
+    );
+    drop(stop);
+    client.join().expect("client").expect("connections");
+
+    // The master dies: the backup takes over and runs the master daemon.
+    directors[0].kill().expect("kill the master");
+    lab.director
+        .ip(&["link", "set", "eth0", "down"])
+        .expect("link down");
+    wait_until(
+        "the new master runs the master daemon",
+        Duration::from_secs(10),
+        || holds_vip(&second) && runs_only(&second, "master"),
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

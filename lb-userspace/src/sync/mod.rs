@@ -2,11 +2,15 @@
 //! into IPVS's sync records and back; `socket` opens the multicast sockets as the
 //! kernel's daemon does; `runner` is the daemon's thread: as master it sends the data
 //! plane's events, as backup it writes what it receives with
-//! `dataplane::xdp::sync_table`. The codec and the daemon's logic are in `lb-sync`.
+//! `dataplane::xdp::sync_table`. The codec and the daemon's logic are in `lb-sync`. On the
+//! IPVS data plane `kernel` drives the kernel's own daemon instead. `status` is what
+//! either has done; `SyncHandle` is lbd's handle on either.
 
 pub mod convert;
+pub mod kernel;
 pub mod runner;
 pub mod socket;
+pub mod status;
 
 use std::time::Duration;
 
@@ -99,6 +103,53 @@ pub fn start<R: NextHopResolver>(
     runner::SyncRunner::spawn(parts).map_err(|source| SyncStartError::Thread { source })
 }
 
+/// The kernel's daemon for `settings` (the IPVS data plane), stopped first if an earlier
+/// run left it, started at once when no VRRP instance is followed. Called in the network
+/// namespace of the sync interface.
+pub fn start_kernel(settings: &SyncDaemon) -> Result<kernel::KernelSync, kernel::KernelSyncError> {
+    let config = crate::dataplane::ipvs::daemon::DaemonConfig {
+        interface: settings.interface.clone(),
+        syncid: settings.syncid,
+        maxlen: settings.maxlen,
+        group: settings.group,
+        port: settings.port,
+        ttl: settings.ttl,
+    };
+    kernel::KernelSync::start(config, settings.vrrp_instance.is_some())
+}
+
+/// lbd's handle on its sync daemon: its own on XDP, the kernel's on IPVS.
+pub enum SyncHandle {
+    Lbd(runner::SyncRunner),
+    Kernel(kernel::KernelSync),
+}
+
+impl SyncHandle {
+    /// Follow the VRRP instance: master sends, backup receives.
+    pub fn set_role(&self, role: lb_sync::daemon::Role) {
+        match self {
+            SyncHandle::Lbd(runner) => runner.set_role(role),
+            SyncHandle::Kernel(kernel) => kernel.set_role(role),
+        }
+    }
+
+    /// The hold on VRRP preemption a returning director keeps until it is resynced
+    /// (lbd's daemon only: the kernel's has no resync).
+    pub fn preemption_hold(&self) -> PreemptionHold {
+        match self {
+            SyncHandle::Lbd(runner) => runner.preemption_hold(),
+            SyncHandle::Kernel(_) => PreemptionHold::default(),
+        }
+    }
+
+    pub fn status_source(&self) -> std::sync::Arc<std::sync::Mutex<status::SyncStatus>> {
+        match self {
+            SyncHandle::Lbd(runner) => runner.status_source(),
+            SyncHandle::Kernel(kernel) => kernel.status_source(),
+        }
+    }
+}
+
 /// The daemon's role for VRRP state `state` of the instance it follows.
 pub fn role_of(state: lb_vrrp::machine::State) -> lb_sync::daemon::Role {
     match state {
@@ -113,7 +164,7 @@ pub fn role_of(state: lb_vrrp::machine::State) -> lb_sync::daemon::Role {
 #[derive(Clone)]
 pub struct SyncSource {
     pub settings: SyncDaemon,
-    pub status: std::sync::Arc<std::sync::Mutex<runner::SyncStatus>>,
+    pub status: std::sync::Arc<std::sync::Mutex<status::SyncStatus>>,
 }
 
 impl SyncSource {
@@ -167,6 +218,31 @@ impl SyncSource {
                 + status.handover.other_syncid
                 + status.handover.ignored,
             last_resync_malformed: status.handover.last_malformed.map(|e| e.to_string()),
+            engine: if status.kernel.is_some() {
+                "kernel"
+            } else {
+                "lbd"
+            }
+            .to_owned(),
+            kernel_daemons: status
+                .kernel
+                .as_ref()
+                .map(|kernel| {
+                    kernel
+                        .daemons
+                        .iter()
+                        .map(|d| {
+                            format!(
+                                "{} on {}, sync id {}",
+                                d.state.name(),
+                                d.interface,
+                                d.syncid
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            kernel_error: status.kernel.as_ref().and_then(|k| k.last_error.clone()),
             last_resync: status.last_resync.map(|last| {
                 let (outcome, conns) = match last.outcome {
                     lb_sync::handover::Outcome::Complete { conns } => ("complete", Some(conns)),

@@ -157,6 +157,19 @@ pub fn sync(view: Option<&SyncView>, now_ms: u64) -> String {
         v.vrrp_instance.as_deref().unwrap_or("no VRRP instance"),
         v.role
     );
+    if v.engine == "kernel" {
+        // The kernel's daemon keeps its own counters, which it does not export.
+        let daemons = if v.kernel_daemons.is_empty() {
+            "none".to_owned()
+        } else {
+            v.kernel_daemons.join("; ")
+        };
+        let _ = writeln!(out, "the kernel's IPVS sync daemons: {daemons}");
+        if let Some(error) = &v.kernel_error {
+            let _ = writeln!(out, "last error: {error}");
+        }
+        return out;
+    }
     let _ = writeln!(out, "{:<10} {:>10} {:>12}", "", "Messages", "Connections");
     let _ = writeln!(
         out,
@@ -297,6 +310,22 @@ mod tests {
             "peers: none heard\nfailback: preemption held until the master's connections are in;"
         ));
         assert!(sync(None, 0).starts_with("no connection sync"));
+        let kernel = SyncView {
+            interface: "eth0".into(),
+            group: "224.0.0.81".into(),
+            port: 8848,
+            syncid: 51,
+            vrrp_instance: Some("VI_1".into()),
+            role: "MASTER".into(),
+            engine: "kernel".into(),
+            kernel_daemons: vec!["master on eth0, sync id 51".into()],
+            ..SyncView::default()
+        };
+        assert_eq!(
+            sync(Some(&kernel), 0),
+            "Sync daemon on eth0 (224.0.0.81 port 8848, sync id 51), following VI_1: MASTER\n\
+             the kernel's IPVS sync daemons: master on eth0, sync id 51\n"
+        );
     }
 
     #[test]

@@ -19,7 +19,7 @@ use lb_userspace::{
     },
     model::Config,
     nexthop::KernelNextHops,
-    sync::{self, runner::SyncRunner},
+    sync::{self, SyncHandle},
 };
 use tracing::{info, warn};
 
@@ -34,7 +34,7 @@ pub struct Started {
     pub interfaces: Vec<String>,
     pub status: DataplaneStatus,
     /// The connection sync daemon (`lvs_sync_daemon`, XDP only), in no role yet.
-    pub sync: Option<SyncRunner>,
+    pub sync: Option<SyncHandle>,
 }
 
 /// What the data-plane thread starts with.
@@ -96,12 +96,28 @@ fn start_ipvs(
     overlay: Overlay,
     fallback_reason: Option<String>,
 ) -> anyhow::Result<Start> {
-    if config.lvs_sync_daemon.is_some() {
-        warn!(
-            "lvs_sync_daemon: lbd syncs connections on the XDP data plane only for now; with IPVS they are not synced"
-        );
-    }
     let ipvs = IpvsDataplane::open()?;
+    // As keepalived: the kernel's own daemon syncs IPVS's connections. One that cannot
+    // start leaves lbd balancing, and says why.
+    let sync = config.lvs_sync_daemon.as_ref().and_then(|settings| {
+        match sync::start_kernel(settings) {
+            Ok(kernel) => {
+                info!(
+                    "connection sync by the kernel's daemon on {} ({} port {}, sync id {}), following {}",
+                    settings.interface,
+                    settings.group,
+                    settings.port,
+                    settings.syncid,
+                    settings.vrrp_instance.as_deref().unwrap_or("no VRRP instance (master and backup)")
+                );
+                Some(SyncHandle::Kernel(kernel))
+            }
+            Err(e) => {
+                warn!("lvs_sync_daemon: {e:#}; connections are not synced");
+                None
+            }
+        }
+    });
     let mut controller = Controller::new(Backend::Ipvs(ipvs));
     let report = controller.apply_with(config, overlay)?;
     log_report(&report, &ApplyReport::default());
@@ -112,7 +128,7 @@ fn start_ipvs(
             kind: DataplaneKind::Ipvs,
             fallback_reason,
         },
-        sync: None,
+        sync,
     };
     Ok((controller, report, started))
 }
@@ -153,7 +169,7 @@ fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<St
                         .as_deref()
                         .unwrap_or("no VRRP instance")
                 );
-                Some(runner)
+                Some(SyncHandle::Lbd(runner))
             }
             Err(e) => {
                 warn!("lvs_sync_daemon: {e:#}; connections are not synced");

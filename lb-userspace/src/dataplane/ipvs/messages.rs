@@ -28,6 +28,7 @@ use std::{
 };
 
 use super::{
+    daemon::{DaemonConfig, DaemonState, daemon_attrs},
     error::DecodeError,
     genl::{self, AttrWriter, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, RequestHeader},
 };
@@ -45,17 +46,22 @@ pub mod cmd {
     pub const SET_DEST: u8 = 6;
     pub const DEL_DEST: u8 = 7;
     pub const GET_DEST: u8 = 8;
+    pub const NEW_DAEMON: u8 = 9;
+    pub const DEL_DAEMON: u8 = 10;
+    pub const GET_DAEMON: u8 = 11;
     pub const SET_CONFIG: u8 = 12;
     pub const GET_CONFIG: u8 = 13;
     pub const SET_INFO: u8 = 14;
     pub const GET_INFO: u8 = 15;
     pub const ZERO: u8 = 16;
+    pub const FLUSH: u8 = 17;
 }
 
 /// First-level attributes (`IPVS_CMD_ATTR_*`).
-pub(super) mod cmd_attr {
+pub mod cmd_attr {
     pub const SERVICE: u16 = 1;
     pub const DEST: u16 = 2;
+    pub const DAEMON: u16 = 3;
     pub const TIMEOUT_TCP: u16 = 4;
     pub const TIMEOUT_TCP_FIN: u16 = 5;
     pub const TIMEOUT_UDP: u16 = 6;
@@ -449,6 +455,13 @@ pub enum Request {
     GetInfo,
     /// Zero the counters of a service, or of everything.
     Zero(Option<ServiceKey>),
+    /// Start the kernel's sync daemon in a state, or stop it (`daemon`).
+    NewDaemon(DaemonState, DaemonConfig),
+    DelDaemon(DaemonState),
+    /// Dump of the sync daemons running.
+    GetDaemons,
+    /// Remove every service (`ipvsadm -C`; keepalived's `lvs_flush`).
+    Flush,
 }
 
 impl Request {
@@ -466,13 +479,20 @@ impl Request {
             Request::GetConfig => cmd::GET_CONFIG,
             Request::GetInfo => cmd::GET_INFO,
             Request::Zero(_) => cmd::ZERO,
+            Request::NewDaemon(..) => cmd::NEW_DAEMON,
+            Request::DelDaemon(_) => cmd::DEL_DAEMON,
+            Request::GetDaemons => cmd::GET_DAEMON,
+            Request::Flush => cmd::FLUSH,
         }
     }
 
     /// Answered by a multi-part dump ending in `NLMSG_DONE` (else by an acknowledgement,
     /// after the one reply of a GET).
     pub fn is_dump(&self) -> bool {
-        matches!(self, Request::GetServices | Request::GetDests(_))
+        matches!(
+            self,
+            Request::GetServices | Request::GetDests(_) | Request::GetDaemons
+        )
     }
 
     pub fn attributes(&self) -> AttrWriter {
@@ -504,7 +524,18 @@ impl Request {
                     }
                 }
             }
-            Request::GetServices | Request::GetConfig | Request::GetInfo | Request::Zero(None) => {}
+            Request::NewDaemon(state, config) => {
+                attrs.nested(cmd_attr::DAEMON, &daemon_attrs(*state, Some(config)));
+            }
+            Request::DelDaemon(state) => {
+                attrs.nested(cmd_attr::DAEMON, &daemon_attrs(*state, None));
+            }
+            Request::GetServices
+            | Request::GetConfig
+            | Request::GetInfo
+            | Request::Zero(None)
+            | Request::GetDaemons
+            | Request::Flush => {}
         }
         attrs
     }

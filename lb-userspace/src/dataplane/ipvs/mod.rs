@@ -16,11 +16,15 @@
 //!   stop (keepalived removes its services on exit). Dropping the backend removes
 //!   nothing, so a crash or restart keeps traffic flowing.
 //! - `connections` reads `/proc/net/ip_vs_conn` (`ipvsadm -Lnc`).
+//! - `start_daemon`, `stop_daemon` and `daemons` drive the kernel's own sync daemon
+//!   (`daemon`), for `lvs_sync_daemon` (`sync::kernel`); `flush` is `ipvsadm -C`
+//!   (`lvs_flush`).
 //!
 //! Every IPVS command but nlctrl's family lookup needs CAP_NET_ADMIN.
 
 pub mod conn_table;
 pub mod counters;
+pub mod daemon;
 pub mod error;
 pub mod genl;
 pub mod messages;
@@ -36,6 +40,7 @@ use std::{
     net::IpAddr,
 };
 
+use daemon::{DaemonConfig, DaemonState, KernelDaemon};
 pub use error::{DecodeError, IpvsError};
 use messages::{
     IPVS_GENL_NAME, Info, KernelDest, KernelService, KernelTimeouts, Request, ServiceKey,
@@ -242,6 +247,51 @@ impl IpvsDataplane {
             }),
             (Err(error), _) => Err(error),
         }
+    }
+
+    /// Start the kernel's sync daemon in `state` (an error if it runs already).
+    pub fn start_daemon(&self, state: DaemonState, config: &DaemonConfig) -> Result<(), IpvsError> {
+        let request = Request::NewDaemon(state, config.clone());
+        self.request(
+            &format!("start the {} sync daemon", state.name()),
+            &request,
+            |_, _| Ok(()),
+        )
+    }
+
+    /// Stop the kernel's sync daemon in `state`; `false` if none ran.
+    pub fn stop_daemon(&self, state: DaemonState) -> Result<bool, IpvsError> {
+        let request = Request::DelDaemon(state);
+        match self.request(
+            &format!("stop the {} sync daemon", state.name()),
+            &request,
+            |_, _| Ok(()),
+        ) {
+            Ok(()) => Ok(true),
+            Err(IpvsError::Kernel { errno, .. }) if errno == libc::ESRCH => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+
+    /// The sync daemons the kernel runs (`ipvsadm -L --daemon`).
+    pub fn daemons(&self) -> Result<Vec<KernelDaemon>, IpvsError> {
+        let mut daemons = Vec::new();
+        self.request(
+            "list the sync daemons",
+            &Request::GetDaemons,
+            |command, attrs| {
+                daemons.push(daemon::decode_daemon(command, attrs)?);
+                Ok(())
+            },
+        )?;
+        Ok(daemons)
+    }
+
+    /// Remove every service of the kernel's IPVS, whoever made it (`ipvsadm -C`).
+    pub fn flush(&mut self) -> Result<(), IpvsError> {
+        self.request("flush", &Request::Flush, |_, _| Ok(()))?;
+        self.owned.clear();
+        Ok(())
     }
 
     /// Delete the services this backend added or adopted (for a graceful stop). A
