@@ -7,7 +7,8 @@
 use std::{fmt::Write as _, net::IpAddr};
 
 use crate::model::{
-    Config, ForwardMethod, Persistence, Protocol, RealServer, Scheduler, TunnelType, VirtualServer,
+    Config, ForwardMethod, LvsFlushOnStop, Persistence, Protocol, RealServer, Scheduler,
+    TunnelType, VirtualServer,
     alert::{DEFAULT_SMTP_CONNECT_TIMEOUT, SmtpAlerts},
     check::{CheckKind, Checker},
 };
@@ -113,6 +114,8 @@ fn global_defs(config: &Config, text: &mut String) {
         && config.script_user.is_none()
         && !config.script_security
         && config.vrrp_rt_priority.is_none()
+        && !config.lvs_flush
+        && config.lvs_flush_on_stop.is_none()
         && config.alerts == SmtpAlerts::default()
     {
         return;
@@ -138,6 +141,14 @@ fn global_defs(config: &Config, text: &mut String) {
     }
     if !timeouts.is_empty() {
         let _ = writeln!(text, "    lvs_timeouts {}", timeouts.join(" "));
+    }
+    if config.lvs_flush {
+        text.push_str("    lvs_flush\n");
+    }
+    match config.lvs_flush_on_stop {
+        Some(LvsFlushOnStop::Full) => text.push_str("    lvs_flush_on_stop\n"),
+        Some(LvsFlushOnStop::VirtualServers) => text.push_str("    lvs_flush_on_stop VS\n"),
+        None => {}
     }
     if !config.tun_sources.is_empty() {
         let _ = writeln!(

@@ -1,7 +1,8 @@
 //! The `global_defs` block: what lbd uses of it (`router_id`, `lvs_timeouts`, the VRRP
 //! defaults `vrrp_version`, `vrrp_strict`, `dynamic_interfaces`, `vrrp_rt_priority`, the
-//! SMTP alert settings, `lvs_sync_daemon` (read and checked by `sync_daemon`), and lbd's
-//! own `lvs_tun_source`); its other keywords are reported as not supported yet.
+//! SMTP alert settings, `lvs_sync_daemon` (read and checked by `sync_daemon`),
+//! `lvs_flush`, `lvs_flush_on_stop`, and lbd's own `lvs_tun_source`); its other keywords
+//! are reported as not supported yet.
 
 use std::time::Duration;
 
@@ -14,7 +15,7 @@ use super::{
     virtual_server::tun_sources,
 };
 use crate::model::{
-    Config, LvsTimeouts,
+    Config, LvsFlushOnStop, LvsTimeouts,
     alert::{DEFAULT_SMTP_PORT, SmtpAlerts, SmtpServer},
 };
 
@@ -59,6 +60,11 @@ pub fn global_defs(
             "vrrp_rt_priority" => {
                 config.vrrp_rt_priority = parse_in_range(item, 1..=99u8, diagnostics)
             }
+            // keepalived reads no argument of lvs_flush.
+            "lvs_flush" => config.lvs_flush = true,
+            "lvs_flush_on_stop" | "lvs_flush_onstop" => {
+                lvs_flush_on_stop(item, &mut config.lvs_flush_on_stop, diagnostics)
+            }
             keyword if smtp_setting(keyword, item, &mut config.alerts, diagnostics) => {}
             "lvs_tun_source" => {
                 if let Some(sources) = tun_sources(item, diagnostics) {
@@ -67,6 +73,26 @@ pub fn global_defs(
             }
             _ => not_used(item, Block::GlobalDefs, diagnostics),
         }
+    }
+}
+
+/// `lvs_flush_on_stop [VS]`: as keepalived, any other word is reported and changes
+/// nothing.
+fn lvs_flush_on_stop(
+    item: &Statement,
+    setting: &mut Option<LvsFlushOnStop>,
+    diagnostics: &mut Vec<Diagnostic>,
+) {
+    match item.args.first().map(|arg| arg.text.as_str()) {
+        None => *setting = Some(LvsFlushOnStop::Full),
+        Some("VS") => *setting = Some(LvsFlushOnStop::VirtualServers),
+        Some(other) => diagnostics.push(Diagnostic::warning(
+            item.location(),
+            format!(
+                "unknown {} type `{other}` (VS, or nothing for every service); ignored",
+                item.name()
+            ),
+        )),
     }
 }
 

@@ -14,8 +14,9 @@ use std::{
 use lb_config::{
     emit::to_keepalived,
     model::{
-        Config, ForwardMethod, LvsTimeouts, Persistence, Protocol, RealServer, SchedFlags,
-        Scheduler, ServiceExtras, SorryServer, TunnelChecksum, TunnelType, VirtualServer,
+        Config, ForwardMethod, LvsFlushOnStop, LvsTimeouts, Persistence, Protocol, RealServer,
+        SchedFlags, Scheduler, ServiceExtras, SorryServer, TunnelChecksum, TunnelType,
+        VirtualServer,
         alert::{SmtpAlerts, SmtpServer},
         check::{CheckKind, Checker, HttpCheck, MiscCheck, TrackFile, UdpCheck, Url},
     },
@@ -353,16 +354,28 @@ fn config() -> impl Strategy<Value = Config> {
         prop::option::of(1u32..86_400),
         any::<bool>(),
         alerts(),
+        (
+            any::<bool>(),
+            prop::option::of(prop_oneof![
+                Just(LvsFlushOnStop::Full),
+                Just(LvsFlushOnStop::VirtualServers)
+            ]),
+        ),
     )
-        .prop_flat_map(|(indexes, tcp, tcpfin, udp, sources, alerts)| {
+        .prop_flat_map(|(indexes, tcp, tcpfin, udp, sources, alerts, flush)| {
             // Distinct VIPs, so services never collide.
             let indexes: BTreeSet<u16> = indexes.into_iter().collect();
             let servers: Vec<_> = indexes.into_iter().map(virtual_server).collect();
-            (servers, Just((tcp, tcpfin, udp, sources, alerts)))
+            (servers, Just((tcp, tcpfin, udp, sources, alerts, flush)))
         })
         .prop_map(
-            |(virtual_servers, (tcp, tcpfin, udp, sources, alerts))| Config {
+            |(
+                virtual_servers,
+                (tcp, tcpfin, udp, sources, alerts, (lvs_flush, lvs_flush_on_stop)),
+            )| Config {
                 alerts,
+                lvs_flush,
+                lvs_flush_on_stop,
                 // A track_file block for every name a FILE_CHECK uses.
                 track_files: virtual_servers
                     .iter()

@@ -20,6 +20,21 @@ pub enum Role {
     Backup,
     /// Neither (FAULT, INIT, stopped).
     Idle,
+    /// Both at once: no VRRP instance to follow (keepalived then runs both of the
+    /// kernel's daemons); each director sends its own connections and creates the others'.
+    MasterBackup,
+}
+
+impl Role {
+    /// Whether this role sends the director's connections.
+    pub fn sends(self) -> bool {
+        matches!(self, Role::Master | Role::MasterBackup)
+    }
+
+    /// Whether this role creates the connections others send.
+    pub fn receives(self) -> bool {
+        matches!(self, Role::Backup | Role::MasterBackup)
+    }
 }
 
 /// The daemon's settings (keepalived's `lvs_sync_daemon`).
@@ -82,7 +97,7 @@ impl Daemon {
     /// has queued (its successor should know those connections); a new master starts
     /// with an empty queue.
     pub fn set_role(&mut self, role: Role) -> Vec<Vec<u8>> {
-        let flushed = if self.role == Role::Master && role != Role::Master {
+        let flushed = if self.role.sends() && !role.sends() {
             self.flush()
         } else {
             Vec::new()
@@ -94,7 +109,7 @@ impl Daemon {
     /// A connection of this director to send: the datagrams to send now (a message it
     /// did not fit in). Ignored unless master.
     pub fn send(&mut self, conn: SyncConn, now: Instant) -> Vec<Vec<u8>> {
-        if self.role != Role::Master {
+        if !self.role.sends() {
             return Vec::new();
         }
         let closed = self.batch.push(conn);
@@ -142,7 +157,7 @@ impl Daemon {
     /// A datagram from the sync group: the connections to create, if this director is a
     /// backup and the message is for it.
     pub fn receive(&mut self, datagram: &[u8]) -> Vec<SyncConn> {
-        if self.role != Role::Backup {
+        if !self.role.receives() {
             self.counters.not_backup += 1;
             return Vec::new();
         }

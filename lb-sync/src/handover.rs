@@ -130,11 +130,11 @@ impl Handover {
     /// The daemon took `role`: the request to send, if this starts one.
     pub fn set_role(&mut self, role: Role, now: Instant) -> Option<[u8; crate::resync::LEN]> {
         match (role, self.state) {
-            (Role::Master, State::Asking { asked, .. }) => {
+            (Role::Master | Role::MasterBackup, State::Asking { asked, .. }) => {
                 self.end(Outcome::BecameMaster, asked, now);
                 None
             }
-            (Role::Master, _) => {
+            (Role::Master | Role::MasterBackup, _) => {
                 self.state = State::Free;
                 None
             }
@@ -202,7 +202,7 @@ impl Handover {
             return Received::Nothing;
         }
         match (message, self.state) {
-            (Resync::Request { nonce, .. }, _) if role == Role::Master => {
+            (Resync::Request { nonce, .. }, _) if role.sends() => {
                 self.counters.requests_served += 1;
                 Received::Serve { nonce }
             }

@@ -424,3 +424,57 @@ fn tun_service_through_gue_then_gre() {
     spread_over_all(&lab, 10);
     lbd.stop().expect("stop");
 }
+
+#[test]
+fn lvs_flush_and_lvs_flush_on_stop_remove_every_service() {
+    if !require_ipvs("lvs_flush_and_lvs_flush_on_stop_remove_every_service") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-ipvs-fl", 2).expect("lab");
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    // What an earlier keepalived left behind.
+    lab.director
+        .exec(&["ipvsadm", "-A", "-t", "10.9.9.9:80", "-s", "rr"])
+        .expect("a leftover service");
+    // Without lvs_flush lbd leaves it alone.
+    let mut lbd = start(
+        &lab,
+        &service(&lab, "    lb_kind DR\n", false),
+        &["--dataplane", "ipvs"],
+    );
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(
+        listing.contains("10.9.9.9:80") && listing.contains("10.0.0.100:80"),
+        "{listing}"
+    );
+    lbd.stop().expect("stop");
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(
+        listing.contains("10.9.9.9:80") && !listing.contains("10.0.0.100:80"),
+        "{listing}"
+    );
+
+    // lvs_flush removes it at start; lvs_flush_on_stop removes everything at stop, even
+    // what came while lbd ran.
+    let config = format!(
+        "global_defs {{\n    lvs_flush\n    lvs_flush_on_stop\n}}\n{}",
+        service(&lab, "    lb_kind DR\n", false)
+    );
+    let mut lbd = start(&lab, &config, &["--dataplane", "ipvs"]);
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(
+        !listing.contains("10.9.9.9:80") && listing.contains("10.0.0.100:80"),
+        "{listing}"
+    );
+    let answers = lab.spread(4).expect("requests");
+    assert_eq!(answers.values().sum::<usize>(), 4, "{answers:?}");
+    lab.director
+        .exec(&["ipvsadm", "-A", "-u", "10.9.9.10:53", "-s", "rr"])
+        .expect("another service");
+    lbd.stop().expect("stop");
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    assert!(
+        !listing.contains("10.9.9.10:53") && !listing.contains("10.0.0.100:80"),
+        "{listing}"
+    );
+}

@@ -344,3 +344,37 @@ fn a_resync_nobody_answers_ends_after_the_wait() {
     assert_eq!(got.handover.requests_sent, 1);
     assert_eq!(got.handover.resyncs_timed_out, 1);
 }
+
+#[test]
+fn without_an_instance_each_director_sends_its_own_and_takes_the_others() {
+    if !require_root("without_an_instance_each_director_sends_its_own_and_takes_the_others") {
+        return;
+    }
+    let (a, b) = sync_link("lbt-syb");
+    let mut one = balancer();
+    let mut other = balancer();
+    let one_sync = runner(&a, "sa", &mut one, 5, Role::MasterBackup);
+    let other_sync = runner(&b, "sb", &mut other, 5, Role::MasterBackup);
+    let flow = |port| Frame::tcp(v4(CLIENT, VIP), port, 80);
+    let ack = |port| flow(port).with_tcp_flags(TCP_ACK).bytes();
+    // Each director schedules its own connections.
+    let mut reals = HashMap::new();
+    for port in 13_000..13_004u16 {
+        let (here, there) = if port % 2 == 0 {
+            (&mut one, &mut other)
+        } else {
+            (&mut other, &mut one)
+        };
+        assert_eq!(there.real_of(&ack(port)), None);
+        let real = here.real_of(&flow(port).bytes()).expect("scheduled");
+        assert_eq!(here.real_of(&ack(port)), Some(real));
+        reals.insert(port, real);
+    }
+    eventually("each takes the other's two connections", || {
+        one_sync.status().installed >= 2 && other_sync.status().installed >= 2
+    });
+    for (&port, &real) in &reals {
+        assert_eq!(one.real_of(&ack(port)), Some(real), "port {port}");
+        assert_eq!(other.real_of(&ack(port)), Some(real), "port {port}");
+    }
+}

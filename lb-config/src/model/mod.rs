@@ -44,6 +44,22 @@ pub struct Config {
     /// global_defs `vrrp_rt_priority` (1-99): the real-time priority (`SCHED_RR`) VRRP
     /// runs at. lbd runs it at 1 when the file sets none (keepalived then uses none).
     pub vrrp_rt_priority: Option<u8>,
+    /// global_defs `lvs_flush`: remove every IPVS service (whoever made it) at start.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub lvs_flush: bool,
+    /// global_defs `lvs_flush_on_stop [VS]` (or the older `lvs_flush_onstop`): how lbd
+    /// leaves IPVS when it stops.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lvs_flush_on_stop: Option<LvsFlushOnStop>,
+}
+
+/// keepalived's `lvs_flush_on_stop`: without an argument every IPVS service goes, whoever
+/// made it; with `VS` lbd's services go whole (not real by real). keepalived's default,
+/// without the keyword, removes its own services real by real.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum LvsFlushOnStop {
+    Full,
+    VirtualServers,
 }
 
 impl VirtualServer {

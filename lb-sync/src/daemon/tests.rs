@@ -114,3 +114,23 @@ fn a_backup_counts_records_skipped_alone() {
         SkipReason::Protocol { protocol: 1 }
     );
 }
+
+#[test]
+fn master_and_backup_at_once_sends_and_takes() {
+    let now = Instant::now();
+    let mut one = Daemon::new(SETTINGS);
+    let mut other = Daemon::new(SETTINGS);
+    one.set_role(Role::MasterBackup);
+    other.set_role(Role::MasterBackup);
+    one.send(conn(1), now);
+    let from_one = one.poll(now + SETTINGS.flush_after).remove(0);
+    other.send(conn(2), now);
+    let from_other = other.poll(now + SETTINGS.flush_after).remove(0);
+    assert_eq!(other.receive(&from_one), vec![conn(1)]);
+    assert_eq!(one.receive(&from_other), vec![conn(2)]);
+    // Leaving the sending role hands over what waits.
+    one.send(conn(3), now);
+    assert_eq!(decoded(&one.set_role(Role::Backup)[0]).conns, vec![conn(3)]);
+    assert!(Role::MasterBackup.sends() && Role::MasterBackup.receives());
+    assert!(!Role::Idle.sends() && !Role::Idle.receives());
+}

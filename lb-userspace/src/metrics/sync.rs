@@ -7,12 +7,17 @@ use crate::status::SyncView;
 /// The exposition of connection sync's counters.
 pub fn render_sync(view: &SyncView) -> String {
     let mut out = Exposition::new();
-    for role in ["MASTER", "BACKUP", "IDLE"] {
+    for (role, label) in [
+        ("MASTER", "master"),
+        ("BACKUP", "backup"),
+        ("IDLE", "idle"),
+        ("MASTER+BACKUP", "master_backup"),
+    ] {
         out.sample(
             "lbd_sync_role",
             "gauge",
-            "1 for the role the sync daemon has (master sends, backup receives), 0 for the others.",
-            &[("role", &role.to_lowercase())],
+            "1 for the role the sync daemon has (master sends, backup receives, master_backup both: no VRRP instance), 0 for the others.",
+            &[("role", label)],
             u8::from(view.role == role),
         );
     }

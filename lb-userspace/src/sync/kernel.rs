@@ -95,6 +95,7 @@ fn wanted(role: Role) -> &'static [DaemonState] {
     match role {
         Role::Master => &[DaemonState::Master],
         Role::Backup | Role::Idle => &[DaemonState::Backup],
+        Role::MasterBackup => &[DaemonState::Master, DaemonState::Backup],
     }
 }
 

@@ -100,7 +100,13 @@ pub fn start<R: NextHopResolver>(
         timeouts: Timeouts::with_set(lvs_timeouts.tcp, lvs_timeouts.tcpfin, lvs_timeouts.udp),
         refresh_interval: REFRESH_INTERVAL,
     };
-    runner::SyncRunner::spawn(parts).map_err(|source| SyncStartError::Thread { source })
+    let runner =
+        runner::SyncRunner::spawn(parts).map_err(|source| SyncStartError::Thread { source })?;
+    if settings.vrrp_instance.is_none() {
+        // No instance to follow: send and receive, as keepalived runs both daemons.
+        runner.set_role(lb_sync::daemon::Role::MasterBackup);
+    }
+    Ok(runner)
 }
 
 /// The kernel's daemon for `settings` (the IPVS data plane), stopped first if an earlier
@@ -181,6 +187,7 @@ impl SyncSource {
                 lb_sync::daemon::Role::Master => "MASTER",
                 lb_sync::daemon::Role::Backup => "BACKUP",
                 lb_sync::daemon::Role::Idle => "IDLE",
+                lb_sync::daemon::Role::MasterBackup => "MASTER+BACKUP",
             }
             .to_owned(),
             messages_sent: c.messages_sent,

@@ -193,7 +193,7 @@ fn run(
         {
             wake_at = wake_at.min(deadline);
         }
-        if daemon.role() == Role::Master {
+        if daemon.role().sends() {
             wake_at = wake_at.min(next_walk);
         }
         let timeout = match walking {
@@ -211,7 +211,7 @@ fn run(
                     Role::Idle
                 }
             };
-            if role == Role::Master && daemon.role() != Role::Master {
+            if role.sends() && !daemon.role().sends() {
                 // A new master sends its whole table first.
                 walking = None;
                 next_walk = Instant::now();
@@ -228,7 +228,7 @@ fn run(
         let now = Instant::now();
         // Events: sent as master, dropped otherwise (they are this director's own flows).
         while let Some(item) = parts.events.next() {
-            if daemon.role() != Role::Master || item.len() < size_of::<SyncEvent>() {
+            if !daemon.role().sends() || item.len() < size_of::<SyncEvent>() {
                 continue;
             }
             let event: SyncEvent = bytemuck::pod_read_unaligned(&item[..size_of::<SyncEvent>()]);
@@ -281,7 +281,7 @@ fn run(
         if let Some(request) = handover.poll(now) {
             send_all(&parts.resync, vec![request.to_vec()], &mut status);
         }
-        if daemon.role() != Role::Master {
+        if !daemon.role().sends() {
             walking = None;
         } else if walking.is_none() && now >= next_walk {
             walking = Some(Walk {

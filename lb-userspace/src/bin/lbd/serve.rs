@@ -252,6 +252,13 @@ pub async fn run(
     checks.shutdown(&running).await;
     alerts.stop().await;
     dataplane.stop(args.dont_release).await?;
+    // keepalived's `lvs_flush_on_stop`: without VS, every IPVS service goes, whoever made
+    // it (with VS, and by default, lbd's own went with the data plane's stop).
+    if !args.dont_release
+        && running.lvs_flush_on_stop == Some(lb_config::model::LvsFlushOnStop::Full)
+    {
+        crate::start::flush_ipvs("lvs_flush_on_stop");
+    }
     match (status.kind, args.dont_release) {
         (DataplaneKind::Xdp, false) => info!(
             "detached from {}; maps stay pinned under {} (a restart keeps established flows)",

@@ -96,7 +96,14 @@ fn start_ipvs(
     overlay: Overlay,
     fallback_reason: Option<String>,
 ) -> anyhow::Result<Start> {
-    let ipvs = IpvsDataplane::open()?;
+    let mut ipvs = IpvsDataplane::open()?;
+    if config.lvs_flush {
+        // As keepalived: every service goes, whoever made it, before lbd's are added.
+        match ipvs.flush() {
+            Ok(()) => info!("lvs_flush: removed every IPVS service"),
+            Err(e) => warn!("lvs_flush: {e}"),
+        }
+    }
     // As keepalived: the kernel's own daemon syncs IPVS's connections. One that cannot
     // start leaves lbd balancing, and says why.
     let sync = config.lvs_sync_daemon.as_ref().and_then(|settings| {
@@ -137,6 +144,10 @@ fn start_ipvs(
 /// else to the VRRP instances' interfaces and those the reals are reached through).
 /// Nothing stays attached when this fails.
 fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<Start> {
+    if config.lvs_flush {
+        // What keepalived left in the kernel's IPVS would take the traffic XDP passes on.
+        flush_ipvs("lvs_flush");
+    }
     let resolver = KernelNextHops::new(PROBE_TIMEOUT).context("rtnetlink")?;
     let options = XdpOptions {
         pin_dir: Some(pin_dir(&args.name)),
@@ -197,6 +208,16 @@ fn start_xdp(args: &Args, config: Config, overlay: Overlay) -> anyhow::Result<St
         sync,
     };
     Ok((controller, report, started))
+}
+
+/// Remove every service of the kernel's IPVS, if it has IPVS (`lvs_flush` at start,
+/// `lvs_flush_on_stop` at stop, named by `why`), saying what happened.
+pub fn flush_ipvs(why: &str) {
+    match lb_userspace::dataplane::ipvs::flush_if_present() {
+        Ok(true) => info!("{why}: removed every IPVS service"),
+        Ok(false) => {}
+        Err(e) => warn!("{why}: {e}"),
+    }
 }
 
 /// At start, reals whose next hop is being resolved get the probe's time to answer

@@ -350,6 +350,20 @@ impl IpvsDataplane {
     }
 }
 
+/// Remove every service of the kernel's IPVS, whoever made it (keepalived's `lvs_flush`
+/// and `lvs_flush_on_stop`): whether the kernel has IPVS (without it there is nothing to
+/// remove).
+pub fn flush_if_present() -> Result<bool, DataplaneError> {
+    match IpvsDataplane::open_ipvs() {
+        Ok(mut ipvs) => {
+            ipvs.flush()?;
+            Ok(true)
+        }
+        Err(IpvsError::NotRegistered) => Ok(false),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// The kernel's connections from `/proc/net/ip_vs_conn`, without the forwarding method
 /// (`?`; `IpvsDataplane::connections` fills it in). Needs no privilege and no netlink;
 /// `conn_table::read` takes a limit for tables of millions.

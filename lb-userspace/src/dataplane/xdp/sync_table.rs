@@ -99,6 +99,15 @@ pub struct SyncMaps {
     pub conns: ConnTable,
 }
 
+/// Whether writing `entry` over `old` would change nothing but make the flow look older:
+/// the same real, generation and state, seen no later.
+fn carries_no_news(old: &FlowState, entry: &FlowState) -> bool {
+    old.real_id == entry.real_id
+        && old.real_generation == entry.real_generation
+        && old.state == entry.state
+        && old.last_seen_ns >= entry.last_seen_ns
+}
+
 fn map_error(what: &'static str) -> impl Fn(io::Error) -> InstallError {
     move |source| InstallError::Map { what, source }
 }
@@ -156,11 +165,6 @@ impl SyncTable {
             real_port: incoming.real_port,
         })?;
         let flows = self.maps.flows.as_fd();
-        if let Some(old) = sys::lookup::<_, FlowState>(flows, key).map_err(map_error("LB_FLOWS"))?
-            && self.counted(&old)
-        {
-            self.maps.conns.flow_removed(old.real_id, old.state);
-        }
         let entry = FlowState {
             real_id,
             state: incoming.state,
@@ -170,6 +174,19 @@ impl SyncTable {
             local_port: [0; 2],
             real_generation: real.generation,
         };
+        let old = sys::lookup::<_, FlowState>(flows, key).map_err(map_error("LB_FLOWS"))?;
+        if let Some(old) = &old
+            && carries_no_news(old, &entry)
+        {
+            // This director's own copy (a director in both roles hears its flows back
+            // from the other's walks): nothing to change.
+            return Ok(());
+        }
+        if let Some(old) = old
+            && self.counted(&old)
+        {
+            self.maps.conns.flow_removed(old.real_id, old.state);
+        }
         sys::update(flows, key, &entry, 0).map_err(map_error("LB_FLOWS"))?;
         if is_active(incoming.state) {
             self.maps.conns.add(real_id, 1, 0);
@@ -257,5 +274,41 @@ impl SyncTable {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_copy_that_is_no_newer_is_left_alone() {
+        let old = FlowState {
+            real_id: 3,
+            state: 1,
+            last_seen_ns: 5_000,
+            real_generation: 2,
+            ..bytemuck::Zeroable::zeroed()
+        };
+        let echo = FlowState {
+            last_seen_ns: 4_000,
+            ..old
+        };
+        assert!(carries_no_news(&old, &echo));
+        assert!(carries_no_news(&old, &old));
+        for news in [
+            FlowState {
+                last_seen_ns: 6_000,
+                ..old
+            },
+            FlowState { state: 2, ..echo },
+            FlowState { real_id: 4, ..echo },
+            FlowState {
+                real_generation: 3,
+                ..echo
+            },
+        ] {
+            assert!(!carries_no_news(&old, &news), "{news:?}");
+        }
     }
 }
