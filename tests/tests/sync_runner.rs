@@ -37,6 +37,13 @@ const CLIENT: [u8; 4] = [198, 18, 22, 1];
 const GROUP: [u8; 4] = [224, 0, 0, 81];
 
 fn balancer() -> TestBalancer {
+    balancer_with(
+        "virtual_server 192.0.2.94 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.9.4.1 80 { }\n real_server 10.9.4.2 80 { }\n}\n",
+    )
+}
+
+/// A balancer with the two reals' next hops, programmed with `config`.
+fn balancer_with(config: &str) -> TestBalancer {
     let mut table = HashMap::new();
     for last in 1..=2u8 {
         table.insert(
@@ -53,11 +60,7 @@ fn balancer() -> TestBalancer {
         },
     )
     .expect("load");
-    balancer
-        .apply_config(
-            "virtual_server 192.0.2.94 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.9.4.1 80 { }\n real_server 10.9.4.2 80 { }\n}\n",
-        )
-        .expect("apply");
+    balancer.apply_config(config).expect("apply");
     balancer
 }
 
@@ -377,4 +380,52 @@ fn without_an_instance_each_director_sends_its_own_and_takes_the_others() {
         assert_eq!(one.real_of(&ack(port)), Some(real), "port {port}");
         assert_eq!(other.real_of(&ack(port)), Some(real), "port {port}");
     }
+}
+
+#[test]
+fn a_persistent_clients_pin_reaches_the_backup() {
+    if !require_root("a_persistent_clients_pin_reaches_the_backup") {
+        return;
+    }
+    let persistent = |second_weight: u32| {
+        format!(
+            "virtual_server 192.0.2.94 80 {{\n lb_algo rr\n lb_kind DR\n protocol TCP\n persistence_timeout 300\n real_server 10.9.4.1 80 {{ }}\n real_server 10.9.4.2 80 {{\n weight {second_weight}\n }}\n}}\n"
+        )
+    };
+    let (a, b) = sync_link("lbt-syp");
+    let mut master = balancer_with(&persistent(1));
+    // On the backup the second real takes no new clients: only a pin can send one there.
+    let mut backup = balancer_with(&persistent(0));
+    let master_sync = runner(&a, "sa", &mut master, 5, Role::Master);
+    let backup_sync = runner(&b, "sb", &mut backup, 5, Role::Backup);
+    let from = |client: [u8; 4], port| Frame::tcp(v4(client, VIP), port, 80);
+    // Two clients, one on each real.
+    let clients = [[198, 18, 22, 1], [198, 18, 22, 2]];
+    let mut reals = Vec::new();
+    for client in clients {
+        let real = master
+            .real_of(&from(client, 14_000).bytes())
+            .expect("scheduled");
+        assert_eq!(
+            master.real_of(&from(client, 14_000).with_tcp_flags(TCP_ACK).bytes()),
+            Some(real)
+        );
+        reals.push(real);
+    }
+    assert_ne!(reals[0], reals[1], "rr put them on both reals");
+    // Four flow records (SYN, then ESTABLISHED) and each client's template once.
+    eventually("the backup takes the flows and their pins", || {
+        backup_sync.status().installed >= 6
+    });
+    let got = backup_sync.status();
+    assert_eq!(got.install_errors, 0, "{got:?}");
+    // A new connection of each client on the backup goes where the master pinned it.
+    for (client, real) in clients.into_iter().zip(reals) {
+        assert_eq!(
+            backup.real_of(&from(client, 14_001).bytes()),
+            Some(real),
+            "client {client:?}"
+        );
+    }
+    assert!(master_sync.status().counters.conns_sent >= 4);
 }

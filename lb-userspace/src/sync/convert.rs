@@ -3,15 +3,18 @@
 //! received record becomes a flow for this director's table, with the state and the time
 //! left that the master gave it.
 //!
-//! What IPVS's records cannot carry is left out: FullNAT flows (no room for the local
-//! address and port; such a flow is scheduled anew after a failover), protocols other
-//! than TCP and UDP, and persistence templates (not yet: the backup reschedules the
-//! client's next connection).
+//! A persistence pin (`LB_PERSIST`) becomes IPVS's persistence template and back: the
+//! client's network (its masked address) with port 0, the service's address and port, the
+//! real, and the time the pin has left.
+//!
+//! What IPVS's records cannot carry is left out: FullNAT flows and their pins (no room
+//! for the local address and port; such a flow is scheduled anew after a failover),
+//! protocols other than TCP and UDP, and firewall-mark templates.
 
 use std::net::IpAddr;
 
 use lb_common::{
-    FWD_DR, FWD_NAT, FWD_TUN, FlowKey, PROTO_TCP, PROTO_UDP, RealInfo, SyncEvent,
+    FWD_DR, FWD_NAT, FWD_TUN, FlowKey, PROTO_TCP, PROTO_UDP, RealInfo, ServiceKey, SyncEvent,
     conn::{STATE_ESTABLISHED, STATE_SYNACK, STATE_UDP, Timeouts},
 };
 use lb_sync::wire::{Ends, SyncConn, flags};
@@ -24,12 +27,7 @@ const IPVS_UDP_NORMAL: u16 = 0;
 /// The record of flow `event` on `real` (its `LB_REALS` entry), with the timeout of its
 /// state (`timeouts`) as IPVS sends it; `None` for what IPVS's records cannot carry.
 pub fn record(event: &SyncEvent, real: &RealInfo, timeouts: &Timeouts) -> Option<SyncConn> {
-    let forward = match real.fwd {
-        FWD_DR => flags::DROUTE,
-        FWD_TUN => flags::TUNNEL,
-        FWD_NAT => flags::MASQ,
-        _ => return None,
-    };
+    let forward = forward_flags(real)?;
     let key = &event.key;
     let state = match key.proto {
         PROTO_TCP if event.state <= STATE_SYNACK => u16::from(event.state),
@@ -69,6 +67,96 @@ pub fn record(event: &SyncEvent, real: &RealInfo, timeouts: &Timeouts) -> Option
         seq: None,
         pe_data: Vec::new(),
         pe_name: Vec::new(),
+    })
+}
+
+/// IPVS's forwarding flags for `real`'s method; `None` for FullNAT, which IPVS lacks.
+fn forward_flags(real: &RealInfo) -> Option<u32> {
+    match real.fwd {
+        FWD_DR => Some(flags::DROUTE),
+        FWD_TUN => Some(flags::TUNNEL),
+        FWD_NAT => Some(flags::MASQ),
+        _ => None,
+    }
+}
+
+/// A persistence pin of this director: the service it is in, the client's network (the
+/// address masked by `persistence_granularity`), and the seconds it has left.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Pin {
+    pub service: ServiceKey,
+    pub client: [u8; 16],
+    pub remaining_secs: u32,
+}
+
+/// The template of `pin` on `real`, as IPVS sends a persistence template.
+pub fn template(pin: &Pin, real: &RealInfo) -> Option<SyncConn> {
+    let forward = forward_flags(real)?;
+    let service = &pin.service;
+    if !matches!(service.proto, PROTO_TCP | PROTO_UDP) {
+        return None;
+    }
+    let ends = match (
+        addr_from(pin.client, service.family)?,
+        addr_from(service.addr, service.family)?,
+        addr_from(real.addr, real.family)?,
+    ) {
+        (IpAddr::V4(client), IpAddr::V4(vip), IpAddr::V4(real)) => Ends::V4 { client, vip, real },
+        (IpAddr::V6(client), IpAddr::V6(vip), IpAddr::V6(real)) => Ends::V6 { client, vip, real },
+        _ => return None,
+    };
+    Some(SyncConn {
+        protocol: service.proto,
+        flags: flags::TEMPLATE | forward,
+        // A template has no protocol state (TCP's NONE, UDP's NORMAL: both 0).
+        state: 0,
+        ends,
+        client_port: 0,
+        vip_port: u16::from_be_bytes(service.port),
+        real_port: u16::from_be_bytes(real.port),
+        fwmark: 0,
+        timeout_secs: pin.remaining_secs,
+        seq: None,
+        pe_data: Vec::new(),
+        pe_name: Vec::new(),
+    })
+}
+
+/// A received template, as a pin for this director's `LB_PERSIST`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IncomingPin {
+    pub service: ServiceKey,
+    /// The client's address as the master masked it (this director masks it again by its
+    /// own granularity).
+    pub client: [u8; 16],
+    pub real: IpAddr,
+    pub real_port: u16,
+    /// The seconds the master's template had left; `None`: the whole timeout.
+    pub remaining_secs: Option<u32>,
+}
+
+/// The pin of a received template; `None` for a connection or what this director does
+/// not take (see the module's comment).
+pub fn incoming_pin(conn: &SyncConn) -> Option<IncomingPin> {
+    if conn.flags & flags::TEMPLATE == 0
+        || conn.fwmark != 0
+        || !matches!(conn.protocol, PROTO_TCP | PROTO_UDP)
+    {
+        return None;
+    }
+    let (client, family) = addr_bytes(conn.ends.client());
+    let (vip, _) = addr_bytes(conn.ends.vip());
+    Some(IncomingPin {
+        service: ServiceKey {
+            addr: vip,
+            port: conn.vip_port.to_be_bytes(),
+            proto: conn.protocol,
+            family,
+        },
+        client,
+        real: conn.ends.real(),
+        real_port: conn.real_port,
+        remaining_secs: (conn.timeout_secs != 0).then_some(conn.timeout_secs),
     })
 }
 
@@ -249,5 +337,62 @@ mod tests {
             ..shorter
         };
         assert_eq!(incoming(&sctp, &Timeouts::IPVS), None);
+    }
+
+    #[test]
+    fn a_pin_becomes_ipvs_template_and_back() {
+        let (vip, family) = addr_bytes(VIP);
+        let pin = Pin {
+            service: ServiceKey {
+                addr: vip,
+                port: 443u16.to_be_bytes(),
+                proto: PROTO_TCP,
+                family,
+            },
+            client: addr_bytes("198.51.100.0".parse().expect("address")).0,
+            remaining_secs: 250,
+        };
+        let sent = template(&pin, &real(FWD_DR, REAL)).expect("a template");
+        assert_eq!(sent.flags, flags::TEMPLATE | flags::DROUTE);
+        assert_eq!(
+            (sent.protocol, sent.state, sent.timeout_secs),
+            (PROTO_TCP, 0, 250)
+        );
+        assert_eq!(
+            (sent.client_port, sent.vip_port, sent.real_port),
+            (0, 443, 8080)
+        );
+        assert_eq!(
+            (sent.ends.client(), sent.ends.vip(), sent.ends.real()),
+            ("198.51.100.0".parse().expect("address"), VIP, REAL)
+        );
+        // A template is not a flow, and a flow is not a pin.
+        assert_eq!(incoming(&sent, &Timeouts::IPVS), None);
+        let got = incoming_pin(&sent).expect("a pin");
+        assert_eq!((got.service, got.client), (pin.service, pin.client));
+        assert_eq!(
+            (got.real, got.real_port, got.remaining_secs),
+            (REAL, 8080, Some(250))
+        );
+        let flow = record(
+            &event(PROTO_TCP, CLIENT, VIP, STATE_ESTABLISHED),
+            &real(FWD_DR, REAL),
+            &Timeouts::IPVS,
+        )
+        .expect("record");
+        assert_eq!(incoming_pin(&flow), None);
+        // FullNAT pins and firewall-mark templates are not carried.
+        assert_eq!(template(&pin, &real(FWD_FNAT, REAL)), None);
+        let marked = SyncConn {
+            fwmark: 7,
+            ..sent.clone()
+        };
+        assert_eq!(incoming_pin(&marked), None);
+        // No time left given: the whole timeout.
+        let whole = SyncConn {
+            timeout_secs: 0,
+            ..sent
+        };
+        assert_eq!(incoming_pin(&whole).map(|p| p.remaining_secs), Some(None));
     }
 }

@@ -9,12 +9,17 @@
 //! plane and the data-plane thread never wait for it, nor it for them. Its role comes
 //! from the VRRP instance it follows (`set_role`); its counters are read with `status`.
 //!
+//! A flow of a persistent service brings its client's pin along, as IPVS sends a
+//! connection's template with it: once per `TEMPLATE_RESEND` per pin, and in every whole
+//! walk. A backup writes received templates into `LB_PERSIST`.
+//!
 //! The failback (`lb_sync::handover`), on the resync port: a director that becomes backup
 //! from no role asks the master for all its connections and holds VRRP's preemption
 //! (`PreemptionHold`) until the master's `Done`, or `resync_wait`; a master asked walks
 //! its whole table and then sends `Done`.
 
 use std::{
+    collections::HashMap,
     io::{self, ErrorKind},
     os::{
         fd::{AsFd, AsRawFd},
@@ -37,7 +42,7 @@ use lb_sync::{
 use tracing::{info, warn};
 
 use super::{
-    convert::{incoming, record},
+    convert::{incoming, incoming_pin, record, template},
     socket::SyncSockets,
     status::{PeerSeen, ResyncReport, SyncStatus},
 };
@@ -56,6 +61,13 @@ const CLOCK_SLACK: Duration = Duration::from_millis(50);
 
 /// The longest the thread sleeps without looking at its commands.
 const IDLE_WAKE: Duration = Duration::from_secs(1);
+
+/// How long a pin sent with one flow is not sent again with the next (IPVS rate-limits
+/// its templates the same way); a whole walk sends every pin again.
+const TEMPLATE_RESEND: Duration = Duration::from_secs(30);
+
+/// The most pins remembered as sent; beyond, the memory starts afresh.
+const TEMPLATES_REMEMBERED: usize = 65_536;
 
 /// How often a returning director asks again while no `Done` came.
 const RESYNC_RETRY: Duration = Duration::from_secs(1);
@@ -179,6 +191,7 @@ fn run(
     );
     let mut status = SyncStatus::default();
     let mut resync_reported = None;
+    let mut templates = HashMap::new();
     let mut buffer = vec![0u8; 65536];
     let mut walking: Option<Walk> = None;
     // The next walk, and where it starts (0: the whole table).
@@ -227,22 +240,26 @@ fn run(
         while woken.recv(&mut [0u8; 16]).is_ok() {}
         let now = Instant::now();
         // Events: sent as master, dropped otherwise (they are this director's own flows).
-        while let Some(item) = parts.events.next() {
-            if !daemon.role().sends() || item.len() < size_of::<SyncEvent>() {
-                continue;
-            }
-            let event: SyncEvent = bytemuck::pod_read_unaligned(&item[..size_of::<SyncEvent>()]);
-            drop(item);
-            match parts
-                .table
-                .real(event.real_id)
-                .and_then(|real| record(&event, &real, &parts.timeouts))
-            {
-                Some(conn) => {
-                    let out = daemon.send(conn, now);
-                    send_all(&parts.sockets, out, &mut status);
+        loop {
+            let event: SyncEvent = {
+                let Some(item) = parts.events.next() else {
+                    break;
+                };
+                if !daemon.role().sends() || item.len() < size_of::<SyncEvent>() {
+                    continue;
                 }
-                None => status.not_synced += 1,
+                bytemuck::pod_read_unaligned(&item[..size_of::<SyncEvent>()])
+            };
+            if send_flow(
+                &parts,
+                &mut daemon,
+                &mut templates,
+                &event,
+                now,
+                &mut status,
+            ) == 0
+            {
+                status.not_synced += 1;
             }
         }
         receive_sync(&mut parts, &mut daemon, &mut status, &mut buffer, now);
@@ -270,6 +287,7 @@ fn run(
                             since_ns: 0,
                             serving: Some((nonce, 0)),
                         });
+                        templates.clear();
                     }
                 }
                 Received::Complete { .. } => {
@@ -289,6 +307,10 @@ fn run(
                 since_ns: walked_ns,
                 serving: None,
             });
+            if walked_ns == 0 {
+                // A whole walk (a new master's): every pin goes again.
+                templates.clear();
+            }
             // The data plane's clock stands at its last tick: flows seen from a tick
             // before this walk on are the next walk's.
             walked_ns = monotonic_now_ns().saturating_sub(CLOCK_SLACK.as_nanos() as u64);
@@ -297,17 +319,17 @@ fn run(
             let failed = match parts.table.walk_slice(&mut walk.walk, walk.since_ns) {
                 Ok(flows) => {
                     for event in flows {
-                        if let Some(conn) = parts
-                            .table
-                            .real(event.real_id)
-                            .and_then(|real| record(&event, &real, &parts.timeouts))
-                        {
-                            status.refreshed += 1;
-                            if let Some((_, sent)) = &mut walk.serving {
-                                *sent = sent.saturating_add(1);
-                            }
-                            let out = daemon.send(conn, now);
-                            send_all(&parts.sockets, out, &mut status);
+                        let records = send_flow(
+                            &parts,
+                            &mut daemon,
+                            &mut templates,
+                            &event,
+                            now,
+                            &mut status,
+                        );
+                        status.refreshed += u64::from(records.min(1));
+                        if let Some((_, sent)) = &mut walk.serving {
+                            *sent = sent.saturating_add(records);
                         }
                     }
                     false
@@ -352,6 +374,43 @@ fn run(
     }
 }
 
+/// Send flow `event`'s record, and its pin's template unless sent lately (`templates`:
+/// when each pin went last); the records sent.
+fn send_flow(
+    parts: &SyncParts,
+    daemon: &mut Daemon,
+    templates: &mut HashMap<(u32, [u8; 16]), Instant>,
+    event: &SyncEvent,
+    now: Instant,
+    status: &mut SyncStatus,
+) -> u32 {
+    let Some(real) = parts.table.real(event.real_id) else {
+        return 0;
+    };
+    let Some(conn) = record(event, &real, &parts.timeouts) else {
+        return 0;
+    };
+    let mut records = 1;
+    let out = daemon.send(conn, now);
+    send_all(&parts.sockets, out, status);
+    if let Some(pin) = parts.table.pin_of(event, monotonic_coarse_ns()) {
+        let key = (real.service_id, pin.client);
+        let due = templates
+            .get(&key)
+            .is_none_or(|sent: &Instant| now.duration_since(*sent) >= TEMPLATE_RESEND);
+        if due && let Some(conn) = template(&pin, &real) {
+            if templates.len() >= TEMPLATES_REMEMBERED {
+                templates.clear();
+            }
+            templates.insert(key, now);
+            records += 1;
+            let out = daemon.send(conn, now);
+            send_all(&parts.sockets, out, status);
+        }
+    }
+    records
+}
+
 /// Take the sync messages waiting: as backup, install their connections.
 fn receive_sync(
     parts: &mut SyncParts,
@@ -371,11 +430,15 @@ fn receive_sync(
         // The clock the data plane stamps flows with.
         let now_ns = monotonic_coarse_ns();
         for conn in daemon.receive(&buffer[..len]) {
-            let Some(flow) = incoming(&conn, &parts.timeouts) else {
+            let installed = if let Some(flow) = incoming(&conn, &parts.timeouts) {
+                parts.table.install(&flow, now_ns, now)
+            } else if let Some(pin) = incoming_pin(&conn) {
+                parts.table.install_pin(&pin, now_ns, now)
+            } else {
                 status.not_synced += 1;
                 continue;
             };
-            match parts.table.install(&flow, now_ns, now) {
+            match installed {
                 Ok(()) => status.installed += 1,
                 Err(error) => {
                     status.install_errors += 1;

@@ -397,6 +397,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             nat_reverse: owned_map_fd(&self.ebpf, names::NAT_REVERSE)?,
             services: owned_map_fd(&self.ebpf, names::SERVICES)?,
             reals: owned_map_fd(&self.ebpf, names::REALS)?,
+            persist: owned_map_fd(&self.ebpf, names::PERSIST)?,
             conns,
         };
         Ok(sync_table::SyncTable::open(maps))

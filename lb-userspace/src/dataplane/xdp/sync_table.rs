@@ -3,7 +3,8 @@
 //! director that has the master's real's address and port in the same service, counted
 //! in that real's connections as every writer of the table counts, with the time left the
 //! master gave it; a NAT flow gets its reply translation too, so that the real's replies
-//! are translated from the first after a failover.
+//! are translated from the first after a failover. A received persistence template
+//! becomes a pin of `LB_PERSIST` the same way; the master reads its pins here too.
 //!
 //! It works on descriptors of its own, on the sync daemon's thread, and never waits for
 //! the data-plane thread. Which id each real has is read from `LB_SERVICES` and
@@ -19,8 +20,8 @@ use std::{
 };
 
 use lb_common::{
-    FWD_NAT, FlowKey, FlowState, MAX_REALS, NatOrigin, RealInfo, ServiceInfo, ServiceKey,
-    SyncEvent, conn::is_active,
+    FWD_NAT, FlowKey, FlowState, MAX_REALS, NatOrigin, PersistKey, PersistState, RealInfo,
+    ServiceInfo, ServiceKey, SyncEvent, conn::is_active, mask_prefix,
 };
 
 use super::{
@@ -28,7 +29,7 @@ use super::{
     keys::{addr_bytes, addr_from},
     sys,
 };
-use crate::sync::convert::Incoming;
+use crate::sync::convert::{Incoming, IncomingPin, Pin};
 
 /// How often the real ids may be read again for a connection that names an unknown real.
 const REINDEX_INTERVAL: Duration = Duration::from_secs(1);
@@ -38,6 +39,8 @@ const REINDEX_INTERVAL: Duration = Duration::from_secs(1);
 pub enum InstallError {
     #[error("no virtual service {addr} port {port} protocol {proto} here")]
     NoService { addr: IpAddr, port: u16, proto: u8 },
+    #[error("virtual service {addr} port {port} protocol {proto} has no persistence here")]
+    NotPersistent { addr: IpAddr, port: u16, proto: u8 },
     #[error("service {addr} port {port} has no real {real} port {real_port} here")]
     NoReal {
         addr: IpAddr,
@@ -96,7 +99,17 @@ pub struct SyncMaps {
     pub nat_reverse: OwnedFd,
     pub services: OwnedFd,
     pub reals: OwnedFd,
+    pub persist: OwnedFd,
     pub conns: ConnTable,
+}
+
+/// A service key's address, port and protocol, for messages.
+fn describe(key: &ServiceKey) -> (IpAddr, u16, u8) {
+    (
+        addr_from(key.addr, key.family).unwrap_or(IpAddr::from([0u8; 4])),
+        u16::from_be_bytes(key.port),
+        key.proto,
+    )
 }
 
 /// Whether writing `entry` over `old` would change nothing but make the flow look older:
@@ -137,33 +150,14 @@ impl SyncTable {
             proto: key.proto,
             family: key.family,
         };
-        // Keys come from `convert::incoming`, of a known family.
-        let vip = addr_from(key.dst, key.family).unwrap_or(IpAddr::from([0u8; 4]));
-        let service: ServiceInfo = sys::lookup(self.maps.services.as_fd(), &service_key)
-            .map_err(map_error("LB_SERVICES"))?
-            .ok_or(InstallError::NoService {
-                addr: vip,
-                port: u16::from_be_bytes(key.dport),
-                proto: key.proto,
-            })?;
-        let real_key = (
-            service.id,
-            addr_bytes(incoming.real).0,
-            incoming.real_port.to_be_bytes(),
-        );
-        if !self.index.contains_key(&real_key)
-            && self
-                .indexed_at
-                .is_none_or(|at| now.duration_since(at) >= REINDEX_INTERVAL)
-        {
-            self.reindex(now)?;
-        }
-        let &(real_id, real) = self.index.get(&real_key).ok_or(InstallError::NoReal {
-            addr: vip,
-            port: u16::from_be_bytes(key.dport),
-            real: incoming.real,
-            real_port: incoming.real_port,
-        })?;
+        let service = self.service(&service_key)?;
+        let (real_id, real) = self.real_at(
+            &service_key,
+            &service,
+            incoming.real,
+            incoming.real_port,
+            now,
+        )?;
         let flows = self.maps.flows.as_fd();
         let entry = FlowState {
             real_id,
@@ -216,6 +210,117 @@ impl SyncTable {
                 .map_err(map_error("LB_NAT_REVERSE"))?;
         }
         Ok(())
+    }
+
+    /// Write a received persistence template into `LB_PERSIST` as of `now_ns`: this
+    /// director's client network (masked by its own granularity) pinned to its real with
+    /// the master's address and port, with the time left the master gave it.
+    pub fn install_pin(
+        &mut self,
+        incoming: &IncomingPin,
+        now_ns: u64,
+        now: Instant,
+    ) -> Result<(), InstallError> {
+        let service = self.service(&incoming.service)?;
+        if service.persist_timeout == 0 {
+            let (addr, port, proto) = describe(&incoming.service);
+            return Err(InstallError::NotPersistent { addr, port, proto });
+        }
+        let (real_id, real) = self.real_at(
+            &incoming.service,
+            &service,
+            incoming.real,
+            incoming.real_port,
+            now,
+        )?;
+        let timeout = u64::from(service.persist_timeout);
+        let elapsed = incoming
+            .remaining_secs
+            .map_or(0, |left| timeout.saturating_sub(u64::from(left)));
+        let key = PersistKey {
+            service_id: service.id,
+            client: mask_prefix(incoming.client, service.persist_prefix),
+        };
+        let pin = PersistState {
+            real_id,
+            real_generation: real.generation,
+            _pad: 0,
+            last_seen_ns: now_ns.saturating_sub(elapsed * 1_000_000_000),
+        };
+        sys::update(self.maps.persist.as_fd(), &key, &pin, 0)
+            .map(|_| ())
+            .map_err(map_error("LB_PERSIST"))
+    }
+
+    /// The pin that sent flow `event`'s client to its real, if its service persists and
+    /// the pin is alive and on that real (for the master's templates), as of `now_ns`.
+    pub fn pin_of(&self, event: &SyncEvent, now_ns: u64) -> Option<Pin> {
+        let key = &event.key;
+        let service_key = ServiceKey {
+            addr: key.dst,
+            port: key.dport,
+            proto: key.proto,
+            family: key.family,
+        };
+        let service = self.service(&service_key).ok()?;
+        if service.persist_timeout == 0 {
+            return None;
+        }
+        let client = mask_prefix(key.src, service.persist_prefix);
+        let persist_key = PersistKey {
+            service_id: service.id,
+            client,
+        };
+        let pin = sys::lookup::<_, PersistState>(self.maps.persist.as_fd(), &persist_key)
+            .ok()
+            .flatten()
+            .filter(|pin| pin.real_id == event.real_id)?;
+        let elapsed_secs = now_ns.saturating_sub(pin.last_seen_ns) / 1_000_000_000;
+        let remaining_secs = u64::from(service.persist_timeout).checked_sub(elapsed_secs)?;
+        Some(Pin {
+            service: service_key,
+            client,
+            remaining_secs: u32::try_from(remaining_secs).ok()?.max(1),
+        })
+    }
+
+    /// The service at `key`.
+    fn service(&self, key: &ServiceKey) -> Result<ServiceInfo, InstallError> {
+        sys::lookup(self.maps.services.as_fd(), key)
+            .map_err(map_error("LB_SERVICES"))?
+            .ok_or_else(|| {
+                let (addr, port, proto) = describe(key);
+                InstallError::NoService { addr, port, proto }
+            })
+    }
+
+    /// The id and entry of `service`'s real at `addr` and `port` (reading the ids again
+    /// for one it does not know, at most once a `REINDEX_INTERVAL`).
+    fn real_at(
+        &mut self,
+        key: &ServiceKey,
+        service: &ServiceInfo,
+        addr: IpAddr,
+        port: u16,
+        now: Instant,
+    ) -> Result<(u32, RealInfo), InstallError> {
+        let real_key = (service.id, addr_bytes(addr).0, port.to_be_bytes());
+        if !self.index.contains_key(&real_key)
+            && self
+                .indexed_at
+                .is_none_or(|at| now.duration_since(at) >= REINDEX_INTERVAL)
+        {
+            self.reindex(now)?;
+        }
+        self.index.get(&real_key).copied().ok_or_else(|| {
+            let (vip, vport, _) = describe(key);
+            InstallError::NoReal {
+                addr: vip,
+                port: vport,
+                real: addr,
+                real_port: port,
+            }
+        })
     }
 
     /// The next slice of a walk of the flow table: its flows last seen at `since_ns` or
