@@ -5,9 +5,12 @@
 //! - The kernel's IPVS master (its VRRP from `lbd -P`, as keepalived's VRRP would give it)
 //!   with an lbd backup on XDP: the kernel's messages, read off the segment, decode and
 //!   encode back to the same bytes, and `lbctl -Lnc` on the backup lists the connections
-//!   `ipvsadm -Lnc` lists on the master, on the same reals.
+//!   and the persistence template `ipvsadm -Lnc` lists on the master, on the same reals.
 //! - An lbd master on XDP with the kernel's IPVS backup: `ipvsadm -Lnc` on the backup lists
-//!   the connections `lbctl -Lnc` lists on the master.
+//!   the connections and the template `lbctl -Lnc` lists on the master.
+//!
+//! In these two the service is persistent (`persistence_timeout`, `ipvsadm -p`), so that
+//! templates travel too: every connection of the one client is on one real.
 //! - Two lbd directors on IPVS: lbd drives the kernel's own daemons as keepalived does,
 //!   master on the VRRP master and backup on the backup; the kernels sync the
 //!   connections, and after a failover the new master runs the master daemon.
@@ -43,13 +46,19 @@ fn vrrp(priority: u8) -> String {
     )
 }
 
-/// lbd's configuration: sync on eth0 following VI_1, and the lab's DR service.
-fn lbd_config(lab: &Topology, priority: u8) -> String {
+/// lbd's configuration: sync on eth0 following VI_1, and the lab's DR service, persistent
+/// for 300 s when `persistent`.
+fn lbd_config(lab: &Topology, priority: u8, persistent: bool) -> String {
     let reals: Vec<(&str, u32)> = lab.reals.iter().map(|r| (r.name.as_str(), 1)).collect();
+    let keywords: &[&str] = if persistent {
+        &["persistence_timeout 300"]
+    } else {
+        &[]
+    };
     format!(
         "global_defs {{\n    lvs_sync_daemon eth0 VI_1 id {SYNCID}\n}}\n{}{}",
         vrrp(priority),
-        lab.keepalived_conf("rr", &reals)
+        lab.keepalived_conf_with("rr", "DR", keywords, &reals)
     )
 }
 
@@ -58,10 +67,14 @@ fn run(ns: &Netns, command: &[&str]) -> String {
         .unwrap_or_else(|e| panic!("{}: {e:#}", command.join(" ")))
 }
 
-/// The lab's DR service in the kernel's IPVS of `ns`, and its sync daemon in `role`.
+/// The lab's DR service in the kernel's IPVS of `ns`, persistent for 300 s, and its sync
+/// daemon in `role`.
 fn kernel_ipvs(lab: &Topology, ns: &Netns, role: &str) {
     let service = format!("{VIP}:{HTTP_PORT}");
-    run(ns, &["ipvsadm", "-A", "-t", &service, "-s", "rr"]);
+    run(
+        ns,
+        &["ipvsadm", "-A", "-t", &service, "-s", "rr", "-p", "300"],
+    );
     for real in &lab.reals {
         let dest = format!("{}:{HTTP_PORT}", real.addr);
         run(
@@ -90,20 +103,55 @@ fn kernel_ipvs(lab: &Topology, ns: &Netns, role: &str) {
 /// The ESTABLISHED connections of an `ipvsadm -Lnc` listing (lbctl's has the same
 /// layout): source, virtual, destination.
 fn established(listing: &str) -> BTreeSet<(String, String, String)> {
+    entries(listing, |state, _| state == "ESTABLISHED")
+}
+
+/// The persistence templates of a listing: client port 0, state ASSURED (kept for the
+/// whole timeout, as every pin of lbd's is).
+fn templates(listing: &str) -> BTreeSet<(String, String, String)> {
+    entries(listing, |state, source| {
+        state == "ASSURED" && source.ends_with(":0")
+    })
+}
+
+fn entries(
+    listing: &str,
+    wanted: impl Fn(&str, &str) -> bool,
+) -> BTreeSet<(String, String, String)> {
     listing
         .lines()
         .filter_map(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
             match fields.as_slice() {
-                ["TCP", _, "ESTABLISHED", source, virtual_, destination] => Some((
-                    source.to_string(),
-                    virtual_.to_string(),
-                    destination.to_string(),
-                )),
+                ["TCP", _, state, source, virtual_, destination] if wanted(state, source) => {
+                    Some((
+                        source.to_string(),
+                        virtual_.to_string(),
+                        destination.to_string(),
+                    ))
+                }
                 _ => None,
             }
         })
         .collect()
+}
+
+/// Every connection is on one real, and the one template pins the client there.
+fn assert_pinned(
+    conns: &BTreeSet<(String, String, String)>,
+    pins: &BTreeSet<(String, String, String)>,
+) {
+    let reals: BTreeSet<&String> = conns.iter().map(|(_, _, real)| real).collect();
+    assert_eq!(
+        reals.len(),
+        1,
+        "persistence keeps the client on one real: {conns:?}"
+    );
+    assert_eq!(pins.len(), 1, "{pins:?}");
+    let (client, vip, real) = pins.iter().next().expect("a template");
+    assert_eq!(client, "10.0.0.2:0");
+    assert_eq!(vip, &format!("{VIP}:{HTTP_PORT}"));
+    assert!(reals.contains(real), "{pins:?} {conns:?}");
 }
 
 fn holds_vip(ns: &Netns) -> bool {
@@ -168,7 +216,7 @@ fn an_lbd_backup_takes_the_kernel_masters_connections() {
     // The second: lbd on XDP, VRRP backup, so its sync daemon receives.
     let dir = lab.scratch_dir();
     let config = dir.join("backup.conf");
-    std::fs::write(&config, lbd_config(&lab, 100)).expect("config");
+    std::fs::write(&config, lbd_config(&lab, 100, true)).expect("config");
     let name = "lbt-sik-lbd";
     let mut lbd =
         Lbd::start(&second, &config, "eth0", name, &dir.join("lbd.log"), &[]).expect("lbd");
@@ -187,19 +235,21 @@ fn an_lbd_backup_takes_the_kernel_masters_connections() {
         .expect("capture socket");
 
     let (stop, client) = client_connections(&lab);
-    let mut master_conns = BTreeSet::new();
+    let (mut master_conns, mut master_pins) = (BTreeSet::new(), BTreeSet::new());
     wait_until(
         "the kernel's connections reach lbd",
         Duration::from_secs(15),
         || {
-            master_conns = established(&run(&lab.director, &["ipvsadm", "-Lnc"]));
-            let backup = established(&lbctl_ok_in(Some(&second), name, &["-Lnc"]));
-            master_conns.len() == CONNECTIONS && backup == master_conns
+            let master = run(&lab.director, &["ipvsadm", "-Lnc"]);
+            let backup = lbctl_ok_in(Some(&second), name, &["-Lnc"]);
+            (master_conns, master_pins) = (established(&master), templates(&master));
+            master_conns.len() == CONNECTIONS
+                && established(&backup) == master_conns
+                && templates(&backup) == master_pins
         },
     );
-    eprintln!("kernel master and lbd backup list: {master_conns:#?}");
-    let reals: BTreeSet<&String> = master_conns.iter().map(|(_, _, real)| real).collect();
-    assert!(reals.len() > 1, "rr spread them: {reals:?}");
+    eprintln!("kernel master and lbd backup list: {master_conns:#?} {master_pins:#?}");
+    assert_pinned(&master_conns, &master_pins);
 
     // The kernel's messages, byte for byte.
     let mut buffer = [0u8; 65536];
@@ -240,7 +290,7 @@ fn the_kernels_backup_takes_an_lbd_masters_connections() {
     // The second: lbd on XDP, alone in VI_1, so master.
     let dir = lab.scratch_dir();
     let config = dir.join("master.conf");
-    std::fs::write(&config, lbd_config(&lab, 150)).expect("config");
+    std::fs::write(&config, lbd_config(&lab, 150, true)).expect("config");
     let name = "lbt-sil-lbd";
     let mut lbd =
         Lbd::start(&second, &config, "eth0", name, &dir.join("lbd.log"), &[]).expect("lbd");
@@ -251,19 +301,21 @@ fn the_kernels_backup_takes_an_lbd_masters_connections() {
     });
 
     let (stop, client) = client_connections(&lab);
-    let mut master_conns = BTreeSet::new();
+    let (mut master_conns, mut master_pins) = (BTreeSet::new(), BTreeSet::new());
     wait_until(
         "lbd's connections reach the kernel",
         Duration::from_secs(15),
         || {
-            master_conns = established(&lbctl_ok_in(Some(&second), name, &["-Lnc"]));
-            let backup = established(&run(&lab.director, &["ipvsadm", "-Lnc"]));
-            master_conns.len() == CONNECTIONS && backup == master_conns
+            let master = lbctl_ok_in(Some(&second), name, &["-Lnc"]);
+            let backup = run(&lab.director, &["ipvsadm", "-Lnc"]);
+            (master_conns, master_pins) = (established(&master), templates(&master));
+            master_conns.len() == CONNECTIONS
+                && established(&backup) == master_conns
+                && templates(&backup) == master_pins
         },
     );
-    eprintln!("lbd master and kernel backup list: {master_conns:#?}");
-    let reals: BTreeSet<&String> = master_conns.iter().map(|(_, _, real)| real).collect();
-    assert!(reals.len() > 1, "rr spread them: {reals:?}");
+    eprintln!("lbd master and kernel backup list: {master_conns:#?} {master_pins:#?}");
+    assert_pinned(&master_conns, &master_pins);
     drop(stop);
     client.join().expect("client").expect("connections");
 }
@@ -283,7 +335,7 @@ fn lbd_on_ipvs_drives_the_kernels_daemons_as_keepalived_does() {
         .enumerate()
     {
         let config = dir.join(format!("director{index}.conf"));
-        std::fs::write(&config, lbd_config(&lab, priority)).expect("config");
+        std::fs::write(&config, lbd_config(&lab, priority, false)).expect("config");
         directors.push(
             Lbd::start_like_keepalived(
                 ns,

@@ -431,3 +431,28 @@ fn a_message_of_the_kernels_master_reads_and_encodes_back_byte_for_byte() {
     );
     assert_eq!(decoded.message.encode(), captured);
 }
+
+#[test]
+fn templates_of_the_kernels_master_read_and_encode_back_byte_for_byte() {
+    let captured = from_hex(include_str!("captured/kernel-6.1-master-dr-persistent.hex"));
+    let decoded = Message::decode(&captured).expect("decodes");
+    assert!(decoded.skipped.is_empty());
+    let (templates, conns): (Vec<_>, Vec<_>) = decoded
+        .message
+        .conns
+        .iter()
+        .partition(|conn| conn.flags & flags::TEMPLATE != 0);
+    assert!(!templates.is_empty() && !conns.is_empty());
+    for template in &templates {
+        assert_eq!(
+            template.flags,
+            flags::TEMPLATE | flags::INACTIVE | flags::NOOUTPUT | flags::DROUTE
+        );
+        // NONE until a connection through it was established, then ASSURED.
+        assert!(template.state <= 1, "{template:?}");
+        assert_eq!((template.client_port, template.vip_port), (0, 80));
+        assert_eq!(template.timeout_secs, 300);
+        assert_eq!(template.ends.client(), IpAddr::from([10, 0, 0, 2]));
+    }
+    assert_eq!(decoded.message.encode(), captured);
+}

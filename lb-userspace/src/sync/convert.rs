@@ -24,6 +24,11 @@ use crate::dataplane::xdp::keys::{addr_bytes, addr_from};
 /// IPVS's one UDP state (`IP_VS_UDP_S_NORMAL`).
 const IPVS_UDP_NORMAL: u16 = 0;
 
+/// A template's state once a connection through it has been established
+/// (`IP_VS_CTPL_S_ASSURED`): the kernel then keeps it for the whole persistence timeout,
+/// as this director keeps every pin.
+const IPVS_TEMPLATE_ASSURED: u16 = 1;
+
 /// The record of flow `event` on `real` (its `LB_REALS` entry), with the timeout of its
 /// state (`timeouts`) as IPVS sends it; `None` for what IPVS's records cannot carry.
 pub fn record(event: &SyncEvent, real: &RealInfo, timeouts: &Timeouts) -> Option<SyncConn> {
@@ -107,9 +112,9 @@ pub fn template(pin: &Pin, real: &RealInfo) -> Option<SyncConn> {
     };
     Some(SyncConn {
         protocol: service.proto,
-        flags: flags::TEMPLATE | forward,
-        // A template has no protocol state (TCP's NONE, UDP's NORMAL: both 0).
-        state: 0,
+        // As the kernel's: a template is never an active connection.
+        flags: flags::TEMPLATE | flags::INACTIVE | forward,
+        state: IPVS_TEMPLATE_ASSURED,
         ends,
         client_port: 0,
         vip_port: u16::from_be_bytes(service.port),
@@ -353,10 +358,13 @@ mod tests {
             remaining_secs: 250,
         };
         let sent = template(&pin, &real(FWD_DR, REAL)).expect("a template");
-        assert_eq!(sent.flags, flags::TEMPLATE | flags::DROUTE);
+        assert_eq!(
+            sent.flags,
+            flags::TEMPLATE | flags::INACTIVE | flags::DROUTE
+        );
         assert_eq!(
             (sent.protocol, sent.state, sent.timeout_secs),
-            (PROTO_TCP, 0, 250)
+            (PROTO_TCP, IPVS_TEMPLATE_ASSURED, 250)
         );
         assert_eq!(
             (sent.client_port, sent.vip_port, sent.real_port),

@@ -1,13 +1,15 @@
 //! The flow table as `ipvsadm -Lnc` shows IPVS's connections: protocol, time left in the
-//! state, state, client, virtual service, real. Read from the maps (pinned or loaded),
+//! state, state, client, virtual service, real; and the persistence pins (`LB_PERSIST`)
+//! as it shows IPVS's templates (the client's network with port 0, state ASSURED: a pin
+//! is kept for the whole timeout, as an assured template is; the time the pin has left). Read from the maps (pinned or loaded),
 //! with batch reads: a walk key by key starts over from the first key whenever the key it
 //! stands on is removed meanwhile (lbd removes flows all the time), seeing entries twice.
 
 use std::net::SocketAddr;
 
-use aya::maps::Array;
+use aya::maps::{Array, HashMap};
 use lb_common::{
-    FlowKey, FlowState, RealInfo,
+    FlowKey, FlowState, PersistKey, PersistState, RealInfo, ServiceInfo, ServiceKey,
     conn::{self, Timeouts},
     map_names as names,
 };
@@ -161,8 +163,72 @@ pub fn read(
             break;
         }
     }
+    if connections.len() < limit {
+        let room = limit - connections.len();
+        connections.extend(templates(source, &reals, now_ns)?.into_iter().take(room));
+    }
     connections.sort_by_key(|c| (c.vip, c.protocol.ip_proto(), c.client));
     Ok(connections)
+}
+
+/// The live persistence pins at `now_ns`, as IPVS's templates (none when the object has
+/// no `LB_PERSIST`, as a decap-only one).
+fn templates(
+    source: &impl MapSource,
+    reals: &Array<&aya::maps::MapData, RealInfo>,
+    now_ns: u64,
+) -> Result<Vec<Connection>, DataplaneError> {
+    let (Ok(persist), Ok(services)) = (
+        source.get_map(names::PERSIST),
+        source.get_map(names::SERVICES),
+    ) else {
+        return Ok(Vec::new());
+    };
+    let persist: HashMap<_, PersistKey, PersistState> =
+        HashMap::try_from(persist).map_err(map_error(names::PERSIST))?;
+    let services: HashMap<_, ServiceKey, ServiceInfo> =
+        HashMap::try_from(services).map_err(map_error(names::SERVICES))?;
+    let by_id: std::collections::HashMap<u32, (ServiceKey, ServiceInfo)> = services
+        .iter()
+        .filter_map(Result::ok)
+        .map(|(key, info)| (info.id, (key, info)))
+        .collect();
+    let mut pins = Vec::new();
+    for (key, pin) in persist.iter().filter_map(Result::ok) {
+        let Some((service_key, service)) = by_id.get(&key.service_id) else {
+            continue;
+        };
+        let timeout_ns = u64::from(service.persist_timeout) * 1_000_000_000;
+        let idle = now_ns.saturating_sub(pin.last_seen_ns);
+        if service.persist_timeout == 0 || idle > timeout_ns {
+            continue;
+        }
+        let Ok(real) = reals.get(&pin.real_id, 0) else {
+            continue;
+        };
+        if real.generation != pin.real_generation || real.service_id != service.id {
+            continue;
+        }
+        let (Some(client), Some(vip), Some(real_addr), Some(protocol)) = (
+            addr_from(key.client, service_key.family),
+            addr_from(service_key.addr, service_key.family),
+            addr_from(real.addr, real.family),
+            protocol_from(service_key.proto),
+        ) else {
+            continue;
+        };
+        pins.push(Connection {
+            protocol,
+            expire_secs: (timeout_ns - idle) / 1_000_000_000,
+            state: "ASSURED",
+            active: false,
+            client: SocketAddr::new(client, 0),
+            vip: SocketAddr::new(vip, u16::from_be_bytes(service_key.port)),
+            real: SocketAddr::new(real_addr, u16::from_be_bytes(real.port)),
+            forward: forward_name(real.fwd),
+        });
+    }
+    Ok(pins)
 }
 
 #[cfg(test)]
