@@ -12,6 +12,7 @@
 //! second).
 
 use std::{
+    cell::RefCell,
     collections::HashMap,
     io,
     net::IpAddr,
@@ -61,7 +62,17 @@ pub struct SyncTable {
     /// Each real's id and entry, by `RealAt`.
     index: HashMap<RealAt, (u32, RealInfo)>,
     indexed_at: Option<Instant>,
+    /// The master's services, as read at most `SERVICE_CACHE_TIME` ago: every event asks
+    /// whether its service persists, and a map call each would double the master's cost.
+    services: RefCell<HashMap<ServiceAt, (Option<ServiceInfo>, Instant)>>,
 }
+
+/// How long the master trusts a service entry it read (a reload that turns persistence on
+/// sends pins from then on).
+const SERVICE_CACHE_TIME: Duration = Duration::from_secs(1);
+
+/// A service's key as bytes (`ServiceKey` has no `Hash`).
+type ServiceAt = ([u8; 16], [u8; 2], u8, u8);
 
 /// Flows read per slice of a walk.
 const WALK_SLICE: usize = 4096;
@@ -131,6 +142,7 @@ impl SyncTable {
             maps,
             index: HashMap::new(),
             indexed_at: None,
+            services: RefCell::new(HashMap::new()),
         }
     }
 
@@ -262,7 +274,7 @@ impl SyncTable {
             proto: key.proto,
             family: key.family,
         };
-        let service = self.service(&service_key).ok()?;
+        let service = self.cached_service(&service_key)?;
         if service.persist_timeout == 0 {
             return None;
         }
@@ -282,6 +294,25 @@ impl SyncTable {
             client,
             remaining_secs: u32::try_from(remaining_secs).ok()?.max(1),
         })
+    }
+
+    /// The service at `key`, read again when the copy kept is older than
+    /// `SERVICE_CACHE_TIME` (`None`: no such service, or it cannot be read).
+    fn cached_service(&self, key: &ServiceKey) -> Option<ServiceInfo> {
+        let at = (key.addr, key.port, key.proto, key.family);
+        let now = Instant::now();
+        let mut services = self.services.borrow_mut();
+        if let Some((service, read)) = services.get(&at)
+            && now.duration_since(*read) < SERVICE_CACHE_TIME
+        {
+            return *service;
+        }
+        if services.len() >= MAX_REALS as usize {
+            services.clear();
+        }
+        let service = self.service(key).ok();
+        services.insert(at, (service, now));
+        service
     }
 
     /// The service at `key`.
