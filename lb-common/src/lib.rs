@@ -68,6 +68,41 @@ pub mod map_names {
     pub const REAL_STATS: &str = "LB_REAL_STATS";
     pub const OUTCOMES: &str = "LB_OUTCOMES";
     pub const SYNC_EVENTS: &str = "LB_SYNC_EVENTS";
+    /// Per-CPU scratch of the balancer (not pinned): the flow a new flow overwrites, and
+    /// FullNAT's reservation being drawn.
+    pub const REPLACED: &str = "LB_REPLACED";
+    pub const FNAT_SCRATCH: &str = "LB_FNAT_SCRATCH";
+    /// Benchmarks only (not pinned): the bench programs' client counter.
+    pub const BENCH_COUNTER: &str = "LB_BENCH_COUNTER";
+
+    /// Every map of the eBPF object, by the names above (a test loads the object and
+    /// checks its maps against this list).
+    pub const ALL: &[&str] = &[
+        SERVICES,
+        REALS,
+        TABLES,
+        RR_CURSORS,
+        FLOWS,
+        REAL_CONNS,
+        PERSIST,
+        TIMEOUTS,
+        DECAP_VIPS,
+        DECAP_SOURCES,
+        LAYOUT,
+        NAT_REVERSE,
+        SETTINGS,
+        LOCAL_ADDRS,
+        VIPS,
+        BENCH_FRAME,
+        DECAP_STATS,
+        SERVICE_STATS,
+        REAL_STATS,
+        OUTCOMES,
+        SYNC_EVENTS,
+        REPLACED,
+        FNAT_SCRATCH,
+        BENCH_COUNTER,
+    ];
 }
 
 /// Names of the XDP programs in the eBPF object.

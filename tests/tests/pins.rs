@@ -2,9 +2,10 @@
 //! layout; a map whose shape or version changed is recreated (with a warning) with the
 //! maps that hold its ids, and the others keep their state (an upgrade that changes a
 //! counter map keeps the established flows); maps an older build pinned but this one
-//! does not use are removed. Needs root.
+//! does not use are removed. Every map of the object is named in `lb_common::map_names`
+//! and pinned with the shape `layout` expects. Needs root.
 
-use std::path::PathBuf;
+use std::{collections::BTreeSet, path::PathBuf};
 
 use aya::maps::MapData;
 use lb_common::{map_names, xdp_action};
@@ -18,7 +19,7 @@ use lb_userspace::{
     controller::desired_state,
     dataplane::{
         Dataplane,
-        xdp::{BPFFS_ROOT, XdpDataplane, XdpOptions, ensure_bpffs},
+        xdp::{BPFFS_ROOT, XdpDataplane, XdpOptions, ensure_bpffs, expected_layouts, load_object},
     },
 };
 
@@ -158,4 +159,75 @@ fn an_upgrade_that_changes_a_counter_map_keeps_the_established_flows() {
     );
     assert!(!warnings.contains("LB_OUTCOMES"), "{warnings}");
     assert!(!warnings.contains("LB_VIPS"), "{warnings}");
+}
+
+#[test]
+fn every_map_is_named_in_lb_common_and_pinned_as_the_layout_expects() {
+    if !require_root("every_map_is_named_in_lb_common_and_pinned_as_the_layout_expects") {
+        return;
+    }
+    ensure_bpffs().expect("bpffs");
+    let dir = PinDir(PathBuf::from(BPFFS_ROOT).join("lbt-map-names"));
+    let _ = std::fs::remove_dir_all(&dir.0);
+    let options = XdpOptions {
+        pin_dir: Some(dir.0.clone()),
+        ..XdpOptions::private()
+    };
+    let (ebpf, _) = load_object(&options).expect("load");
+    // The object's maps (the `#[map]` names; sections such as `.rodata` aside) are
+    // lb_common's names.
+    let in_object: BTreeSet<&str> = ebpf
+        .maps()
+        .map(|(name, _)| name)
+        .filter(|name| !name.starts_with('.'))
+        .collect();
+    let named: BTreeSet<&str> = map_names::ALL.iter().copied().collect();
+    assert_eq!(in_object, named);
+    // Each map `layout` knows is pinned with the shape it expects.
+    let layouts = expected_layouts(&options);
+    for layout in &layouts {
+        assert!(
+            in_object.contains(layout.name),
+            "{} not in the object",
+            layout.name
+        );
+        let info = MapData::from_pin(dir.0.join(layout.name))
+            .and_then(|map| map.info())
+            .unwrap_or_else(|e| panic!("{}: {e}", layout.name));
+        assert_eq!(
+            (
+                info.map_type().expect("map type"),
+                info.key_size(),
+                info.value_size(),
+                info.max_entries(),
+                info.map_flags()
+            ),
+            (
+                layout.kind,
+                layout.key_size,
+                layout.value_size,
+                layout.max_entries,
+                layout.flags
+            ),
+            "{}",
+            layout.name
+        );
+    }
+    // What `expected_layouts` leaves out: scratch and benchmark maps, which are not
+    // pinned, and the stamps, whose own shape `layout` checks apart.
+    let unchecked: BTreeSet<&str> = in_object
+        .iter()
+        .copied()
+        .filter(|name| !layouts.iter().any(|l| l.name == *name))
+        .collect();
+    assert_eq!(
+        unchecked,
+        BTreeSet::from([
+            map_names::BENCH_COUNTER,
+            map_names::BENCH_FRAME,
+            map_names::FNAT_SCRATCH,
+            map_names::LAYOUT,
+            map_names::REPLACED,
+        ])
+    );
 }

@@ -51,7 +51,7 @@ pub use counters::{PinnedMaps, read as read_counters, read_pinned as read_pinned
 pub use decap::{Decap, Prefix, PrefixError, director_sources};
 use keys::vip_key;
 pub use keys::{addr_bytes, addr_from, service_key};
-pub use layout::{BPFFS_ROOT, ensure_bpffs, pin_dir};
+pub use layout::{BPFFS_ROOT, MapLayout, ensure_bpffs, expected_layouts, pin_dir};
 use local_addrs::LocalAddrs;
 use slots::{RealKey, Slots};
 use sweep::{FlowMaps, FlowUpkeep, View};
