@@ -12,7 +12,7 @@ use lb_common::{
 
 use crate::{
     conns,
-    fwd::fnat::LocalEnd,
+    local_end::LocalEnd,
     maps::{self, FLOWS, REPLACED, TIMEOUTS},
     parse::Flow,
 };

@@ -23,6 +23,7 @@ mod edit;
 mod fwd;
 mod headers;
 mod icmp;
+mod local_end;
 mod maps;
 mod packet;
 mod parse;
@@ -33,13 +34,14 @@ mod sync;
 mod vip;
 
 use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
-use fwd::fnat::{self, LocalEnd};
+use fwd::fnat;
 use lb_common::{
     FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, Outcome, PROTO_TCP, REAL_FLAG_RETIRED, RealInfo,
     SERVICE_FLAG_OPS, ServiceInfo,
     conn::{self, TCP_RST},
     sched::schedules_mid_stream,
 };
+use local_end::LocalEnd;
 use parse::Flow;
 
 /// The load balancer.

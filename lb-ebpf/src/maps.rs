@@ -2,7 +2,7 @@
 //! (`/sys/fs/bpf/<instance>/`), so `lbd` can restart without losing flows and `lbctl` can
 //! read them while `lbd` is down. Layouts are in `lb_common`.
 
-use crate::fwd::fnat::FnatScratch;
+use crate::local_end::FnatScratch;
 use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf},

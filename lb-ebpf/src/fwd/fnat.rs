@@ -40,53 +40,16 @@ use super::{
 };
 use crate::{
     conntrack, edit,
+    local_end::LocalEnd,
     maps::{FLOWS, FNAT_SCRATCH, LOCAL_ADDRS, NAT_REVERSE, REALS, SETTINGS, TABLES},
     parse::Flow,
 };
-
-/// `LB_FNAT_SCRATCH`'s value: a reservation's key and value while `allocate` draws.
-pub struct FnatScratch {
-    pub reply: FlowKey,
-    pub origin: NatOrigin,
-    /// The client flow of a reservation found taken (`ended`).
-    pub client: FlowKey,
-}
 
 /// Local (address, port) pairs a new flow tries before it is refused.
 pub const FNAT_PORT_TRIES: u32 = 16;
 
 /// `allocate`'s answer when every pair tried was taken.
 pub const NO_LOCAL_PORT: u64 = u64::MAX;
-
-/// The local end of a FullNAT flow: `LB_LOCAL_ADDRS` id and port (network order).
-#[derive(Clone, Copy)]
-pub struct LocalEnd {
-    pub addr_id: u32,
-    pub port: [u8; 2],
-}
-
-impl LocalEnd {
-    /// For modes other than FullNAT.
-    pub const NONE: LocalEnd = LocalEnd {
-        addr_id: 0,
-        port: [0; 2],
-    };
-
-    /// `(address id << 16) | port` (host order), as `allocate` answers.
-    #[inline(always)]
-    pub fn packed(&self) -> u32 {
-        (self.addr_id << 16) | u32::from(u16::from_be_bytes(self.port))
-    }
-
-    /// From `allocate`'s packed answer (not `NO_LOCAL_PORT`).
-    #[inline(always)]
-    pub fn unpack(packed: u64) -> LocalEnd {
-        LocalEnd {
-            addr_id: (packed >> 16) as u32,
-            port: (packed as u16).to_be_bytes(),
-        }
-    }
-}
 
 /// Client → real: source becomes the flow's local end (reserved just now for a new flow;
 /// for an established one, with `check_local_end`, checked to be still its own),

@@ -31,7 +31,7 @@ pub fn forward(
     flow: &Flow,
     real_id: u32,
     real: &RealInfo,
-    local: fnat::LocalEnd,
+    local: crate::local_end::LocalEnd,
     check_local_end: bool,
 ) -> Result<Outcome, Outcome> {
     if real.fwd == FWD_TUN {
