@@ -20,7 +20,9 @@ pub const KIND_SED: u8 = 6;
 pub const KIND_NQ: u8 = 7;
 
 /// Scheduler names, as `ServiceInfo::scheduler` indexes them (IPVS's names).
-pub const NAMES: [&str; 9] = ["rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh"];
+pub const NAMES: [&str; 10] = [
+    "rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh", "fo",
+];
 
 /// `sh-fallback` / `mh-fallback` (IPVS `IP_VS_SVC_F_SCHED1`): when the hashed real cannot
 /// take the flow, probe on to the next one that can.

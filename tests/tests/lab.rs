@@ -43,3 +43,26 @@ fn lab_serves_every_real_with_each_scheduler() {
         );
     }
 }
+
+#[test]
+fn lab_with_fo_sends_everything_to_the_highest_weight() {
+    if !require_root("lab_with_fo_sends_everything_to_the_highest_weight") {
+        return;
+    }
+    let output = Command::new(env!("CARGO_BIN_EXE_lab"))
+        .args(["--mode", "dr", "--sched", "fo", "--requests", "30"])
+        .output()
+        .expect("run lab");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "lab --sched fo failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(
+        stdout.contains(
+            "lab: OK: 30/30 HTTP and 30/30 UDP echo requests answered, each service by r2 (fo sends every new flow to the highest weight)"
+        ),
+        "{stdout}"
+    );
+}

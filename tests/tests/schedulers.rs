@@ -584,3 +584,36 @@ fn ops_schedules_every_udp_datagram_on_its_own() {
     // Only the plain service's flow is recorded.
     assert_eq!(balancer.dataplane.sweep().expect("sweep").flows, 1);
 }
+
+#[test]
+fn fo_sends_every_new_flow_to_the_highest_weight_and_fails_over_in_weight_order() {
+    if !require_root("fo_sends_every_new_flow_to_the_highest_weight_and_fails_over_in_weight_order")
+    {
+        return;
+    }
+    let vip = [192, 0, 2, 9];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    // Weights 2, 4, 3, 4: the first of the two fours.
+    balancer
+        .apply_config(&service(vip, "fo", "", 5, &[2, 4, 3, 4]))
+        .expect("apply");
+    let (shares, refused) = spread(&balancer, &[vip], 1_000, 7);
+    assert_eq!((refused, shares), (0, HashMap::from([(2, 1_000)])));
+    // Real 2 drained: the other four takes over; then it too: the three.
+    balancer
+        .apply_config(&service(vip, "fo", "", 5, &[2, 0, 3, 4]))
+        .expect("apply");
+    let (shares, _) = spread(&balancer, &[vip], 1_000, 8);
+    assert_eq!(shares, HashMap::from([(4, 1_000)]));
+    balancer
+        .apply_config(&service(vip, "fo", "", 5, &[2, 0, 3, 0]))
+        .expect("apply");
+    let (shares, _) = spread(&balancer, &[vip], 1_000, 9);
+    assert_eq!(shares, HashMap::from([(3, 1_000)]));
+    // Every weight 0: nobody takes new flows.
+    balancer
+        .apply_config(&service(vip, "fo", "", 5, &[0, 0, 0, 0]))
+        .expect("apply");
+    let (shares, refused) = spread(&balancer, &[vip], 100, 10);
+    assert_eq!((shares.len(), refused), (0, 100));
+}

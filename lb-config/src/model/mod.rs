@@ -256,10 +256,13 @@ pub enum Scheduler {
     Nq,
     /// Maglev hashing: consistent hashing of the client address.
     Mh,
+    /// Weighted failover: every new flow to the available real of highest weight (the
+    /// first of them in configuration order).
+    Fo,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 9] = [
+    pub const ALL: [Scheduler; 10] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Lc,
@@ -269,8 +272,9 @@ impl Scheduler {
         Scheduler::Sed,
         Scheduler::Nq,
         Scheduler::Mh,
+        Scheduler::Fo,
     ];
-    pub const SUPPORTED: &'static str = "rr, wrr, lc, wlc, sh, dh, sed, nq, mh";
+    pub const SUPPORTED: &'static str = "rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo";
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.name() == name)
@@ -287,6 +291,7 @@ impl Scheduler {
             Scheduler::Sed => "sed",
             Scheduler::Nq => "nq",
             Scheduler::Mh => "mh",
+            Scheduler::Fo => "fo",
         }
     }
 

@@ -296,7 +296,7 @@ mod tests {
                     scheduler: Some("fastest".into()),
                     persistent: None,
                 },
-                "unknown scheduler `fastest` (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh)",
+                "unknown scheduler `fastest` (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo)",
             ),
             (
                 Change::AddReal {

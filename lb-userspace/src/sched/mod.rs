@@ -6,6 +6,7 @@
 //! | `lb_algo` | table | the data plane |
 //! |---|---|---|
 //! | rr, wrr | one cycle of the sequence (`sequence`) | walks it with a per-CPU cursor |
+//! | fo | the one real of highest weight (`sequence::fo`) | as rr, over that one |
 //! | sh, dh | 256 buckets (`buckets`) | hashes source / destination address |
 //! | mh | Maglev lookup table of 65537 entries (`maglev`) | hashes source address |
 //! | lc, wlc, sed, nq | the reals, in order | compares connection counts |
@@ -47,7 +48,7 @@ pub struct Table {
 /// The data plane's `sched::KIND_*` of a scheduler.
 pub const fn kind(scheduler: Scheduler) -> u8 {
     match scheduler {
-        Scheduler::Rr | Scheduler::Wrr => KIND_SEQUENCE,
+        Scheduler::Rr | Scheduler::Wrr | Scheduler::Fo => KIND_SEQUENCE,
         Scheduler::Sh => KIND_SOURCE_HASH,
         Scheduler::Dh => KIND_DEST_HASH,
         Scheduler::Mh => KIND_MAGLEV,
@@ -88,6 +89,7 @@ pub fn build(scheduler: Scheduler, reals: &[TableReal]) -> Table {
     match scheduler {
         Scheduler::Rr => sequence::rr(&weights),
         Scheduler::Wrr => sequence::wrr(&weights, MAX_SEQUENCE_LEN as usize),
+        Scheduler::Fo => sequence::fo(&weights),
         Scheduler::Sh => plain(buckets::source_hash(&weights)),
         Scheduler::Dh => plain(buckets::dest_hash(reals.len())),
         Scheduler::Mh => plain(maglev::table(reals)),

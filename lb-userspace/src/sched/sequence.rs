@@ -16,6 +16,22 @@ pub fn rr(weights: &[u32]) -> Table {
     }
 }
 
+/// fo (IPVS's weighted failover, `ip_vs_fo.c`): the real of highest weight, the first of
+/// them on a tie; none when every weight is 0. A real that fails its checks or is drained
+/// leaves the table, which is then built again without it.
+pub fn fo(weights: &[u32]) -> Table {
+    let mut best: Option<usize> = None;
+    for (i, &weight) in weights.iter().enumerate() {
+        if weight > 0 && best.is_none_or(|b| weight > weights[b]) {
+            best = Some(i);
+        }
+    }
+    Table {
+        entries: best.into_iter().collect(),
+        scaled: false,
+    }
+}
+
 /// wrr: one cycle of IPVS's order, at most `max_len` long. When the cycle is longer, the
 /// weights are scaled down first (ratios kept as closely as integers allow); `scaled` in
 /// the result says so.
@@ -107,6 +123,14 @@ mod tests {
             counts[i] += 1;
         }
         counts
+    }
+
+    #[test]
+    fn fo_takes_the_first_real_of_highest_weight() {
+        assert_eq!(fo(&[1, 3, 2, 3]).entries, vec![1]);
+        assert_eq!(fo(&[0, 0, 2]).entries, vec![2]);
+        assert_eq!(fo(&[0, 0]).entries, Vec::<usize>::new());
+        assert_eq!(fo(&[]).entries, Vec::<usize>::new());
     }
 
     #[test]

@@ -97,16 +97,30 @@ impl Mode {
     }
 }
 
-/// The lab's set-up for a scheduler: the reals' weights, extra keywords, and whether every
-/// real should get requests from the lab's one client (dh hashes the destination, and the
-/// lab has one VIP, so one real answers everything).
-fn sched_setup(scheduler: Scheduler) -> ([u32; 3], &'static [&'static str], bool) {
+/// What the lab expects of a scheduler's spread over the three reals.
+#[derive(Clone, Copy)]
+enum Spread {
+    /// Every real answers some requests.
+    Every,
+    /// One real answers everything, the one named (any, with `None`), for the reason given.
+    One(Option<&'static str>, &'static str),
+}
+
+/// The lab's set-up for a scheduler: the reals' weights, extra keywords, and how the
+/// requests of the lab's one client should spread.
+fn sched_setup(scheduler: Scheduler) -> ([u32; 3], &'static [&'static str], Spread) {
     match scheduler {
-        Scheduler::Rr | Scheduler::Lc | Scheduler::Nq => ([1, 1, 1], &[], true),
-        Scheduler::Wrr | Scheduler::Wlc | Scheduler::Sed => ([1, 2, 3], &[], true),
-        Scheduler::Sh => ([1, 1, 1], &["sh-port"], true),
-        Scheduler::Dh => ([1, 1, 1], &[], false),
-        Scheduler::Mh => ([1, 2, 3], &["mh-port"], true),
+        Scheduler::Rr | Scheduler::Lc | Scheduler::Nq => ([1, 1, 1], &[], Spread::Every),
+        Scheduler::Wrr | Scheduler::Wlc | Scheduler::Sed => ([1, 2, 3], &[], Spread::Every),
+        Scheduler::Sh => ([1, 1, 1], &["sh-port"], Spread::Every),
+        // dh hashes the destination, and the lab has one VIP.
+        Scheduler::Dh => ([1, 1, 1], &[], Spread::One(None, "dh hashes the one VIP")),
+        Scheduler::Mh => ([1, 2, 3], &["mh-port"], Spread::Every),
+        Scheduler::Fo => (
+            [1, 3, 2],
+            &[],
+            Spread::One(Some("r2"), "fo sends every new flow to the highest weight"),
+        ),
     }
 }
 
@@ -266,22 +280,30 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!("{} of {} requests failed", failures.len(), 2 * requests);
     }
-    if spread {
-        if !idle.is_empty() {
-            bail!("real(s) {} answered nothing", idle.join(", "));
-        }
-        println!(
-            "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, all {reals} reals served"
-        );
-    } else {
-        if answers.len() != 1 || echoes.len() != 1 {
-            bail!(
-                "{sched} should send every request for the one VIP to one real: {answers:?} {echoes:?}"
+    match spread {
+        Spread::Every => {
+            if !idle.is_empty() {
+                bail!("real(s) {} answered nothing", idle.join(", "));
+            }
+            println!(
+                "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, all {reals} reals served"
             );
         }
-        println!(
-            "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, each service by one real ({sched} hashes the one VIP)"
-        );
+        Spread::One(which, why) => {
+            let only = |served: &BTreeMap<String, usize>| {
+                served.len() == 1 && which.is_none_or(|name| served.contains_key(name))
+            };
+            if !only(&answers) || !only(&echoes) {
+                bail!(
+                    "{sched} should send every request to {}: {answers:?} {echoes:?}",
+                    which.unwrap_or("one real")
+                );
+            }
+            println!(
+                "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, each service by {} ({why})",
+                which.unwrap_or("one real")
+            );
+        }
     }
     Ok(())
 }
