@@ -12,16 +12,17 @@ pub const KIND_DEST_HASH: u8 = 2;
 /// mh: a Maglev lookup table of `MAGLEV_TABLE_SIZE` real ids, indexed by the hash of the
 /// source address (and port with `FLAG_HASH_PORT`).
 pub const KIND_MAGLEV: u8 = 3;
-/// lc, wlc, sed, nq: the table lists the service's reals (at most
+/// lc, wlc, sed, nq, ovf: the table lists the service's reals (at most
 /// `LEAST_CONN_MAX_REALS`); the data plane picks by `LB_REAL_CONNS` and weights.
 pub const KIND_LC: u8 = 4;
 pub const KIND_WLC: u8 = 5;
 pub const KIND_SED: u8 = 6;
 pub const KIND_NQ: u8 = 7;
+pub const KIND_OVF: u8 = 8;
 
 /// Scheduler names, as `ServiceInfo::scheduler` indexes them (IPVS's names).
-pub const NAMES: [&str; 10] = [
-    "rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh", "fo",
+pub const NAMES: [&str; 11] = [
+    "rr", "wrr", "lc", "wlc", "sh", "dh", "sed", "nq", "mh", "fo", "ovf",
 ];
 
 /// `sh-fallback` / `mh-fallback` (IPVS `IP_VS_SVC_F_SCHED1`): when the hashed real cannot

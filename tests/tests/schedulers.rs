@@ -617,3 +617,35 @@ fn fo_sends_every_new_flow_to_the_highest_weight_and_fails_over_in_weight_order(
     let (shares, refused) = spread(&balancer, &[vip], 100, 10);
     assert_eq!((shares.len(), refused), (0, 100));
 }
+
+#[test]
+fn ovf_keeps_the_highest_weight_until_it_is_over_its_weight() {
+    if !require_root("ovf_keeps_the_highest_weight_until_it_is_over_its_weight") {
+        return;
+    }
+    let vip = [192, 0, 2, 20];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    // Weights 1, 3, 2, 0 (the last never chosen).
+    balancer
+        .apply_config(&service(vip, "ovf", "", 6, &[1, 3, 2, 0]))
+        .expect("apply");
+    let frame = |n: u8| Frame::tcp(v4([198, 18, 6, n], vip), 4000, 80).bytes();
+    // (active, inactive) per real, and the real ovf must pick (None: every real is over).
+    type Counts = [(u32, u32); 4];
+    let cases: [(Counts, Option<u8>); 5] = [
+        ([(0, 0); 4], Some(2)),
+        // At its weight it still takes flows; inactive connections do not count.
+        ([(0, 0), (3, 90), (0, 0), (0, 0)], Some(2)),
+        ([(0, 0), (4, 0), (0, 0), (0, 0)], Some(3)),
+        ([(0, 0), (4, 0), (3, 0), (0, 0)], Some(1)),
+        ([(2, 0), (4, 0), (3, 0), (0, 0)], None),
+    ];
+    for (case, (counts, expected)) in cases.iter().enumerate() {
+        preload(&mut balancer, 6, counts);
+        assert_eq!(
+            real_of(&balancer, &frame(case as u8)),
+            *expected,
+            "case {case}: counts {counts:?}"
+        );
+    }
+}

@@ -259,10 +259,13 @@ pub enum Scheduler {
     /// Weighted failover: every new flow to the available real of highest weight (the
     /// first of them in configuration order).
     Fo,
+    /// Overflow: the real of highest weight while its active connections do not exceed
+    /// its weight, then the next.
+    Ovf,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 10] = [
+    pub const ALL: [Scheduler; 11] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Lc,
@@ -273,8 +276,9 @@ impl Scheduler {
         Scheduler::Nq,
         Scheduler::Mh,
         Scheduler::Fo,
+        Scheduler::Ovf,
     ];
-    pub const SUPPORTED: &'static str = "rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo";
+    pub const SUPPORTED: &'static str = "rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf";
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.name() == name)
@@ -292,15 +296,16 @@ impl Scheduler {
             Scheduler::Nq => "nq",
             Scheduler::Mh => "mh",
             Scheduler::Fo => "fo",
+            Scheduler::Ovf => "ovf",
         }
     }
 
-    /// lc, wlc, sed, nq: choose by connection counts (the XDP data plane among at most
-    /// `lb_common::sched::LEAST_CONN_MAX_REALS` reals).
+    /// lc, wlc, sed, nq, ovf: choose by connection counts (the XDP data plane among at
+    /// most `lb_common::sched::LEAST_CONN_MAX_REALS` reals).
     pub const fn counts_connections(self) -> bool {
         matches!(
             self,
-            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq
+            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq | Scheduler::Ovf
         )
     }
 }

@@ -1,10 +1,13 @@
-//! lc, wlc, sed and nq over the service's list of reals (at most `LEAST_CONN_MAX_REALS`,
-//! a bounded loop), with IPVS's formulas (`ip_vs_lc.c`, `ip_vs_wlc.c`, `ip_vs_sed.c`,
-//! `ip_vs_nq.c`) and the connection counts in `LB_REAL_CONNS`:
+//! lc, wlc, sed, nq and ovf over the service's list of reals (at most
+//! `LEAST_CONN_MAX_REALS`, a bounded loop), with IPVS's formulas (`ip_vs_lc.c`,
+//! `ip_vs_wlc.c`, `ip_vs_sed.c`, `ip_vs_nq.c`, `ip_vs_ovf.c`) and the connection counts in
+//! `LB_REAL_CONNS`:
 //! - lc: least `active * 256 + inactive`;
 //! - wlc: least `(active * 256 + inactive) / weight`;
 //! - sed: least `(active + 1) / weight`;
-//! - nq: the first real without active connections, else as sed.
+//! - nq: the first real without active connections, else as sed;
+//! - ovf: least `1 / weight` (the highest weight) among the reals whose active
+//!   connections do not exceed their weight.
 //!
 //! Ratios are compared by cross-multiplying; ties go to the earlier real. Reals with weight
 //! 0 or retired are skipped.
@@ -23,18 +26,20 @@ use lb_common::{
 use super::{NO_REAL, available_weight, table_entry};
 use crate::maps::REAL_CONNS;
 
-/// Per scheduler (lc, wlc, sed, nq): overhead = `active * ACTIVE + inactive * INACTIVE +
-/// CONSTANT`, divided by the weight if `WEIGHTED` (else by 1), and `IDLE_FIRST` takes the
-/// first real without active connections.
+/// Per scheduler (lc, wlc, sed, nq, ovf): overhead = `active * ACTIVE + inactive *
+/// INACTIVE + CONSTANT`, divided by the weight if `WEIGHTED` (else by 1); `IDLE_FIRST`
+/// takes the first real without active connections; `CAPPED` passes over a real with
+/// more active connections than its weight.
 struct Formula {
     active: i64,
     inactive: i64,
     constant: i64,
     weighted: i64,
     idle_first: i64,
+    capped: i64,
 }
 
-static FORMULAS: [Formula; 4] = [
+static FORMULAS: [Formula; 5] = [
     // lc
     Formula {
         active: 256,
@@ -42,6 +47,7 @@ static FORMULAS: [Formula; 4] = [
         constant: 0,
         weighted: 0,
         idle_first: 0,
+        capped: 0,
     },
     // wlc
     Formula {
@@ -50,6 +56,7 @@ static FORMULAS: [Formula; 4] = [
         constant: 0,
         weighted: 1,
         idle_first: 0,
+        capped: 0,
     },
     // sed
     Formula {
@@ -58,6 +65,7 @@ static FORMULAS: [Formula; 4] = [
         constant: 1,
         weighted: 1,
         idle_first: 0,
+        capped: 0,
     },
     // nq
     Formula {
@@ -66,6 +74,16 @@ static FORMULAS: [Formula; 4] = [
         constant: 1,
         weighted: 1,
         idle_first: 1,
+        capped: 0,
+    },
+    // ovf
+    Formula {
+        active: 0,
+        inactive: 0,
+        constant: 1,
+        weighted: 1,
+        idle_first: 0,
+        capped: 1,
     },
 ];
 
@@ -85,7 +103,7 @@ pub fn pick(service: &ServiceInfo) -> Option<u32> {
 }
 
 /// The choice for service `service_id` with the table at `table_offset`/`table_len` and
-/// scheduler `kind` (`KIND_LC` ..= `KIND_NQ`); `NO_REAL` if no real is available.
+/// scheduler `kind` (`KIND_LC` ..= `KIND_OVF`); `NO_REAL` if no real is available.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn lb_sched_least_conn(
@@ -99,13 +117,14 @@ pub extern "C" fn lb_sched_least_conn(
     };
     // Read once: from here on they are plain numbers to the verifier.
     // SAFETY: reads of a static.
-    let (a, i, c, weighted, idle_first) = unsafe {
+    let (a, i, c, weighted, idle_first, capped) = unsafe {
         (
             core::ptr::read_volatile(&formula.active),
             core::ptr::read_volatile(&formula.inactive),
             core::ptr::read_volatile(&formula.constant),
             core::ptr::read_volatile(&formula.weighted),
             core::ptr::read_volatile(&formula.idle_first),
+            core::ptr::read_volatile(&formula.capped),
         )
     };
     let service = ServiceInfo::table_only(service_id, table_offset, table_len, kind as u8);
@@ -126,8 +145,13 @@ pub extern "C" fn lb_sched_least_conn(
         if (active.max(0) | (idle_first ^ 1)) == 0 {
             return id;
         }
+        // ovf: a real over its weight gets the overhead no real beats, by arithmetic
+        // rather than a branch (each branch in this loop multiplies the verifier's work).
+        let over = i64::from(active > i64::from(weight)) & capped;
         let overhead = active * a + inactive * i + c;
         let weight = i64::from(weight) * weighted + (1 - weighted);
+        let overhead = overhead + over * (NO_OVERHEAD - overhead);
+        let weight = weight - over * (weight - 1);
         if best_overhead * weight > overhead * best_weight {
             (best, best_overhead, best_weight) = (id, overhead, weight);
         }

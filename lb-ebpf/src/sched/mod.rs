@@ -14,8 +14,8 @@ mod sequence;
 use lb_common::{
     REAL_FLAG_RETIRED, ServiceInfo,
     sched::{
-        KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_SED, KIND_SEQUENCE, KIND_SOURCE_HASH,
-        KIND_WLC,
+        KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_OVF, KIND_SED, KIND_SEQUENCE,
+        KIND_SOURCE_HASH, KIND_WLC,
     },
 };
 
@@ -35,7 +35,7 @@ pub fn pick(service: &ServiceInfo, flow: &Flow) -> Option<u32> {
         KIND_SOURCE_HASH => hashing::source_hash(service, flow),
         KIND_DEST_HASH => hashing::dest_hash(service, flow),
         KIND_MAGLEV => hashing::maglev(service, flow),
-        KIND_LC | KIND_WLC | KIND_SED | KIND_NQ => least_conn::pick(service),
+        KIND_LC | KIND_WLC | KIND_SED | KIND_NQ | KIND_OVF => least_conn::pick(service),
         _ => None,
     }
 }

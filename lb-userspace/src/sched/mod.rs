@@ -9,15 +9,15 @@
 //! | fo | the one real of highest weight (`sequence::fo`) | as rr, over that one |
 //! | sh, dh | 256 buckets (`buckets`) | hashes source / destination address |
 //! | mh | Maglev lookup table of 65537 entries (`maglev`) | hashes source address |
-//! | lc, wlc, sed, nq | the reals, in order | compares connection counts |
+//! | lc, wlc, sed, nq, ovf | the reals, in order | compares connection counts |
 
 mod buckets;
 mod maglev;
 mod sequence;
 
 use lb_common::sched::{
-    FLAG_FALLBACK, FLAG_HASH_PORT, KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_SED,
-    KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_WLC, MAX_SEQUENCE_LEN,
+    FLAG_FALLBACK, FLAG_HASH_PORT, KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_OVF,
+    KIND_SED, KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_WLC, MAX_SEQUENCE_LEN,
 };
 
 pub use maglev::permutation_key;
@@ -56,6 +56,7 @@ pub const fn kind(scheduler: Scheduler) -> u8 {
         Scheduler::Wlc => KIND_WLC,
         Scheduler::Sed => KIND_SED,
         Scheduler::Nq => KIND_NQ,
+        Scheduler::Ovf => KIND_OVF,
     }
 }
 
@@ -94,7 +95,7 @@ pub fn build(scheduler: Scheduler, reals: &[TableReal]) -> Table {
         Scheduler::Dh => plain(buckets::dest_hash(reals.len())),
         Scheduler::Mh => plain(maglev::table(reals)),
         // The XDP backend refuses more than `LEAST_CONN_MAX_REALS` (the data plane's loop).
-        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq => {
+        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq | Scheduler::Ovf => {
             plain((0..reals.len()).collect())
         }
     }

@@ -121,6 +121,16 @@ fn sched_setup(scheduler: Scheduler) -> ([u32; 3], &'static [&'static str], Spre
             &[],
             Spread::One(Some("r2"), "fo sends every new flow to the highest weight"),
         ),
+        // One request at a time: the highest weight never has more active connections
+        // than its weight.
+        Scheduler::Ovf => (
+            [1, 3, 2],
+            &[],
+            Spread::One(
+                Some("r2"),
+                "ovf keeps the highest weight while it is not over its weight",
+            ),
+        ),
     }
 }
 
