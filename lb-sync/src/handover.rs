@@ -4,7 +4,9 @@
 //! again every `retry_every`), and lets VRRP preempt once the master's `Done` for that
 //! request came, or once `wait_at_most` has passed, or once it became master anyway (no
 //! master answered VRRP either). A master stepping down to backup does not hold: its
-//! table is the current one.
+//! table is the current one. Waiting for a role (no VRRP state yet, or FAULT) holds at
+//! most `wait_at_most` too, so that an instance stuck in FAULT cannot keep the others
+//! from preempting; the request then goes out when the role comes.
 //!
 //! The master's side is `serve`: a request with a matching sync id, while master, is to
 //! be answered by a walk of the whole table and a `Done`.
@@ -37,8 +39,11 @@ pub struct LastResync {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
-    /// Preemption held; nothing asked yet (no role yet, or FAULT).
-    Holding,
+    /// Preemption held since `since`; nothing asked yet (no role yet, or FAULT).
+    Holding { since: Instant },
+    /// Preemption free, but a request is due when the role comes (a hold that ran out
+    /// before it did).
+    Due,
     /// Preemption held; asked with `nonce` at `asked`, last sent at `sent`.
     Asking {
         nonce: u32,
@@ -70,8 +75,8 @@ pub struct HandoverCounters {
 /// What a datagram on the resync port asks of the caller.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {
-    /// Walk the whole table to the backups, then send `done(nonce, conns)`.
-    Serve { nonce: u32 },
+    /// Walk the whole table to the backups, then send `done(syncid, nonce, conns)`.
+    Serve { syncid: u8, nonce: u32 },
     /// The resync this director asked for is complete: preemption is free.
     Complete { conns: u32 },
     /// Nothing to do.
@@ -89,20 +94,25 @@ pub struct Handover {
 }
 
 impl Handover {
-    /// Holding preemption from the start when `holds` (the daemon follows a VRRP
-    /// instance); `nonce_seed` makes this run's requests differ from an earlier run's.
+    /// Holding preemption from `now` when `holds` (the daemon follows a VRRP instance);
+    /// `nonce_seed` makes this run's requests differ from an earlier run's.
     pub fn new(
         syncid: u8,
         holds: bool,
         retry_every: Duration,
         wait_at_most: Duration,
         nonce_seed: u32,
+        now: Instant,
     ) -> Self {
         Self {
             syncid,
             retry_every,
             wait_at_most,
-            state: if holds { State::Holding } else { State::Free },
+            state: if holds {
+                State::Holding { since: now }
+            } else {
+                State::Free
+            },
             next_nonce: nonce_seed,
             last: None,
             counters: HandoverCounters::default(),
@@ -111,7 +121,7 @@ impl Handover {
 
     /// Whether VRRP must not preempt now.
     pub fn holds_preemption(&self) -> bool {
-        self.state != State::Free
+        matches!(self.state, State::Holding { .. } | State::Asking { .. })
     }
 
     /// Whether a request is out, unanswered.
@@ -138,11 +148,12 @@ impl Handover {
                 self.state = State::Free;
                 None
             }
+            (Role::Idle, State::Holding { .. }) => None,
             (Role::Idle, _) => {
-                self.state = State::Holding;
+                self.state = State::Holding { since: now };
                 None
             }
-            (Role::Backup, State::Holding) => {
+            (Role::Backup, State::Holding { .. } | State::Due) => {
                 let nonce = self.next_nonce;
                 self.next_nonce = self.next_nonce.wrapping_add(1);
                 self.state = State::Asking {
@@ -160,19 +171,33 @@ impl Handover {
     pub fn deadline(&self) -> Option<Instant> {
         match self.state {
             State::Asking { asked, sent, .. } => {
-                Some((sent + self.retry_every).min(asked + self.wait_at_most))
+                Some((sent + self.retry_every).min(self.until(asked)))
             }
+            State::Holding { since } => Some(self.until(since)),
             _ => None,
         }
+    }
+
+    /// `wait_at_most` after `from` (the far future if that overflows).
+    fn until(&self, from: Instant) -> Instant {
+        from.checked_add(self.wait_at_most)
+            .unwrap_or(from + Duration::from_secs(86_400 * 365))
     }
 
     /// At `now`: the request to send again, if its time came; gives up (preemption
     /// free) once `wait_at_most` has passed.
     pub fn poll(&mut self, now: Instant) -> Option<[u8; crate::resync::LEN]> {
+        if let State::Holding { since } = self.state {
+            if now >= self.until(since) {
+                // No role came: preemption goes free; the request waits for the role.
+                self.state = State::Due;
+            }
+            return None;
+        }
         let State::Asking { nonce, asked, sent } = self.state else {
             return None;
         };
-        if now >= asked + self.wait_at_most {
+        if now >= self.until(asked) {
             self.end(Outcome::TimedOut, asked, now);
             return None;
         }
@@ -202,9 +227,9 @@ impl Handover {
             return Received::Nothing;
         }
         match (message, self.state) {
-            (Resync::Request { nonce, .. }, _) if role.sends() => {
+            (Resync::Request { nonce, syncid }, _) if role.sends() => {
                 self.counters.requests_served += 1;
-                Received::Serve { nonce }
+                Received::Serve { syncid, nonce }
             }
             (
                 Resync::Done { nonce, conns, .. },
@@ -222,10 +247,11 @@ impl Handover {
         }
     }
 
-    /// The `Done` a master sends once it has sent `conns` connections for `nonce`.
-    pub fn done(&self, nonce: u32, conns: u32) -> [u8; crate::resync::LEN] {
+    /// The `Done` a master sends once it has sent `conns` connections for the request
+    /// `nonce` of sync id `syncid` (the request's: a master with id 0 serves every id).
+    pub fn done(syncid: u8, nonce: u32, conns: u32) -> [u8; crate::resync::LEN] {
         Resync::Done {
-            syncid: self.syncid,
+            syncid,
             nonce,
             conns,
         }
@@ -264,7 +290,7 @@ mod tests {
     const WAIT: Duration = Duration::from_secs(10);
 
     fn handover(holds: bool) -> Handover {
-        Handover::new(3, holds, RETRY, WAIT, 100)
+        Handover::new(3, holds, RETRY, WAIT, 100, Instant::now())
     }
 
     fn nonce_of(datagram: &[u8]) -> u32 {
@@ -291,11 +317,11 @@ mod tests {
         master.set_role(Role::Master, start);
         assert_eq!(
             master.receive(&request, Role::Master, start),
-            Received::Serve { nonce }
+            Received::Serve { syncid: 3, nonce }
         );
-        let done = master.done(nonce, 42);
+        let done = Handover::done(3, nonce, 42);
         // Another request's Done does not end this one.
-        let stale = master.done(nonce.wrapping_sub(1), 1);
+        let stale = Handover::done(3, nonce.wrapping_sub(1), 1);
         let later = start + Duration::from_millis(300);
         assert_eq!(
             backup.receive(&stale, Role::Backup, later),
@@ -364,6 +390,31 @@ mod tests {
     }
 
     #[test]
+    fn waiting_for_a_role_holds_at_most_the_wait_and_asks_when_it_comes() {
+        let start = Instant::now();
+        let mut stuck = Handover::new(3, true, RETRY, WAIT, 7, start);
+        assert_eq!(stuck.deadline(), Some(start + WAIT));
+        assert_eq!(stuck.poll(start + WAIT / 2), None);
+        assert!(stuck.holds_preemption());
+        assert_eq!(stuck.poll(start + WAIT), None);
+        assert!(
+            !stuck.holds_preemption(),
+            "a FAULT that lasts frees the others"
+        );
+        assert_eq!(stuck.deadline(), None);
+        // The role comes at last: the request goes out and preemption is held again.
+        let later = start + 3 * WAIT;
+        assert_eq!(
+            nonce_of(&stuck.set_role(Role::Backup, later).expect("asks")),
+            7
+        );
+        assert!(stuck.holds_preemption());
+        // A wait too long for the clock still ends: far away, not never.
+        let forever = Handover::new(3, true, RETRY, Duration::MAX, 0, start);
+        assert!(forever.deadline().is_some_and(|at| at > start));
+    }
+
+    #[test]
     fn strangers_are_counted_not_served() {
         let now = Instant::now();
         let mut director = handover(false);
@@ -400,10 +451,13 @@ mod tests {
             Some(ResyncError::Length { len: 4 })
         );
         // Sync id 0 serves every id, as the sync daemon takes every id.
-        let mut any = Handover::new(0, false, RETRY, WAIT, 0);
+        let mut any = Handover::new(0, false, RETRY, WAIT, 0, now);
         assert_eq!(
             any.receive(&other, Role::Master, now),
-            Received::Serve { nonce: 1 }
+            Received::Serve {
+                syncid: 4,
+                nonce: 1
+            }
         );
     }
 }

@@ -112,7 +112,11 @@ fn run(
     for state in [DaemonState::Master, DaemonState::Backup] {
         note(ipvs.stop_daemon(state).map(|_| ()), &mut last_error);
     }
-    let mut role = Role::Idle;
+    let mut role = if follows_instance {
+        Role::Idle
+    } else {
+        Role::MasterBackup
+    };
     if !follows_instance {
         let both = [DaemonState::Master, DaemonState::Backup];
         switch(&ipvs, &config, &both, &mut running, &mut last_error);

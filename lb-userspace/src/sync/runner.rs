@@ -95,13 +95,21 @@ pub struct SyncParts {
     pub refresh_interval: Duration,
 }
 
+/// A returning director's request a walk answers, and the records sent for it so far.
+#[derive(Clone, Copy)]
+struct Serving {
+    syncid: u8,
+    nonce: u32,
+    sent: u32,
+}
+
 /// A master's walk of its flow table under way: the flows seen since `since_ns`; when
 /// it answers a returning director's request, the request's nonce and the connections
 /// sent so far.
 struct Walk {
     walk: FlowWalk,
     since_ns: u64,
-    serving: Option<(u32, u32)>,
+    serving: Option<Serving>,
 }
 
 enum Command {
@@ -188,6 +196,7 @@ fn run(
         RESYNC_RETRY,
         parts.resync_wait,
         nonce_seed(),
+        Instant::now(),
     );
     let mut status = SyncStatus::default();
     let mut resync_reported = None;
@@ -273,10 +282,10 @@ fn run(
             };
             heard_from(&mut status, from.ip());
             match handover.receive(&buffer[..len], daemon.role(), now) {
-                Received::Serve { nonce } => {
+                Received::Serve { syncid, nonce } => {
                     let serving_it = walking
                         .as_ref()
-                        .is_some_and(|walk| walk.serving.is_some_and(|(n, _)| n == nonce));
+                        .is_some_and(|walk| walk.serving.is_some_and(|s| s.nonce == nonce));
                     if !serving_it {
                         info!(
                             "connection sync: {} asks for all connections; sending them",
@@ -285,7 +294,11 @@ fn run(
                         walking = Some(Walk {
                             walk: FlowWalk::default(),
                             since_ns: 0,
-                            serving: Some((nonce, 0)),
+                            serving: Some(Serving {
+                                syncid,
+                                nonce,
+                                sent: 0,
+                            }),
                         });
                         templates.clear();
                     }
@@ -301,7 +314,10 @@ fn run(
         }
         if !daemon.role().sends() {
             walking = None;
-        } else if walking.is_none() && now >= next_walk {
+        } else if walking.is_none() && now >= next_walk && daemon.role() == Role::Master {
+            // Master and backup at once (no VRRP instance) walks only to answer a
+            // request: each director would otherwise send the other's flows back, and
+            // keep them alive.
             walking = Some(Walk {
                 walk: FlowWalk::default(),
                 since_ns: walked_ns,
@@ -328,8 +344,8 @@ fn run(
                             &mut status,
                         );
                         status.refreshed += u64::from(records.min(1));
-                        if let Some((_, sent)) = &mut walk.serving {
-                            *sent = sent.saturating_add(records);
+                        if let Some(serving) = &mut walk.serving {
+                            serving.sent = serving.sent.saturating_add(records);
                         }
                     }
                     false
@@ -340,17 +356,24 @@ fn run(
                 }
             };
             if walk.walk.done() || failed {
-                if let Some((nonce, sent)) = walk.serving {
-                    // The records first, then the `Done` that counts them.
+                if let Some(Serving {
+                    syncid,
+                    nonce,
+                    sent,
+                }) = walk.serving
+                {
+                    // The records first, then the `Done` that counts them; a walk that
+                    // failed part way sends no `Done` (the director asks again or waits).
                     let out = daemon.flush();
                     send_all(&parts.sockets, out, &mut status);
-                    send_all(
-                        &parts.resync,
-                        vec![handover.done(nonce, sent).to_vec()],
-                        &mut status,
-                    );
-                    status.resync_conns_served += u64::from(sent);
-                    info!("connection sync: sent all {sent} connections to a returning director");
+                    if !failed {
+                        let done = Handover::done(syncid, nonce, sent);
+                        send_all(&parts.resync, vec![done.to_vec()], &mut status);
+                        status.resync_conns_served += u64::from(sent);
+                        info!(
+                            "connection sync: sent all {sent} connections to a returning director"
+                        );
+                    }
                 } else {
                     next_walk = now + parts.refresh_interval;
                 }
