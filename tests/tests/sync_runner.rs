@@ -346,6 +346,21 @@ fn a_resync_nobody_answers_ends_after_the_wait() {
     );
     assert_eq!(got.handover.requests_sent, 1);
     assert_eq!(got.handover.resyncs_timed_out, 1);
+    // A sync thread that ends holds nothing: one still waiting for its role lets go.
+    drop(backup_sync);
+    let mut again = balancer();
+    let waiting = spawn(
+        &b,
+        "sb",
+        &mut again,
+        5,
+        Duration::from_secs(60),
+        Some(wait * 100),
+    );
+    let hold = waiting.preemption_hold();
+    assert!(hold.is_held());
+    drop(waiting);
+    assert!(!hold.is_held(), "the stopped thread released the hold");
 }
 
 #[test]

@@ -189,6 +189,8 @@ fn run(
     woken: UnixDatagram,
     shared: Arc<Mutex<SyncStatus>>,
 ) {
+    // However the thread ends (told to stop, or a panic), it holds no preemption after.
+    let _release = ReleaseOnExit(parts.hold.clone());
     let mut daemon = Daemon::new(parts.settings);
     let mut handover = Handover::new(
         parts.settings.syncid,
@@ -394,6 +396,15 @@ fn run(
         if stop {
             return;
         }
+    }
+}
+
+/// Frees VRRP's preemption when dropped: a sync thread that is gone cannot hold it.
+struct ReleaseOnExit(PreemptionHold);
+
+impl Drop for ReleaseOnExit {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
