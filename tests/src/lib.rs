@@ -21,3 +21,4 @@ pub mod sync_bench;
 pub mod testrun;
 pub mod topology;
 pub mod traffic;
+pub mod wait;

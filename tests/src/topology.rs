@@ -94,6 +94,12 @@ pub enum RealSetup {
     FullNat,
 }
 
+/// Whether `ns` holds the IPv4 VIP on its `eth0` (as VRRP's master does).
+pub fn holds_vip(ns: &Netns) -> bool {
+    ns.ip(&["-4", "addr", "show", "dev", "eth0"])
+        .is_ok_and(|out| out.contains(&format!("{VIP}/32")))
+}
+
 pub fn vip_http() -> SocketAddr {
     SocketAddr::new(VIP.into(), HTTP_PORT)
 }

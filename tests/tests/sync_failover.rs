@@ -28,9 +28,9 @@ use std::{
 use lb_tests::{
     http::KeepAlive,
     lbd::Lbd,
-    netns::Netns,
     privilege::require_root,
-    topology::{NAT_GATEWAY, RealSetup, Topology, VIP, vip_http},
+    topology::{NAT_GATEWAY, RealSetup, Topology, VIP, holds_vip, vip_http},
+    wait::wait_until,
 };
 
 const LAB: &str = env!("CARGO_BIN_EXE_lab");
@@ -80,19 +80,6 @@ fn config(lab: &Topology, setup: RealSetup, priority: u8, sync: bool) -> String 
         "{sync}vrrp_instance VI_1 {{\n    state BACKUP\n    interface eth0\n    virtual_router_id 51\n    priority {priority}\n    version 3\n    advert_int 0.1\n    virtual_ipaddress {{\n        {VIP}/32\n{gateway}    }}\n}}\n{}",
         lab.keepalived_conf_with("rr", kind, &[], &reals)
     )
-}
-
-fn holds_vip(ns: &Netns) -> bool {
-    ns.ip(&["-4", "addr", "show", "dev", "eth0"])
-        .is_ok_and(|out| out.contains(&format!("{VIP}/32")))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn run(scenario: &Scenario) -> Outcome {

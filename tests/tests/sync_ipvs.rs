@@ -31,7 +31,8 @@ use lb_tests::{
     lbd::{Lbd, lbctl_ok_in},
     netns::Netns,
     privilege::require_ipvs,
-    topology::{HTTP_PORT, Topology, VIP, vip_http},
+    topology::{HTTP_PORT, Topology, VIP, holds_vip, vip_http},
+    wait::wait_until,
 };
 use lb_userspace::sync::socket::SyncSockets;
 
@@ -152,19 +153,6 @@ fn assert_pinned(
     assert_eq!(client, "10.0.0.2:0");
     assert_eq!(vip, &format!("{VIP}:{HTTP_PORT}"));
     assert!(reals.contains(real), "{pins:?} {conns:?}");
-}
-
-fn holds_vip(ns: &Netns) -> bool {
-    ns.ip(&["-4", "addr", "show", "dev", "eth0"])
-        .is_ok_and(|out| out.contains(&format!("{VIP}/32")))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !done() {
-        assert!(Instant::now() < deadline, "{what}: not within {timeout:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// `CONNECTIONS` connections from the client through the VIP, each answered once, kept

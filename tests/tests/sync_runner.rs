@@ -22,6 +22,7 @@ use lb_tests::{
     packet::{Frame, TCP_ACK, v4},
     privilege::require_root,
     testrun::{StaticNextHops, TestBalancer, next_hop},
+    wait::wait_until,
 };
 use lb_userspace::{
     dataplane::xdp::XdpOptions,
@@ -33,6 +34,8 @@ use lb_userspace::{
 };
 
 const VIP: [u8; 4] = [192, 0, 2, 94];
+/// How long each wait of these tests may take.
+const SOON: Duration = Duration::from_secs(5);
 const CLIENT: [u8; 4] = [198, 18, 22, 1];
 const GROUP: [u8; 4] = [224, 0, 0, 81];
 
@@ -157,15 +160,6 @@ fn spawn(
     .expect("spawn")
 }
 
-/// Poll `check` every 20 ms for up to 5 s.
-fn eventually(what: &str, mut check: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !check() {
-        assert!(Instant::now() < deadline, "{what}: not within 5 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 #[test]
 fn the_masters_connections_reach_the_backup_on_the_same_real() {
     if !require_root("the_masters_connections_reach_the_backup_on_the_same_real") {
@@ -194,14 +188,14 @@ fn the_masters_connections_reach_the_backup_on_the_same_real() {
         assert_eq!(master.real_of(&ack(port)), Some(real));
         reals.insert(port, real);
     }
-    eventually("the backup installs the ten connections", || {
+    wait_until("the backup installs the ten connections", SOON, || {
         backup_sync.status().installed >= 10
     });
     for (&port, &real) in &reals {
         assert_eq!(backup.real_of(&ack(port)), Some(real), "port {port}");
     }
     // The master counts what it sent just after sending it.
-    eventually("the master counts the records it sent", || {
+    wait_until("the master counts the records it sent", SOON, || {
         master_sync.status().counters.conns_sent >= 10
     });
     assert_eq!(master_sync.status().role, Role::Master);
@@ -214,9 +208,11 @@ fn the_masters_connections_reach_the_backup_on_the_same_real() {
     }
     assert_eq!(active, 10);
     // A daemon with another sync id took none, and counted them.
-    eventually("the other daemon counts the messages of another id", || {
-        other_id.status().counters.other_syncid >= 1
-    });
+    wait_until(
+        "the other daemon counts the messages of another id",
+        SOON,
+        || other_id.status().counters.other_syncid >= 1,
+    );
     assert_eq!(other_id.status().installed, 0);
 }
 
@@ -245,18 +241,18 @@ fn a_backup_that_starts_late_learns_the_masters_flows_from_its_walks() {
         reals.insert(port, real);
     }
     // The messages for these flows are sent and gone before the backup starts.
-    eventually("the master sends its events", || {
+    wait_until("the master sends its events", SOON, || {
         master_sync.status().counters.conns_sent >= 10
     });
     let backup_sync = runner(&b, "sb", &mut backup, 5, Role::Backup);
     // The master's next walk resends the flows active since its last one.
-    eventually("the backup learns the five flows", || {
+    wait_until("the backup learns the five flows", SOON, || {
         backup_sync.status().installed >= 5
     });
     for (&port, &real) in &reals {
         assert_eq!(backup.real_of(&ack(port)), Some(real), "port {port}");
     }
-    eventually("the master counts the flows its walks resent", || {
+    wait_until("the master counts the flows its walks resent", SOON, || {
         master_sync.status().refreshed >= 5
     });
     assert_eq!(master_sync.status().last_walk_error, None);
@@ -280,7 +276,7 @@ fn a_returning_backup_holds_preemption_until_the_masters_resync() {
         reals.insert(port, real);
     }
     // Sent while the backup was away; the master's next walk is a minute off.
-    eventually("the master sends its events", || {
+    wait_until("the master sends its events", SOON, || {
         master_sync.status().counters.conns_sent >= 10
     });
     let backup_sync = spawn(
@@ -294,7 +290,7 @@ fn a_returning_backup_holds_preemption_until_the_masters_resync() {
     let hold = backup_sync.preemption_hold();
     assert!(hold.is_held(), "held from the start");
     backup_sync.set_role(Role::Backup);
-    eventually("the resync ends", || {
+    wait_until("the resync ends", SOON, || {
         backup_sync.status().last_resync.is_some()
     });
     assert!(!hold.is_held(), "free once the resync is complete");
@@ -334,7 +330,7 @@ fn a_resync_nobody_answers_ends_after_the_wait() {
     let hold = backup_sync.preemption_hold();
     let asked = Instant::now();
     backup_sync.set_role(Role::Backup);
-    eventually("the wait ends", || {
+    wait_until("the wait ends", SOON, || {
         backup_sync.status().last_resync.is_some()
     });
     assert!(asked.elapsed() >= wait, "not before the wait is over");
@@ -388,7 +384,7 @@ fn without_an_instance_each_director_sends_its_own_and_takes_the_others() {
         assert_eq!(here.real_of(&ack(port)), Some(real));
         reals.insert(port, real);
     }
-    eventually("each takes the other's two connections", || {
+    wait_until("each takes the other's two connections", SOON, || {
         one_sync.status().installed >= 2 && other_sync.status().installed >= 2
     });
     for (&port, &real) in &reals {
@@ -429,7 +425,7 @@ fn a_persistent_clients_pin_reaches_the_backup() {
     }
     assert_ne!(reals[0], reals[1], "rr put them on both reals");
     // Four flow records (SYN, then ESTABLISHED) and each client's template once.
-    eventually("the backup takes the flows and their pins", || {
+    wait_until("the backup takes the flows and their pins", SOON, || {
         backup_sync.status().installed >= 6
     });
     let got = backup_sync.status();

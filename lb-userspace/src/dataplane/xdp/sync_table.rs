@@ -28,7 +28,7 @@ use lb_common::{
 use super::{
     conns::ConnTable,
     keys::{addr_bytes, addr_from},
-    sys,
+    sweep, sys,
 };
 use crate::sync::convert::{Incoming, IncomingPin, Pin};
 
@@ -156,12 +156,7 @@ impl SyncTable {
         now: Instant,
     ) -> Result<(), InstallError> {
         let key = &incoming.key;
-        let service_key = ServiceKey {
-            addr: key.dst,
-            port: key.dport,
-            proto: key.proto,
-            family: key.family,
-        };
+        let service_key = sweep::service_key(key);
         let service = self.service(&service_key)?;
         let (real_id, real) = self.real_at(
             &service_key,
@@ -268,12 +263,7 @@ impl SyncTable {
     /// the pin is alive and on that real (for the master's templates), as of `now_ns`.
     pub fn pin_of(&self, event: &SyncEvent, now_ns: u64) -> Option<Pin> {
         let key = &event.key;
-        let service_key = ServiceKey {
-            addr: key.dst,
-            port: key.dport,
-            proto: key.proto,
-            family: key.family,
-        };
+        let service_key = sweep::service_key(key);
         let service = self.cached_service(&service_key)?;
         if service.persist_timeout == 0 {
             return None;
