@@ -368,8 +368,17 @@ fn main() -> anyhow::Result<()> {
                 IpAddr::from(vip),
                 scheduler.name()
             );
+            // ovf refuses a new flow once every real has more active connections than its
+            // weight: its weights are scaled up so that no real overflows within a run
+            // (the rows time scheduling, not refusal).
+            let scale = if *scheduler == Scheduler::Ovf {
+                16_000
+            } else {
+                1
+            };
             for (i, real) in reals[next_real..next_real + count].iter().enumerate() {
-                config += &format!(" real_server {real} 80 {{\n  weight {}\n }}\n", 1 + i % 4);
+                let weight = (1 + i % 4) * scale;
+                config += &format!(" real_server {real} 80 {{\n  weight {weight}\n }}\n");
             }
             config += "}\n";
             next_real += count;
