@@ -51,6 +51,8 @@ pub mod map_names {
     pub const FLOWS: &str = "LB_FLOWS";
     pub const REAL_CONNS: &str = "LB_REAL_CONNS";
     pub const PERSIST: &str = "LB_PERSIST";
+    /// lblc/lblcr: a destination address's real or set of reals.
+    pub const LOCALITY: &str = "LB_LOCALITY";
     pub const TIMEOUTS: &str = "LB_TIMEOUTS";
     pub const DECAP_VIPS: &str = "LB_DECAP_VIPS";
     pub const DECAP_SOURCES: &str = "LB_DECAP_SOURCES";
@@ -85,6 +87,7 @@ pub mod map_names {
         FLOWS,
         REAL_CONNS,
         PERSIST,
+        LOCALITY,
         TIMEOUTS,
         DECAP_VIPS,
         DECAP_SOURCES,
@@ -367,6 +370,11 @@ pub struct Settings {
     /// the coarse clock itself.
     pub clock_tick_ns: u64,
     pub clock_offset_ns: u64,
+    /// lblc/lblcr: how long an unused destination is remembered, and how long an lblcr
+    /// set stays unchanged before it loses its most loaded member (IPVS's
+    /// `lblc_expiration` and `lblcr_expiration`); 0 means IPVS's default,
+    /// `sched::LOCALITY_EXPIRATION_NS`.
+    pub locality_expiration_ns: u64,
 }
 
 /// 64-bit words of `Settings::nat_sources` (512 bits).
@@ -661,6 +669,8 @@ aya_pod!(
     Settings,
     LocalAddr,
     BenchFrame,
+    sched::LocalityKey,
+    sched::LocalityEntry,
 );
 
 #[cfg(test)]

@@ -1211,7 +1211,7 @@ virtual_server 192.0.2.1 80 {
         let errors = errors(
             "
 virtual_server 192.0.2.1 80 {
-    lb_algo lblc
+    lb_algo fastest
     lb_kind FULLNAT
 }
 virtual_server 192.0.2.2 80 {
@@ -1239,7 +1239,7 @@ include /etc/keepalived/services/*.conf
         assert_eq!(
             lines(&errors),
             [
-                "3: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf)",
+                "3: lb_algo `fastest` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf, twos, lblc, lblcr)",
                 "4: lb_kind `FULLNAT` is not supported yet (supported: DR, TUN, NAT, FNAT)",
                 "8: `10.0.0.300` is not an IPv4 or IPv6 address",
                 "10: weight `70000` is not an integer in 0..=65535",
@@ -1250,7 +1250,7 @@ include /etc/keepalived/services/*.conf
         );
         assert_eq!(
             errors[0].to_string(),
-            "k.conf:3: error: lb_algo `lblc` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf)"
+            "k.conf:3: error: lb_algo `fastest` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf, twos, lblc, lblcr)"
         );
     }
 

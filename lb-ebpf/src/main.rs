@@ -374,7 +374,7 @@ fn schedule(flow: &Flow, service: &ServiceInfo, now: u64) -> Result<Chosen, Outc
     };
     let real_id = match pinned {
         Some(real_id) => real_id,
-        None => sched::pick(service, flow).ok_or(Outcome::NoReal)?,
+        None => sched::pick(service, flow, now).ok_or(Outcome::NoReal)?,
     };
     let real = maps::real(real_id).ok_or(Outcome::NextHopUnknown)?;
     let mut local = LocalEnd::NONE;

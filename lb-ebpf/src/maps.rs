@@ -12,7 +12,10 @@ use lb_common::{
     DEFAULT_SCHED_TABLE_ENTRIES, DecapSource, FlowKey, FlowState, LocalAddr, MAX_DECAP_SOURCES,
     MAX_LAYOUT_STAMPS, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome,
     PERSIST_TABLE_SIZE, PersistKey, PersistState, RealInfo, SYNC_EVENTS_BYTES, ServiceInfo,
-    ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts, decap_stats,
+    ServiceKey, Settings, TrafficStats, VipKey,
+    conn::Timeouts,
+    decap_stats,
+    sched::{LOCALITY_TABLE_SIZE, LocalityEntry, LocalityKey},
 };
 
 /// Virtual services: (VIP, port, protocol) → id, scheduler and table. Not
@@ -75,6 +78,12 @@ pub static TIMEOUTS: Array<Timeouts> = Array::pinned(1, 0);
 #[map(name = "LB_PERSIST")]
 pub static PERSIST: LruHashMap<PersistKey, PersistState> =
     LruHashMap::pinned(PERSIST_TABLE_SIZE, 0);
+
+/// lblc/lblcr: (service, destination address) → its real or set of reals. An LRU map,
+/// as IPVS collects the least recently used entries when its table is full.
+#[map(name = "LB_LOCALITY")]
+pub static LOCALITY: LruHashMap<LocalityKey, LocalityEntry> =
+    LruHashMap::pinned(LOCALITY_TABLE_SIZE, 0);
 
 /// Active and inactive connections per real id, shared by all CPUs (atomic updates);
 /// userspace maps it into its memory (`BPF_F_MMAPABLE`) to update it atomically too.

@@ -72,7 +72,7 @@ fn config_test_lists_every_problem_and_fails() {
         stderr.lines().collect::<Vec<_>>(),
         [
             "k.conf:1: error: vrrp_instance VI_1 needs `interface` (or unicast_src_ip)",
-            "k.conf:4: error: lb_algo `nope` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf)",
+            "k.conf:4: error: lb_algo `nope` is not supported yet (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf, twos, lblc, lblcr)",
             "k.conf:5: error: lb_kind `FULLNAT` is not supported yet (supported: DR, TUN, NAT, FNAT)",
         ]
     );

@@ -9,7 +9,10 @@ use aya::{
     maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{TestRunOptions, Xdp},
 };
-use lb_common::{ConnCounts, FlowKey, FlowState, NatOrigin, RealInfo, map_names};
+use lb_common::{
+    ConnCounts, FlowKey, FlowState, NatOrigin, RealInfo, map_names,
+    sched::{LocalityEntry, LocalityKey},
+};
 use lb_userspace::{
     config,
     controller::desired_state,
@@ -216,6 +219,53 @@ impl TestBalancer {
                 .context("LB_NAT_REVERSE")?,
         )?;
         Ok(map.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// lblc/lblcr's expiration (`Settings::locality_expiration_ns`). Call after the last
+    /// apply (an apply writes the default).
+    pub fn set_locality_expiration(&mut self, expiration: Duration) -> anyhow::Result<()> {
+        let map = self
+            .dataplane
+            .ebpf_mut()
+            .map_mut(map_names::SETTINGS)
+            .context("LB_SETTINGS")?;
+        let mut settings: Array<&mut MapData, lb_common::Settings> = Array::try_from(map)?;
+        let mut value = settings.get(&0, 0)?;
+        value.locality_expiration_ns = expiration.as_nanos() as u64;
+        settings.set(0, value, 0)?;
+        Ok(())
+    }
+
+    /// lblc/lblcr's remembered destinations (`LB_LOCALITY`).
+    pub fn locality(&mut self) -> anyhow::Result<Vec<(LocalityKey, LocalityEntry)>> {
+        let map: BpfHashMap<&MapData, LocalityKey, LocalityEntry> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map(map_names::LOCALITY)
+                .context("LB_LOCALITY")?,
+        )?;
+        Ok(map.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// Make every remembered destination last used `unused` ago and last changed
+    /// `unchanged` ago (relative to now: see `ago`).
+    pub fn age_locality(&mut self, unused: Duration, unchanged: Duration) -> anyhow::Result<()> {
+        let entries = self.locality()?;
+        let mut map: BpfHashMap<&mut MapData, LocalityKey, LocalityEntry> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map_mut(map_names::LOCALITY)
+                .context("LB_LOCALITY")?,
+        )?;
+        for (key, entry) in entries {
+            let aged = LocalityEntry {
+                last_use_ns: ago(unused),
+                last_change_ns: ago(unchanged),
+                ..entry
+            };
+            map.insert(key, aged, 0)?;
+        }
+        Ok(())
     }
 
     /// Preload the connection counts of real `id`.

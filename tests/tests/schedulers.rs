@@ -649,3 +649,205 @@ fn ovf_keeps_the_highest_weight_until_it_is_over_its_weight() {
         );
     }
 }
+
+#[test]
+fn twos_draws_two_reals_by_weight_and_keeps_the_less_loaded() {
+    if !require_root("twos_draws_two_reals_by_weight_and_keeps_the_less_loaded") {
+        return;
+    }
+    let vip = [192, 0, 2, 21];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 14).expect("load");
+    balancer
+        .apply_config(&service(vip, "twos", "", 7, &[1, 1, 2]))
+        .expect("apply");
+    // Real 3 holds half the weight and is far the most loaded: it takes a flow only when
+    // both draws are it, (2/4)² = 1/4 of them. Drawn uniformly over the reals it would get
+    // 1/9; without the comparison, 1/2.
+    preload(&mut balancer, 7, &[(0, 0), (0, 0), (100_000, 0)]);
+    let (shares, refused) = spread(&balancer, &[vip], 4000, 0x5eed);
+    assert_eq!(refused, 0);
+    let third = shares.get(&3).copied().unwrap_or(0) as f64 / 4000.0;
+    assert!(
+        (0.21..=0.29).contains(&third),
+        "real 3 got {third:.3}: {shares:?}"
+    );
+    // The other two, equal in weight and load, share the rest evenly (within 5 points).
+    let (first, second) = (shares[&1] as f64 / 4000.0, shares[&2] as f64 / 4000.0);
+    assert!((first - second).abs() < 0.05, "{shares:?}");
+    // No real with a weight: no choice.
+    balancer
+        .apply_config(&service(vip, "twos", "", 7, &[0, 0, 0]))
+        .expect("apply");
+    let frame = Frame::tcp(v4([198, 18, 7, 1], vip), 4000, 80).bytes();
+    assert_eq!(real_of(&balancer, &frame), None);
+}
+
+/// The real ids of net `net`'s reals 1.., in order.
+fn ids_of(balancer: &mut TestBalancer, net: u8, reals: u8) -> Vec<u32> {
+    let ids = balancer.real_ids().expect("real ids");
+    (1..=reals)
+        .map(|n| {
+            let addr = IpAddr::from(real_addr(net, n));
+            ids.iter()
+                .find(|((a, _, _), _)| *a == addr)
+                .map(|(_, id)| *id)
+                .expect("real id")
+        })
+        .collect()
+}
+
+/// The reals (1..) lblc/lblcr remember for `vip`.
+fn remembered(balancer: &mut TestBalancer, vip: [u8; 4], ids: &[u32]) -> Vec<u8> {
+    let entries = balancer.locality().expect("locality");
+    let (_, entry) = entries
+        .iter()
+        .find(|(key, _)| key.addr[..4] == vip)
+        .expect("an entry for the VIP");
+    entry.reals[..entry.len as usize]
+        .iter()
+        .map(|id| {
+            ids.iter()
+                .position(|i| i == id)
+                .expect("a real of the service") as u8
+                + 1
+        })
+        .collect()
+}
+
+#[test]
+fn lblc_keeps_a_destination_on_its_real_until_it_is_overloaded() {
+    if !require_root("lblc_keeps_a_destination_on_its_real_until_it_is_overloaded") {
+        return;
+    }
+    let vip = [192, 0, 2, 30];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer
+        .apply_config(&service(vip, "lblc", "", 1, &[1, 1, 1]))
+        .expect("apply");
+    let ids = ids_of(&mut balancer, 1, 3);
+    let frame = |n: u8| Frame::tcp(v4([198, 18, 1, n], vip), 4000, 80).bytes();
+    // (active, inactive) per real before the flow, and the real lblc must pick. Overloaded
+    // (IPVS's rule): more active connections than its weight while some real has fewer
+    // than half its weight.
+    type Counts = [(u32, u32); 3];
+    let cases: [(Counts, u8, &str); 5] = [
+        ([(0, 0); 3], 1, "nothing remembered: wlc's choice"),
+        ([(1, 0), (0, 0), (0, 0)], 1, "at its weight, not over it"),
+        (
+            [(2, 0), (0, 0), (0, 0)],
+            2,
+            "over its weight, real 2 idle: wlc's choice",
+        ),
+        (
+            [(0, 0), (1, 0), (0, 0)],
+            2,
+            "remembered, though wlc would take real 1",
+        ),
+        (
+            [(2, 0), (2, 0), (1, 0)],
+            2,
+            "over its weight, but no real below half of its own",
+        ),
+    ];
+    for (case, (counts, expected, why)) in cases.iter().enumerate() {
+        preload(&mut balancer, 1, counts);
+        assert_eq!(
+            real_of(&balancer, &frame(case as u8)),
+            Some(*expected),
+            "case {case} ({why}): counts {counts:?}"
+        );
+        assert_eq!(remembered(&mut balancer, vip, &ids), [*expected]);
+    }
+    // A destination unused for longer than the expiration is forgotten.
+    balancer
+        .set_locality_expiration(Duration::from_secs(1))
+        .expect("expiration");
+    balancer
+        .age_locality(Duration::from_secs(2), Duration::from_secs(2))
+        .expect("age");
+    preload(&mut balancer, 1, &[(0, 0); 3]);
+    assert_eq!(
+        real_of(&balancer, &frame(10)),
+        Some(1),
+        "forgotten: wlc's choice"
+    );
+    // The remembered real drained: wlc among the others.
+    balancer
+        .apply_config(&service(vip, "lblc", "", 1, &[1, 0, 1]))
+        .expect("apply");
+    preload(&mut balancer, 1, &[(0, 0); 3]);
+    balancer
+        .age_locality(Duration::ZERO, Duration::ZERO)
+        .expect("age");
+    assert_eq!(real_of(&balancer, &frame(11)), Some(1));
+    balancer
+        .apply_config(&service(vip, "lblc", "", 1, &[0, 1, 1]))
+        .expect("apply");
+    preload(&mut balancer, 1, &[(0, 0); 3]);
+    assert_eq!(real_of(&balancer, &frame(12)), Some(2), "real 1 drained");
+    assert_eq!(remembered(&mut balancer, vip, &ids), [2]);
+}
+
+#[test]
+fn lblcr_grows_a_destinations_set_when_its_members_are_overloaded() {
+    if !require_root("lblcr_grows_a_destinations_set_when_its_members_are_overloaded") {
+        return;
+    }
+    let vip = [192, 0, 2, 31];
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer
+        .apply_config(&service(vip, "lblcr", "", 2, &[1, 1, 1]))
+        .expect("apply");
+    let ids = ids_of(&mut balancer, 2, 3);
+    let frame = |n: u8| Frame::tcp(v4([198, 18, 2, n], vip), 4000, 80).bytes();
+    // (active, inactive) per real, the real lblcr must pick, and the set after.
+    type Counts = [(u32, u32); 3];
+    let cases: [(Counts, u8, &[u8], &str); 6] = [
+        ([(0, 0); 3], 1, &[1], "nothing remembered: wlc's choice"),
+        (
+            [(2, 0), (0, 0), (0, 0)],
+            2,
+            &[1, 2],
+            "the set's one member overloaded: real 2 joins",
+        ),
+        (
+            [(1, 0), (3, 0), (0, 0)],
+            1,
+            &[1, 2],
+            "the set's least loaded, though wlc would take real 3",
+        ),
+        (
+            [(1, 0), (0, 5), (0, 0)],
+            2,
+            &[1, 2],
+            "the set's least loaded, by wlc's overhead",
+        ),
+        (
+            [(2, 0), (2, 0), (0, 0)],
+            3,
+            &[1, 2, 3],
+            "every member overloaded: real 3 joins",
+        ),
+        ([(1, 0), (1, 0), (0, 0)], 3, &[1, 2, 3], "a member"),
+    ];
+    for (case, (counts, expected, set, why)) in cases.iter().enumerate() {
+        preload(&mut balancer, 2, counts);
+        assert_eq!(
+            real_of(&balancer, &frame(case as u8)),
+            Some(*expected),
+            "case {case} ({why}): counts {counts:?}"
+        );
+        assert_eq!(remembered(&mut balancer, vip, &ids), *set, "case {case}");
+    }
+    // A set unchanged for longer than the expiration loses its most loaded member; the
+    // flow still goes to the least loaded one.
+    balancer
+        .set_locality_expiration(Duration::from_secs(1))
+        .expect("expiration");
+    balancer
+        .age_locality(Duration::ZERO, Duration::from_secs(2))
+        .expect("age");
+    preload(&mut balancer, 2, &[(5, 0), (0, 0), (1, 0)]);
+    assert_eq!(real_of(&balancer, &frame(10)), Some(2));
+    assert_eq!(remembered(&mut balancer, vip, &ids), [2, 3]);
+}

@@ -46,7 +46,7 @@ enum Command {
         /// Forwarding mode (dr, tun, nat).
         #[arg(long, default_value = "dr")]
         mode: String,
-        /// Scheduler (rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf).
+        /// Scheduler (rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf, twos, lblc, lblcr).
         #[arg(long, default_value = "rr")]
         sched: String,
         /// HTTP requests to send.

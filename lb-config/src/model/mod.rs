@@ -262,10 +262,19 @@ pub enum Scheduler {
     /// Overflow: the real of highest weight while its active connections do not exceed
     /// its weight, then the next.
     Ovf,
+    /// Power of two choices: two reals drawn at random by weight, the one with fewer
+    /// connections per weight.
+    Twos,
+    /// Locality-based least connections: a destination address keeps its real while that
+    /// real is not overloaded; else as wlc.
+    Lblc,
+    /// Locality-based least connections with replication: a destination address keeps a
+    /// set of reals, which grows when all its members are overloaded.
+    Lblcr,
 }
 
 impl Scheduler {
-    pub const ALL: [Scheduler; 11] = [
+    pub const ALL: [Scheduler; 14] = [
         Scheduler::Rr,
         Scheduler::Wrr,
         Scheduler::Lc,
@@ -277,8 +286,12 @@ impl Scheduler {
         Scheduler::Mh,
         Scheduler::Fo,
         Scheduler::Ovf,
+        Scheduler::Twos,
+        Scheduler::Lblc,
+        Scheduler::Lblcr,
     ];
-    pub const SUPPORTED: &'static str = "rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf";
+    pub const SUPPORTED: &'static str =
+        "rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf, twos, lblc, lblcr";
 
     pub fn from_name(name: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|s| s.name() == name)
@@ -297,15 +310,24 @@ impl Scheduler {
             Scheduler::Mh => "mh",
             Scheduler::Fo => "fo",
             Scheduler::Ovf => "ovf",
+            Scheduler::Twos => "twos",
+            Scheduler::Lblc => "lblc",
+            Scheduler::Lblcr => "lblcr",
         }
     }
 
-    /// lc, wlc, sed, nq, ovf: choose by connection counts (the XDP data plane among at
-    /// most `lb_common::sched::LEAST_CONN_MAX_REALS` reals).
-    pub const fn counts_connections(self) -> bool {
+    /// lc, wlc, sed, nq, ovf, lblc, lblcr: compare the connection counts of every real
+    /// (the XDP data plane among at most `lb_common::sched::LEAST_CONN_MAX_REALS`).
+    pub const fn compares_every_real(self) -> bool {
         matches!(
             self,
-            Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq | Scheduler::Ovf
+            Scheduler::Lc
+                | Scheduler::Wlc
+                | Scheduler::Sed
+                | Scheduler::Nq
+                | Scheduler::Ovf
+                | Scheduler::Lblc
+                | Scheduler::Lblcr
         )
     }
 }

@@ -2,20 +2,23 @@
 //!
 //! Userspace computes every table (rr/wrr sequences, sh/dh buckets, Maglev lookup tables,
 //! the lc family's list of reals) into a free range of the `LB_TABLES` arena and then
-//! points the service entry at it in one map update; the data plane only reads. A packet
+//! points the service entry at it in one map update; the data plane only reads them (it
+//! writes only its own state: rr cursors, lblc/lblcr's `LB_LOCALITY`). A packet
 //! copies the service entry once, so it reads either the old table or the new one, never a
 //! mix (see `lb_userspace::dataplane::xdp::arena` for why the old range is not reused at
 //! once).
 
 mod hashing;
 mod least_conn;
+mod locality;
 mod sequence;
+mod two_choices;
 
 use lb_common::{
     REAL_FLAG_RETIRED, ServiceInfo,
     sched::{
-        KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_OVF, KIND_SED, KIND_SEQUENCE,
-        KIND_SOURCE_HASH, KIND_WLC,
+        KIND_DEST_HASH, KIND_LBLC, KIND_LBLCR, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_OVF, KIND_SED,
+        KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_TWOS, KIND_WLC,
     },
 };
 
@@ -27,15 +30,17 @@ use crate::{
 /// What the global scheduling functions return when no real can take the flow.
 const NO_REAL: u32 = u32::MAX;
 
-/// Real id for a new flow of `service`, or `None` if no real can take it.
+/// Real id for a new flow of `service` at `now`, or `None` if no real can take it.
 #[inline(always)]
-pub fn pick(service: &ServiceInfo, flow: &Flow) -> Option<u32> {
+pub fn pick(service: &ServiceInfo, flow: &Flow, now: u64) -> Option<u32> {
     match service.sched {
         KIND_SEQUENCE => sequence::pick(service),
         KIND_SOURCE_HASH => hashing::source_hash(service, flow),
         KIND_DEST_HASH => hashing::dest_hash(service, flow),
         KIND_MAGLEV => hashing::maglev(service, flow),
         KIND_LC | KIND_WLC | KIND_SED | KIND_NQ | KIND_OVF => least_conn::pick(service),
+        KIND_TWOS => two_choices::pick(service),
+        KIND_LBLC | KIND_LBLCR => locality::pick(service, flow, now),
         _ => None,
     }
 }

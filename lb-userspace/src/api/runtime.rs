@@ -296,7 +296,7 @@ mod tests {
                     scheduler: Some("fastest".into()),
                     persistent: None,
                 },
-                "unknown scheduler `fastest` (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf)",
+                "unknown scheduler `fastest` (supported: rr, wrr, lc, wlc, sh, dh, sed, nq, mh, fo, ovf, twos, lblc, lblcr)",
             ),
             (
                 Change::AddReal {

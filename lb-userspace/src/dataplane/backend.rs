@@ -88,7 +88,7 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
     if let Some(vs) = config
         .virtual_servers
         .iter()
-        .find(|vs| vs.scheduler.counts_connections() && vs.reals.len() > max)
+        .find(|vs| vs.scheduler.compares_every_real() && vs.reals.len() > max)
     {
         return Some(format!(
             "virtual_server {}: lb_algo {} with {} real servers: the XDP data plane compares at most {max} (the kernel's IPVS has no limit: use --dataplane ipvs or auto)",

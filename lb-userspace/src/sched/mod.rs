@@ -10,14 +10,17 @@
 //! | sh, dh | 256 buckets (`buckets`) | hashes source / destination address |
 //! | mh | Maglev lookup table of 65537 entries (`maglev`) | hashes source address |
 //! | lc, wlc, sed, nq, ovf | the reals, in order | compares connection counts |
+//! | twos | wrr's cycle: each real as often as its weight (`sequence::wrr`) | draws two slots at random, takes the less loaded |
+//! | lblc, lblcr | the reals, in order | remembers each destination's real(s) in `LB_LOCALITY`, else as wlc |
 
 mod buckets;
 mod maglev;
 mod sequence;
 
 use lb_common::sched::{
-    FLAG_FALLBACK, FLAG_HASH_PORT, KIND_DEST_HASH, KIND_LC, KIND_MAGLEV, KIND_NQ, KIND_OVF,
-    KIND_SED, KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_WLC, MAX_SEQUENCE_LEN,
+    FLAG_FALLBACK, FLAG_HASH_PORT, KIND_DEST_HASH, KIND_LBLC, KIND_LBLCR, KIND_LC, KIND_MAGLEV,
+    KIND_NQ, KIND_OVF, KIND_SED, KIND_SEQUENCE, KIND_SOURCE_HASH, KIND_TWOS, KIND_WLC,
+    MAX_SEQUENCE_LEN,
 };
 
 pub use maglev::permutation_key;
@@ -57,6 +60,9 @@ pub const fn kind(scheduler: Scheduler) -> u8 {
         Scheduler::Sed => KIND_SED,
         Scheduler::Nq => KIND_NQ,
         Scheduler::Ovf => KIND_OVF,
+        Scheduler::Twos => KIND_TWOS,
+        Scheduler::Lblc => KIND_LBLC,
+        Scheduler::Lblcr => KIND_LBLCR,
     }
 }
 
@@ -89,14 +95,20 @@ pub fn build(scheduler: Scheduler, reals: &[TableReal]) -> Table {
     };
     match scheduler {
         Scheduler::Rr => sequence::rr(&weights),
-        Scheduler::Wrr => sequence::wrr(&weights, MAX_SEQUENCE_LEN as usize),
+        // twos draws slots at random: wrr's cycle holds each real in proportion to its
+        // weight.
+        Scheduler::Wrr | Scheduler::Twos => sequence::wrr(&weights, MAX_SEQUENCE_LEN as usize),
         Scheduler::Fo => sequence::fo(&weights),
         Scheduler::Sh => plain(buckets::source_hash(&weights)),
         Scheduler::Dh => plain(buckets::dest_hash(reals.len())),
         Scheduler::Mh => plain(maglev::table(reals)),
         // The XDP backend refuses more than `LEAST_CONN_MAX_REALS` (the data plane's loop).
-        Scheduler::Lc | Scheduler::Wlc | Scheduler::Sed | Scheduler::Nq | Scheduler::Ovf => {
-            plain((0..reals.len()).collect())
-        }
+        Scheduler::Lc
+        | Scheduler::Wlc
+        | Scheduler::Sed
+        | Scheduler::Nq
+        | Scheduler::Ovf
+        | Scheduler::Lblc
+        | Scheduler::Lblcr => plain((0..reals.len()).collect()),
     }
 }

@@ -97,7 +97,7 @@ impl Mode {
     }
 }
 
-/// What the lab expects of a scheduler's spread over the three reals.
+/// How the requests of one service spread over the three reals.
 #[derive(Clone, Copy)]
 enum Spread {
     /// Every real answers some requests.
@@ -106,31 +106,131 @@ enum Spread {
     One(Option<&'static str>, &'static str),
 }
 
-/// The lab's set-up for a scheduler: the reals' weights, extra keywords, and how the
-/// requests of the lab's one client should spread.
-fn sched_setup(scheduler: Scheduler) -> ([u32; 3], &'static [&'static str], Spread) {
+/// The lab's set-up for a scheduler and what it expects of it.
+struct SchedSetup {
+    /// The reals' weights.
+    weights: [u32; 3],
+    keywords: &'static [&'static str],
+    /// Open every HTTP connection before closing any (each answers one request and stays
+    /// open), so that the schedulers that count active connections see them. Otherwise
+    /// one request at a time: no real ever has an active connection when a new one comes.
+    held_open: bool,
+    tcp: Spread,
+    /// UDP flows are never active connections (IPVS counts them inactive), so the
+    /// schedulers that look at active ones treat every real as idle.
+    udp: Spread,
+}
+
+impl SchedSetup {
+    const fn one_at_a_time(weights: [u32; 3], keywords: &'static [&'static str]) -> Self {
+        Self {
+            weights,
+            keywords,
+            held_open: false,
+            tcp: Spread::Every,
+            udp: Spread::Every,
+        }
+    }
+
+    const fn both(weights: [u32; 3], spread: Spread) -> Self {
+        Self {
+            weights,
+            keywords: &[],
+            held_open: false,
+            tcp: spread,
+            udp: spread,
+        }
+    }
+
+    /// Connections held open: TCP spreads over every real, UDP goes to one.
+    const fn held_open(weights: [u32; 3], udp_real: &'static str, why: &'static str) -> Self {
+        Self {
+            weights,
+            keywords: &[],
+            held_open: true,
+            tcp: Spread::Every,
+            udp: Spread::One(Some(udp_real), why),
+        }
+    }
+}
+
+fn sched_setup(scheduler: Scheduler) -> SchedSetup {
     match scheduler {
-        Scheduler::Rr | Scheduler::Lc | Scheduler::Nq => ([1, 1, 1], &[], Spread::Every),
-        Scheduler::Wrr | Scheduler::Wlc | Scheduler::Sed => ([1, 2, 3], &[], Spread::Every),
-        Scheduler::Sh => ([1, 1, 1], &["sh-port"], Spread::Every),
+        Scheduler::Rr | Scheduler::Lc => SchedSetup::one_at_a_time([1, 1, 1], &[]),
+        Scheduler::Wrr | Scheduler::Wlc | Scheduler::Twos => {
+            SchedSetup::one_at_a_time([1, 2, 3], &[])
+        }
+        Scheduler::Sh => SchedSetup::one_at_a_time([1, 1, 1], &["sh-port"]),
+        Scheduler::Mh => SchedSetup::one_at_a_time([1, 2, 3], &["mh-port"]),
         // dh hashes the destination, and the lab has one VIP.
-        Scheduler::Dh => ([1, 1, 1], &[], Spread::One(None, "dh hashes the one VIP")),
-        Scheduler::Mh => ([1, 2, 3], &["mh-port"], Spread::Every),
-        Scheduler::Fo => (
+        Scheduler::Dh => SchedSetup::both([1, 1, 1], Spread::One(None, "dh hashes the one VIP")),
+        Scheduler::Fo => SchedSetup::both(
             [1, 3, 2],
-            &[],
             Spread::One(Some("r2"), "fo sends every new flow to the highest weight"),
         ),
         // One request at a time: the highest weight never has more active connections
         // than its weight.
-        Scheduler::Ovf => (
+        Scheduler::Ovf => SchedSetup::both(
             [1, 3, 2],
-            &[],
             Spread::One(
                 Some("r2"),
                 "ovf keeps the highest weight while it is not over its weight",
             ),
         ),
+        Scheduler::Sed => SchedSetup::held_open(
+            [1, 2, 3],
+            "r3",
+            "no UDP flow is active: sed's (0 + 1) / weight is least for the highest weight",
+        ),
+        Scheduler::Nq => SchedSetup::held_open(
+            [1, 1, 1],
+            "r1",
+            "no UDP flow is active: nq takes the first idle real",
+        ),
+        Scheduler::Lblc => SchedSetup::held_open(
+            [1, 1, 1],
+            "r1",
+            "the one VIP stays on its real, which no UDP flow makes overloaded",
+        ),
+        Scheduler::Lblcr => SchedSetup::held_open(
+            [1, 1, 1],
+            "r1",
+            "the one VIP's set stays at its first real, which no UDP flow makes overloaded",
+        ),
+    }
+}
+
+/// What a service's answers show, checked against `spread`: "all 3 reals" or "r2 only
+/// (why)".
+fn check_spread(
+    protocol: &str,
+    spread: Spread,
+    served: &BTreeMap<String, usize>,
+    reals: &[String],
+) -> anyhow::Result<String> {
+    match spread {
+        Spread::Every => {
+            let idle: Vec<&str> = reals
+                .iter()
+                .filter(|r| !served.contains_key(*r))
+                .map(String::as_str)
+                .collect();
+            if !idle.is_empty() {
+                bail!("{protocol}: real(s) {} answered nothing", idle.join(", "));
+            }
+            Ok(format!("all {} reals", reals.len()))
+        }
+        Spread::One(which, why) => {
+            let only = served.len() == 1 && which.is_none_or(|name| served.contains_key(name));
+            if !only {
+                bail!(
+                    "{protocol}: every request should go to {} ({why}): {served:?}",
+                    which.unwrap_or("one real")
+                );
+            }
+            let name = served.keys().next().map_or("", String::as_str);
+            Ok(format!("{name} only ({why})"))
+        }
     }
 }
 
@@ -165,7 +265,8 @@ fn main() -> ExitCode {
 }
 
 fn run(args: &RunArgs) -> anyhow::Result<()> {
-    let (weights, keywords, spread) = sched_setup(args.sched);
+    let setup_of_sched = sched_setup(args.sched);
+    let (weights, keywords) = (setup_of_sched.weights, setup_of_sched.keywords);
     let sched = args.sched.name();
     let kind = args.mode.kind();
     println!("lab: building the topology: client, director, 3 real servers on one L2 segment");
@@ -222,21 +323,40 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     let http_vip = topology::vip_http_in(ipv6);
     let echo_vip = std::net::SocketAddr::new(http_vip.ip(), topology::ECHO_PORT);
+    let held_open = setup_of_sched.held_open;
     println!(
-        "lab: sending {} HTTP requests to http://{http_vip}/ and {} UDP echo requests to {echo_vip} from the client",
-        args.requests, args.requests
+        "lab: sending {} HTTP requests to http://{http_vip}/{} and {} UDP echo requests to {echo_vip} from the client",
+        args.requests,
+        if held_open {
+            ", each on its own connection, all held open until the last"
+        } else {
+            ""
+        },
+        args.requests
     );
     let requests = args.requests;
     let (answers, echoes, failures) = lab.client.run(move || {
         let mut answers: BTreeMap<String, usize> = BTreeMap::new();
         let mut echoes: BTreeMap<String, usize> = BTreeMap::new();
         let mut failures = Vec::new();
+        // Held open: dropped (closed) together after the loop.
+        let mut open = Vec::new();
         for i in 0..requests {
-            match http::get(http_vip) {
+            let answer = if held_open {
+                http::KeepAlive::connect(http_vip).and_then(|mut connection| {
+                    let name = connection.request()?;
+                    open.push(connection);
+                    Ok(name)
+                })
+            } else {
+                http::get(http_vip)
+            };
+            match answer {
                 Ok(name) => *answers.entry(name).or_default() += 1,
                 Err(e) => failures.push(format!("HTTP request {}: {e:#}", i + 1)),
             }
         }
+        drop(open);
         for i in 0..requests {
             match echo::ask(echo_vip) {
                 Ok(name) => *echoes.entry(name).or_default() += 1,
@@ -261,13 +381,7 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
 
     let answered: usize = answers.values().sum();
     let echoed: usize = echoes.values().sum();
-    let reals = lab.reals.len();
-    let idle: Vec<String> = lab
-        .reals
-        .iter()
-        .filter(|r| !answers.contains_key(&r.name) || !echoes.contains_key(&r.name))
-        .map(|r| r.name.clone())
-        .collect();
+    let real_names: Vec<String> = lab.reals.iter().map(|r| r.name.clone()).collect();
     for failure in failures.iter().take(5) {
         eprintln!("lab: {failure}");
     }
@@ -290,30 +404,21 @@ fn run(args: &RunArgs) -> anyhow::Result<()> {
     if !failures.is_empty() {
         bail!("{} of {} requests failed", failures.len(), 2 * requests);
     }
-    match spread {
-        Spread::Every => {
-            if !idle.is_empty() {
-                bail!("real(s) {} answered nothing", idle.join(", "));
+    let tcp = check_spread("HTTP", setup_of_sched.tcp, &answers, &real_names)?;
+    let udp = check_spread("UDP echo", setup_of_sched.udp, &echoes, &real_names)?;
+    if tcp == udp {
+        println!(
+            "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, by {tcp}"
+        );
+    } else {
+        println!(
+            "lab: OK: {answered}/{requests} HTTP requests{} answered by {tcp}; {echoed}/{requests} UDP echo requests by {udp}",
+            if held_open {
+                " (held open together)"
+            } else {
+                ""
             }
-            println!(
-                "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, all {reals} reals served"
-            );
-        }
-        Spread::One(which, why) => {
-            let only = |served: &BTreeMap<String, usize>| {
-                served.len() == 1 && which.is_none_or(|name| served.contains_key(name))
-            };
-            if !only(&answers) || !only(&echoes) {
-                bail!(
-                    "{sched} should send every request to {}: {answers:?} {echoes:?}",
-                    which.unwrap_or("one real")
-                );
-            }
-            println!(
-                "lab: OK: {answered}/{requests} HTTP and {echoed}/{requests} UDP echo requests answered, each service by {} ({why})",
-                which.unwrap_or("one real")
-            );
-        }
+        );
     }
     Ok(())
 }

@@ -7,8 +7,10 @@ use std::{collections::BTreeMap, path::Path};
 use aya::maps::{Array, HashMap, LpmTrie, Map, MapData, MapInfo, PerCpuArray};
 use lb_common::{
     ConnCounts, DecapSource, FlowKey, FlowState, LocalAddr, NatOrigin, PersistKey, PersistState,
-    RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey, conn::Timeouts,
+    RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey,
+    conn::Timeouts,
     map_names as names,
+    sched::{LocalityEntry, LocalityKey},
 };
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -237,6 +239,18 @@ pub fn dump(maps: &BTreeMap<String, Map>, name: &str) -> Result<Vec<Entry>, Data
                 }),
             }
         }),
+        names::LOCALITY => {
+            hash_entries(typed!(HashMap, LocalityKey, LocalityEntry), name, |k, v| {
+                Entry {
+                    key: json!({"service_id": k.service_id, "destination": k.addr.to_vec()}),
+                    value: json!({
+                        "reals": v.reals[..(v.len as usize).min(v.reals.len())].to_vec(),
+                        "last_use_ns": v.last_use_ns,
+                        "last_change_ns": v.last_change_ns,
+                    }),
+                }
+            })
+        }
         names::REALS => array_entries(typed!(Array, RealInfo), name, super::FREE_REAL, real_info),
         names::TABLES => array_entries(typed!(Array, u32), name, 0, |v| json!(v)),
         names::REAL_CONNS => array_entries(

@@ -22,7 +22,9 @@ use lb_common::{
     BPF_F_MMAPABLE, BPF_F_NO_PREALLOC, ConnCounts, DecapSource, FlowKey, FlowState, LocalAddr,
     MAX_DECAP_SOURCES, MAX_LOCAL_ADDRS, MAX_REALS, MAX_SERVICES, NatOrigin, Outcome, PersistKey,
     PersistState, RealInfo, ServiceInfo, ServiceKey, Settings, TrafficStats, VipKey,
-    conn::Timeouts, map_names as names,
+    conn::Timeouts,
+    map_names as names,
+    sched::{LOCALITY_TABLE_SIZE, LocalityEntry, LocalityKey},
 };
 
 use super::XdpOptions;
@@ -73,7 +75,7 @@ pub fn pinned_maps(options: &XdpOptions) -> Vec<PinnedMap> {
         match name {
             // Flows name reals and FullNAT local addresses; pins and counts name reals.
             names::FLOWS => &[names::REALS, names::LOCAL_ADDRS],
-            names::PERSIST | names::REAL_STATS => &[names::REALS],
+            names::PERSIST | names::REAL_STATS | names::LOCALITY => &[names::REALS],
             // The connection counts count the flow table's flows, per real.
             names::REAL_CONNS => &[names::REALS, names::FLOWS],
             // Reals name their service; a service names its range of the arena; tables
@@ -100,7 +102,7 @@ pub fn pinned_maps(options: &XdpOptions) -> Vec<PinnedMap> {
 
 /// The shapes of the maps of this build, with the flow table and the table arena sized as
 /// configured.
-pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 19] {
+pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 20] {
     const fn layout<K, V>(name: &'static str, kind: MapType, max_entries: u32) -> MapLayout {
         MapLayout {
             name,
@@ -133,6 +135,11 @@ pub fn expected_layouts(options: &XdpOptions) -> [MapLayout; 19] {
             names::PERSIST,
             MapType::LruHash,
             options.persist_table_size,
+        ),
+        layout::<LocalityKey, LocalityEntry>(
+            names::LOCALITY,
+            MapType::LruHash,
+            LOCALITY_TABLE_SIZE,
         ),
         layout::<u32, Timeouts>(names::TIMEOUTS, MapType::Array, 1),
         layout::<u32, Settings>(names::SETTINGS, MapType::Array, 1),

@@ -375,6 +375,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
             services: service_bits,
             clock_tick_ns: self.clock.map_or(0, |c| c.tick_ns),
             clock_offset_ns: self.clock.map_or(0, |c| c.offset_ns),
+            locality_expiration_ns: 0,
         };
         if self.settings != Some(settings) {
             write_single(&mut self.ebpf, names::SETTINGS, settings)?;

@@ -205,10 +205,10 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         let max = lb_common::sched::LEAST_CONN_MAX_REALS;
         if services
             .iter()
-            .any(|spec| spec.scheduler.counts_connections() && spec.reals.len() > max as usize)
+            .any(|spec| spec.scheduler.compares_every_real() && spec.reals.len() > max as usize)
         {
             return Err(DataplaneError::Capacity {
-                what: "reals in an lc/wlc/sed/nq service",
+                what: "reals in an lc/wlc/sed/nq/ovf/lblc/lblcr service",
                 max,
             });
         }
