@@ -175,13 +175,7 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
         }
     }
     let _ = writeln!(text, "    lb_algo {}", vs.scheduler.name());
-    let tunnel = match vs.forward {
-        ForwardMethod::Tun if vs.tunnel != TunnelType::Ipip => {
-            format!(" {}", vs.tunnel.keepalived_words())
-        }
-        _ => String::new(),
-    };
-    let _ = writeln!(text, "    lb_kind {}{tunnel}", vs.forward.name());
+    let _ = writeln!(text, "    lb_kind {}", method(vs.forward, vs.tunnel));
     let protocol = match vs.protocol {
         Protocol::Tcp => "TCP",
         Protocol::Udp => "UDP",
@@ -227,6 +221,13 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
     }
     if let Some(sorry) = extras.sorry_server {
         let _ = writeln!(text, "    sorry_server {} {}", sorry.addr, sorry.port);
+        if let Some((forward, tunnel)) = extras.sorry_server_lvs_method {
+            let _ = writeln!(
+                text,
+                "    sorry_server_lvs_method {}",
+                method(forward, tunnel)
+            );
+        }
     }
     for (keyword, set) in [
         ("sorry_server_inhibit", extras.sorry_server_inhibit),
@@ -249,9 +250,22 @@ fn virtual_server(vs: &VirtualServer, index: usize, text: &mut String) {
     text.push_str("}\n");
 }
 
+/// A forwarding method as `lb_kind` and `lvs_method` take it, with TUN's tunnel options.
+fn method(forward: ForwardMethod, tunnel: TunnelType) -> String {
+    match forward {
+        ForwardMethod::Tun if tunnel != TunnelType::Ipip => {
+            format!("TUN {}", tunnel.keepalived_words())
+        }
+        _ => forward.name().to_owned(),
+    }
+}
+
 fn real_server(real: &RealServer, text: &mut String) {
     let _ = writeln!(text, "    real_server {} {} {{", real.addr, real.port);
     let _ = writeln!(text, "        weight {}", real.weight);
+    if let Some((forward, tunnel)) = real.lvs_method {
+        let _ = writeln!(text, "        lvs_method {}", method(forward, tunnel));
+    }
     if real.upper_threshold > 0 {
         let _ = writeln!(text, "        uthreshold {}", real.upper_threshold);
     }

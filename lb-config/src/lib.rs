@@ -14,6 +14,7 @@ mod checkers;
 mod diagnostic;
 pub mod emit;
 mod emit_vrrp;
+mod forwarding;
 mod global_defs;
 mod keywords;
 mod lexer;

@@ -11,6 +11,7 @@ use std::{
 use super::{
     Diagnostic, Location,
     checkers::{CHECKERS, Timing, checker},
+    forwarding,
     keywords::{Block, not_used},
     local_address::LocalAddressGroup,
     tree::Statement,
@@ -21,7 +22,7 @@ use super::{
 };
 use crate::model::{
     ForwardMethod, Persistence, Protocol, RealServer, SchedFlags, Scheduler, ServiceExtras,
-    SorryServer, TunnelChecksum, TunnelType, VirtualServer, check::CheckKind,
+    SorryServer, TunnelType, VirtualServer, check::CheckKind,
 };
 
 /// keepalived's defaults.
@@ -153,6 +154,7 @@ pub fn virtual_server(
     let mut laddr_group = None;
     let mut tun_source = None;
     let mut tunnel = TunnelType::Ipip;
+    let mut sorry_method = None;
     let mut ok = true;
 
     for item in statement.block.as_deref().unwrap_or_default() {
@@ -161,31 +163,9 @@ pub fn virtual_server(
                 Some(v) => scheduler = (v.to_owned(), item.location().clone()),
                 None => ok = false,
             },
-            "lb_kind" | "lvs_method" => match item.args.as_slice() {
-                [] => {
-                    diagnostics.push(Diagnostic::error(
-                        item.location(),
-                        format!("`{}` needs a value", item.name()),
-                    ));
-                    ok = false;
-                }
-                [method, options @ ..] => {
-                    forward = (method.text.clone(), item.location().clone());
-                    let words: Vec<&str> = options.iter().map(|t| t.text.as_str()).collect();
-                    match tunnel_type(&words) {
-                        Ok(_) if !words.is_empty() && method.text != "TUN" => {
-                            diagnostics.push(Diagnostic::warning(
-                                item.location(),
-                                format!("tunnel options apply to lb_kind TUN only; ignored for {}", method.text),
-                            ));
-                        }
-                        Ok(parsed) => tunnel = parsed,
-                        Err(message) => {
-                            diagnostics.push(Diagnostic::error(item.location(), message));
-                            ok = false;
-                        }
-                    }
-                }
+            "lb_kind" | "lvs_method" => match forwarding::method(item, diagnostics) {
+                Some((method, at, parsed)) => (forward, tunnel) = ((method, at), parsed),
+                None => ok = false,
             },
             "protocol" => match single_arg(item, diagnostics) {
                 Some("TCP") => protocol = Some(Protocol::Tcp),
@@ -231,6 +211,10 @@ pub fn virtual_server(
                 )),
             },
             "sorry_server_inhibit" => extras.sorry_server_inhibit = true,
+            "sorry_server_lvs_method" => match forwarding::real_method(item, diagnostics) {
+                Some(method) => sorry_method = Some((method, item.location().clone())),
+                None => ok = false,
+            },
             "alpha" => extras.alpha = true,
             "omega" => extras.omega = true,
             "ha_suspend" => extras.ha_suspend = true,
@@ -398,7 +382,23 @@ pub fn virtual_server(
 
     let name = fwmark.map_or_else(|| addr.to_string(), |mark| format!("fwmark {mark}"));
     let mut seen = HashSet::new();
+    let vs_forward = forward;
+    let mut mixed_with_fnat = false;
     reals.retain_mut(|(real, real_location)| {
+        // The real's own lvs_method, else the virtual server's.
+        let forward = real.lvs_method.map(|(method, _)| method).or(forward);
+        if let (Some(ForwardMethod::FullNat), Some((method, _))) = (vs_forward, real.lvs_method) {
+            diagnostics.push(Diagnostic::error(
+                &*real_location,
+                format!(
+                    "real_server {} lvs_method {}: a FullNAT virtual server forwards every real by FullNAT (its replies need the director's local addresses)",
+                    real.addr,
+                    method.name()
+                ),
+            ));
+            mixed_with_fnat = true;
+            return false;
+        }
         // TUN may carry an IPv4 VIP's packets to an IPv6 real (4in6).
         let four_in_six = forward == Some(ForwardMethod::Tun) && addr.is_ipv4();
         if real.addr.is_ipv4() != addr.is_ipv4() && !four_in_six {
@@ -457,6 +457,20 @@ pub fn virtual_server(
     });
     // keepalived's checks of a virtual server with reals, with its corrections (one
     // without is ignored, below, once every error in it is reported).
+    ok &= !mixed_with_fnat;
+    if let Some(((method, _), at)) = &sorry_method
+        && forward == Some(ForwardMethod::FullNat)
+    {
+        diagnostics.push(Diagnostic::error(
+            at,
+            format!(
+                "sorry_server_lvs_method {}: a FullNAT virtual server forwards every real by FullNAT (its replies need the director's local addresses)",
+                method.name()
+            ),
+        ));
+        ok = false;
+    }
+    extras.sorry_server_lvs_method = sorry_method.map(|(method, _)| method);
     let has_reals = !reals.is_empty();
     // The kernel records a firewall-mark service as TCP, whatever `protocol` says (a
     // group's `protocol` is for its address members).
@@ -543,12 +557,19 @@ pub fn virtual_server(
         (_, None) => Vec::new(),
     };
 
-    let tun_sources = match (forward, tun_source) {
-        (Some(ForwardMethod::Tun), Some((sources, _))) => sources,
-        (_, Some((_, at))) => {
+    // TUN for the virtual server, or for one of its reals or its sorry server.
+    let tunnels = forward == Some(ForwardMethod::Tun)
+        || reals
+            .iter()
+            .filter_map(|(real, _)| real.lvs_method)
+            .chain(extras.sorry_server_lvs_method)
+            .any(|(method, _)| method == ForwardMethod::Tun);
+    let tun_sources = match (tunnels, tun_source) {
+        (true, Some((sources, _))) => sources,
+        (false, Some((_, at))) => {
             diagnostics.push(Diagnostic::warning(
                 &at,
-                "tun_source applies to lb_kind TUN only; ignored",
+                "tun_source applies to lb_kind TUN (or a real's lvs_method TUN) only; ignored",
             ));
             Vec::new()
         }
@@ -562,8 +583,12 @@ pub fn virtual_server(
         ));
         extras.ha_suspend = false;
     }
+    let sorry_forward = extras
+        .sorry_server_lvs_method
+        .map(|(method, _)| method)
+        .or(forward);
     if let (Some(mark), Some(ForwardMethod::Dr | ForwardMethod::Tun), Some(sorry)) =
-        (fwmark, forward, extras.sorry_server.as_mut())
+        (fwmark, sorry_forward, extras.sorry_server.as_mut())
         && sorry.port != 0
     {
         diagnostics.push(Diagnostic::warning(
@@ -642,49 +667,6 @@ pub fn virtual_server(
         extras,
         reals: ok.then(|| reals.into_iter().map(|(r, _)| r).collect())?,
     })
-}
-
-/// keepalived's tunnel options after `lb_kind TUN`: `type ipip|gue|gre`, `port N` (GUE
-/// only, and needed there), `nocsum|csum|remcsum` (not for IPIP; `remcsum` GUE only).
-fn tunnel_type(words: &[&str]) -> Result<TunnelType, String> {
-    let (mut kind, mut port, mut checksum) = ("ipip", None, TunnelChecksum::None);
-    let mut words = words.iter();
-    while let Some(word) = words.next() {
-        match *word {
-            "type" => match words.next() {
-                Some(&name @ ("ipip" | "gue" | "gre")) => kind = name,
-                Some(other) => {
-                    return Err(format!(
-                        "tunnel type `{other}` is not one of ipip, gue, gre"
-                    ));
-                }
-                None => return Err("`type` needs a tunnel type: ipip, gue or gre".to_owned()),
-            },
-            "port" => match words.next().map(|p| p.parse::<u16>()) {
-                Some(Ok(p @ 1..)) => port = Some(p),
-                _ => return Err("`port` needs the GUE port (1..=65535)".to_owned()),
-            },
-            "nocsum" => checksum = TunnelChecksum::None,
-            "csum" => checksum = TunnelChecksum::Checksum,
-            "remcsum" => checksum = TunnelChecksum::Remote,
-            other => {
-                return Err(format!(
-                    "`{other}` is not a tunnel option (type ipip|gue|gre, port N, nocsum|csum|remcsum)"
-                ));
-            }
-        }
-    }
-    match (kind, port, checksum) {
-        ("gue", Some(port), checksum) => Ok(TunnelType::Gue { port, checksum }),
-        ("gue", None, _) => Err("a GUE tunnel needs `port N`, the reals' GUE port".to_owned()),
-        (_, Some(_), _) => Err("`port` applies to GUE tunnels only".to_owned()),
-        ("gre", None, TunnelChecksum::Remote) => {
-            Err("GRE tunnels have no remote checksum offload (remcsum)".to_owned())
-        }
-        ("gre", None, checksum) => Ok(TunnelType::Gre { checksum }),
-        (_, None, TunnelChecksum::None) => Ok(TunnelType::Ipip),
-        (_, None, _) => Err("IPIP tunnels have no checksum option".to_owned()),
-    }
 }
 
 /// `tun_source ADDR [ADDR]` (virtual_server) and `lvs_tun_source ADDR [ADDR]`
@@ -874,6 +856,7 @@ fn real_server(
     let (mut notify_up, mut notify_down, mut inhibit_on_failure) = (None, None, false);
     let mut smtp_alert = None;
     let (mut upper_threshold, mut lower_threshold) = (0, 0);
+    let mut lvs_method = None;
     for item in statement.block.as_deref().unwrap_or_default() {
         if timing.read(item, diagnostics) {
             continue;
@@ -886,6 +869,7 @@ fn real_server(
             "smtp_alert" => smtp_alert = optional_bool(item, diagnostics),
             "uthreshold" => upper_threshold = parse_in_range(item, 0..=u32::MAX, diagnostics)?,
             "lthreshold" => lower_threshold = parse_in_range(item, 0..=u32::MAX, diagnostics)?,
+            "lvs_method" => lvs_method = Some(forwarding::real_method(item, diagnostics)?),
             "weight" => {
                 let value = single_arg(item, diagnostics)?;
                 match value.parse::<u32>() {
@@ -938,6 +922,7 @@ fn real_server(
         upper_threshold,
         lower_threshold,
         smtp_alert,
+        lvs_method,
     })
 }
 
@@ -1597,7 +1582,7 @@ virtual_server 192.0.2.2 80 {
         assert!(config.virtual_servers[1].tun_sources.is_empty());
         assert_eq!(
             specific(&loaded.warnings),
-            ["12: tun_source applies to lb_kind TUN only; ignored"]
+            ["12: tun_source applies to lb_kind TUN (or a real's lvs_method TUN) only; ignored"]
         );
         let errors = errors(
             "

@@ -175,6 +175,7 @@ prop_compose! {
             quorum_down: None,
             sorry_server: sorry.map(|port| SorryServer { addr: IpAddr::from([10, 9, 9, 9]), port }),
             sorry_server_inhibit: flags[0],
+            sorry_server_lvs_method: None,
             alpha: flags[1],
             omega: flags[2],
             ha_suspend: flags[3],
@@ -275,6 +276,7 @@ prop_compose! {
                     upper_threshold: thresholds.0.max(thresholds.1),
                     lower_threshold: thresholds.0.min(thresholds.1),
                     smtp_alert: (weight % 3 != 0).then_some(weight % 3 == 1),
+                    lvs_method: None,
                 })
                 .collect(),
         };

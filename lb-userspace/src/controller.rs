@@ -160,6 +160,7 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
                         weight,
                         upper_threshold: real.upper_threshold,
                         lower_threshold: real.lower_threshold,
+                        lvs_method: real.lvs_method,
                     })
                 })
                 // The sorry server, unless it is one of the reals (keepalived then uses
@@ -172,6 +173,7 @@ fn services(config: &Config, overlay: &Overlay) -> Vec<ServiceSpec> {
                             weight,
                             upper_threshold: 0,
                             lower_threshold: 0,
+                            lvs_method: vs.extras.sorry_server_lvs_method,
                         },
                     )
                 }))
@@ -185,7 +187,7 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::{config, dataplane::fake::FakeDataplane};
+    use crate::{config, dataplane::fake::FakeDataplane, model::ForwardMethod};
 
     fn config(text: &str) -> Config {
         config::parse(text, Path::new("test.conf")).unwrap().config
@@ -215,6 +217,34 @@ virtual_server 192.0.2.1 80 {
         assert_eq!(
             weights,
             [("10.0.0.1".to_string(), 3), ("10.0.0.2".to_string(), 0)]
+        );
+    }
+
+    #[test]
+    fn reals_and_the_sorry_server_carry_their_own_forwarding_method() {
+        let config = config(
+            "virtual_server 192.0.2.1 80 {\n lb_kind DR\n sorry_server 10.0.0.9 8080\n sorry_server_lvs_method NAT\n real_server 10.0.0.1 80 {}\n real_server 10.0.0.2 80 {\n  lvs_method TUN\n }\n}\n",
+        );
+        let vs = &config.virtual_servers[0];
+        let mut overlay = Overlay::default();
+        overlay.sorry.insert(
+            diff::ServiceId::of(vs),
+            ("10.0.0.9".parse().unwrap(), 8080, 1),
+        );
+        let state = desired_state_with(&config, &overlay);
+        let spec = &state.services[0];
+        let methods: Vec<_> = spec
+            .reals
+            .iter()
+            .map(|real| (real.addr.to_string(), spec.forwarding(real).0))
+            .collect();
+        assert_eq!(
+            methods,
+            [
+                ("10.0.0.1".to_owned(), ForwardMethod::Dr),
+                ("10.0.0.2".to_owned(), ForwardMethod::Tun),
+                ("10.0.0.9".to_owned(), ForwardMethod::Nat),
+            ]
         );
     }
 

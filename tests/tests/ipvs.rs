@@ -228,6 +228,38 @@ fn tun_service_through_ipip() {
 }
 
 #[test]
+fn each_real_keeps_its_own_forwarding_method() {
+    if !require_ipvs("each_real_keeps_its_own_forwarding_method") {
+        return;
+    }
+    let mut lab = Topology::create("lbt-ipvs-mix", 2).expect("lab");
+    // r2 takes the tunnel on the kernel's own ipip device; r1 gets plain DR frames.
+    let r2 = &lab.reals[1];
+    r2.ns.ip(&["link", "set", "tunl0", "up"]).expect("tunl0");
+    for scope in ["all", "tunl0"] {
+        r2.ns
+            .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
+            .expect("rp_filter");
+    }
+    lab.start_http_servers(Path::new(LAB)).expect("servers");
+    let config = format!(
+        "virtual_server {VIP} {HTTP_PORT} {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    real_server {} {HTTP_PORT} {{\n    }}\n    real_server {} {HTTP_PORT} {{\n        lvs_method TUN\n    }}\n}}\n",
+        lab.reals[0].addr, lab.reals[1].addr
+    );
+    let mut lbd = start(&lab, &config, &["--dataplane", "ipvs"]);
+    let listing = ipvsadm(&lab, &["-Ln"]);
+    for (real, method) in [(&lab.reals[0], "Route"), (&lab.reals[1], "Tunnel")] {
+        let line = listing
+            .lines()
+            .find(|line| line.contains(&format!("{}:{HTTP_PORT}", real.addr)))
+            .unwrap_or_else(|| panic!("{} listed:\n{listing}", real.addr));
+        assert!(line.contains(method), "{}: {method}: {line}", real.name);
+    }
+    spread_over_all(&lab, 10);
+    lbd.stop().expect("stop");
+}
+
+#[test]
 fn nat_service_and_runtime_changes() {
     if !require_ipvs("nat_service_and_runtime_changes") {
         return;

@@ -72,6 +72,38 @@ impl VirtualServer {
             IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED)
         }
     }
+
+    /// How `real` is forwarded to: its own `lvs_method`, else the virtual server's
+    /// `lb_kind` (and tunnel).
+    pub fn forwarding(&self, real: &RealServer) -> (ForwardMethod, TunnelType) {
+        real.lvs_method.unwrap_or((self.forward, self.tunnel))
+    }
+
+    /// Whether some real's replies come back through the director (NAT, FullNAT).
+    pub fn translates_replies(&self) -> bool {
+        self.forwards_by(ForwardMethod::Nat) || self.forwards_by(ForwardMethod::FullNat)
+    }
+
+    /// A tunnel other than IPIP that the virtual server or one of its reals
+    /// (`lvs_method TUN type ...`) is forwarded by, if any.
+    pub fn other_tunnel(&self) -> Option<TunnelType> {
+        let methods = self.reals.iter().map(|real| self.forwarding(real));
+        methods
+            .chain(std::iter::once((self.forward, self.tunnel)))
+            .find(|&(method, tunnel)| method == ForwardMethod::Tun && tunnel != TunnelType::Ipip)
+            .map(|(_, tunnel)| tunnel)
+    }
+
+    /// Whether some real is forwarded to by `method` (its own or the virtual server's; a
+    /// virtual server without reals by its own).
+    pub fn forwards_by(&self, method: ForwardMethod) -> bool {
+        self.forward == method
+            && (self.reals.is_empty() || self.reals.iter().any(|r| r.lvs_method.is_none()))
+            || self
+                .reals
+                .iter()
+                .any(|r| r.lvs_method.is_some_and(|(m, _)| m == method))
+    }
 }
 
 /// keepalived's connection sync daemon (`lvs_sync_daemon`), with the defaults filled in.
@@ -151,6 +183,9 @@ pub struct ServiceExtras {
     /// `sorry_server IP PORT`: takes the traffic when no real is healthy.
     pub sorry_server: Option<SorryServer>,
     pub sorry_server_inhibit: bool,
+    /// `sorry_server_lvs_method`: the sorry server's own forwarding method (as a real's
+    /// `lvs_method`); `None` follows the virtual server.
+    pub sorry_server_lvs_method: Option<(ForwardMethod, TunnelType)>,
     /// `alpha`: reals start down until their first check passes; `omega`: quorum_down
     /// runs at shutdown.
     pub alpha: bool,
@@ -173,6 +208,7 @@ impl Default for ServiceExtras {
             quorum_down: None,
             sorry_server: None,
             sorry_server_inhibit: false,
+            sorry_server_lvs_method: None,
             alpha: false,
             omega: false,
             ha_suspend: false,
@@ -210,6 +246,10 @@ pub struct RealServer {
     pub lower_threshold: u32,
     /// `smtp_alert [BOOL]` (see `alert::SmtpAlerts::real_server`).
     pub smtp_alert: Option<bool>,
+    /// The real's own `lvs_method` (DR, TUN with its tunnel, or NAT), which overrides its
+    /// virtual server's `lb_kind` for it; `None` follows the virtual server
+    /// (`VirtualServer::forwarding`).
+    pub lvs_method: Option<(ForwardMethod, TunnelType)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]

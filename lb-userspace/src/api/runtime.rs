@@ -48,15 +48,22 @@ fn weight(weight: u32) -> Result<u32, String> {
 }
 
 fn find_real(vs: &mut VirtualServer, real: SocketAddr) -> Option<&mut RealServer> {
-    let port = effective_port(vs, real);
-    vs.reals
-        .iter_mut()
-        .find(|r| (r.addr, r.port) == (real.ip(), port))
+    let (forward, port) = (vs.forward, vs.port);
+    vs.reals.iter_mut().find(|r| {
+        // Each real by its own method: DR and TUN reals have the service's port.
+        let method = r.lvs_method.map_or(forward, |(method, _)| method);
+        let wanted = match method {
+            ForwardMethod::Dr | ForwardMethod::Tun => port,
+            ForwardMethod::Nat | ForwardMethod::FullNat => real.port(),
+        };
+        (r.addr, r.port) == (real.ip(), wanted)
+    })
 }
 
-/// DR and TUN cannot change the port: keepalived sets a real's port to the service's.
-fn effective_port(vs: &VirtualServer, real: SocketAddr) -> u16 {
-    match vs.forward {
+/// The port of `real` in `vs` when it is forwarded by `forward`: DR and TUN cannot change
+/// the port, so keepalived sets such a real's port to the service's.
+fn port_by(forward: ForwardMethod, vs: &VirtualServer, real: SocketAddr) -> u16 {
+    match forward {
         ForwardMethod::Dr | ForwardMethod::Tun => vs.port,
         ForwardMethod::Nat | ForwardMethod::FullNat => real.port(),
     }
@@ -149,17 +156,27 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
                     "real server {real} is not of the address family of {service}"
                 ));
             }
-            if let Some(name) = forward {
-                let wanted = ForwardMethod::from_name(name)
-                    .ok_or_else(|| format!("unknown forwarding method `{name}`"))?;
-                if wanted != vs.forward {
-                    return Err(format!(
-                        "{service} forwards by {:?}: lb_kind is per virtual_server in keepalived.conf",
-                        vs.forward
-                    ));
+            // ipvsadm -a -g/-i/-m: the real's own method (keepalived's real_server
+            // lvs_method) when it differs from the virtual server's.
+            let lvs_method = match forward {
+                Some(name) => {
+                    let wanted = ForwardMethod::from_name(name)
+                        .ok_or_else(|| format!("unknown forwarding method `{name}`"))?;
+                    match (vs.forward, wanted) {
+                        (ours, wanted) if ours == wanted => None,
+                        (ForwardMethod::FullNat, _) | (_, ForwardMethod::FullNat) => {
+                            return Err(format!(
+                                "{service} forwards by {}: FullNAT is for every real of a virtual server or none",
+                                vs.forward.name()
+                            ));
+                        }
+                        (_, wanted) => Some((wanted, TunnelType::Ipip)),
+                    }
                 }
-            }
-            let port = effective_port(vs, *real);
+                None => None,
+            };
+            let method = lvs_method.map_or(vs.forward, |(method, _)| method);
+            let port = port_by(method, vs, *real);
             if find_real(vs, *real).is_some() {
                 return Err(format!(
                     "real server {} {port} is in {service} already",
@@ -178,6 +195,7 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
                 upper_threshold: 0,
                 lower_threshold: 0,
                 smtp_alert: None,
+                lvs_method,
             });
             let mut done = format!(
                 "added real server {} {port} to {service}, weight {weight}",
@@ -185,9 +203,9 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
             );
             if port != real.port() {
                 done.push_str(&format!(
-                    " (port {} set to the service's: {:?} does not translate ports)",
+                    " (port {} set to the service's: {} does not translate ports)",
                     real.port(),
-                    vs.forward
+                    method.name()
                 ));
             }
             done
@@ -207,10 +225,9 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
         }
         Change::RemoveReal { service, real } => {
             let vs = find(&mut config, service)?;
-            let port = effective_port(vs, *real);
-            if find_real(vs, *real).is_none() {
-                return Err(format!("no real server {real} in {service}"));
-            }
+            let port = find_real(vs, *real)
+                .ok_or_else(|| format!("no real server {real} in {service}"))?
+                .port;
             vs.reals.retain(|r| (r.addr, r.port) != (real.ip(), port));
             format!("removed real server {real} from {service}")
         }
@@ -247,7 +264,7 @@ mod tests {
         let (config, done) = apply(&config(), &add).unwrap();
         assert_eq!(
             done,
-            "added real server 10.0.1.3 80 to TCP 10.0.0.100:80, weight 1 (port 8080 set to the service's: Dr does not translate ports)"
+            "added real server 10.0.1.3 80 to TCP 10.0.0.100:80, weight 1 (port 8080 set to the service's: DR does not translate ports)"
         );
         assert_eq!(config.virtual_servers[0].reals[1].port, 80);
         assert!(apply(&config, &add).unwrap_err().contains("already"));
@@ -268,6 +285,45 @@ mod tests {
         };
         let (config, _) = apply(&config, &remove).unwrap();
         assert_eq!(config.virtual_servers[0].reals.len(), 1);
+    }
+
+    #[test]
+    fn a_real_added_with_another_method_gets_its_own_lvs_method() {
+        // ipvsadm -a -t 10.0.0.100:80 -r 10.0.1.9:8080 -m in a DR service: NAT translates
+        // ports, so the real keeps 8080.
+        let nat_real = "10.0.1.9:8080".parse().unwrap();
+        let add = Change::AddReal {
+            service: web(),
+            real: nat_real,
+            weight: None,
+            forward: Some("NAT".into()),
+        };
+        let (config, done) = apply(&config(), &add).unwrap();
+        assert_eq!(
+            done,
+            "added real server 10.0.1.9 8080 to TCP 10.0.0.100:80, weight 1"
+        );
+        let vs = &config.virtual_servers[0];
+        let real = vs.reals.last().unwrap();
+        assert_eq!(
+            (real.port, real.lvs_method),
+            (8080, Some((ForwardMethod::Nat, TunnelType::Ipip)))
+        );
+        assert_eq!(vs.forwarding(real).0, ForwardMethod::Nat);
+        assert!(vs.forwards_by(ForwardMethod::Nat) && vs.forwards_by(ForwardMethod::Dr));
+        // Found again by its own port, and removed.
+        let drain = Change::EditReal {
+            service: web(),
+            real: nat_real,
+            weight: 0,
+        };
+        let (config, _) = apply(&config, &drain).unwrap();
+        let remove = Change::RemoveReal {
+            service: web(),
+            real: nat_real,
+        };
+        let (config, _) = apply(&config, &remove).unwrap();
+        assert!(!config.virtual_servers[0].forwards_by(ForwardMethod::Nat));
     }
 
     #[test]
@@ -312,9 +368,9 @@ mod tests {
                     service: web(),
                     real: "10.0.1.9:80".parse().unwrap(),
                     weight: None,
-                    forward: Some("NAT".into()),
+                    forward: Some("FNAT".into()),
                 },
-                "TCP 10.0.0.100:80 forwards by Dr: lb_kind is per virtual_server in keepalived.conf",
+                "TCP 10.0.0.100:80 forwards by DR: FullNAT is for every real of a virtual server or none",
             ),
             (
                 Change::RemoveService {

@@ -14,7 +14,7 @@ use super::{
     ipvs::IpvsDataplane, xdp::XdpDataplane,
 };
 use crate::{
-    model::{Config, ForwardMethod, TunnelType},
+    model::{Config, ForwardMethod},
     nexthop::KernelNextHops,
 };
 
@@ -73,15 +73,15 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
             "virtual_server fwmark {mark}: firewall marks are set by netfilter after XDP has run, so only the kernel's IPVS can match them (use --dataplane ipvs or auto)"
         ));
     }
-    if let Some(vs) = config
+    if let Some((vs, tunnel)) = config
         .virtual_servers
         .iter()
-        .find(|vs| vs.forward == ForwardMethod::Tun && vs.tunnel != TunnelType::Ipip)
+        .find_map(|vs| Some((vs, vs.other_tunnel()?)))
     {
         return Some(format!(
             "virtual_server {}: lb_kind TUN {}: the XDP data plane tunnels by IPIP only; GUE and GRE are the kernel's IPVS's (use --dataplane ipvs or auto)",
             ServiceId::of(vs),
-            vs.tunnel.keepalived_words()
+            tunnel.keepalived_words()
         ));
     }
     let max = lb_common::sched::LEAST_CONN_MAX_REALS as usize;

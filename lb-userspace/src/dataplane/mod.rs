@@ -63,6 +63,42 @@ pub struct RealSpec {
     /// `uthreshold` and `lthreshold` (0: none): only IPVS has connection limits.
     pub upper_threshold: u32,
     pub lower_threshold: u32,
+    /// The real's own forwarding method (`real_server lvs_method`); `None` follows the
+    /// service (`ServiceSpec::forwarding`).
+    pub lvs_method: Option<(ForwardMethod, TunnelType)>,
+}
+
+impl ServiceSpec {
+    /// How `real` is forwarded to: its own method, else the service's.
+    pub fn forwarding(&self, real: &RealSpec) -> (ForwardMethod, TunnelType) {
+        real.lvs_method.unwrap_or((self.forward, self.tunnel))
+    }
+
+    /// Whether some real is forwarded to by `method` (a service without reals: by its
+    /// own).
+    pub fn forwards_by(&self, method: ForwardMethod) -> bool {
+        self.forward == method
+            && (self.reals.is_empty() || self.reals.iter().any(|r| r.lvs_method.is_none()))
+            || self
+                .reals
+                .iter()
+                .any(|r| r.lvs_method.is_some_and(|(m, _)| m == method))
+    }
+
+    /// Whether some real's replies come back through the director (NAT, FullNAT).
+    pub fn translates_replies(&self) -> bool {
+        self.forwards_by(ForwardMethod::Nat) || self.forwards_by(ForwardMethod::FullNat)
+    }
+
+    /// A tunnel other than IPIP that the service or one of its reals is forwarded by,
+    /// if any (as `VirtualServer::other_tunnel`).
+    pub fn other_tunnel(&self) -> Option<TunnelType> {
+        let methods = self.reals.iter().map(|real| self.forwarding(real));
+        methods
+            .chain(std::iter::once((self.forward, self.tunnel)))
+            .find(|&(method, tunnel)| method == ForwardMethod::Tun && tunnel != TunnelType::Ipip)
+            .map(|(_, tunnel)| tunnel)
+    }
 }
 
 /// What an `apply` could not do fully; the rest was applied.

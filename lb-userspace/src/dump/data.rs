@@ -422,7 +422,11 @@ fn virtual_server(config: &Config, vs: &VirtualServer, checks: &Checks, text: &m
             "   RIP = {}, RPORT = {}, WEIGHT = {} EFF WEIGHT = {effective}",
             real.addr, real.port, real.weight
         );
-        let _ = writeln!(text, "   forwarding method = {}", method(vs.forward));
+        let _ = writeln!(
+            text,
+            "   forwarding method = {}",
+            method(vs.forwarding(real).0)
+        );
         let _ = writeln!(
             text,
             "   Inhibit on failure is {}",

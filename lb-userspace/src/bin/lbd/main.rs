@@ -510,7 +510,7 @@ fn tun_vips(config: &Config) -> Vec<std::net::IpAddr> {
     let mut vips: Vec<_> = config
         .virtual_servers
         .iter()
-        .filter(|vs| vs.forward == ForwardMethod::Tun && vs.fwmark.is_none())
+        .filter(|vs| vs.forwards_by(ForwardMethod::Tun) && vs.fwmark.is_none())
         .map(|vs| vs.addr)
         .collect();
     vips.sort();

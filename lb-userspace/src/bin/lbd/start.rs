@@ -303,7 +303,7 @@ pub fn nat_forwarding_warnings(config: &Config, kind: DataplaneKind) -> Vec<Stri
         config
             .virtual_servers
             .iter()
-            .any(|vs| vs.forward.translates_replies() && vs.addr.is_ipv4() == v4)
+            .any(|vs| vs.translates_replies() && vs.addr.is_ipv4() == v4)
     };
     let enabled = |path: &str| std::fs::read_to_string(path).is_ok_and(|v| v.trim() != "0");
     let (why, why6, settings): (&str, &str, &[(&str, &str)]) = match kind {

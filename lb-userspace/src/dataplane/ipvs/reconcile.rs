@@ -177,15 +177,19 @@ pub fn wanted(
 ) -> Result<BTreeMap<ServiceKey, WantedService>, DataplaneError> {
     let mut services = BTreeMap::new();
     for spec in &desired.services {
-        let forward = forward_code(spec.forward)?;
-        let tunnel = match spec.forward {
-            ForwardMethod::Tun => tunnel(spec.tunnel),
-            _ => Tunnel::default(),
-        };
+        // The service's method first: refused even without reals.
+        forward_code(spec.forward)?;
         let dests = spec
             .reals
             .iter()
             .map(|real| {
+                // IPVS keeps the method per destination: each real by its own.
+                let (method, tunnel_type) = spec.forwarding(real);
+                let forward = forward_code(method)?;
+                let tunnel = match method {
+                    ForwardMethod::Tun => tunnel(tunnel_type),
+                    _ => Tunnel::default(),
+                };
                 let settings = DestSettings {
                     forward,
                     weight: real.weight.min(i32::MAX as u32),
@@ -193,15 +197,15 @@ pub fn wanted(
                     lower_threshold: real.lower_threshold,
                     tunnel,
                 };
-                (
+                Ok((
                     DestKey {
                         addr: real.addr,
                         port: real.port,
                     },
                     settings,
-                )
+                ))
             })
-            .collect();
+            .collect::<Result<_, DataplaneError>>()?;
         services.insert(
             service_key(spec),
             WantedService {
@@ -309,6 +313,7 @@ mod tests {
                     weight: *w,
                     upper_threshold: 0,
                     lower_threshold: 0,
+                    lvs_method: None,
                 })
                 .collect(),
         }
@@ -490,6 +495,36 @@ mod tests {
                 ),
                 (fwd::DROUTE, Tunnel::default()),
             ]
+        );
+    }
+
+    #[test]
+    fn each_destination_carries_its_reals_own_method() {
+        // A DR service whose second real has `lvs_method NAT` and third `lvs_method TUN
+        // type gre`: IPVS keeps the method per destination.
+        let mut mixed = spec(
+            "10.0.0.1",
+            &[("10.0.1.1", 1), ("10.0.1.2", 1), ("10.0.1.3", 1)],
+        );
+        mixed.reals[1].lvs_method = Some((ForwardMethod::Nat, TunnelType::Ipip));
+        let gre = TunnelType::Gre {
+            checksum: TunnelChecksum::None,
+        };
+        mixed.reals[2].lvs_method = Some((ForwardMethod::Tun, gre));
+        let empty = kernel_of(&desired(vec![]));
+        let ops = plan_for(&desired(vec![mixed]), &empty, &[]);
+        let methods: Vec<(u32, u8)> = ops
+            .iter()
+            .filter_map(|op| match op {
+                Operation::AddDest(_, _, settings) => {
+                    Some((settings.forward, settings.tunnel.kind))
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            methods,
+            [(fwd::DROUTE, 0), (fwd::MASQ, 0), (fwd::TUNNEL, 2)]
         );
     }
 

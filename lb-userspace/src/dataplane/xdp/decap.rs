@@ -240,7 +240,7 @@ pub fn director_sources(config: &Config, extra: &[Prefix]) -> Vec<Prefix> {
     let tun = config
         .virtual_servers
         .iter()
-        .filter(|vs| vs.forward == ForwardMethod::Tun)
+        .filter(|vs| vs.forwards_by(ForwardMethod::Tun))
         .flat_map(|vs| &vs.tun_sources)
         .chain(&config.tun_sources);
     let vrrp = config

@@ -25,7 +25,7 @@ use super::{
 };
 use crate::{
     dataplane::{ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec},
-    model::{ForwardMethod, TunnelType},
+    model::ForwardMethod,
     nexthop::{NextHop, NextHopError, NextHopResolver},
     sched::{self, TableReal},
 };
@@ -192,13 +192,10 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 mark,
             });
         }
-        if let Some(spec) = services
-            .iter()
-            .find(|spec| spec.forward == ForwardMethod::Tun && spec.tunnel != TunnelType::Ipip)
-        {
+        if let Some(tunnel) = services.iter().find_map(ServiceSpec::other_tunnel) {
             return Err(DataplaneError::TunnelType {
                 backend: "XDP",
-                tunnel: spec.tunnel.keepalived_words(),
+                tunnel: tunnel.keepalived_words(),
             });
         }
         // The least-connection loop compares so many reals; never a silent truncation.
@@ -233,7 +230,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             let mut table_reals = Vec::new();
             for real in &spec.reals {
                 let (addr, family) = addr_bytes(real.addr);
-                let fwd = match spec.forward {
+                // The real's own method (`lvs_method`), else the service's.
+                let (forward, _) = spec.forwarding(real);
+                let fwd = match forward {
                     ForwardMethod::Dr => FWD_DR,
                     ForwardMethod::Tun => FWD_TUN,
                     ForwardMethod::Nat => FWD_NAT,
@@ -251,7 +250,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 };
                 wanted_reals.insert(real_key);
                 let weight = real.weight.min(u32::from(u16::MAX));
-                let tunnel_src = match (spec.forward, &next_hops[&real.addr]) {
+                let tunnel_src = match (forward, &next_hops[&real.addr]) {
                     (ForwardMethod::Tun, Ok(next_hop)) => {
                         let configured = spec
                             .tun_sources
@@ -379,7 +378,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
         // The reply sources and the service filter before the tables: a new real's replies
         // may come as soon as a table sends it a flow, and a new service's packets as soon
         // as it is published.
-        let nat = services.iter().any(|s| s.forward.translates_replies());
+        let nat = services.iter().any(ServiceSpec::translates_replies);
         let features = if nat { FEATURE_NAT } else { 0 };
         self.write_settings(features)?;
         // Service by service: each swap is atomic on its own. Once one waits for room,
