@@ -42,7 +42,7 @@ fn every_program_of_the_object_loads() {
         return;
     }
     use lb_common::program_names as names;
-    use lb_userspace::dataplane::xdp::{XdpOptions, load_object};
+    use lb_userspace::dataplane::xdp::{XdpOptions, load_object, load_program};
     let (mut ebpf, _) = load_object(&XdpOptions::minimal()).expect("object");
     for name in [
         names::BALANCER,
@@ -54,15 +54,49 @@ fn every_program_of_the_object_loads() {
         names::BENCH_BALANCER,
         names::CLOCK,
     ] {
-        let program: &mut aya::programs::Xdp = ebpf
-            .program_mut(name)
-            .unwrap_or_else(|| panic!("{name} missing"))
-            .try_into()
-            .expect("XDP program");
-        program
-            .load()
-            .unwrap_or_else(|e| panic!("{name} does not load: {e}"));
+        load_program(&mut ebpf, name).unwrap_or_else(|e| panic!("{name} does not load: {e}"));
     }
     let programs = ebpf.programs().count();
     assert_eq!(programs, 8, "a program of the object is not in this list");
+}
+
+/// A signal that comes while the kernel verifies the balancer (seconds) makes the verifier
+/// give up with EAGAIN; the load tries again, as libbpf does, instead of failing lbd's
+/// start (or a test) because a child exited or SIGHUP came at that moment.
+#[test]
+fn a_signal_during_verification_does_not_fail_the_load() {
+    if !require_root("a_signal_during_verification_does_not_fail_the_load") {
+        return;
+    }
+    extern "C" fn ignore(_: libc::c_int) {}
+    // SAFETY: a handler that does nothing, installed without SA_RESTART so that the
+    // signal interrupts the system call it comes in.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = ignore as *const () as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        assert_eq!(
+            libc::sigaction(libc::SIGUSR1, &action, std::ptr::null_mut()),
+            0
+        );
+    }
+    use lb_common::program_names::BALANCER;
+    use lb_userspace::dataplane::xdp::{XdpOptions, load_object, load_program};
+    let (mut ebpf, _) = load_object(&XdpOptions::minimal()).expect("object");
+    // SAFETY: the calling thread's own id.
+    let loader = unsafe { libc::pthread_self() };
+    // Seven signals 20 ms apart, while the kernel verifies (hundreds of milliseconds).
+    // Each makes one system call fail at most, and each attempt makes two (aya tries again
+    // with the verifier's log), so a load of five attempts gets through; one attempt
+    // does not.
+    let signaller = std::thread::spawn(move || {
+        for _ in 0..7 {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+            // SAFETY: `loader` is alive: it joins this thread after its load.
+            unsafe { libc::pthread_kill(loader, libc::SIGUSR1) };
+        }
+    });
+    let loaded = load_program(&mut ebpf, BALANCER);
+    signaller.join().expect("signaller");
+    loaded.expect("the load survives signals during verification");
 }

@@ -49,7 +49,10 @@ use lb_tests::{
     testrun::{INGRESS, StaticNextHops, TestBalancer, next_hop, pin_to_cpu0, run_program},
 };
 use lb_userspace::{
-    dataplane::{Dataplane, xdp::AttachMode},
+    dataplane::{
+        Dataplane,
+        xdp::{AttachMode, load_program},
+    },
     model::Scheduler,
     nexthop::NextHop,
 };
@@ -708,7 +711,7 @@ fn mode_rows(repeat: u32, runs: usize, swap: f64) -> anyhow::Result<Vec<ModeRow>
         program_names::BENCH_BALANCER,
         program_names::BENCH_GENERATOR,
     ] {
-        program_mut(balancer.dataplane.ebpf_mut(), name)?.load()?;
+        load_program(balancer.dataplane.ebpf_mut(), name)?;
     }
     let mut rows = Vec::new();
     for (kind, n) in MODES {
@@ -784,13 +787,6 @@ fn harness_runs(
 fn program<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
     Ok(ebpf
         .program(name)
-        .with_context(|| format!("{name} missing"))?
-        .try_into()?)
-}
-
-fn program_mut<'a>(ebpf: &'a mut aya::Ebpf, name: &str) -> anyhow::Result<&'a mut Xdp> {
-    Ok(ebpf
-        .program_mut(name)
         .with_context(|| format!("{name} missing"))?
         .try_into()?)
 }

@@ -26,7 +26,9 @@ use lb_common::{
     DecapSource, MAX_DECAP_SOURCES, decap_source, decap_stats, map_names as names, program_names,
 };
 
-use super::{AttachMode, XdpOptions, counters, links, load_object, map_error, program_mut};
+use super::{
+    AttachMode, XdpOptions, counters, links, load_object, map_error, object::load_program,
+};
 use crate::dataplane::DataplaneError;
 
 pub struct Decap {
@@ -43,12 +45,7 @@ impl Decap {
     /// directory `pins` when given.
     pub fn load(pins: Option<&Path>) -> Result<Self, DataplaneError> {
         let (mut ebpf, _) = load_object(&XdpOptions::minimal())?;
-        program_mut(&mut ebpf, program_names::DECAP)?
-            .load()
-            .map_err(|source| DataplaneError::Program {
-                program: program_names::DECAP,
-                source,
-            })?;
+        load_program(&mut ebpf, program_names::DECAP)?;
         Ok(Self {
             ebpf,
             attachments: Vec::new(),

@@ -52,7 +52,7 @@ pub use decap::{Decap, Prefix, PrefixError, director_sources};
 pub use keys::{addr_bytes, addr_from, service_key};
 pub use layout::{BPFFS_ROOT, MapLayout, ensure_bpffs, expected_layouts, pin_dir};
 use local_addrs::LocalAddrs;
-pub use object::{AttachMode, EBPF_OBJECT, XdpOptions, load_object};
+pub use object::{AttachMode, EBPF_OBJECT, XdpOptions, load_object, load_program};
 use object::{
     error_chain, fnat_port_shares, map_error, map_fd, map_mut, owned_map_fd, program, program_mut,
     rebuild_local_addrs, rebuild_slots, rebuild_vips, write_array, write_single,
@@ -126,12 +126,7 @@ impl<R: NextHopResolver> XdpDataplane<R> {
     pub fn load(options: &XdpOptions, resolver: R) -> Result<Self, DataplaneError> {
         let (mut ebpf, mut load_warnings) = load_object(options)?;
         for name in [program_names::BALANCER, program_names::CLOCK] {
-            program_mut(&mut ebpf, name)?
-                .load()
-                .map_err(|source| DataplaneError::Program {
-                    program: name,
-                    source,
-                })?;
+            object::load_program(&mut ebpf, name)?;
         }
         let clock = match clock::calibrate(program(&ebpf, program_names::CLOCK)?) {
             Ok(clock) => Some(clock),

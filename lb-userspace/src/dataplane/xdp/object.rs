@@ -200,6 +200,27 @@ pub(super) fn program<'a>(ebpf: &'a Ebpf, name: &'static str) -> Result<&'a Xdp,
     program.try_into().map_err(program_error(name))
 }
 
+/// Times a program load is tried when the kernel's verifier gives up because a signal
+/// came (`EAGAIN`), as libbpf does: verifying the balancer takes seconds, and a signal to
+/// the process in that time (a child exiting, SIGHUP) must not fail a start or a test.
+const LOAD_ATTEMPTS: u32 = 5;
+
+/// Load (verify) program `name` into the kernel.
+pub fn load_program(ebpf: &mut Ebpf, name: &'static str) -> Result<(), DataplaneError> {
+    let program = program_mut(ebpf, name)?;
+    let mut attempt = 1;
+    loop {
+        match program.load() {
+            Err(aya::programs::ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < LOAD_ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            result => return result.map_err(program_error(name)),
+        }
+    }
+}
+
 /// Program `name` is missing from the object.
 fn not_xdp(name: &'static str) -> DataplaneError {
     program_error(name)(aya::programs::ProgramError::UnexpectedProgramType)
