@@ -45,6 +45,8 @@ fn real(addr: &str, port: u16, forward: &'static str, weight: u16, scale: u64) -
         traffic: traffic(scale),
         active_conns: 3 * scale as u32,
         inactive_conns: scale as u32,
+        upper_threshold: 0,
+        lower_threshold: 0,
     }
 }
 
@@ -289,6 +291,10 @@ fn list_views_match_their_golden_output() {
     golden(
         "list-stats-exact.txt",
         &ipvsadm::list(&counters, Some(HEADER), Columns::Stats, true),
+    );
+    golden(
+        "list-thresholds.txt",
+        &ipvsadm::list(&counters, Some(HEADER), Columns::Thresholds, false),
     );
     let rates = ipvsadm::rates(&dataset(1), &dataset(3), Duration::from_secs(2));
     golden(

@@ -286,6 +286,17 @@ fn nat_service_and_runtime_changes() {
         let columns: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(columns[2..4], ["100", "10"], "{line}");
     }
+    // lbctl --thresholds prints what ipvsadm does, from its column titles on (lbctl's
+    // header names the data plane instead of IPVS's version).
+    let from_titles = |listing: &str| -> Vec<String> {
+        listing
+            .lines()
+            .skip_while(|l| !l.starts_with("Prot"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let ours = lbctl_ok(&lab, &["-Ln", "--thresholds"]);
+    assert_eq!(from_titles(&ours), from_titles(&thresholds), "{ours}");
     spread_over_all(&lab, 10);
     // A weight changed with lbctl reaches IPVS.
     let real = lab.reals[0].addr;

@@ -210,6 +210,10 @@ pub struct RealCounters {
     /// Connections as `ipvsadm -L` counts them (ActiveConn, InActConn).
     pub active_conns: u32,
     pub inactive_conns: u32,
+    /// `uthreshold` and `lthreshold` (0: none), as `ipvsadm -L --thresholds` shows them;
+    /// only IPVS has connection limits, so the XDP data plane's are 0.
+    pub upper_threshold: u32,
+    pub lower_threshold: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]

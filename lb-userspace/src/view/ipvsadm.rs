@@ -1,6 +1,6 @@
 //! The services, reals and connections as `ipvsadm` prints them: `-Ln` (scheduler, flags,
 //! forwarding method, weight, connections), `--stats`, `--rate` (with its number format:
-//! K/M/G/T above 100 million unless `--exact`) and `-Lnc`. Operators' scripts parse these
+//! K/M/G/T above 100 million unless `--exact`), `--thresholds` and `-Lnc`. Operators' scripts parse these
 //! columns, so the widths are ipvsadm's.
 
 use std::{fmt::Write as _, net::IpAddr, time::Duration};
@@ -19,6 +19,8 @@ pub enum Columns {
     Stats,
     /// Per second: CPS, InPPS, OutPPS, InBPS, OutBPS (`--rate`; `Counters` holding rates).
     Rate,
+    /// Uthreshold, Lthreshold, ActiveConn, InActConn (`--thresholds`).
+    Thresholds,
 }
 
 /// `addr:port`, IPv6 in brackets (ipvsadm's `addrport_to_anyname` with `-n`).
@@ -55,6 +57,14 @@ fn title(out: &mut String, columns: Columns) {
             out.push_str("  -> RemoteAddress:Port           Forward Weight ActiveConn InActConn\n");
             return;
         }
+        Columns::Thresholds => {
+            out.push_str(
+                // ipvsadm's title ends with a space.
+                "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn \n",
+            );
+            out.push_str("  -> RemoteAddress:Port\n");
+            return;
+        }
         Columns::Stats => ["Conns", "InPkts", "OutPkts", "InBytes", "OutBytes"],
         Columns::Rate => ["CPS", "InPPS", "OutPPS", "InBPS", "OutBPS"],
     };
@@ -82,7 +92,7 @@ fn service_line(out: &mut String, service: &ServiceCounters, columns: Columns, e
         ),
     };
     match columns {
-        Columns::Table => {
+        Columns::Table | Columns::Thresholds => {
             let _ = write!(out, "{name} {}", service.scheduler);
             if !service.sched_flags.is_empty() {
                 let _ = write!(out, " ({})", service.sched_flags.join(","));
@@ -120,6 +130,13 @@ fn real_line(out: &mut String, real: &RealCounters, columns: Columns, exact: boo
                 out,
                 "  -> {name:<28} {:<7} {:<6} {:<10} {:<10}",
                 real.forward, real.weight, real.active_conns, real.inactive_conns
+            );
+        }
+        Columns::Thresholds => {
+            let _ = writeln!(
+                out,
+                "  -> {name:<28} {:<10} {:<10} {:<10} {:<10}",
+                real.upper_threshold, real.lower_threshold, real.active_conns, real.inactive_conns
             );
         }
         Columns::Stats => {
@@ -259,6 +276,42 @@ mod tests {
         assert_eq!(num(123_456_789_012_345, false), "     123T");
         assert_eq!(num(123_456_789, true), " 123456789");
         assert_eq!(num(5, true), "        5");
+    }
+
+    #[test]
+    fn thresholds_are_listed_in_ipvsadms_columns() {
+        let real = |port, upper, lower, active| RealCounters {
+            addr: "192.168.1.180".parse().unwrap(),
+            port,
+            forward: "Route",
+            weight: 1,
+            retired: false,
+            traffic: Traffic::default(),
+            active_conns: active,
+            inactive_conns: 0,
+            upper_threshold: upper,
+            lower_threshold: lower,
+        };
+        let counters = Counters {
+            outcomes: vec![],
+            services: vec![ServiceCounters {
+                addr: "172.25.116.175".parse().unwrap(),
+                port: 80,
+                protocol: crate::model::Protocol::Tcp,
+                fwmark: None,
+                scheduler: "rr",
+                sched_flags: vec![],
+                persistent: None,
+                ops: false,
+                traffic: Traffic::default(),
+                reals: vec![real(80, 0, 0, 5), real(81, 10000, 100, 7)],
+            }],
+        };
+        // As ipvsadm -Ln --thresholds prints them.
+        assert_eq!(
+            list(&counters, None, Columns::Thresholds, false),
+            "Prot LocalAddress:Port            Uthreshold Lthreshold ActiveConn InActConn \n  -> RemoteAddress:Port\nTCP  172.25.116.175:80 rr\n  -> 192.168.1.180:80             0          0          5          0         \n  -> 192.168.1.180:81             10000      100        7          0         \n"
+        );
     }
 
     #[test]

@@ -102,6 +102,9 @@ pub struct Args {
     /// Show packet, byte and connection counters.
     #[arg(long, conflicts_with = "rate")]
     stats: bool,
+    /// Show each real's connection limits (uthreshold, lthreshold) with its connections.
+    #[arg(long, conflicts_with_all = ["stats", "rate"])]
+    thresholds: bool,
     /// Show rates per second, from two readings `--interval` apart.
     #[arg(long)]
     rate: bool,

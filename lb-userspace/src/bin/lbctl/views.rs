@@ -37,7 +37,7 @@ fn filter(mut counters: Counters, service: Option<ServiceRef>) -> Result<Counter
     Ok(counters)
 }
 
-/// `-L` with `--stats`, `--rate`, `--exact`.
+/// `-L` with `--stats`, `--rate`, `--thresholds`, `--exact`.
 pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
     let source = Source::open(args)?;
     let counters = if args.rate {
@@ -57,6 +57,8 @@ pub fn list(args: &Args, service: Option<ServiceRef>) -> Result<(), Failure> {
         Columns::Stats
     } else if args.rate {
         Columns::Rate
+    } else if args.thresholds {
+        Columns::Thresholds
     } else {
         Columns::Table
     };

@@ -77,6 +77,8 @@ fn real_counters(dest: &KernelDest) -> RealCounters {
         traffic: traffic(&dest.stats),
         active_conns: dest.active_conns,
         inactive_conns: dest.inactive_conns,
+        upper_threshold: dest.settings.upper_threshold,
+        lower_threshold: dest.settings.lower_threshold,
     }
 }
 

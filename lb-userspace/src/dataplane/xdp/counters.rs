@@ -162,6 +162,8 @@ pub fn read(source: &impl MapSource) -> Result<Counters, DataplaneError> {
                 traffic: per_cpu_sum(&real_stats, id, names::REAL_STATS)?,
                 active_conns: conns.active(),
                 inactive_conns: conns.inactive(),
+                upper_threshold: 0,
+                lower_threshold: 0,
             });
     }
 
