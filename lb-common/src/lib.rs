@@ -314,7 +314,8 @@ pub struct RealInfo {
     pub mtu: u16,
     /// `FWD_*`: how packets reach this real.
     pub fwd: u8,
-    pub _pad: u8,
+    /// TUN: `TUNNEL_*`, the encapsulation (0, IPIP, in entries written before it existed).
+    pub tunnel: u8,
     /// Bumped each time the id is given to another real (wrapping). A flow records the
     /// generation of its real; a flow whose real's id has since gone to another real is
     /// not that real's connection.
@@ -323,6 +324,12 @@ pub struct RealInfo {
     /// order, same family as `addr`.
     pub tunnel_src: [u8; 16],
 }
+
+/// `RealInfo::tunnel`: IP-in-IP (IPIP, ip6ip6, 4in6).
+pub const TUNNEL_IPIP: u8 = 0;
+/// `RealInfo::tunnel`: GRE without checksum, key or sequence number (RFC 2784), around
+/// the client's IPv4 or IPv6 packet.
+pub const TUNNEL_GRE: u8 = 1;
 
 /// Direct routing: the frame's destination MAC becomes the real's.
 pub const FWD_DR: u8 = 0;

@@ -61,11 +61,14 @@ fn each_real_is_forwarded_by_its_own_method_or_the_virtual_servers() {
     assert!(vs.forwards_by(ForwardMethod::Dr) && vs.forwards_by(ForwardMethod::Tun));
     assert!(vs.translates_replies());
     assert_eq!(
-        vs.other_tunnel(),
-        Some(TunnelType::Gue {
-            port: 6080,
-            checksum: TunnelChecksum::Checksum
-        })
+        vs.tunnels().collect::<Vec<_>>(),
+        [
+            TunnelType::Gue {
+                port: 6080,
+                checksum: TunnelChecksum::Checksum
+            },
+            TunnelType::Ipip
+        ]
     );
     // Written out and read back: the same model.
     let text = to_keepalived(&loaded.config);

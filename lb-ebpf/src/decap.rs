@@ -1,5 +1,7 @@
 //! `lb_decap`, for real servers in TUN mode: strips the outer IPv4/IPv6 header of a
-//! tunnelled packet (IPIP, ip6ip6, and 4in6/6in4) whose inner destination is one of the
+//! tunnelled packet (IPIP, ip6ip6, and 4in6/6in4; or GRE around IPv4 or IPv6, without key
+//! or sequence number, with or without checksum, which is not checked: the outer source
+//! is, below) whose inner destination is one of the
 //! VIPs in `LB_DECAP_VIPS` and whose outer source is a director's (`LB_DECAP_SOURCES`), so
 //! that the real's stack sees the client's packet as if it had arrived directly, without
 //! an ipip or ip6_tunnel device. The Ethernet header (and VLAN tags) move forward over the
@@ -21,6 +23,10 @@ use crate::{
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_GRE: u8 = 47;
+/// GRE's first two bytes with only the checksum-present bit (RFC 2784): a 4-byte checksum
+/// field follows the protocol.
+const GRE_CHECKSUM: [u8; 2] = [0x80, 0];
 const ETH_LEN: usize = core::mem::size_of::<EthHdr>();
 const VLAN_LEN: usize = core::mem::size_of::<VlanHdr>();
 
@@ -66,6 +72,26 @@ fn strip(ctx: &XdpContext) -> Option<u32> {
         )
     } else {
         return None;
+    };
+    // GRE: the inner packet's type from its header, which the outer one then includes.
+    let (inner_proto, outer_len) = if inner_proto == IPPROTO_GRE {
+        let gre = ptr_at::<[u8; 4]>(ctx, l3_offset + outer_len)?;
+        // SAFETY: checked by ptr_at.
+        let gre = unsafe { *gre };
+        let gre_len = match [gre[0], gre[1]] {
+            [0, 0] => 4,
+            GRE_CHECKSUM => 8,
+            // Keys, sequence numbers, other versions: not a director's.
+            _ => return None,
+        };
+        let proto = match [gre[2], gre[3]] {
+            ETH_P_IPV4 => IPPROTO_IPIP,
+            ETH_P_IPV6 => IPPROTO_IPV6,
+            _ => return None,
+        };
+        (proto, outer_len + gre_len)
+    } else {
+        (inner_proto, outer_len)
     };
     let inner_offset = l3_offset + outer_len;
     let (key, inner_type) = match inner_proto {

@@ -252,7 +252,7 @@ fn gue_and_gre_tunnels_are_a_config_error_on_xdp() {
     assert_eq!(code, ERRORS, "{stderr}");
     assert!(
         stderr.contains(
-            "k.conf: virtual_server TCP 192.0.2.1:80: lb_kind TUN type gue port 6080: the XDP data plane tunnels by IPIP only"
+            "k.conf: virtual_server TCP 192.0.2.1:80: lb_kind TUN type gue port 6080: the XDP data plane tunnels by IPIP and GRE without checksum only"
         ),
         "{stderr}"
     );
@@ -260,12 +260,16 @@ fn gue_and_gre_tunnels_are_a_config_error_on_xdp() {
         let (code, _, stderr) = lbd_with(gue, &["-t", "--dataplane", dataplane]);
         assert_eq!(code, VALID, "{dataplane}: {stderr}");
     }
-    // A real's own method counts too.
-    let real_gre = "virtual_server 192.0.2.1 80 {\n lb_kind DR\n protocol TCP\n real_server 10.1.0.11 80 {\n  lvs_method TUN type gre\n }\n}\n";
+    // GRE without checksum is the XDP data plane's; with one, and a real's own method
+    // counts too.
+    let real_gre = "virtual_server 192.0.2.1 80 {\n lb_algo rr\n lb_kind DR\n protocol TCP\n real_server 10.1.0.11 80 {\n  lvs_method TUN type gre\n }\n}\n";
     let (code, _, stderr) = lbd_with(real_gre, &["-t", "--dataplane", "xdp"]);
+    assert_eq!(code, VALID, "{stderr}");
+    let real_gre_csum = real_gre.replace("type gre", "type gre csum");
+    let (code, _, stderr) = lbd_with(&real_gre_csum, &["-t", "--dataplane", "xdp"]);
     assert_eq!(code, ERRORS, "{stderr}");
     assert!(
-        stderr.contains("virtual_server TCP 192.0.2.1:80: lb_kind TUN type gre: the XDP data plane tunnels by IPIP only"),
+        stderr.contains("virtual_server TCP 192.0.2.1:80: lb_kind TUN type gre csum: the XDP data plane tunnels by IPIP and GRE without checksum only"),
         "{stderr}"
     );
 }

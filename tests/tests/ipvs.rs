@@ -447,8 +447,12 @@ fn tun_service_through_gue_then_gre() {
     let dir = lab.scratch_dir();
     let gue = service(&lab, "    lb_kind TUN type gue port 6080 csum\n", false);
     let mut lbd = start(&lab, &gue, &["--dataplane", "auto"]);
-    lbd.wait_for("tunnels by IPIP only", 1, Duration::from_secs(1))
-        .expect("IPVS chosen for GUE");
+    lbd.wait_for(
+        "tunnels by IPIP and GRE without checksum only",
+        1,
+        Duration::from_secs(1),
+    )
+    .expect("IPVS chosen for GUE");
     let tunnels = ipvsadm(&lab, &["-Ln", "--tun-info"]);
     // ipvsadm's TunnelInfo: type, port, checksum (+c: csum).
     assert_eq!(

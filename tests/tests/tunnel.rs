@@ -57,6 +57,26 @@ virtual_server 2001:db8::80 53 {
     protocol UDP
     real_server 2001:db8:1::1 53 {}
 }
+virtual_server 192.0.2.83 80 {
+    lb_kind TUN type gre
+    protocol TCP
+    real_server 10.0.0.1 80 {}
+}
+virtual_server 2001:db8::83 80 {
+    lb_kind TUN type gre nocsum
+    protocol TCP
+    real_server 2001:db8:1::1 80 {}
+}
+virtual_server 192.0.2.84 80 {
+    lb_kind TUN
+    protocol TCP
+    real_server 10.0.0.1 80 {
+        lvs_method TUN type gre
+    }
+    real_server 2001:db8:1::1 80 {
+        lvs_method TUN type gre
+    }
+}
 ";
 
 fn next_hops() -> StaticNextHops {
@@ -75,7 +95,21 @@ fn next_hops() -> StaticNextHops {
 /// The frame the balancer should send: Ethernet (and tag) to the real, then the outer
 /// header, then the client's IP packet (`input` without its Ethernet header).
 fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> Vec<u8> {
+    tunnelled_by(input, real_mac, vlan, outer_dst, false)
+}
+
+/// As `tunnelled`, with a GRE header (no options, the inner EtherType) after the outer
+/// header when `gre`.
+fn tunnelled_by(
+    input: &[u8],
+    real_mac: [u8; 6],
+    vlan: u16,
+    outer_dst: IpAddr,
+    gre: bool,
+) -> Vec<u8> {
     let inner = &input[14..];
+    let gre_header = [0, 0, input[12], input[13]];
+    let gre_len = if gre { gre_header.len() } else { 0 };
     let mut frame = Vec::new();
     frame.extend_from_slice(&real_mac);
     frame.extend_from_slice(&SRC_MAC);
@@ -88,9 +122,19 @@ fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> V
     match outer_dst {
         IpAddr::V4(dst) => {
             let mut outer = vec![0x45, inner[1]];
-            outer.extend_from_slice(&((inner.len() + 20) as u16).to_be_bytes());
+            outer.extend_from_slice(&((inner.len() + 20 + gre_len) as u16).to_be_bytes());
             // Identification and DF from the inner header, no fragment offset.
-            outer.extend_from_slice(&[inner[4], inner[5], inner[6] & 0x40, 0, inner[8], 4, 0, 0]);
+            let proto = if gre { 47 } else { 4 };
+            outer.extend_from_slice(&[
+                inner[4],
+                inner[5],
+                inner[6] & 0x40,
+                0,
+                inner[8],
+                proto,
+                0,
+                0,
+            ]);
             outer.extend_from_slice(&TUNNEL_SRC);
             outer.extend_from_slice(&dst.octets());
             let sum = checksum(&outer, 0);
@@ -122,12 +166,16 @@ fn tunnelled(input: &[u8], real_mac: [u8; 6], vlan: u16, outer_dst: IpAddr) -> V
                 (label >> 8) as u8,
                 label as u8,
             ]);
-            frame.extend_from_slice(&(inner.len() as u16).to_be_bytes());
+            frame.extend_from_slice(&((inner.len() + gre_len) as u16).to_be_bytes());
+            let next = if gre { 47 } else { next };
             frame.extend_from_slice(&[next, hop]);
             let src: std::net::Ipv6Addr = TUNNEL_SRC6.parse().expect("literal");
             frame.extend_from_slice(&src.octets());
             frame.extend_from_slice(&dst.octets());
         }
+    }
+    if gre {
+        frame.extend_from_slice(&gre_header);
     }
     frame.extend_from_slice(inner);
     frame
@@ -471,4 +519,101 @@ fn the_real_strips_tunnels_only_from_the_directors() {
     assert_eq!(action, xdp_action::XDP_PASS);
     assert_eq!(stripped.len(), tunnelled.len() - 20, "not decapsulated");
     assert_eq!(decap.decapsulated().expect("stats"), 1);
+}
+
+#[test]
+fn gre_encapsulates_and_the_real_decapsulates() {
+    if !require_root("gre_encapsulates_and_the_real_decapsulates") {
+        return;
+    }
+    let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
+    balancer.apply_config(CONFIG).expect("apply");
+    let mut decap = Decap::load(None).expect("load decap");
+    decap
+        .set_vips(&[
+            "192.0.2.83".parse().unwrap(),
+            "192.0.2.84".parse().unwrap(),
+            "2001:db8::83".parse().unwrap(),
+        ])
+        .expect("VIPs");
+    decap
+        .set_sources(&[
+            Prefix::host(IpAddr::from(TUNNEL_SRC)),
+            Prefix::host(TUNNEL_SRC6.parse().unwrap()),
+        ])
+        .expect("sources");
+    let real4: IpAddr = "10.0.0.1".parse().unwrap();
+    let real6: IpAddr = "2001:db8:1::1".parse().unwrap();
+    let (mac4, mac6) = ([2, 0xaa, 0, 0, 0, 1], [2, 0xaa, 0, 0, 0, 0x61]);
+    let mut reached = std::collections::BTreeSet::new();
+    let cases = [
+        (
+            "GRE over IPv4",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 83]), 41000, 80),
+        ),
+        (
+            "GRE over IPv6",
+            Frame::tcp(v6("2001:db8:c::7", "2001:db8::83"), 41001, 80),
+        ),
+        // A real's own lvs_method TUN type gre: over IPv4 to one, 4in6 to the other.
+        (
+            "a real's GRE",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 84]), 41002, 80),
+        ),
+        (
+            "a real's GRE",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 84]), 41003, 80),
+        ),
+        (
+            "a real's GRE",
+            Frame::tcp(v4(CLIENT, [192, 0, 2, 84]), 41004, 80),
+        ),
+    ];
+    for (name, frame) in cases {
+        let input = frame.bytes();
+        let run = balancer.run(&input).expect("test run");
+        assert_eq!(run.action, xdp_action::XDP_TX, "{name}");
+        let (mac, real) = if run.output[..6] == mac4 {
+            (mac4, real4)
+        } else {
+            (mac6, real6)
+        };
+        reached.insert(real);
+        let expected = tunnelled_by(&input, mac, 0, real, true);
+        assert_eq!(hex(&run.output), hex(&expected), "{name}");
+        let (action, stripped) = run_decap(&decap, &run.output);
+        assert_eq!(action, xdp_action::XDP_PASS, "{name}");
+        let mut want = expected[..14].to_vec();
+        want[12..14].copy_from_slice(&input[12..14]);
+        want.extend_from_slice(&input[14..]);
+        assert_eq!(hex(&stripped), hex(&want), "{name}: decapsulated");
+    }
+    assert_eq!(
+        reached.len(),
+        2,
+        "the service of two GRE reals reached both"
+    );
+    // GRE with a checksum (the kernel's `type gre csum`) is stripped too.
+    let mut with_csum = tunnelled_by(
+        &Frame::tcp(v4(CLIENT, [192, 0, 2, 83]), 41005, 80).bytes(),
+        mac4,
+        0,
+        real4,
+        true,
+    );
+    with_csum[14 + 20] = 0x80;
+    with_csum.splice(14 + 24..14 + 24, [0, 0, 0, 0]);
+    let total = u16::from_be_bytes([with_csum[16], with_csum[17]]) + 4;
+    with_csum[16..18].copy_from_slice(&total.to_be_bytes());
+    with_csum[24..26].copy_from_slice(&[0, 0]);
+    let sum = checksum(&with_csum[14..34], 0);
+    with_csum[24..26].copy_from_slice(&sum.to_be_bytes());
+    let (action, stripped) = run_decap(&decap, &with_csum);
+    assert_eq!(action, xdp_action::XDP_PASS);
+    assert_eq!(
+        stripped.len(),
+        with_csum.len() - 28,
+        "outer IPv4 and GRE with checksum"
+    );
+    assert_eq!(decap.decapsulated().expect("stats"), 6);
 }

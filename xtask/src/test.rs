@@ -30,6 +30,8 @@ const VM_TESTS: &[(&str, &[&str])] = &[
     // Connection sync against the kernel's sync daemon, both ways.
     ("sync_ipvs", &["--test-threads=1", "--show-output"]),
     ("fixtures", &[]),
+    // XDP's GRE into the kernel's gre device (the machines' kernel has no GRE).
+    ("kernel_tunnels", &["--nocapture"]),
     ("verifier", &["--show-output"]),
 ];
 

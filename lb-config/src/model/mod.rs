@@ -84,13 +84,13 @@ impl VirtualServer {
         self.forwards_by(ForwardMethod::Nat) || self.forwards_by(ForwardMethod::FullNat)
     }
 
-    /// A tunnel other than IPIP that the virtual server or one of its reals
-    /// (`lvs_method TUN type ...`) is forwarded by, if any.
-    pub fn other_tunnel(&self) -> Option<TunnelType> {
+    /// The tunnels the virtual server (with `lb_kind TUN`) and its reals (with their own
+    /// `lvs_method TUN type ...`) are forwarded by.
+    pub fn tunnels(&self) -> impl Iterator<Item = TunnelType> + '_ {
         let methods = self.reals.iter().map(|real| self.forwarding(real));
         methods
             .chain(std::iter::once((self.forward, self.tunnel)))
-            .find(|&(method, tunnel)| method == ForwardMethod::Tun && tunnel != TunnelType::Ipip)
+            .filter(|&(method, _)| method == ForwardMethod::Tun)
             .map(|(_, tunnel)| tunnel)
     }
 

@@ -1,6 +1,9 @@
 //! IP-in-IP tunnelling (LVS "TUN", keepalived `lb_kind TUN`): the client's IP packet,
 //! unchanged, gets an outer header to the real (IPIP, protocol 4, for IPv4; ip6ip6, next
 //! header 41, for IPv6; 4in6, next header 4, for an IPv4 VIP with an IPv6 real) from the director's address towards it (`RealInfo::tunnel_src`),
+//! or with `type gre` (`RealInfo::tunnel` is `TUNNEL_GRE`) an outer header of protocol 47
+//! and a 4-byte GRE header (no checksum, key or sequence; the inner packet's EtherType),
+//! as the kernel's IPVS and its `gre`/`ip6gre` devices have it,
 //! and a new Ethernet header to the real's next hop, tagged with the real's VLAN if it has
 //! one. The real strips the outer header (its ipip/ip6_tunnel device, or `lb_decap`) and
 //! answers the client directly. The outer header copies the inner TOS/traffic class, TTL/hop
@@ -11,7 +14,7 @@
 //! when it may not be fragmented, and dropped and counted (`tunnel_too_big`) otherwise.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_head, programs::XdpContext};
-use lb_common::{FAMILY_IPV6, Outcome, RealInfo};
+use lb_common::{FAMILY_IPV6, Outcome, RealInfo, TUNNEL_GRE};
 
 use super::{transmit, write_l2};
 use crate::{
@@ -22,6 +25,9 @@ use crate::{
 
 const IPPROTO_IPIP: u8 = 4;
 const IPPROTO_IPV6: u8 = 41;
+const IPPROTO_GRE: u8 = 47;
+/// GRE's header without options: flags and version 0, then the protocol (RFC 2784).
+const GRE_LEN: usize = 4;
 const IPV4_DF: u8 = 0x40;
 /// The smallest MTU an IPv6 link may have (RFC 8200).
 const IPV6_MIN_MTU: u16 = 1280;
@@ -46,8 +52,11 @@ pub fn forward<const ANSWER_TOO_BIG: bool>(
         return Err(Outcome::NextHopUnknown);
     }
     let packet_len = (ctx.data_end() - ctx.data()).saturating_sub(flow.l3_offset);
-    let outer_len = if ipv6 { IPV6_LEN } else { IPV4_LEN };
-    let inner = Inner::read(ctx, flow.l3_offset, inner_v6)?;
+    let ip_len = if ipv6 { IPV6_LEN } else { IPV4_LEN };
+    let gre = real.tunnel == TUNNEL_GRE;
+    let gre_len = if gre { GRE_LEN } else { 0 };
+    let outer_len = ip_len + gre_len;
+    let mut inner = Inner::read(ctx, flow.l3_offset, inner_v6)?;
     if packet_len + outer_len > usize::from(real.mtu) {
         // IPv6 is never fragmented on the way; IPv4 is not when DF is set.
         let fits = real.mtu.saturating_sub(outer_len as u16);
@@ -74,6 +83,17 @@ pub fn forward<const ANSWER_TOO_BIG: bool>(
     }
     let ether_type = if ipv6 { ETH_P_IPV6 } else { ETH_P_IPV4 };
     write_l2(ctx, real, ether_type)?;
+    // What follows the outer IP header: GRE, then the packet; or the packet.
+    let payload_len = packet_len + gre_len;
+    if gre {
+        let inner_type = if inner_v6 { ETH_P_IPV6 } else { ETH_P_IPV4 };
+        let header =
+            ptr_at_mut::<[u8; GRE_LEN]>(ctx, l2_len + ip_len).ok_or(Outcome::TruncatedL3)?;
+        let [high, low] = inner_type;
+        // SAFETY: ptr_at_mut checked the bounds; nothing else refers to these bytes.
+        unsafe { header.write([0, 0, high, low]) };
+        inner.proto = IPPROTO_GRE;
+    }
     if ipv6 {
         let label = lb_common::hash::tunnel_flow_label(
             &flow.key.src,
@@ -81,9 +101,9 @@ pub fn forward<const ANSWER_TOO_BIG: bool>(
             flow.key.sport,
             flow.key.dport,
         );
-        write_ipv6(ctx, l2_len, real, &inner, packet_len, label)?;
+        write_ipv6(ctx, l2_len, real, &inner, payload_len, label)?;
     } else {
-        write_ipv4(ctx, l2_len, real, &inner, packet_len)?;
+        write_ipv4(ctx, l2_len, real, &inner, payload_len)?;
     }
     Ok(transmit(ctx, real))
 }
@@ -92,7 +112,7 @@ pub fn forward<const ANSWER_TOO_BIG: bool>(
 struct Inner {
     /// IPv4 TOS or IPv6 traffic class.
     class: u8,
-    /// The inner packet's protocol in the outer header: IPIP (4) or IPv6 (41).
+    /// The outer header's protocol: IPIP (4) or IPv6 (41) for the inner packet, or GRE.
     proto: u8,
     /// TTL or hop limit.
     ttl: u8,
@@ -149,7 +169,7 @@ fn write_ipv4(
         id: inner.id,
         frag_off: [inner.df, 0],
         ttl: inner.ttl,
-        proto: IPPROTO_IPIP,
+        proto: inner.proto,
         check: [0; 2],
         src: [
             real.tunnel_src[0],

@@ -10,8 +10,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, diff::ServiceId,
-    ipvs::IpvsDataplane, xdp::XdpDataplane,
+    ApplyReport, Counters, Dataplane, DataplaneError, DesiredState,
+    diff::ServiceId,
+    ipvs::IpvsDataplane,
+    xdp::{self, XdpDataplane},
 };
 use crate::{
     model::{Config, ForwardMethod},
@@ -76,10 +78,10 @@ pub fn xdp_refusal(config: &Config) -> Option<String> {
     if let Some((vs, tunnel)) = config
         .virtual_servers
         .iter()
-        .find_map(|vs| Some((vs, vs.other_tunnel()?)))
+        .find_map(|vs| Some((vs, vs.tunnels().find(|t| xdp::tunnel_kind(*t).is_none())?)))
     {
         return Some(format!(
-            "virtual_server {}: lb_kind TUN {}: the XDP data plane tunnels by IPIP only; GUE and GRE are the kernel's IPVS's (use --dataplane ipvs or auto)",
+            "virtual_server {}: lb_kind TUN {}: the XDP data plane tunnels by IPIP and GRE without checksum only; GUE and GRE with checksum are the kernel's IPVS's (use --dataplane ipvs or auto)",
             ServiceId::of(vs),
             tunnel.keepalived_words()
         ));

@@ -90,13 +90,13 @@ impl ServiceSpec {
         self.forwards_by(ForwardMethod::Nat) || self.forwards_by(ForwardMethod::FullNat)
     }
 
-    /// A tunnel other than IPIP that the service or one of its reals is forwarded by,
-    /// if any (as `VirtualServer::other_tunnel`).
-    pub fn other_tunnel(&self) -> Option<TunnelType> {
+    /// The tunnels the service and its reals are forwarded by (as
+    /// `VirtualServer::tunnels`).
+    pub fn tunnels(&self) -> impl Iterator<Item = TunnelType> + '_ {
         let methods = self.reals.iter().map(|real| self.forwarding(real));
         methods
             .chain(std::iter::once((self.forward, self.tunnel)))
-            .find(|&(method, tunnel)| method == ForwardMethod::Tun && tunnel != TunnelType::Ipip)
+            .filter(|&(method, _)| method == ForwardMethod::Tun)
             .map(|(_, tunnel)| tunnel)
     }
 }
@@ -171,7 +171,9 @@ pub enum DataplaneError {
         "virtual_server fwmark {mark}: the {backend} data plane cannot see firewall marks (netfilter sets them after XDP has run); only the kernel's IPVS can"
     )]
     FirewallMark { backend: &'static str, mark: u32 },
-    #[error("lb_kind TUN {tunnel}: the {backend} data plane tunnels by IPIP only")]
+    #[error(
+        "lb_kind TUN {tunnel}: the {backend} data plane tunnels by IPIP and GRE without checksum only"
+    )]
     TunnelType {
         backend: &'static str,
         tunnel: String,

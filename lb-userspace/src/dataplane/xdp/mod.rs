@@ -62,7 +62,10 @@ use slots::Slots;
 use sweep::{FlowMaps, FlowUpkeep, View};
 
 use super::{DataplaneError, SweepReport};
-use crate::nexthop::NextHopResolver;
+use crate::{
+    model::{TunnelChecksum, TunnelType},
+    nexthop::NextHopResolver,
+};
 
 /// A free `LB_REALS` entry (with the generation of its id, which a free entry keeps).
 const FREE_REAL: RealInfo = RealInfo {
@@ -79,10 +82,22 @@ const FREE_REAL: RealInfo = RealInfo {
     last_weight: 0,
     mtu: 0,
     fwd: 0,
-    _pad: 0,
+    tunnel: 0,
     generation: 0,
     tunnel_src: [0; 16],
 };
+
+/// The data plane's `TUNNEL_*` for `tunnel`; `None` for the tunnels only the kernel's IPVS
+/// has: GUE, and GRE with a checksum (the checksum covers the whole packet).
+pub fn tunnel_kind(tunnel: TunnelType) -> Option<u8> {
+    match tunnel {
+        TunnelType::Ipip => Some(lb_common::TUNNEL_IPIP),
+        TunnelType::Gre {
+            checksum: TunnelChecksum::None,
+        } => Some(lb_common::TUNNEL_GRE),
+        TunnelType::Gre { .. } | TunnelType::Gue { .. } => None,
+    }
+}
 
 pub struct XdpDataplane<R> {
     ebpf: Ebpf,

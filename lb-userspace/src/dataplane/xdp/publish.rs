@@ -16,12 +16,12 @@ use aya::{
 };
 use lb_common::{
     FEATURE_NAT, FWD_DR, FWD_FNAT, FWD_NAT, FWD_TUN, RealInfo, ServiceInfo, ServiceKey,
-    TrafficStats, VipKey, map_names as names,
+    TUNNEL_IPIP, TrafficStats, VipKey, map_names as names,
 };
 
 use super::{
     FREE_REAL, XdpDataplane, addr_bytes, arena::Region, counters, keys::vip_key, map_error, map_fd,
-    map_mut, removed, service_key, slots::RealKey, sweep, sys, view_of,
+    map_mut, removed, service_key, slots::RealKey, sweep, sys, tunnel_kind, view_of,
 };
 use crate::{
     dataplane::{ApplyReport, Counters, Dataplane, DataplaneError, DesiredState, ServiceSpec},
@@ -192,7 +192,11 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                 mark,
             });
         }
-        if let Some(tunnel) = services.iter().find_map(ServiceSpec::other_tunnel) {
+        if let Some(tunnel) = services
+            .iter()
+            .flat_map(ServiceSpec::tunnels)
+            .find(|tunnel| tunnel_kind(*tunnel).is_none())
+        {
             return Err(DataplaneError::TunnelType {
                 backend: "XDP",
                 tunnel: tunnel.keepalived_words(),
@@ -231,7 +235,9 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
             for real in &spec.reals {
                 let (addr, family) = addr_bytes(real.addr);
                 // The real's own method (`lvs_method`), else the service's.
-                let (forward, _) = spec.forwarding(real);
+                let (forward, tunnel_type) = spec.forwarding(real);
+                // Checked above: every tunnel has its kind.
+                let tunnel = tunnel_kind(tunnel_type).unwrap_or(TUNNEL_IPIP);
                 let fwd = match forward {
                     ForwardMethod::Dr => FWD_DR,
                     ForwardMethod::Tun => FWD_TUN,
@@ -317,7 +323,7 @@ impl<R: NextHopResolver> Dataplane for XdpDataplane<R> {
                         last_weight: last_weight as u16,
                         mtu: next_hop.mtu,
                         fwd,
-                        _pad: 0,
+                        tunnel,
                         generation: self.slots.generation(real_id),
                         tunnel_src: tunnel_src.unwrap_or_default(),
                     },

@@ -275,7 +275,7 @@ mod tests {
             last_weight: 1,
             mtu: 1500,
             fwd: 0,
-            _pad: 0,
+            tunnel: 0,
             generation: 1,
             tunnel_src: [0; 16],
         }
