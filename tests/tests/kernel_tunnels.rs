@@ -1,15 +1,16 @@
-//! The XDP data plane's GRE tunnel against the kernel's own GRE device: lbd (XDP) sends a
-//! TUN service's packets in GRE (`lb_kind TUN type gre`), and the reals take them on their
-//! kernel `gre0` (the VIP is on their loopback), not with `lbd --decap`, and answer the
-//! client directly. Needs the kernel's GRE (`ip_gre`), which the project's machines lack:
+//! The XDP data plane's GRE tunnel against the kernel's own GRE devices: lbd (XDP) sends a
+//! TUN service's packets in GRE (`lb_kind TUN type gre`), over IPv4 and IPv6, and the reals
+//! take them on their kernel `gre0`/`ip6gre0` (the VIP is on their loopback), not with
+//! `lbd --decap`, and answer the client directly. Needs the kernel's GRE (`ip_gre`), which the project's machines lack:
 //! `cargo xtask test` runs this in the VM with Debian's kernel.
 
 use std::path::Path;
 
 use lb_tests::{
+    http,
     lbd::Lbd,
     privilege::{IN_VM, require_root},
-    topology::{self, DIRECTOR_ADDR, HTTP_PORT, Topology},
+    topology::{self, DIRECTOR_ADDR, DIRECTOR_ADDR6, HTTP_PORT, Topology},
 };
 
 /// `true` if the kernel has GRE (`ip_gre` loaded); skipped with the reason otherwise,
@@ -18,11 +19,11 @@ fn require_gre(test: &str) -> bool {
     if !require_root(test) {
         return false;
     }
-    if Path::new("/sys/module/ip_gre").exists() {
+    if Path::new("/sys/module/ip_gre").exists() && Path::new("/sys/module/ip6_gre").exists() {
         return true;
     }
     if std::env::var_os(IN_VM).is_some() {
-        panic!("{test}: the VM's kernel has no GRE (ip_gre is not loaded)");
+        panic!("{test}: the VM's kernel has no GRE (ip_gre or ip6_gre is not loaded)");
     }
     eprintln!(
         "SKIPPED {test}: this kernel has no GRE; `cargo xtask test` runs it in a VM with Debian's kernel"
@@ -37,7 +38,9 @@ fn xdp_gre_reaches_the_reals_kernel_gre_device() {
     }
     let mut lab = Topology::create("lbt-xgre", 2).expect("lab");
     for real in &lab.reals {
-        real.ns.ip(&["link", "set", "gre0", "up"]).expect("gre0");
+        for device in ["gre0", "ip6gre0"] {
+            real.ns.ip(&["link", "set", device, "up"]).expect(device);
+        }
         for scope in ["all", "gre0"] {
             real.ns
                 .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
@@ -46,15 +49,22 @@ fn xdp_gre_reaches_the_reals_kernel_gre_device() {
     }
     lab.start_http_servers(Path::new(env!("CARGO_BIN_EXE_lab")))
         .expect("servers");
-    let reals: String = lab
-        .reals
-        .iter()
-        .map(|r| format!("    real_server {} {HTTP_PORT} {{\n    }}\n", r.addr))
-        .collect();
-    let config = format!(
-        "virtual_server {} {HTTP_PORT} {{\n    lb_algo rr\n    lb_kind TUN type gre\n    protocol TCP\n    tun_source {DIRECTOR_ADDR}\n{reals}}}\n",
-        topology::VIP
-    );
+    // One service per family, each to both reals through GRE.
+    let service = |vip: std::net::IpAddr, source: std::net::IpAddr, ipv6: bool| {
+        let reals: String = lab
+            .reals
+            .iter()
+            .map(|r| {
+                let addr: std::net::IpAddr = if ipv6 { r.addr6.into() } else { r.addr.into() };
+                format!("    real_server {addr} {HTTP_PORT} {{\n    }}\n")
+            })
+            .collect();
+        format!(
+            "virtual_server {vip} {HTTP_PORT} {{\n    lb_algo rr\n    lb_kind TUN type gre\n    protocol TCP\n    tun_source {source}\n{reals}}}\n"
+        )
+    };
+    let config = service(topology::VIP.into(), DIRECTOR_ADDR.into(), false)
+        + &service(topology::VIP6.into(), DIRECTOR_ADDR6.into(), true);
     let dir = lab.scratch_dir();
     let path = dir.join("keepalived.conf");
     std::fs::write(&path, config).expect("config");
@@ -67,13 +77,24 @@ fn xdp_gre_reaches_the_reals_kernel_gre_device() {
         &["--dataplane", "xdp"],
     )
     .expect("lbd on XDP");
-    let answers = lab.spread(20).expect("requests through the VIP");
-    eprintln!("answers: {answers:?}");
-    for real in &lab.reals {
-        assert!(
-            answers.get(&real.name).is_some_and(|n| *n > 0),
-            "{answers:?}\n{}",
-            lbd.log().join("\n")
-        );
+    for ipv6 in [false, true] {
+        let vip = topology::vip_http_in(ipv6);
+        let answers = lab
+            .client
+            .run(move || {
+                let mut answers = std::collections::BTreeMap::new();
+                for _ in 0..20 {
+                    *answers.entry(http::get(vip)?).or_insert(0) += 1;
+                }
+                Ok(answers)
+            })
+            .unwrap_or_else(|e| panic!("{vip}: {e:#}\n{}", lbd.log().join("\n")));
+        eprintln!("{vip}: {answers:?}");
+        for real in &lab.reals {
+            assert!(
+                answers.get(&real.name).is_some_and(|n: &usize| *n > 0),
+                "{vip}: {answers:?}"
+            );
+        }
     }
 }

@@ -44,6 +44,7 @@ const MODULES: &[&str] = &[
     "ip_gre",
     "tunnel6",
     "ip6_tunnel",
+    "ip6_gre",
     "veth",
     "macvlan",
     "bridge",
