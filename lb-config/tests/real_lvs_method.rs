@@ -81,6 +81,20 @@ fn each_real_is_forwarded_by_its_own_method_or_the_virtual_servers() {
 }
 
 #[test]
+fn a_method_no_server_uses_is_not_the_services() {
+    // lb_kind TUN type gue, but every real forwards by DR and there is no sorry server.
+    let text = "virtual_server 192.0.2.1 80 {\n lb_kind TUN type gue port 6080\n real_server 10.0.0.1 80 {\n  lvs_method DR\n }\n}\n";
+    let loaded = parse(text, Path::new("k.conf")).expect("parses");
+    let vs = &loaded.config.virtual_servers[0];
+    assert_eq!(vs.tunnels().count(), 0);
+    assert!(!vs.forwards_by(ForwardMethod::Tun) && vs.forwards_by(ForwardMethod::Dr));
+    // A sorry server without a method of its own takes the virtual server's.
+    let text = text.replace(" real_server", " sorry_server 10.0.0.9 80\n real_server");
+    let loaded = parse(&text, Path::new("k.conf")).expect("parses");
+    assert_eq!(loaded.config.virtual_servers[0].tunnels().count(), 1);
+}
+
+#[test]
 fn a_dr_real_of_a_nat_service_gets_the_services_port() {
     let text = "virtual_server 192.0.2.1 80 {\n lb_kind NAT\n real_server 10.0.0.1 8080 {\n  lvs_method DR\n }\n}\n";
     let loaded = parse(text, Path::new("k.conf")).expect("parses");
@@ -152,6 +166,9 @@ fn the_sorry_server_has_its_own_method_too() {
         vs.extras.sorry_server_lvs_method,
         Some((ForwardMethod::Tun, gre))
     );
+    // The sorry server's tunnel counts among the service's (its only one here).
+    assert_eq!(vs.tunnels().collect::<Vec<_>>(), [gre]);
+    assert!(vs.forwards_by(ForwardMethod::Tun) && !vs.translates_replies());
     let again =
         parse(&to_keepalived(&loaded.config), Path::new("emitted.conf")).expect("reads back");
     assert_eq!(again.config.virtual_servers, loaded.config.virtual_servers);

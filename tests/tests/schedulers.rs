@@ -851,3 +851,55 @@ fn lblcr_grows_a_destinations_set_when_its_members_are_overloaded() {
     assert_eq!(real_of(&balancer, &frame(10)), Some(2));
     assert_eq!(remembered(&mut balancer, vip, &ids), [2, 3]);
 }
+
+#[test]
+fn a_full_lblcr_set_gives_a_drained_members_place_to_a_new_one() {
+    if !require_root("a_full_lblcr_set_gives_a_drained_members_place_to_a_new_one") {
+        return;
+    }
+    // Nine reals 10.9.9.1..9 (a set holds at most eight).
+    let mut table = HashMap::new();
+    for n in 1..=9 {
+        let addr = real_addr(9, n);
+        table.insert(IpAddr::from(addr), next_hop(mac_of(addr), None));
+    }
+    let vip = [192, 0, 2, 32];
+    let mut balancer = TestBalancer::load(StaticNextHops(table), 1 << 12).expect("load");
+    balancer
+        .apply_config(&service(vip, "lblcr", "", 9, &[1; 9]))
+        .expect("apply");
+    let ids = ids_of(&mut balancer, 9, 9);
+    let frame = |n: u8| Frame::tcp(v4([198, 18, 9, n], vip), 4000, 80).bytes();
+    // Each round the set's members are overloaded (2 active, weight 1) while the others
+    // are idle: wlc's choice, the first idle real, joins.
+    for round in 1..=8u8 {
+        let counts: Vec<(u32, u32)> = (1..=9)
+            .map(|n| if n < round { (2, 0) } else { (0, 0) })
+            .collect();
+        preload(&mut balancer, 9, &counts);
+        assert_eq!(
+            real_of(&balancer, &frame(round)),
+            Some(round),
+            "round {round}"
+        );
+    }
+    assert_eq!(
+        remembered(&mut balancer, vip, &ids),
+        [1, 2, 3, 4, 5, 6, 7, 8]
+    );
+    // Full. Real 3 drained; every member overloaded: real 9 takes real 3's place.
+    let mut weights = [1; 9];
+    weights[2] = 0;
+    balancer
+        .apply_config(&service(vip, "lblcr", "", 9, &weights))
+        .expect("apply");
+    let counts: Vec<(u32, u32)> = (1..=9)
+        .map(|n| if n < 9 { (2, 0) } else { (0, 0) })
+        .collect();
+    preload(&mut balancer, 9, &counts);
+    assert_eq!(real_of(&balancer, &frame(20)), Some(9));
+    assert_eq!(
+        remembered(&mut balancer, vip, &ids),
+        [1, 2, 9, 4, 5, 6, 7, 8]
+    );
+}

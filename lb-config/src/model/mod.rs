@@ -84,25 +84,35 @@ impl VirtualServer {
         self.forwards_by(ForwardMethod::Nat) || self.forwards_by(ForwardMethod::FullNat)
     }
 
-    /// The tunnels the virtual server (with `lb_kind TUN`) and its reals (with their own
-    /// `lvs_method TUN type ...`) are forwarded by.
+    /// How each server the virtual server may forward to is forwarded: every real, and
+    /// the sorry server, by its own method or the virtual server's; a virtual server with
+    /// neither, by its own.
+    fn methods(&self) -> impl Iterator<Item = (ForwardMethod, TunnelType)> + '_ {
+        let own = (self.forward, self.tunnel);
+        let sorry = self
+            .extras
+            .sorry_server
+            .map(|_| self.extras.sorry_server_lvs_method.unwrap_or(own));
+        let alone = (self.reals.is_empty() && sorry.is_none()).then_some(own);
+        self.reals
+            .iter()
+            .map(|real| self.forwarding(real))
+            .chain(sorry)
+            .chain(alone)
+    }
+
+    /// The tunnels the virtual server's reals and sorry server are forwarded by (their own
+    /// `lvs_method TUN type ...`, or the virtual server's `lb_kind TUN ...`).
     pub fn tunnels(&self) -> impl Iterator<Item = TunnelType> + '_ {
-        let methods = self.reals.iter().map(|real| self.forwarding(real));
-        methods
-            .chain(std::iter::once((self.forward, self.tunnel)))
+        self.methods()
             .filter(|&(method, _)| method == ForwardMethod::Tun)
             .map(|(_, tunnel)| tunnel)
     }
 
-    /// Whether some real is forwarded to by `method` (its own or the virtual server's; a
-    /// virtual server without reals by its own).
+    /// Whether some real or the sorry server is forwarded to by `method` (a virtual
+    /// server with neither: by its own).
     pub fn forwards_by(&self, method: ForwardMethod) -> bool {
-        self.forward == method
-            && (self.reals.is_empty() || self.reals.iter().any(|r| r.lvs_method.is_none()))
-            || self
-                .reals
-                .iter()
-                .any(|r| r.lvs_method.is_some_and(|(m, _)| m == method))
+        self.methods().any(|(m, _)| m == method)
     }
 }
 

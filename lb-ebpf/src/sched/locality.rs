@@ -139,13 +139,23 @@ pub extern "C" fn lb_sched_locality_remember(
                 entry.len = 1;
                 entry.last_change_ns = now;
             } else if !contains(entry, id) {
-                // A full set keeps its members (IPVS's sets have no bound; see
-                // LOCALITY_SET_MAX).
                 let len = entry.len as usize;
                 if let Some(slot) = entry.reals.get_mut(len) {
                     *slot = id;
                     entry.len += 1;
                     entry.last_change_ns = now;
+                } else {
+                    // A full set (IPVS's have no bound; see LOCALITY_SET_MAX) gives the
+                    // place of a member that can no longer take flows (drained,
+                    // removed), else keeps its members.
+                    let service = ServiceInfo::table_only(key.service_id, 0, 0, KIND_WLC);
+                    for slot in entry.reals.iter_mut() {
+                        if available_weight(&service, *slot).is_none() {
+                            *slot = id;
+                            entry.last_change_ns = now;
+                            break;
+                        }
+                    }
                 }
             }
             return 0;
@@ -276,7 +286,8 @@ fn remove_most_loaded(service: &ServiceInfo, entry: &mut LocalityEntry) {
             entry.reals[i] = entry.reals[i + 1];
         }
     }
-    entry.len -= 1;
+    // Saturating: CPUs shrinking the same set at once must not wrap it.
+    entry.len = entry.len.saturating_sub(1);
 }
 
 #[inline(always)]

@@ -47,17 +47,24 @@ fn weight(weight: u32) -> Result<u32, String> {
     Ok(weight)
 }
 
+/// The real `real` names: the one with its address and port; else a DR or TUN real at
+/// its address, whose port is the service's whatever was asked (as ipvsadm's user typed
+/// the real's own port).
 fn find_real(vs: &mut VirtualServer, real: SocketAddr) -> Option<&mut RealServer> {
     let (forward, port) = (vs.forward, vs.port);
-    vs.reals.iter_mut().find(|r| {
-        // Each real by its own method: DR and TUN reals have the service's port.
-        let method = r.lvs_method.map_or(forward, |(method, _)| method);
-        let wanted = match method {
-            ForwardMethod::Dr | ForwardMethod::Tun => port,
-            ForwardMethod::Nat | ForwardMethod::FullNat => real.port(),
-        };
-        (r.addr, r.port) == (real.ip(), wanted)
-    })
+    let exact = vs
+        .reals
+        .iter()
+        .position(|r| (r.addr, r.port) == (real.ip(), real.port()));
+    let index = exact.or_else(|| {
+        vs.reals.iter().position(|r| {
+            let method = r.lvs_method.map_or(forward, |(method, _)| method);
+            r.addr == real.ip()
+                && r.port == port
+                && matches!(method, ForwardMethod::Dr | ForwardMethod::Tun)
+        })
+    })?;
+    vs.reals.get_mut(index)
 }
 
 /// The port of `real` in `vs` when it is forwarded by `forward`: DR and TUN cannot change
@@ -177,7 +184,13 @@ pub fn apply(config: &Config, change: &Change) -> Result<(Config, String), Strin
             };
             let method = lvs_method.map_or(vs.forward, |(method, _)| method);
             let port = port_by(method, vs, *real);
-            if find_real(vs, *real).is_some() {
+            // A real is its address and port, as IPVS's destination (a DR or TUN one gets
+            // the service's port).
+            if vs
+                .reals
+                .iter()
+                .any(|r| (r.addr, r.port) == (real.ip(), port))
+            {
                 return Err(format!(
                     "real server {} {port} is in {service} already",
                     real.ip()
@@ -285,6 +298,61 @@ mod tests {
         };
         let (config, _) = apply(&config, &remove).unwrap();
         assert_eq!(config.virtual_servers[0].reals.len(), 1);
+    }
+
+    #[test]
+    fn reals_of_one_address_on_two_ports_are_told_apart() {
+        // A DR real 10.0.1.9:80 and a NAT real 10.0.1.9:8080 (lvs_method NAT) in one service.
+        let add = |config: &Config, addr: &str, forward: &str| {
+            apply(
+                config,
+                &Change::AddReal {
+                    service: web(),
+                    real: addr.parse().unwrap(),
+                    weight: None,
+                    forward: Some(forward.into()),
+                },
+            )
+        };
+        let (config, _) = add(&config(), "10.0.1.9:80", "DR").unwrap();
+        let (config, _) = add(&config, "10.0.1.9:8080", "NAT").unwrap();
+        // The same again: refused, whichever port a DR real is named by.
+        assert!(
+            add(&config, "10.0.1.9:8080", "NAT")
+                .unwrap_err()
+                .contains("already")
+        );
+        assert!(
+            add(&config, "10.0.1.9:81", "DR")
+                .unwrap_err()
+                .contains("already")
+        );
+        // 8080 names the NAT real, not the DR one at the same address.
+        let drain = Change::EditReal {
+            service: web(),
+            real: "10.0.1.9:8080".parse().unwrap(),
+            weight: 0,
+        };
+        let (config, _) = apply(&config, &drain).unwrap();
+        let weights: Vec<(u16, u32)> = config.virtual_servers[0]
+            .reals
+            .iter()
+            .filter(|r| r.addr.to_string() == "10.0.1.9")
+            .map(|r| (r.port, r.weight))
+            .collect();
+        assert_eq!(weights, [(80, 1), (8080, 0)]);
+        let remove = Change::RemoveReal {
+            service: web(),
+            real: "10.0.1.9:8080".parse().unwrap(),
+        };
+        let (config, _) = apply(&config, &remove).unwrap();
+        let left: Vec<u16> = config.virtual_servers[0]
+            .reals
+            .iter()
+            .filter(|r| r.addr.to_string() == "10.0.1.9")
+            .map(|r| r.port)
+            .collect();
+        assert_eq!(left, [80]);
     }
 
     #[test]

@@ -77,12 +77,17 @@ impl ServiceSpec {
     /// Whether some real is forwarded to by `method` (a service without reals: by its
     /// own).
     pub fn forwards_by(&self, method: ForwardMethod) -> bool {
-        self.forward == method
-            && (self.reals.is_empty() || self.reals.iter().any(|r| r.lvs_method.is_none()))
-            || self
-                .reals
-                .iter()
-                .any(|r| r.lvs_method.is_some_and(|(m, _)| m == method))
+        self.methods().any(|(m, _)| m == method)
+    }
+
+    /// How each real is forwarded (a service without reals: by its own method); the
+    /// sorry server, when in use, is one of the reals here.
+    fn methods(&self) -> impl Iterator<Item = (ForwardMethod, TunnelType)> + '_ {
+        let alone = self.reals.is_empty().then_some((self.forward, self.tunnel));
+        self.reals
+            .iter()
+            .map(|real| self.forwarding(real))
+            .chain(alone)
     }
 
     /// Whether some real's replies come back through the director (NAT, FullNAT).
@@ -90,12 +95,9 @@ impl ServiceSpec {
         self.forwards_by(ForwardMethod::Nat) || self.forwards_by(ForwardMethod::FullNat)
     }
 
-    /// The tunnels the service and its reals are forwarded by (as
-    /// `VirtualServer::tunnels`).
+    /// The tunnels the service's reals are forwarded by (as `VirtualServer::tunnels`).
     pub fn tunnels(&self) -> impl Iterator<Item = TunnelType> + '_ {
-        let methods = self.reals.iter().map(|real| self.forwarding(real));
-        methods
-            .chain(std::iter::once((self.forward, self.tunnel)))
+        self.methods()
             .filter(|&(method, _)| method == ForwardMethod::Tun)
             .map(|(_, tunnel)| tunnel)
     }
