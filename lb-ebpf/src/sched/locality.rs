@@ -95,12 +95,12 @@ pub extern "C" fn lb_sched_locality(
     }
     entry.last_use_ns = now;
     let (chosen, weight) = if replicated {
-        let least = least_loaded_member(&service, entry);
+        let load = set_load(&service, entry);
         if entry.len > 1 && now.saturating_sub(entry.last_change_ns) > expiration {
-            remove_most_loaded(&service, entry);
+            remove_member(entry, load.most);
             entry.last_change_ns = now;
         }
-        least
+        (load.least, load.least_weight)
     } else {
         let current = entry.reals[0];
         match available_weight(&service, current) {
@@ -236,32 +236,19 @@ pub extern "C" fn lb_sched_below_half(service_id: u32, table_offset: u32, table_
     0
 }
 
-/// The set's available member with the least overhead per weight (the first on a tie),
-/// and its weight; `NO_REAL` if none is available.
-#[inline(always)]
-fn least_loaded_member(service: &ServiceInfo, entry: &LocalityEntry) -> (u32, u16) {
-    let (mut best, mut best_overhead, mut best_weight) = (NO_REAL, 0i64, 0u16);
-    for i in 0..LOCALITY_SET_MAX {
-        if i >= entry.len as usize {
-            break;
-        }
-        let id = entry.reals[i];
-        let Some(weight) = available_weight(service, id) else {
-            continue;
-        };
-        let overhead = overhead(id);
-        if best == NO_REAL || best_overhead * i64::from(weight) > overhead * i64::from(best_weight)
-        {
-            (best, best_overhead, best_weight) = (id, overhead, weight);
-        }
-    }
-    (best, best_weight)
+/// Where an lblcr set's load lies, among its available members (by wlc's overhead per
+/// weight, the first on a tie).
+struct SetLoad {
+    /// The least loaded member and its weight; `NO_REAL` if none is available.
+    least: u32,
+    least_weight: u16,
+    /// The index of the most loaded member; `LOCALITY_SET_MAX` if none is available.
+    most: usize,
 }
 
-/// Remove the member with the most overhead per weight among those with a weight (the
-/// first on a tie), keeping the others in order.
 #[inline(always)]
-fn remove_most_loaded(service: &ServiceInfo, entry: &mut LocalityEntry) {
+fn set_load(service: &ServiceInfo, entry: &LocalityEntry) -> SetLoad {
+    let (mut least, mut least_overhead, mut least_weight) = (NO_REAL, 0i64, 0u16);
     let (mut most, mut most_overhead, mut most_weight) = (LOCALITY_SET_MAX, 0i64, 0u16);
     for i in 0..LOCALITY_SET_MAX {
         if i >= entry.len as usize {
@@ -272,17 +259,30 @@ fn remove_most_loaded(service: &ServiceInfo, entry: &mut LocalityEntry) {
             continue;
         };
         let overhead = overhead(id);
-        if most == LOCALITY_SET_MAX
-            || most_overhead * i64::from(weight) < overhead * i64::from(most_weight)
-        {
+        let ratio = i64::from(weight);
+        if least == NO_REAL || least_overhead * ratio > overhead * i64::from(least_weight) {
+            (least, least_overhead, least_weight) = (id, overhead, weight);
+        }
+        if most == LOCALITY_SET_MAX || most_overhead * ratio < overhead * i64::from(most_weight) {
             (most, most_overhead, most_weight) = (i, overhead, weight);
         }
     }
-    if most == LOCALITY_SET_MAX {
+    SetLoad {
+        least,
+        least_weight,
+        most,
+    }
+}
+
+/// Remove the member at `index` (nothing if it is `LOCALITY_SET_MAX`), keeping the others
+/// in order.
+#[inline(always)]
+fn remove_member(entry: &mut LocalityEntry, index: usize) {
+    if index >= LOCALITY_SET_MAX {
         return;
     }
     for i in 0..LOCALITY_SET_MAX - 1 {
-        if i >= most && i + 1 < entry.len as usize {
+        if i >= index && i + 1 < entry.len as usize {
             entry.reals[i] = entry.reals[i + 1];
         }
     }
