@@ -51,19 +51,15 @@ fn weight(weight: u32) -> Result<u32, String> {
 /// its address, whose port is the service's whatever was asked (as ipvsadm's user typed
 /// the real's own port).
 fn find_real(vs: &mut VirtualServer, real: SocketAddr) -> Option<&mut RealServer> {
-    let (forward, port) = (vs.forward, vs.port);
-    let exact = vs
+    let at = |r: &RealServer, port| (r.addr, r.port) == (real.ip(), port);
+    let index = vs
         .reals
         .iter()
-        .position(|r| (r.addr, r.port) == (real.ip(), real.port()));
-    let index = exact.or_else(|| {
-        vs.reals.iter().position(|r| {
-            let method = r.lvs_method.map_or(forward, |(method, _)| method);
-            r.addr == real.ip()
-                && r.port == port
-                && matches!(method, ForwardMethod::Dr | ForwardMethod::Tun)
-        })
-    })?;
+        .position(|r| at(r, real.port()))
+        .or_else(|| {
+            let by_method = |r: &RealServer| port_by(vs.forwarding(r).0, vs, real);
+            vs.reals.iter().position(|r| at(r, by_method(r)))
+        })?;
     vs.reals.get_mut(index)
 }
 

@@ -261,6 +261,22 @@ impl<'a> ListJson<'a> {
 mod tests {
     use super::*;
 
+    /// A TCP service on port 80 of `addr`, scheduled by rr.
+    fn tcp_service(addr: &str, traffic: Traffic, reals: Vec<RealCounters>) -> ServiceCounters {
+        ServiceCounters {
+            addr: addr.parse().unwrap(),
+            port: 80,
+            protocol: crate::model::Protocol::Tcp,
+            fwmark: None,
+            scheduler: "rr",
+            sched_flags: vec![],
+            persistent: None,
+            ops: false,
+            traffic,
+            reals,
+        }
+    }
+
     fn num(n: u64, exact: bool) -> String {
         let mut out = String::new();
         largenum(&mut out, n, exact);
@@ -294,18 +310,11 @@ mod tests {
         };
         let counters = Counters {
             outcomes: vec![],
-            services: vec![ServiceCounters {
-                addr: "172.25.116.175".parse().unwrap(),
-                port: 80,
-                protocol: crate::model::Protocol::Tcp,
-                fwmark: None,
-                scheduler: "rr",
-                sched_flags: vec![],
-                persistent: None,
-                ops: false,
-                traffic: Traffic::default(),
-                reals: vec![real(80, 0, 0, 5), real(81, 10000, 100, 7)],
-            }],
+            services: vec![tcp_service(
+                "172.25.116.175",
+                Traffic::default(),
+                vec![real(80, 0, 0, 5), real(81, 10000, 100, 7)],
+            )],
         };
         // As ipvsadm -Ln --thresholds prints them.
         assert_eq!(
@@ -316,20 +325,12 @@ mod tests {
 
     #[test]
     fn rates_divide_the_difference_by_the_interval() {
-        let service = |packets| ServiceCounters {
-            addr: "10.0.0.1".parse().unwrap(),
-            port: 80,
-            protocol: crate::model::Protocol::Tcp,
-            fwmark: None,
-            scheduler: "rr",
-            sched_flags: vec![],
-            persistent: None,
-            ops: false,
-            traffic: Traffic {
+        let service = |packets| {
+            let traffic = Traffic {
                 packets,
                 ..Traffic::default()
-            },
-            reals: vec![],
+            };
+            tcp_service("10.0.0.1", traffic, vec![])
         };
         let before = Counters {
             outcomes: vec![],
