@@ -5,12 +5,12 @@ use std::{collections::HashMap, net::IpAddr, path::Path, time::Duration};
 
 use anyhow::{Context as _, bail};
 use aya::{
-    TestRun as _,
+    Pod, TestRun as _,
     maps::{Array, HashMap as BpfHashMap, MapData},
     programs::{TestRunOptions, Xdp},
 };
 use lb_common::{
-    ConnCounts, FlowKey, FlowState, NatOrigin, RealInfo, map_names,
+    ConnCounts, FlowKey, FlowState, NatOrigin, RealInfo, Settings, map_names,
     sched::{LocalityEntry, LocalityKey},
 };
 use lb_userspace::{
@@ -147,40 +147,65 @@ impl TestBalancer {
         Ok(conns.get(&id, 0)?)
     }
 
+    /// Every entry of hash map `name`.
+    fn hash_entries<K: Pod, V: Pod>(&mut self, name: &str) -> anyhow::Result<Vec<(K, V)>> {
+        let map: BpfHashMap<&MapData, K, V> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map(name)
+                .with_context(|| name.to_owned())?,
+        )?;
+        Ok(map.iter().collect::<Result<_, _>>()?)
+    }
+
+    /// Write every entry of hash map `name` again, as `change` makes it.
+    fn rewrite_entries<K: Pod, V: Pod>(
+        &mut self,
+        name: &str,
+        change: impl Fn(V) -> V,
+    ) -> anyhow::Result<()> {
+        let entries: Vec<(K, V)> = self.hash_entries(name)?;
+        let mut map: BpfHashMap<&mut MapData, K, V> = BpfHashMap::try_from(
+            self.dataplane
+                .ebpf_mut()
+                .map_mut(name)
+                .with_context(|| name.to_owned())?,
+        )?;
+        for (key, value) in entries {
+            map.insert(key, change(value), 0)?;
+        }
+        Ok(())
+    }
+
+    /// Change the data plane's `Settings` (one entry). Call after the last apply: an
+    /// apply writes its own.
+    fn change_settings(&mut self, change: impl FnOnce(&mut Settings)) -> anyhow::Result<()> {
+        let map = self
+            .dataplane
+            .ebpf_mut()
+            .map_mut(map_names::SETTINGS)
+            .context("LB_SETTINGS")?;
+        let mut settings: Array<&mut MapData, Settings> = Array::try_from(map)?;
+        let mut value = settings.get(&0, 0)?;
+        change(&mut value);
+        settings.set(0, value, 0)?;
+        Ok(())
+    }
+
     /// Make every flow's last packet `idle` old (relative to now: see `ago`).
     pub fn age_flows(&mut self, idle: Duration) -> anyhow::Result<()> {
         let last_seen_ns = ago(idle);
-        let mut flows: BpfHashMap<&mut MapData, FlowKey, FlowState> = BpfHashMap::try_from(
-            self.dataplane
-                .ebpf_mut()
-                .map_mut(map_names::FLOWS)
-                .context("LB_FLOWS")?,
-        )?;
-        let entries: Vec<(FlowKey, FlowState)> = flows.iter().collect::<Result<_, _>>()?;
-        for (key, state) in entries {
-            let aged = FlowState {
-                last_seen_ns,
-                ..state
-            };
-            flows.insert(key, aged, 0)?;
-        }
-        Ok(())
+        self.rewrite_entries::<FlowKey, _>(map_names::FLOWS, |state: FlowState| FlowState {
+            last_seen_ns,
+            ..state
+        })
     }
 
     /// Split FullNAT's port range into `shares` CPU shares (`Settings::cpus`), whatever
     /// the machine has: test runs happen on CPU 0, which then draws `first`, `first +
     /// shares`, ... Call after the last apply (an apply writes the machine's number).
     pub fn set_port_shares(&mut self, shares: u16) -> anyhow::Result<()> {
-        let map = self
-            .dataplane
-            .ebpf_mut()
-            .map_mut(map_names::SETTINGS)
-            .context("LB_SETTINGS")?;
-        let mut settings: Array<&mut MapData, lb_common::Settings> = Array::try_from(map)?;
-        let mut value = settings.get(&0, 0)?;
-        value.cpus = shares;
-        settings.set(0, value, 0)?;
-        Ok(())
+        self.change_settings(|settings| settings.cpus = shares)
     }
 
     /// Make every FullNAT reservation 10 s old (past the grace in which it is never
@@ -193,79 +218,41 @@ impl TestBalancer {
         // SAFETY: valid timespec pointer.
         unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
         let now_ms = (ts.tv_sec as u64 * 1000 + ts.tv_nsec as u64 / 1_000_000) as u32;
-        let mut map: BpfHashMap<&mut MapData, FlowKey, NatOrigin> = BpfHashMap::try_from(
-            self.dataplane
-                .ebpf_mut()
-                .map_mut(map_names::NAT_REVERSE)
-                .context("LB_NAT_REVERSE")?,
-        )?;
-        let entries: Vec<(FlowKey, NatOrigin)> = map.iter().collect::<Result<_, _>>()?;
-        for (key, origin) in entries {
-            let aged = NatOrigin {
-                reserved_ms: now_ms.wrapping_sub(10_000),
-                ..origin
-            };
-            map.insert(key, aged, 0)?;
-        }
-        Ok(())
+        self.rewrite_entries::<FlowKey, _>(map_names::NAT_REVERSE, |origin: NatOrigin| NatOrigin {
+            reserved_ms: now_ms.wrapping_sub(10_000),
+            ..origin
+        })
     }
 
     /// The reply translations (`LB_NAT_REVERSE`): reply 5-tuple → what to put back.
     pub fn reply_translations(&mut self) -> anyhow::Result<Vec<(FlowKey, NatOrigin)>> {
-        let map: BpfHashMap<&MapData, FlowKey, NatOrigin> = BpfHashMap::try_from(
-            self.dataplane
-                .ebpf_mut()
-                .map(map_names::NAT_REVERSE)
-                .context("LB_NAT_REVERSE")?,
-        )?;
-        Ok(map.iter().collect::<Result<_, _>>()?)
+        self.hash_entries(map_names::NAT_REVERSE)
     }
 
     /// lblc/lblcr's expiration (`Settings::locality_expiration_ns`). Call after the last
     /// apply (an apply writes the default).
     pub fn set_locality_expiration(&mut self, expiration: Duration) -> anyhow::Result<()> {
-        let map = self
-            .dataplane
-            .ebpf_mut()
-            .map_mut(map_names::SETTINGS)
-            .context("LB_SETTINGS")?;
-        let mut settings: Array<&mut MapData, lb_common::Settings> = Array::try_from(map)?;
-        let mut value = settings.get(&0, 0)?;
-        value.locality_expiration_ns = expiration.as_nanos() as u64;
-        settings.set(0, value, 0)?;
-        Ok(())
+        self.change_settings(|settings| {
+            settings.locality_expiration_ns = expiration.as_nanos() as u64;
+        })
     }
 
     /// lblc/lblcr's remembered destinations (`LB_LOCALITY`).
     pub fn locality(&mut self) -> anyhow::Result<Vec<(LocalityKey, LocalityEntry)>> {
-        let map: BpfHashMap<&MapData, LocalityKey, LocalityEntry> = BpfHashMap::try_from(
-            self.dataplane
-                .ebpf_mut()
-                .map(map_names::LOCALITY)
-                .context("LB_LOCALITY")?,
-        )?;
-        Ok(map.iter().collect::<Result<_, _>>()?)
+        self.hash_entries(map_names::LOCALITY)
     }
 
     /// Make every remembered destination last used `unused` ago and last changed
     /// `unchanged` ago (relative to now: see `ago`).
     pub fn age_locality(&mut self, unused: Duration, unchanged: Duration) -> anyhow::Result<()> {
-        let entries = self.locality()?;
-        let mut map: BpfHashMap<&mut MapData, LocalityKey, LocalityEntry> = BpfHashMap::try_from(
-            self.dataplane
-                .ebpf_mut()
-                .map_mut(map_names::LOCALITY)
-                .context("LB_LOCALITY")?,
-        )?;
-        for (key, entry) in entries {
-            let aged = LocalityEntry {
-                last_use_ns: ago(unused),
-                last_change_ns: ago(unchanged),
+        let (last_use_ns, last_change_ns) = (ago(unused), ago(unchanged));
+        self.rewrite_entries::<LocalityKey, _>(map_names::LOCALITY, |entry: LocalityEntry| {
+            LocalityEntry {
+                last_use_ns,
+                last_change_ns,
                 ..entry
-            };
-            map.insert(key, aged, 0)?;
-        }
-        Ok(())
+            }
+        })
     }
 
     /// Preload the connection counts of real `id`.
