@@ -111,6 +111,23 @@ pub struct Real {
     pub ns: Netns,
 }
 
+impl Real {
+    /// Take tunnelled packets on the kernel's own fallback tunnel `devices` (tunl0, gre0,
+    /// ip6gre0: they catch any tunnel to this host's addresses): bring them up, and turn
+    /// off the reverse-path filter, which would drop the inner packets (their source, the
+    /// client, is not reached through the tunnel).
+    pub fn take_tunnels_on(&self, devices: &[&str]) -> anyhow::Result<()> {
+        for device in devices {
+            self.ns.ip(&["link", "set", device, "up"])?;
+        }
+        for scope in std::iter::once(&"all").chain(devices) {
+            self.ns
+                .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")?;
+        }
+        Ok(())
+    }
+}
+
 pub struct Topology {
     prefix: String,
     setup: RealSetup,

@@ -207,12 +207,7 @@ fn tun_service_through_ipip() {
     let mut lab = Topology::create("lbt-ipvs-tun", 2).expect("lab");
     // The reals take the tunnel on the kernel's own ipip device (the VIP is on lo).
     for real in &lab.reals {
-        real.ns.ip(&["link", "set", "tunl0", "up"]).expect("tunl0");
-        for scope in ["all", "tunl0"] {
-            real.ns
-                .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
-                .expect("rp_filter");
-        }
+        real.take_tunnels_on(&["tunl0"]).expect("tunl0");
     }
     lab.start_http_servers(Path::new(LAB)).expect("servers");
     let config = service(&lab, "    lb_kind TUN\n    persistence_timeout 50\n", false);
@@ -234,13 +229,7 @@ fn each_real_keeps_its_own_forwarding_method() {
     }
     let mut lab = Topology::create("lbt-ipvs-mix", 2).expect("lab");
     // r2 takes the tunnel on the kernel's own ipip device; r1 gets plain DR frames.
-    let r2 = &lab.reals[1];
-    r2.ns.ip(&["link", "set", "tunl0", "up"]).expect("tunl0");
-    for scope in ["all", "tunl0"] {
-        r2.ns
-            .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
-            .expect("rp_filter");
-    }
+    lab.reals[1].take_tunnels_on(&["tunl0"]).expect("tunl0");
     lab.start_http_servers(Path::new(LAB)).expect("servers");
     let config = format!(
         "virtual_server {VIP} {HTTP_PORT} {{\n    lb_algo rr\n    lb_kind DR\n    protocol TCP\n    real_server {} {HTTP_PORT} {{\n    }}\n    real_server {} {HTTP_PORT} {{\n        lvs_method TUN\n    }}\n}}\n",
@@ -434,14 +423,7 @@ fn tun_service_through_gue_then_gre() {
         real.ns
             .ip(&["fou", "add", "port", "6080", "gue"])
             .expect("fou");
-        for device in ["tunl0", "gre0"] {
-            real.ns.ip(&["link", "set", device, "up"]).expect(device);
-        }
-        for scope in ["all", "tunl0", "gre0"] {
-            real.ns
-                .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
-                .expect("rp_filter");
-        }
+        real.take_tunnels_on(&["tunl0", "gre0"]).expect("tunnels");
     }
     lab.start_http_servers(Path::new(LAB)).expect("servers");
     let dir = lab.scratch_dir();

@@ -9,27 +9,9 @@ use std::path::Path;
 use lb_tests::{
     http,
     lbd::Lbd,
-    privilege::{IN_VM, require_root},
+    privilege::require_gre,
     topology::{self, DIRECTOR_ADDR, DIRECTOR_ADDR6, HTTP_PORT, Topology},
 };
-
-/// `true` if the kernel has GRE (`ip_gre` loaded); skipped with the reason otherwise,
-/// except in the VM, where it fails.
-fn require_gre(test: &str) -> bool {
-    if !require_root(test) {
-        return false;
-    }
-    if Path::new("/sys/module/ip_gre").exists() && Path::new("/sys/module/ip6_gre").exists() {
-        return true;
-    }
-    if std::env::var_os(IN_VM).is_some() {
-        panic!("{test}: the VM's kernel has no GRE (ip_gre or ip6_gre is not loaded)");
-    }
-    eprintln!(
-        "SKIPPED {test}: this kernel has no GRE; `cargo xtask test` runs it in a VM with Debian's kernel"
-    );
-    false
-}
 
 #[test]
 fn xdp_gre_reaches_the_reals_kernel_gre_device() {
@@ -38,14 +20,7 @@ fn xdp_gre_reaches_the_reals_kernel_gre_device() {
     }
     let mut lab = Topology::create("lbt-xgre", 2).expect("lab");
     for real in &lab.reals {
-        for device in ["gre0", "ip6gre0"] {
-            real.ns.ip(&["link", "set", device, "up"]).expect(device);
-        }
-        for scope in ["all", "gre0"] {
-            real.ns
-                .sysctl(&format!("net.ipv4.conf.{scope}.rp_filter"), "0")
-                .expect("rp_filter");
-        }
+        real.take_tunnels_on(&["gre0", "ip6gre0"]).expect("tunnels");
     }
     lab.start_http_servers(Path::new(env!("CARGO_BIN_EXE_lab")))
         .expect("servers");

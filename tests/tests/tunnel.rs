@@ -181,6 +181,21 @@ fn tunnelled_by(
     frame
 }
 
+/// A real's decap program (loaded, not attached) for `vips`, from the director's tunnel
+/// sources.
+fn decap_for(vips: &[&str]) -> Decap {
+    let mut decap = Decap::load(None).expect("load decap");
+    let vips: Vec<IpAddr> = vips.iter().map(|vip| vip.parse().expect("VIP")).collect();
+    decap.set_vips(&vips).expect("VIPs");
+    decap
+        .set_sources(&[
+            Prefix::host(IpAddr::from(TUNNEL_SRC)),
+            Prefix::host(TUNNEL_SRC6.parse().unwrap()),
+        ])
+        .expect("sources");
+    decap
+}
+
 fn run_decap(decap: &Decap, input: &[u8]) -> (u32, Vec<u8>) {
     let run = run_program(decap.program().expect("decap program"), input, 1).expect("test run");
     (run.action, run.output)
@@ -193,21 +208,7 @@ fn tun_encapsulates_and_the_real_decapsulates() {
     }
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     balancer.apply_config(CONFIG).expect("apply");
-    let mut decap = Decap::load(None).expect("load decap");
-    decap
-        .set_vips(&[
-            "192.0.2.80".parse().unwrap(),
-            "192.0.2.81".parse().unwrap(),
-            "192.0.2.82".parse().unwrap(),
-            "2001:db8::80".parse().unwrap(),
-        ])
-        .expect("VIPs");
-    decap
-        .set_sources(&[
-            Prefix::host(IpAddr::from(TUNNEL_SRC)),
-            Prefix::host(TUNNEL_SRC6.parse().unwrap()),
-        ])
-        .expect("sources");
+    let mut decap = decap_for(&["192.0.2.80", "192.0.2.81", "192.0.2.82", "2001:db8::80"]);
     let _ = AttachMode::Auto; // (the test runs the program without attaching it)
 
     let with_df = Frame::tcp(
@@ -528,20 +529,7 @@ fn gre_encapsulates_and_the_real_decapsulates() {
     }
     let mut balancer = TestBalancer::load(next_hops(), 1 << 12).expect("load");
     balancer.apply_config(CONFIG).expect("apply");
-    let mut decap = Decap::load(None).expect("load decap");
-    decap
-        .set_vips(&[
-            "192.0.2.83".parse().unwrap(),
-            "192.0.2.84".parse().unwrap(),
-            "2001:db8::83".parse().unwrap(),
-        ])
-        .expect("VIPs");
-    decap
-        .set_sources(&[
-            Prefix::host(IpAddr::from(TUNNEL_SRC)),
-            Prefix::host(TUNNEL_SRC6.parse().unwrap()),
-        ])
-        .expect("sources");
+    let decap = decap_for(&["192.0.2.83", "192.0.2.84", "2001:db8::83"]);
     let real4: IpAddr = "10.0.0.1".parse().unwrap();
     let real6: IpAddr = "2001:db8:1::1".parse().unwrap();
     let (mac4, mac6) = ([2, 0xaa, 0, 0, 0, 1], [2, 0xaa, 0, 0, 0, 0x61]);
